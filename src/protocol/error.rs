@@ -1,0 +1,59 @@
+//! Every way a byte stream can violate MQTT 3.1.1, named after the normative
+//! statement it breaks. The connection maps each to its consequence in
+//! `broker::connection::close_action`.
+
+use super::PacketType;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("reserved packet type {0} [MQTT-2.2.1]")]
+    ReservedPacketType(u8),
+    #[error("invalid fixed header flags {flags:#06b} for {packet:?} [MQTT-2.2.2-2]")]
+    InvalidHeaderFlags { packet: PacketType, flags: u8 },
+    #[error("remaining length longer than four bytes [MQTT-2.2.3]")]
+    MalformedRemainingLength,
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge { size: usize, max: usize },
+    #[error("{packet:?} ends before its fields do (remaining length {remaining})")]
+    Truncated { packet: PacketType, remaining: usize },
+    #[error("{packet:?} has {extra} bytes after its last field")]
+    TrailingBytes { packet: PacketType, extra: usize },
+    #[error("string is not well-formed UTF-8 [MQTT-1.5.3-1]")]
+    InvalidUtf8,
+    #[error("string contains U+0000 [MQTT-1.5.3-2]")]
+    NullCharacter,
+    #[error("protocol name {0:?} is neither MQTT nor MQIsdp [MQTT-3.1.2-1]")]
+    InvalidProtocolName(String),
+    #[error("unsupported protocol level {0} [MQTT-3.1.2-2]")]
+    UnsupportedProtocolLevel(u8),
+    #[error("CONNECT reserved flag is set [MQTT-3.1.2-3]")]
+    ConnectReservedFlag,
+    #[error("will QoS or will retain set without the will flag [MQTT-3.1.2-11]")]
+    WillFlagsWithoutWill,
+    #[error("will QoS is 3 [MQTT-3.1.2-14]")]
+    InvalidWillQoS,
+    #[error("password flag set without the user name flag [MQTT-3.1.2-22]")]
+    PasswordWithoutUsername,
+    #[error("PUBLISH QoS bits are 3 [MQTT-3.3.1-4]")]
+    InvalidQoS,
+    #[error("DUP flag set on a QoS 0 PUBLISH [MQTT-3.3.1-2]")]
+    DupOnQoS0,
+    #[error("packet identifier is 0 [MQTT-2.3.1-1]")]
+    ZeroPacketId,
+    #[error("topic name {0:?} contains a wildcard [MQTT-3.3.2-2]")]
+    WildcardInTopicName(String),
+    #[error("topic name or filter is empty [MQTT-4.7.3-1]")]
+    EmptyTopic,
+    #[error("invalid topic filter {0:?}: '#' must be last and alone in its level, '+' alone in its level [MQTT-4.7.1-2] [MQTT-4.7.1-3]")]
+    InvalidTopicFilter(String),
+    #[error("SUBSCRIBE has no topic filter [MQTT-3.8.3-3]")]
+    EmptySubscribe,
+    #[error("SUBSCRIBE requested QoS byte {0:#04x} has reserved bits or QoS 3 [MQTT-3-8.3-4]")]
+    InvalidRequestedQoS(u8),
+    #[error("UNSUBSCRIBE has no topic filter [MQTT-3.10.3-2]")]
+    EmptyUnsubscribe,
+    #[error("CONNACK reserved bits set or invalid return code")]
+    InvalidConnAck,
+    #[error("SUBACK return code {0:#04x} is not 0x00, 0x01, 0x02 or 0x80 [MQTT-3.9.3-2]")]
+    InvalidSubAckCode(u8),
+}

@@ -1,0 +1,239 @@
+//! The MQTT 3.1.1 (and 3.1) wire format: pure, synchronous, no I/O.
+//!
+//! Every packet type lives in its own file with its decode and encode side by
+//! side. [`codec::MqttCodec`] frames a byte stream into [`Packet`]s for
+//! tokio-util and rejects anything the spec calls malformed with a
+//! [`ProtocolError`] that names the normative statement it violates. What the
+//! connection does with an error (a CONNACK code, or a plain close) is decided
+//! in one place: `broker::connection::close_action`.
+
+mod ack;
+pub mod codec;
+mod connack;
+mod connect;
+mod error;
+mod publish;
+mod reader;
+mod suback;
+mod topic;
+mod subscribe;
+mod unsubscribe;
+
+pub use codec::MqttCodec;
+pub use connack::{ConnAck, ConnectReturnCode};
+pub use connect::{Connect, LastWill, ProtocolVersion};
+pub use error::ProtocolError;
+pub use publish::Publish;
+pub use suback::{SubAck, SubscribeReturnCode};
+pub use subscribe::{Subscribe, SubscribeTopic};
+pub use topic::{TopicFilter, TopicName};
+pub use unsubscribe::Unsubscribe;
+
+use bytes::{BufMut, BytesMut};
+use std::fmt;
+use std::num::NonZeroU16;
+
+/// Quality of service of a message or subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QoS {
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// Parses the two QoS bits; 3 is reserved and never a valid QoS.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// A packet identifier: never zero for packets that carry one [MQTT-2.3.1-1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PacketId(NonZeroU16);
+
+impl PacketId {
+    pub fn new(v: u16) -> Option<PacketId> {
+        NonZeroU16::new(v).map(PacketId)
+    }
+    pub fn get(self) -> u16 {
+        self.0.get()
+    }
+    /// The next identifier after this one, wrapping from 65535 to 1.
+    pub fn next(self) -> PacketId {
+        match self.0.get() {
+            u16::MAX => PacketId(NonZeroU16::MIN),
+            v => PacketId(NonZeroU16::MIN.saturating_add(v)),
+        }
+    }
+}
+
+impl fmt::Display for PacketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Control packet types, numbered as in the fixed header (section 2.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    Connect = 1,
+    ConnAck = 2,
+    Publish = 3,
+    PubAck = 4,
+    PubRec = 5,
+    PubRel = 6,
+    PubComp = 7,
+    Subscribe = 8,
+    SubAck = 9,
+    Unsubscribe = 10,
+    UnsubAck = 11,
+    PingReq = 12,
+    PingResp = 13,
+    Disconnect = 14,
+}
+
+impl PacketType {
+    fn from_u8(v: u8) -> Option<PacketType> {
+        use PacketType::*;
+        Some(match v {
+            1 => Connect,
+            2 => ConnAck,
+            3 => Publish,
+            4 => PubAck,
+            5 => PubRec,
+            6 => PubRel,
+            7 => PubComp,
+            8 => Subscribe,
+            9 => SubAck,
+            10 => Unsubscribe,
+            11 => UnsubAck,
+            12 => PingReq,
+            13 => PingResp,
+            14 => Disconnect,
+            _ => return None,
+        })
+    }
+}
+
+/// One MQTT control packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Connect(Box<Connect>),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(PacketId),
+    PubRec(PacketId),
+    PubRel(PacketId),
+    PubComp(PacketId),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(PacketId),
+    PingReq,
+    PingResp,
+    Disconnect,
+}
+
+impl Packet {
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Packet::Connect(_) => PacketType::Connect,
+            Packet::ConnAck(_) => PacketType::ConnAck,
+            Packet::Publish(_) => PacketType::Publish,
+            Packet::PubAck(_) => PacketType::PubAck,
+            Packet::PubRec(_) => PacketType::PubRec,
+            Packet::PubRel(_) => PacketType::PubRel,
+            Packet::PubComp(_) => PacketType::PubComp,
+            Packet::Subscribe(_) => PacketType::Subscribe,
+            Packet::SubAck(_) => PacketType::SubAck,
+            Packet::Unsubscribe(_) => PacketType::Unsubscribe,
+            Packet::UnsubAck(_) => PacketType::UnsubAck,
+            Packet::PingReq => PacketType::PingReq,
+            Packet::PingResp => PacketType::PingResp,
+            Packet::Disconnect => PacketType::Disconnect,
+        }
+    }
+
+    /// Appends the packet's wire form to `buf`.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Packet::Connect(c) => c.encode(buf),
+            Packet::ConnAck(c) => c.encode(buf),
+            Packet::Publish(p) => p.encode(buf),
+            Packet::PubAck(id) => ack::encode(buf, 0x40, *id),
+            Packet::PubRec(id) => ack::encode(buf, 0x50, *id),
+            Packet::PubRel(id) => ack::encode(buf, 0x62, *id),
+            Packet::PubComp(id) => ack::encode(buf, 0x70, *id),
+            Packet::Subscribe(s) => s.encode(buf),
+            Packet::SubAck(s) => s.encode(buf),
+            Packet::Unsubscribe(u) => u.encode(buf),
+            Packet::UnsubAck(id) => ack::encode(buf, 0xB0, *id),
+            Packet::PingReq => buf.put_slice(&[0xC0, 0]),
+            Packet::PingResp => buf.put_slice(&[0xD0, 0]),
+            Packet::Disconnect => buf.put_slice(&[0xE0, 0]),
+        }
+    }
+
+    /// Size of the packet on the wire, for queue accounting.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Packet::Publish(p) => p.wire_len(),
+            Packet::Connect(_) | Packet::Subscribe(_) | Packet::SubAck(_) | Packet::Unsubscribe(_) => {
+                let mut b = BytesMut::new();
+                self.encode(&mut b);
+                b.len()
+            }
+            Packet::ConnAck(_)
+            | Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::UnsubAck(_) => 4,
+            Packet::PingReq | Packet::PingResp | Packet::Disconnect => 2,
+        }
+    }
+}
+
+/// Writes a remaining length as the variable-length integer of section 2.2.3.
+pub(crate) fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
+    debug_assert!(len <= MAX_REMAINING_LENGTH);
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+/// Number of bytes the variable-length encoding of `len` takes.
+pub(crate) fn remaining_length_len(len: usize) -> usize {
+    match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Largest remaining length four varint bytes can express (section 2.2.3).
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+pub(crate) fn put_str(buf: &mut BytesMut, s: &str) {
+    put_bytes(buf, s.as_bytes());
+}
+
+pub(crate) fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_u16(b.len() as u16);
+    buf.put_slice(b);
+}
