@@ -1,1 +1,3 @@
 pub mod protocol;
+pub mod routing;
+pub mod session;
