@@ -1,3 +1,8 @@
+pub mod broker;
+pub mod config;
 pub mod protocol;
 pub mod routing;
 pub mod session;
+
+pub use broker::{start, BrokerHandle};
+pub use config::Config;

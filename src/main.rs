@@ -1,1 +1,72 @@
-fn main(){}
+//! `roost`: command line, configuration, logging; then `roost::start`.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// roost: an MQTT 3.1.1 broker.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML) layered over the embedded defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on for MQTT over TCP (overrides listener.bind).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<SocketAddr>,
+    /// SQLite database file for durable state (overrides store.db).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut config = match roost::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("roost: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.listener.bind = listen;
+    }
+    if let Some(db) = cli.db {
+        config.store.db = db;
+    }
+    let broker = match roost::start(config) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("cannot start the signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(wait_for_shutdown_signal());
+    log::info!("shutting down");
+    broker.stop();
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,334 @@
+//! Connection actor: the only actor that reads a socket. It frames bytes
+//! into packets, enforces the connection-level rules (CONNECT first and
+//! within the connect timeout, one CONNECT only, keep-alive), publishes QoS
+//! 0/1 messages straight to the router, hands everything stateful to its
+//! Session, and publishes the will when it ends without DISCONNECT.
+//!
+//! A connection is never restarted: any failure is a disconnect.
+
+use super::messages::*;
+use super::metrics::Metrics;
+use super::outbound::{self, Outbound};
+use super::session::Session;
+use super::Shared;
+use crate::protocol::codec::CodecError;
+use crate::protocol::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, MqttCodec, Packet, ProtocolError, ProtocolVersion, QoS,
+};
+use crate::session::Message;
+use actix::prelude::*;
+use bytestring::ByteString;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+/// How long a closing connection may spend flushing to a peer that does not
+/// read before its writer is aborted.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+enum Phase {
+    AwaitingConnect,
+    Connecting,
+    Connected { session: Addr<Session> },
+    Closed,
+}
+
+pub struct Connection {
+    id: ConnectionId,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    outbound: Outbound,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    phase: Phase,
+    client_id: Option<ByteString>,
+    /// 1.5 × the client's keep-alive [MQTT-3.1.2-24]; `None` when it is 0.
+    keep_alive_limit: Option<Duration>,
+    last_packet: Instant,
+    will: Option<LastWill>,
+}
+
+/// What to do on a protocol error, decided in this one place: a CONNACK with
+/// a refusal code where the spec asks for one, else a plain close (section
+/// 4.8: "close the Network Connection").
+pub fn close_action(error: &ProtocolError, first_packet: bool) -> Option<ConnectReturnCode> {
+    match error {
+        ProtocolError::UnsupportedProtocolLevel(_) if first_packet => {
+            Some(ConnectReturnCode::UnacceptableProtocolVersion) // [MQTT-3.1.2-2]
+        }
+        _ => None,
+    }
+}
+
+/// Starts a connection actor for an accepted socket on the current arbiter.
+pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let limits = &shared.config.limits;
+    let (outbound, gate, writer) = outbound::spawn_writer(write, limits.max_outbound_bytes);
+    let codec = MqttCodec::new(limits.max_packet_size);
+    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    Connection::create(move |ctx| {
+        ctx.add_stream(gate.wrap(FramedRead::new(read, codec)));
+        Connection {
+            id,
+            peer,
+            shared,
+            outbound,
+            writer: Some(writer),
+            phase: Phase::AwaitingConnect,
+            client_id: None,
+            keep_alive_limit: None,
+            last_packet: Instant::now(),
+            will: None,
+        }
+    });
+}
+
+impl Connection {
+    fn name(&self) -> String {
+        match &self.client_id {
+            Some(id) => format!("client {id:?} ({})", self.peer),
+            None => format!("connection from {}", self.peer),
+        }
+    }
+
+    /// Ends the connection without DISCONNECT: the will is published in `stopped`.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+
+    fn refuse(&mut self, code: ConnectReturnCode, ctx: &mut Context<Self>) {
+        log::info!("{}: CONNECT refused: {:?}", self.name(), code);
+        self.outbound.send(Packet::ConnAck(ConnAck { session_present: false, code }));
+        self.phase = Phase::Closed;
+        ctx.stop();
+    }
+
+    fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
+        Metrics::inc(&self.shared.metrics.protocol_errors);
+        let first = matches!(self.phase, Phase::AwaitingConnect);
+        match close_action(&error, first) {
+            Some(code) => {
+                log::info!("{}: {error}", self.name());
+                self.refuse(code, ctx)
+            }
+            None => {
+                log::warn!("{}: protocol error, closing: {error}", self.name());
+                self.close(ctx)
+            }
+        }
+    }
+
+    fn on_connect(&mut self, connect: Connect, ctx: &mut Context<Self>) {
+        let mut client_id = connect.client_id;
+        if client_id.is_empty() {
+            if !connect.clean_session || connect.version == ProtocolVersion::V31 {
+                // An empty id needs clean session 1 [MQTT-3.1.3-8]; MQTT 3.1 needs 1-23 characters.
+                return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
+            }
+            // [MQTT-3.1.3-6]: the server assigns a unique id.
+            client_id = format!("roost-{:016x}", rand_id(self.id)).into();
+        } else if connect.version == ProtocolVersion::V31 && client_id.chars().count() > 23 {
+            return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
+        }
+        self.client_id = Some(client_id.clone());
+        self.will = connect.will;
+        if connect.keep_alive > 0 {
+            self.keep_alive_limit = Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        }
+        self.phase = Phase::Connecting;
+        let register = Register {
+            client_id,
+            clean_session: connect.clean_session,
+            arbiter: actix::Arbiter::current(),
+        };
+        let registry = self.shared.registry.clone();
+        let me = ctx.address();
+        let (connection_id, outbound) = (self.id, self.outbound.clone());
+        // `wait` holds back every other packet of this client until the
+        // session has written CONNACK, so nothing overtakes it.
+        let attach = async move {
+            let registered = registry.send(register).await.ok()?.ok()?;
+            let attach = Attach {
+                connection_id,
+                connection: me,
+                outbound,
+                session_present: registered.session_present,
+                generation: registered.generation,
+            };
+            registered.session.send(attach).await.ok()?.ok()?;
+            Some(registered.session)
+        };
+        ctx.wait(attach.into_actor(self).map(|session, act, ctx| match session {
+            Some(session) => {
+                log::debug!("{}: connected", act.name());
+                Metrics::inc(&act.shared.metrics.clients_connected);
+                act.phase = Phase::Connected { session };
+                if let Some(limit) = act.keep_alive_limit {
+                    act.schedule_keep_alive(limit, ctx);
+                }
+            }
+            None => {
+                log::info!("{}: session was taken over while connecting", act.name());
+                act.phase = Phase::Closed;
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// Per-connection keep-alive timer: fires when the client could first be
+    /// late and re-arms for the rest of the interval if it was not.
+    fn schedule_keep_alive(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(after, |act, ctx| {
+            let Some(limit) = act.keep_alive_limit else { return };
+            let idle = act.last_packet.elapsed();
+            if idle >= limit {
+                log::info!("{}: keep-alive expired after {:?} of silence, closing [MQTT-3.1.2-24]", act.name(), idle);
+                act.close(ctx);
+            } else {
+                act.schedule_keep_alive(limit - idle, ctx);
+            }
+        });
+    }
+
+    fn on_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
+        let session = match &self.phase {
+            Phase::AwaitingConnect => {
+                return match packet {
+                    Packet::Connect(c) => self.on_connect(*c, ctx),
+                    other => {
+                        log::warn!("{}: first packet is {:?}, not CONNECT [MQTT-3.1.0-1]", self.name(), other.packet_type());
+                        Metrics::inc(&self.shared.metrics.protocol_errors);
+                        self.close(ctx)
+                    }
+                };
+            }
+            Phase::Connected { session } => session,
+            // `wait` holds packets back while connecting; nothing is read once closed.
+            Phase::Connecting | Phase::Closed => return,
+        };
+        match packet {
+            Packet::Publish(p) => {
+                Metrics::inc(&self.shared.metrics.publishes_received);
+                match (p.qos, p.packet_id) {
+                    (QoS::AtMostOnce, _) => self.shared.router.publish(Message::from_publish(&p)),
+                    (QoS::AtLeastOnce, Some(id)) => {
+                        self.shared.router.publish(Message::from_publish(&p));
+                        self.outbound.send(Packet::PubAck(id));
+                    }
+                    // QoS 2 needs the session's record of ids awaiting PUBREL.
+                    _ => session.do_send(FromClient(Packet::Publish(p))),
+                }
+            }
+            Packet::PingReq => self.outbound.send(Packet::PingResp),
+            Packet::Disconnect => {
+                // A clean DISCONNECT discards the will [MQTT-3.14.4-3].
+                self.will = None;
+                log::debug!("{}: DISCONNECT", self.name());
+                ctx.stop();
+            }
+            p @ (Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)) => session.do_send(FromClient(p)),
+            Packet::Connect(_) => {
+                log::warn!("{}: second CONNECT, closing [MQTT-3.1.0-2]", self.name());
+                Metrics::inc(&self.shared.metrics.protocol_errors);
+                self.close(ctx);
+            }
+            other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
+                log::warn!("{}: sent {:?}, which only a server sends; closing", self.name(), other.packet_type());
+                Metrics::inc(&self.shared.metrics.protocol_errors);
+                self.close(ctx);
+            }
+        }
+    }
+}
+
+/// A client id suffix unique within this process and hard to guess across runs.
+fn rand_id(connection_id: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(connection_id);
+    h.finish()
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        Metrics::inc(&self.shared.metrics.connections_accepted);
+        let timeout = self.shared.config.connect_timeout();
+        ctx.run_later(timeout, move |act, ctx| {
+            if matches!(act.phase, Phase::AwaitingConnect | Phase::Connecting) {
+                log::info!("{}: no CONNECT within {:?}, closing", act.name(), timeout);
+                act.close(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        Metrics::inc(&self.shared.metrics.connections_closed);
+        let phase = std::mem::replace(&mut self.phase, Phase::Closed);
+        if let Phase::Connected { session } = phase {
+            self.shared.metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
+            if let Some(will) = self.will.take() {
+                // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
+                log::debug!("{}: publishing will to {}", self.name(), will.topic);
+                Metrics::inc(&self.shared.metrics.wills_published);
+                self.shared.router.publish(Message {
+                    topic: will.topic,
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                });
+            }
+            session.do_send(Detach { connection_id: self.id });
+        }
+        self.outbound.close();
+        if let Some(writer) = self.writer.take() {
+            actix_rt::spawn(async move {
+                tokio::time::sleep(CLOSE_LINGER).await;
+                writer.abort();
+            });
+        }
+    }
+}
+
+impl StreamHandler<Result<Packet, CodecError>> for Connection {
+    fn handle(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        match item {
+            Ok(packet) => {
+                self.last_packet = Instant::now();
+                self.on_packet(packet, ctx);
+            }
+            Err(CodecError::Protocol(e)) => self.protocol_error(e, ctx),
+            Err(CodecError::Io(e)) => {
+                log::debug!("{}: read error: {e}", self.name());
+                self.close(ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        log::debug!("{}: socket closed by peer", self.name());
+        ctx.stop();
+    }
+}
+
+impl Handler<TakenOver> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: TakenOver, ctx: &mut Context<Self>) {
+        log::info!("{}: closed: another connection took over this client id [MQTT-3.1.4-2]", self.name());
+        self.close(ctx);
+    }
+}

@@ -1,0 +1,67 @@
+//! Listener: accepts TCP connections and hands each socket to a worker
+//! arbiter, round robin, where its Connection actor runs. Started last, so
+//! every actor a connection needs already exists.
+
+use super::connection;
+use super::Shared;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Listener {
+    listener: Option<tokio::net::TcpListener>,
+    workers: Vec<actix::dev::ArbiterHandle>,
+    shared: Arc<Shared>,
+}
+
+impl Listener {
+    pub fn new(listener: tokio::net::TcpListener, workers: Vec<actix::dev::ArbiterHandle>, shared: Arc<Shared>) -> Self {
+        Listener { listener: Some(listener), workers, shared }
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(listener) = self.listener.take() else { return };
+        let workers = self.workers.clone();
+        let shared = self.shared.clone();
+        ctx.spawn(
+            async move {
+                let mut next = 0usize;
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => {
+                            // Move the socket to a worker's runtime: deregister
+                            // here, register there.
+                            let std_stream = match stream.into_std() {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    log::warn!("accept from {peer}: {e}");
+                                    continue;
+                                }
+                            };
+                            let shared = shared.clone();
+                            let worker = &workers[next % workers.len()];
+                            next = next.wrapping_add(1);
+                            worker.spawn(async move {
+                                match tokio::net::TcpStream::from_std(std_stream) {
+                                    Ok(stream) => connection::spawn(stream, peer, shared),
+                                    Err(e) => log::warn!("accept from {peer}: {e}"),
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            // Typically out of file descriptors: back off
+                            // instead of spinning on the error.
+                            log::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}

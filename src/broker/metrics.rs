@@ -1,0 +1,37 @@
+//! Counters every actor bumps without a hop: plain atomics shared through an
+//! `Arc`. Drops are always counted here, whatever bound caused them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_accepted: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub clients_connected: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub publishes_received: AtomicU64,
+    pub publishes_sent: AtomicU64,
+    /// QoS 0 messages dropped because the client's outbound buffer was full.
+    pub dropped_slow_client: AtomicU64,
+    /// Messages dropped because a session queue was at its bound.
+    pub dropped_queue_full: AtomicU64,
+    /// QoS 0 messages not queued for an offline session (`queue_qos0` off).
+    pub dropped_offline_qos0: AtomicU64,
+    pub wills_published: AtomicU64,
+    pub takeovers: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Drops of every kind, for tests and logs.
+    pub fn dropped_total(&self) -> u64 {
+        Self::get(&self.dropped_slow_client) + Self::get(&self.dropped_queue_full) + Self::get(&self.dropped_offline_qos0)
+    }
+}

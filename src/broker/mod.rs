@@ -1,0 +1,126 @@
+//! The actors, and [`start`], which runs a broker on its own thread.
+//!
+//! Flow of a publish: `Connection` decodes it and, for QoS 0/1, hands it to
+//! the `Router`, which sends it to the one `TopicShard` that owns its topic
+//! (and to the `RetainedStore` if retained). The shard finds the matching
+//! sessions and sends each a `Deliver`; each `Session` applies its window and
+//! queue and pushes the packet to its connection's `Outbound`, whose writer
+//! task writes it to the socket. QoS 2 publishes pass through the
+//! publisher's `Session` first, for duplicate detection.
+
+pub mod connection;
+pub mod listener;
+pub mod messages;
+pub mod metrics;
+pub mod outbound;
+pub mod registry;
+pub mod retained;
+pub mod router;
+pub mod session;
+pub mod supervisor;
+pub mod topic_shard;
+
+use crate::config::Config;
+use actix::Addr;
+use metrics::Metrics;
+use registry::SessionRegistry;
+use router::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// What every connection needs, shared read-only.
+pub struct Shared {
+    pub config: Config,
+    pub router: Router,
+    pub registry: Addr<SessionRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub next_connection_id: AtomicU64,
+}
+
+/// A running broker. Dropping the handle stops it.
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops every actor and waits for the broker's threads to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds the listener, starts the actor system on a new thread and returns
+/// once the broker accepts connections.
+pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
+    let listener = std::net::TcpListener::bind(config.listener.bind)?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let m = metrics.clone();
+    let thread = std::thread::Builder::new().name("roost-main".into()).spawn(move || {
+        let system = actix::System::new();
+        let tree = system.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let tree = supervisor::start(config, listener, m);
+            actix_rt::spawn(async move {
+                let _ = stop_rx.await;
+                actix::System::current().stop();
+            });
+            Ok::<_, std::io::Error>(tree)
+        });
+        let tree = match tree {
+            Ok(tree) => {
+                let _ = ready_tx.send(Ok(()));
+                tree
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        if let Err(e) = system.run() {
+            log::error!("actor system failed: {e}");
+        }
+        for worker in tree.workers {
+            worker.stop();
+            let _ = worker.join();
+        }
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
+    }
+    log::info!("roost listening on {local_addr}");
+    Ok(BrokerHandle { local_addr, metrics, stop: Some(stop_tx), thread: Some(thread) })
+}

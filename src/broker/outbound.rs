@@ -1,0 +1,167 @@
+//! The bounded path from the broker to one socket.
+//!
+//! Sessions and the connection push packets into an [`Outbound`]; a writer
+//! task owns the socket's write half, drains the channel and writes
+//! everything that is waiting with one `write_all` per wake-up. actix's own
+//! mailboxes and `FramedWrite` are unbounded in practice, so the bound lives
+//! here: the bytes waiting are counted, QoS 0 deliveries are dropped (and
+//! counted) while they exceed `max_outbound_bytes`, QoS 1/2 deliveries are
+//! bounded by the session's in-flight window, and the connection stops
+//! reading from its socket ([`ReadGate`]) until the writer has drained, so a
+//! client that sends faster than it reads is slowed by TCP, not buffered.
+
+use crate::protocol::Packet;
+use bytes::BytesMut;
+use futures::task::AtomicWaker;
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+/// Bytes gathered before one `write_all`: big enough to amortise the system
+/// call over many small publishes, small enough to keep latency low.
+const WRITE_BATCH: usize = 64 * 1024;
+
+enum Command {
+    Packet(Packet),
+    Close,
+}
+
+struct Shared {
+    queued_bytes: AtomicUsize,
+    limit: usize,
+    closed: AtomicBool,
+    reader: AtomicWaker,
+}
+
+/// A handle to push packets to one client; cheap to clone.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Outbound {
+    /// Queues a packet. Callers bound what they push: QoS 0 deliveries check
+    /// [`Outbound::is_writable`] first, QoS 1/2 are bounded by the in-flight
+    /// window, and replies are bounded by the read gate.
+    pub fn send(&self, packet: Packet) {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.shared.queued_bytes.fetch_add(packet.wire_len(), Ordering::Relaxed);
+        let _ = self.tx.send(Command::Packet(packet));
+    }
+
+    /// False while more than `max_outbound_bytes` wait to be written.
+    pub fn is_writable(&self) -> bool {
+        self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
+    }
+
+    /// Writes what is queued, then shuts the socket down.
+    pub fn close(&self) {
+        if !self.shared.closed.swap(true, Ordering::Relaxed) {
+            let _ = self.tx.send(Command::Close);
+        }
+    }
+}
+
+/// Creates the outbound channel for a socket and spawns its writer on the
+/// current arbiter. Returns the handle, the gate for the read side, and the
+/// writer task (to abort it if the peer stops reading while we close).
+pub fn spawn_writer(write: OwnedWriteHalf, limit: usize) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        queued_bytes: AtomicUsize::new(0),
+        limit,
+        closed: AtomicBool::new(false),
+        reader: AtomicWaker::new(),
+    });
+    let task = actix_rt::spawn(writer(rx, write, shared.clone()));
+    (Outbound { tx, shared: shared.clone() }, ReadGate { shared }, task)
+}
+
+async fn writer(mut rx: mpsc::UnboundedReceiver<Command>, mut write: OwnedWriteHalf, shared: Arc<Shared>) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut close = false;
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Packet(p) => {
+                    let before = buf.len();
+                    p.encode(&mut buf);
+                    bytes += buf.len() - before;
+                }
+                Command::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if buf.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = write.write_all(&buf).await {
+                log::debug!("write failed: {e}");
+                break;
+            }
+            buf.clear();
+        }
+        let left = shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        if left <= shared.limit / 2 {
+            shared.reader.wake();
+        }
+        if close {
+            break;
+        }
+        // An idle connection keeps no large buffer.
+        if buf.capacity() > WRITE_BATCH {
+            buf = BytesMut::new();
+        }
+    }
+    shared.closed.store(true, Ordering::Relaxed);
+    shared.reader.wake();
+    let _ = write.shutdown().await;
+}
+
+/// Pauses the read side of a connection while its outbound queue is over
+/// the bound (TCP backpressure on a client that does not read).
+pub struct ReadGate {
+    shared: Arc<Shared>,
+}
+
+impl ReadGate {
+    pub fn wrap<S>(self, inner: S) -> Gated<S> {
+        Gated { inner, gate: self }
+    }
+
+    fn open(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed) || self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
+    }
+}
+
+pub struct Gated<S> {
+    inner: S,
+    gate: ReadGate,
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if !self.gate.open() {
+            self.gate.shared.reader.register(cx.waker());
+            if !self.gate.open() {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}

@@ -1,0 +1,57 @@
+//! The handle every actor uses to publish and subscribe: it applies the
+//! sharding rule of `routing::shard` to pick the `TopicShard`s, and sends
+//! retained publishes to the `RetainedStore`. Cheap to clone.
+
+use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
+use super::retained::RetainedStore;
+use super::session::Session;
+use super::topic_shard::TopicShard;
+use crate::protocol::{QoS, TopicFilter};
+use crate::routing::{FilterShards, ShardRule};
+use crate::session::Message;
+use actix::Addr;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Router {
+    rule: ShardRule,
+    shards: Arc<[Addr<TopicShard>]>,
+    retained: Addr<RetainedStore>,
+}
+
+impl Router {
+    pub fn new(shards: Vec<Addr<TopicShard>>, retained: Addr<RetainedStore>) -> Router {
+        Router { rule: ShardRule::new(shards.len()), shards: shards.into(), retained }
+    }
+
+    pub fn retained(&self) -> &Addr<RetainedStore> {
+        &self.retained
+    }
+
+    /// Routes a message published by a client (or a will). A retained
+    /// message also updates the retained store; subscribers get RETAIN=0.
+    pub fn publish(&self, message: Message) {
+        if message.retain {
+            self.retained.do_send(Retain(message.clone()));
+        }
+        let shard = self.rule.shard_for_topic(message.topic.as_str());
+        self.shards[shard].do_send(Route(message));
+    }
+
+    fn for_shards(&self, filter: &TopicFilter, mut f: impl FnMut(&Addr<TopicShard>)) {
+        match self.rule.shards_for_filter(filter) {
+            FilterShards::One(i) => f(&self.shards[i]),
+            FilterShards::All => self.shards.iter().for_each(f),
+        }
+    }
+
+    pub fn subscribe(&self, session_id: SessionId, session: &Addr<Session>, filter: &TopicFilter, qos: QoS) {
+        self.for_shards(filter, |shard| {
+            shard.do_send(AddSubscription { session_id, session: session.clone(), filter: filter.clone(), qos })
+        });
+    }
+
+    pub fn unsubscribe(&self, session_id: SessionId, filter: &TopicFilter) {
+        self.for_shards(filter, |shard| shard.do_send(RemoveSubscription { session_id, filter: filter.clone() }));
+    }
+}

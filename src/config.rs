@@ -1,0 +1,196 @@
+//! Typed configuration, loaded and validated once at start.
+//!
+//! Layers, later wins: `config/default.toml` (embedded, so the binary runs
+//! with no file at all), the file given with `--config`, environment
+//! variables `ROOST__SECTION__KEY`, then command-line flags. Unknown keys and
+//! invalid values are errors that name the key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The defaults, the same text as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listener: ListenerConfig,
+    pub broker: BrokerConfig,
+    pub limits: LimitsConfig,
+    pub session: SessionConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub workers: usize,
+    pub shards: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_packet_size: usize,
+    pub connect_timeout_secs: u64,
+    pub max_outbound_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    pub max_inflight: usize,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub queue_qos0: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub db: PathBuf,
+}
+
+impl Config {
+    /// Embedded defaults, then `file`, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, config::Environment::with_prefix("ROOST"))
+    }
+
+    fn load_with_env(file: Option<&Path>, env: config::Environment) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        let config: Config = builder.add_source(env).build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded defaults alone: what tests and `cargo run` start from.
+    pub fn defaults() -> Config {
+        Self::load_with_env(None, config::Environment::with_prefix("ROOST_UNUSED_IN_DEFAULTS"))
+            .expect("the embedded default config is valid")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        if self.limits.max_packet_size < 64 || self.limits.max_packet_size > crate::protocol::MAX_REMAINING_LENGTH + 5 {
+            return invalid("limits.max_packet_size", "must be between 64 and 268435460 bytes");
+        }
+        if self.limits.connect_timeout_secs == 0 {
+            return invalid("limits.connect_timeout_secs", "must be at least 1");
+        }
+        if self.limits.max_outbound_bytes < self.limits.max_packet_size.min(65536) {
+            return invalid("limits.max_outbound_bytes", "must be at least 65536 (or max_packet_size if smaller)");
+        }
+        if !(1..=65535).contains(&self.session.max_inflight) {
+            return invalid("session.max_inflight", "must be between 1 and 65535 (packet ids are 16 bits)");
+        }
+        if self.broker.workers > 1024 {
+            return invalid("broker.workers", "must be between 0 (one per core) and 1024");
+        }
+        if self.broker.shards > 4096 {
+            return invalid("broker.shards", "must be between 0 (one per core) and 4096");
+        }
+        Ok(())
+    }
+
+    fn cores() -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    /// `broker.workers` with 0 resolved to the number of cores.
+    pub fn workers(&self) -> usize {
+        match self.broker.workers {
+            0 => Self::cores(),
+            n => n,
+        }
+    }
+
+    /// `broker.shards` with 0 resolved to the number of cores.
+    pub fn shards(&self) -> usize {
+        match self.broker.shards {
+            0 => Self::cores(),
+            n => n,
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.connect_timeout_secs)
+    }
+
+    pub fn session_limits(&self) -> crate::session::SessionLimits {
+        crate::session::SessionLimits {
+            max_inflight: self.session.max_inflight,
+            max_queued_messages: self.session.max_queued_messages,
+            max_queued_bytes: self.session.max_queued_bytes,
+            queue_qos0: self.session.queue_qos0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        config::Environment::with_prefix("ROOST").source(Some(map))
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let c = Config::defaults();
+        assert_eq!(c.listener.bind.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.session.max_queued_messages, 1000);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = Config::load_with_env(None, env(&[("ROOST__SESSION__MAX_INFLIGHT", "7")])).unwrap();
+        assert_eq!(c.session.max_inflight, 7);
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let err = Config::load_with_env(None, env(&[("ROOST__SESSION__MAX_INFLIGHT", "0")])).unwrap_err();
+        assert!(err.to_string().contains("session.max_inflight"), "{err}");
+        let err = Config::load_with_env(None, env(&[("ROOST__LIMITS__MAX_PACKET_SIZE", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("max_packet_size"), "{err}");
+    }
+
+    #[test]
+    fn file_layer_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("roost-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[listener]\nbind = \"127.0.0.1:2883\"\n").unwrap();
+        let c = Config::load_with_env(Some(&good), env(&[])).unwrap();
+        assert_eq!(c.listener.bind.port(), 2883);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[session]\nmax_inflite = 3\n").unwrap();
+        let err = Config::load_with_env(Some(&bad), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_inflite"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
