@@ -1,1 +1,16 @@
+//! Integration tests: one binary, one module per feature. Each test starts
+//! a real broker on 127.0.0.1:0 (see `common`). Raw-byte tests build their
+//! packets in `common::raw`, independently of `roost::protocol`; the flow
+//! tests use the rumqttc client crate.
 
+mod common;
+
+mod connect;
+mod flows;
+mod keepalive;
+mod malformed;
+mod publish;
+mod retained;
+mod sessions;
+mod subscribe;
+mod will;

@@ -1,0 +1,336 @@
+//! Packets as bytes, built by hand from the spec's figures, and a client
+//! that sends them and reads replies with its own minimal framing.
+
+use super::TIMEOUT;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The remaining-length varint of section 2.2.3.
+pub fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+/// A whole packet: first byte, remaining length, body.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    out.extend(varint(body.len()));
+    out.extend_from_slice(body);
+    out
+}
+
+/// A length-prefixed string or binary field.
+pub fn field(s: &[u8]) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s);
+    out
+}
+
+#[derive(Clone)]
+pub struct Will<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Clone)]
+pub struct ConnectOptions<'a> {
+    pub protocol_name: &'a str,
+    pub level: u8,
+    pub client_id: &'a str,
+    pub clean: bool,
+    pub keep_alive: u16,
+    pub will: Option<Will<'a>>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    /// ORed into the connect flags, to set reserved or inconsistent bits.
+    pub extra_flags: u8,
+}
+
+impl<'a> ConnectOptions<'a> {
+    pub fn new(client_id: &'a str) -> Self {
+        ConnectOptions {
+            protocol_name: "MQTT",
+            level: 4,
+            client_id,
+            clean: true,
+            keep_alive: 60,
+            will: None,
+            username: None,
+            password: None,
+            extra_flags: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut flags = self.extra_flags;
+        if self.clean {
+            flags |= 0x02;
+        }
+        let mut payload = field(self.client_id.as_bytes());
+        if let Some(w) = &self.will {
+            flags |= 0x04 | (w.qos << 3) | if w.retain { 0x20 } else { 0 };
+            payload.extend(field(w.topic.as_bytes()));
+            payload.extend(field(w.payload));
+        }
+        if let Some(u) = self.username {
+            flags |= 0x80;
+            payload.extend(field(u.as_bytes()));
+        }
+        if let Some(p) = self.password {
+            flags |= 0x40;
+            payload.extend(field(p));
+        }
+        let mut body = field(self.protocol_name.as_bytes());
+        body.push(self.level);
+        body.push(flags);
+        body.extend(self.keep_alive.to_be_bytes());
+        body.extend(payload);
+        packet(0x10, &body)
+    }
+}
+
+pub fn connect(client_id: &str, clean: bool) -> Vec<u8> {
+    ConnectOptions { clean, ..ConnectOptions::new(client_id) }.bytes()
+}
+
+pub fn publish(topic: &str, payload: &[u8], qos: u8, packet_id: u16, retain: bool, dup: bool) -> Vec<u8> {
+    let first = 0x30 | (qos << 1) | if retain { 1 } else { 0 } | if dup { 0x08 } else { 0 };
+    let mut body = field(topic.as_bytes());
+    if qos > 0 {
+        body.extend(packet_id.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    packet(first, &body)
+}
+
+pub fn subscribe(packet_id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    for (f, q) in filters {
+        body.extend(field(f.as_bytes()));
+        body.push(*q);
+    }
+    packet(0x82, &body)
+}
+
+pub fn unsubscribe(packet_id: u16, filters: &[&str]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    for f in filters {
+        body.extend(field(f.as_bytes()));
+    }
+    packet(0xA2, &body)
+}
+
+pub fn puback(id: u16) -> Vec<u8> {
+    packet(0x40, &id.to_be_bytes())
+}
+pub fn pubrec(id: u16) -> Vec<u8> {
+    packet(0x50, &id.to_be_bytes())
+}
+pub fn pubrel(id: u16) -> Vec<u8> {
+    packet(0x62, &id.to_be_bytes())
+}
+pub fn pubcomp(id: u16) -> Vec<u8> {
+    packet(0x70, &id.to_be_bytes())
+}
+pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
+pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
+/// CONNACK accepted, no session present.
+pub const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+/// CONNACK accepted, session present.
+pub const CONNACK_PRESENT: [u8; 4] = [0x20, 0x02, 0x01, 0x00];
+
+/// One packet as read back: its first byte and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPacket {
+    pub first: u8,
+    pub body: Vec<u8>,
+}
+
+impl RawPacket {
+    pub fn kind(&self) -> u8 {
+        self.first >> 4
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        packet(self.first, &self.body)
+    }
+
+    /// For a PUBLISH: (topic, packet id, payload, qos, retain, dup).
+    pub fn publish(&self) -> ReceivedPublish {
+        assert_eq!(self.kind(), 3, "expected PUBLISH, got {self:?}");
+        let qos = (self.first >> 1) & 3;
+        let tlen = u16::from_be_bytes([self.body[0], self.body[1]]) as usize;
+        let topic = String::from_utf8(self.body[2..2 + tlen].to_vec()).unwrap();
+        let mut at = 2 + tlen;
+        let packet_id = if qos > 0 {
+            at += 2;
+            Some(u16::from_be_bytes([self.body[at - 2], self.body[at - 1]]))
+        } else {
+            None
+        };
+        ReceivedPublish {
+            topic,
+            packet_id,
+            payload: self.body[at..].to_vec(),
+            qos,
+            retain: self.first & 1 == 1,
+            dup: self.first & 0x08 != 0,
+        }
+    }
+
+    /// The packet id of an ack-style packet (or SUBACK/UNSUBACK).
+    pub fn packet_id(&self) -> u16 {
+        u16::from_be_bytes([self.body[0], self.body[1]])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedPublish {
+    pub topic: String,
+    pub packet_id: Option<u16>,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    pub dup: bool,
+}
+
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient { stream: TcpStream::connect(addr).await.expect("tcp connect"), buf: Vec::new() }
+    }
+
+    /// Opens a socket, sends CONNECT and expects an accepting CONNACK.
+    pub async fn connected(addr: SocketAddr, client_id: &str, clean: bool) -> RawClient {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&connect(client_id, clean)).await;
+        let ack = c.recv().await;
+        assert_eq!(ack.first, 0x20, "expected CONNACK, got {ack:?}");
+        assert_eq!(ack.body[1], 0, "CONNACK refused: {ack:?}");
+        c
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends bytes, ignoring a failure (the broker may already have closed).
+    pub async fn send_lossy(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next packet, failing the test after [`TIMEOUT`].
+    pub async fn recv(&mut self) -> RawPacket {
+        match self.recv_within(TIMEOUT).await {
+            Some(p) => p,
+            None => panic!("no packet within {TIMEOUT:?}"),
+        }
+    }
+
+    /// The next packet, or `None` if nothing arrives within `d`.
+    pub async fn recv_within(&mut self, d: Duration) -> Option<RawPacket> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            if let Some(p) = self.parse() {
+                return Some(p);
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) => panic!("connection closed while waiting for a packet"),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => panic!("read error while waiting for a packet: {e}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH, acknowledging it as its QoS requires.
+    pub async fn recv_publish(&mut self) -> ReceivedPublish {
+        let p = self.recv().await.publish();
+        match (p.qos, p.packet_id) {
+            (1, Some(id)) => self.send(&puback(id)).await,
+            (2, Some(id)) => {
+                self.send(&pubrec(id)).await;
+                let rel = self.recv().await;
+                assert_eq!(rel.first, 0x62, "expected PUBREL, got {rel:?}");
+                self.send(&pubcomp(id)).await;
+            }
+            _ => {}
+        }
+        p
+    }
+
+    fn parse(&mut self) -> Option<RawPacket> {
+        if self.buf.len() < 2 {
+            return None;
+        }
+        let mut len = 0usize;
+        let mut i = 1;
+        loop {
+            let b = *self.buf.get(i)?;
+            len |= ((b & 0x7F) as usize) << (7 * (i - 1));
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            assert!(i <= 4, "server sent a malformed remaining length");
+        }
+        if self.buf.len() < i + len {
+            return None;
+        }
+        let first = self.buf[0];
+        let body = self.buf[i..i + len].to_vec();
+        self.buf.drain(..i + len);
+        Some(RawPacket { first, body })
+    }
+
+    /// Waits for the server to close the connection, failing after [`TIMEOUT`]
+    /// or if a packet arrives first. Returns the packets received before the close.
+    pub async fn expect_closed(&mut self) -> Vec<RawPacket> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let mut got = Vec::new();
+        loop {
+            while let Some(p) = self.parse() {
+                got.push(p);
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => panic!("connection still open after {TIMEOUT:?}; received {got:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => return got,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Waits for the close and asserts that nothing was sent before it.
+    pub async fn expect_closed_silently(&mut self) {
+        let got = self.expect_closed().await;
+        assert!(got.is_empty(), "expected a plain close, got {got:?}");
+    }
+
+    /// A PINGREQ/PINGRESP round trip: proves the connection is open and the
+    /// broker has processed everything this client sent before it.
+    pub async fn ping(&mut self) {
+        self.send(&PINGREQ).await;
+        let p = self.recv().await;
+        assert_eq!(p.first, 0xD0, "expected PINGRESP, got {p:?}");
+    }
+}
