@@ -162,7 +162,7 @@ mod tests {
     fn embedded_defaults_load() {
         let c = Config::defaults();
         assert_eq!(c.listener.bind.to_string(), "127.0.0.1:1883");
-        assert_eq!(c.session.max_queued_messages, 1000);
+        assert_eq!(c.session.max_queued_messages, 10000);
     }
 
     #[test]

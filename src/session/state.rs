@@ -22,7 +22,7 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        SessionLimits { max_inflight: 64, max_queued_messages: 1000, max_queued_bytes: 16 << 20, queue_qos0: false }
+        SessionLimits { max_inflight: 128, max_queued_messages: 10000, max_queued_bytes: 16 << 20, queue_qos0: false }
     }
 }
 

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Interoperability checks: the release `roost` binary against three
+# independent MQTT client implementations -- mosquitto_pub/mosquitto_sub
+# (libmosquitto), paho-mqtt (Python) and MQTT.js (Node) -- at QoS 0, 1 and 2,
+# plus a retained round trip. Run after `cargo test`, as root on a fresh
+# Debian machine: it installs its own clients. Prints PASS/FAIL per check and
+# ends with "N passed, M failed"; exits non-zero if any check failed.
+#
+# Environment: ROOST_BIN (use this binary instead of building),
+# ROOST_PORT (first port to try, default 18883).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HOST=127.0.0.1
+WORK="$(mktemp -d /tmp/roost-interop.XXXXXX)"
+ROOST_PID=""
+PASSED=0
+FAILED=0
+
+cleanup() {
+    if [[ -n "$ROOST_PID" ]] && kill -0 "$ROOST_PID" 2>/dev/null; then
+        kill -TERM "$ROOST_PID" 2>/dev/null || true
+        wait "$ROOST_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { echo "interop: $*"; }
+
+SUDO=""
+if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
+
+# ---------------------------------------------------------------- install
+log "installing clients"
+export DEBIAN_FRONTEND=noninteractive
+apt_pkgs=(mosquitto-clients)
+command -v python3 >/dev/null || apt_pkgs+=(python3 python3-venv)
+command -v node >/dev/null || apt_pkgs+=(nodejs)
+command -v npm >/dev/null || apt_pkgs+=(npm)
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+
+# paho-mqtt in a private venv (Debian's system Python refuses global pip
+# installs, PEP 668); python3-venv is only needed if ensurepip is missing.
+if ! python3 -m venv "$WORK/venv" >/dev/null 2>&1; then
+    $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$WORK/venv"
+fi
+PY="$WORK/venv/bin/python"
+"$PY" -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3'
+
+mkdir -p "$WORK/node"
+npm install --prefix "$WORK/node" --no-audit --no-fund --silent mqtt >/dev/null
+
+log "mosquitto_pub $(mosquitto_pub --help | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1)," \
+    "paho-mqtt $("$PY" -c 'import paho.mqtt; print(paho.mqtt.__version__)')," \
+    "node $(node --version), mqtt.js $(node -e "console.log(require('$WORK/node/node_modules/mqtt/package.json').version)")"
+
+# ---------------------------------------------------------------- broker
+if [[ -n "${ROOST_BIN:-}" ]]; then
+    ROOST="$ROOST_BIN"
+elif command -v cargo >/dev/null; then
+    log "building roost (release)"
+    (cd "$REPO" && cargo build --release --bin roost --quiet)
+    ROOST="$REPO/target/release/roost"
+else
+    ROOST="$REPO/target/release/roost"
+fi
+[[ -x "$ROOST" ]] || { echo "interop: no roost binary at $ROOST"; exit 1; }
+
+port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+PORT="${ROOST_PORT:-18883}"
+while port_in_use "$PORT"; do PORT=$((PORT + 1)); done
+
+"$ROOST" --listen "$HOST:$PORT" --db "$WORK/roost.db" >"$WORK/roost.log" 2>&1 &
+ROOST_PID=$!
+for _ in $(seq 100); do
+    port_in_use "$PORT" && break
+    kill -0 "$ROOST_PID" 2>/dev/null || { cat "$WORK/roost.log"; echo "interop: roost exited"; exit 1; }
+    sleep 0.1
+done
+port_in_use "$PORT" || { cat "$WORK/roost.log"; echo "interop: roost does not accept on $PORT"; exit 1; }
+log "roost (pid $ROOST_PID) listening on $HOST:$PORT"
+
+# ---------------------------------------------------------------- checks
+# check NAME FUNCTION ARGS...: runs the function, output captured, and
+# prints PASS or FAIL (with the output) for it.
+check() {
+    local name="$1"; shift
+    local out="$WORK/check.out"
+    if "$@" >"$out" 2>&1; then
+        PASSED=$((PASSED + 1))
+        echo "PASS  $name"
+    else
+        FAILED=$((FAILED + 1))
+        echo "FAIL  $name"
+        sed 's/^/      | /' "$out"
+    fi
+}
+
+# Starts mosquitto_sub in the background (one message, 10 s timeout, debug
+# on so that its SUBACK is visible; stdout line-buffered so that it is visible
+# at once) and waits until it is subscribed. Sets SUB_PID and SUB_OUT.
+# Messages are printed as MSG|topic|qos|retain|payload.
+start_mosquitto_sub() {
+    local filter="$1" qos="$2"
+    SUB_OUT="$WORK/sub.$RANDOM.out"
+    stdbuf -oL mosquitto_sub -d -h "$HOST" -p "$PORT" -i "interop-sub-$RANDOM" -t "$filter" -q "$qos" -C 1 -W 10 \
+        -F 'MSG|%t|%q|%r|%p' >"$SUB_OUT" 2>&1 &
+    SUB_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^Subscribed' "$SUB_OUT" && return 0
+        kill -0 "$SUB_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$SUB_PID" 2>/dev/null || true
+    echo "mosquitto_sub did not get a SUBACK:"; cat "$SUB_OUT"
+    return 1
+}
+
+# Waits for the background mosquitto_sub and compares its message line.
+expect_mosquitto_message() {
+    local expected="$1" status=0
+    wait "$SUB_PID" || status=$?
+    cat "$SUB_OUT"
+    [[ $status -eq 0 ]] || { echo "mosquitto_sub exited with $status"; return 1; }
+    local got
+    got="$(grep '^MSG|' "$SUB_OUT" || true)"
+    [[ "$got" == "$expected" ]] || { echo "expected: $expected"; echo "got:      $got"; return 1; }
+}
+
+mosquitto_round_trip() {
+    local qos="$1"
+    local topic="interop/mosquitto/sensor-1/q$qos" payload="mosquitto qos $qos"
+    start_mosquitto_sub "interop/mosquitto/+/q$qos" "$qos" || return 1
+    mosquitto_pub -h "$HOST" -p "$PORT" -i "interop-pub-$qos" -t "$topic" -q "$qos" -m "$payload" || return 1
+    expect_mosquitto_message "MSG|$topic|$qos|0|$payload"
+}
+
+retained_round_trip() {
+    local topic="interop/retained/lamp"
+    mosquitto_pub -h "$HOST" -p "$PORT" -t "$topic" -q 1 -r -m "on" || return 1
+    # A subscriber arriving afterwards gets it, flagged retained.
+    start_mosquitto_sub "interop/retained/+" 1 || return 1
+    expect_mosquitto_message "MSG|$topic|1|1|on" || return 1
+    # An empty retained publish clears it: the next subscriber's first
+    # message is a live marker, not the old retained one.
+    mosquitto_pub -h "$HOST" -p "$PORT" -t "$topic" -q 1 -r -n || return 1
+    start_mosquitto_sub "interop/retained/+" 1 || return 1
+    mosquitto_pub -h "$HOST" -p "$PORT" -t "$topic" -q 1 -m "marker" || return 1
+    expect_mosquitto_message "MSG|$topic|1|0|marker"
+}
+
+cat >"$WORK/paho_round_trip.py" <<'PY'
+import sys, threading
+import paho.mqtt.client as mqtt
+
+host, port, qos = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+topic, filt = f"interop/paho/dev-1/q{qos}", "interop/paho/#"
+payload = f"paho qos {qos}".encode()
+connected = {"sub": threading.Event(), "pub": threading.Event()}
+subscribed, received, messages = threading.Event(), threading.Event(), []
+granted = []
+
+def on_connect_for(name):
+    def on_connect(client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            connected[name].set()
+    return on_connect
+
+def on_subscribe(client, userdata, mid, reason_codes, properties):
+    granted.extend(rc.value for rc in reason_codes)
+    subscribed.set()
+
+def on_message(client, userdata, message):
+    messages.append(message)
+    received.set()
+
+def fail(why):
+    print("FAIL:", why)
+    sys.exit(1)
+
+sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"interop-paho-sub-{qos}")
+pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"interop-paho-pub-{qos}")
+sub.on_connect, sub.on_subscribe, sub.on_message = on_connect_for("sub"), on_subscribe, on_message
+pub.on_connect = on_connect_for("pub")
+for c in (sub, pub):
+    c.connect(host, port, keepalive=30)
+    c.loop_start()
+for name, ev in connected.items():
+    ev.wait(10) or fail(f"{name} not connected")
+sub.subscribe(filt, qos=qos)
+subscribed.wait(10) or fail("no SUBACK")
+granted == [qos] or fail(f"granted {granted}, asked {qos}")
+pub.publish(topic, payload, qos=qos).wait_for_publish(timeout=10)
+received.wait(10) or fail("no message")
+m = messages[0]
+print(f"received topic={m.topic} qos={m.qos} retain={m.retain} payload={m.payload!r}")
+(m.topic, m.qos, m.retain, m.payload) == (topic, qos, False, payload) or fail("wrong message")
+for c in (sub, pub):
+    c.disconnect()
+    c.loop_stop()
+PY
+
+paho_round_trip() { "$PY" "$WORK/paho_round_trip.py" "$HOST" "$PORT" "$1"; }
+
+cat >"$WORK/node/round_trip.js" <<'JS'
+const mqtt = require('mqtt');
+const [host, port, qos] = [process.argv[2], process.argv[3], Number(process.argv[4])];
+const topic = `interop/mqttjs/dev-1/q${qos}`, filter = `interop/mqttjs/+/q${qos}`;
+const payload = `mqtt.js qos ${qos}`;
+const opts = { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10000 };
+const fail = (why) => { console.log('FAIL:', why); process.exit(1); };
+setTimeout(() => fail('timed out'), 10000).unref();
+const connected = (c) => new Promise((ok, ko) => { c.once('connect', ok); c.once('error', ko); });
+const url = `mqtt://${host}:${port}`;
+const sub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-sub-${qos}` });
+const pub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-pub-${qos}` });
+(async () => {
+  await Promise.all([connected(sub), connected(pub)]);
+  const got = new Promise((ok) => sub.once('message', (t, p, packet) => ok({ t, p: p.toString(), packet })));
+  const granted = await sub.subscribeAsync(filter, { qos });
+  if (granted[0].qos !== qos) fail(`granted ${JSON.stringify(granted)}, asked ${qos}`);
+  await pub.publishAsync(topic, payload, { qos });
+  const { t, p, packet } = await got;
+  console.log(`received topic=${t} qos=${packet.qos} retain=${packet.retain} payload=${p}`);
+  if (t !== topic || p !== payload || packet.qos !== qos || packet.retain) fail('wrong message');
+  await Promise.all([sub.endAsync(), pub.endAsync()]);
+  process.exit(0);
+})().catch((e) => fail(e.stack || e));
+JS
+
+mqttjs_round_trip() { node "$WORK/node/round_trip.js" "$HOST" "$PORT" "$1"; }
+
+for qos in 0 1 2; do
+    check "mosquitto_pub -> mosquitto_sub (wildcard +), QoS $qos" mosquitto_round_trip "$qos"
+done
+for qos in 0 1 2; do
+    check "paho-mqtt publish -> subscribe (wildcard #), QoS $qos" paho_round_trip "$qos"
+done
+for qos in 0 1 2; do
+    check "MQTT.js publish -> subscribe (wildcard +), QoS $qos" mqttjs_round_trip "$qos"
+done
+check "retained message (mosquitto clients): delivered later, cleared by empty payload" retained_round_trip
+
+if ! kill -0 "$ROOST_PID" 2>/dev/null; then
+    echo "FAIL  roost still running after the checks"
+    FAILED=$((FAILED + 1))
+fi
+if [[ $FAILED -ne 0 ]]; then
+    echo "--- roost log (tail) ---"
+    tail -n 40 "$WORK/roost.log"
+fi
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
