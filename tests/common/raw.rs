@@ -334,3 +334,141 @@ impl RawClient {
         assert_eq!(p.first, 0xD0, "expected PINGRESP, got {p:?}");
     }
 }
+
+/// CONNACK refusing the connection with `code` (session present 0).
+pub fn connack_refused(code: u8) -> Vec<u8> {
+    vec![0x20, 0x02, 0x00, code]
+}
+
+/// A SUBACK as the server must send it for `codes`.
+pub fn suback(packet_id: u16, codes: &[u8]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.extend_from_slice(codes);
+    packet(0x90, &body)
+}
+
+/// An UNSUBACK for `packet_id`.
+pub fn unsuback(packet_id: u16) -> Vec<u8> {
+    packet(0xB0, &packet_id.to_be_bytes())
+}
+
+impl RawClient {
+    /// Opens a socket whose receive buffer is `bytes` (set before connecting,
+    /// so the advertised window stays small): a client that reads slowly.
+    pub async fn connect_with_recv_buffer(addr: SocketAddr, bytes: u32) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        RawClient { stream, buf: Vec::new() }
+    }
+
+    /// Opens a socket, sends `options`' CONNECT and returns the client with
+    /// the broker's first reply (normally the CONNACK).
+    pub async fn connect_with(addr: SocketAddr, options: &ConnectOptions<'_>) -> (RawClient, RawPacket) {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&options.bytes()).await;
+        let ack = c.recv().await;
+        (c, ack)
+    }
+
+    /// Like [`RawClient::connected`], with full CONNECT options; asserts the
+    /// CONNACK is `expected` (for example [`CONNACK_OK`] or [`CONNACK_PRESENT`]).
+    pub async fn connected_expecting(addr: SocketAddr, options: &ConnectOptions<'_>, expected: &[u8]) -> RawClient {
+        let (c, ack) = RawClient::connect_with(addr, options).await;
+        assert_eq!(ack.bytes(), expected, "unexpected CONNACK for client {:?}", options.client_id);
+        c
+    }
+
+    /// Sends SUBSCRIBE and asserts a SUBACK with the same packet id granting
+    /// exactly the requested QoS of every filter, in order.
+    pub async fn subscribe_ok(&mut self, packet_id: u16, filters: &[(&str, u8)]) {
+        self.send(&subscribe(packet_id, filters)).await;
+        let ack = self.recv().await;
+        let codes: Vec<u8> = filters.iter().map(|(_, q)| *q).collect();
+        assert_eq!(ack.bytes(), suback(packet_id, &codes), "SUBACK for {filters:?}");
+    }
+
+    /// Sends UNSUBSCRIBE and asserts the UNSUBACK with the same packet id.
+    pub async fn unsubscribe_ok(&mut self, packet_id: u16, filters: &[&str]) {
+        self.send(&unsubscribe(packet_id, filters)).await;
+        let ack = self.recv().await;
+        assert_eq!(ack.bytes(), unsuback(packet_id), "UNSUBACK for {filters:?}");
+    }
+
+    /// Publishes and completes the sender's side of the QoS handshake
+    /// (PUBACK; or PUBREC, PUBREL, PUBCOMP). For a client that receives no
+    /// PUBLISH meanwhile. When it returns the broker has routed the message
+    /// (for QoS 0, a ping makes sure the broker has read it).
+    pub async fn publish_ok(&mut self, topic: &str, payload: &[u8], qos: u8, packet_id: u16, retain: bool) {
+        self.send(&publish(topic, payload, qos, packet_id, retain, false)).await;
+        match qos {
+            0 => self.ping().await,
+            1 => {
+                let ack = self.recv().await;
+                assert_eq!(ack.bytes(), puback(packet_id), "expected PUBACK for {topic:?}");
+            }
+            _ => {
+                let rec = self.recv().await;
+                assert_eq!(rec.bytes(), pubrec(packet_id), "expected PUBREC for {topic:?}");
+                self.send(&pubrel(packet_id)).await;
+                let comp = self.recv().await;
+                assert_eq!(comp.bytes(), pubcomp(packet_id), "expected PUBCOMP for {topic:?}");
+            }
+        }
+    }
+
+    /// The next PUBLISH (acknowledged as its QoS requires), asserting its
+    /// topic and payload.
+    pub async fn expect_publish(&mut self, topic: &str, payload: &[u8]) -> ReceivedPublish {
+        let p = self.recv_publish().await;
+        assert_eq!(
+            (p.topic.as_str(), p.payload.as_slice()),
+            (topic, payload),
+            "unexpected PUBLISH (payload as text: {:?})",
+            String::from_utf8_lossy(&p.payload)
+        );
+        p
+    }
+
+    /// Sends DISCONNECT and waits for the broker to close the socket.
+    pub async fn disconnect(&mut self) {
+        self.send(&DISCONNECT).await;
+        self.expect_closed_silently().await;
+    }
+}
+
+impl RawClient {
+    /// Reads until `n` PUBLISHes have arrived and every QoS 2 handshake they
+    /// started is complete, acknowledging as each QoS requires (PUBACK;
+    /// PUBREC, then PUBCOMP for the PUBREL) even when deliveries and PUBRELs
+    /// interleave. Returns the PUBLISHes in arrival order.
+    pub async fn recv_publishes(&mut self, n: usize) -> Vec<ReceivedPublish> {
+        let mut got = Vec::new();
+        let mut awaiting_rel = std::collections::HashSet::new();
+        while got.len() < n || !awaiting_rel.is_empty() {
+            let p = self.recv().await;
+            match p.kind() {
+                3 => {
+                    let publish = p.publish();
+                    match (publish.qos, publish.packet_id) {
+                        (1, Some(id)) => self.send(&puback(id)).await,
+                        (2, Some(id)) => {
+                            self.send(&pubrec(id)).await;
+                            awaiting_rel.insert(id);
+                        }
+                        _ => {}
+                    }
+                    got.push(publish);
+                }
+                6 => {
+                    assert_eq!(p.first, 0x62, "PUBREL with wrong flags: {p:?}");
+                    let id = p.packet_id();
+                    assert!(awaiting_rel.remove(&id), "PUBREL for id {id}, which no PUBREC of ours awaits");
+                    self.send(&pubcomp(id)).await;
+                }
+                _ => panic!("expected PUBLISH or PUBREL, got {p:?}"),
+            }
+        }
+        got
+    }
+}
