@@ -230,12 +230,22 @@ impl Connection {
                 log::debug!("{}: DISCONNECT", self.name());
                 ctx.stop();
             }
-            p @ (Packet::PubAck(_)
-            | Packet::PubRec(_)
-            | Packet::PubRel(_)
-            | Packet::PubComp(_)
-            | Packet::Subscribe(_)
-            | Packet::Unsubscribe(_)) => session.do_send(FromClient(p)),
+            p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
+                session.do_send(FromClient(p))
+            }
+            p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
+                // Later packets of this client wait until the session has
+                // updated the shards and queued SUBACK/UNSUBACK: a PUBLISH
+                // pipelined behind a SUBSCRIBE then reaches the new
+                // subscription, and replies keep the order of the requests.
+                let done = session.send(FromClient(p)).into_actor(self).map(|res, act, ctx| {
+                    if res.is_err() {
+                        log::warn!("{}: session ended while subscribing, closing", act.name());
+                        act.close(ctx);
+                    }
+                });
+                ctx.wait(done);
+            }
             Packet::Connect(_) => {
                 log::warn!("{}: second CONNECT, closing [MQTT-3.1.0-2]", self.name());
                 Metrics::inc(&self.shared.metrics.protocol_errors);

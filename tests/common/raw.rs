@@ -327,7 +327,8 @@ impl RawClient {
     }
 
     /// A PINGREQ/PINGRESP round trip: proves the connection is open and the
-    /// broker has processed everything this client sent before it.
+    /// broker has handled this client's earlier PUBLISH (QoS 0/1), SUBSCRIBE
+    /// and UNSUBSCRIBE packets (acks and QoS 2 go on to the session).
     pub async fn ping(&mut self) {
         self.send(&PINGREQ).await;
         let p = self.recv().await;
