@@ -50,6 +50,7 @@ pub struct LimitsConfig {
     pub max_packet_size: usize,
     pub connect_timeout_secs: u64,
     pub max_outbound_bytes: usize,
+    pub max_routing_backlog: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +102,9 @@ impl Config {
         }
         if self.limits.max_outbound_bytes < self.limits.max_packet_size.min(65536) {
             return invalid("limits.max_outbound_bytes", "must be at least 65536 (or max_packet_size if smaller)");
+        }
+        if self.limits.max_routing_backlog == 0 {
+            return invalid("limits.max_routing_backlog", "must be at least 1");
         }
         if !(1..=65535).contains(&self.session.max_inflight) {
             return invalid("session.max_inflight", "must be between 1 and 65535 (packet ids are 16 bits)");

@@ -6,6 +6,7 @@
 //!
 //! A connection is never restarted: any failure is a disconnect.
 
+use super::backlog::RoutingBacklog;
 use super::messages::*;
 use super::metrics::Metrics;
 use super::outbound::{self, Outbound};
@@ -42,6 +43,8 @@ pub struct Connection {
     shared: Arc<Shared>,
     outbound: Outbound,
     writer: Option<tokio::task::JoinHandle<()>>,
+    /// This client's publishes not yet routed; reading pauses when full.
+    backlog: Arc<RoutingBacklog>,
     phase: Phase,
     client_id: Option<ByteString>,
     /// 1.5 × the client's keep-alive [MQTT-3.1.2-24]; `None` when it is 0.
@@ -69,6 +72,8 @@ pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let limits = &shared.config.limits;
     let (outbound, gate, writer) = outbound::spawn_writer(write, limits.max_outbound_bytes);
     let codec = MqttCodec::new(limits.max_packet_size);
+    let backlog = RoutingBacklog::new(limits.max_routing_backlog);
+    let gate = gate.with_backlog(backlog.clone());
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     Connection::create(move |ctx| {
         ctx.add_stream(gate.wrap(FramedRead::new(read, codec)));
@@ -78,6 +83,7 @@ pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             shared,
             outbound,
             writer: Some(writer),
+            backlog,
             phase: Phase::AwaitingConnect,
             client_id: None,
             keep_alive_limit: None,
@@ -213,14 +219,15 @@ impl Connection {
         match packet {
             Packet::Publish(p) => {
                 Metrics::inc(&self.shared.metrics.publishes_received);
+                let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
-                    (QoS::AtMostOnce, _) => self.shared.router.publish(Message::from_publish(&p)),
+                    (QoS::AtMostOnce, _) => self.shared.router.publish(Message::from_publish(&p), Some(backlog)),
                     (QoS::AtLeastOnce, Some(id)) => {
-                        self.shared.router.publish(Message::from_publish(&p));
+                        self.shared.router.publish(Message::from_publish(&p), Some(backlog));
                         self.outbound.send(Packet::PubAck(id));
                     }
                     // QoS 2 needs the session's record of ids awaiting PUBREL.
-                    _ => session.do_send(FromClient(Packet::Publish(p))),
+                    _ => session.do_send(PublishQoS2 { publish: p, backlog }),
                 }
             }
             Packet::PingReq => self.outbound.send(Packet::PingResp),
@@ -291,12 +298,8 @@ impl Actor for Connection {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
                 log::debug!("{}: publishing will to {}", self.name(), will.topic);
                 Metrics::inc(&self.shared.metrics.wills_published);
-                self.shared.router.publish(Message {
-                    topic: will.topic,
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                });
+                let will = Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain };
+                self.shared.router.publish(will, None);
             }
             session.do_send(Detach { connection_id: self.id });
         }

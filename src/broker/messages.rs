@@ -4,7 +4,8 @@
 use super::connection::Connection;
 use super::outbound::Outbound;
 use super::session::Session;
-use crate::protocol::{Packet, QoS, TopicFilter};
+use super::backlog::BacklogToken;
+use crate::protocol::{Packet, Publish, QoS, TopicFilter};
 use crate::session::Message;
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -87,10 +88,19 @@ pub struct Detach {
 pub struct TakenOver;
 
 /// Connection → Session: a packet the session's state machine handles
-/// (acks, SUBSCRIBE, UNSUBSCRIBE, and QoS 2 PUBLISH for duplicate detection).
+/// (acks, SUBSCRIBE, UNSUBSCRIBE).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FromClient(pub Packet);
+
+/// Connection → Session: a QoS 2 PUBLISH, routed once per packet id until
+/// PUBREL (the session keeps the ids).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishQoS2 {
+    pub publish: Publish,
+    pub backlog: BacklogToken,
+}
 
 /// TopicShard → Session: a message matched one of the session's
 /// subscriptions; `qos` is the highest granted QoS among them.
@@ -128,10 +138,15 @@ pub struct RemoveSubscription {
     pub filter: TopicFilter,
 }
 
-/// Router → TopicShard: deliver a published message to every match.
+/// Router → TopicShard: deliver a published message to every match. The
+/// token (absent for wills) counts against the publisher's routing backlog
+/// until the shard has handled the message.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Route(pub Message);
+pub struct Route {
+    pub message: Message,
+    pub backlog: Option<BacklogToken>,
+}
 
 /// Router → RetainedStore: set (or, with an empty payload, clear) the
 /// retained message of a topic.

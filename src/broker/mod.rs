@@ -8,6 +8,7 @@
 //! task writes it to the socket. QoS 2 publishes pass through the
 //! publisher's `Session` first, for duplicate detection.
 
+pub mod backlog;
 pub mod connection;
 pub mod listener;
 pub mod messages;

@@ -10,6 +10,7 @@
 //! reading from its socket ([`ReadGate`]) until the writer has drained, so a
 //! client that sends faster than it reads is slowed by TCP, not buffered.
 
+use super::backlog::RoutingBacklog;
 use crate::protocol::Packet;
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
@@ -82,7 +83,7 @@ pub fn spawn_writer(write: OwnedWriteHalf, limit: usize) -> (Outbound, ReadGate,
         reader: AtomicWaker::new(),
     });
     let task = actix_rt::spawn(writer(rx, write, shared.clone()));
-    (Outbound { tx, shared: shared.clone() }, ReadGate { shared }, task)
+    (Outbound { tx, shared: shared.clone() }, ReadGate { shared, backlog: None }, task)
 }
 
 async fn writer(mut rx: mpsc::UnboundedReceiver<Command>, mut write: OwnedWriteHalf, shared: Arc<Shared>) {
@@ -132,18 +133,37 @@ async fn writer(mut rx: mpsc::UnboundedReceiver<Command>, mut write: OwnedWriteH
 }
 
 /// Pauses the read side of a connection while its outbound queue is over
-/// the bound (TCP backpressure on a client that does not read).
+/// the bound (TCP backpressure on a client that does not read), or while
+/// too many of its publishes wait to be routed (see `backlog`).
 pub struct ReadGate {
     shared: Arc<Shared>,
+    backlog: Option<Arc<RoutingBacklog>>,
 }
 
 impl ReadGate {
+    /// Also keep the gate shut while `backlog` is full.
+    pub fn with_backlog(mut self, backlog: Arc<RoutingBacklog>) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
     pub fn wrap<S>(self, inner: S) -> Gated<S> {
         Gated { inner, gate: self }
     }
 
     fn open(&self) -> bool {
-        self.shared.closed.load(Ordering::Relaxed) || self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
+            && self.backlog.as_ref().is_none_or(|b| b.is_open())
+    }
+
+    fn register(&self, waker: &std::task::Waker) {
+        self.shared.reader.register(waker);
+        if let Some(b) = &self.backlog {
+            b.reader.register(waker);
+        }
     }
 }
 
@@ -157,7 +177,7 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         if !self.gate.open() {
-            self.gate.shared.reader.register(cx.waker());
+            self.gate.register(cx.waker());
             if !self.gate.open() {
                 return Poll::Pending;
             }

@@ -2,6 +2,7 @@
 //! sharding rule of `routing::shard` to pick the `TopicShard`s, and sends
 //! retained publishes to the `RetainedStore`. Cheap to clone.
 
+use super::backlog::BacklogToken;
 use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
 use super::retained::RetainedStore;
 use super::session::Session;
@@ -30,12 +31,12 @@ impl Router {
 
     /// Routes a message published by a client (or a will). A retained
     /// message also updates the retained store; subscribers get RETAIN=0.
-    pub fn publish(&self, message: Message) {
+    pub fn publish(&self, message: Message, backlog: Option<BacklogToken>) {
         if message.retain {
             self.retained.do_send(Retain(message.clone()));
         }
         let shard = self.rule.shard_for_topic(message.topic.as_str());
-        self.shards[shard].do_send(Route(message));
+        self.shards[shard].do_send(Route { message, backlog });
     }
 
     fn for_shards(&self, filter: &TopicFilter, mut f: impl FnMut(&Addr<TopicShard>)) {

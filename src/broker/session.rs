@@ -117,14 +117,6 @@ impl Session {
 
     fn on_client_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
         match packet {
-            Packet::Publish(p) => {
-                // Only QoS 2 comes here: route once per packet id until PUBREL.
-                let Some(id) = p.packet_id else { return };
-                if self.state.on_inbound_qos2(id) {
-                    self.router.publish(Message::from_publish(&p));
-                }
-                self.out.push(Packet::PubRec(id));
-            }
             Packet::PubAck(id) => {
                 if !self.state.on_puback(id, &mut self.out) {
                     log::debug!("client {}: PUBACK for unknown packet id {id}", self.client_id);
@@ -244,6 +236,20 @@ impl Handler<FromClient> for Session {
 
     fn handle(&mut self, FromClient(packet): FromClient, ctx: &mut Context<Self>) {
         self.on_client_packet(packet, ctx);
+    }
+}
+
+impl Handler<PublishQoS2> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishQoS2, _: &mut Context<Self>) {
+        let Some(id) = msg.publish.packet_id else { return };
+        if self.state.on_inbound_qos2(id) {
+            self.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog));
+        }
+        // PUBREC whether or not it was a duplicate [MQTT-4.3.3-2].
+        self.out.push(Packet::PubRec(id));
+        self.flush();
     }
 }
 

@@ -65,7 +65,7 @@ impl Handler<RemoveSubscription> for TopicShard {
 impl Handler<Route> for TopicShard {
     type Result = ();
 
-    fn handle(&mut self, Route(message): Route, _: &mut Context<Self>) {
+    fn handle(&mut self, Route { message, backlog }: Route, _: &mut Context<Self>) {
         let matches = &mut self.matches;
         matches.clear();
         self.trie.for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
@@ -80,5 +80,7 @@ impl Handler<Route> for TopicShard {
                 session.do_send(Deliver { message: message.clone(), qos });
             }
         }
+        // Routed: the publisher may send one more.
+        drop(backlog);
     }
 }
