@@ -5,6 +5,7 @@
 
 mod common;
 
+mod cli;
 mod connect;
 mod flows;
 mod keepalive;
