@@ -227,7 +227,7 @@ impl Connection {
                         self.outbound.send(Packet::PubAck(id));
                     }
                     // QoS 2 needs the session's record of ids awaiting PUBREL.
-                    _ => session.do_send(PublishQoS2 { publish: p, backlog }),
+                    _ => session.do_send(PublishQoS2 { connection_id: self.id, publish: p, backlog }),
                 }
             }
             Packet::PingReq => self.outbound.send(Packet::PingResp),
@@ -238,14 +238,14 @@ impl Connection {
                 ctx.stop();
             }
             p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
-                session.do_send(FromClient(p))
+                session.do_send(FromClient { connection_id: self.id, packet: p })
             }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
                 // Later packets of this client wait until the session has
                 // updated the shards and queued SUBACK/UNSUBACK: a PUBLISH
                 // pipelined behind a SUBSCRIBE then reaches the new
                 // subscription, and replies keep the order of the requests.
-                let done = session.send(FromClient(p)).into_actor(self).map(|res, act, ctx| {
+                let done = session.send(FromClient { connection_id: self.id, packet: p }).into_actor(self).map(|res, act, ctx| {
                     if res.is_err() {
                         log::warn!("{}: session ended while subscribing, closing", act.name());
                         act.close(ctx);

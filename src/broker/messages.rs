@@ -91,13 +91,18 @@ pub struct TakenOver;
 /// (acks, SUBSCRIBE, UNSUBSCRIBE).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct FromClient(pub Packet);
+pub struct FromClient {
+    /// Packets from a connection that was since taken over are ignored.
+    pub connection_id: ConnectionId,
+    pub packet: Packet,
+}
 
 /// Connection → Session: a QoS 2 PUBLISH, routed once per packet id until
 /// PUBREL (the session keeps the ids).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PublishQoS2 {
+    pub connection_id: ConnectionId,
     pub publish: Publish,
     pub backlog: BacklogToken,
 }

@@ -15,6 +15,9 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use std::sync::Arc;
 
+/// How often one session may log that it drops messages.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Attached {
     connection_id: ConnectionId,
     connection: Addr<Connection>,
@@ -33,8 +36,10 @@ pub struct Session {
     router: Router,
     registry: Addr<SessionRegistry>,
     metrics: Arc<Metrics>,
-    /// Drops since the last one was logged, so a flood logs once, not per message.
+    /// Drops not yet logged: a flood is logged at most every
+    /// `DROP_LOG_INTERVAL`, with counts, never once per message.
     unlogged_drops: u64,
+    last_drop_log: Option<std::time::Instant>,
     /// Reused for the packets of each event.
     out: Vec<Packet>,
 }
@@ -60,8 +65,14 @@ impl Session {
             registry,
             metrics,
             unlogged_drops: 0,
+            last_drop_log: None,
             out: Vec::new(),
         }
+    }
+
+    /// Whether `connection_id` is the attached connection (not one taken over).
+    fn is_current(&self, connection_id: ConnectionId) -> bool {
+        self.attached.as_ref().is_some_and(|a| a.connection_id == connection_id)
     }
 
     /// Writes the packets the last event produced.
@@ -86,25 +97,35 @@ impl Session {
         let writable = self.attached.as_ref().is_some_and(|a| a.outbound.is_writable());
         let outcome = self.state.deliver(message, writable, &mut self.out);
         let counter = match outcome {
-            DeliverOutcome::Sent | DeliverOutcome::Queued => {
-                if self.unlogged_drops > 0 {
-                    log::warn!("client {}: {} messages dropped by bounds (counted in metrics)", self.client_id, self.unlogged_drops);
-                    self.unlogged_drops = 0;
-                }
-                return;
-            }
+            DeliverOutcome::Sent | DeliverOutcome::Queued => return,
             DeliverOutcome::DroppedSlowClient => &self.metrics.dropped_slow_client,
             DeliverOutcome::DroppedQueueFull => &self.metrics.dropped_queue_full,
             DeliverOutcome::DroppedOffline => {
+                // QoS 0 for an offline client: expected, counted, not logged.
                 Metrics::inc(&self.metrics.dropped_offline_qos0);
                 return;
             }
         };
         Metrics::inc(counter);
-        if self.unlogged_drops == 0 {
-            log::warn!("client {}: dropping messages: {:?} (further drops are logged when delivery resumes)", self.client_id, outcome);
-        }
         self.unlogged_drops += 1;
+        if self.last_drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
+            log::warn!(
+                "client {}: dropped {} message(s) at a bound ({:?}; queued {}, see [session] and [limits] in the config)",
+                self.client_id,
+                self.unlogged_drops,
+                outcome,
+                self.state.queued_len()
+            );
+            self.unlogged_drops = 0;
+            self.last_drop_log = Some(std::time::Instant::now());
+        }
+    }
+
+    fn log_unlogged_drops(&mut self) {
+        if self.unlogged_drops > 0 {
+            log::warn!("client {}: dropped {} more message(s) at a bound", self.client_id, self.unlogged_drops);
+            self.unlogged_drops = 0;
+        }
     }
 
     fn remove_all_subscriptions(&mut self) {
@@ -204,11 +225,12 @@ impl Handler<Detach> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
-        if self.attached.as_ref().map(|a| a.connection_id) != Some(msg.connection_id) {
+        if !self.is_current(msg.connection_id) {
             return; // a connection that was already taken over
         }
         self.attached = None;
         self.state.detach();
+        self.log_unlogged_drops();
         if self.clean {
             self.remove_all_subscriptions();
             self.registry.do_send(SessionEnded { client_id: self.client_id.clone(), session_id: self.id });
@@ -234,8 +256,10 @@ impl Handler<Discard> for Session {
 impl Handler<FromClient> for Session {
     type Result = ();
 
-    fn handle(&mut self, FromClient(packet): FromClient, ctx: &mut Context<Self>) {
-        self.on_client_packet(packet, ctx);
+    fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) {
+        if self.is_current(msg.connection_id) {
+            self.on_client_packet(msg.packet, ctx);
+        }
     }
 }
 
@@ -243,6 +267,9 @@ impl Handler<PublishQoS2> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: PublishQoS2, _: &mut Context<Self>) {
+        if !self.is_current(msg.connection_id) {
+            return;
+        }
         let Some(id) = msg.publish.packet_id else { return };
         if self.state.on_inbound_qos2(id) {
             self.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog));
