@@ -13,9 +13,13 @@ pub use raw::RawClient;
 /// How long any single expected event may take before a test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A broker on an ephemeral loopback port; stopped when dropped.
+/// A broker on an ephemeral loopback port with its own SQLite database in a
+/// temporary directory; stopped when dropped.
 pub struct TestBroker {
     pub handle: roost::BrokerHandle,
+    pub config: roost::Config,
+    /// Holds the database directory until the last restart is dropped.
+    pub dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl TestBroker {
@@ -26,12 +30,29 @@ impl TestBroker {
     /// Starts with the embedded defaults, changed by `tweak`.
     pub fn start_with(tweak: impl FnOnce(&mut roost::Config)) -> TestBroker {
         let _ = env_logger::builder().is_test(true).try_init();
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = roost::Config::defaults();
         config.listener.bind = "127.0.0.1:0".parse().unwrap();
         config.broker.workers = 2;
         config.broker.shards = 3;
+        config.store.db = dir.path().join("roost.db");
         tweak(&mut config);
-        TestBroker { handle: roost::start(config).expect("broker starts") }
+        let handle = roost::start(config.clone()).expect("broker starts");
+        TestBroker { handle, config, dir }
+    }
+
+    /// Stops the broker gracefully (pending writes are committed) and starts
+    /// it again on the same database; the port changes.
+    pub fn restart(self) -> TestBroker {
+        let TestBroker { handle, config, dir } = self;
+        handle.stop();
+        let handle = roost::start(config.clone()).expect("broker restarts");
+        TestBroker { handle, config, dir }
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.config.store.db.clone()
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
