@@ -60,12 +60,17 @@ pub struct SessionConfig {
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
     pub queue_qos0: bool,
+    pub expiry_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub db: PathBuf,
+    pub synchronous: crate::store::Synchronous,
+    /// `--reset-damaged-db`: move a damaged database aside and start empty.
+    #[serde(skip)]
+    pub reset_damaged: bool,
 }
 
 impl Config {
@@ -140,6 +145,11 @@ impl Config {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.connect_timeout_secs)
+    }
+
+    /// `session.expiry_secs`, `None` when 0 (never).
+    pub fn session_expiry(&self) -> Option<Duration> {
+        (self.session.expiry_secs > 0).then(|| Duration::from_secs(self.session.expiry_secs))
     }
 
     pub fn session_limits(&self) -> crate::session::SessionLimits {

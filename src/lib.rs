@@ -6,3 +6,4 @@ pub mod session;
 
 pub use broker::{start, BrokerHandle};
 pub use config::Config;
+pub mod store;

@@ -18,6 +18,9 @@ struct Cli {
     /// SQLite database file for durable state (overrides store.db).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// If the database is damaged, rename it to PATH.damaged-<unix time> and start with an empty one.
+    #[arg(long)]
+    reset_damaged_db: bool,
 }
 
 fn main() -> ExitCode {
@@ -36,10 +39,12 @@ fn main() -> ExitCode {
     if let Some(db) = cli.db {
         config.store.db = db;
     }
+    config.store.reset_damaged = cli.reset_damaged_db;
     let broker = match roost::start(config) {
         Ok(b) => b,
         Err(e) => {
             log::error!("cannot start: {e}");
+            eprintln!("roost: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

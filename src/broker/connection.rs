@@ -17,6 +17,7 @@ use crate::protocol::{
     ConnAck, Connect, ConnectReturnCode, LastWill, MqttCodec, Packet, ProtocolError, ProtocolVersion, QoS,
 };
 use crate::session::Message;
+use crate::store::Completion;
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::net::SocketAddr;
@@ -142,6 +143,7 @@ impl Connection {
         }
         self.client_id = Some(client_id.clone());
         self.will = connect.will;
+        let (keep_alive, will) = (connect.keep_alive, self.will.clone());
         if connect.keep_alive > 0 {
             self.keep_alive_limit = Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         }
@@ -160,6 +162,8 @@ impl Connection {
             let registered = registry.send(register).await.ok()?.ok()?;
             let attach = Attach {
                 connection_id,
+                keep_alive,
+                will,
                 connection: me,
                 outbound,
                 session_present: registered.session_present,
@@ -221,10 +225,13 @@ impl Connection {
                 Metrics::inc(&self.shared.metrics.publishes_received);
                 let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
-                    (QoS::AtMostOnce, _) => self.shared.router.publish(Message::from_publish(&p), Some(backlog)),
+                    (QoS::AtMostOnce, _) => self.shared.router.publish(Message::from_publish(&p), Some(backlog), None),
                     (QoS::AtLeastOnce, Some(id)) => {
-                        self.shared.router.publish(Message::from_publish(&p), Some(backlog));
-                        self.outbound.send(Packet::PubAck(id));
+                        // PUBACK once every durable copy (and a retained
+                        // change) is committed: right after routing if none.
+                        let outbound = self.outbound.clone();
+                        let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
+                        self.shared.router.publish(Message::from_publish(&p), Some(backlog), Some(puback));
                     }
                     // QoS 2 needs the session's record of ids awaiting PUBREL.
                     _ => session.do_send(PublishQoS2 { connection_id: self.id, publish: p, backlog }),
@@ -299,7 +306,7 @@ impl Actor for Connection {
                 log::debug!("{}: publishing will to {}", self.name(), will.topic);
                 Metrics::inc(&self.shared.metrics.wills_published);
                 let will = Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain };
-                self.shared.router.publish(will, None);
+                self.shared.router.publish(will, None, None);
             }
             session.do_send(Detach { connection_id: self.id });
         }

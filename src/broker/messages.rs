@@ -5,7 +5,8 @@ use super::connection::Connection;
 use super::outbound::Outbound;
 use super::session::Session;
 use super::backlog::BacklogToken;
-use crate::protocol::{Packet, Publish, QoS, TopicFilter};
+use crate::protocol::{LastWill, Packet, Publish, QoS, TopicFilter};
+use crate::store::Completion;
 use crate::session::Message;
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -64,6 +65,9 @@ pub struct SessionEnded {
 #[rtype(result = "Result<(), Superseded>")]
 pub struct Attach {
     pub connection_id: ConnectionId,
+    /// For the sessions table.
+    pub keep_alive: u16,
+    pub will: Option<LastWill>,
     pub connection: Addr<Connection>,
     pub outbound: Outbound,
     pub session_present: bool,
@@ -114,6 +118,9 @@ pub struct PublishQoS2 {
 pub struct Deliver {
     pub message: Message,
     pub qos: QoS,
+    /// The publisher's acknowledgement, for a durable subscriber at QoS ≥ 1:
+    /// it is sent once the subscriber's copy is committed.
+    pub ack: Option<Completion>,
 }
 
 /// RetainedStore → Session: the retained messages matching a new
@@ -133,6 +140,8 @@ pub struct AddSubscription {
     pub session: Addr<Session>,
     pub filter: TopicFilter,
     pub qos: QoS,
+    /// The session is persistent: publishers' acknowledgements wait for its copies.
+    pub durable: bool,
 }
 
 /// Router → TopicShard: remove a subscription.
@@ -151,13 +160,19 @@ pub struct RemoveSubscription {
 pub struct Route {
     pub message: Message,
     pub backlog: Option<BacklogToken>,
+    /// The publisher's PUBACK/PUBREC, sent when every durable copy is committed.
+    pub ack: Option<Completion>,
 }
 
 /// Router → RetainedStore: set (or, with an empty payload, clear) the
 /// retained message of a topic.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Retain(pub Message);
+pub struct Retain {
+    pub message: Message,
+    /// The publisher's acknowledgement, sent once the change is committed.
+    pub ack: Option<Completion>,
+}
 
 /// Session → RetainedStore: send the retained messages matching `filter`
 /// back to `session` as a [`DeliverRetained`].

@@ -19,6 +19,13 @@ pub struct Metrics {
     pub dropped_offline_qos0: AtomicU64,
     pub wills_published: AtomicU64,
     pub takeovers: AtomicU64,
+    /// Store transactions committed, the changes they held, and the time
+    /// they took in total (batch size and commit latency are the ratios).
+    pub store_commits: AtomicU64,
+    pub store_ops_committed: AtomicU64,
+    pub store_commit_micros: AtomicU64,
+    pub store_commit_failures: AtomicU64,
+    pub sessions_expired: AtomicU64,
 }
 
 impl Metrics {

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod supervisor;
 pub mod topic_shard;
 
@@ -29,6 +30,9 @@ use router::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// How long a graceful stop waits for the store to commit.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every connection needs, shared read-only.
 pub struct Shared {
@@ -91,10 +95,20 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let thread = std::thread::Builder::new().name("roost-main".into()).spawn(move || {
         let system = actix::System::new();
         let tree = system.block_on(async move {
+            let store = &config.store;
+            let (conn, snapshot) = crate::store::open(&store.db, store.synchronous, store.reset_damaged)
+                .await
+                .map_err(std::io::Error::other)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let tree = supervisor::start(config, listener, m);
+            let tree = supervisor::start(config, listener, m, conn, snapshot);
+            let store = tree.store.clone();
             actix_rt::spawn(async move {
                 let _ = stop_rx.await;
+                // Commit what was acknowledged, then stop.
+                match tokio::time::timeout(SHUTDOWN_FLUSH, store.send(store::Flush)).await {
+                    Ok(_) => log::info!("database flushed"),
+                    Err(_) => log::warn!("database flush did not finish within {SHUTDOWN_FLUSH:?}"),
+                }
                 actix::System::current().stop();
             });
             Ok::<_, std::io::Error>(tree)
@@ -112,7 +126,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         if let Err(e) = system.run() {
             log::error!("actor system failed: {e}");
         }
-        for worker in tree.workers {
+        for worker in tree.workers.into_iter().chain([tree.store_arbiter]) {
             worker.stop();
             let _ = worker.join();
         }

@@ -1,12 +1,12 @@
 //! SessionRegistry: client id → Session. Decides, for each CONNECT, whether
 //! the client resumes its persistent session or starts a fresh one, and
-//! whether CONNACK says "session present".
+//! whether CONNACK says "session present". At start it brings back the
+//! persistent sessions the store kept.
 
 use super::messages::*;
-use super::metrics::Metrics;
-use super::router::Router;
-use super::session::Session;
-use crate::session::SessionLimits;
+use super::session::{Session, SessionDeps};
+use crate::session::SessionState;
+use crate::store::StoredSession;
 use actix::prelude::*;
 use ahash::AHashMap;
 use bytestring::ByteString;
@@ -15,21 +15,43 @@ use std::sync::Arc;
 struct Entry {
     session_id: SessionId,
     session: Addr<Session>,
-    clean: bool,
+    durable: bool,
     generation: u64,
 }
 
 pub struct SessionRegistry {
     sessions: AHashMap<ByteString, Entry>,
     next_session_id: SessionId,
-    limits: SessionLimits,
-    router: Router,
-    metrics: Arc<Metrics>,
+    deps: Arc<SessionDeps>,
+    /// Persistent sessions from the store, started when the registry starts.
+    restore: Vec<StoredSession>,
+    /// Arbiters restored sessions are spread over.
+    workers: Vec<actix::dev::ArbiterHandle>,
 }
 
 impl SessionRegistry {
-    pub fn new(limits: SessionLimits, router: Router, metrics: Arc<Metrics>) -> SessionRegistry {
-        SessionRegistry { sessions: AHashMap::new(), next_session_id: 1, limits, router, metrics }
+    pub fn new(deps: Arc<SessionDeps>, restore: Vec<StoredSession>, workers: Vec<actix::dev::ArbiterHandle>) -> Self {
+        SessionRegistry { sessions: AHashMap::new(), next_session_id: 1, deps, restore, workers }
+    }
+
+    fn start_session(
+        &mut self,
+        client_id: ByteString,
+        durable: bool,
+        state: SessionState,
+        restored_idle: Option<u64>,
+        arbiter: &actix::dev::ArbiterHandle,
+        registry: Addr<SessionRegistry>,
+        generation: u64,
+    ) -> Addr<Session> {
+        let session_id = self.next_session_id;
+        self.next_session_id += 1;
+        let (id, deps) = (client_id.clone(), self.deps.clone());
+        let session = Session::start_in_arbiter(arbiter, move |_| {
+            Session::new(session_id, id, durable, state, restored_idle, registry, deps)
+        });
+        self.sessions.insert(client_id, Entry { session_id, session: session.clone(), durable, generation });
+        session
     }
 }
 
@@ -38,40 +60,55 @@ impl Actor for SessionRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        let restore = std::mem::take(&mut self.restore);
+        let count = restore.len();
+        for (i, stored) in restore.into_iter().enumerate() {
+            let state = SessionState::restore(self.deps.limits, stored.subscriptions, stored.messages, stored.inbound);
+            let arbiter = self.workers[i % self.workers.len()].clone();
+            self.start_session(stored.client_id, true, state, Some(stored.idle_secs), &arbiter, ctx.address(), 0);
+        }
+        if count > 0 {
+            log::info!("{count} persistent sessions restored");
+        }
     }
 }
 
 impl Supervised for SessionRegistry {}
 
 impl Handler<Register> for SessionRegistry {
-    type Result = Result<Registered, RegistryError>;
+    /// Atomic: while an old session is being discarded, no other
+    /// registration runs, so two connections of one client id stay ordered.
+    type Result = AtomicResponse<Self, Result<Registered, RegistryError>>;
 
-    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let mut generation = 1;
+        let mut discard = None;
         if let Some(entry) = self.sessions.get_mut(&msg.client_id) {
             entry.generation += 1;
             generation = entry.generation;
-            if !entry.clean && !msg.clean_session {
+            if entry.durable && !msg.clean_session {
                 // Resume the persistent session [MQTT-3.1.2-4]; session present [MQTT-3.2.2-2].
-                return Ok(Registered { session: entry.session.clone(), session_present: true, generation });
+                let registered = Registered { session: entry.session.clone(), session_present: true, generation };
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(registered))));
             }
-            // Clean session 1 discards any previous session [MQTT-3.1.2-6], and a
-            // clean session ends with its connection anyway.
-            entry.session.do_send(Discard);
+            // Clean session 1 discards any previous session [MQTT-3.1.2-6],
+            // and a clean session ends with its connection anyway.
+            discard = Some(entry.session.clone());
         }
-        let session_id = self.next_session_id;
-        self.next_session_id += 1;
-        let (client_id, clean, limits) = (msg.client_id.clone(), msg.clean_session, self.limits);
-        let (router, registry, metrics) = (self.router.clone(), ctx.address(), self.metrics.clone());
-        let session = Session::start_in_arbiter(&msg.arbiter, move |_| {
-            Session::new(session_id, client_id, clean, limits, router, registry, metrics)
-        });
-        self.sessions.insert(
-            msg.client_id,
-            Entry { session_id, session: session.clone(), clean: msg.clean_session, generation },
-        );
-        // A new session, or a clean one: session present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
-        Ok(Registered { session, session_present: false, generation })
+        // The old session finishes (its last store writes go out) before the
+        // new one starts, so the new session's rows are never deleted by it.
+        let discarded = async move {
+            if let Some(old) = discard {
+                let _ = old.send(Discard).await;
+            }
+        };
+        AtomicResponse::new(Box::pin(discarded.into_actor(self).map(move |(), act, ctx| {
+            let durable = !msg.clean_session;
+            let state = SessionState::new(act.deps.limits);
+            let session = act.start_session(msg.client_id, durable, state, None, &msg.arbiter, ctx.address(), generation);
+            // A new session: session present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
+            Ok(Registered { session, session_present: false, generation })
+        })))
     }
 }
 

@@ -10,6 +10,7 @@ use super::topic_shard::TopicShard;
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::{FilterShards, ShardRule};
 use crate::session::Message;
+use crate::store::Completion;
 use actix::Addr;
 use std::sync::Arc;
 
@@ -31,12 +32,14 @@ impl Router {
 
     /// Routes a message published by a client (or a will). A retained
     /// message also updates the retained store; subscribers get RETAIN=0.
-    pub fn publish(&self, message: Message, backlog: Option<BacklogToken>) {
+    /// `ack` is the publisher's acknowledgement: it runs once the retained
+    /// change and every copy for a durable subscriber are committed.
+    pub fn publish(&self, message: Message, backlog: Option<BacklogToken>, ack: Option<Completion>) {
         if message.retain {
-            self.retained.do_send(Retain(message.clone()));
+            self.retained.do_send(Retain { message: message.clone(), ack: ack.clone() });
         }
         let shard = self.rule.shard_for_topic(message.topic.as_str());
-        self.shards[shard].do_send(Route { message, backlog });
+        self.shards[shard].do_send(Route { message, backlog, ack });
     }
 
     fn for_shards(&self, filter: &TopicFilter, mut f: impl FnMut(&Addr<TopicShard>)) {
@@ -46,9 +49,9 @@ impl Router {
         }
     }
 
-    pub fn subscribe(&self, session_id: SessionId, session: &Addr<Session>, filter: &TopicFilter, qos: QoS) {
+    pub fn subscribe(&self, session_id: SessionId, session: &Addr<Session>, filter: &TopicFilter, qos: QoS, durable: bool) {
         self.for_shards(filter, |shard| {
-            shard.do_send(AddSubscription { session_id, session: session.clone(), filter: filter.clone(), qos })
+            shard.do_send(AddSubscription { session_id, session: session.clone(), filter: filter.clone(), qos, durable })
         });
     }
 

@@ -1,7 +1,9 @@
 //! Session actor: actix glue around `session::SessionState`. One per client
-//! id; it outlives its connection when the session is persistent. It owns
-//! the client's subscriptions in the topic shards and writes the packets the
-//! state machine produces to the attached connection's outbound queue.
+//! id; it outlives its connection when the session is persistent (durable).
+//! It owns the client's subscriptions in the topic shards, writes the
+//! packets the state machine produces to the attached connection's
+//! outbound queue, and, for a durable session, sends the rows to the Store
+//! and holds back what must wait for a commit.
 
 use super::connection::Connection;
 use super::messages::*;
@@ -9,14 +11,30 @@ use super::metrics::Metrics;
 use super::outbound::Outbound;
 use super::registry::SessionRegistry;
 use super::router::Router;
-use crate::protocol::{ConnAck, ConnectReturnCode, Packet, SubAck, SubscribeReturnCode};
-use crate::session::{DeliverOutcome, Message, SessionLimits, SessionState};
+use super::store::{Store, Write};
+use crate::protocol::{ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter};
+use crate::session::{Action, DeliverOutcome, Message, MessageId, SessionLimits, SessionState};
+use crate::store::{Completion, Op};
 use actix::prelude::*;
 use bytestring::ByteString;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How often one session may log that it drops messages.
-const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What every session needs from the rest of the broker.
+pub struct SessionDeps {
+    pub router: Router,
+    pub store: Addr<Store>,
+    pub metrics: Arc<Metrics>,
+    pub limits: SessionLimits,
+    /// Persistent sessions whose client is away this long are removed.
+    pub expiry: Option<Duration>,
+    /// Next message row id, shared by all sessions (rows are ordered by it).
+    pub message_ids: Arc<AtomicU64>,
+}
 
 struct Attached {
     connection_id: ConnectionId,
@@ -27,46 +45,56 @@ struct Attached {
 pub struct Session {
     id: SessionId,
     client_id: ByteString,
-    /// Clean session 1: the session ends with its connection.
-    clean: bool,
+    /// Clean session 0: kept across disconnects and restarts, in the store.
+    durable: bool,
     state: SessionState,
     attached: Option<Attached>,
     /// The newest registration generation seen (see `Register`).
     generation: u64,
-    router: Router,
+    /// Counts detaches, so an expiry timer knows whether the client came back.
+    detach_epoch: u64,
+    /// Seconds the client had already been away when the session was restored.
+    restored_idle: Option<u64>,
     registry: Addr<SessionRegistry>,
-    metrics: Arc<Metrics>,
+    deps: Arc<SessionDeps>,
     /// Drops not yet logged: a flood is logged at most every
     /// `DROP_LOG_INTERVAL`, with counts, never once per message.
     unlogged_drops: u64,
     last_drop_log: Option<std::time::Instant>,
-    /// Reused for the packets of each event.
-    out: Vec<Packet>,
+    /// Reused for the actions of each event.
+    out: Vec<Action>,
+    /// Packets held back until a commit and not sent yet. While there are
+    /// any, later PUBLISH/PUBREL packets queue behind them (through the
+    /// store, which runs completions in order), so the client sees them in
+    /// the order they were produced.
+    held_back: Arc<AtomicUsize>,
 }
 
 impl Session {
     pub(super) fn new(
         id: SessionId,
         client_id: ByteString,
-        clean: bool,
-        limits: SessionLimits,
-        router: Router,
+        durable: bool,
+        state: SessionState,
+        restored_idle: Option<u64>,
         registry: Addr<SessionRegistry>,
-        metrics: Arc<Metrics>,
+        deps: Arc<SessionDeps>,
     ) -> Session {
         Session {
             id,
             client_id,
-            clean,
-            state: SessionState::new(limits),
+            durable,
+            state,
             attached: None,
             generation: 0,
-            router,
+            detach_epoch: 0,
+            restored_idle,
             registry,
-            metrics,
+            deps,
             unlogged_drops: 0,
             last_drop_log: None,
             out: Vec::new(),
+            held_back: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -75,34 +103,75 @@ impl Session {
         self.attached.as_ref().is_some_and(|a| a.connection_id == connection_id)
     }
 
-    /// Writes the packets the last event produced.
-    fn flush(&mut self) {
-        if self.out.is_empty() {
-            return;
-        }
-        match &self.attached {
-            Some(a) => {
-                for p in self.out.drain(..) {
-                    if matches!(p, Packet::Publish(_)) {
-                        Metrics::inc(&self.metrics.publishes_sent);
-                    }
-                    a.outbound.send(p);
-                }
-            }
-            None => self.out.clear(),
-        }
+    fn write(&self, op: Op, completion: Option<Completion>) {
+        self.deps.store.do_send(Write { op, completion });
     }
 
-    fn deliver(&mut self, message: Message) {
+    /// A row id for a QoS 1/2 message of a durable session.
+    fn row_id(&self, qos: QoS) -> Option<MessageId> {
+        (self.durable && qos != QoS::AtMostOnce).then(|| self.deps.message_ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A completion that sends `packet` to the attached client.
+    fn send_later(&self, packet: Packet) -> Option<Completion> {
+        let outbound = self.attached.as_ref()?.outbound.clone();
+        let held_back = self.held_back.clone();
+        held_back.fetch_add(1, Ordering::Relaxed);
+        Some(Completion::new(move || {
+            outbound.send(packet);
+            held_back.fetch_sub(1, Ordering::Relaxed);
+        }))
+    }
+
+    /// Carries out the actions of the last event. `waiting` (a publisher's
+    /// acknowledgement) joins the write of every new row, so it completes
+    /// only once those rows are durable.
+    fn run(&mut self, waiting: Option<&Completion>) {
+        let mut actions = std::mem::take(&mut self.out);
+        for action in actions.drain(..) {
+            match action {
+                Action::Send(packet @ (Packet::Publish(_) | Packet::PubRel(_)))
+                    if self.held_back.load(Ordering::Relaxed) > 0 =>
+                {
+                    Metrics::inc(&self.deps.metrics.publishes_sent);
+                    let later = self.send_later(packet);
+                    self.write(Op::Barrier, later);
+                }
+                Action::Send(packet) => {
+                    if let Some(a) = &self.attached {
+                        if matches!(packet, Packet::Publish(_)) {
+                            Metrics::inc(&self.deps.metrics.publishes_sent);
+                        }
+                        a.outbound.send(packet);
+                    }
+                }
+                Action::Persist { record, new, then } => {
+                    let then = then.and_then(|p| self.send_later(p));
+                    let waiting = if new { waiting.cloned() } else { None };
+                    let op = Op::PutMessage { client_id: self.client_id.clone(), record, new };
+                    self.write(op, Completion::both(then, waiting));
+                }
+                Action::Forget { id, then } => {
+                    let then = then.and_then(|p| self.send_later(p));
+                    self.write(Op::DeleteMessage { client_id: self.client_id.clone(), id }, then);
+                }
+            }
+        }
+        self.out = actions;
+    }
+
+    fn deliver(&mut self, message: Message, waiting: Option<&Completion>) {
         let writable = self.attached.as_ref().is_some_and(|a| a.outbound.is_writable());
-        let outcome = self.state.deliver(message, writable, &mut self.out);
+        let id = self.row_id(message.qos);
+        let outcome = self.state.deliver(message, id, writable, &mut self.out);
+        self.run(waiting);
         let counter = match outcome {
             DeliverOutcome::Sent | DeliverOutcome::Queued => return,
-            DeliverOutcome::DroppedSlowClient => &self.metrics.dropped_slow_client,
-            DeliverOutcome::DroppedQueueFull => &self.metrics.dropped_queue_full,
+            DeliverOutcome::DroppedSlowClient => &self.deps.metrics.dropped_slow_client,
+            DeliverOutcome::DroppedQueueFull => &self.deps.metrics.dropped_queue_full,
             DeliverOutcome::DroppedOffline => {
                 // QoS 0 for an offline client: expected, counted, not logged.
-                Metrics::inc(&self.metrics.dropped_offline_qos0);
+                Metrics::inc(&self.deps.metrics.dropped_offline_qos0);
                 return;
             }
         };
@@ -131,66 +200,108 @@ impl Session {
     fn remove_all_subscriptions(&mut self) {
         let filters: Vec<_> = self.state.subscriptions().map(|(f, _)| f.clone()).collect();
         for f in &filters {
-            self.router.unsubscribe(self.id, f);
+            self.deps.router.unsubscribe(self.id, f);
             self.state.unsubscribe(f);
         }
     }
 
-    fn on_client_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
-        match packet {
-            Packet::PubAck(id) => {
-                if !self.state.on_puback(id, &mut self.out) {
-                    log::debug!("client {}: PUBACK for unknown packet id {id}", self.client_id);
-                }
+    /// Ends a session for good: its subscriptions leave the shards and its
+    /// rows leave the store.
+    fn end(&mut self, ctx: &mut Context<Self>) {
+        self.remove_all_subscriptions();
+        self.write(Op::DeleteSession { client_id: self.client_id.clone(), persistent: self.durable }, None);
+        ctx.stop();
+    }
+
+    fn schedule_expiry(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        let epoch = self.detach_epoch;
+        ctx.run_later(after, move |act, ctx| {
+            if act.attached.is_none() && act.detach_epoch == epoch {
+                log::info!("client {}: persistent session expired after {:?} away", act.client_id, after);
+                Metrics::inc(&act.deps.metrics.sessions_expired);
+                act.registry.do_send(SessionEnded { client_id: act.client_id.clone(), session_id: act.id });
+                act.end(ctx);
             }
-            Packet::PubRec(id) => {
-                if !self.state.on_pubrec(id, &mut self.out) {
-                    log::debug!("client {}: PUBREC for unknown packet id {id}", self.client_id);
-                }
-            }
-            Packet::PubComp(id) => {
-                if !self.state.on_pubcomp(id, &mut self.out) {
-                    log::debug!("client {}: PUBCOMP for unknown packet id {id}", self.client_id);
-                }
-            }
-            Packet::PubRel(id) => self.state.on_pubrel(id, &mut self.out),
-            Packet::Subscribe(s) => {
-                let me = ctx.address();
-                let mut codes = Vec::with_capacity(s.topics.len());
-                for t in &s.topics {
-                    // roost supports every QoS, so the granted QoS is the
-                    // requested one [MQTT-3.9.3-1].
-                    self.state.subscribe(t.filter.clone(), t.qos);
-                    self.router.subscribe(self.id, &me, &t.filter, t.qos);
-                    codes.push(SubscribeReturnCode::Granted(t.qos));
-                }
-                self.out.push(Packet::SubAck(SubAck { packet_id: s.packet_id, codes }));
-                self.flush();
-                // Retained messages follow the SUBACK, for every filter, even
-                // a repeated one [MQTT-3.3.1-6] [MQTT-3.8.4-3].
-                for t in s.topics {
-                    self.router.retained().do_send(LookupRetained { filter: t.filter, qos: t.qos, session: me.clone() });
-                }
-            }
-            Packet::Unsubscribe(u) => {
-                for f in &u.filters {
-                    if self.state.unsubscribe(f) {
-                        self.router.unsubscribe(self.id, f);
-                    }
-                }
-                self.out.push(Packet::UnsubAck(u.packet_id));
-            }
-            other => log::debug!("client {}: session ignores {:?}", self.client_id, other.packet_type()),
+        });
+    }
+
+    fn on_subscribe(&mut self, s: crate::protocol::Subscribe, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+        let me = ctx.address();
+        let mut codes = Vec::with_capacity(s.topics.len());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let filters: Vec<(TopicFilter, QoS)> = s.topics.iter().map(|t| (t.filter.clone(), t.qos)).collect();
+        for t in &s.topics {
+            // roost supports every QoS, so the granted QoS is the requested
+            // one [MQTT-3.9.3-1].
+            self.state.subscribe(t.filter.clone(), t.qos);
+            self.deps.router.subscribe(self.id, &me, &t.filter, t.qos, self.durable);
+            codes.push(SubscribeReturnCode::Granted(t.qos));
         }
-        self.flush();
+        let suback = Packet::SubAck(SubAck { packet_id: s.packet_id, codes });
+        // SUBACK, then the retained messages of every filter (even a
+        // repeated one) [MQTT-3.3.1-6] [MQTT-3.8.4-3]; for a durable
+        // session only once the subscriptions are committed.
+        let outbound = self.attached.as_ref().map(|a| a.outbound.clone());
+        let retained = self.deps.router.retained().clone();
+        let done = Completion::new(move || {
+            if let Some(o) = outbound {
+                o.send(suback);
+            }
+            for (filter, qos) in filters {
+                retained.do_send(LookupRetained { filter, qos, session: me.clone() });
+            }
+            let _ = tx.send(());
+        });
+        if self.durable {
+            for t in s.topics {
+                let op = Op::Subscribe { client_id: self.client_id.clone(), filter: t.filter, qos: t.qos };
+                self.write(op, Some(done.clone()));
+            }
+        }
+        drop(done);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+
+    fn on_unsubscribe(&mut self, u: crate::protocol::Unsubscribe) -> ResponseFuture<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let outbound = self.attached.as_ref().map(|a| a.outbound.clone());
+        let unsuback = Packet::UnsubAck(u.packet_id);
+        let done = Completion::new(move || {
+            if let Some(o) = outbound {
+                o.send(unsuback);
+            }
+            let _ = tx.send(());
+        });
+        for f in u.filters {
+            if self.state.unsubscribe(&f) {
+                self.deps.router.unsubscribe(self.id, &f);
+                if self.durable {
+                    self.write(Op::Unsubscribe { client_id: self.client_id.clone(), filter: f }, Some(done.clone()));
+                }
+            }
+        }
+        drop(done);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 
 impl Actor for Session {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
-        log::debug!("session {} for {:?} started (clean: {})", self.id, self.client_id, self.clean);
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // A restored session puts its subscriptions back into the shards.
+        let me = ctx.address();
+        for (filter, qos) in self.state.subscriptions() {
+            self.deps.router.subscribe(self.id, &me, filter, qos, self.durable);
+        }
+        if let (Some(idle), Some(expiry)) = (self.restored_idle, self.deps.expiry) {
+            self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle)), ctx);
+        }
+        log::debug!("session {} for {:?} started (durable: {})", self.id, self.client_id, self.durable);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -209,14 +320,24 @@ impl Handler<Attach> for Session {
         if let Some(old) = self.attached.take() {
             // A new connection for the same client id closes the old one [MQTT-3.1.4-2].
             log::info!("client {}: taken over by a new connection, closing the old one", self.client_id);
-            Metrics::inc(&self.metrics.takeovers);
+            Metrics::inc(&self.deps.metrics.takeovers);
             old.connection.do_send(TakenOver);
         }
+        self.write(
+            Op::SessionConnected {
+                client_id: self.client_id.clone(),
+                persistent: self.durable,
+                keep_alive: msg.keep_alive,
+                will: msg.will,
+            },
+            None,
+        );
         self.attached =
             Some(Attached { connection_id: msg.connection_id, connection: msg.connection, outbound: msg.outbound });
-        self.out.push(Packet::ConnAck(ConnAck { session_present: msg.session_present, code: ConnectReturnCode::Accepted }));
+        let connack = ConnAck { session_present: msg.session_present, code: ConnectReturnCode::Accepted };
+        self.out.push(Action::Send(Packet::ConnAck(connack)));
         self.state.attach(&mut self.out);
-        self.flush();
+        self.run(None);
         Ok(())
     }
 }
@@ -229,12 +350,17 @@ impl Handler<Detach> for Session {
             return; // a connection that was already taken over
         }
         self.attached = None;
+        self.detach_epoch += 1;
         self.state.detach();
         self.log_unlogged_drops();
-        if self.clean {
-            self.remove_all_subscriptions();
+        if !self.durable {
             self.registry.do_send(SessionEnded { client_id: self.client_id.clone(), session_id: self.id });
-            ctx.stop();
+            self.end(ctx);
+            return;
+        }
+        self.write(Op::SessionDisconnected { client_id: self.client_id.clone() }, None);
+        if let Some(expiry) = self.deps.expiry {
+            self.schedule_expiry(expiry, ctx);
         }
     }
 }
@@ -245,21 +371,43 @@ impl Handler<Discard> for Session {
     fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) {
         if let Some(old) = self.attached.take() {
             log::info!("client {}: taken over by a new clean session, closing the old connection", self.client_id);
-            Metrics::inc(&self.metrics.takeovers);
+            Metrics::inc(&self.deps.metrics.takeovers);
             old.connection.do_send(TakenOver);
         }
-        self.remove_all_subscriptions();
-        ctx.stop();
+        self.end(ctx);
     }
 }
 
 impl Handler<FromClient> for Session {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) {
-        if self.is_current(msg.connection_id) {
-            self.on_client_packet(msg.packet, ctx);
+    fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.is_current(msg.connection_id) {
+            return Box::pin(async {});
         }
+        match msg.packet {
+            Packet::Subscribe(s) => return self.on_subscribe(s, ctx),
+            Packet::Unsubscribe(u) => return self.on_unsubscribe(u),
+            Packet::PubAck(id) => {
+                if !self.state.on_puback(id, &mut self.out) {
+                    log::debug!("client {}: PUBACK for unknown packet id {id}", self.client_id);
+                }
+            }
+            Packet::PubRec(id) => {
+                if !self.state.on_pubrec(id, &mut self.out) {
+                    log::debug!("client {}: PUBREC for unknown packet id {id}", self.client_id);
+                }
+            }
+            Packet::PubComp(id) => {
+                if !self.state.on_pubcomp(id, &mut self.out) {
+                    log::debug!("client {}: PUBCOMP for unknown packet id {id}", self.client_id);
+                }
+            }
+            Packet::PubRel(id) => self.state.on_pubrel(id, &mut self.out),
+            other => log::debug!("client {}: session ignores {:?}", self.client_id, other.packet_type()),
+        }
+        self.run(None);
+        Box::pin(async {})
     }
 }
 
@@ -270,13 +418,18 @@ impl Handler<PublishQoS2> for Session {
         if !self.is_current(msg.connection_id) {
             return;
         }
-        let Some(id) = msg.publish.packet_id else { return };
-        if self.state.on_inbound_qos2(id) {
-            self.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog));
+        let Some(packet_id) = msg.publish.packet_id else { return };
+        let row = self.row_id(QoS::ExactlyOnce);
+        if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
+            // PUBREC once the id and every stored copy are durable.
+            let pubrec = self.send_later(Packet::PubRec(packet_id));
+            self.deps.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog), pubrec.clone());
+            self.run(pubrec.as_ref());
+        } else {
+            // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
+            self.out.push(Action::Send(Packet::PubRec(packet_id)));
+            self.run(None);
         }
-        // PUBREC whether or not it was a duplicate [MQTT-4.3.3-2].
-        self.out.push(Packet::PubRec(id));
-        self.flush();
     }
 }
 
@@ -289,8 +442,7 @@ impl Handler<Deliver> for Session {
         // forwarding clears RETAIN [MQTT-3.3.1-9].
         message.qos = message.qos.min(msg.qos);
         message.retain = false;
-        self.deliver(message);
-        self.flush();
+        self.deliver(message, msg.ack.as_ref());
     }
 }
 
@@ -301,8 +453,7 @@ impl Handler<DeliverRetained> for Session {
         for mut message in msg.messages {
             message.qos = message.qos.min(msg.qos);
             message.retain = true;
-            self.deliver(message);
+            self.deliver(message, None);
         }
-        self.flush();
     }
 }

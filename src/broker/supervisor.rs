@@ -4,6 +4,7 @@
 //!
 //! | # | actor            | where                    | restart policy                         |
 //! |---|------------------|--------------------------|----------------------------------------|
+//! | 0 | Store            | its own arbiter          | not restarted yet: owns the connection  |
 //! | 1 | RetainedStore    | system arbiter           | supervised: restarted by actix          |
 //! | 2 | TopicShard × N   | worker arbiters, round robin | supervised: restarted by actix      |
 //! | 3 | SessionRegistry  | system arbiter           | supervised: restarted by actix          |
@@ -20,37 +21,63 @@ use super::metrics::Metrics;
 use super::registry::SessionRegistry;
 use super::retained::RetainedStore;
 use super::router::Router;
+use super::session::SessionDeps;
+use super::store::Store;
 use super::topic_shard::TopicShard;
 use super::Shared;
 use crate::config::Config;
+use crate::store::Snapshot;
 use actix::prelude::*;
+use sqlx::SqliteConnection;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// The running tree; dropping it does not stop anything (the System does).
 pub struct Tree {
     pub workers: Vec<Arbiter>,
+    pub store_arbiter: Arbiter,
     pub shared: Arc<Shared>,
+    pub store: Addr<Store>,
     pub listener: Addr<Listener>,
 }
 
-/// Starts every actor; must run inside the broker's actix System.
-pub fn start(config: Config, listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> Tree {
+/// Starts every actor on an opened database; must run inside the broker's
+/// actix System.
+pub fn start(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    conn: SqliteConnection,
+    snapshot: Snapshot,
+) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
 
-    // 1. RetainedStore.
-    let retained = Supervisor::start(|_| RetainedStore::default());
+    // 0. Store, on its own arbiter: SQL encoding never delays a session.
+    let store_arbiter = Arbiter::new();
+    let m = metrics.clone();
+    let store = Store::start_in_arbiter(&store_arbiter.handle(), move |_| Store::new(conn, m));
+    // 1. RetainedStore, loaded from the store.
+    let (retained, s) = (snapshot.retained, store.clone());
+    let retained = Supervisor::start(move |_| RetainedStore::new(retained, s));
     // 2. TopicShard × N, spread over the workers.
     let shards = (0..config.shards())
         .map(|i| Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| TopicShard::new(i)))
         .collect();
     let router = Router::new(shards, retained);
-    // 3. SessionRegistry (it starts Sessions on demand).
-    let (limits, r, m) = (config.session_limits(), router.clone(), metrics.clone());
-    let registry = Supervisor::start(move |_| SessionRegistry::new(limits, r, m));
+    // 3. SessionRegistry; it restores persistent sessions and starts new ones.
+    let deps = Arc::new(SessionDeps {
+        router: router.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        limits: config.session_limits(),
+        expiry: config.session_expiry(),
+        message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
+    });
+    let (restore, h) = (snapshot.sessions, handles.clone());
+    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h));
     let shared = Arc::new(Shared { config, router, registry, metrics, next_connection_id: AtomicU64::new(1) });
     // 4. Listener, last.
     let listener = Listener::new(listener, handles, shared.clone()).start();
-    Tree { workers, shared, listener }
+    Tree { workers, store_arbiter, shared, store, listener }
 }

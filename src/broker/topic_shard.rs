@@ -5,6 +5,7 @@
 
 use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
 use super::session::Session;
+use crate::protocol::QoS;
 use crate::routing::SubscriptionTrie;
 use actix::prelude::*;
 use ahash::AHashMap;
@@ -12,10 +13,11 @@ use ahash::AHashMap;
 pub struct TopicShard {
     index: usize,
     trie: SubscriptionTrie<SessionId>,
-    /// Address of each subscribed session and how many of its filters live here.
-    sessions: AHashMap<SessionId, (Addr<Session>, usize)>,
+    /// Each subscribed session: its address, how many of its filters live
+    /// here, and whether it is durable.
+    sessions: AHashMap<SessionId, (Addr<Session>, usize, bool)>,
     /// Reused for every route, so routing allocates nothing per message.
-    matches: Vec<(SessionId, crate::protocol::QoS)>,
+    matches: Vec<(SessionId, QoS)>,
 }
 
 impl TopicShard {
@@ -42,7 +44,7 @@ impl Handler<AddSubscription> for TopicShard {
 
     fn handle(&mut self, msg: AddSubscription, _: &mut Context<Self>) {
         if self.trie.insert(&msg.filter, msg.session_id, msg.qos) {
-            self.sessions.entry(msg.session_id).or_insert_with(|| (msg.session, 0)).1 += 1;
+            self.sessions.entry(msg.session_id).or_insert_with(|| (msg.session, 0, msg.durable)).1 += 1;
         }
     }
 }
@@ -65,7 +67,7 @@ impl Handler<RemoveSubscription> for TopicShard {
 impl Handler<Route> for TopicShard {
     type Result = ();
 
-    fn handle(&mut self, Route { message, backlog }: Route, _: &mut Context<Self>) {
+    fn handle(&mut self, Route { message, backlog, ack }: Route, _: &mut Context<Self>) {
         let matches = &mut self.matches;
         matches.clear();
         self.trie.for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
@@ -76,11 +78,14 @@ impl Handler<Route> for TopicShard {
             matches.dedup_by_key(|m| m.0);
         }
         for &(id, qos) in matches.iter() {
-            if let Some((session, _)) = self.sessions.get(&id) {
-                session.do_send(Deliver { message: message.clone(), qos });
+            if let Some((session, _, durable)) = self.sessions.get(&id) {
+                let ack = if *durable && qos.min(message.qos) != QoS::AtMostOnce { ack.clone() } else { None };
+                session.do_send(Deliver { message: message.clone(), qos, ack });
             }
         }
-        // Routed: the publisher may send one more.
+        // Routed: the publisher may send one more, and is acknowledged now
+        // unless a durable copy holds the acknowledgement.
         drop(backlog);
+        drop(ack);
     }
 }

@@ -7,7 +7,7 @@
 
 mod state;
 
-pub use state::{DeliverOutcome, Inflight, InflightState, SessionLimits, SessionState};
+pub use state::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Queued, Record, SessionLimits, SessionState};
 
 use crate::protocol::{Publish, QoS, TopicName};
 use bytes::Bytes;

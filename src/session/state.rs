@@ -1,11 +1,26 @@
-//! The session state machine. Methods take an event and push the packets to
-//! send into `out`; they never block and never fail on client input that the
-//! codec already validated.
+//! The session state machine. Methods take an event and push [`Action`]s
+//! into `out`: packets to send, and, for a durable (persistent) session,
+//! rows to write or delete before a packet may go out. They never block and
+//! never fail on client input that the codec already validated.
+//!
+//! Durability rules (what must be committed before what is sent):
+//! - a QoS 2 PUBLISH with its packet id, before it is first sent: after a
+//!   crash it is resent with the same id, never as a new message;
+//! - the PUBREC → awaiting-PUBCOMP step, before PUBREL is sent: after a
+//!   crash PUBREL is resent, not the PUBLISH;
+//! - an inbound QoS 2 id's removal, before PUBCOMP is sent;
+//! - QoS 1 rows are written but nothing waits for them here (a QoS 1
+//!   duplicate after a crash is allowed); the publisher's PUBACK waits, in
+//!   the broker, for the row holding the message.
 
 use super::Message;
 use crate::protocol::{Packet, PacketId, Publish, QoS, TopicFilter};
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use std::collections::VecDeque;
+
+/// Identifies a message row of a durable session in the store; allocated by
+/// the broker, increasing, so it also records arrival order.
+pub type MessageId = u64;
 
 /// Bounds of one session, from `[session]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +41,11 @@ impl Default for SessionLimits {
     }
 }
 
-/// Where an outbound QoS 1/2 message is in its handshake (section 4.3).
+/// Where an outbound message is (section 4.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflightState {
+pub enum OutboundState {
+    /// Not sent yet (client offline, or the in-flight window is full).
+    Queued,
     /// QoS 1 PUBLISH sent, waiting for PUBACK.
     AwaitingPubAck,
     /// QoS 2 PUBLISH sent, waiting for PUBREC.
@@ -37,11 +54,42 @@ pub enum InflightState {
     AwaitingPubComp,
 }
 
+/// An outbound QoS 1/2 message in the in-flight window.
 #[derive(Debug, Clone)]
 pub struct Inflight {
+    /// The row holding it, for a durable session.
+    pub id: Option<MessageId>,
     pub packet_id: PacketId,
     pub message: Message,
-    pub state: InflightState,
+    pub state: OutboundState,
+}
+
+/// A message waiting for the window or for the client.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: Option<MessageId>,
+    pub message: Message,
+}
+
+/// A row of a durable session, as the store writes it.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Outbound { id: MessageId, state: OutboundState, packet_id: Option<PacketId>, message: Message },
+    /// An inbound QoS 2 packet id routed and awaiting PUBREL.
+    InboundAwaitingRel { id: MessageId, packet_id: PacketId },
+}
+
+/// What the session actor does for an event, in order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send this packet to the client now.
+    Send(Packet),
+    /// Write this row (a new one when `new`); if `then` is set, send that
+    /// packet only once the write has committed.
+    Persist { record: Record, new: bool, then: Option<Packet> },
+    /// Delete this row; if `then` is set, send that packet once the delete
+    /// has committed.
+    Forget { id: MessageId, then: Option<Packet> },
 }
 
 /// What became of one message handed to [`SessionState::deliver`].
@@ -64,12 +112,12 @@ pub struct SessionState {
     inflight: VecDeque<Inflight>,
     next_packet_id: PacketId,
     /// Messages at their delivery QoS, oldest first.
-    queue: VecDeque<Message>,
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
     /// Inbound QoS 2 packet ids whose PUBLISH was routed and whose PUBREL has
-    /// not arrived: a resent PUBLISH with one of these ids is not routed
-    /// again (section 4.3.3, method B).
-    inbound_awaiting_rel: AHashSet<PacketId>,
+    /// not arrived (with their row, if durable): a resent PUBLISH with one of
+    /// these ids is not routed again (section 4.3.3, method B).
+    inbound_awaiting_rel: AHashMap<PacketId, Option<MessageId>>,
     online: bool,
 }
 
@@ -82,9 +130,40 @@ impl SessionState {
             next_packet_id: PacketId::new(1).expect("1 is non-zero"),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            inbound_awaiting_rel: AHashSet::new(),
+            inbound_awaiting_rel: AHashMap::new(),
             online: false,
         }
+    }
+
+    /// A durable session as the store kept it: `messages` in arrival order
+    /// (queued ones are queued again, in-flight ones go back in flight with
+    /// their packet ids), `inbound` the QoS 2 ids awaiting PUBREL.
+    pub fn restore(
+        limits: SessionLimits,
+        subscriptions: Vec<(TopicFilter, QoS)>,
+        messages: Vec<(MessageId, OutboundState, Option<PacketId>, Message)>,
+        inbound: Vec<(PacketId, MessageId)>,
+    ) -> SessionState {
+        let mut s = SessionState::new(limits);
+        s.subscriptions = subscriptions.into_iter().collect();
+        let mut highest = 0u16;
+        for (id, state, packet_id, message) in messages {
+            match (state, packet_id) {
+                (OutboundState::Queued, _) | (_, None) => {
+                    s.queued_bytes += message.size();
+                    s.queue.push_back(Queued { id: Some(id), message });
+                }
+                (state, Some(packet_id)) => {
+                    highest = highest.max(packet_id.get());
+                    s.inflight.push_back(Inflight { id: Some(id), packet_id, message, state });
+                }
+            }
+        }
+        if let Some(p) = PacketId::new(highest) {
+            s.next_packet_id = p.next();
+        }
+        s.inbound_awaiting_rel = inbound.into_iter().map(|(p, id)| (p, Some(id))).collect();
+        s
     }
 
     pub fn is_online(&self) -> bool {
@@ -99,7 +178,7 @@ impl SessionState {
         self.inflight.iter()
     }
 
-    pub fn queued(&self) -> impl Iterator<Item = &Message> {
+    pub fn queued(&self) -> impl Iterator<Item = &Queued> {
         self.queue.iter()
     }
 
@@ -119,13 +198,13 @@ impl SessionState {
     /// The client connected: resend what was in flight with DUP set
     /// [MQTT-4.4.0-1], PUBREL for QoS 2 messages already received, then
     /// queued messages as the window allows.
-    pub fn attach(&mut self, out: &mut Vec<Packet>) {
+    pub fn attach(&mut self, out: &mut Vec<Action>) {
         self.online = true;
         for entry in &self.inflight {
-            out.push(match entry.state {
-                InflightState::AwaitingPubComp => Packet::PubRel(entry.packet_id),
+            out.push(Action::Send(match entry.state {
+                OutboundState::AwaitingPubComp => Packet::PubRel(entry.packet_id),
                 _ => Packet::Publish(publish(&entry.message, Some(entry.packet_id), true)),
-            });
+            }));
         }
         self.fill_window(out);
     }
@@ -135,48 +214,78 @@ impl SessionState {
     }
 
     /// A message routed to this session. `qos` is already min(published,
-    /// granted); `writable` is false when the client's outbound buffer is full.
-    pub fn deliver(&mut self, message: Message, writable: bool, out: &mut Vec<Packet>) -> DeliverOutcome {
+    /// granted); `id` is its row for a durable session (QoS 1/2 only);
+    /// `writable` is false when the client's outbound buffer is full.
+    pub fn deliver(
+        &mut self,
+        message: Message,
+        id: Option<MessageId>,
+        writable: bool,
+        out: &mut Vec<Action>,
+    ) -> DeliverOutcome {
         if message.qos == QoS::AtMostOnce {
             if self.online {
                 if !writable {
                     return DeliverOutcome::DroppedSlowClient;
                 }
-                out.push(Packet::Publish(publish(&message, None, false)));
+                out.push(Action::Send(Packet::Publish(publish(&message, None, false))));
                 return DeliverOutcome::Sent;
             }
             if !self.limits.queue_qos0 {
                 return DeliverOutcome::DroppedOffline;
             }
-            return self.enqueue(message);
+            // QoS 0 is queued in memory only.
+            return self.enqueue(Queued { id: None, message }, out);
         }
         if self.online && self.queue.is_empty() && self.inflight.len() < self.limits.max_inflight {
-            self.send_inflight(message, out);
+            self.send_inflight(Queued { id, message }, true, out);
             return DeliverOutcome::Sent;
         }
-        self.enqueue(message)
+        self.enqueue(Queued { id, message }, out)
     }
 
-    fn enqueue(&mut self, message: Message) -> DeliverOutcome {
-        let size = message.size();
+    fn enqueue(&mut self, queued: Queued, out: &mut Vec<Action>) -> DeliverOutcome {
+        let size = queued.message.size();
         if self.queue.len() >= self.limits.max_queued_messages
             || self.queued_bytes + size > self.limits.max_queued_bytes
         {
             return DeliverOutcome::DroppedQueueFull;
         }
+        if let Some(id) = queued.id {
+            let record = Record::Outbound { id, state: OutboundState::Queued, packet_id: None, message: queued.message.clone() };
+            out.push(Action::Persist { record, new: true, then: None });
+        }
         self.queued_bytes += size;
-        self.queue.push_back(message);
+        self.queue.push_back(queued);
         DeliverOutcome::Queued
     }
 
-    fn send_inflight(&mut self, message: Message, out: &mut Vec<Packet>) {
+    /// Puts a message in flight. `new`: its row does not exist yet.
+    fn send_inflight(&mut self, queued: Queued, new: bool, out: &mut Vec<Action>) {
+        let Queued { id, message } = queued;
         let packet_id = self.allocate_packet_id();
-        out.push(Packet::Publish(publish(&message, Some(packet_id), false)));
+        let packet = Packet::Publish(publish(&message, Some(packet_id), false));
         let state = match message.qos {
-            QoS::ExactlyOnce => InflightState::AwaitingPubRec,
-            _ => InflightState::AwaitingPubAck,
+            QoS::ExactlyOnce => OutboundState::AwaitingPubRec,
+            _ => OutboundState::AwaitingPubAck,
         };
-        self.inflight.push_back(Inflight { packet_id, message, state });
+        match id {
+            // QoS 2: the id must be durable before the client can see it.
+            Some(id) if state == OutboundState::AwaitingPubRec => {
+                let record = Record::Outbound { id, state, packet_id: Some(packet_id), message: message.clone() };
+                out.push(Action::Persist { record, new, then: Some(packet) });
+            }
+            // QoS 1: write the row if it is new; a stale state is harmless.
+            Some(id) => {
+                if new {
+                    let record = Record::Outbound { id, state, packet_id: Some(packet_id), message: message.clone() };
+                    out.push(Action::Persist { record, new, then: None });
+                }
+                out.push(Action::Send(packet));
+            }
+            None => out.push(Action::Send(packet)),
+        }
+        self.inflight.push_back(Inflight { id, packet_id, message, state });
     }
 
     /// The next id not used by an in-flight message: ids are unique per
@@ -192,69 +301,94 @@ impl SessionState {
     }
 
     /// Moves queued messages into the in-flight window while it has room.
-    fn fill_window(&mut self, out: &mut Vec<Packet>) {
+    fn fill_window(&mut self, out: &mut Vec<Action>) {
         while self.online && self.inflight.len() < self.limits.max_inflight {
-            let Some(message) = self.queue.pop_front() else { break };
-            self.queued_bytes -= message.size();
-            if message.qos == QoS::AtMostOnce {
-                out.push(Packet::Publish(publish(&message, None, false)));
+            let Some(queued) = self.queue.pop_front() else { break };
+            self.queued_bytes -= queued.message.size();
+            if queued.message.qos == QoS::AtMostOnce {
+                out.push(Action::Send(Packet::Publish(publish(&queued.message, None, false))));
             } else {
-                self.send_inflight(message, out);
+                self.send_inflight(queued, false, out);
             }
         }
     }
 
-    fn position(&self, id: PacketId, state: InflightState) -> Option<usize> {
-        self.inflight.iter().position(|e| e.packet_id == id && e.state == state)
+    fn take(&mut self, packet_id: PacketId, state: OutboundState) -> Option<Inflight> {
+        let i = self.inflight.iter().position(|e| e.packet_id == packet_id && e.state == state)?;
+        self.inflight.remove(i)
     }
 
     /// PUBACK for an outbound QoS 1 message; false if no such message.
-    pub fn on_puback(&mut self, id: PacketId, out: &mut Vec<Packet>) -> bool {
-        let Some(i) = self.position(id, InflightState::AwaitingPubAck) else { return false };
-        self.inflight.remove(i);
+    pub fn on_puback(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
+        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubAck) else { return false };
+        if let Some(id) = entry.id {
+            out.push(Action::Forget { id, then: None });
+        }
         self.fill_window(out);
         true
     }
 
-    /// PUBREC for an outbound QoS 2 message: answer PUBREL [MQTT-4.3.3-1].
-    pub fn on_pubrec(&mut self, id: PacketId, out: &mut Vec<Packet>) -> bool {
-        let known = match self.inflight.iter_mut().find(|e| e.packet_id == id) {
-            Some(e) if e.state != InflightState::AwaitingPubAck => {
-                e.state = InflightState::AwaitingPubComp;
-                true
-            }
-            _ => false,
-        };
-        if known {
-            out.push(Packet::PubRel(id));
+    /// PUBREC for an outbound QoS 2 message: answer PUBREL [MQTT-4.3.3-1],
+    /// after recording the step for a durable session.
+    pub fn on_pubrec(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
+        let Some(entry) = self.inflight.iter_mut().find(|e| e.packet_id == packet_id) else { return false };
+        if entry.state == OutboundState::AwaitingPubAck {
+            return false;
         }
-        known
+        entry.state = OutboundState::AwaitingPubComp;
+        let rel = Packet::PubRel(packet_id);
+        match entry.id {
+            Some(id) => {
+                let record = Record::Outbound {
+                    id,
+                    state: OutboundState::AwaitingPubComp,
+                    packet_id: Some(packet_id),
+                    message: entry.message.clone(),
+                };
+                out.push(Action::Persist { record, new: false, then: Some(rel) });
+            }
+            None => out.push(Action::Send(rel)),
+        }
+        true
     }
 
     /// PUBCOMP ends an outbound QoS 2 handshake.
-    pub fn on_pubcomp(&mut self, id: PacketId, out: &mut Vec<Packet>) -> bool {
-        let Some(i) = self.position(id, InflightState::AwaitingPubComp) else { return false };
-        self.inflight.remove(i);
+    pub fn on_pubcomp(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
+        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubComp) else { return false };
+        if let Some(id) = entry.id {
+            out.push(Action::Forget { id, then: None });
+        }
         self.fill_window(out);
         true
     }
 
     /// An inbound QoS 2 PUBLISH: true if it is new and must be routed, false
-    /// if it repeats one still awaiting PUBREL. Either way the caller answers
-    /// PUBREC [MQTT-4.3.3-2].
-    pub fn on_inbound_qos2(&mut self, id: PacketId) -> bool {
-        self.inbound_awaiting_rel.insert(id)
+    /// if it repeats one still awaiting PUBREL. `id` is the row to record it
+    /// in for a durable session. The caller answers PUBREC either way
+    /// [MQTT-4.3.3-2].
+    pub fn on_inbound_qos2(&mut self, packet_id: PacketId, id: Option<MessageId>, out: &mut Vec<Action>) -> bool {
+        if self.inbound_awaiting_rel.contains_key(&packet_id) {
+            return false;
+        }
+        self.inbound_awaiting_rel.insert(packet_id, id);
+        if let Some(id) = id {
+            out.push(Action::Persist { record: Record::InboundAwaitingRel { id, packet_id }, new: true, then: None });
+        }
+        true
     }
 
     /// PUBREL releases an inbound QoS 2 id; PUBCOMP is sent whether or not
     /// the id is known, so a client retrying after a lost PUBCOMP finishes.
-    pub fn on_pubrel(&mut self, id: PacketId, out: &mut Vec<Packet>) {
-        self.inbound_awaiting_rel.remove(&id);
-        out.push(Packet::PubComp(id));
+    pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
+        let comp = Packet::PubComp(packet_id);
+        match self.inbound_awaiting_rel.remove(&packet_id) {
+            Some(Some(id)) => out.push(Action::Forget { id, then: Some(comp) }),
+            _ => out.push(Action::Send(comp)),
+        }
     }
 
-    pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = PacketId> + '_ {
-        self.inbound_awaiting_rel.iter().copied()
+    pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = (PacketId, Option<MessageId>)> + '_ {
+        self.inbound_awaiting_rel.iter().map(|(p, id)| (*p, *id))
     }
 }
 
@@ -283,10 +417,24 @@ mod tests {
         SessionLimits { max_inflight, max_queued_messages: max_queued, ..SessionLimits::default() }
     }
 
-    fn publishes(out: &[Packet]) -> Vec<(u8, Option<u16>, bool)> {
+    fn pid(v: u16) -> PacketId {
+        PacketId::new(v).unwrap()
+    }
+
+    /// (payload byte, packet id, dup) of each PUBLISH sent at once.
+    fn publishes(out: &[Action]) -> Vec<(u8, Option<u16>, bool)> {
         out.iter()
-            .filter_map(|p| match p {
-                Packet::Publish(p) => Some((p.payload[0], p.packet_id.map(|i| i.get()), p.dup)),
+            .filter_map(|a| match a {
+                Action::Send(Packet::Publish(p)) => Some((p.payload[0], p.packet_id.map(|i| i.get()), p.dup)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(out: &[Action]) -> Vec<Packet> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send(p) => Some(p.clone()),
                 _ => None,
             })
             .collect()
@@ -298,14 +446,14 @@ mod tests {
         let mut out = Vec::new();
         s.attach(&mut out);
         for n in 0..4 {
-            s.deliver(msg(QoS::AtLeastOnce, n), true, &mut out);
+            s.deliver(msg(QoS::AtLeastOnce, n), None, true, &mut out);
         }
         assert_eq!(publishes(&out), vec![(0, Some(1), false), (1, Some(2), false)]);
         assert_eq!(s.queued_len(), 2);
         out.clear();
-        assert!(s.on_puback(PacketId::new(1).unwrap(), &mut out));
+        assert!(s.on_puback(pid(1), &mut out));
         assert_eq!(publishes(&out), vec![(2, Some(3), false)]);
-        assert!(!s.on_puback(PacketId::new(1).unwrap(), &mut out), "a second PUBACK is unknown");
+        assert!(!s.on_puback(pid(1), &mut out), "a second PUBACK is unknown");
     }
 
     #[test]
@@ -313,22 +461,22 @@ mod tests {
         let mut s = SessionState::new(limits(1, 10));
         let mut out = Vec::new();
         s.attach(&mut out);
-        s.deliver(msg(QoS::ExactlyOnce, 7), true, &mut out);
+        s.deliver(msg(QoS::ExactlyOnce, 7), None, true, &mut out);
         s.detach();
-        assert_eq!(s.deliver(msg(QoS::AtLeastOnce, 8), true, &mut out), DeliverOutcome::Queued);
-        assert_eq!(s.deliver(msg(QoS::AtMostOnce, 9), true, &mut out), DeliverOutcome::DroppedOffline);
+        assert_eq!(s.deliver(msg(QoS::AtLeastOnce, 8), None, true, &mut out), DeliverOutcome::Queued);
+        assert_eq!(s.deliver(msg(QoS::AtMostOnce, 9), None, true, &mut out), DeliverOutcome::DroppedOffline);
         out.clear();
         s.attach(&mut out);
         assert_eq!(publishes(&out), vec![(7, Some(1), true)], "in-flight resent with DUP=1, window full");
         out.clear();
-        s.on_pubrec(PacketId::new(1).unwrap(), &mut out);
-        assert_eq!(out, vec![Packet::PubRel(PacketId::new(1).unwrap())]);
+        s.on_pubrec(pid(1), &mut out);
+        assert_eq!(sent(&out), vec![Packet::PubRel(pid(1))]);
         out.clear();
         s.detach();
         s.attach(&mut out);
-        assert_eq!(out, vec![Packet::PubRel(PacketId::new(1).unwrap())], "PUBREL resent after reconnect");
+        assert_eq!(sent(&out), vec![Packet::PubRel(pid(1))], "PUBREL resent after reconnect");
         out.clear();
-        s.on_pubcomp(PacketId::new(1).unwrap(), &mut out);
+        s.on_pubcomp(pid(1), &mut out);
         assert_eq!(publishes(&out), vec![(8, Some(2), false)]);
     }
 
@@ -337,9 +485,10 @@ mod tests {
         let mut s = SessionState::new(limits(1, 2));
         let mut out = Vec::new();
         for n in 0..2 {
-            assert_eq!(s.deliver(msg(QoS::AtLeastOnce, n), true, &mut out), DeliverOutcome::Queued);
+            assert_eq!(s.deliver(msg(QoS::AtLeastOnce, n), None, true, &mut out), DeliverOutcome::Queued);
         }
-        assert_eq!(s.deliver(msg(QoS::AtLeastOnce, 2), true, &mut out), DeliverOutcome::DroppedQueueFull);
+        assert_eq!(s.deliver(msg(QoS::AtLeastOnce, 2), Some(9), true, &mut out), DeliverOutcome::DroppedQueueFull);
+        assert!(out.is_empty(), "a dropped message writes no row");
     }
 
     #[test]
@@ -347,30 +496,91 @@ mod tests {
         let mut s = SessionState::new(limits(1, 2));
         let mut out = Vec::new();
         s.attach(&mut out);
-        assert_eq!(s.deliver(msg(QoS::AtMostOnce, 0), false, &mut out), DeliverOutcome::DroppedSlowClient);
+        assert_eq!(s.deliver(msg(QoS::AtMostOnce, 0), None, false, &mut out), DeliverOutcome::DroppedSlowClient);
         assert!(out.is_empty());
     }
 
     #[test]
     fn inbound_qos2_is_routed_once_until_pubrel() {
         let mut s = SessionState::new(SessionLimits::default());
-        let id = PacketId::new(5).unwrap();
-        assert!(s.on_inbound_qos2(id));
-        assert!(!s.on_inbound_qos2(id), "a resent PUBLISH is not routed twice");
         let mut out = Vec::new();
-        s.on_pubrel(id, &mut out);
-        assert_eq!(out, vec![Packet::PubComp(id)]);
-        assert!(s.on_inbound_qos2(id), "after PUBREL the id is free again");
+        assert!(s.on_inbound_qos2(pid(5), None, &mut out));
+        assert!(!s.on_inbound_qos2(pid(5), None, &mut out), "a resent PUBLISH is not routed twice");
+        s.on_pubrel(pid(5), &mut out);
+        assert_eq!(sent(&out), vec![Packet::PubComp(pid(5))]);
+        assert!(s.on_inbound_qos2(pid(5), None, &mut out), "after PUBREL the id is free again");
     }
 
     #[test]
     fn packet_ids_skip_ids_in_flight() {
         let mut s = SessionState::new(limits(3, 10));
-        s.next_packet_id = PacketId::new(u16::MAX).unwrap();
+        s.next_packet_id = pid(u16::MAX);
         let mut out = Vec::new();
         s.attach(&mut out);
-        s.deliver(msg(QoS::AtLeastOnce, 0), true, &mut out);
-        s.deliver(msg(QoS::AtLeastOnce, 1), true, &mut out);
+        s.deliver(msg(QoS::AtLeastOnce, 0), None, true, &mut out);
+        s.deliver(msg(QoS::AtLeastOnce, 1), None, true, &mut out);
         assert_eq!(publishes(&out), vec![(0, Some(u16::MAX), false), (1, Some(1), false)]);
+    }
+
+    #[test]
+    fn durable_qos2_is_persisted_before_it_is_sent_and_before_pubrel() {
+        let mut s = SessionState::new(limits(10, 10));
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        s.deliver(msg(QoS::ExactlyOnce, 1), Some(41), true, &mut out);
+        assert!(publishes(&out).is_empty(), "nothing is sent before the row commits");
+        match &out[..] {
+            [Action::Persist { record: Record::Outbound { id: 41, state, packet_id: Some(p), .. }, new: true, then: Some(Packet::Publish(_)) }] => {
+                assert_eq!((*state, p.get()), (OutboundState::AwaitingPubRec, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        out.clear();
+        s.on_pubrec(pid(1), &mut out);
+        assert!(matches!(
+            &out[..],
+            [Action::Persist { record: Record::Outbound { state: OutboundState::AwaitingPubComp, .. }, new: false, then: Some(Packet::PubRel(_)) }]
+        ), "{out:?}");
+        out.clear();
+        s.on_pubcomp(pid(1), &mut out);
+        assert!(matches!(&out[..], [Action::Forget { id: 41, then: None }]), "{out:?}");
+    }
+
+    #[test]
+    fn durable_qos1_is_sent_at_once_and_its_row_written() {
+        let mut s = SessionState::new(limits(10, 10));
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        s.deliver(msg(QoS::AtLeastOnce, 1), Some(7), true, &mut out);
+        assert!(matches!(&out[0], Action::Persist { new: true, then: None, .. }));
+        assert_eq!(publishes(&out), vec![(1, Some(1), false)]);
+    }
+
+    #[test]
+    fn durable_inbound_qos2_pubcomp_waits_for_the_delete() {
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = Vec::new();
+        assert!(s.on_inbound_qos2(pid(3), Some(12), &mut out));
+        assert!(matches!(&out[..], [Action::Persist { record: Record::InboundAwaitingRel { id: 12, .. }, new: true, .. }]));
+        out.clear();
+        s.on_pubrel(pid(3), &mut out);
+        assert!(matches!(&out[..], [Action::Forget { id: 12, then: Some(Packet::PubComp(_)) }]), "{out:?}");
+    }
+
+    #[test]
+    fn restore_requeues_and_resends_in_flight_with_dup() {
+        let messages = vec![
+            (1, OutboundState::AwaitingPubComp, Some(pid(9)), msg(QoS::ExactlyOnce, 1)),
+            (2, OutboundState::AwaitingPubAck, Some(pid(10)), msg(QoS::AtLeastOnce, 2)),
+            (3, OutboundState::Queued, None, msg(QoS::AtLeastOnce, 3)),
+        ];
+        let mut s = SessionState::restore(limits(10, 10), vec![], messages, vec![(pid(4), 5)]);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        let packets = sent(&out);
+        assert_eq!(packets[0], Packet::PubRel(pid(9)));
+        assert_eq!(publishes(&out), vec![(2, Some(10), true), (3, Some(11), false)]);
+        out.clear();
+        assert!(!s.on_inbound_qos2(pid(4), Some(99), &mut out), "restored inbound id is still awaiting PUBREL");
     }
 }

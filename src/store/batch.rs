@@ -1,0 +1,288 @@
+//! One group commit's worth of writes, merged by key before any SQL runs.
+//!
+//! Writes arrive as typed [`Op`]s from many actors. The batch keeps only
+//! the last word on each key (a message row, a subscription, a retained
+//! topic), and a message that is written and deleted within one batch (it
+//! was delivered and acknowledged before its batch committed) is never
+//! written at all: its completions run at once. Session-level operations
+//! keep their order. What is left becomes a handful of multi-row
+//! statements in one transaction (see `commit`).
+
+use super::completion::Completion;
+use super::Op;
+use crate::protocol::{LastWill, QoS, TopicFilter, TopicName};
+use crate::session::{MessageId, Record};
+use ahash::AHashMap;
+use bytes::Bytes;
+use bytestring::ByteString;
+
+/// Session rows, applied in the order they were asked for.
+pub(super) enum SessionOp {
+    Connected { client_id: ByteString, persistent: bool, keep_alive: u16, will: Option<LastWill> },
+    Disconnected { client_id: ByteString },
+    Delete { client_id: ByteString, persistent: bool },
+}
+
+pub(super) enum MessageWrite {
+    Upsert { record: Record, new: bool },
+    Delete,
+}
+
+pub(super) struct PendingMessage {
+    pub client_id: ByteString,
+    pub write: MessageWrite,
+    completions: Vec<(u64, Completion)>,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub(super) sessions: Vec<SessionOp>,
+    /// `None`: delete the subscription.
+    pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<QoS>>,
+    pub(super) messages: AHashMap<MessageId, PendingMessage>,
+    /// How many entries of `messages` belong to each client, so that
+    /// deleting a session purges its pending rows without a scan when it
+    /// has none.
+    messages_per_client: AHashMap<ByteString, usize>,
+    /// `None`: clear the topic's retained message.
+    pub(super) retained: AHashMap<TopicName, Option<(Bytes, QoS)>>,
+    /// Run after the commit (those of message rows live with the row), each
+    /// numbered in arrival order: completions run in the order their writes
+    /// arrived, so packets held back for a commit keep their order.
+    completions: Vec<(u64, Completion)>,
+    next_seq: u64,
+    /// Operations merged into this batch, for metrics.
+    pub(super) ops: usize,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    pub fn push(&mut self, op: Op, completion: Option<Completion>) {
+        self.ops += 1;
+        let completion = completion.map(|c| {
+            self.next_seq += 1;
+            (self.next_seq, c)
+        });
+        match op {
+            Op::Barrier => {}
+            Op::SessionConnected { client_id, persistent, keep_alive, will } => {
+                self.sessions.push(SessionOp::Connected { client_id, persistent, keep_alive, will })
+            }
+            Op::SessionDisconnected { client_id } => self.sessions.push(SessionOp::Disconnected { client_id }),
+            Op::DeleteSession { client_id, persistent } => {
+                self.purge(&client_id);
+                self.sessions.push(SessionOp::Delete { client_id, persistent });
+            }
+            Op::Subscribe { client_id, filter, qos } => {
+                self.subscriptions.insert((client_id, filter), Some(qos));
+            }
+            Op::Unsubscribe { client_id, filter } => {
+                self.subscriptions.insert((client_id, filter), None);
+            }
+            Op::PutMessage { client_id, record, new } => {
+                let id = record_id(&record);
+                match self.messages.get_mut(&id) {
+                    Some(entry) => {
+                        // A row first written in this batch is still new when updated.
+                        let new = matches!(entry.write, MessageWrite::Upsert { new: true, .. });
+                        entry.write = MessageWrite::Upsert { record, new };
+                        entry.completions.extend(completion);
+                    }
+                    None => {
+                        *self.messages_per_client.entry(client_id.clone()).or_default() += 1;
+                        let completions = completion.into_iter().collect();
+                        let write = MessageWrite::Upsert { record, new };
+                        self.messages.insert(id, PendingMessage { client_id, write, completions });
+                    }
+                }
+                return;
+            }
+            Op::DeleteMessage { client_id, id } => {
+                match self.messages.get_mut(&id) {
+                    Some(PendingMessage { write: MessageWrite::Upsert { new: true, .. }, .. }) => {
+                        // Written and finished within one batch: nothing to
+                        // write, and whoever waited for the row may go on.
+                        if let Some(gone) = self.messages.remove(&id) {
+                            self.forget_client_entry(&gone.client_id);
+                        }
+                        drop(completion);
+                    }
+                    Some(entry) => {
+                        entry.write = MessageWrite::Delete;
+                        entry.completions.extend(completion);
+                    }
+                    None => {
+                        *self.messages_per_client.entry(client_id.clone()).or_default() += 1;
+                        let completions = completion.into_iter().collect();
+                        self.messages.insert(id, PendingMessage { client_id, write: MessageWrite::Delete, completions });
+                    }
+                }
+                return;
+            }
+            Op::SetRetained { topic, payload, qos } => {
+                self.retained.insert(topic, Some((payload, qos)));
+            }
+            Op::ClearRetained { topic } => {
+                self.retained.insert(topic, None);
+            }
+        }
+        self.completions.extend(completion);
+    }
+
+    fn forget_client_entry(&mut self, client_id: &ByteString) {
+        if let Some(n) = self.messages_per_client.get_mut(client_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.messages_per_client.remove(client_id);
+            }
+        }
+    }
+
+    /// Drops pending rows of a session that is being deleted: they belong to
+    /// the discarded session, and the delete removes what was committed.
+    fn purge(&mut self, client_id: &ByteString) {
+        self.subscriptions.retain(|(c, _), _| c != client_id);
+        if self.messages_per_client.remove(client_id).is_some() {
+            self.messages.retain(|_, m| &m.client_id != client_id);
+        }
+    }
+
+    /// The commit succeeded: run every completion, in arrival order.
+    pub fn release(mut self) {
+        let mut all = std::mem::take(&mut self.completions);
+        for (_, m) in self.messages.drain() {
+            all.extend(m.completions);
+        }
+        all.sort_unstable_by_key(|(seq, _)| *seq);
+        for (_, c) in all {
+            drop(c);
+        }
+    }
+
+    /// The commit failed: make sure no completion runs (nothing is acknowledged).
+    pub fn abandon(self) {
+        for (_, c) in &self.completions {
+            c.abandon();
+        }
+        for m in self.messages.values() {
+            for (_, c) in &m.completions {
+                c.abandon();
+            }
+        }
+    }
+}
+
+pub(super) fn record_id(record: &Record) -> MessageId {
+    match record {
+        Record::Outbound { id, .. } | Record::InboundAwaitingRel { id, .. } => *id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PacketId;
+    use crate::session::{Message, OutboundState};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn record(id: MessageId) -> Record {
+        let message = Message {
+            topic: TopicName::new("t".to_string()).unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+        Record::Outbound { id, state: OutboundState::AwaitingPubAck, packet_id: PacketId::new(1), message }
+    }
+
+    fn counter() -> (Arc<AtomicUsize>, Completion) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = n.clone();
+        (n, Completion::new(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        }))
+    }
+
+    fn put(b: &mut Batch, client: &str, id: MessageId, new: bool, c: Option<Completion>) {
+        b.push(Op::PutMessage { client_id: client.into(), record: record(id), new }, c);
+    }
+
+    #[test]
+    fn written_and_deleted_in_one_batch_is_never_written() {
+        let mut b = Batch::default();
+        let (acked, c) = counter();
+        put(&mut b, "a", 1, true, Some(c));
+        b.push(Op::DeleteMessage { client_id: "a".into(), id: 1 }, None);
+        assert!(b.messages.is_empty());
+        assert_eq!(acked.load(Ordering::SeqCst), 1, "the publisher is acknowledged at once");
+    }
+
+    #[test]
+    fn delete_of_a_committed_row_is_kept_and_completes_after_commit() {
+        let mut b = Batch::default();
+        let (done, c) = counter();
+        b.push(Op::DeleteMessage { client_id: "a".into(), id: 1 }, Some(c));
+        assert!(matches!(b.messages[&1].write, MessageWrite::Delete));
+        assert_eq!(done.load(Ordering::SeqCst), 0);
+        b.release();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn update_of_a_new_row_stays_new_and_then_delete_cancels() {
+        let mut b = Batch::default();
+        put(&mut b, "a", 1, true, None);
+        put(&mut b, "a", 1, false, None);
+        assert!(matches!(b.messages[&1].write, MessageWrite::Upsert { new: true, .. }));
+        b.push(Op::DeleteMessage { client_id: "a".into(), id: 1 }, None);
+        assert!(b.messages.is_empty());
+    }
+
+    #[test]
+    fn deleting_a_session_purges_its_pending_rows_only() {
+        let mut b = Batch::default();
+        put(&mut b, "a", 1, true, None);
+        put(&mut b, "b", 2, true, None);
+        b.push(Op::Subscribe { client_id: "a".into(), filter: TopicFilter::new("x".to_string()).unwrap(), qos: QoS::AtMostOnce }, None);
+        b.push(Op::DeleteSession { client_id: "a".into(), persistent: true }, None);
+        assert_eq!(b.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert!(b.subscriptions.is_empty());
+        put(&mut b, "a", 3, true, None);
+        assert_eq!(b.messages.len(), 2, "rows of the new session after the delete are kept");
+    }
+
+    #[test]
+    fn completions_run_in_arrival_order() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut b = Batch::default();
+        for i in 0..20u64 {
+            let o = order.clone();
+            let c = Completion::new(move || o.lock().unwrap().push(i));
+            if i % 3 == 0 {
+                b.push(Op::Barrier, Some(c));
+            } else {
+                put(&mut b, "a", 100 + i, true, Some(c));
+            }
+        }
+        b.release();
+        assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn abandoned_batch_acknowledges_nothing() {
+        let mut b = Batch::default();
+        let (acked, c) = counter();
+        put(&mut b, "a", 1, true, Some(c.clone()));
+        b.push(Op::SetRetained { topic: TopicName::new("r".to_string()).unwrap(), payload: Bytes::from_static(b"v"), qos: QoS::AtLeastOnce }, Some(c));
+        b.abandon();
+        assert_eq!(acked.load(Ordering::SeqCst), 0);
+    }
+}

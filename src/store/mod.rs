@@ -1,0 +1,233 @@
+//! Durable state in SQLite, and the only place that speaks SQL.
+//!
+//! The broker describes every change as a typed [`Op`]; a [`Batch`] merges
+//! the ops of one group commit and [`commit`] writes them in one `BEGIN
+//! IMMEDIATE` transaction, mostly as multi-row statements. At start, [`open`]
+//! creates or checks the file, applies `migrations/`, tidies what a crash
+//! left behind and loads a [`Snapshot`] to rebuild sessions and retained
+//! messages from. One file per table: `sessions`, `subscriptions`,
+//! `messages`, `retained`.
+//!
+//! Journal mode is WAL, so `sqlite3 -readonly` may read the file while roost
+//! runs. `synchronous` is configurable: NORMAL (the default) survives a
+//! crash or kill -9 of roost, which is the promise; FULL also survives a
+//! power loss, at the cost of an fsync per commit.
+
+mod batch;
+pub mod completion;
+mod messages;
+mod retained;
+mod sessions;
+mod subscriptions;
+
+pub use batch::Batch;
+pub use completion::Completion;
+
+use crate::protocol::{LastWill, PacketId, QoS, TopicFilter, TopicName};
+use crate::session::{Message, MessageId, OutboundState, Record};
+use bytes::Bytes;
+use bytestring::ByteString;
+use serde::Deserialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One change to durable state.
+#[derive(Debug)]
+pub enum Op {
+    /// A client connected (clean session or not): its row says so.
+    SessionConnected { client_id: ByteString, persistent: bool, keep_alive: u16, will: Option<LastWill> },
+    /// A persistent session's client went away.
+    SessionDisconnected { client_id: ByteString },
+    /// A session ended: clean session disconnected, discarded, or expired.
+    DeleteSession { client_id: ByteString, persistent: bool },
+    Subscribe { client_id: ByteString, filter: TopicFilter, qos: QoS },
+    Unsubscribe { client_id: ByteString, filter: TopicFilter },
+    /// Write a message row (`new`: it does not exist yet).
+    PutMessage { client_id: ByteString, record: Record, new: bool },
+    DeleteMessage { client_id: ByteString, id: MessageId },
+    SetRetained { topic: TopicName, payload: Bytes, qos: QoS },
+    ClearRetained { topic: TopicName },
+    /// Writes nothing: its completion runs after the completions of every
+    /// write that arrived before it (keeps a session's packets in order).
+    Barrier,
+}
+
+/// `store.synchronous` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Survives a crash of roost (kill -9); a power loss may lose the last commits.
+    Normal,
+    /// Survives a power loss too: one fsync per commit.
+    Full,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "database {path} is damaged or is not a roost database: {reason}\n\
+         roost will not start on it, and will not silently start empty.\n\
+         To keep it for inspection and start with an empty database, run roost with --reset-damaged-db:\n\
+         the file is then renamed to {path}.damaged-<unix time> and a new one is created."
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error("database {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database write failed: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A persistent session as the database holds it.
+#[derive(Debug)]
+pub struct StoredSession {
+    pub client_id: ByteString,
+    /// Seconds since the client was last seen (for session expiry).
+    pub idle_secs: u64,
+    pub subscriptions: Vec<(TopicFilter, QoS)>,
+    /// Outbound messages in arrival order.
+    pub messages: Vec<(MessageId, OutboundState, Option<PacketId>, Message)>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub inbound: Vec<(PacketId, MessageId)>,
+}
+
+/// Everything the broker rebuilds from at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub sessions: Vec<StoredSession>,
+    pub retained: Vec<Message>,
+    /// The first free message row id.
+    pub next_message_id: MessageId,
+}
+
+/// Opens (creating if needed) the database at `path`, applies migrations,
+/// tidies up after a crash and loads the state. A damaged file is an
+/// error, unless `reset_damaged`, which moves it aside and starts empty.
+pub async fn open(path: &Path, synchronous: Synchronous, reset_damaged: bool) -> Result<(SqliteConnection, Snapshot), StoreError> {
+    match try_open(path, synchronous).await {
+        Err(StoreError::Damaged { reason, .. }) if reset_damaged => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let aside = PathBuf::from(format!("{}.damaged-{secs}", path.display()));
+            log::warn!("database {} is damaged ({reason}); moving it to {} and starting empty", path.display(), aside.display());
+            std::fs::rename(path, &aside).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+            for suffix in ["-wal", "-shm"] {
+                let side = PathBuf::from(format!("{}{suffix}", path.display()));
+                if side.exists() {
+                    let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+                }
+            }
+            try_open(path, synchronous).await
+        }
+        other => other,
+    }
+}
+
+async fn try_open(path: &Path, synchronous: Synchronous) -> Result<(SqliteConnection, Snapshot), StoreError> {
+    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if !path.exists() {
+        // Sessions and messages are private: owner-only from the first byte.
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    }
+    let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged { path: path.to_path_buf(), reason: e.to_string() };
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match synchronous {
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+        })
+        .busy_timeout(Duration::from_secs(5));
+    let mut conn = SqliteConnection::connect_with(&options).await.map_err(|e| damaged(&e))?;
+    let check: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&mut conn).await.map_err(|e| damaged(&e))?;
+    if check != "ok" {
+        return Err(damaged(&format!("integrity check: {check}")));
+    }
+    sqlx::migrate!("./migrations").run(&mut conn).await.map_err(|e| damaged(&e))?;
+    tidy_after_restart(&mut conn).await.map_err(|e| damaged(&e))?;
+    let snapshot = load(&mut conn).await.map_err(|e| damaged(&e))?;
+    Ok((conn, snapshot))
+}
+
+/// Nobody is connected at start: clean sessions are gone, persistent ones
+/// are offline (seen last now, if roost stopped while they were connected),
+/// and rows of sessions that no longer exist are removed.
+async fn tidy_after_restart(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sessions::tidy(&mut tx).await?;
+    subscriptions::delete_orphans(&mut tx).await?;
+    messages::delete_orphans(&mut tx).await?;
+    tx.commit().await
+}
+
+async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
+    let mut sessions = sessions::load_persistent(conn).await?;
+    let mut index: ahash::AHashMap<ByteString, usize> =
+        sessions.iter().enumerate().map(|(i, s)| (s.client_id.clone(), i)).collect();
+    for (client_id, filter, qos) in subscriptions::load(conn).await? {
+        if let Some(&i) = index.get(&client_id) {
+            sessions[i].subscriptions.push((filter, qos));
+        }
+    }
+    let next_message_id = messages::load(conn, &mut |client_id, row| {
+        if let Some(&i) = index.get(&client_id) {
+            match row {
+                messages::Loaded::Outbound(id, state, packet_id, message) => {
+                    sessions[i].messages.push((id, state, packet_id, message))
+                }
+                messages::Loaded::Inbound(packet_id, id) => sessions[i].inbound.push((packet_id, id)),
+            }
+        }
+    })
+    .await?;
+    index.clear();
+    let retained = retained::load(conn).await?;
+    Ok(Snapshot { sessions, retained, next_message_id })
+}
+
+/// Writes one batch in one transaction.
+pub async fn commit(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let result = write(conn, batch).await;
+    match result {
+        Ok(()) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), sqlx::Error> {
+    sessions::write(conn, &batch.sessions).await?;
+    subscriptions::write(conn, &batch.subscriptions).await?;
+    messages::write(conn, &batch.messages).await?;
+    retained::write(conn, &batch.retained).await?;
+    Ok(())
+}
+
+/// Moves committed pages from the WAL into the database file. `truncate`
+/// also shrinks the WAL to nothing (at shutdown); otherwise this never
+/// waits for readers.
+pub async fn checkpoint(conn: &mut SqliteConnection, truncate: bool) -> Result<(), sqlx::Error> {
+    let sql = if truncate { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
+    sqlx::query(sql).execute(conn).await.map(|_| ())
+}
+
+/// SQL text for a time: `strftime` in UTC, ISO 8601.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+
+fn qos_from(v: i64) -> Option<QoS> {
+    u8::try_from(v).ok().and_then(QoS::from_u8)
+}

@@ -1,0 +1,84 @@
+//! The `sessions` table: one row per connected client and per persistent session.
+
+use super::batch::SessionOp;
+use super::StoredSession;
+use sqlx::{Row, SqliteConnection};
+
+pub(super) async fn write(conn: &mut SqliteConnection, ops: &[SessionOp]) -> Result<(), sqlx::Error> {
+    for op in ops {
+        match op {
+            SessionOp::Connected { client_id, persistent, keep_alive, will } => {
+                sqlx::query(
+                    "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
+                                           will_topic, will_payload, will_qos, will_retain)
+                     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (client_id) DO UPDATE SET
+                         persistent = excluded.persistent, connected = 1, connected_since = excluded.connected_since,
+                         last_seen = NULL, keep_alive = excluded.keep_alive, will_topic = excluded.will_topic,
+                         will_payload = excluded.will_payload, will_qos = excluded.will_qos,
+                         will_retain = excluded.will_retain",
+                )
+                .bind(client_id.to_string())
+                .bind(*persistent)
+                .bind(i64::from(*keep_alive))
+                .bind(will.as_ref().map(|w| w.topic.as_str().to_string()))
+                .bind(will.as_ref().map(|w| w.payload.to_vec()))
+                .bind(will.as_ref().map(|w| w.qos as i64))
+                .bind(will.as_ref().map(|w| w.retain))
+                .execute(&mut *conn)
+                .await?;
+            }
+            SessionOp::Disconnected { client_id } => {
+                sqlx::query(
+                    "UPDATE sessions SET connected = 0, last_seen = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
+                         will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
+                     WHERE client_id = ?1",
+                )
+                .bind(client_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+            }
+            SessionOp::Delete { client_id, persistent } => {
+                let id = client_id.to_string();
+                if *persistent {
+                    sqlx::query("DELETE FROM messages WHERE client_id = ?1").bind(&id).execute(&mut *conn).await?;
+                    sqlx::query("DELETE FROM subscriptions WHERE client_id = ?1").bind(&id).execute(&mut *conn).await?;
+                }
+                sqlx::query("DELETE FROM sessions WHERE client_id = ?1").bind(&id).execute(&mut *conn).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn tidy(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE persistent = 0").execute(&mut *conn).await?;
+    sqlx::query(
+        "UPDATE sessions SET connected = 0, last_seen = COALESCE(last_seen, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+             will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
+         WHERE connected = 1",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn load_persistent(conn: &mut SqliteConnection) -> Result<Vec<StoredSession>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT client_id,
+                MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle
+         FROM sessions WHERE persistent = 1 ORDER BY client_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredSession {
+            client_id: r.get::<String, _>("client_id").into(),
+            idle_secs: r.get::<i64, _>("idle").max(0) as u64,
+            subscriptions: Vec::new(),
+            messages: Vec::new(),
+            inbound: Vec::new(),
+        })
+        .collect())
+}
