@@ -46,7 +46,6 @@ CREATE TABLE messages (
     retain     INTEGER NOT NULL,       -- 1 for a retained message sent on subscribe
     created_at TEXT NOT NULL
 );
-CREATE INDEX messages_by_client ON messages (client_id, id);
 
 -- The retained message of each topic.
 CREATE TABLE retained (

@@ -24,6 +24,9 @@ struct Client {
     events: mpsc::UnboundedReceiver<Result<Event, String>>,
     task: JoinHandle<()>,
     connack: ConnAck,
+    /// Messages that arrived while waiting for something else (a client
+    /// subscribed to its own topic may get the message before its PUBACK).
+    received: std::collections::VecDeque<Publish>,
 }
 
 fn spawn_eventloop(mut eventloop: EventLoop) -> (mpsc::UnboundedReceiver<Result<Event, String>>, JoinHandle<()>) {
@@ -54,7 +57,7 @@ impl Client {
             Ok(Event::Incoming(Packet::ConnAck(c))) => c,
             other => panic!("expected CONNACK, got {other:?}"),
         };
-        Client { client, events, task, connack }
+        Client { client, events, task, connack, received: Default::default() }
     }
 
     /// The next event, or panics after [`TIMEOUT`].
@@ -70,6 +73,9 @@ impl Client {
                     if let Some(t) = pick(&event) {
                         return t;
                     }
+                    if let Event::Incoming(Packet::Publish(p)) = event {
+                        self.received.push_back(p);
+                    }
                 }
                 Err(e) => panic!("connection failed while waiting for {what}: {e}"),
             }
@@ -77,6 +83,9 @@ impl Client {
     }
 
     async fn publish_received(&mut self) -> Publish {
+        if let Some(p) = self.received.pop_front() {
+            return p;
+        }
         self.wait_for("PUBLISH", |e| match e {
             Event::Incoming(Packet::Publish(p)) => Some(p.clone()),
             _ => None,

@@ -127,6 +127,17 @@ impl Handler<Flush> for Store {
             }
             .into_actor(self)
             .then(|_, act, _| {
+                let m = &act.metrics;
+                let commits = m.store_commits.load(Ordering::Relaxed);
+                if commits > 0 {
+                    let ops = m.store_ops_committed.load(Ordering::Relaxed);
+                    let micros = m.store_commit_micros.load(Ordering::Relaxed);
+                    log::info!(
+                        "store: {ops} changes committed in {commits} transactions (on average {} per transaction, {} µs each)",
+                        ops / commits,
+                        micros / commits
+                    );
+                }
                 let conn = act.conn.take();
                 async move {
                     if let Some(mut conn) = conn {

@@ -145,7 +145,10 @@ async fn try_open(path: &Path, synchronous: Synchronous) -> Result<(SqliteConnec
             Synchronous::Normal => SqliteSynchronous::Normal,
             Synchronous::Full => SqliteSynchronous::Full,
         })
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // 64 MiB of page cache (SQLite's default is 2 MiB): queued messages
+        // are written and deleted soon after, so their pages stay hot.
+        .pragma("cache_size", "-65536");
     let mut conn = SqliteConnection::connect_with(&options).await.map_err(|e| damaged(&e))?;
     let check: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&mut conn).await.map_err(|e| damaged(&e))?;
     if check != "ok" {

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::FramedRead;
@@ -49,6 +50,10 @@ struct Cli {
     /// Print the header line before the result.
     #[arg(long)]
     header: bool,
+    /// Subscribers use persistent sessions (clean session 0), so a durable
+    /// broker stores what it acknowledges for them.
+    #[arg(long)]
+    persistent: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -68,6 +73,18 @@ enum Scenario {
         qos: u8,
         /// Messages in total, split over the publishers.
         #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+    },
+    /// M messages queued for S offline persistent subscribers (publisher
+    /// waits for every acknowledgement), then the subscribers return and
+    /// drain their queues.
+    Drain {
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Messages published, each queued for every subscriber.
+        #[arg(long, default_value_t = 10_000)]
         messages: u64,
     },
     /// One publisher on `bench/fanout` into N subscribers.
@@ -136,6 +153,17 @@ async fn main() {
         Scenario::FanIn { publishers, qos, messages } => (*publishers, 1, *qos, *messages, "bench/+/data"),
         Scenario::FanOut { subscribers, qos, messages } => (1, *subscribers, *qos, *messages, "bench/fanout"),
         Scenario::Crash(args) => std::process::exit(crash::run(args).await),
+        Scenario::Drain { subscribers, qos, messages } => {
+            let Some(qos) = QoS::from_u8(*qos).filter(|q| *q != QoS::AtMostOnce) else {
+                eprintln!("--qos must be 1 or 2 for drain");
+                std::process::exit(2);
+            };
+            if let Err(e) = drain(&cli, *subscribers, qos, *messages).await {
+                eprintln!("roost-bench: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
     };
     let Some(qos) = QoS::from_u8(qos) else {
         eprintln!("--qos must be 0, 1 or 2");
@@ -167,7 +195,7 @@ async fn run(
     let run_id = std::process::id();
     let mut subs = Vec::new();
     for s in 0..subscribers {
-        let stream = connect(cli.host, &format!("bench-{run_id}-sub-{s}")).await?;
+        let stream = connect_with(cli.host, &format!("bench-{run_id}-sub-{s}"), !cli.persistent).await?;
         let stream = subscribe(stream, filter, qos).await?;
         let progress = progress.clone();
         subs.push(tokio::spawn(subscriber(stream, s, publishers, per_publisher, progress)));
@@ -226,6 +254,15 @@ async fn run(
         }
     }
     let elapsed = last_at.duration_since(start).as_secs_f64().max(1e-9);
+    if cli.persistent {
+        // Leave no persistent session behind: a clean connect discards it.
+        for s in 0..subscribers {
+            let mut conn = connect(cli.host, &format!("bench-{run_id}-sub-{s}")).await?;
+            let mut buf = BytesMut::new();
+            Packet::Disconnect.encode(&mut buf);
+            conn.write.write_all(&buf).await?;
+        }
+    }
     let missing = expected - result.unique.min(expected);
     let scenario = match cli.scenario {
         Scenario::FanOut { .. } => format!("fan-out 1->{subscribers}"),
@@ -259,12 +296,24 @@ async fn run(
     Ok(())
 }
 
-async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr).await?;
+/// One client connection: the framed read half (which may already hold
+/// packets that followed CONNACK) and the write half.
+struct Conn {
+    read: FramedRead<OwnedReadHalf, MqttCodec>,
+    write: OwnedWriteHalf,
+}
+
+async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Conn> {
+    connect_with(addr, client_id, true).await
+}
+
+async fn connect_with(addr: SocketAddr, client_id: &str, clean_session: bool) -> std::io::Result<Conn> {
+    let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    let (read, mut write) = stream.into_split();
     let connect = Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V311,
-        clean_session: true,
+        clean_session,
         keep_alive: 0,
         client_id: client_id.into(),
         will: None,
@@ -273,32 +322,28 @@ async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<TcpStream
     }));
     let mut buf = BytesMut::new();
     connect.encode(&mut buf);
-    stream.write_all(&buf).await?;
-    let mut framed = FramedRead::new(stream, MqttCodec::default());
-    match framed.next().await {
+    write.write_all(&buf).await?;
+    let mut read = FramedRead::new(read, MqttCodec::default());
+    match read.next().await {
         Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => {}
         other => return Err(std::io::Error::other(format!("{client_id}: no CONNACK: {other:?}"))),
     }
-    if !framed.read_buffer().is_empty() {
-        return Err(std::io::Error::other("unexpected bytes after CONNACK"));
-    }
-    Ok(framed.into_inner())
+    Ok(Conn { read, write })
 }
 
-async fn subscribe(mut stream: TcpStream, filter: &str, qos: QoS) -> std::io::Result<TcpStream> {
+async fn subscribe(mut conn: Conn, filter: &str, qos: QoS) -> std::io::Result<Conn> {
     let sub = Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(1).expect("non-zero"),
         topics: vec![SubscribeTopic { filter: TopicFilter::new(filter.to_string()).map_err(std::io::Error::other)?, qos }],
     });
     let mut buf = BytesMut::new();
     sub.encode(&mut buf);
-    stream.write_all(&buf).await?;
-    let mut framed = FramedRead::new(stream, MqttCodec::default());
-    match framed.next().await {
+    conn.write.write_all(&buf).await?;
+    match conn.read.next().await {
         Some(Ok(Packet::SubAck(_))) => {}
         other => return Err(std::io::Error::other(format!("no SUBACK: {other:?}"))),
     }
-    Ok(framed.into_inner())
+    Ok(conn)
 }
 
 struct PublisherConfig {
@@ -317,8 +362,8 @@ struct PublisherResult {
 
 /// Publishes `count` messages, never more than `window` ahead of the
 /// slowest subscriber nor `window` unacknowledged.
-async fn publisher(stream: TcpStream, cfg: PublisherConfig, progress: Arc<Progress>) -> std::io::Result<PublisherResult> {
-    let (read, mut write) = stream.into_split();
+async fn publisher(conn: Conn, cfg: PublisherConfig, progress: Arc<Progress>) -> std::io::Result<PublisherResult> {
+    let Conn { read: mut framed, mut write } = conn;
     let acked = Arc::new(AtomicU64::new(0));
     let (rel_tx, mut rel_rx) = tokio::sync::mpsc::unbounded_channel::<PacketId>();
     let ack_notify = Arc::new(Notify::new());
@@ -327,7 +372,6 @@ async fn publisher(stream: TcpStream, cfg: PublisherConfig, progress: Arc<Progre
         let done_at = Arc::new(std::sync::Mutex::new(Instant::now()));
         let d = done_at.clone();
         let handle = tokio::spawn(async move {
-            let mut framed = FramedRead::new(read, MqttCodec::default());
             loop {
                 let next = tokio::select! {
                     p = framed.next() => p,
@@ -405,14 +449,13 @@ async fn publisher(stream: TcpStream, cfg: PublisherConfig, progress: Arc<Progre
 
 /// Receives, acknowledges and checks every message until told to stop.
 async fn subscriber(
-    stream: TcpStream,
+    conn: Conn,
     index: usize,
     publishers: usize,
     per_publisher: u64,
     progress: Arc<Progress>,
 ) -> std::io::Result<SubscriberResult> {
-    let (read, mut write) = stream.into_split();
-    let mut framed = FramedRead::new(read, MqttCodec::default());
+    let Conn { read: mut framed, mut write } = conn;
     let mut seen: Vec<Vec<u64>> = (0..publishers).map(|_| vec![0u64; per_publisher.div_ceil(64) as usize]).collect();
     let mut next_expected = vec![0u64; publishers];
     let mut result = SubscriberResult::default();
@@ -471,4 +514,119 @@ async fn subscriber(
         }
     }
     Ok(result)
+}
+
+/// Queue then drain: S persistent subscribers subscribe and leave; one
+/// publisher sends M messages, each acknowledged; the subscribers return
+/// together and receive everything. Prints the queueing rate (acknowledged
+/// publishes/s) and the drain rate (deliveries/s), with loss counted.
+async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::io::Result<()> {
+    let run_id = std::process::id();
+    let ids: Vec<String> = (0..subscribers).map(|s| format!("bench-{run_id}-drain-{s}")).collect();
+    let topic_name = format!("bench/drain/{run_id}");
+    for id in &ids {
+        let stream = connect_with(cli.host, id, false).await?;
+        let mut conn = subscribe(stream, &topic_name, qos).await?;
+        let mut buf = BytesMut::new();
+        Packet::Disconnect.encode(&mut buf);
+        conn.write.write_all(&buf).await?;
+    }
+    // Publish with at most `window` unacknowledged.
+    let start = Instant::now();
+    let Conn { read: mut acks, mut write } = connect(cli.host, &format!("bench-{run_id}-drain-pub")).await?;
+    let topic = TopicName::new(topic_name.clone()).map_err(std::io::Error::other)?;
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let mut buf = BytesMut::new();
+    while acked < messages {
+        while sent < messages && sent - acked < cli.window {
+            let mut payload = BytesMut::with_capacity(cli.payload);
+            payload.put_u32(0);
+            payload.put_u64(sent);
+            payload.resize(cli.payload, b'x');
+            let packet_id = PacketId::new((sent % 65535) as u16 + 1);
+            Packet::Publish(Publish { dup: false, qos, retain: false, topic: topic.clone(), packet_id, payload: payload.freeze() })
+                .encode(&mut buf);
+            sent += 1;
+        }
+        if !buf.is_empty() {
+            write.write_all(&buf).await?;
+            buf.clear();
+        }
+        match tokio::time::timeout(Duration::from_secs(cli.idle_timeout), acks.next()).await {
+            Ok(Some(Ok(Packet::PubAck(_)))) | Ok(Some(Ok(Packet::PubComp(_)))) => acked += 1,
+            Ok(Some(Ok(Packet::PubRec(id)))) => {
+                Packet::PubRel(id).encode(&mut buf);
+            }
+            Ok(Some(Ok(_))) => {}
+            other => return Err(std::io::Error::other(format!("publisher: no acknowledgement: {other:?}"))),
+        }
+    }
+    let queued_in = start.elapsed().as_secs_f64();
+    // All subscribers return at once.
+    let progress = Arc::new(Progress {
+        reached: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+        delivered: AtomicU64::new(0),
+        publishers: 1,
+        subscribers,
+        changed: Notify::new(),
+        stop: CancellationToken::new(),
+    });
+    let drain_start = Instant::now();
+    let mut subs = Vec::new();
+    for (s, id) in ids.iter().enumerate() {
+        let stream = connect_with(cli.host, id, false).await?;
+        subs.push(tokio::spawn(subscriber(stream, s, 1, messages, progress.clone())));
+    }
+    let expected = messages * subscribers as u64;
+    let mut last = (0, Instant::now());
+    loop {
+        let notified = progress.changed.notified();
+        let total = progress.total();
+        if total >= expected {
+            break;
+        }
+        if total != last.0 {
+            last = (total, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(cli.idle_timeout) {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    }
+    progress.stop();
+    let mut result = SubscriberResult::default();
+    let mut last_at = drain_start;
+    for s in subs {
+        let r = s.await.map_err(std::io::Error::other)??;
+        result.unique += r.unique;
+        result.duplicates += r.duplicates;
+        if let Some(t) = r.last_at {
+            last_at = last_at.max(t);
+        }
+    }
+    let drained_in = last_at.duration_since(drain_start).as_secs_f64().max(1e-9);
+    // Leave no persistent session behind: a clean connect discards it.
+    for id in &ids {
+        let mut conn = connect_with(cli.host, id, true).await?;
+        let mut buf = BytesMut::new();
+        Packet::Disconnect.encode(&mut buf);
+        conn.write.write_all(&buf).await?;
+    }
+    if cli.header {
+        println!("| broker | scenario | QoS | queued msg/s (acknowledged) | drained msg/s | expected | delivered | missing | duplicates |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
+    println!(
+        "| {} | drain {}x{} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        cli.label,
+        subscribers,
+        messages,
+        qos as u8,
+        messages as f64 / queued_in,
+        result.unique as f64 / drained_in,
+        expected,
+        result.unique,
+        expected - result.unique.min(expected),
+        result.duplicates
+    );
+    Ok(())
 }
