@@ -315,3 +315,50 @@ async fn inbound_qos2_not_redelivered_after_publisher_reconnects_mqtt_4_4_0_1() 
     let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_slice()).collect();
     assert_eq!(payloads, [&b"exactly once"[..], b"marker"], "delivered twice across the reconnect");
 }
+
+/// Persistent session expiry (`session.expiry_secs`, Mosquitto's
+/// persistent_client_expiration): a session whose client stays away longer
+/// is removed with its subscriptions and queued messages; the client then
+/// gets session present 0.
+#[tokio::test]
+async fn abandoned_persistent_session_expires() {
+    let broker = TestBroker::start_with(|c| c.session.expiry_secs = 1);
+    let mut c = persistent(&broker, "gone-away", &CONNACK_OK).await;
+    c.subscribe_ok(1, &[("expiry/t", 1)]).await;
+    c.disconnect().await;
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("expiry/t", b"queued", 1, 1, false).await;
+    // Wait for the expiry to happen (the counter is the event).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Metrics::get(&broker.handle.metrics().sessions_expired) == 0 {
+        assert!(std::time::Instant::now() < deadline, "session did not expire");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut c = persistent(&broker, "gone-away", &CONNACK_OK).await;
+    // Neither the subscription nor the queued message survived.
+    c.subscribe_ok(2, &[("expiry/marker", 1)]).await;
+    publisher.publish_ok("expiry/t", b"after", 1, 2, false).await;
+    publisher.publish_ok("expiry/marker", b"marker", 1, 3, false).await;
+    c.expect_publish("expiry/marker", b"marker").await;
+}
+
+/// A persistent session that is still within its expiry survives a
+/// reconnect: the timer does not fire for a client that came back.
+#[tokio::test]
+async fn returning_client_keeps_its_session_despite_expiry_setting() {
+    let broker = TestBroker::start_with(|c| c.session.expiry_secs = 1);
+    let mut c = persistent(&broker, "back-again", &CONNACK_OK).await;
+    c.subscribe_ok(1, &[("expiry/back", 1)]).await;
+    c.disconnect().await;
+    let mut c = persistent(&broker, "back-again", &CONNACK_PRESENT).await;
+    // Stay connected past the expiry interval, proven by the clock.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        c.ping().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("expiry/back", b"still subscribed", 1, 1, false).await;
+    c.expect_publish("expiry/back", b"still subscribed").await;
+    assert_eq!(Metrics::get(&broker.handle.metrics().sessions_expired), 0);
+}
