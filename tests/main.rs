@@ -15,3 +15,5 @@ mod retained;
 mod sessions;
 mod subscribe;
 mod will;
+mod persistence;
+mod crash;

@@ -28,12 +28,21 @@
 //! counts, per subscriber, acknowledged messages never delivered (lost) and
 //! QoS 2 messages delivered twice (duplicates); the last line is
 //! `lost=N duplicates=M`. Exit code 0 only when both are 0 and no persistent
-//! session was lost; 1 when they are not; 2 when the harness could not run.
+//! session was lost; 1 when they are not; 2 when the run is not valid (the
+//! broker did not start, a client could not connect or saw an unexpected
+//! packet, nothing was acknowledged).
 //!
-//! Example (Mosquitto): `roost-bench crash --broker-cmd 'mosquitto -c {dir}/m.conf'`
-//! with a configuration that enables persistence in `{dir}` and listens on a
-//! port given in that file… or, for roost:
-//! `roost-bench crash --broker-cmd 'target/release/roost --listen 127.0.0.1:{port} --db {dir}/roost.db'`.
+//! `--trace` writes every packet of every client to `{dir}/trace.log`; the
+//! broker's output goes to `{dir}/broker.log`. Both are kept after a run
+//! with findings.
+//!
+//! Examples:
+//!
+//! ```text
+//! roost-bench crash --broker-cmd 'target/release/roost --listen 127.0.0.1:{port} --db {dir}/roost.db'
+//! roost-bench crash --broker-cmd "sh -c 'printf \"listener {port} 127.0.0.1\nallow_anonymous true\n\
+//!     persistence true\npersistence_location {dir}/\n\" > {dir}/m.conf && exec mosquitto -c {dir}/m.conf'"
+//! ```
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -72,8 +81,10 @@ pub struct CrashArgs {
     /// removed after a run without findings). Should start empty.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Messages per second of each publisher.
-    #[arg(long, default_value_t = 200)]
+    /// Messages per second of each publisher. More means more messages in
+    /// flight at each kill, and longer offline queues (Mosquitto's
+    /// max_queued_messages is 1000 by default).
+    #[arg(long, default_value_t = 500)]
     rate: u32,
     /// The offline subscriber connects (and drains) every this many rounds.
     #[arg(long, default_value_t = 3)]
@@ -83,6 +94,9 @@ pub struct CrashArgs {
     min_kill_ms: u64,
     #[arg(long, default_value_t = 500)]
     max_kill_ms: u64,
+    /// Write every packet of every client to `{dir}/trace.log`.
+    #[arg(long)]
+    trace: bool,
 }
 
 const TOPICS: [&str; 2] = ["crash/q1", "crash/q2"];
@@ -119,6 +133,19 @@ struct Conn {
     read: FramedRead<OwnedReadHalf, MqttCodec>,
     write: OwnedWriteHalf,
     buf: BytesMut,
+    client_id: String,
+}
+
+/// `--trace`: every packet of every client, in order, written to
+/// `{dir}/trace.log` at the end.
+static TRACE: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+static TRACE_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn trace(client_id: &str, what: impl FnOnce() -> String) {
+    if let Some(t) = TRACE.lock().expect("not poisoned").as_mut() {
+        let at = TRACE_START.get_or_init(Instant::now).elapsed().as_secs_f64();
+        t.push(format!("{at:10.4} {client_id} {}", what()));
+    }
 }
 
 impl Conn {
@@ -128,7 +155,12 @@ impl Conn {
             let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let (read, write) = stream.into_split();
-            let mut conn = Conn { read: FramedRead::new(read, MqttCodec::default()), write, buf: BytesMut::new() };
+            let mut conn = Conn {
+                read: FramedRead::new(read, MqttCodec::default()),
+                write,
+                buf: BytesMut::new(),
+                client_id: client_id.to_string(),
+            };
             conn.send(Packet::Connect(Box::new(Connect {
                 version: ProtocolVersion::V311,
                 clean_session: false,
@@ -140,7 +172,9 @@ impl Conn {
             })))
             .await
             .map_err(|e| format!("send CONNECT: {e}"))?;
-            match conn.read.next().await {
+            let ack = conn.read.next().await;
+            trace(client_id, || format!("<- {ack:?}"));
+            match ack {
                 Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => Ok((conn, ack.session_present)),
                 other => Err(format!("no accepting CONNACK: {other:?}")),
             }
@@ -152,6 +186,7 @@ impl Conn {
     }
 
     async fn send(&mut self, packet: Packet) -> std::io::Result<()> {
+        trace(&self.client_id, || format!("-> {}", brief(&packet)));
         self.buf.clear();
         packet.encode(&mut self.buf);
         self.write.write_all(&self.buf).await
@@ -159,10 +194,33 @@ impl Conn {
 
     /// The next packet; `None` when the connection ended or broke.
     async fn next(&mut self) -> Option<Packet> {
-        match self.read.next().await {
-            Some(Ok(p)) => Some(p),
-            _ => None,
+        let next = self.read.next().await;
+        match next {
+            Some(Ok(p)) => {
+                trace(&self.client_id, || format!("<- {}", brief(&p)));
+                Some(p)
+            }
+            other => {
+                trace(&self.client_id, || format!("<- end: {other:?}"));
+                None
+            }
         }
+    }
+}
+
+/// A packet in one short line for the trace.
+fn brief(packet: &Packet) -> String {
+    match packet {
+        Packet::Publish(p) => format!(
+            "PUBLISH {} q{} id={} dup={} payload={}",
+            p.topic.as_str(),
+            p.qos as u8,
+            p.packet_id.map_or(0, |i| i.get()),
+            p.dup as u8,
+            String::from_utf8_lossy(&p.payload)
+        ),
+        Packet::Connect(_) => "CONNECT".to_string(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -349,6 +407,7 @@ struct Subscriber {
     delivered: [HashMap<u64, u32>; 2],
     qos2_duplicates: u64,
     qos1_duplicates: u64,
+    duplicate_examples: Vec<String>,
     connected_before: bool,
     sessions_lost: u32,
     errors: Vec<String>,
@@ -374,6 +433,7 @@ impl Subscriber {
             delivered: [HashMap::new(), HashMap::new()],
             qos2_duplicates: 0,
             qos1_duplicates: 0,
+            duplicate_examples: Vec::new(),
             connected_before: false,
             sessions_lost: 0,
             errors: Vec::new(),
@@ -483,6 +543,15 @@ impl Subscriber {
                             let n = self.delivered[topic].entry(seq).or_insert(0);
                             *n += 1;
                             if *n > 1 {
+                                if self.duplicate_examples.len() < 10 {
+                                    self.duplicate_examples.push(format!(
+                                        "{} {seq} (delivery {n}: qos {} id {} dup {})",
+                                        TOPICS[topic],
+                                        p.qos as u8,
+                                        p.packet_id.map_or(0, |i| i.get()),
+                                        p.dup as u8
+                                    ));
+                                }
                                 match p.qos {
                                     QoS::ExactlyOnce => self.qos2_duplicates += 1,
                                     _ => self.qos1_duplicates += 1,
@@ -604,6 +673,10 @@ pub async fn run(args: &CrashArgs) -> i32 {
     }
     let dir = dir.canonicalize().unwrap_or(dir);
     let log = dir.join("broker.log");
+    if args.trace {
+        *TRACE.lock().expect("not poisoned") = Some(Vec::new());
+        TRACE_START.get_or_init(Instant::now);
+    }
     let rate = args.rate.max(1);
     let tick = Duration::from_secs_f64(1.0 / f64::from(rate));
     eprintln!(
@@ -627,6 +700,7 @@ pub async fn run(args: &CrashArgs) -> i32 {
     let started = Instant::now();
 
     for round in 1..=args.rounds {
+        trace("harness", || format!("round {round}: start"));
         let broker = match start_broker(&args.broker_cmd, &dir, &log).await {
             Ok(b) => b,
             Err(e) => {
@@ -675,6 +749,7 @@ pub async fn run(args: &CrashArgs) -> i32 {
         wait_ready(ready).await;
         let kill_after = rng.between(args.min_kill_ms, args.max_kill_ms);
         tokio::time::sleep(Duration::from_millis(kill_after)).await;
+        trace("harness", || format!("round {round}: kill -9"));
         broker.kill();
         // The clients see their connections end; the stop token is for one that does not.
         for (i, mut h) in sub_tasks {
@@ -706,6 +781,7 @@ pub async fn run(args: &CrashArgs) -> i32 {
     }
 
     // The last start: finish every handshake, publish nothing new, drain.
+    trace("harness", || "final start".to_string());
     let broker = match start_broker(&args.broker_cmd, &dir, &log).await {
         Ok(b) => b,
         Err(e) => {
@@ -770,8 +846,14 @@ pub async fn run(args: &CrashArgs) -> i32 {
         let mut lost = 0u64;
         let mut delivered = 0u64;
         let mut never_acknowledged = 0u64;
+        let mut lost_examples = Vec::new();
         for (t, p) in clients.pubs.iter().enumerate() {
-            lost += p.acked.iter().filter(|seq| !s.delivered[t].contains_key(seq)).count() as u64;
+            for seq in p.acked.iter().filter(|seq| !s.delivered[t].contains_key(seq)) {
+                lost += 1;
+                if lost_examples.len() < 10 {
+                    lost_examples.push(format!("{} {seq}", TOPICS[t]));
+                }
+            }
             delivered += s.delivered[t].len() as u64;
             never_acknowledged += s.delivered[t].keys().filter(|seq| !p.acked.contains(seq)).count() as u64;
         }
@@ -785,6 +867,12 @@ pub async fn run(args: &CrashArgs) -> i32 {
             s.awaiting_rel.len(),
             s.sessions_lost
         );
+        if !lost_examples.is_empty() {
+            println!("  lost by {}: {}", s.client_id, lost_examples.join(", "));
+        }
+        if s.qos2_duplicates > 0 {
+            println!("  delivered again to {}: {}", s.client_id, s.duplicate_examples.join(", "));
+        }
         lost_total += lost;
         duplicates_total += s.qos2_duplicates;
         sessions_lost += s.sessions_lost;
@@ -793,21 +881,40 @@ pub async fn run(args: &CrashArgs) -> i32 {
     for e in errors.iter().take(20) {
         println!("client error: {e}");
     }
+    if errors.len() > 20 {
+        println!("client errors: {} more", errors.len() - 20);
+    }
     println!(
         "rounds={} seconds={:.1} sessions_lost={sessions_lost} seed={seed}",
         args.rounds,
         started.elapsed().as_secs_f64()
     );
     println!("lost={lost_total} duplicates={duplicates_total}");
-    let clean = lost_total == 0 && duplicates_total == 0 && sessions_lost == 0;
+    if let Some(lines) = TRACE.lock().expect("not poisoned").take() {
+        let path = dir.join("trace.log");
+        match std::fs::write(&path, lines.join("\n") + "\n") {
+            Ok(()) => eprintln!("crash: trace in {}", path.display()),
+            Err(e) => eprintln!("crash: {}: {e}", path.display()),
+        }
+    }
+    let acknowledged: usize = clients.pubs.iter().map(|p| p.acked.len()).sum();
+    let valid = errors.is_empty() && acknowledged > 0;
+    if !valid {
+        eprintln!(
+            "crash: not a valid run ({} client errors, {acknowledged} messages acknowledged); see {}",
+            errors.len(),
+            log.display()
+        );
+    }
+    let clean = valid && lost_total == 0 && duplicates_total == 0 && sessions_lost == 0;
     if clean && temporary {
         let _ = std::fs::remove_dir_all(&dir);
     } else if !clean {
         eprintln!("crash: state and broker output kept in {}", dir.display());
     }
-    if clean {
-        0
-    } else {
-        1
+    match (valid, clean) {
+        (false, _) => 2,
+        (true, true) => 0,
+        (true, false) => 1,
     }
 }
