@@ -29,6 +29,15 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub session: SessionConfig,
     pub store: StoreConfig,
+    pub supervision: SupervisionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    pub max_restarts: usize,
+    pub window_secs: u64,
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +122,12 @@ impl Config {
         }
         if !(1..=65535).contains(&self.session.max_inflight) {
             return invalid("session.max_inflight", "must be between 1 and 65535 (packet ids are 16 bits)");
+        }
+        if self.supervision.window_secs == 0 {
+            return invalid("supervision.window_secs", "must be at least 1");
+        }
+        if self.supervision.shutdown_timeout_secs == 0 {
+            return invalid("supervision.shutdown_timeout_secs", "must be at least 1");
         }
         if self.broker.workers > 1024 {
             return invalid("broker.workers", "must be between 0 (one per core) and 1024");

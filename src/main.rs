@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         config.store.db = db;
     }
     config.store.reset_damaged = cli.reset_damaged_db;
-    let broker = match roost::start(config) {
+    let mut broker = match roost::start(config) {
         Ok(b) => b,
         Err(e) => {
             log::error!("cannot start: {e}");
@@ -55,10 +55,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(wait_for_shutdown_signal());
-    log::info!("shutting down");
-    broker.stop();
-    ExitCode::SUCCESS
+    let exited = runtime.block_on(async {
+        tokio::select! {
+            _ = wait_for_shutdown_signal() => None,
+            code = broker.exited() => Some(code),
+        }
+    });
+    match exited {
+        None => {
+            log::info!("shutting down");
+            broker.stop();
+            ExitCode::SUCCESS
+        }
+        Some(code) => {
+            broker.stop();
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
 }
 
 async fn wait_for_shutdown_signal() {

@@ -240,7 +240,8 @@ async fn acknowledged_retained_set_and_clear_survive_kill_9_mqtt_3_3_1_10() {
     let mut publisher = RawClient::connected(roost.addr, "pub", true).await;
     publisher.publish_ok(DOLLAR_MARKER, b"marker", 1, 1, true).await;
     let got = retained_before_marker(roost.addr, "#", DOLLAR_MARKER).await;
-    let got: Vec<(&str, &[u8], bool)> = got.iter().map(|p| (p.topic.as_str(), p.payload.as_slice(), p.retain)).collect();
+    let got: Vec<(&str, &[u8], bool)> =
+        got.iter().map(|p| (p.topic.as_str(), p.payload.as_slice(), p.retain)).collect();
     assert_eq!(got, [("crash/a", &b"A"[..], true)], "retained messages after kill -9");
 }
 

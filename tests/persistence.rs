@@ -29,8 +29,12 @@ async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> R
 /// Runs `sql` on a read-only connection of its own.
 pub(crate) async fn query(db: &Path, sql: &str) -> Vec<SqliteRow> {
     let options = SqliteConnectOptions::new().filename(db).read_only(true);
-    let mut conn = SqliteConnection::connect_with(&options).await.unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut conn =
+        SqliteConnection::connect_with(&options).await.unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     conn.close().await.ok();
     rows
 }
@@ -105,11 +109,14 @@ async fn persistent_session_and_subscriptions_survive_restart_mqtt_3_1_2_4() {
 
     let broker = broker.restart();
     drop(online);
-    let rows = query(&broker.db_path(), "SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter")
-        .await
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<i64, _>(2)))
-        .collect::<Vec<_>>();
+    let rows = query(
+        &broker.db_path(),
+        "SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<i64, _>(2)))
+    .collect::<Vec<_>>();
     let expected: Vec<(String, String, i64)> = ["p-offline", "p-online"]
         .iter()
         .flat_map(|c| [(c.to_string(), "keep/+/b".to_string(), 2), (c.to_string(), "keep/a".to_string(), 1)])
@@ -136,12 +143,14 @@ async fn suback_to_persistent_session_sent_after_subscription_commits() {
     let broker = TestBroker::start();
     let mut p = persistent(&broker, "p", &CONNACK_OK).await;
     p.subscribe_ok(1, &[("s/a", 0), ("s/#", 2)]).await;
-    let rows: Vec<(String, i64)> =
-        query(&broker.db_path(), "SELECT topic_filter, qos FROM subscriptions WHERE client_id = 'p' ORDER BY topic_filter")
-            .await
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+    let rows: Vec<(String, i64)> = query(
+        &broker.db_path(),
+        "SELECT topic_filter, qos FROM subscriptions WHERE client_id = 'p' ORDER BY topic_filter",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
     assert_eq!(rows, [("s/#".to_string(), 2), ("s/a".to_string(), 0)]);
     let mut c = RawClient::connected(broker.addr(), "c", true).await;
     c.subscribe_ok(1, &[("s/c", 1)]).await;
@@ -167,7 +176,9 @@ async fn queued_qos1_and_qos2_committed_before_ack_and_delivered_in_order_after_
     }
     let rows = messages(&broker.db_path(), "p", "outbound").await;
     let expected: Vec<MessageRow> = (0..10u16)
-        .map(|i| ("queued".to_string(), None, Some("q".to_string()), Some(i.to_be_bytes().to_vec()), i64::from(qos_of(i))))
+        .map(|i| {
+            ("queued".to_string(), None, Some("q".to_string()), Some(i.to_be_bytes().to_vec()), i64::from(qos_of(i)))
+        })
         .collect();
     assert_eq!(rows, expected, "queued messages in the database once acknowledged");
 
@@ -211,7 +222,7 @@ async fn unacknowledged_publish_resent_with_dup_and_same_packet_id_after_restart
     assert_eq!(rows, expected, "in-flight messages stored with their packet ids");
 
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
-    let mut resent = vec![c.recv().await.publish(), c.recv().await.publish()];
+    let mut resent = [c.recv().await.publish(), c.recv().await.publish()];
     resent.sort_by(|a, b| a.topic.cmp(&b.topic));
     for (again, before) in resent.iter().zip([&first1, &first2]) {
         assert!(again.dup, "resent without DUP=1: {again:?}");
@@ -462,7 +473,11 @@ fn readme_queries() -> Vec<String> {
 async fn readme_queries_connected_clients_persistent_sessions_and_retained_topics() {
     let queries = readme_queries();
     let find = |needle: &str| -> String {
-        queries.iter().find(|q| q.contains(needle)).unwrap_or_else(|| panic!("no README query with {needle:?}: {queries:#?}")).clone()
+        queries
+            .iter()
+            .find(|q| q.contains(needle))
+            .unwrap_or_else(|| panic!("no README query with {needle:?}: {queries:#?}"))
+            .clone()
     };
     let connected_sql = find("WHERE connected = 1");
     let sessions_sql = find("s.persistent = 1");
@@ -503,12 +518,27 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
     let mut sessions: Vec<(String, i64, Option<String>, i64, i64)> = query(&db, &sessions_sql)
         .await
         .iter()
-        .map(|r| (r.get("client_id"), r.get("connected"), r.get("last_seen"), r.get("subscriptions"), r.get("queued_or_in_flight")))
+        .map(|r| {
+            (
+                r.get("client_id"),
+                r.get("connected"),
+                r.get("last_seen"),
+                r.get("subscriptions"),
+                r.get("queued_or_in_flight"),
+            )
+        })
         .collect();
     sessions.sort();
     assert_eq!(sessions.len(), 2, "{sessions:?}");
-    assert_eq!((sessions[0].0.as_str(), sessions[0].1, sessions[0].2.as_deref(), sessions[0].3, sessions[0].4), ("here", 1, None, 1, 0));
-    assert_eq!((sessions[1].0.as_str(), sessions[1].1, sessions[1].3, sessions[1].4), ("sensor-7", 0, 2, 3), "{sessions:?}");
+    assert_eq!(
+        (sessions[0].0.as_str(), sessions[0].1, sessions[0].2.as_deref(), sessions[0].3, sessions[0].4),
+        ("here", 1, None, 1, 0)
+    );
+    assert_eq!(
+        (sessions[1].0.as_str(), sessions[1].1, sessions[1].3, sessions[1].4),
+        ("sensor-7", 0, 2, 3),
+        "{sessions:?}"
+    );
     assert!(sessions[1].2.as_deref().is_some_and(is_iso8601_utc), "last_seen: {sessions:?}");
 
     let mut subscriptions: Vec<(String, i64)> =

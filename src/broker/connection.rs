@@ -11,12 +11,14 @@ use super::messages::*;
 use super::metrics::Metrics;
 use super::outbound::{self, Outbound};
 use super::session::Session;
+use super::supervision::{guard, ActorKind};
 use super::Shared;
 use crate::protocol::codec::CodecError;
 use crate::protocol::{
     ConnAck, Connect, ConnectReturnCode, LastWill, MqttCodec, Packet, ProtocolError, ProtocolVersion, QoS,
 };
 use crate::session::Message;
+use super::store::Acknowledgement;
 use crate::store::Completion;
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -231,7 +233,8 @@ impl Connection {
                         // change) is committed: right after routing if none.
                         let outbound = self.outbound.clone();
                         let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
-                        self.shared.router.publish(Message::from_publish(&p), Some(backlog), Some(puback));
+                        let ack = Acknowledgement { completion: puback, group: None };
+                        self.shared.router.publish(Message::from_publish(&p), Some(backlog), Some(ack));
                     }
                     // QoS 2 needs the session's record of ids awaiting PUBREL.
                     _ => session.do_send(PublishQoS2 { connection_id: self.id, publish: p, backlog }),
@@ -325,6 +328,23 @@ impl StreamHandler<Result<Packet, CodecError>> for Connection {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
+        let name = self.name();
+        if guard::<Packet, _>(ActorKind::Connection, &name, || self.on_item(item, ctx)).is_err() {
+            // Never restarted: this connection closes (publishing its will),
+            // every other client is untouched.
+            Metrics::inc(&self.shared.metrics.connection_panics);
+            self.close(ctx);
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        log::debug!("{}: socket closed by peer", self.name());
+        ctx.stop();
+    }
+}
+
+impl Connection {
+    fn on_item(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
         match item {
             Ok(packet) => {
                 self.last_packet = Instant::now();
@@ -336,11 +356,6 @@ impl StreamHandler<Result<Packet, CodecError>> for Connection {
                 self.close(ctx);
             }
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        log::debug!("{}: socket closed by peer", self.name());
-        ctx.stop();
     }
 }
 

@@ -6,7 +6,7 @@ use super::outbound::Outbound;
 use super::session::Session;
 use super::backlog::BacklogToken;
 use crate::protocol::{LastWill, Packet, Publish, QoS, TopicFilter};
-use crate::store::Completion;
+use super::store::Acknowledgement;
 use crate::session::Message;
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -30,8 +30,8 @@ pub struct Register {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("the session registry is shutting down")]
-    ShuttingDown,
+    #[error("the session registry failed while handling this connect (it restarts; the client may retry)")]
+    Failed,
 }
 
 pub struct Registered {
@@ -120,7 +120,7 @@ pub struct Deliver {
     pub qos: QoS,
     /// The publisher's acknowledgement, for a durable subscriber at QoS ≥ 1:
     /// it is sent once the subscriber's copy is committed.
-    pub ack: Option<Completion>,
+    pub ack: Option<Acknowledgement>,
 }
 
 /// RetainedStore → Session: the retained messages matching a new
@@ -161,7 +161,7 @@ pub struct Route {
     pub message: Message,
     pub backlog: Option<BacklogToken>,
     /// The publisher's PUBACK/PUBREC, sent when every durable copy is committed.
-    pub ack: Option<Completion>,
+    pub ack: Option<Acknowledgement>,
 }
 
 /// Router → RetainedStore: set (or, with an empty payload, clear) the
@@ -171,7 +171,7 @@ pub struct Route {
 pub struct Retain {
     pub message: Message,
     /// The publisher's acknowledgement, sent once the change is committed.
-    pub ack: Option<Completion>,
+    pub ack: Option<Acknowledgement>,
 }
 
 /// Session → RetainedStore: send the retained messages matching `filter`

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub store_commit_micros: AtomicU64,
     pub store_commit_failures: AtomicU64,
     pub sessions_expired: AtomicU64,
+    /// Actor restarts after a caught panic (any kind).
+    pub restarts: AtomicU64,
+    /// Connections closed because their handler panicked.
+    pub connection_panics: AtomicU64,
 }
 
 impl Metrics {

@@ -19,6 +19,7 @@ pub mod retained;
 pub mod router;
 pub mod session;
 pub mod store;
+pub mod supervision;
 pub mod supervisor;
 pub mod topic_shard;
 
@@ -30,9 +31,6 @@ use router::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-
-/// How long a graceful stop waits for the store to commit.
-const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every connection needs, shared read-only.
 pub struct Shared {
@@ -49,6 +47,8 @@ pub struct BrokerHandle {
     metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The exit code, sent when the broker stops on its own (restart storm).
+    exited: Option<tokio::sync::oneshot::Receiver<i32>>,
 }
 
 impl BrokerHandle {
@@ -64,6 +64,15 @@ impl BrokerHandle {
     /// Stops every actor and waits for the broker's threads to end.
     pub fn stop(mut self) {
         self.shutdown();
+    }
+
+    /// Resolves when the broker stopped by itself (a restart storm), with
+    /// the exit code the process should end with.
+    pub async fn exited(&mut self) -> i32 {
+        match self.exited.as_mut() {
+            Some(rx) => rx.await.unwrap_or(1),
+            None => std::future::pending().await,
+        }
     }
 
     fn shutdown(&mut self) {
@@ -91,7 +100,10 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<i32>();
     let m = metrics.clone();
+    let shutdown_timeout = std::time::Duration::from_secs(config.supervision.shutdown_timeout_secs);
+    supervision::install_panic_hook();
     let thread = std::thread::Builder::new().name("roost-main".into()).spawn(move || {
         let system = actix::System::new();
         let tree = system.block_on(async move {
@@ -105,9 +117,9 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             actix_rt::spawn(async move {
                 let _ = stop_rx.await;
                 // Commit what was acknowledged, then stop.
-                match tokio::time::timeout(SHUTDOWN_FLUSH, store.send(store::Flush)).await {
+                match tokio::time::timeout(shutdown_timeout, store.send(store::Flush)).await {
                     Ok(_) => log::info!("database flushed"),
-                    Err(_) => log::warn!("database flush did not finish within {SHUTDOWN_FLUSH:?}"),
+                    Err(_) => log::warn!("database flush did not finish within {shutdown_timeout:?}"),
                 }
                 actix::System::current().stop();
             });
@@ -123,13 +135,18 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                 return;
             }
         };
-        if let Err(e) = system.run() {
-            log::error!("actor system failed: {e}");
-        }
+        let code = match system.run_with_code() {
+            Ok(code) => code,
+            Err(e) => {
+                log::error!("actor system failed: {e}");
+                1
+            }
+        };
         for worker in tree.workers.into_iter().chain([tree.store_arbiter]) {
             worker.stop();
             let _ = worker.join();
         }
+        let _ = exited_tx.send(code);
     })?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}
@@ -137,5 +154,5 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
     }
     log::info!("roost listening on {local_addr}");
-    Ok(BrokerHandle { local_addr, metrics, stop: Some(stop_tx), thread: Some(thread) })
+    Ok(BrokerHandle { local_addr, metrics, stop: Some(stop_tx), thread: Some(thread), exited: Some(exited_rx) })
 }

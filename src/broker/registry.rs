@@ -5,6 +5,7 @@
 
 use super::messages::*;
 use super::session::{Session, SessionDeps};
+use super::supervision::{guard, ActorKind, RestartTracker};
 use crate::session::SessionState;
 use crate::store::StoredSession;
 use actix::prelude::*;
@@ -27,11 +28,17 @@ pub struct SessionRegistry {
     restore: Vec<StoredSession>,
     /// Arbiters restored sessions are spread over.
     workers: Vec<actix::dev::ArbiterHandle>,
+    restarts: Arc<RestartTracker>,
 }
 
 impl SessionRegistry {
-    pub fn new(deps: Arc<SessionDeps>, restore: Vec<StoredSession>, workers: Vec<actix::dev::ArbiterHandle>) -> Self {
-        SessionRegistry { sessions: AHashMap::new(), next_session_id: 1, deps, restore, workers }
+    pub fn new(
+        deps: Arc<SessionDeps>,
+        restore: Vec<StoredSession>,
+        workers: Vec<actix::dev::ArbiterHandle>,
+        restarts: Arc<RestartTracker>,
+    ) -> Self {
+        SessionRegistry { sessions: AHashMap::new(), next_session_id: 1, deps, restore, workers, restarts }
     }
 
     fn start_session(
@@ -47,6 +54,8 @@ impl SessionRegistry {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let (id, deps) = (client_id.clone(), self.deps.clone());
+        // Sessions recover in place after a failure (`Session::recover`):
+        // an actix Supervisor would also restart a session that ended on purpose.
         let session = Session::start_in_arbiter(arbiter, move |_| {
             Session::new(session_id, id, durable, state, restored_idle, registry, deps)
         });
@@ -73,14 +82,36 @@ impl Actor for SessionRegistry {
     }
 }
 
-impl Supervised for SessionRegistry {}
+impl Supervised for SessionRegistry {
+    /// Keeps its map (fields survive the restart) but drops entries whose
+    /// session no longer runs.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.restarts.record(ActorKind::SessionRegistry);
+        let before = self.sessions.len();
+        self.sessions.retain(|_, e| e.session.connected());
+        log::warn!("session registry restarted: {} sessions kept, {} stale entries dropped", self.sessions.len(), before - self.sessions.len());
+    }
+}
 
 impl Handler<Register> for SessionRegistry {
     /// Atomic: while an old session is being discarded, no other
     /// registration runs, so two connections of one client id stay ordered.
     type Result = AtomicResponse<Self, Result<Registered, RegistryError>>;
 
-    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.client_id.clone();
+        match guard::<Register, _>(ActorKind::SessionRegistry, &id, || self.register(msg)) {
+            Ok(response) => response,
+            Err(()) => {
+                ctx.stop();
+                AtomicResponse::new(Box::pin(fut::ready(Err(RegistryError::Failed))))
+            }
+        }
+    }
+}
+
+impl SessionRegistry {
+    fn register(&mut self, msg: Register) -> AtomicResponse<Self, Result<Registered, RegistryError>> {
         let mut generation = 1;
         let mut discard = None;
         if let Some(entry) = self.sessions.get_mut(&msg.client_id) {
@@ -115,9 +146,15 @@ impl Handler<Register> for SessionRegistry {
 impl Handler<SessionEnded> for SessionRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
-        if self.sessions.get(&msg.client_id).is_some_and(|e| e.session_id == msg.session_id) {
-            self.sessions.remove(&msg.client_id);
+    fn handle(&mut self, msg: SessionEnded, ctx: &mut Context<Self>) {
+        let sessions = &mut self.sessions;
+        let ended = guard::<SessionEnded, _>(ActorKind::SessionRegistry, &msg.client_id, || {
+            if sessions.get(&msg.client_id).is_some_and(|e| e.session_id == msg.session_id) {
+                sessions.remove(&msg.client_id);
+            }
+        });
+        if ended.is_err() {
+            ctx.stop();
         }
     }
 }

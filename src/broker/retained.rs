@@ -4,7 +4,9 @@
 //! acknowledged once it is committed. Loaded from the store at start.
 
 use super::messages::{DeliverRetained, LookupRetained, Retain, RetainedCount};
-use super::store::{Store, Write};
+use super::store::{LoadRetained, Store, Write};
+use super::supervision::{guard, ActorKind, RestartTracker};
+use std::sync::Arc;
 use crate::routing::TopicTree;
 use crate::session::Message;
 use crate::store::Op;
@@ -13,16 +15,37 @@ use actix::prelude::*;
 pub struct RetainedStore {
     tree: TopicTree<Message>,
     store: Addr<Store>,
+    restarts: Arc<RestartTracker>,
+}
+
+fn tree_of(retained: Vec<Message>) -> TopicTree<Message> {
+    let mut tree = TopicTree::new();
+    for m in retained {
+        let topic = m.topic.clone();
+        tree.insert(&topic, m);
+    }
+    tree
 }
 
 impl RetainedStore {
-    pub fn new(retained: Vec<Message>, store: Addr<Store>) -> RetainedStore {
-        let mut tree = TopicTree::new();
-        for m in retained {
-            let topic = m.topic.clone();
-            tree.insert(&topic, m);
+    pub fn new(retained: Vec<Message>, store: Addr<Store>, restarts: Arc<RestartTracker>) -> RetainedStore {
+        RetainedStore { tree: tree_of(retained), store, restarts }
+    }
+
+    fn retain(&mut self, Retain { message, ack }: Retain) {
+        let op = if message.payload.is_empty() {
+            self.tree.remove(&message.topic);
+            Op::ClearRetained { topic: message.topic }
+        } else {
+            let op = Op::SetRetained { topic: message.topic.clone(), payload: message.payload.clone(), qos: message.qos };
+            let topic = message.topic.clone();
+            self.tree.insert(&topic, message);
+            op
+        };
+        match ack {
+            Some(ack) => ack.write(&self.store, op, None),
+            None => self.store.do_send(Write { op, completion: None }),
         }
-        RetainedStore { tree, store }
     }
 }
 
@@ -34,35 +57,48 @@ impl Actor for RetainedStore {
     }
 }
 
-impl Supervised for RetainedStore {}
+impl Supervised for RetainedStore {
+    /// Reloads every retained message from SQLite (after the writes already
+    /// sent have committed); messages arriving meanwhile wait.
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.record(ActorKind::RetainedStore);
+        let started = std::time::Instant::now();
+        ctx.wait(self.store.send(LoadRetained).into_actor(self).map(move |loaded, act, _| match loaded {
+            Ok(messages) => {
+                act.tree = tree_of(messages);
+                log::warn!("retained store restarted: {} messages reloaded in {:?}", act.tree.len(), started.elapsed());
+            }
+            Err(e) => log::error!("retained store restarted but could not reload: {e}"),
+        }));
+    }
+}
 
 impl Handler<Retain> for RetainedStore {
     type Result = ();
 
     /// A retained PUBLISH replaces the topic's message; a zero-length payload
     /// removes it [MQTT-3.3.1-10] [MQTT-3.3.1-11].
-    fn handle(&mut self, Retain { message, ack }: Retain, _: &mut Context<Self>) {
-        let op = if message.payload.is_empty() {
-            self.tree.remove(&message.topic);
-            Op::ClearRetained { topic: message.topic }
-        } else {
-            let op = Op::SetRetained { topic: message.topic.clone(), payload: message.payload.clone(), qos: message.qos };
-            let topic = message.topic.clone();
-            self.tree.insert(&topic, message);
-            op
-        };
-        self.store.do_send(Write { op, completion: ack });
+    fn handle(&mut self, msg: Retain, ctx: &mut Context<Self>) {
+        if guard::<Retain, _>(ActorKind::RetainedStore, &"", || self.retain(msg)).is_err() {
+            ctx.stop();
+        }
     }
 }
 
 impl Handler<LookupRetained> for RetainedStore {
     type Result = ();
 
-    fn handle(&mut self, msg: LookupRetained, _: &mut Context<Self>) {
-        let mut messages = Vec::new();
-        self.tree.for_each_match(&msg.filter, |m| messages.push(m.clone()));
-        if !messages.is_empty() {
-            msg.session.do_send(DeliverRetained { messages, qos: msg.qos });
+    fn handle(&mut self, msg: LookupRetained, ctx: &mut Context<Self>) {
+        let tree = &self.tree;
+        let found = guard::<LookupRetained, _>(ActorKind::RetainedStore, &"", || {
+            let mut messages = Vec::new();
+            tree.for_each_match(&msg.filter, |m| messages.push(m.clone()));
+            messages
+        });
+        match found {
+            Ok(messages) if !messages.is_empty() => msg.session.do_send(DeliverRetained { messages, qos: msg.qos }),
+            Ok(_) => {}
+            Err(()) => ctx.stop(),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::topic_shard::TopicShard;
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::{FilterShards, ShardRule};
 use crate::session::Message;
-use crate::store::Completion;
+use super::store::Acknowledgement;
 use actix::Addr;
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ impl Router {
     /// message also updates the retained store; subscribers get RETAIN=0.
     /// `ack` is the publisher's acknowledgement: it runs once the retained
     /// change and every copy for a durable subscriber are committed.
-    pub fn publish(&self, message: Message, backlog: Option<BacklogToken>, ack: Option<Completion>) {
+    pub fn publish(&self, message: Message, backlog: Option<BacklogToken>, ack: Option<Acknowledgement>) {
         if message.retain {
             self.retained.do_send(Retain { message: message.clone(), ack: ack.clone() });
         }

@@ -11,7 +11,8 @@ use super::metrics::Metrics;
 use super::outbound::Outbound;
 use super::registry::SessionRegistry;
 use super::router::Router;
-use super::store::{Store, Write};
+use super::store::{Acknowledgement, Store, Write, WriteGroup};
+use super::supervision::{guard, ActorKind, RestartTracker};
 use crate::protocol::{ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter};
 use crate::session::{Action, DeliverOutcome, Message, MessageId, SessionLimits, SessionState};
 use crate::store::{Completion, Op};
@@ -34,6 +35,7 @@ pub struct SessionDeps {
     pub expiry: Option<Duration>,
     /// Next message row id, shared by all sessions (rows are ordered by it).
     pub message_ids: Arc<AtomicU64>,
+    pub restarts: Arc<RestartTracker>,
 }
 
 struct Attached {
@@ -98,6 +100,22 @@ impl Session {
         }
     }
 
+    /// After a handler failed: the session restarts in place. Its state is
+    /// kept (durable parts are mirrored in the store); what the client may
+    /// have missed is resent: in-flight messages with DUP set, then the queue.
+    fn recover(&mut self) {
+        if !self.deps.restarts.record(ActorKind::Session) {
+            return;
+        }
+        self.out.clear();
+        if self.attached.is_some() {
+            self.state.detach();
+            self.state.attach(&mut self.out);
+            self.run(None);
+        }
+        log::warn!("session {:?} restarted: in-flight messages resent", self.client_id);
+    }
+
     /// Whether `connection_id` is the attached connection (not one taken over).
     fn is_current(&self, connection_id: ConnectionId) -> bool {
         self.attached.as_ref().is_some_and(|a| a.connection_id == connection_id)
@@ -126,7 +144,7 @@ impl Session {
     /// Carries out the actions of the last event. `waiting` (a publisher's
     /// acknowledgement) joins the write of every new row, so it completes
     /// only once those rows are durable.
-    fn run(&mut self, waiting: Option<&Completion>) {
+    fn run(&mut self, waiting: Option<&Acknowledgement>) {
         let mut actions = std::mem::take(&mut self.out);
         for action in actions.drain(..) {
             match action {
@@ -147,9 +165,11 @@ impl Session {
                 }
                 Action::Persist { record, new, then } => {
                     let then = then.and_then(|p| self.send_later(p));
-                    let waiting = if new { waiting.cloned() } else { None };
                     let op = Op::PutMessage { client_id: self.client_id.clone(), record, new };
-                    self.write(op, Completion::both(then, waiting));
+                    match waiting.filter(|_| new) {
+                        Some(ack) => ack.write(&self.deps.store, op, then),
+                        None => self.write(op, then),
+                    }
                 }
                 Action::Forget { id, then } => {
                     let then = then.and_then(|p| self.send_later(p));
@@ -160,7 +180,7 @@ impl Session {
         self.out = actions;
     }
 
-    fn deliver(&mut self, message: Message, waiting: Option<&Completion>) {
+    fn deliver(&mut self, message: Message, waiting: Option<&Acknowledgement>) {
         let writable = self.attached.as_ref().is_some_and(|a| a.outbound.is_writable());
         let id = self.row_id(message.qos);
         let outcome = self.state.deliver(message, id, writable, &mut self.out);
@@ -313,6 +333,19 @@ impl Handler<Attach> for Session {
     type Result = Result<(), Superseded>;
 
     fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> Self::Result {
+        let id = self.client_id.clone();
+        match guard::<Attach, _>(ActorKind::Session, &id, || self.attach(msg)) {
+            Ok(result) => result,
+            Err(()) => {
+                self.recover();
+                Err(Superseded)
+            }
+        }
+    }
+}
+
+impl Session {
+    fn attach(&mut self, msg: Attach) -> Result<(), Superseded> {
         if msg.generation < self.generation {
             return Err(Superseded);
         }
@@ -346,6 +379,15 @@ impl Handler<Detach> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
+        let id = self.client_id.clone();
+        if guard::<Detach, _>(ActorKind::Session, &id, || self.detach(msg, ctx)).is_err() {
+            self.recover();
+        }
+    }
+}
+
+impl Session {
+    fn detach(&mut self, msg: Detach, ctx: &mut Context<Self>) {
         if !self.is_current(msg.connection_id) {
             return; // a connection that was already taken over
         }
@@ -369,6 +411,16 @@ impl Handler<Discard> for Session {
     type Result = ();
 
     fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) {
+        let id = self.client_id.clone();
+        if guard::<Discard, _>(ActorKind::Session, &id, || self.discard(ctx)).is_err() {
+            // A discard must still happen: end without the failed step.
+            self.end(ctx);
+        }
+    }
+}
+
+impl Session {
+    fn discard(&mut self, ctx: &mut Context<Self>) {
         if let Some(old) = self.attached.take() {
             log::info!("client {}: taken over by a new clean session, closing the old connection", self.client_id);
             Metrics::inc(&self.deps.metrics.takeovers);
@@ -382,6 +434,19 @@ impl Handler<FromClient> for Session {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
+        let id = self.client_id.clone();
+        match guard::<FromClient, _>(ActorKind::Session, &id, || self.from_client(msg, ctx)) {
+            Ok(reply) => reply,
+            Err(()) => {
+                self.recover();
+                Box::pin(async {})
+            }
+        }
+    }
+}
+
+impl Session {
+    fn from_client(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         if !self.is_current(msg.connection_id) {
             return Box::pin(async {});
         }
@@ -415,16 +480,29 @@ impl Handler<PublishQoS2> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: PublishQoS2, _: &mut Context<Self>) {
+        let id = self.client_id.clone();
+        if guard::<PublishQoS2, _>(ActorKind::Session, &id, || self.publish_qos2(msg)).is_err() {
+            self.recover();
+        }
+    }
+}
+
+impl Session {
+    fn publish_qos2(&mut self, msg: PublishQoS2) {
         if !self.is_current(msg.connection_id) {
             return;
         }
         let Some(packet_id) = msg.publish.packet_id else { return };
         let row = self.row_id(QoS::ExactlyOnce);
         if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
-            // PUBREC once the id and every stored copy are durable.
-            let pubrec = self.send_later(Packet::PubRec(packet_id));
-            self.deps.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog), pubrec.clone());
-            self.run(pubrec.as_ref());
+            // PUBREC once the id and every stored copy are durable, all in
+            // one transaction (see `WriteGroup`).
+            let ack = self.send_later(Packet::PubRec(packet_id)).map(|completion| Acknowledgement {
+                completion,
+                group: Some(WriteGroup::new(self.deps.store.clone())),
+            });
+            self.run(ack.as_ref());
+            self.deps.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog), ack);
         } else {
             // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
             self.out.push(Action::Send(Packet::PubRec(packet_id)));
@@ -437,12 +515,18 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        let mut message = msg.message;
-        // Delivered QoS is the lower of published and granted; normal
-        // forwarding clears RETAIN [MQTT-3.3.1-9].
-        message.qos = message.qos.min(msg.qos);
-        message.retain = false;
-        self.deliver(message, msg.ack.as_ref());
+        let id = self.client_id.clone();
+        let delivered = guard::<Deliver, _>(ActorKind::Session, &id, || {
+            let mut message = msg.message;
+            // Delivered QoS is the lower of published and granted; normal
+            // forwarding clears RETAIN [MQTT-3.3.1-9].
+            message.qos = message.qos.min(msg.qos);
+            message.retain = false;
+            self.deliver(message, msg.ack.as_ref());
+        });
+        if delivered.is_err() {
+            self.recover();
+        }
     }
 }
 
@@ -450,10 +534,16 @@ impl Handler<DeliverRetained> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: DeliverRetained, _: &mut Context<Self>) {
-        for mut message in msg.messages {
-            message.qos = message.qos.min(msg.qos);
-            message.retain = true;
-            self.deliver(message, None);
+        let id = self.client_id.clone();
+        let delivered = guard::<DeliverRetained, _>(ActorKind::Session, &id, || {
+            for mut message in msg.messages {
+                message.qos = message.qos.min(msg.qos);
+                message.retain = true;
+                self.deliver(message, None);
+            }
+        });
+        if delivered.is_err() {
+            self.recover();
         }
     }
 }

@@ -8,6 +8,7 @@
 //! transaction per batch, not per message; when idle, a write commits at once.
 
 use super::metrics::Metrics;
+use super::supervision::{guard, ActorKind, RestartTracker};
 use crate::store::{self, Batch, Completion, Op};
 use actix::prelude::*;
 use sqlx::SqliteConnection;
@@ -37,6 +38,13 @@ pub struct Flush;
 pub struct Store {
     /// `None` while a commit holds it.
     conn: Option<SqliteConnection>,
+    /// Where to reopen the database after a restart that lost the connection.
+    db: (std::path::PathBuf, crate::store::Synchronous),
+    /// Set while a commit runs: a restart then lost the connection with it.
+    committing: bool,
+    /// Retained-message loads waiting for the writes before them to commit.
+    retained_loads: Vec<(u32, tokio::sync::oneshot::Sender<Vec<crate::session::Message>>)>,
+    restarts: Arc<RestartTracker>,
     batch: Batch,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     last_checkpoint: Instant,
@@ -44,16 +52,67 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(conn: SqliteConnection, metrics: Arc<Metrics>) -> Store {
-        Store { conn: Some(conn), batch: Batch::default(), flush_waiters: Vec::new(), last_checkpoint: Instant::now(), metrics }
+    pub fn new(
+        conn: SqliteConnection,
+        db: (std::path::PathBuf, crate::store::Synchronous),
+        metrics: Arc<Metrics>,
+        restarts: Arc<RestartTracker>,
+    ) -> Store {
+        Store {
+            conn: Some(conn),
+            db,
+            committing: false,
+            retained_loads: Vec::new(),
+            restarts,
+            batch: Batch::default(),
+            flush_waiters: Vec::new(),
+            last_checkpoint: Instant::now(),
+            metrics,
+        }
+    }
+
+    /// Serves retained loads whose earlier writes have all committed.
+    fn serve_loads(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.conn.is_none() || !self.retained_loads.iter().any(|(n, _)| *n == 0) {
+            return false;
+        }
+        let Some(mut conn) = self.conn.take() else { return false };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retained_loads).into_iter().partition(|(n, _)| *n == 0);
+        self.retained_loads = waiting;
+        self.committing = true;
+        let work = async move {
+            let loaded = store::load_retained(&mut conn).await;
+            (conn, loaded)
+        };
+        ctx.spawn(work.into_actor(self).map(move |(conn, loaded), act, ctx| {
+            act.conn = Some(conn);
+            act.committing = false;
+            match loaded {
+                Ok(messages) => {
+                    for (_, tx) in ready {
+                        let _ = tx.send(messages.clone());
+                    }
+                }
+                Err(e) => log::error!("loading retained messages failed: {e}"),
+            }
+            act.commit(ctx);
+        }));
+        true
     }
 
     /// Starts a commit of everything pending, unless one is running.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        if self.conn.is_none() {
+        if self.conn.is_none() || self.serve_loads(ctx) {
             return;
         }
         if self.batch.is_empty() {
+            // Nothing before a waiting load is left uncommitted.
+            for (n, _) in &mut self.retained_loads {
+                *n = 0;
+            }
+            if self.serve_loads(ctx) {
+                return;
+            }
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -63,6 +122,10 @@ impl Store {
         let batch = std::mem::take(&mut self.batch);
         let checkpoint = self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         let started = Instant::now();
+        self.committing = true;
+        for (n, _) in &mut self.retained_loads {
+            *n = n.saturating_sub(1);
+        }
         let work = async move {
             let result = store::commit(&mut conn, &batch).await;
             if checkpoint && result.is_ok() {
@@ -74,6 +137,7 @@ impl Store {
         };
         ctx.spawn(work.into_actor(self).map(move |(conn, batch, result), act, ctx| {
             act.conn = Some(conn);
+            act.committing = false;
             if checkpoint {
                 act.last_checkpoint = Instant::now();
             }
@@ -105,12 +169,60 @@ impl Actor for Store {
     }
 }
 
+impl Supervised for Store {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.record(ActorKind::Store);
+        // A commit cut short by the restart took the connection (and its
+        // batch, whose completions were abandoned) with it: reopen.
+        if self.committing && self.conn.is_none() {
+            self.committing = false;
+            let (path, sync) = self.db.clone();
+            ctx.wait(
+                async move { store::reopen(&path, sync).await }.into_actor(self).map(|conn, act, ctx| match conn {
+                    Ok(conn) => {
+                        log::warn!("store restarted: database reopened");
+                        act.conn = Some(conn);
+                        act.commit(ctx);
+                    }
+                    Err(e) => log::error!("store restarted but cannot reopen the database: {e}"),
+                }),
+            );
+        }
+    }
+}
+
 impl Handler<Write> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) {
-        self.batch.push(msg.op, msg.completion);
+        let batch = &mut self.batch;
+        if guard::<Write, _>(ActorKind::Store, &"", || batch.push(msg.op, msg.completion)).is_err() {
+            ctx.stop();
+            return;
+        }
         self.commit(ctx);
+    }
+}
+
+/// RetainedStore → Store: every retained message as committed, after the
+/// writes sent before this request have committed.
+#[derive(Message)]
+#[rtype(result = "Vec<crate::session::Message>")]
+pub struct LoadRetained;
+
+impl Handler<LoadRetained> for Store {
+    type Result = ResponseFuture<Vec<crate::session::Message>>;
+
+    fn handle(&mut self, _: LoadRetained, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Writes already here commit first: the one being committed (a load
+        // waits for the connection) and the pending batch (one more commit).
+        let commits_before = u32::from(!self.batch.is_empty());
+        self.retained_loads.push((commits_before, tx));
+        if !self.committing {
+            self.commit(ctx);
+        }
+        Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }
 
@@ -150,5 +262,105 @@ impl Handler<Flush> for Store {
                 .into_actor(act)
             }),
         )
+    }
+}
+
+/// WriteGroup (last holder) → Store: writes that must commit in one
+/// transaction.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WriteMany(pub Vec<(Op, Option<Completion>)>);
+
+impl Handler<WriteMany> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteMany, ctx: &mut Context<Self>) {
+        let batch = &mut self.batch;
+        let pushed = guard::<WriteMany, _>(ActorKind::Store, &"", || {
+            for (op, completion) in msg.0 {
+                batch.push(op, completion);
+            }
+        });
+        if pushed.is_err() {
+            ctx.stop();
+            return;
+        }
+        self.commit(ctx);
+    }
+}
+
+/// Writes that must commit together, gathered from several actors: an
+/// inbound QoS 2 packet id and every stored copy of that message (and a
+/// retained change). If the id were committed without a copy, the client's
+/// resent PUBLISH would be taken for a duplicate and the copy lost; if a
+/// copy were committed without the id, the resend would be routed twice.
+/// The writes go to the store, as one `WriteMany`, when the last holder
+/// drops the group; a holder that panicked poisons it (nothing is written,
+/// nothing acknowledged, the client resends).
+#[derive(Clone)]
+pub struct WriteGroup(Arc<GroupInner>);
+
+struct GroupInner {
+    ops: std::sync::Mutex<Vec<(Op, Option<Completion>)>>,
+    poisoned: std::sync::atomic::AtomicBool,
+    store: Addr<Store>,
+}
+
+impl WriteGroup {
+    pub fn new(store: Addr<Store>) -> WriteGroup {
+        WriteGroup(Arc::new(GroupInner {
+            ops: std::sync::Mutex::new(Vec::new()),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
+            store,
+        }))
+    }
+
+    pub fn add(&self, op: Op, completion: Option<Completion>) {
+        self.0.ops.lock().unwrap_or_else(|p| p.into_inner()).push((op, completion));
+    }
+}
+
+impl Drop for WriteGroup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for GroupInner {
+    fn drop(&mut self) {
+        let ops = std::mem::take(self.ops.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if self.poisoned.load(Ordering::Relaxed) {
+            for (_, c) in &ops {
+                if let Some(c) = c {
+                    c.abandon();
+                }
+            }
+            return;
+        }
+        if !ops.is_empty() {
+            self.store.do_send(WriteMany(ops));
+        }
+    }
+}
+
+/// A publisher's acknowledgement on its way through routing: the
+/// completion that sends PUBACK/PUBREC, and for QoS 2 the group its durable
+/// copies are written in.
+#[derive(Clone)]
+pub struct Acknowledgement {
+    pub completion: Completion,
+    pub group: Option<WriteGroup>,
+}
+
+impl Acknowledgement {
+    /// Writes `op` (a durable copy) so that the acknowledgement waits for it.
+    pub fn write(&self, store: &Addr<Store>, op: Op, completion: Option<Completion>) {
+        let completion = Completion::both(completion, Some(self.completion.clone()));
+        match &self.group {
+            Some(group) => group.add(op, completion),
+            None => store.do_send(Write { op, completion }),
+        }
     }
 }

@@ -23,6 +23,7 @@ use super::retained::RetainedStore;
 use super::router::Router;
 use super::session::SessionDeps;
 use super::store::Store;
+use super::supervision::RestartTracker;
 use super::topic_shard::TopicShard;
 use super::Shared;
 use crate::config::Config;
@@ -52,17 +53,23 @@ pub fn start(
 ) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
+    let store_arbiter = Arbiter::new();
+    let store_slot: Arc<std::sync::OnceLock<Addr<Store>>> = Arc::new(std::sync::OnceLock::new());
+    let restarts = restart_tracker(&config, metrics.clone(), store_slot.clone());
 
     // 0. Store, on its own arbiter: SQL encoding never delays a session.
-    let store_arbiter = Arbiter::new();
-    let m = metrics.clone();
-    let store = Store::start_in_arbiter(&store_arbiter.handle(), move |_| Store::new(conn, m));
+    let (m, r, db) = (metrics.clone(), restarts.clone(), (config.store.db.clone(), config.store.synchronous));
+    let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| Store::new(conn, db, m, r));
+    let _ = store_slot.set(store.clone());
     // 1. RetainedStore, loaded from the store.
-    let (retained, s) = (snapshot.retained, store.clone());
-    let retained = Supervisor::start(move |_| RetainedStore::new(retained, s));
+    let (retained, s, r) = (snapshot.retained, store.clone(), restarts.clone());
+    let retained = Supervisor::start(move |_| RetainedStore::new(retained, s, r));
     // 2. TopicShard × N, spread over the workers.
     let shards = (0..config.shards())
-        .map(|i| Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| TopicShard::new(i)))
+        .map(|i| {
+            let r = restarts.clone();
+            Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| TopicShard::new(i, r))
+        })
         .collect();
     let router = Router::new(shards, retained);
     // 3. SessionRegistry; it restores persistent sessions and starts new ones.
@@ -73,11 +80,46 @@ pub fn start(
         limits: config.session_limits(),
         expiry: config.session_expiry(),
         message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
+        restarts: restarts.clone(),
     });
     let (restore, h) = (snapshot.sessions, handles.clone());
-    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h));
+    let r = restarts.clone();
+    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h, r));
     let shared = Arc::new(Shared { config, router, registry, metrics, next_connection_id: AtomicU64::new(1) });
     // 4. Listener, last.
     let listener = Listener::new(listener, handles, shared.clone()).start();
     Tree { workers, store_arbiter, shared, store, listener }
+}
+
+/// Exit code of a shutdown forced by a restart storm (EX_SOFTWARE).
+pub const EXIT_RESTART_STORM: i32 = 70;
+
+/// The restart limit of `[supervision]`: past it, roost commits what it
+/// acknowledged and stops with [`EXIT_RESTART_STORM`].
+fn restart_tracker(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    store: Arc<std::sync::OnceLock<Addr<Store>>>,
+) -> Arc<RestartTracker> {
+    let system = System::current();
+    let escalated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let escalate = Box::new(move |_kind| {
+        if escalated.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let store = store.get().cloned();
+        system.arbiter().spawn(async move {
+            if let Some(store) = store {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), store.send(super::store::Flush)).await;
+            }
+            log::error!("roost stopped after a restart storm (exit code {EXIT_RESTART_STORM})");
+            System::current().stop_with_code(EXIT_RESTART_STORM);
+        });
+    });
+    RestartTracker::new(
+        config.supervision.max_restarts,
+        std::time::Duration::from_secs(config.supervision.window_secs),
+        metrics,
+        escalate,
+    )
 }

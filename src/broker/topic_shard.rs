@@ -2,27 +2,82 @@
 //! `routing::shard` for which subscriptions live where). Routes each
 //! published message to the matching sessions, once per session at the
 //! highest QoS its matching subscriptions granted [MQTT-3.3.5-1].
+//!
+//! Restart: the trie is rebuilt from `sessions`, the plain per-session list
+//! of filters kept beside it (fields survive an actix restart; the trie is
+//! the structure a failure could have left half-changed).
 
 use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
 use super::session::Session;
-use crate::protocol::QoS;
+use super::supervision::{guard, ActorKind, RestartTracker};
+use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
 use actix::prelude::*;
 use ahash::AHashMap;
+use std::sync::Arc;
+
+struct Subscriber {
+    session: Addr<Session>,
+    durable: bool,
+    filters: AHashMap<TopicFilter, QoS>,
+}
 
 pub struct TopicShard {
     index: usize,
     trie: SubscriptionTrie<SessionId>,
-    /// Each subscribed session: its address, how many of its filters live
-    /// here, and whether it is durable.
-    sessions: AHashMap<SessionId, (Addr<Session>, usize, bool)>,
+    /// Each subscribed session with its filters in this shard: the source
+    /// the trie is rebuilt from.
+    sessions: AHashMap<SessionId, Subscriber>,
     /// Reused for every route, so routing allocates nothing per message.
     matches: Vec<(SessionId, QoS)>,
+    restarts: Arc<RestartTracker>,
 }
 
 impl TopicShard {
-    pub fn new(index: usize) -> TopicShard {
-        TopicShard { index, trie: SubscriptionTrie::new(), sessions: AHashMap::new(), matches: Vec::new() }
+    pub fn new(index: usize, restarts: Arc<RestartTracker>) -> TopicShard {
+        TopicShard { index, trie: SubscriptionTrie::new(), sessions: AHashMap::new(), matches: Vec::new(), restarts }
+    }
+
+    /// Records a subscription in the list the trie is rebuilt from; plain
+    /// map operations, done outside the guarded part.
+    fn record_add(&mut self, msg: &AddSubscription) {
+        let entry = self.sessions.entry(msg.session_id).or_insert_with(|| Subscriber {
+            session: msg.session.clone(),
+            durable: msg.durable,
+            filters: AHashMap::new(),
+        });
+        entry.filters.insert(msg.filter.clone(), msg.qos);
+    }
+
+    fn record_remove(&mut self, msg: &RemoveSubscription) {
+        if let Some(entry) = self.sessions.get_mut(&msg.session_id) {
+            entry.filters.remove(&msg.filter);
+            if entry.filters.is_empty() {
+                self.sessions.remove(&msg.session_id);
+            }
+        }
+    }
+
+    fn route(&mut self, Route { message, backlog, ack }: Route) {
+        let matches = &mut self.matches;
+        matches.clear();
+        self.trie.for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
+        if matches.len() > 1 {
+            // One copy per session at the highest granted QoS: sort by
+            // session, highest QoS first, keep the first of each session.
+            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            matches.dedup_by_key(|m| m.0);
+        }
+        for &(id, qos) in matches.iter() {
+            if let Some(s) = self.sessions.get(&id) {
+                let ack = if s.durable && qos.min(message.qos) != QoS::AtMostOnce { ack.clone() } else { None };
+                s.session.do_send(Deliver { message: message.clone(), qos, ack });
+            }
+        }
+        // Routed: the publisher may send one more, and is acknowledged now
+        // unless a durable copy holds the acknowledgement.
+        drop(backlog);
+        drop(ack);
     }
 }
 
@@ -37,14 +92,38 @@ impl Actor for TopicShard {
     }
 }
 
-impl Supervised for TopicShard {}
+impl Supervised for TopicShard {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.restarts.record(ActorKind::TopicShard);
+        let started = std::time::Instant::now();
+        self.trie = SubscriptionTrie::new();
+        for (id, s) in &self.sessions {
+            for (filter, qos) in &s.filters {
+                self.trie.insert(filter, *id, *qos);
+            }
+        }
+        log::warn!(
+            "topic shard {} restarted: index rebuilt with {} subscriptions of {} sessions in {:?}",
+            self.index,
+            self.trie.len(),
+            self.sessions.len(),
+            started.elapsed()
+        );
+    }
+}
 
 impl Handler<AddSubscription> for TopicShard {
     type Result = ();
 
-    fn handle(&mut self, msg: AddSubscription, _: &mut Context<Self>) {
-        if self.trie.insert(&msg.filter, msg.session_id, msg.qos) {
-            self.sessions.entry(msg.session_id).or_insert_with(|| (msg.session, 0, msg.durable)).1 += 1;
+    fn handle(&mut self, msg: AddSubscription, ctx: &mut Context<Self>) {
+        // The list first: if the trie update fails, the rebuild still has it.
+        self.record_add(&msg);
+        let index = self.index;
+        let trie = &mut self.trie;
+        if guard::<AddSubscription, _>(ActorKind::TopicShard, &index, || trie.insert(&msg.filter, msg.session_id, msg.qos))
+            .is_err()
+        {
+            ctx.stop();
         }
     }
 }
@@ -52,14 +131,14 @@ impl Handler<AddSubscription> for TopicShard {
 impl Handler<RemoveSubscription> for TopicShard {
     type Result = ();
 
-    fn handle(&mut self, msg: RemoveSubscription, _: &mut Context<Self>) {
-        if self.trie.remove(&msg.filter, msg.session_id) {
-            if let Some(entry) = self.sessions.get_mut(&msg.session_id) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    self.sessions.remove(&msg.session_id);
-                }
-            }
+    fn handle(&mut self, msg: RemoveSubscription, ctx: &mut Context<Self>) {
+        self.record_remove(&msg);
+        let index = self.index;
+        let trie = &mut self.trie;
+        if guard::<RemoveSubscription, _>(ActorKind::TopicShard, &index, || trie.remove(&msg.filter, msg.session_id))
+            .is_err()
+        {
+            ctx.stop();
         }
     }
 }
@@ -67,25 +146,10 @@ impl Handler<RemoveSubscription> for TopicShard {
 impl Handler<Route> for TopicShard {
     type Result = ();
 
-    fn handle(&mut self, Route { message, backlog, ack }: Route, _: &mut Context<Self>) {
-        let matches = &mut self.matches;
-        matches.clear();
-        self.trie.for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
-        if matches.len() > 1 {
-            // One copy per session at the highest granted QoS: sort by
-            // session, highest QoS first, keep the first of each session.
-            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            matches.dedup_by_key(|m| m.0);
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
+        let index = self.index;
+        if guard::<Route, _>(ActorKind::TopicShard, &index, || self.route(msg)).is_err() {
+            ctx.stop();
         }
-        for &(id, qos) in matches.iter() {
-            if let Some((session, _, durable)) = self.sessions.get(&id) {
-                let ack = if *durable && qos.min(message.qos) != QoS::AtMostOnce { ack.clone() } else { None };
-                session.do_send(Deliver { message: message.clone(), qos, ack });
-            }
-        }
-        // Routed: the publisher may send one more, and is acknowledged now
-        // unless a durable copy holds the acknowledgement.
-        drop(backlog);
-        drop(ack);
     }
 }

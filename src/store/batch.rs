@@ -168,6 +168,14 @@ impl Batch {
 
     /// The commit failed: make sure no completion runs (nothing is acknowledged).
     pub fn abandon(self) {
+        drop(self);
+    }
+}
+
+/// A batch dropped without [`Batch::release`] (a failed commit, or a commit
+/// cut short by a restart of the store) acknowledges nothing.
+impl Drop for Batch {
+    fn drop(&mut self) {
         for (_, c) in &self.completions {
             c.abandon();
         }

@@ -14,6 +14,17 @@ type Callback = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct Completion(Arc<Inner>);
 
+/// A completion dropped by a handler that is panicking never runs: the
+/// panic may have cut the work short (a message routed to some sessions but
+/// not all), so nothing may be acknowledged for it.
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.abandon();
+        }
+    }
+}
+
 struct Inner {
     callback: Mutex<Option<Callback>>,
 }

@@ -126,6 +126,31 @@ pub async fn open(path: &Path, synchronous: Synchronous, reset_damaged: bool) ->
     }
 }
 
+/// Opens an already checked database again (after a restart of the store actor).
+pub async fn reopen(path: &Path, synchronous: Synchronous) -> Result<SqliteConnection, StoreError> {
+    SqliteConnection::connect_with(&connect_options(path, synchronous)).await.map_err(StoreError::Sql)
+}
+
+/// Every retained message as committed.
+pub async fn load_retained(conn: &mut SqliteConnection) -> Result<Vec<Message>, sqlx::Error> {
+    retained::load(conn).await
+}
+
+fn connect_options(path: &Path, synchronous: Synchronous) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match synchronous {
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+        })
+        .busy_timeout(Duration::from_secs(5))
+        // 64 MiB of page cache (SQLite's default is 2 MiB): queued messages
+        // are written and deleted soon after, so their pages stay hot.
+        .pragma("cache_size", "-65536")
+}
+
 async fn try_open(path: &Path, synchronous: Synchronous) -> Result<(SqliteConnection, Snapshot), StoreError> {
     let io = |source| StoreError::Io { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -137,18 +162,7 @@ async fn try_open(path: &Path, synchronous: Synchronous) -> Result<(SqliteConnec
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
     }
     let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged { path: path.to_path_buf(), reason: e.to_string() };
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(false)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match synchronous {
-            Synchronous::Normal => SqliteSynchronous::Normal,
-            Synchronous::Full => SqliteSynchronous::Full,
-        })
-        .busy_timeout(Duration::from_secs(5))
-        // 64 MiB of page cache (SQLite's default is 2 MiB): queued messages
-        // are written and deleted soon after, so their pages stay hot.
-        .pragma("cache_size", "-65536");
+    let options = connect_options(path, synchronous);
     let mut conn = SqliteConnection::connect_with(&options).await.map_err(|e| damaged(&e))?;
     let check: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&mut conn).await.map_err(|e| damaged(&e))?;
     if check != "ok" {

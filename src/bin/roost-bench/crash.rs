@@ -299,7 +299,13 @@ impl Publisher {
 
     /// One connection, until the broker goes away, `stop`, or (Finish) all
     /// handshakes are complete. `ready` fires after the CONNACK.
-    async fn run(mut self, addr: SocketAddr, mode: PubMode, ready: oneshot::Sender<()>, stop: CancellationToken) -> Self {
+    async fn run(
+        mut self,
+        addr: SocketAddr,
+        mode: PubMode,
+        ready: oneshot::Sender<()>,
+        stop: CancellationToken,
+    ) -> Self {
         let (mut conn, present) = match Conn::open(addr, &self.client_id).await {
             Ok(c) => c,
             Err(e) => {
@@ -442,7 +448,13 @@ impl Subscriber {
 
     /// `ready` fires once subscribed (immediately after the CONNACK when the
     /// session already holds the subscription).
-    async fn run(mut self, addr: SocketAddr, mode: SubMode, ready: oneshot::Sender<()>, stop: CancellationToken) -> Self {
+    async fn run(
+        mut self,
+        addr: SocketAddr,
+        mode: SubMode,
+        ready: oneshot::Sender<()>,
+        stop: CancellationToken,
+    ) -> Self {
         let (mut conn, present) = match Conn::open(addr, &self.client_id).await {
             Ok(c) => c,
             Err(e) => {
@@ -460,7 +472,10 @@ impl Subscriber {
         if !self.subscribed {
             let subscribe = Packet::Subscribe(Subscribe {
                 packet_id: pid(1),
-                topics: vec![SubscribeTopic { filter: TopicFilter::new(FILTER.to_string()).expect("valid"), qos: self.qos }],
+                topics: vec![SubscribeTopic {
+                    filter: TopicFilter::new(FILTER.to_string()).expect("valid"),
+                    qos: self.qos,
+                }],
             });
             if conn.send(subscribe).await.is_err() {
                 return self;
@@ -543,11 +558,10 @@ impl Subscriber {
                             let n = self.delivered[topic].entry(seq).or_insert(0);
                             *n += 1;
                             if *n > 1 {
-                                if self.duplicate_examples.len() < 10 {
+                                if p.qos == QoS::ExactlyOnce && self.duplicate_examples.len() < 10 {
                                     self.duplicate_examples.push(format!(
-                                        "{} {seq} (delivery {n}: qos {} id {} dup {})",
+                                        "{} {seq} (delivery {n}: id {} dup {})",
                                         TOPICS[topic],
-                                        p.qos as u8,
                                         p.packet_id.map_or(0, |i| i.get()),
                                         p.dup as u8
                                     ));
@@ -658,7 +672,9 @@ async fn wait_ready(ready: Vec<oneshot::Receiver<()>>) {
 }
 
 pub async fn run(args: &CrashArgs) -> i32 {
-    let seed = args.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let seed = args
+        .seed
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     let mut rng = Rng(seed);
     let (dir, temporary) = match &args.dir {
         Some(d) => (d.clone(), false),
@@ -871,7 +887,7 @@ pub async fn run(args: &CrashArgs) -> i32 {
             println!("  lost by {}: {}", s.client_id, lost_examples.join(", "));
         }
         if s.qos2_duplicates > 0 {
-            println!("  delivered again to {}: {}", s.client_id, s.duplicate_examples.join(", "));
+            println!("  QoS 2 delivered again to {}: {}", s.client_id, s.duplicate_examples.join(", "));
         }
         lost_total += lost;
         duplicates_total += s.qos2_duplicates;

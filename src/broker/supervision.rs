@@ -1,0 +1,196 @@
+//! Supervision: what happens when an actor fails.
+//!
+//! actix's `Supervisor` restarts an actor only after `ctx.stop()`; a panic
+//! kills it for good. So every handler of a supervised actor runs inside
+//! [`guard`], which catches the panic, logs it once at warn (actor kind,
+//! id, message type), and stops the actor so that the `Supervisor` restarts
+//! it. Each kind's `restarting` rebuilds what the failure may have broken
+//! (see [`TREE`]). A Connection is never restarted: a panic there closes
+//! that one connection (its will is published) and nobody else notices.
+//!
+//! Restart storms escalate instead of looping: more than
+//! `supervision.max_restarts` restarts within `supervision.window_secs`
+//! shut roost down with a clear log line and a non-zero exit.
+
+use super::metrics::Metrics;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// The kinds of actor, for logs, metrics, fault injection and policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorKind {
+    Store,
+    RetainedStore,
+    TopicShard,
+    SessionRegistry,
+    Session,
+    Listener,
+    Connection,
+}
+
+impl fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a failure of an actor kind leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Restarted in place; `restarting` rebuilds its state.
+    Restart,
+    /// Not restarted: the failure ends it (a connection: a disconnect).
+    Stop,
+}
+
+/// The supervision tree, in start order (dependencies first, listener
+/// last), with each kind's policy and what its restart rebuilds.
+pub const TREE: &[(ActorKind, RestartPolicy, &str)] = &[
+    (ActorKind::Store, RestartPolicy::Restart, "keeps its connection; the batch being written is abandoned (not acknowledged, clients resend)"),
+    (ActorKind::RetainedStore, RestartPolicy::Restart, "reloads every retained message from SQLite"),
+    (ActorKind::TopicShard, RestartPolicy::Restart, "empties its index; every session sends its subscriptions for this shard again"),
+    (ActorKind::SessionRegistry, RestartPolicy::Restart, "drops entries of sessions that no longer run"),
+    (ActorKind::Session, RestartPolicy::Restart, "keeps its state; resends in-flight messages to its connection"),
+    (ActorKind::Listener, RestartPolicy::Stop, "a listener failure stops roost (exit code 70)"),
+    (ActorKind::Connection, RestartPolicy::Stop, "never restarted: the connection closes and its will is published"),
+];
+
+pub fn policy(kind: ActorKind) -> RestartPolicy {
+    TREE.iter().find(|(k, _, _)| *k == kind).map_or(RestartPolicy::Stop, |(_, p, _)| *p)
+}
+
+thread_local! {
+    /// Set while a guarded handler runs: the panic hook stays quiet, since
+    /// `guard` logs the panic itself (once, at warn).
+    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs (once per process) a panic hook that defers to the previous one
+/// except inside [`guard`].
+pub fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_GUARD.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_string()
+    }
+}
+
+/// Runs one handler body; a panic is caught, logged and reported as `Err`
+/// so the caller can stop the actor (and its supervisor restart it).
+pub fn guard<M, R>(kind: ActorKind, id: &dyn fmt::Display, f: impl FnOnce() -> R) -> Result<R, ()> {
+    let was = IN_GUARD.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fault::maybe_panic(kind);
+        f()
+    }));
+    IN_GUARD.with(|g| g.set(was));
+    result.map_err(|payload| {
+        let what = match policy(kind) {
+            RestartPolicy::Restart => "restarting it",
+            RestartPolicy::Stop => "stopping it",
+        };
+        log::warn!(
+            "{kind} {id} panicked while handling {}: {}; {what}",
+            std::any::type_name::<M>(),
+            panic_message(payload.as_ref())
+        );
+    })
+}
+
+/// Counts restarts and decides when a storm must stop roost.
+pub struct RestartTracker {
+    max_restarts: usize,
+    window: Duration,
+    recent: Mutex<Vec<Instant>>,
+    metrics: Arc<Metrics>,
+    /// Called once when the limit is exceeded: shuts roost down.
+    escalate: Box<dyn Fn(ActorKind) + Send + Sync>,
+}
+
+impl RestartTracker {
+    pub fn new(
+        max_restarts: usize,
+        window: Duration,
+        metrics: Arc<Metrics>,
+        escalate: Box<dyn Fn(ActorKind) + Send + Sync>,
+    ) -> Arc<RestartTracker> {
+        Arc::new(RestartTracker { max_restarts, window, recent: Mutex::new(Vec::new()), metrics, escalate })
+    }
+
+    /// Records a restart of `kind`. Returns false when the restart storm
+    /// limit is exceeded (roost is being shut down).
+    pub fn record(&self, kind: ActorKind) -> bool {
+        self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let too_many = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.retain(|t| now.duration_since(*t) < self.window);
+            recent.push(now);
+            recent.len() > self.max_restarts
+        };
+        if too_many {
+            log::error!(
+                "more than {} actor restarts within {:?} (last: {kind}): a restart storm; shutting roost down",
+                self.max_restarts,
+                self.window
+            );
+            (self.escalate)(kind);
+            return false;
+        }
+        true
+    }
+}
+
+/// Fault injection for tests (cargo feature `fault-injection`): make the
+/// next message handled by an actor of a kind panic.
+pub mod fault {
+    use super::ActorKind;
+
+    #[cfg(feature = "fault-injection")]
+    static ARMED: std::sync::Mutex<Vec<ActorKind>> = std::sync::Mutex::new(Vec::new());
+
+    /// Arms one panic for the next guarded handler of `kind`, in any broker
+    /// of this process.
+    #[cfg(feature = "fault-injection")]
+    pub fn arm(kind: ActorKind) {
+        ARMED.lock().unwrap_or_else(|p| p.into_inner()).push(kind);
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn maybe_panic(kind: ActorKind) {
+        let hit = {
+            let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+            match armed.iter().position(|k| *k == kind) {
+                Some(i) => {
+                    armed.remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if hit {
+            panic!("injected fault");
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    pub(super) fn maybe_panic(_: ActorKind) {}
+}
