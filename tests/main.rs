@@ -14,6 +14,8 @@ mod publish;
 mod retained;
 mod sessions;
 mod subscribe;
+#[cfg(feature = "fault-injection")]
+mod supervision;
 mod will;
 mod persistence;
 mod crash;

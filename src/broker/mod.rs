@@ -49,6 +49,7 @@ pub struct BrokerHandle {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The exit code, sent when the broker stops on its own (restart storm).
     exited: Option<tokio::sync::oneshot::Receiver<i32>>,
+    id: u64,
 }
 
 impl BrokerHandle {
@@ -59,6 +60,11 @@ impl BrokerHandle {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Distinguishes brokers of one process (for fault injection in tests).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Stops every actor and waits for the broker's threads to end.
@@ -104,7 +110,10 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let m = metrics.clone();
     let shutdown_timeout = std::time::Duration::from_secs(config.supervision.shutdown_timeout_secs);
     supervision::install_panic_hook();
+    static NEXT_BROKER_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_BROKER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let thread = std::thread::Builder::new().name("roost-main".into()).spawn(move || {
+        supervision::set_thread_broker(id);
         let system = actix::System::new();
         let tree = system.block_on(async move {
             let store = &config.store;
@@ -112,7 +121,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                 .await
                 .map_err(std::io::Error::other)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let tree = supervisor::start(config, listener, m, conn, snapshot);
+            let tree = supervisor::start(config, listener, m, conn, snapshot, id);
             let store = tree.store.clone();
             actix_rt::spawn(async move {
                 let _ = stop_rx.await;
@@ -154,5 +163,5 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
     }
     log::info!("roost listening on {local_addr}");
-    Ok(BrokerHandle { local_addr, metrics, stop: Some(stop_tx), thread: Some(thread), exited: Some(exited_rx) })
+    Ok(BrokerHandle { local_addr, metrics, stop: Some(stop_tx), thread: Some(thread), exited: Some(exited_rx), id })
 }

@@ -516,17 +516,26 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
         let id = self.client_id.clone();
-        let delivered = guard::<Deliver, _>(ActorKind::Session, &id, || {
-            let mut message = msg.message;
-            // Delivered QoS is the lower of published and granted; normal
-            // forwarding clears RETAIN [MQTT-3.3.1-9].
-            message.qos = message.qos.min(msg.qos);
-            message.retain = false;
-            self.deliver(message, msg.ack.as_ref());
-        });
-        if delivered.is_err() {
+        // Kept to try once more after a failure: the message would otherwise
+        // be lost for this subscriber (actix drops the message being handled).
+        let retry = Deliver { message: msg.message.clone(), qos: msg.qos, ack: msg.ack.clone() };
+        if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(msg)).is_err() {
             self.recover();
+            if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(retry)).is_err() {
+                self.recover();
+            }
         }
+    }
+}
+
+impl Session {
+    fn deliver_routed(&mut self, msg: Deliver) {
+        let mut message = msg.message;
+        // Delivered QoS is the lower of published and granted; normal
+        // forwarding clears RETAIN [MQTT-3.3.1-9].
+        message.qos = message.qos.min(msg.qos);
+        message.retain = false;
+        self.deliver(message, msg.ack.as_ref());
     }
 }
 

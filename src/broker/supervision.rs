@@ -158,26 +158,38 @@ impl RestartTracker {
     }
 }
 
+thread_local! {
+    /// The broker whose actors run on this thread (each broker has its own
+    /// arbiters), so fault injection hits only the broker a test armed.
+    static BROKER: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running actors of broker `id`.
+pub fn set_thread_broker(id: u64) {
+    BROKER.with(|b| b.set(id));
+}
+
 /// Fault injection for tests (cargo feature `fault-injection`): make the
-/// next message handled by an actor of a kind panic.
+/// next message handled by an actor of a kind, in one broker, panic.
 pub mod fault {
     use super::ActorKind;
 
     #[cfg(feature = "fault-injection")]
-    static ARMED: std::sync::Mutex<Vec<ActorKind>> = std::sync::Mutex::new(Vec::new());
+    static ARMED: std::sync::Mutex<Vec<(u64, ActorKind)>> = std::sync::Mutex::new(Vec::new());
 
-    /// Arms one panic for the next guarded handler of `kind`, in any broker
-    /// of this process.
+    /// Arms one panic for the next guarded handler of `kind` in broker
+    /// `broker` (see `BrokerHandle::id`).
     #[cfg(feature = "fault-injection")]
-    pub fn arm(kind: ActorKind) {
-        ARMED.lock().unwrap_or_else(|p| p.into_inner()).push(kind);
+    pub fn arm(broker: u64, kind: ActorKind) {
+        ARMED.lock().unwrap_or_else(|p| p.into_inner()).push((broker, kind));
     }
 
     #[cfg(feature = "fault-injection")]
     pub(super) fn maybe_panic(kind: ActorKind) {
+        let broker = super::BROKER.with(|b| b.get());
         let hit = {
             let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
-            match armed.iter().position(|k| *k == kind) {
+            match armed.iter().position(|a| *a == (broker, kind)) {
                 Some(i) => {
                     armed.remove(i);
                     true

@@ -23,7 +23,7 @@ use super::retained::RetainedStore;
 use super::router::Router;
 use super::session::SessionDeps;
 use super::store::Store;
-use super::supervision::RestartTracker;
+use super::supervision::{set_thread_broker, RestartTracker};
 use super::topic_shard::TopicShard;
 use super::Shared;
 use crate::config::Config;
@@ -50,10 +50,14 @@ pub fn start(
     metrics: Arc<Metrics>,
     conn: SqliteConnection,
     snapshot: Snapshot,
+    broker_id: u64,
 ) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
     let store_arbiter = Arbiter::new();
+    for arbiter in workers.iter().chain([&store_arbiter]) {
+        arbiter.spawn_fn(move || set_thread_broker(broker_id));
+    }
     let store_slot: Arc<std::sync::OnceLock<Addr<Store>>> = Arc::new(std::sync::OnceLock::new());
     let restarts = restart_tracker(&config, metrics.clone(), store_slot.clone());
 
