@@ -182,3 +182,26 @@ async fn restart_storm_escalates_to_shutdown_with_exit_code_70() {
     assert_eq!(code, 70);
     assert!(Metrics::get(&broker.handle.metrics().restarts) >= 4);
 }
+
+/// A shard restart rebuilds a large index (10,000 subscriptions) while
+/// traffic goes on, and every filter still matches afterwards. (With
+/// `RUST_LOG=warn` the log line gives the rebuild time.)
+#[tokio::test]
+async fn fault_in_shard_with_10000_subscriptions_rebuilds_every_one() {
+    let broker = TestBroker::start_with(|c| c.broker.shards = 1);
+    let mut sub = RawClient::connected(broker.addr(), "many", true).await;
+    for batch in 0..100u16 {
+        let filters: Vec<String> = (0..100u16).map(|i| format!("big/{batch}/{i}")).collect();
+        let pairs: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 1)).collect();
+        sub.send(&raw::subscribe(batch + 1, &pairs)).await;
+        assert_eq!(sub.recv().await.first, 0x90);
+    }
+    let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
+    fault::arm(broker.handle.id(), ActorKind::TopicShard);
+    publisher.send(&raw::publish("big/0/0", b"meets the fault", 0, 0, false, false)).await;
+    for (n, topic) in ["big/0/0", "big/57/13", "big/99/99"].iter().enumerate() {
+        publisher.publish_ok(topic, topic.as_bytes(), 1, n as u16 + 1, false).await;
+        sub.expect_publish(topic, topic.as_bytes()).await;
+    }
+    assert_eq!(Metrics::get(&broker.handle.metrics().restarts), 1);
+}
