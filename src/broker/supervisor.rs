@@ -1,20 +1,17 @@
-//! The supervision tree, started in dependency order with each actor kind's
-//! restart policy beside it. Listener last: by the time a client can
-//! connect, everything its connection talks to is running.
+//! Starts the supervision tree in dependency order; listener last, so by
+//! the time a client can connect, everything its connection talks to runs.
+//! The restart policy of each kind, and what its restart rebuilds, is the
+//! list `TREE` in `supervision.rs`; this file says where each actor runs.
 //!
-//! | # | actor            | where                    | restart policy                         |
-//! |---|------------------|--------------------------|----------------------------------------|
-//! | 0 | Store            | its own arbiter          | not restarted yet: owns the connection  |
-//! | 1 | RetainedStore    | system arbiter           | supervised: restarted by actix          |
-//! | 2 | TopicShard × N   | worker arbiters, round robin | supervised: restarted by actix      |
-//! | 3 | SessionRegistry  | system arbiter           | supervised: restarted by actix          |
-//! | - | Session          | its connection's arbiter | started by the registry                |
-//! | 4 | Listener         | system arbiter           | not restarted: a failure stops roost   |
-//! | - | Connection       | a worker arbiter         | never restarted: a failure is a disconnect |
-//!
-//! actix's `Supervisor` restarts an actor after `ctx.stop()`, not after a
-//! panic, and keeps its fields; rebuilding state after a failure is the
-//! subject of the supervision work in a later issue.
+//! | # | actor            | where                        | supervised by            |
+//! |---|------------------|------------------------------|--------------------------|
+//! | 0 | Store            | its own arbiter              | actix `Supervisor`       |
+//! | 1 | RetainedStore    | system arbiter               | actix `Supervisor`       |
+//! | 2 | TopicShard × N   | worker arbiters, round robin | actix `Supervisor`       |
+//! | 3 | SessionRegistry  | system arbiter               | actix `Supervisor`       |
+//! | - | Session          | its connection's arbiter     | itself (`Session::recover`): it also ends on purpose |
+//! | 4 | Listener         | system arbiter               | none: a failure stops roost |
+//! | - | Connection       | a worker arbiter             | none: a failure is a disconnect |
 
 use super::listener::Listener;
 use super::metrics::Metrics;
