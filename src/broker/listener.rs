@@ -3,6 +3,7 @@
 //! every actor a connection needs already exists.
 
 use super::connection;
+use super::supervisor::EXIT_RESTART_STORM;
 use super::Shared;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -27,8 +28,7 @@ impl Actor for Listener {
         let Some(listener) = self.listener.take() else { return };
         let workers = self.workers.clone();
         let shared = self.shared.clone();
-        ctx.spawn(
-            async move {
+        let accept_loop = async move {
                 let mut next = 0usize;
                 loop {
                     match listener.accept().await {
@@ -59,6 +59,17 @@ impl Actor for Listener {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
+                }
+        };
+        // Policy (see `supervision::TREE`): a failed listener stops roost
+        // with a clear line and a non-zero exit, rather than leaving a broker
+        // that accepts nobody.
+        ctx.spawn(
+            async move {
+                use futures::FutureExt;
+                if std::panic::AssertUnwindSafe(accept_loop).catch_unwind().await.is_err() {
+                    log::error!("the listener failed; stopping roost (exit code {EXIT_RESTART_STORM})");
+                    actix::System::current().stop_with_code(EXIT_RESTART_STORM);
                 }
             }
             .into_actor(self),
