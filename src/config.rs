@@ -89,10 +89,16 @@ impl Config {
     }
 
     fn load_with_env(file: Option<&Path>, env: config::Environment) -> Result<Config, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
         if let Some(path) = file {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         let env = env.prefix_separator("__").separator("__").try_parsing(true);
         let config: Config = builder.add_source(env).build()?.try_deserialize()?;
@@ -102,26 +108,45 @@ impl Config {
 
     /// The embedded defaults alone: what tests and `cargo run` start from.
     pub fn defaults() -> Config {
-        Self::load_with_env(None, config::Environment::with_prefix("ROOST_UNUSED_IN_DEFAULTS"))
-            .expect("the embedded default config is valid")
+        Self::load_with_env(
+            None,
+            config::Environment::with_prefix("ROOST_UNUSED_IN_DEFAULTS"),
+        )
+        .expect("the embedded default config is valid")
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
-        if self.limits.max_packet_size < 64 || self.limits.max_packet_size > crate::protocol::MAX_REMAINING_LENGTH + 5 {
-            return invalid("limits.max_packet_size", "must be between 64 and 268435460 bytes");
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.limits.max_packet_size < 64
+            || self.limits.max_packet_size > crate::protocol::MAX_REMAINING_LENGTH + 5
+        {
+            return invalid(
+                "limits.max_packet_size",
+                "must be between 64 and 268435460 bytes",
+            );
         }
         if self.limits.connect_timeout_secs == 0 {
             return invalid("limits.connect_timeout_secs", "must be at least 1");
         }
         if self.limits.max_outbound_bytes < self.limits.max_packet_size.min(65536) {
-            return invalid("limits.max_outbound_bytes", "must be at least 65536 (or max_packet_size if smaller)");
+            return invalid(
+                "limits.max_outbound_bytes",
+                "must be at least 65536 (or max_packet_size if smaller)",
+            );
         }
         if self.limits.max_routing_backlog == 0 {
             return invalid("limits.max_routing_backlog", "must be at least 1");
         }
         if !(1..=65535).contains(&self.session.max_inflight) {
-            return invalid("session.max_inflight", "must be between 1 and 65535 (packet ids are 16 bits)");
+            return invalid(
+                "session.max_inflight",
+                "must be between 1 and 65535 (packet ids are 16 bits)",
+            );
         }
         if self.supervision.window_secs == 0 {
             return invalid("supervision.window_secs", "must be at least 1");
@@ -130,7 +155,10 @@ impl Config {
             return invalid("supervision.shutdown_timeout_secs", "must be at least 1");
         }
         if self.broker.workers > 1024 {
-            return invalid("broker.workers", "must be between 0 (one per core) and 1024");
+            return invalid(
+                "broker.workers",
+                "must be between 0 (one per core) and 1024",
+            );
         }
         if self.broker.shards > 4096 {
             return invalid("broker.shards", "must be between 0 (one per core) and 4096");
@@ -139,7 +167,9 @@ impl Config {
     }
 
     fn cores() -> usize {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 
     /// `broker.workers` with 0 resolved to the number of cores.
@@ -183,7 +213,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> config::Environment {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         config::Environment::with_prefix("ROOST").source(Some(map))
     }
 
@@ -202,9 +235,11 @@ mod tests {
 
     #[test]
     fn invalid_value_names_the_key() {
-        let err = Config::load_with_env(None, env(&[("ROOST__SESSION__MAX_INFLIGHT", "0")])).unwrap_err();
+        let err =
+            Config::load_with_env(None, env(&[("ROOST__SESSION__MAX_INFLIGHT", "0")])).unwrap_err();
         assert!(err.to_string().contains("session.max_inflight"), "{err}");
-        let err = Config::load_with_env(None, env(&[("ROOST__LIMITS__MAX_PACKET_SIZE", "lots")])).unwrap_err();
+        let err = Config::load_with_env(None, env(&[("ROOST__LIMITS__MAX_PACKET_SIZE", "lots")]))
+            .unwrap_err();
         assert!(err.to_string().contains("max_packet_size"), "{err}");
     }
 

@@ -23,7 +23,10 @@ fn help_lists_the_flags() {
 
 #[test]
 fn invalid_environment_value_exits_2_naming_the_key() {
-    let out = roost().env("ROOST__SESSION__MAX_INFLIGHT", "0").output().unwrap();
+    let out = roost()
+        .env("ROOST__SESSION__MAX_INFLIGHT", "0")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("session.max_inflight"), "{err}");
@@ -44,7 +47,10 @@ fn unknown_key_in_config_file_exits_2_naming_the_key() {
 
 #[test]
 fn missing_config_file_exits_2() {
-    let out = roost().args(["--config", "/nonexistent/roost.toml"]).output().unwrap();
+    let out = roost()
+        .args(["--config", "/nonexistent/roost.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -69,9 +75,14 @@ async fn binary_serves_and_stops_on_sigterm() {
     let mut c = RawClient::connect(addr).await;
     c.send(&crate::common::raw::connect("cli", true)).await;
     assert_eq!(c.recv().await.bytes(), CONNACK_OK);
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let code = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let code = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(code.code(), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }

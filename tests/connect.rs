@@ -19,7 +19,11 @@ async fn refused_with_code(broker: &TestBroker, bytes: &[u8], code: u8) {
     let mut c = RawClient::connect(broker.addr()).await;
     c.send_lossy(bytes).await;
     let got: Vec<Vec<u8>> = c.expect_closed().await.iter().map(|p| p.bytes()).collect();
-    assert_eq!(got, vec![connack_refused(code)], "expected CONNACK with return code {code:#04x}, then a close");
+    assert_eq!(
+        got,
+        vec![connack_refused(code)],
+        "expected CONNACK with return code {code:#04x}, then a close"
+    );
 }
 
 /// [MQTT-3.2.2-1] A clean session: CONNACK accepted, session present 0.
@@ -79,7 +83,11 @@ async fn second_connect_closes_connection_mqtt_3_1_0_2() {
 #[tokio::test]
 async fn protocol_level_5_refused_with_0x01_mqtt_3_1_2_2() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { level: 5, ..ConnectOptions::new("v5") }.bytes();
+    let bytes = ConnectOptions {
+        level: 5,
+        ..ConnectOptions::new("v5")
+    }
+    .bytes();
     refused_with_code(&broker, &bytes, 0x01).await;
 }
 
@@ -88,7 +96,11 @@ async fn protocol_level_5_refused_with_0x01_mqtt_3_1_2_2() {
 #[tokio::test]
 async fn protocol_level_3_with_mqtt_name_refused_with_0x01_mqtt_3_1_2_2() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { level: 3, ..ConnectOptions::new("v3") }.bytes();
+    let bytes = ConnectOptions {
+        level: 3,
+        ..ConnectOptions::new("v3")
+    }
+    .bytes();
     refused_with_code(&broker, &bytes, 0x01).await;
 }
 
@@ -98,11 +110,18 @@ async fn protocol_level_3_with_mqtt_name_refused_with_0x01_mqtt_3_1_2_2() {
 async fn bad_protocol_name_closes_mqtt_3_1_2_1() {
     let broker = TestBroker::start();
     for name in ["MQTX", "mqtt", "MQIsdpX", ""] {
-        let bytes = ConnectOptions { protocol_name: name, ..ConnectOptions::new("badname") }.bytes();
+        let bytes = ConnectOptions {
+            protocol_name: name,
+            ..ConnectOptions::new("badname")
+        }
+        .bytes();
         let mut c = RawClient::connect(broker.addr()).await;
         c.send_lossy(&bytes).await;
         let got = c.expect_closed().await;
-        assert!(got.is_empty(), "protocol name {name:?}: expected a plain close, got {got:?}");
+        assert!(
+            got.is_empty(),
+            "protocol name {name:?}: expected a plain close, got {got:?}"
+        );
     }
 }
 
@@ -111,10 +130,15 @@ async fn bad_protocol_name_closes_mqtt_3_1_2_1() {
 #[tokio::test]
 async fn mqtt_3_1_mqisdp_level_3_accepted() {
     let broker = TestBroker::start();
-    let options = ConnectOptions { protocol_name: "MQIsdp", level: 3, ..ConnectOptions::new("old-client") };
+    let options = ConnectOptions {
+        protocol_name: "MQIsdp",
+        level: 3,
+        ..ConnectOptions::new("old-client")
+    };
     let mut c = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     c.subscribe_ok(1, &[("old/t", 1)]).await;
-    c.send(&raw::publish("old/t", b"hi", 0, 0, false, false)).await;
+    c.send(&raw::publish("old/t", b"hi", 0, 0, false, false))
+        .await;
     let p = c.expect_publish("old/t", b"hi").await;
     assert_eq!(p.qos, 0);
 }
@@ -127,10 +151,19 @@ async fn mqtt_3_1_client_id_over_23_chars_refused_with_0x02() {
     let broker = TestBroker::start();
     let id24 = "abcdefghijklmnopqrstuvwx";
     assert_eq!(id24.len(), 24);
-    let bytes = ConnectOptions { protocol_name: "MQIsdp", level: 3, ..ConnectOptions::new(id24) }.bytes();
+    let bytes = ConnectOptions {
+        protocol_name: "MQIsdp",
+        level: 3,
+        ..ConnectOptions::new(id24)
+    }
+    .bytes();
     refused_with_code(&broker, &bytes, 0x02).await;
     let id23 = &id24[..23];
-    let options = ConnectOptions { protocol_name: "MQIsdp", level: 3, ..ConnectOptions::new(id23) };
+    let options = ConnectOptions {
+        protocol_name: "MQIsdp",
+        level: 3,
+        ..ConnectOptions::new(id23)
+    };
     let mut c = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     c.ping().await;
 }
@@ -140,7 +173,12 @@ async fn mqtt_3_1_client_id_over_23_chars_refused_with_0x02() {
 #[tokio::test]
 async fn mqtt_3_1_empty_client_id_refused_with_0x02() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { protocol_name: "MQIsdp", level: 3, ..ConnectOptions::new("") }.bytes();
+    let bytes = ConnectOptions {
+        protocol_name: "MQIsdp",
+        level: 3,
+        ..ConnectOptions::new("")
+    }
+    .bytes();
     refused_with_code(&broker, &bytes, 0x02).await;
 }
 
@@ -150,7 +188,11 @@ async fn mqtt_3_1_empty_client_id_refused_with_0x02() {
 #[tokio::test]
 async fn reserved_connect_flag_closes_mqtt_3_1_2_3() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { extra_flags: 0x01, ..ConnectOptions::new("reserved") }.bytes();
+    let bytes = ConnectOptions {
+        extra_flags: 0x01,
+        ..ConnectOptions::new("reserved")
+    }
+    .bytes();
     closes_silently(&broker, &bytes).await;
 }
 
@@ -159,7 +201,11 @@ async fn reserved_connect_flag_closes_mqtt_3_1_2_3() {
 #[tokio::test]
 async fn will_qos_and_retain_without_will_flag_close_mqtt_3_1_2_11() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { extra_flags: 0x28, ..ConnectOptions::new("nowill") }.bytes();
+    let bytes = ConnectOptions {
+        extra_flags: 0x28,
+        ..ConnectOptions::new("nowill")
+    }
+    .bytes();
     closes_silently(&broker, &bytes).await;
 }
 
@@ -169,11 +215,18 @@ async fn will_qos_and_retain_without_will_flag_close_mqtt_3_1_2_11() {
 async fn will_qos_without_will_flag_closes_mqtt_3_1_2_13() {
     let broker = TestBroker::start();
     for flags in [0x08u8, 0x10] {
-        let bytes = ConnectOptions { extra_flags: flags, ..ConnectOptions::new("nowill") }.bytes();
+        let bytes = ConnectOptions {
+            extra_flags: flags,
+            ..ConnectOptions::new("nowill")
+        }
+        .bytes();
         let mut c = RawClient::connect(broker.addr()).await;
         c.send_lossy(&bytes).await;
         let got = c.expect_closed().await;
-        assert!(got.is_empty(), "connect flags {flags:#04x}: expected a plain close, got {got:?}");
+        assert!(
+            got.is_empty(),
+            "connect flags {flags:#04x}: expected a plain close, got {got:?}"
+        );
     }
 }
 
@@ -182,7 +235,11 @@ async fn will_qos_without_will_flag_closes_mqtt_3_1_2_13() {
 #[tokio::test]
 async fn will_retain_without_will_flag_closes_mqtt_3_1_2_15() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { extra_flags: 0x20, ..ConnectOptions::new("nowill") }.bytes();
+    let bytes = ConnectOptions {
+        extra_flags: 0x20,
+        ..ConnectOptions::new("nowill")
+    }
+    .bytes();
     closes_silently(&broker, &bytes).await;
 }
 
@@ -191,8 +248,17 @@ async fn will_retain_without_will_flag_closes_mqtt_3_1_2_15() {
 #[tokio::test]
 async fn will_qos_3_closes_mqtt_3_1_2_14() {
     let broker = TestBroker::start();
-    let will = Will { topic: "w", payload: b"bye", qos: 3, retain: false };
-    let bytes = ConnectOptions { will: Some(will), ..ConnectOptions::new("will3") }.bytes();
+    let will = Will {
+        topic: "w",
+        payload: b"bye",
+        qos: 3,
+        retain: false,
+    };
+    let bytes = ConnectOptions {
+        will: Some(will),
+        ..ConnectOptions::new("will3")
+    }
+    .bytes();
     closes_silently(&broker, &bytes).await;
 }
 
@@ -201,7 +267,11 @@ async fn will_qos_3_closes_mqtt_3_1_2_14() {
 #[tokio::test]
 async fn password_without_username_closes_mqtt_3_1_2_22() {
     let broker = TestBroker::start();
-    let bytes = ConnectOptions { password: Some(b"secret"), ..ConnectOptions::new("pw") }.bytes();
+    let bytes = ConnectOptions {
+        password: Some(b"secret"),
+        ..ConnectOptions::new("pw")
+    }
+    .bytes();
     closes_silently(&broker, &bytes).await;
 }
 
@@ -210,7 +280,11 @@ async fn password_without_username_closes_mqtt_3_1_2_22() {
 #[tokio::test]
 async fn username_and_password_accepted_mqtt_3_1_2_21() {
     let broker = TestBroker::start();
-    let options = ConnectOptions { username: Some("user"), password: Some(b"pw"), ..ConnectOptions::new("creds") };
+    let options = ConnectOptions {
+        username: Some("user"),
+        password: Some(b"pw"),
+        ..ConnectOptions::new("creds")
+    };
     let mut c = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     c.ping().await;
 }
@@ -239,11 +313,16 @@ async fn empty_client_id_with_clean_1_gets_unique_id_mqtt_3_1_3_6() {
     // Both still open, each with its own subscriptions.
     a.ping().await;
     b.ping().await;
-    b.send(&raw::publish("anon/a", b"to a", 0, 0, false, false)).await;
+    b.send(&raw::publish("anon/a", b"to a", 0, 0, false, false))
+        .await;
     a.expect_publish("anon/a", b"to a").await;
-    a.send(&raw::publish("anon/b", b"to b", 0, 0, false, false)).await;
+    a.send(&raw::publish("anon/b", b"to b", 0, 0, false, false))
+        .await;
     b.expect_publish("anon/b", b"to b").await;
-    assert_eq!(roost::broker::metrics::Metrics::get(&broker.handle.metrics().takeovers), 0);
+    assert_eq!(
+        roost::broker::metrics::Metrics::get(&broker.handle.metrics().takeovers),
+        0
+    );
 }
 
 /// Section 3.1.4 (connect timeout, limits.connect_timeout_secs): a socket
@@ -255,8 +334,14 @@ async fn silent_socket_closed_after_connect_timeout_mqtt_3_1_4() {
     let start = Instant::now();
     c.expect_closed_silently().await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(900), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "closed too late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed too late: {elapsed:?}"
+    );
 }
 
 /// Section 3.1.4 (connect timeout): a socket that sends half a CONNECT and
@@ -270,8 +355,14 @@ async fn half_connect_closed_after_connect_timeout_mqtt_3_1_4() {
     let start = Instant::now();
     c.expect_closed_silently().await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(900), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "closed too late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed too late: {elapsed:?}"
+    );
 }
 
 /// [MQTT-3.1.4-2] If the ClientId represents a Client already connected to
@@ -286,7 +377,9 @@ async fn same_client_id_takes_over_mqtt_3_1_4_2() {
     first.expect_closed().await;
     second.ping().await;
     second.subscribe_ok(1, &[("takeover/t", 1)]).await;
-    second.send(&raw::publish("takeover/t", b"works", 0, 0, false, false)).await;
+    second
+        .send(&raw::publish("takeover/t", b"works", 0, 0, false, false))
+        .await;
     second.expect_publish("takeover/t", b"works").await;
 }
 
@@ -302,7 +395,11 @@ async fn connack_first_then_pipelined_packets_answered_mqtt_3_2_0_1() {
     bytes.extend(raw::publish("eager/other", b"x", 1, 2, false, false));
     bytes.extend(raw::PINGREQ);
     c.send(&bytes).await;
-    assert_eq!(c.recv().await.bytes(), CONNACK_OK, "CONNACK must come first");
+    assert_eq!(
+        c.recv().await.bytes(),
+        CONNACK_OK,
+        "CONNACK must come first"
+    );
     // SUBACK answers the request sent first; PUBACK and PINGRESP follow
     // (in either order: PUBACK waits for the message to be routed).
     assert_eq!(c.recv().await.bytes(), raw::suback(1, &[1]));
@@ -329,7 +426,10 @@ async fn publish_pipelined_behind_subscribe_reaches_it() {
         c.send(&bytes).await;
         assert_eq!(c.recv().await.bytes(), raw::suback(i + 1, &[0]));
         let p = c.recv().await.publish();
-        assert_eq!((p.topic.as_str(), p.payload.as_slice()), (topic.as_str(), &b"mine"[..]));
+        assert_eq!(
+            (p.topic.as_str(), p.payload.as_slice()),
+            (topic.as_str(), &b"mine"[..])
+        );
     }
 }
 
@@ -343,16 +443,29 @@ async fn data_after_refused_connect_not_processed_mqtt_3_1_4_5() {
     sub.subscribe_ok(1, &[("t", 0)]).await;
     for (case, connect) in [
         ("empty id, clean 0", raw::connect("", false)),
-        ("protocol level 5", ConnectOptions { level: 5, ..ConnectOptions::new("v5") }.bytes()),
+        (
+            "protocol level 5",
+            ConnectOptions {
+                level: 5,
+                ..ConnectOptions::new("v5")
+            }
+            .bytes(),
+        ),
     ] {
         let mut bytes = connect;
         bytes.extend(raw::publish("t", b"must not be routed", 0, 0, false, false));
         let mut c = RawClient::connect(broker.addr()).await;
         c.send(&bytes).await;
         let got = c.expect_closed().await;
-        assert_eq!(got.len(), 1, "{case}: expected only the refusing CONNACK, got {got:?}");
+        assert_eq!(
+            got.len(),
+            1,
+            "{case}: expected only the refusing CONNACK, got {got:?}"
+        );
         let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-        publisher.publish_ok("t", case.as_bytes(), 0, 0, false).await;
+        publisher
+            .publish_ok("t", case.as_bytes(), 0, 0, false)
+            .await;
         sub.expect_publish("t", case.as_bytes()).await;
     }
 }
@@ -382,7 +495,14 @@ async fn connect_after_a_wrong_first_packet_not_processed_mqtt_3_1_0_1() {
 async fn client_ids_of_1_to_23_alphanumerics_accepted_mqtt_3_1_3_5() {
     let broker = TestBroker::start();
     let long = "x".repeat(200);
-    for id in ["a", "0123456789abcdefghijKLM", "Z9", "with/slash and spaces", "ünïcødé-✓", long.as_str()] {
+    for id in [
+        "a",
+        "0123456789abcdefghijKLM",
+        "Z9",
+        "with/slash and spaces",
+        "ünïcødé-✓",
+        long.as_str(),
+    ] {
         let (mut c, ack) = RawClient::connect_with(broker.addr(), &ConnectOptions::new(id)).await;
         assert_eq!(ack.bytes(), CONNACK_OK, "client id {id:?}");
         c.ping().await;

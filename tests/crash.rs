@@ -60,13 +60,26 @@ impl Roost {
                 log.push('\n');
             }
         });
-        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(TIMEOUT)).await.unwrap();
-        let mut roost = Roost { child: Some(child), addr: "0.0.0.0:0".parse().unwrap(), stderr };
+        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(TIMEOUT))
+            .await
+            .unwrap();
+        let mut roost = Roost {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+        };
         match line {
-            Ok(addr) => roost.addr = addr.parse().unwrap_or_else(|e| panic!("listening address {addr:?}: {e}")),
+            Ok(addr) => {
+                roost.addr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("listening address {addr:?}: {e}"))
+            }
             Err(_) => {
                 roost.kill9();
-                panic!("roost did not log `roost listening on`; stderr:\n{}", roost.stderr.lock().unwrap());
+                panic!(
+                    "roost did not log `roost listening on`; stderr:\n{}",
+                    roost.stderr.lock().unwrap()
+                );
             }
         }
         roost
@@ -83,15 +96,27 @@ impl Roost {
     /// SIGTERM; the exit code (None if it took longer than TIMEOUT).
     pub(crate) async fn terminate(mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let pid = child.id();
-        let waited = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || child.wait().unwrap())).await;
+        let waited = tokio::time::timeout(
+            TIMEOUT,
+            tokio::task::spawn_blocking(move || child.wait().unwrap()),
+        )
+        .await;
         match waited {
             Ok(status) => status.unwrap().code(),
             Err(_) => {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-                eprintln!("roost still running {TIMEOUT:?} after SIGTERM; stderr:\n{}", self.stderr.lock().unwrap());
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                eprintln!(
+                    "roost still running {TIMEOUT:?} after SIGTERM; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                );
                 None
             }
         }
@@ -107,7 +132,12 @@ impl Drop for Roost {
 /// Runs `command` to its end, failing the test after `limit` (the process
 /// is then killed); returns the exit code, stdout and stderr.
 async fn run_to_exit(mut command: Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
     let read_all = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
@@ -118,11 +148,17 @@ async fn run_to_exit(mut command: Command, limit: Duration) -> (Option<i32>, Str
     let out = read_all(Box::new(child.stdout.take().unwrap()));
     let err = read_all(Box::new(child.stderr.take().unwrap()));
     let pid = child.id();
-    let waited = tokio::time::timeout(limit, tokio::task::spawn_blocking(move || child.wait().unwrap())).await;
+    let waited = tokio::time::timeout(
+        limit,
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await;
     let code = match waited {
         Ok(status) => status.unwrap().code(),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             let (out, err) = (out.join().unwrap(), err.join().unwrap());
             panic!("still running after {limit:?}; stdout:\n{out}\nstderr:\n{err}");
         }
@@ -157,7 +193,10 @@ fn damaged_copies(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A damaged database is refused: exit code 1, stderr names the file and
@@ -170,10 +209,24 @@ async fn damaged_database_is_refused(garbage: &[u8]) {
     command.args(["--listen", "127.0.0.1:0", "--db"]).arg(&db);
     let (code, _, stderr) = run_to_exit(command, TIMEOUT).await;
     assert_eq!(code, Some(1), "exit code; stderr:\n{stderr}");
-    assert!(stderr.contains(&db.display().to_string()), "stderr does not name {}:\n{stderr}", db.display());
-    assert!(stderr.contains("--reset-damaged-db"), "stderr does not name --reset-damaged-db:\n{stderr}");
-    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the damaged file was changed without --reset-damaged-db");
-    assert!(damaged_copies(dir.path()).is_empty(), "moved aside without --reset-damaged-db");
+    assert!(
+        stderr.contains(&db.display().to_string()),
+        "stderr does not name {}:\n{stderr}",
+        db.display()
+    );
+    assert!(
+        stderr.contains("--reset-damaged-db"),
+        "stderr does not name --reset-damaged-db:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the damaged file was changed without --reset-damaged-db"
+    );
+    assert!(
+        damaged_copies(dir.path()).is_empty(),
+        "moved aside without --reset-damaged-db"
+    );
 }
 
 #[tokio::test]
@@ -203,18 +256,39 @@ async fn reset_damaged_db_moves_file_aside_and_starts_fresh() {
     let copies = damaged_copies(dir.path());
     assert_eq!(copies.len(), 1, "{copies:?}");
     let (copy, secs) = &copies[0];
-    assert!((before..=after).contains(secs), "{} not stamped between {before} and {after}", copy.display());
-    assert_eq!(std::fs::read(copy).unwrap(), garbage, "the damaged file's contents");
-    assert!(query(&db, "SELECT client_id FROM sessions").await.len() <= 1, "a fresh database");
-    let options = ConnectOptions { clean: false, ..ConnectOptions::new("p") };
+    assert!(
+        (before..=after).contains(secs),
+        "{} not stamped between {before} and {after}",
+        copy.display()
+    );
+    assert_eq!(
+        std::fs::read(copy).unwrap(),
+        garbage,
+        "the damaged file's contents"
+    );
+    assert!(
+        query(&db, "SELECT client_id FROM sessions").await.len() <= 1,
+        "a fresh database"
+    );
+    let options = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new("p")
+    };
     let mut p = RawClient::connected_expecting(roost.addr, &options, &CONNACK_OK).await;
     p.subscribe_ok(1, &[("t", 1)]).await;
     p.disconnect().await;
     assert_eq!(roost.terminate().await, Some(0));
 
     let roost = Roost::start(&db, &["--reset-damaged-db"]).await;
-    RawClient::connected_expecting(roost.addr, &options, &CONNACK_PRESENT).await.ping().await;
-    assert_eq!(damaged_copies(dir.path()).len(), 1, "a healthy database was moved aside");
+    RawClient::connected_expecting(roost.addr, &options, &CONNACK_PRESENT)
+        .await
+        .ping()
+        .await;
+    assert_eq!(
+        damaged_copies(dir.path()).len(),
+        1,
+        "a healthy database was moved aside"
+    );
     assert_eq!(roost.terminate().await, Some(0));
 }
 
@@ -238,11 +312,19 @@ async fn acknowledged_retained_set_and_clear_survive_kill_9_mqtt_3_3_1_10() {
 
     let roost = Roost::start(&db, &[]).await;
     let mut publisher = RawClient::connected(roost.addr, "pub", true).await;
-    publisher.publish_ok(DOLLAR_MARKER, b"marker", 1, 1, true).await;
+    publisher
+        .publish_ok(DOLLAR_MARKER, b"marker", 1, 1, true)
+        .await;
     let got = retained_before_marker(roost.addr, "#", DOLLAR_MARKER).await;
-    let got: Vec<(&str, &[u8], bool)> =
-        got.iter().map(|p| (p.topic.as_str(), p.payload.as_slice(), p.retain)).collect();
-    assert_eq!(got, [("crash/a", &b"A"[..], true)], "retained messages after kill -9");
+    let got: Vec<(&str, &[u8], bool)> = got
+        .iter()
+        .map(|p| (p.topic.as_str(), p.payload.as_slice(), p.retain))
+        .collect();
+    assert_eq!(
+        got,
+        [("crash/a", &b"A"[..], true)],
+        "retained messages after kill -9"
+    );
 }
 
 /// After a kill -9 nobody is connected: the restarted broker's `sessions`
@@ -255,14 +337,22 @@ async fn after_kill_9_no_client_listed_as_connected_and_persistent_session_kept(
     let db = dir.path().join("roost.db");
     let mut roost = Roost::start(&db, &[]).await;
     let _c = RawClient::connected(roost.addr, "c", true).await;
-    let options = ConnectOptions { clean: false, ..ConnectOptions::new("p") };
+    let options = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new("p")
+    };
     let mut p = RawClient::connected_expecting(roost.addr, &options, &CONNACK_OK).await;
     p.subscribe_ok(1, &[("t", 1)]).await;
     let sql = "SELECT client_id, persistent, connected FROM sessions ORDER BY client_id";
     let extract = |rows: &[sqlx::sqlite::SqliteRow]| -> Vec<(String, i64, i64)> {
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
     };
-    eventually(&db, sql, extract, |rows| *rows == [("c".to_string(), 0, 1), ("p".to_string(), 1, 1)]).await;
+    eventually(&db, sql, extract, |rows| {
+        *rows == [("c".to_string(), 0, 1), ("p".to_string(), 1, 1)]
+    })
+    .await;
     roost.kill9();
 
     let roost = Roost::start(&db, &[]).await;
@@ -283,10 +373,21 @@ async fn after_kill_9_no_client_listed_as_connected_and_persistent_session_kept(
 #[tokio::test]
 async fn crash_harness_20_kill_9_rounds_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let broker_cmd = format!("{} --listen 127.0.0.1:{{port}} --db {{dir}}/roost.db", env!("CARGO_BIN_EXE_roost"));
+    let broker_cmd = format!(
+        "{} --listen 127.0.0.1:{{port}} --db {{dir}}/roost.db",
+        env!("CARGO_BIN_EXE_roost")
+    );
     let mut command = Command::new(env!("CARGO_BIN_EXE_roost-bench"));
     command
-        .args(["crash", "--broker-cmd", &broker_cmd, "--rounds", "20", "--rate", "2000"])
+        .args([
+            "crash",
+            "--broker-cmd",
+            &broker_cmd,
+            "--rounds",
+            "20",
+            "--rate",
+            "2000",
+        ])
         .args(["--trace", "--dir"])
         .arg(dir.path());
     let (code, stdout, stderr) = run_to_exit(command, Duration::from_secs(180)).await;

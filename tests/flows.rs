@@ -11,7 +11,8 @@
 
 use crate::common::{TestBroker, TIMEOUT};
 use rumqttc::{
-    AsyncClient, ConnAck, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode,
+    AsyncClient, ConnAck, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,7 +30,12 @@ struct Client {
     received: std::collections::VecDeque<Publish>,
 }
 
-fn spawn_eventloop(mut eventloop: EventLoop) -> (mpsc::UnboundedReceiver<Result<Event, String>>, JoinHandle<()>) {
+fn spawn_eventloop(
+    mut eventloop: EventLoop,
+) -> (
+    mpsc::UnboundedReceiver<Result<Event, String>>,
+    JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
@@ -57,7 +63,13 @@ impl Client {
             Ok(Event::Incoming(Packet::ConnAck(c))) => c,
             other => panic!("expected CONNACK, got {other:?}"),
         };
-        Client { client, events, task, connack, received: Default::default() }
+        Client {
+            client,
+            events,
+            task,
+            connack,
+            received: Default::default(),
+        }
     }
 
     /// The next event, or panics after [`TIMEOUT`].
@@ -105,7 +117,10 @@ impl Client {
     /// Publishes and waits until the broker has completed the flow for it
     /// (the write for QoS 0, PUBACK for QoS 1, PUBCOMP for QoS 2).
     async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, qos, retain, payload.into()).await.unwrap();
+        self.client
+            .publish(topic, qos, retain, payload.into())
+            .await
+            .unwrap();
         self.wait_for("publish completion", |e| match (qos, e) {
             (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_)))
             | (QoS::AtLeastOnce, Event::Incoming(Packet::PubAck(_)))
@@ -118,8 +133,10 @@ impl Client {
     /// Sends DISCONNECT and waits until the broker has closed the socket.
     async fn disconnect(mut self) {
         self.client.disconnect().await.unwrap();
-        self.wait_for("outgoing DISCONNECT", |e| matches!(e, Event::Outgoing(Outgoing::Disconnect)).then_some(()))
-            .await;
+        self.wait_for("outgoing DISCONNECT", |e| {
+            matches!(e, Event::Outgoing(Outgoing::Disconnect)).then_some(())
+        })
+        .await;
         self.expect_closed().await;
     }
 
@@ -141,7 +158,9 @@ impl Client {
     }
 }
 
-async fn next_event(events: &mut mpsc::UnboundedReceiver<Result<Event, String>>) -> Result<Event, String> {
+async fn next_event(
+    events: &mut mpsc::UnboundedReceiver<Result<Event, String>>,
+) -> Result<Event, String> {
     match tokio::time::timeout(TIMEOUT, events.recv()).await {
         Ok(Some(event)) => event,
         Ok(None) => Err("eventloop task ended".to_string()),
@@ -164,11 +183,21 @@ async fn publish_at_qos_to_every_granted_qos(pub_qos: QoS) {
     let broker = TestBroker::start();
     let mut sub = Client::connect(broker.mqtt_options("qos-sub")).await;
     for n in 0..3 {
-        assert_eq!(sub.subscribe(&format!("m/{n}"), qos_from(n)).await, vec![granted(qos_from(n))]);
+        assert_eq!(
+            sub.subscribe(&format!("m/{n}"), qos_from(n)).await,
+            vec![granted(qos_from(n))]
+        );
     }
     let mut publisher = Client::connect(broker.mqtt_options("qos-pub")).await;
     for n in 0..3 {
-        publisher.publish(&format!("m/{n}"), pub_qos, false, format!("payload {n} at {pub_qos:?}")).await;
+        publisher
+            .publish(
+                &format!("m/{n}"),
+                pub_qos,
+                false,
+                format!("payload {n} at {pub_qos:?}"),
+            )
+            .await;
     }
     let mut got = HashMap::new();
     while got.len() < 3 {
@@ -179,11 +208,17 @@ async fn publish_at_qos_to_every_granted_qos(pub_qos: QoS) {
     for n in 0..3u8 {
         let p = &got[&format!("m/{n}")];
         assert_eq!(p.payload, format!("payload {n} at {pub_qos:?}").as_bytes());
-        let expected = if pub_qos < qos_from(n) { pub_qos } else { qos_from(n) };
+        let expected = if pub_qos < qos_from(n) {
+            pub_qos
+        } else {
+            qos_from(n)
+        };
         assert_eq!(p.qos, expected, "topic m/{n}");
     }
     // Still alive and nothing extra: a marker comes next on a topic already used.
-    publisher.publish("m/2", QoS::AtLeastOnce, false, "marker").await;
+    publisher
+        .publish("m/2", QoS::AtLeastOnce, false, "marker")
+        .await;
     assert_eq!(sub.publish_received().await.payload, "marker".as_bytes());
 }
 
@@ -209,8 +244,15 @@ async fn qos2_publish_to_each_granted_qos() {
 async fn wildcard_filters_match_the_right_topics() {
     let broker = TestBroker::start_with(|c| c.broker.shards = 1);
     let mut sub = Client::connect(broker.mqtt_options("wild-sub")).await;
-    assert_eq!(sub.subscribe("building/+/temperature", QoS::AtLeastOnce).await, vec![granted(QoS::AtLeastOnce)]);
-    assert_eq!(sub.subscribe("sport/#", QoS::AtLeastOnce).await, vec![granted(QoS::AtLeastOnce)]);
+    assert_eq!(
+        sub.subscribe("building/+/temperature", QoS::AtLeastOnce)
+            .await,
+        vec![granted(QoS::AtLeastOnce)]
+    );
+    assert_eq!(
+        sub.subscribe("sport/#", QoS::AtLeastOnce).await,
+        vec![granted(QoS::AtLeastOnce)]
+    );
     let mut publisher = Client::connect(broker.mqtt_options("wild-pub")).await;
     let topics = [
         ("building/a/temperature", true),
@@ -226,9 +268,13 @@ async fn wildcard_filters_match_the_right_topics() {
         ("building/b/temperature", true),
     ];
     for (topic, _) in topics {
-        publisher.publish(topic, QoS::AtLeastOnce, false, topic).await;
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, topic)
+            .await;
     }
-    publisher.publish("sport/marker", QoS::AtLeastOnce, false, "marker").await;
+    publisher
+        .publish("sport/marker", QoS::AtLeastOnce, false, "marker")
+        .await;
     let mut expected: Vec<&str> = topics.iter().filter(|(_, m)| *m).map(|(t, _)| *t).collect();
     expected.push("sport/marker");
     let mut received = Vec::new();
@@ -246,24 +292,37 @@ async fn wildcard_filters_match_the_right_topics() {
 async fn retained_message_reaches_later_subscriber_and_is_cleared_by_empty_payload() {
     let broker = TestBroker::start();
     let mut publisher = Client::connect(broker.mqtt_options("ret-pub")).await;
-    publisher.publish("house/door", QoS::AtLeastOnce, true, "open").await;
+    publisher
+        .publish("house/door", QoS::AtLeastOnce, true, "open")
+        .await;
 
     let mut late = Client::connect(broker.mqtt_options("ret-late")).await;
     late.subscribe("house/+", QoS::AtLeastOnce).await;
     let p = late.publish_received().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..], p.retain, p.qos), ("house/door", &b"open"[..], true, QoS::AtLeastOnce));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.retain, p.qos),
+        ("house/door", &b"open"[..], true, QoS::AtLeastOnce)
+    );
 
     // To an existing subscription a retained publish goes out with retain=0
     // [MQTT-3.3.1-9]; the empty one that clears it is forwarded too.
-    publisher.publish("house/door", QoS::AtLeastOnce, true, "").await;
+    publisher
+        .publish("house/door", QoS::AtLeastOnce, true, "")
+        .await;
     let p = late.publish_received().await;
     assert_eq!((&p.payload[..], p.retain), (&b""[..], false));
 
     let mut later = Client::connect(broker.mqtt_options("ret-later")).await;
     later.subscribe("house/door", QoS::AtLeastOnce).await;
-    publisher.publish("house/door", QoS::AtLeastOnce, false, "marker").await;
+    publisher
+        .publish("house/door", QoS::AtLeastOnce, false, "marker")
+        .await;
     let p = later.publish_received().await;
-    assert_eq!((&p.payload[..], p.retain), (&b"marker"[..], false), "cleared retained message was delivered");
+    assert_eq!(
+        (&p.payload[..], p.retain),
+        (&b"marker"[..], false),
+        "cleared retained message was delivered"
+    );
 }
 
 fn with_will(mut o: MqttOptions, topic: &str, payload: &str) -> MqttOptions {
@@ -276,10 +335,18 @@ async fn will_is_published_when_connection_drops_without_disconnect() {
     let broker = TestBroker::start();
     let mut watcher = Client::connect(broker.mqtt_options("will-watch")).await;
     watcher.subscribe("status/#", QoS::AtLeastOnce).await;
-    let dying = Client::connect(with_will(broker.mqtt_options("will-dying"), "status/dying", "gone")).await;
+    let dying = Client::connect(with_will(
+        broker.mqtt_options("will-dying"),
+        "status/dying",
+        "gone",
+    ))
+    .await;
     dying.drop_connection().await;
     let p = watcher.publish_received().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..], p.qos), ("status/dying", &b"gone"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.qos),
+        ("status/dying", &b"gone"[..], QoS::AtLeastOnce)
+    );
 }
 
 #[tokio::test]
@@ -287,13 +354,24 @@ async fn no_will_after_clean_disconnect() {
     let broker = TestBroker::start();
     let mut watcher = Client::connect(broker.mqtt_options("nowill-watch")).await;
     watcher.subscribe("status/#", QoS::AtLeastOnce).await;
-    let polite = Client::connect(with_will(broker.mqtt_options("nowill-polite"), "status/polite", "gone")).await;
+    let polite = Client::connect(with_will(
+        broker.mqtt_options("nowill-polite"),
+        "status/polite",
+        "gone",
+    ))
+    .await;
     // Returns once the broker has closed the socket, i.e. handled DISCONNECT.
     polite.disconnect().await;
     let mut publisher = Client::connect(broker.mqtt_options("nowill-pub")).await;
-    publisher.publish("status/polite", QoS::AtLeastOnce, false, "marker").await;
+    publisher
+        .publish("status/polite", QoS::AtLeastOnce, false, "marker")
+        .await;
     let p = watcher.publish_received().await;
-    assert_eq!(&p.payload[..], b"marker", "the will was published after a clean DISCONNECT");
+    assert_eq!(
+        &p.payload[..],
+        b"marker",
+        "the will was published after a clean DISCONNECT"
+    );
 }
 
 /// rumqttc 0.25 accepts any keep-alive of at least 1 s. The client connects
@@ -306,7 +384,11 @@ async fn keep_alive_expiry_closes_connection_and_publishes_will() {
     let mut watcher = Client::connect(broker.mqtt_options("ka-watch")).await;
     watcher.subscribe("status/#", QoS::AtLeastOnce).await;
 
-    let mut o = with_will(broker.mqtt_options("ka-silent"), "status/silent", "timed out");
+    let mut o = with_will(
+        broker.mqtt_options("ka-silent"),
+        "status/silent",
+        "timed out",
+    );
     o.set_keep_alive(Duration::from_secs(2));
     let (_client, mut eventloop) = AsyncClient::new(o, 10);
     match tokio::time::timeout(TIMEOUT, eventloop.poll()).await {
@@ -317,9 +399,18 @@ async fn keep_alive_expiry_closes_connection_and_publishes_will() {
     // Not polled from here on; kept alive so the socket stays open.
     let p = watcher.publish_received().await;
     let elapsed = connected.elapsed();
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("status/silent", &b"timed out"[..]));
-    assert!(elapsed >= Duration::from_secs(2), "closed before the keep-alive even ran out: {elapsed:?}");
-    assert!(elapsed <= Duration::from_millis(4500), "closed too late (limit 3 s + margin): {elapsed:?}");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("status/silent", &b"timed out"[..])
+    );
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "closed before the keep-alive even ran out: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_millis(4500),
+        "closed too late (limit 3 s + margin): {elapsed:?}"
+    );
     drop(eventloop);
 }
 
@@ -332,15 +423,27 @@ async fn second_connection_with_same_client_id_takes_over() {
     let error = first.expect_closed().await;
     eprintln!("first connection ended with: {error}");
 
-    assert_eq!(second.subscribe("twin/echo", QoS::AtLeastOnce).await, vec![granted(QoS::AtLeastOnce)]);
-    second.publish("twin/echo", QoS::AtLeastOnce, false, "still here").await;
+    assert_eq!(
+        second.subscribe("twin/echo", QoS::AtLeastOnce).await,
+        vec![granted(QoS::AtLeastOnce)]
+    );
+    second
+        .publish("twin/echo", QoS::AtLeastOnce, false, "still here")
+        .await;
     let p = second.publish_received().await;
     assert_eq!(&p.payload[..], b"still here");
     // The session was clean, so the first connection's subscription is gone.
-    second.publish("twin/first", QoS::AtLeastOnce, false, "nobody").await;
-    second.publish("twin/echo", QoS::AtLeastOnce, false, "marker").await;
+    second
+        .publish("twin/first", QoS::AtLeastOnce, false, "nobody")
+        .await;
+    second
+        .publish("twin/echo", QoS::AtLeastOnce, false, "marker")
+        .await;
     let p = second.publish_received().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("twin/echo", &b"marker"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("twin/echo", &b"marker"[..])
+    );
 }
 
 fn persistent(mut o: MqttOptions) -> MqttOptions {
@@ -358,7 +461,9 @@ async fn persistent_session_queues_while_offline_and_delivers_in_order() {
 
     let mut publisher = Client::connect(broker.mqtt_options("queue-pub")).await;
     for i in 0..10 {
-        publisher.publish("queue/t", QoS::AtLeastOnce, false, format!("msg {i}")).await;
+        publisher
+            .publish("queue/t", QoS::AtLeastOnce, false, format!("msg {i}"))
+            .await;
     }
 
     let mut sub = Client::connect(persistent(broker.mqtt_options("keeper"))).await;
@@ -366,10 +471,16 @@ async fn persistent_session_queues_while_offline_and_delivers_in_order() {
     for i in 0..10 {
         let p = sub.publish_received().await;
         assert_eq!((p.topic.as_str(), p.qos), ("queue/t", QoS::AtLeastOnce));
-        assert_eq!(p.payload, format!("msg {i}").as_bytes(), "message {i} out of order or missing");
+        assert_eq!(
+            p.payload,
+            format!("msg {i}").as_bytes(),
+            "message {i} out of order or missing"
+        );
     }
     // The subscription survived too: a live message follows the queued ones.
-    publisher.publish("queue/t", QoS::AtLeastOnce, false, "live").await;
+    publisher
+        .publish("queue/t", QoS::AtLeastOnce, false, "live")
+        .await;
     assert_eq!(&sub.publish_received().await.payload[..], b"live");
 }
 
@@ -382,22 +493,38 @@ async fn unacknowledged_message_is_redelivered_with_dup_after_reconnect() {
     sub.subscribe("unacked/t", QoS::AtLeastOnce).await;
 
     let mut publisher = Client::connect(broker.mqtt_options("unacked-pub")).await;
-    publisher.publish("unacked/t", QoS::AtLeastOnce, false, "ack me").await;
+    publisher
+        .publish("unacked/t", QoS::AtLeastOnce, false, "ack me")
+        .await;
     let first = sub.publish_received().await;
-    assert_eq!((&first.payload[..], first.qos, first.dup), (&b"ack me"[..], QoS::AtLeastOnce, false));
+    assert_eq!(
+        (&first.payload[..], first.qos, first.dup),
+        (&b"ack me"[..], QoS::AtLeastOnce, false)
+    );
     // No PUBACK; the connection just drops.
     sub.drop_connection().await;
 
     let mut sub = Client::connect(persistent(broker.mqtt_options("forgetful"))).await;
     assert!(sub.connack.session_present);
     let again = sub.publish_received().await;
-    assert_eq!((again.topic.as_str(), &again.payload[..]), ("unacked/t", &b"ack me"[..]));
+    assert_eq!(
+        (again.topic.as_str(), &again.payload[..]),
+        ("unacked/t", &b"ack me"[..])
+    );
     assert_eq!(again.qos, QoS::AtLeastOnce);
-    assert!(again.dup, "redelivery must set DUP [MQTT-4.4.0-1]: {again:?}");
-    assert_eq!(again.pkid, first.pkid, "redelivery must reuse the packet id");
+    assert!(
+        again.dup,
+        "redelivery must set DUP [MQTT-4.4.0-1]: {again:?}"
+    );
+    assert_eq!(
+        again.pkid, first.pkid,
+        "redelivery must reuse the packet id"
+    );
 
     // Acked automatically this time; the session then carries on normally.
-    publisher.publish("unacked/t", QoS::AtLeastOnce, false, "next").await;
+    publisher
+        .publish("unacked/t", QoS::AtLeastOnce, false, "next")
+        .await;
     let next = sub.publish_received().await;
     assert_eq!((&next.payload[..], next.dup), (&b"next"[..], false));
 }

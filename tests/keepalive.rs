@@ -5,7 +5,10 @@ use crate::common::{RawClient, TestBroker};
 use std::time::{Duration, Instant};
 
 async fn connected_with_keep_alive(broker: &TestBroker, id: &str, keep_alive: u16) -> RawClient {
-    let options = ConnectOptions { keep_alive, ..ConnectOptions::new(id) };
+    let options = ConnectOptions {
+        keep_alive,
+        ..ConnectOptions::new(id)
+    };
     RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await
 }
 
@@ -36,8 +39,14 @@ async fn silent_client_closed_after_one_and_a_half_keepalive_mqtt_3_1_2_24() {
     let start = Instant::now();
     c.expect_closed_silently().await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_secs(1), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "closed too late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed too late: {elapsed:?}"
+    );
 }
 
 /// [MQTT-3.1.2-24] The keep-alive clock restarts with every packet: a
@@ -55,8 +64,14 @@ async fn traffic_keeps_connection_alive_mqtt_3_1_2_24() {
     let silent_since = Instant::now();
     c.expect_closed_silently().await;
     let elapsed = silent_since.elapsed();
-    assert!(elapsed >= Duration::from_secs(1), "closed too early after falling silent: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "closed too late after falling silent: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "closed too early after falling silent: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed too late after falling silent: {elapsed:?}"
+    );
 }
 
 /// [MQTT-3.1.2-23] Any Control Packet counts as activity, not only PINGREQ:
@@ -67,7 +82,8 @@ async fn any_packet_counts_as_activity_mqtt_3_1_2_23() {
     let mut c = connected_with_keep_alive(&broker, "publisher", 1).await;
     for i in 0..5u16 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        c.send(&raw::publish("ka/t", b"x", 1, i + 1, false, false)).await;
+        c.send(&raw::publish("ka/t", b"x", 1, i + 1, false, false))
+            .await;
         assert_eq!(c.recv().await.bytes(), raw::puback(i + 1));
     }
 }
@@ -79,6 +95,9 @@ async fn keepalive_zero_never_closes_mqtt_3_1_2_10() {
     let broker = TestBroker::start();
     let mut c = connected_with_keep_alive(&broker, "forever", 0).await;
     // Absence can only be waited for here.
-    assert!(c.recv_within(Duration::from_secs(3)).await.is_none(), "the broker sent something to an idle client");
+    assert!(
+        c.recv_within(Duration::from_secs(3)).await.is_none(),
+        "the broker sent something to an idle client"
+    );
     c.ping().await;
 }

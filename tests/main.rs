@@ -7,9 +7,11 @@ mod common;
 
 mod cli;
 mod connect;
+mod crash;
 mod flows;
 mod keepalive;
 mod malformed;
+mod persistence;
 mod publish;
 mod retained;
 mod sessions;
@@ -17,5 +19,3 @@ mod subscribe;
 #[cfg(feature = "fault-injection")]
 mod supervision;
 mod will;
-mod persistence;
-mod crash;

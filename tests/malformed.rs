@@ -19,7 +19,16 @@ impl Bystander {
 
     async fn still_works(&mut self) {
         self.0.ping().await;
-        self.0.send(&raw::publish("bystander/echo", b"still here", 0, 0, false, false)).await;
+        self.0
+            .send(&raw::publish(
+                "bystander/echo",
+                b"still here",
+                0,
+                0,
+                false,
+                false,
+            ))
+            .await;
         self.0.expect_publish("bystander/echo", b"still here").await;
     }
 }
@@ -48,7 +57,10 @@ async fn closes_with(tweak: impl FnOnce(&mut roost::Config), connect_first: bool
     offender.expect_closed_silently().await;
     bystander.still_works().await;
     let errors = Metrics::get(&broker.handle.metrics().protocol_errors);
-    assert_eq!(errors, 1, "the broker should count exactly one protocol error, counted {errors}");
+    assert_eq!(
+        errors, 1,
+        "the broker should count exactly one protocol error, counted {errors}"
+    );
 }
 
 /// A CONNECT whose client id is the raw bytes `id` (possibly not UTF-8).
@@ -352,14 +364,24 @@ malformed! {
 /// five header bytes are sent.
 #[tokio::test]
 async fn oversized_publish_refused_from_its_header_mqtt_2_2_3() {
-    closes_with(|c| c.limits.max_packet_size = 1024, true, &[0x30, 0x80, 0x80, 0x80, 0x01]).await;
+    closes_with(
+        |c| c.limits.max_packet_size = 1024,
+        true,
+        &[0x30, 0x80, 0x80, 0x80, 0x01],
+    )
+    .await;
 }
 
 /// limits.max_packet_size: a CONNECT declaring 2 MB is refused from its
 /// header too, before any CONNACK.
 #[tokio::test]
 async fn oversized_connect_refused_from_its_header_mqtt_2_2_3() {
-    closes_with(|c| c.limits.max_packet_size = 1024, false, &[0x10, 0x80, 0x80, 0x80, 0x01]).await;
+    closes_with(
+        |c| c.limits.max_packet_size = 1024,
+        false,
+        &[0x10, 0x80, 0x80, 0x80, 0x01],
+    )
+    .await;
 }
 
 /// limits.max_packet_size counts the whole packet, fixed header included: a
@@ -406,9 +428,14 @@ async fn packets_after_a_violation_not_processed_mqtt_4_8_0_1() {
         bytes.extend(raw::PINGREQ);
         offender.send_lossy(&bytes).await;
         let got = offender.expect_closed().await;
-        assert!(got.is_empty(), "{case}: expected a plain close, got {got:?}");
+        assert!(
+            got.is_empty(),
+            "{case}: expected a plain close, got {got:?}"
+        );
         let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-        publisher.publish_ok("t", case.as_bytes(), 0, 0, false).await;
+        publisher
+            .publish_ok("t", case.as_bytes(), 0, 0, false)
+            .await;
         sub.expect_publish("t", case.as_bytes()).await;
     }
     bystander.still_works().await;

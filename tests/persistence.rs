@@ -22,15 +22,19 @@ use std::path::Path;
 use std::time::Duration;
 
 async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> RawClient {
-    let options = ConnectOptions { clean: false, ..ConnectOptions::new(id) };
+    let options = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(id)
+    };
     RawClient::connected_expecting(broker.addr(), &options, expected_connack).await
 }
 
 /// Runs `sql` on a read-only connection of its own.
 pub(crate) async fn query(db: &Path, sql: &str) -> Vec<SqliteRow> {
     let options = SqliteConnectOptions::new().filename(db).read_only(true);
-    let mut conn =
-        SqliteConnection::connect_with(&options).await.unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .fetch_all(&mut conn)
         .await
@@ -85,7 +89,15 @@ async fn messages(db: &Path, client_id: &str, direction: &str) -> Vec<MessageRow
     query(db, &sql)
         .await
         .iter()
-        .map(|r| (r.get("state"), r.get("packet_id"), r.get("topic"), r.get("payload"), r.get("qos")))
+        .map(|r| {
+            (
+                r.get("state"),
+                r.get("packet_id"),
+                r.get("topic"),
+                r.get("payload"),
+                r.get("qos"),
+            )
+        })
         .collect()
 }
 
@@ -102,10 +114,14 @@ fn text(p: &ReceivedPublish) -> String {
 async fn persistent_session_and_subscriptions_survive_restart_mqtt_3_1_2_4() {
     let broker = TestBroker::start();
     let mut offline = persistent(&broker, "p-offline", &CONNACK_OK).await;
-    offline.subscribe_ok(1, &[("keep/a", 1), ("keep/+/b", 2)]).await;
+    offline
+        .subscribe_ok(1, &[("keep/a", 1), ("keep/+/b", 2)])
+        .await;
     offline.disconnect().await;
     let mut online = persistent(&broker, "p-online", &CONNACK_OK).await;
-    online.subscribe_ok(1, &[("keep/a", 1), ("keep/+/b", 2)]).await;
+    online
+        .subscribe_ok(1, &[("keep/a", 1), ("keep/+/b", 2)])
+        .await;
 
     let broker = broker.restart();
     drop(online);
@@ -115,11 +131,22 @@ async fn persistent_session_and_subscriptions_survive_restart_mqtt_3_1_2_4() {
     )
     .await
     .iter()
-    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<i64, _>(2)))
+    .map(|r| {
+        (
+            r.get::<String, _>(0),
+            r.get::<String, _>(1),
+            r.get::<i64, _>(2),
+        )
+    })
     .collect::<Vec<_>>();
     let expected: Vec<(String, String, i64)> = ["p-offline", "p-online"]
         .iter()
-        .flat_map(|c| [(c.to_string(), "keep/+/b".to_string(), 2), (c.to_string(), "keep/a".to_string(), 1)])
+        .flat_map(|c| {
+            [
+                (c.to_string(), "keep/+/b".to_string(), 2),
+                (c.to_string(), "keep/a".to_string(), 1),
+            ]
+        })
         .collect();
     assert_eq!(rows, expected, "subscriptions table after restart");
 
@@ -130,7 +157,10 @@ async fn persistent_session_and_subscriptions_survive_restart_mqtt_3_1_2_4() {
     publisher.publish_ok("keep/x/b", b"b", 2, 2, false).await;
     for c in [&mut offline, &mut online] {
         let got = c.recv_publishes(2).await;
-        let got: Vec<(&str, &[u8], u8)> = got.iter().map(|p| (p.topic.as_str(), p.payload.as_slice(), p.qos)).collect();
+        let got: Vec<(&str, &[u8], u8)> = got
+            .iter()
+            .map(|p| (p.topic.as_str(), p.payload.as_slice(), p.qos))
+            .collect();
         assert_eq!(got, [("keep/a", &b"a"[..], 1), ("keep/x/b", &b"b"[..], 2)]);
     }
 }
@@ -154,8 +184,15 @@ async fn suback_to_persistent_session_sent_after_subscription_commits() {
     assert_eq!(rows, [("s/#".to_string(), 2), ("s/a".to_string(), 0)]);
     let mut c = RawClient::connected(broker.addr(), "c", true).await;
     c.subscribe_ok(1, &[("s/c", 1)]).await;
-    let rows = query(&broker.db_path(), "SELECT topic_filter FROM subscriptions WHERE client_id = 'c'").await;
-    assert!(rows.is_empty(), "a clean session's subscriptions are not stored");
+    let rows = query(
+        &broker.db_path(),
+        "SELECT topic_filter FROM subscriptions WHERE client_id = 'c'",
+    )
+    .await;
+    assert!(
+        rows.is_empty(),
+        "a clean session's subscriptions are not stored"
+    );
 }
 
 /// [MQTT-3.1.2-5] QoS 1 and 2 messages for an offline persistent session are
@@ -164,7 +201,8 @@ async fn suback_to_persistent_session_sent_after_subscription_commits() {
 /// reconnect in the order published [MQTT-4.6.0-5], with DUP=0 since they
 /// were never sent before.
 #[tokio::test]
-async fn queued_qos1_and_qos2_committed_before_ack_and_delivered_in_order_after_restart_mqtt_3_1_2_5() {
+async fn queued_qos1_and_qos2_committed_before_ack_and_delivered_in_order_after_restart_mqtt_3_1_2_5(
+) {
     let broker = TestBroker::start();
     let mut c = persistent(&broker, "p", &CONNACK_OK).await;
     c.subscribe_ok(1, &[("q", 2)]).await;
@@ -172,21 +210,36 @@ async fn queued_qos1_and_qos2_committed_before_ack_and_delivered_in_order_after_
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     let qos_of = |i: u16| 1 + (i % 2) as u8;
     for i in 0..10u16 {
-        publisher.publish_ok("q", &i.to_be_bytes(), qos_of(i), i + 1, false).await;
+        publisher
+            .publish_ok("q", &i.to_be_bytes(), qos_of(i), i + 1, false)
+            .await;
     }
     let rows = messages(&broker.db_path(), "p", "outbound").await;
     let expected: Vec<MessageRow> = (0..10u16)
         .map(|i| {
-            ("queued".to_string(), None, Some("q".to_string()), Some(i.to_be_bytes().to_vec()), i64::from(qos_of(i)))
+            (
+                "queued".to_string(),
+                None,
+                Some("q".to_string()),
+                Some(i.to_be_bytes().to_vec()),
+                i64::from(qos_of(i)),
+            )
         })
         .collect();
-    assert_eq!(rows, expected, "queued messages in the database once acknowledged");
+    assert_eq!(
+        rows, expected,
+        "queued messages in the database once acknowledged"
+    );
 
     let broker = broker.restart();
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
     let got = c.recv_publishes(10).await;
     for (i, p) in got.iter().enumerate() {
-        assert_eq!(p.payload, (i as u16).to_be_bytes(), "queued message {i} out of order: {got:?}");
+        assert_eq!(
+            p.payload,
+            (i as u16).to_be_bytes(),
+            "queued message {i} out of order: {got:?}"
+        );
         assert_eq!(p.qos, qos_of(i as u16));
         assert!(!p.dup, "a message never sent before must have DUP=0: {p:?}");
     }
@@ -216,10 +269,25 @@ async fn unacknowledged_publish_resent_with_dup_and_same_packet_id_after_restart
     drop(c);
     let rows = messages(&broker.db_path(), "p", "outbound").await;
     let expected: Vec<MessageRow> = vec![
-        ("awaiting_puback".into(), first1.packet_id.map(i64::from), Some("q1".into()), Some(b"one".to_vec()), 1),
-        ("awaiting_pubrec".into(), first2.packet_id.map(i64::from), Some("q2".into()), Some(b"two".to_vec()), 2),
+        (
+            "awaiting_puback".into(),
+            first1.packet_id.map(i64::from),
+            Some("q1".into()),
+            Some(b"one".to_vec()),
+            1,
+        ),
+        (
+            "awaiting_pubrec".into(),
+            first2.packet_id.map(i64::from),
+            Some("q2".into()),
+            Some(b"two".to_vec()),
+            2,
+        ),
     ];
-    assert_eq!(rows, expected, "in-flight messages stored with their packet ids");
+    assert_eq!(
+        rows, expected,
+        "in-flight messages stored with their packet ids"
+    );
 
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
     let mut resent = [c.recv().await.publish(), c.recv().await.publish()];
@@ -263,10 +331,18 @@ async fn pubrel_not_publish_resent_after_restart_when_pubrec_was_received_mqtt_4
     drop(c);
     let rows = messages(&broker.db_path(), "p", "outbound").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0].0.as_str(), rows[0].1), ("awaiting_pubcomp", Some(i64::from(id))), "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1),
+        ("awaiting_pubcomp", Some(i64::from(id))),
+        "{rows:?}"
+    );
 
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
-    assert_eq!(c.recv().await.bytes(), raw::pubrel(id), "expected the PUBREL to be resent");
+    assert_eq!(
+        c.recv().await.bytes(),
+        raw::pubrel(id),
+        "expected the PUBREL to be resent"
+    );
     c.send(&raw::pubcomp(id)).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     publisher.publish_ok("q2", b"marker", 1, 2, false).await;
@@ -284,24 +360,36 @@ async fn inbound_qos2_awaiting_pubrel_survives_restart_and_is_not_routed_twice_m
     let mut sub = persistent(&broker, "sub", &CONNACK_OK).await;
     sub.subscribe_ok(1, &[("once", 2)]).await;
     let mut publisher = persistent(&broker, "pub", &CONNACK_OK).await;
-    publisher.send(&raw::publish("once", b"exactly once", 2, 7, false, false)).await;
+    publisher
+        .send(&raw::publish("once", b"exactly once", 2, 7, false, false))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(7));
     let rows = messages(&broker.db_path(), "pub", "inbound").await;
-    assert_eq!(rows, [("awaiting_pubrel".to_string(), Some(7), None, None, 2)], "inbound id stored before PUBREC");
+    assert_eq!(
+        rows,
+        [("awaiting_pubrel".to_string(), Some(7), None, None, 2)],
+        "inbound id stored before PUBREC"
+    );
     let got = sub.recv_publishes(1).await;
     assert_eq!(text(&got[0]), "exactly once");
 
     let broker = broker.restart();
     drop((sub, publisher));
     let mut publisher = persistent(&broker, "pub", &CONNACK_PRESENT).await;
-    publisher.send(&raw::publish("once", b"exactly once", 2, 7, false, true)).await;
+    publisher
+        .send(&raw::publish("once", b"exactly once", 2, 7, false, true))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(7));
     publisher.send(&raw::pubrel(7)).await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(7));
     publisher.publish_ok("once", b"marker", 1, 8, false).await;
     let mut sub = persistent(&broker, "sub", &CONNACK_PRESENT).await;
     let p = sub.recv_publishes(1).await;
-    assert_eq!(text(&p[0]), "marker", "the resent PUBLISH was routed again: {p:?}");
+    assert_eq!(
+        text(&p[0]),
+        "marker",
+        "the resent PUBLISH was routed again: {p:?}"
+    );
 }
 
 /// Ack after commit for retained messages: once the PUBACK/PUBCOMP of a
@@ -312,17 +400,35 @@ async fn retained_set_and_clear_committed_before_ack_mqtt_3_3_1_10() {
     let broker = TestBroker::start();
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     let retained = |db: std::path::PathBuf| async move {
-        query(&db, "SELECT topic, payload, qos FROM retained ORDER BY topic")
-            .await
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1), r.get::<i64, _>(2)))
-            .collect::<Vec<_>>()
+        query(
+            &db,
+            "SELECT topic, payload, qos FROM retained ORDER BY topic",
+        )
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>(0),
+                r.get::<Vec<u8>, _>(1),
+                r.get::<i64, _>(2),
+            )
+        })
+        .collect::<Vec<_>>()
     };
     publisher.publish_ok("r/a", b"A", 1, 1, true).await;
     publisher.publish_ok("r/b", b"B", 2, 2, true).await;
-    assert_eq!(retained(broker.db_path()).await, [("r/a".into(), b"A".to_vec(), 1), ("r/b".into(), b"B".to_vec(), 2)]);
+    assert_eq!(
+        retained(broker.db_path()).await,
+        [
+            ("r/a".into(), b"A".to_vec(), 1),
+            ("r/b".into(), b"B".to_vec(), 2)
+        ]
+    );
     publisher.publish_ok("r/a", b"", 1, 3, true).await;
-    assert_eq!(retained(broker.db_path()).await, [("r/b".into(), b"B".to_vec(), 2)]);
+    assert_eq!(
+        retained(broker.db_path()).await,
+        [("r/b".into(), b"B".to_vec(), 2)]
+    );
     let rows = query(&broker.db_path(), "SELECT updated_at FROM retained").await;
     let updated: String = rows[0].get(0);
     assert!(is_iso8601_utc(&updated), "updated_at {updated:?}");
@@ -385,13 +491,21 @@ async fn retained_messages_survive_restart_and_cleared_stay_cleared_mqtt_3_3_1_5
     publisher.publish_ok("r/b", b"B", 1, 2, true).await;
     publisher.publish_ok("r/b", b"", 1, 3, true).await;
     publisher.publish_ok("r/c", b"C", 2, 4, true).await;
-    publisher.publish_ok(MARKER_TOPIC, b"marker", 1, 5, true).await;
+    publisher
+        .publish_ok(MARKER_TOPIC, b"marker", 1, 5, true)
+        .await;
 
     let broker = broker.restart();
     let got = retained_before_marker(broker.addr(), "r/#", MARKER_TOPIC).await;
-    let got: Vec<(&str, &[u8], u8, bool)> =
-        got.iter().map(|p| (p.topic.as_str(), p.payload.as_slice(), p.qos, p.retain)).collect();
-    assert_eq!(got, [("r/a", &b"A"[..], 1, true), ("r/c", &b"C"[..], 2, true)], "retained after restart");
+    let got: Vec<(&str, &[u8], u8, bool)> = got
+        .iter()
+        .map(|p| (p.topic.as_str(), p.payload.as_slice(), p.qos, p.retain))
+        .collect();
+    assert_eq!(
+        got,
+        [("r/a", &b"A"[..], 1, true), ("r/c", &b"C"[..], 2, true)],
+        "retained after restart"
+    );
 }
 
 /// The `sessions` table lists every connected client: a clean-session
@@ -406,19 +520,30 @@ async fn clean_session_clients_listed_while_connected_and_removed_when_gone() {
                FROM sessions WHERE client_id IN ('c1', 'c2') ORDER BY client_id";
     type SessionRow = (String, i64, i64, Option<String>, Option<String>, i64);
     let extract = |rows: &[SqliteRow]| -> Vec<SessionRow> {
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect()
     };
     let mut c1 = RawClient::connected(broker.addr(), "c1", true).await;
-    let options = ConnectOptions { keep_alive: 17, ..ConnectOptions::new("c2") };
+    let options = ConnectOptions {
+        keep_alive: 17,
+        ..ConnectOptions::new("c2")
+    };
     let c2 = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     let rows = eventually(&db, sql, extract, |rows| rows.len() == 2).await;
     for (row, keep_alive) in rows.iter().zip([60, 17]) {
         assert_eq!((row.1, row.2, row.5), (0, 1, keep_alive), "{row:?}");
-        assert!(row.3.as_deref().is_some_and(is_iso8601_utc), "connected_since: {row:?}");
+        assert!(
+            row.3.as_deref().is_some_and(is_iso8601_utc),
+            "connected_since: {row:?}"
+        );
         assert_eq!(row.4, None, "last_seen while connected: {row:?}");
     }
     c1.disconnect().await;
-    eventually(&db, sql, extract, |rows| rows.len() == 1 && rows[0].0 == "c2").await;
+    eventually(&db, sql, extract, |rows| {
+        rows.len() == 1 && rows[0].0 == "c2"
+    })
+    .await;
     drop(c2);
     eventually(&db, sql, extract, |rows| rows.is_empty()).await;
 }
@@ -432,7 +557,9 @@ async fn persistent_session_row_kept_with_last_seen_and_clean_rows_gone_after_re
     let db = broker.db_path();
     let sql = "SELECT client_id, persistent, connected, last_seen FROM sessions ORDER BY client_id";
     let extract = |rows: &[SqliteRow]| -> Vec<(String, i64, i64, Option<String>)> {
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
     };
     let mut p = persistent(&broker, "p", &CONNACK_OK).await;
     p.subscribe_ok(1, &[("t", 1)]).await;
@@ -442,27 +569,58 @@ async fn persistent_session_row_kept_with_last_seen_and_clean_rows_gone_after_re
     })
     .await;
     p.disconnect().await;
-    let rows = eventually(&db, sql, extract, |rows| rows.iter().any(|r| r.0 == "p" && r.2 == 0)).await;
+    let rows = eventually(&db, sql, extract, |rows| {
+        rows.iter().any(|r| r.0 == "p" && r.2 == 0)
+    })
+    .await;
     let p_row = rows.iter().find(|r| r.0 == "p").unwrap();
     assert_eq!(p_row.1, 1, "{p_row:?}");
-    assert!(p_row.3.as_deref().is_some_and(is_iso8601_utc), "last_seen: {p_row:?}");
+    assert!(
+        p_row.3.as_deref().is_some_and(is_iso8601_utc),
+        "last_seen: {p_row:?}"
+    );
 
     let broker = broker.restart();
     let rows = eventually(&db, sql, extract, |rows| rows.iter().all(|r| r.0 != "c")).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0].0.as_str(), rows[0].1, rows[0].2), ("p", 1, 0), "{rows:?}");
-    assert!(rows[0].3.as_deref().is_some_and(is_iso8601_utc), "last_seen after restart: {rows:?}");
-    persistent(&broker, "p", &CONNACK_PRESENT).await.ping().await;
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1, rows[0].2),
+        ("p", 1, 0),
+        "{rows:?}"
+    );
+    assert!(
+        rows[0].3.as_deref().is_some_and(is_iso8601_utc),
+        "last_seen after restart: {rows:?}"
+    );
+    persistent(&broker, "p", &CONNACK_PRESENT)
+        .await
+        .ping()
+        .await;
 }
 
 /// The SQL statements of the README's "Inspecting the database" block, in
 /// order, comments removed.
 fn readme_queries() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
-    let section = readme.split("### Inspecting the database").nth(1).expect("README has \"Inspecting the database\"");
-    let block = section.split("```sql").nth(1).and_then(|b| b.split("```").next()).expect("an sql block");
-    let sql: String = block.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-    sql.split(';').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect()
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### Inspecting the database")
+        .nth(1)
+        .expect("README has \"Inspecting the database\"");
+    let block = section
+        .split("```sql")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sql block");
+    let sql: String = block
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    sql.split(';')
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty())
+        .collect()
 }
 
 /// The README's `sqlite3 -readonly` queries, run as written while the
@@ -487,11 +645,15 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
     let broker = TestBroker::start();
     let db = broker.db_path();
     let mut away = persistent(&broker, "sensor-7", &CONNACK_OK).await;
-    away.subscribe_ok(1, &[("readme/a", 1), ("readme/b", 2)]).await;
+    away.subscribe_ok(1, &[("readme/a", 1), ("readme/b", 2)])
+        .await;
     away.disconnect().await;
     let mut here = persistent(&broker, "here", &CONNACK_OK).await;
     here.subscribe_ok(1, &[("readme/c", 0)]).await;
-    let options = ConnectOptions { keep_alive: 23, ..ConnectOptions::new("watcher") };
+    let options = ConnectOptions {
+        keep_alive: 23,
+        ..ConnectOptions::new("watcher")
+    };
     let _watcher = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     publisher.publish_ok("readme/a", b"1", 1, 1, false).await;
@@ -504,16 +666,33 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
         &db,
         &connected_sql,
         |rows| {
-            let mut v: Vec<(String, Option<String>, i64)> =
-                rows.iter().map(|r| (r.get("client_id"), r.get("connected_since"), r.get("keep_alive"))).collect();
+            let mut v: Vec<(String, Option<String>, i64)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get("client_id"),
+                        r.get("connected_since"),
+                        r.get("keep_alive"),
+                    )
+                })
+                .collect();
             v.sort();
             v
         },
         |v| v.iter().map(|r| r.0.as_str()).collect::<Vec<_>>() == ["here", "pub", "watcher"],
     )
     .await;
-    assert_eq!(connected.iter().map(|r| r.2).collect::<Vec<_>>(), [60, 60, 23], "keep_alive: {connected:?}");
-    assert!(connected.iter().all(|r| r.1.as_deref().is_some_and(is_iso8601_utc)), "connected_since: {connected:?}");
+    assert_eq!(
+        connected.iter().map(|r| r.2).collect::<Vec<_>>(),
+        [60, 60, 23],
+        "keep_alive: {connected:?}"
+    );
+    assert!(
+        connected
+            .iter()
+            .all(|r| r.1.as_deref().is_some_and(is_iso8601_utc)),
+        "connected_since: {connected:?}"
+    );
 
     let mut sessions: Vec<(String, i64, Option<String>, i64, i64)> = query(&db, &sessions_sql)
         .await
@@ -531,30 +710,66 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
     sessions.sort();
     assert_eq!(sessions.len(), 2, "{sessions:?}");
     assert_eq!(
-        (sessions[0].0.as_str(), sessions[0].1, sessions[0].2.as_deref(), sessions[0].3, sessions[0].4),
+        (
+            sessions[0].0.as_str(),
+            sessions[0].1,
+            sessions[0].2.as_deref(),
+            sessions[0].3,
+            sessions[0].4
+        ),
         ("here", 1, None, 1, 0)
     );
     assert_eq!(
-        (sessions[1].0.as_str(), sessions[1].1, sessions[1].3, sessions[1].4),
+        (
+            sessions[1].0.as_str(),
+            sessions[1].1,
+            sessions[1].3,
+            sessions[1].4
+        ),
         ("sensor-7", 0, 2, 3),
         "{sessions:?}"
     );
-    assert!(sessions[1].2.as_deref().is_some_and(is_iso8601_utc), "last_seen: {sessions:?}");
+    assert!(
+        sessions[1].2.as_deref().is_some_and(is_iso8601_utc),
+        "last_seen: {sessions:?}"
+    );
 
-    let mut subscriptions: Vec<(String, i64)> =
-        query(&db, &subscriptions_sql).await.iter().map(|r| (r.get("topic_filter"), r.get("qos"))).collect();
+    let mut subscriptions: Vec<(String, i64)> = query(&db, &subscriptions_sql)
+        .await
+        .iter()
+        .map(|r| (r.get("topic_filter"), r.get("qos")))
+        .collect();
     subscriptions.sort();
-    assert_eq!(subscriptions, [("readme/a".to_string(), 1), ("readme/b".to_string(), 2)]);
+    assert_eq!(
+        subscriptions,
+        [("readme/a".to_string(), 1), ("readme/b".to_string(), 2)]
+    );
 
     let retained: Vec<(String, i64, i64, String)> = query(&db, &retained_sql)
         .await
         .iter()
-        .map(|r| (r.get("topic"), r.get("qos"), r.get("bytes"), r.get("updated_at")))
+        .map(|r| {
+            (
+                r.get("topic"),
+                r.get("qos"),
+                r.get("bytes"),
+                r.get("updated_at"),
+            )
+        })
         .collect();
     assert_eq!(retained.len(), 2, "{retained:?}");
-    assert_eq!((retained[0].0.as_str(), retained[0].1, retained[0].2), ("readme/r1", 1, 1));
-    assert_eq!((retained[1].0.as_str(), retained[1].1, retained[1].2), ("readme/r2", 2, 2));
-    assert!(retained.iter().all(|r| is_iso8601_utc(&r.3)), "updated_at: {retained:?}");
+    assert_eq!(
+        (retained[0].0.as_str(), retained[0].1, retained[0].2),
+        ("readme/r1", 1, 1)
+    );
+    assert_eq!(
+        (retained[1].0.as_str(), retained[1].1, retained[1].2),
+        ("readme/r2", 2, 2)
+    );
+    assert!(
+        retained.iter().all(|r| is_iso8601_utc(&r.3)),
+        "updated_at: {retained:?}"
+    );
     here.ping().await;
 }
 
@@ -562,7 +777,10 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
 #[tokio::test]
 async fn database_file_created_with_mode_0600() {
     let broker = TestBroker::start();
-    let mode = std::fs::metadata(broker.db_path()).expect("database file exists").permissions().mode();
+    let mode = std::fs::metadata(broker.db_path())
+        .expect("database file exists")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "mode {:o}", mode & 0o777);
 }
 
@@ -575,7 +793,10 @@ async fn binary_creates_missing_directories_of_db_path() {
     let roost = Roost::start(&db, &[]).await;
     let mut c = RawClient::connected(roost.addr, "c", true).await;
     c.ping().await;
-    let mode = std::fs::metadata(&db).expect("database file created").permissions().mode();
+    let mode = std::fs::metadata(&db)
+        .expect("database file created")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "mode {:o}", mode & 0o777);
     assert_eq!(roost.terminate().await, Some(0));
 }
@@ -588,7 +809,10 @@ async fn binary_sigterm_keeps_sessions_and_queued_messages_mqtt_3_1_2_4() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("roost.db");
     let roost = Roost::start(&db, &[]).await;
-    let options = ConnectOptions { clean: false, ..ConnectOptions::new("p") };
+    let options = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new("p")
+    };
     let mut p = RawClient::connected_expecting(roost.addr, &options, &CONNACK_OK).await;
     p.subscribe_ok(1, &[("t", 2)]).await;
     p.disconnect().await;

@@ -22,9 +22,14 @@ async fn pair(broker: &TestBroker, filter: &str, qos: u8) -> (RawClient, RawClie
 async fn qos0_both_directions_without_acks_mqtt_4_3_1_1() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "q0", 0).await;
-    publisher.send(&raw::publish("q0", b"hello", 0, 0, false, false)).await;
+    publisher
+        .send(&raw::publish("q0", b"hello", 0, 0, false, false))
+        .await;
     // Exactly the bytes the publisher sent: 0x30, topic, payload, no id.
-    assert_eq!(sub.recv().await.bytes(), raw::publish("q0", b"hello", 0, 0, false, false));
+    assert_eq!(
+        sub.recv().await.bytes(),
+        raw::publish("q0", b"hello", 0, 0, false, false)
+    );
     // The publisher gets nothing back: its next packet is the PINGRESP.
     publisher.ping().await;
     sub.ping().await;
@@ -37,7 +42,9 @@ async fn qos0_both_directions_without_acks_mqtt_4_3_1_1() {
 async fn qos1_inbound_answered_with_puback_same_id_mqtt_4_3_2_2() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "q1", 1).await;
-    publisher.send(&raw::publish("q1", b"one", 1, 0x1234, false, false)).await;
+    publisher
+        .send(&raw::publish("q1", b"one", 1, 0x1234, false, false))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), [0x40, 0x02, 0x12, 0x34]);
     let p = sub.recv().await;
     assert_eq!(p.first, 0x32, "QoS 1, DUP 0, RETAIN 0: {p:?}");
@@ -68,10 +75,20 @@ async fn qos1_outbound_handshake_mqtt_4_3_2_1() {
 async fn qos2_inbound_handshake_mqtt_4_3_3_2() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "q2", 2).await;
-    publisher.send(&raw::publish("q2", b"two", 2, 0x0102, false, false)).await;
-    assert_eq!(publisher.recv().await.bytes(), [0x50, 0x02, 0x01, 0x02], "PUBREC");
+    publisher
+        .send(&raw::publish("q2", b"two", 2, 0x0102, false, false))
+        .await;
+    assert_eq!(
+        publisher.recv().await.bytes(),
+        [0x50, 0x02, 0x01, 0x02],
+        "PUBREC"
+    );
     publisher.send(&raw::pubrel(0x0102)).await;
-    assert_eq!(publisher.recv().await.bytes(), [0x70, 0x02, 0x01, 0x02], "PUBCOMP");
+    assert_eq!(
+        publisher.recv().await.bytes(),
+        [0x70, 0x02, 0x01, 0x02],
+        "PUBCOMP"
+    );
     let got = sub.recv_publishes(1).await;
     assert_eq!(got[0].payload, b"two");
     assert_eq!(got[0].qos, 2);
@@ -92,7 +109,11 @@ async fn qos2_outbound_handshake_pubrel_flags_0x62_mqtt_3_6_1_1() {
     assert_ne!(id, 0);
     sub.send(&raw::pubrec(id)).await;
     let rel = sub.recv().await;
-    assert_eq!(rel.bytes(), raw::pubrel(id), "PUBREL must be 0x62 0x02 + the PUBLISH's id");
+    assert_eq!(
+        rel.bytes(),
+        raw::pubrel(id),
+        "PUBREL must be 0x62 0x02 + the PUBLISH's id"
+    );
     sub.send(&raw::pubcomp(id)).await;
     // Complete: no resend of PUBLISH or PUBREL comes before the next message.
     publisher.publish_ok("q2", b"next", 0, 0, false).await;
@@ -106,7 +127,8 @@ async fn qos2_outbound_handshake_pubrel_flags_0x62_mqtt_3_6_1_1() {
 async fn delivered_qos_is_min_of_published_and_granted_mqtt_3_8_4_6() {
     let broker = TestBroker::start();
     let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
-    sub.subscribe_ok(1, &[("min/0", 0), ("min/1", 1), ("min/2", 2)]).await;
+    sub.subscribe_ok(1, &[("min/0", 0), ("min/1", 1), ("min/2", 2)])
+        .await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     let mut id = 0;
     for granted in 0..3u8 {
@@ -114,10 +136,17 @@ async fn delivered_qos_is_min_of_published_and_granted_mqtt_3_8_4_6() {
             id += 1;
             let topic = format!("min/{granted}");
             let payload = format!("published {published}, granted {granted}");
-            publisher.publish_ok(&topic, payload.as_bytes(), published, id, false).await;
+            publisher
+                .publish_ok(&topic, payload.as_bytes(), published, id, false)
+                .await;
             let got = sub.recv_publishes(1).await;
             assert_eq!(got[0].payload, payload.as_bytes());
-            assert_eq!(got[0].qos, published.min(granted), "{payload}: delivered at QoS {}", got[0].qos);
+            assert_eq!(
+                got[0].qos,
+                published.min(granted),
+                "{payload}: delivered at QoS {}",
+                got[0].qos
+            );
         }
     }
 }
@@ -129,11 +158,21 @@ async fn delivered_qos_is_min_of_published_and_granted_mqtt_3_8_4_6() {
 async fn qos2_resent_publish_before_pubrel_not_delivered_twice_mqtt_4_3_3_2() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "once", 2).await;
-    publisher.send(&raw::publish("once", b"first", 2, 5, false, false)).await;
+    publisher
+        .send(&raw::publish("once", b"first", 2, 5, false, false))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(5));
-    publisher.send(&raw::publish("once", b"first", 2, 5, false, true)).await;
-    assert_eq!(publisher.recv().await.bytes(), raw::pubrec(5), "a resent PUBLISH is answered with PUBREC too");
-    publisher.send(&raw::publish("once", b"first", 2, 5, false, true)).await;
+    publisher
+        .send(&raw::publish("once", b"first", 2, 5, false, true))
+        .await;
+    assert_eq!(
+        publisher.recv().await.bytes(),
+        raw::pubrec(5),
+        "a resent PUBLISH is answered with PUBREC too"
+    );
+    publisher
+        .send(&raw::publish("once", b"first", 2, 5, false, true))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(5));
     publisher.send(&raw::pubrel(5)).await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(5));
@@ -141,7 +180,11 @@ async fn qos2_resent_publish_before_pubrel_not_delivered_twice_mqtt_4_3_3_2() {
     publisher.publish_ok("once", b"marker", 0, 0, false).await;
     let got = sub.recv_publishes(2).await;
     let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_slice()).collect();
-    assert_eq!(payloads, [&b"first"[..], b"marker"], "the resent PUBLISH was delivered again");
+    assert_eq!(
+        payloads,
+        [&b"first"[..], b"marker"],
+        "the resent PUBLISH was delivered again"
+    );
     // The id is released: reusing it carries a new message.
     publisher.publish_ok("once", b"second", 2, 5, false).await;
     sub.expect_publish("once", b"second").await;
@@ -177,7 +220,10 @@ async fn outbound_packet_ids_nonzero_and_distinct_mqtt_2_3_1_2() {
         let p = sub.recv().await.publish();
         let id = p.packet_id.expect("QoS > 0 has an id");
         assert_ne!(id, 0, "packet id 0 on {p:?}");
-        assert!(ids.insert(id), "packet id {id} reused while unacknowledged: {p:?}");
+        assert!(
+            ids.insert(id),
+            "packet id {id} reused while unacknowledged: {p:?}"
+        );
     }
 }
 
@@ -190,19 +236,33 @@ async fn inflight_window_holds_back_qos1_until_acked_mqtt_4_3_2_1() {
     let broker = TestBroker::start_with(|c| c.session.max_inflight = 2);
     let (mut sub, mut publisher) = pair(&broker, "win", 1).await;
     for i in 0..5u16 {
-        publisher.publish_ok("win", format!("m{i}").as_bytes(), 1, i + 1, false).await;
+        publisher
+            .publish_ok("win", format!("m{i}").as_bytes(), 1, i + 1, false)
+            .await;
     }
-    publisher.publish_ok("win", b"qos0 marker", 0, 0, false).await;
+    publisher
+        .publish_ok("win", b"qos0 marker", 0, 0, false)
+        .await;
     let first = sub.recv().await.publish();
     let second = sub.recv().await.publish();
-    assert_eq!((first.payload.as_slice(), second.payload.as_slice()), (&b"m0"[..], &b"m1"[..]));
+    assert_eq!(
+        (first.payload.as_slice(), second.payload.as_slice()),
+        (&b"m0"[..], &b"m1"[..])
+    );
     let marker = sub.recv().await.publish();
-    assert_eq!(marker.payload, b"qos0 marker", "more than 2 QoS 1 messages in flight: {marker:?}");
+    assert_eq!(
+        marker.payload, b"qos0 marker",
+        "more than 2 QoS 1 messages in flight: {marker:?}"
+    );
     let mut unacked = vec![first.packet_id.unwrap(), second.packet_id.unwrap()];
     for i in 2..5 {
         sub.send(&raw::puback(unacked.remove(0))).await;
         let p = sub.recv().await.publish();
-        assert_eq!(p.payload, format!("m{i}").as_bytes(), "released out of order: {p:?}");
+        assert_eq!(
+            p.payload,
+            format!("m{i}").as_bytes(),
+            "released out of order: {p:?}"
+        );
         assert!(!p.dup);
         unacked.push(p.packet_id.unwrap());
     }
@@ -222,7 +282,16 @@ async fn qos1_order_preserved_mqtt_4_6_0_5() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "order", 1).await;
     for i in 0..100u16 {
-        publisher.send(&raw::publish("order", &i.to_be_bytes(), 1, i + 1, false, false)).await;
+        publisher
+            .send(&raw::publish(
+                "order",
+                &i.to_be_bytes(),
+                1,
+                i + 1,
+                false,
+                false,
+            ))
+            .await;
     }
     for i in 0..100u16 {
         assert_eq!(publisher.recv().await.bytes(), raw::puback(i + 1));
@@ -241,7 +310,16 @@ async fn qos2_order_preserved_mqtt_4_6_0_5() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "order2", 2).await;
     for i in 0..30u16 {
-        publisher.send(&raw::publish("order2", &i.to_be_bytes(), 2, i + 1, false, false)).await;
+        publisher
+            .send(&raw::publish(
+                "order2",
+                &i.to_be_bytes(),
+                2,
+                i + 1,
+                false,
+                false,
+            ))
+            .await;
     }
     for i in 0..30u16 {
         assert_eq!(publisher.recv().await.bytes(), raw::pubrec(i + 1));
@@ -252,7 +330,11 @@ async fn qos2_order_preserved_mqtt_4_6_0_5() {
     }
     let got = sub.recv_publishes(30).await;
     for (i, p) in got.iter().enumerate() {
-        assert_eq!(p.payload, (i as u16).to_be_bytes(), "message {i} out of order");
+        assert_eq!(
+            p.payload,
+            (i as u16).to_be_bytes(),
+            "message {i} out of order"
+        );
     }
 }
 
@@ -290,7 +372,11 @@ async fn slow_qos0_subscriber_does_not_stall_others() {
         // can fall behind.
         for expected in start..seq {
             let p = fast.recv().await.publish();
-            assert_eq!(p.payload[..4], expected.to_be_bytes(), "fast subscriber lost or reordered a message");
+            assert_eq!(
+                p.payload[..4],
+                expected.to_be_bytes(),
+                "fast subscriber lost or reordered a message"
+            );
             assert_eq!(p.payload.len(), PAYLOAD);
         }
         if Metrics::get(&metrics.dropped_slow_client) > 0 {
@@ -303,7 +389,10 @@ async fn slow_qos0_subscriber_does_not_stall_others() {
         }
     }
     let dropped = Metrics::get(&metrics.dropped_slow_client);
-    assert!(dropped > 0, "{seq} messages of {PAYLOAD} bytes and nothing was dropped for the slow client");
+    assert!(
+        dropped > 0,
+        "{seq} messages of {PAYLOAD} bytes and nothing was dropped for the slow client"
+    );
     // The broker is still responsive to everyone who reads.
     fast.ping().await;
     publisher.ping().await;
@@ -316,11 +405,15 @@ async fn slow_qos0_subscriber_does_not_stall_others() {
 async fn incoming_dup_flag_not_propagated_mqtt_3_3_1_3() {
     let broker = TestBroker::start();
     let (mut sub, mut publisher) = pair(&broker, "dup", 2).await;
-    publisher.send(&raw::publish("dup", b"one", 1, 1, false, true)).await;
+    publisher
+        .send(&raw::publish("dup", b"one", 1, 1, false, true))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::puback(1));
     let got = sub.recv_publishes(1).await;
     assert!(!got[0].dup, "DUP propagated: {:?}", got[0]);
-    publisher.send(&raw::publish("dup", b"two", 2, 2, false, true)).await;
+    publisher
+        .send(&raw::publish("dup", b"two", 2, 2, false, true))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(2));
     publisher.send(&raw::pubrel(2)).await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(2));
@@ -351,10 +444,16 @@ async fn remaining_length_boundaries_round_trip_mqtt_2_2_3() {
     // Remaining length of a QoS 0 PUBLISH to "rl" = 2 + 2 + payload.
     for remaining in [127usize, 128, 16_383, 16_384, 2_097_151, 2_097_152] {
         let payload: Vec<u8> = (0..remaining - 4).map(|i| (i % 251) as u8).collect();
-        publisher.send(&raw::publish("rl", &payload, 0, 0, false, false)).await;
+        publisher
+            .send(&raw::publish("rl", &payload, 0, 0, false, false))
+            .await;
         let p = sub.recv().await;
         assert_eq!(p.body.len(), remaining);
-        assert_eq!(p.publish().payload, payload, "payload corrupted at remaining length {remaining}");
+        assert_eq!(
+            p.publish().payload,
+            payload,
+            "payload corrupted at remaining length {remaining}"
+        );
     }
 }
 
@@ -370,9 +469,19 @@ async fn qos2_occupies_the_window_until_pubcomp_mqtt_4_3_3_1() {
     assert_eq!(a.payload, b"a");
     let id = a.packet_id.unwrap();
     sub.send(&raw::pubrec(id)).await;
-    assert_eq!(sub.recv().await.bytes(), raw::pubrel(id), "PUBREL, not the next PUBLISH, after PUBREC");
-    publisher.publish_ok("w2", b"qos0 marker", 0, 0, false).await;
-    assert_eq!(sub.recv().await.publish().payload, b"qos0 marker", "window of 1 exceeded");
+    assert_eq!(
+        sub.recv().await.bytes(),
+        raw::pubrel(id),
+        "PUBREL, not the next PUBLISH, after PUBREC"
+    );
+    publisher
+        .publish_ok("w2", b"qos0 marker", 0, 0, false)
+        .await;
+    assert_eq!(
+        sub.recv().await.publish().payload,
+        b"qos0 marker",
+        "window of 1 exceeded"
+    );
     sub.send(&raw::pubcomp(id)).await;
     let b = sub.recv_publishes(1).await;
     assert_eq!(b[0].payload, b"b");

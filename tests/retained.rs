@@ -9,14 +9,22 @@ use crate::common::{RawClient, TestBroker};
 
 /// Publishes a retained marker on `retained/marker` (QoS 1, acked).
 async fn retain_marker(publisher: &mut RawClient) {
-    publisher.publish_ok("retained/marker", b"marker", 1, 999, true).await;
+    publisher
+        .publish_ok("retained/marker", b"marker", 1, 999, true)
+        .await;
 }
 
 /// A new client subscribes to `filter` at `qos` and then to the marker topic,
 /// in one SUBSCRIBE, and returns what arrived before the marker.
-async fn retained_for(broker: &TestBroker, client_id: &str, filter: &str, qos: u8) -> Vec<ReceivedPublish> {
+async fn retained_for(
+    broker: &TestBroker,
+    client_id: &str,
+    filter: &str,
+    qos: u8,
+) -> Vec<ReceivedPublish> {
     let mut sub = RawClient::connected(broker.addr(), client_id, true).await;
-    sub.subscribe_ok(1, &[(filter, qos), ("retained/marker", 0)]).await;
+    sub.subscribe_ok(1, &[(filter, qos), ("retained/marker", 0)])
+        .await;
     let mut got = Vec::new();
     let mut marker_seen = false;
     let mut awaiting_rel = Vec::new();
@@ -51,7 +59,9 @@ async fn retained_for(broker: &TestBroker, client_id: &str, filter: &str, qos: u
 }
 
 fn payloads(got: &[ReceivedPublish]) -> Vec<String> {
-    got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+    got.iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
 }
 
 /// [MQTT-3.3.1-6] When a new subscription is established, the last retained
@@ -68,7 +78,10 @@ async fn new_subscriber_gets_retained_message_with_retain_1_mqtt_3_3_1_8() {
     let p = sub.recv().await;
     assert_eq!(p.first & 0x0F, 0x03, "QoS 1, RETAIN 1, DUP 0: {p:?}");
     let p = p.publish();
-    assert_eq!((p.topic.as_str(), p.payload.as_slice()), ("r/t", &b"kept"[..]));
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("r/t", &b"kept"[..])
+    );
     sub.send(&raw::puback(p.packet_id.unwrap())).await;
     sub.ping().await;
 }
@@ -87,7 +100,10 @@ async fn live_forwarding_clears_retain_flag_mqtt_3_3_1_9() {
         publisher.publish_ok("r/live", &[qos], qos, 1, true).await;
         let got = sub.recv_publishes(1).await;
         assert_eq!(got[0].payload, [qos]);
-        assert!(!got[0].retain, "live delivery of a retained QoS {qos} publish has RETAIN=1");
+        assert!(
+            !got[0].retain,
+            "live delivery of a retained QoS {qos} publish has RETAIN=1"
+        );
     }
 }
 
@@ -115,7 +131,9 @@ async fn empty_retained_payload_clears_and_is_not_stored_mqtt_3_3_1_10() {
     let mut live = RawClient::connected(broker.addr(), "live", true).await;
     live.subscribe_ok(1, &[("r/clear", 1)]).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("r/clear", b"soon gone", 1, 1, true).await;
+    publisher
+        .publish_ok("r/clear", b"soon gone", 1, 1, true)
+        .await;
     live.expect_publish("r/clear", b"soon gone").await;
     publisher.publish_ok("r/clear", b"", 1, 2, true).await;
     // Processed as normal: the current subscriber gets the empty message.
@@ -123,11 +141,17 @@ async fn empty_retained_payload_clears_and_is_not_stored_mqtt_3_3_1_10() {
     assert!(!p.retain);
     retain_marker(&mut publisher).await;
     let got = retained_for(&broker, "later", "r/clear", 1).await;
-    assert!(got.is_empty(), "cleared topic still delivers retained messages: {got:?}");
+    assert!(
+        got.is_empty(),
+        "cleared topic still delivers retained messages: {got:?}"
+    );
     // An empty retained message on a topic with nothing retained is not stored either.
     publisher.publish_ok("r/never", b"", 0, 0, true).await;
     let got = retained_for(&broker, "later2", "r/never", 1).await;
-    assert!(got.is_empty(), "a zero-byte retained message was stored: {got:?}");
+    assert!(
+        got.is_empty(),
+        "a zero-byte retained message was stored: {got:?}"
+    );
 }
 
 /// [MQTT-3.3.1-6] A wildcard subscription gets the retained message of every
@@ -136,9 +160,13 @@ async fn empty_retained_payload_clears_and_is_not_stored_mqtt_3_3_1_10() {
 async fn wildcard_subscribe_gets_all_matching_retained_mqtt_3_3_1_6() {
     let broker = TestBroker::start();
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    let topics = ["w/a", "w/b", "w/c/d", "w", "x/a", "w2/a", "$SYS/w/a", "$x/a"];
+    let topics = [
+        "w/a", "w/b", "w/c/d", "w", "x/a", "w2/a", "$SYS/w/a", "$x/a",
+    ];
     for (i, t) in topics.iter().enumerate() {
-        publisher.publish_ok(t, t.as_bytes(), 1, i as u16 + 1, true).await;
+        publisher
+            .publish_ok(t, t.as_bytes(), 1, i as u16 + 1, true)
+            .await;
     }
     retain_marker(&mut publisher).await;
     for (n, (filter, expected)) in [
@@ -146,7 +174,10 @@ async fn wildcard_subscribe_gets_all_matching_retained_mqtt_3_3_1_6() {
         ("w/#", vec!["w", "w/a", "w/b", "w/c/d"]),
         ("+/a", vec!["w/a", "w2/a", "x/a"]),
         ("w/c/+", vec!["w/c/d"]),
-        ("#", vec!["retained/marker", "w", "w/a", "w/b", "w/c/d", "w2/a", "x/a"]),
+        (
+            "#",
+            vec!["retained/marker", "w", "w/a", "w/b", "w/c/d", "w2/a", "x/a"],
+        ),
         ("$SYS/#", vec!["$SYS/w/a"]),
         ("$x/+", vec!["$x/a"]),
         ("nothing/+", vec![]),
@@ -181,14 +212,26 @@ async fn retained_delivered_at_min_of_stored_and_granted_qos_mqtt_3_8_4_6() {
     let broker = TestBroker::start();
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     for stored in 0..3u8 {
-        publisher.publish_ok(&format!("rq/{stored}"), &[stored], stored, 1, true).await;
+        publisher
+            .publish_ok(&format!("rq/{stored}"), &[stored], stored, 1, true)
+            .await;
     }
     retain_marker(&mut publisher).await;
     for stored in 0..3u8 {
         for granted in 0..3u8 {
-            let got = retained_for(&broker, &format!("s{stored}{granted}"), &format!("rq/{stored}"), granted).await;
+            let got = retained_for(
+                &broker,
+                &format!("s{stored}{granted}"),
+                &format!("rq/{stored}"),
+                granted,
+            )
+            .await;
             assert_eq!(got.len(), 1, "stored QoS {stored}, granted {granted}");
-            assert_eq!(got[0].qos, stored.min(granted), "stored QoS {stored}, granted {granted}");
+            assert_eq!(
+                got[0].qos,
+                stored.min(granted),
+                "stored QoS {stored}, granted {granted}"
+            );
             assert!(got[0].retain);
         }
     }
@@ -231,10 +274,14 @@ async fn retained_qos0_message_is_stored_mqtt_3_3_1_7() {
 async fn retained_message_outlives_the_publishers_session_mqtt_3_1_2_7() {
     let broker = TestBroker::start();
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("r/outlives", b"still here", 1, 1, true).await;
+    publisher
+        .publish_ok("r/outlives", b"still here", 1, 1, true)
+        .await;
     publisher.disconnect().await;
     let mut persistent_publisher = RawClient::connected(broker.addr(), "pub2", false).await;
-    persistent_publisher.publish_ok("r/outlives2", b"still here too", 1, 1, true).await;
+    persistent_publisher
+        .publish_ok("r/outlives2", b"still here too", 1, 1, true)
+        .await;
     persistent_publisher.disconnect().await;
     // Ending the persistent session too.
     let mut gone = RawClient::connected(broker.addr(), "pub2", true).await;

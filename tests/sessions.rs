@@ -14,7 +14,10 @@ use crate::common::{RawClient, TestBroker};
 use roost::broker::metrics::Metrics;
 
 async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> RawClient {
-    let options = ConnectOptions { clean: false, ..ConnectOptions::new(id) };
+    let options = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(id)
+    };
     RawClient::connected_expecting(broker.addr(), &options, expected_connack).await
 }
 
@@ -94,7 +97,9 @@ async fn clean_session_discards_previous_session_mqtt_3_1_2_6() {
     c.disconnect().await;
     let mut c = clean(&broker, "p", &CONNACK_OK).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("gone", b"old subscription", 1, 1, false).await;
+    publisher
+        .publish_ok("gone", b"old subscription", 1, 1, false)
+        .await;
     c.subscribe_ok(2, &[("gone", 1)]).await;
     publisher.publish_ok("gone", b"marker", 1, 2, false).await;
     c.expect_publish("gone", b"marker").await;
@@ -117,13 +122,19 @@ async fn offline_qos1_and_qos2_queued_and_delivered_in_order_mqtt_3_1_2_5() {
     let mut w = witness(&broker, "q").await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     for i in 0..10u16 {
-        publisher.publish_ok("q", &i.to_be_bytes(), 1 + (i % 2) as u8, i + 1, false).await;
+        publisher
+            .publish_ok("q", &i.to_be_bytes(), 1 + (i % 2) as u8, i + 1, false)
+            .await;
     }
     w.recv_publishes(10).await;
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
     let got = c.recv_publishes(10).await;
     for (i, p) in got.iter().enumerate() {
-        assert_eq!(p.payload, (i as u16).to_be_bytes(), "queued message {i} out of order");
+        assert_eq!(
+            p.payload,
+            (i as u16).to_be_bytes(),
+            "queued message {i} out of order"
+        );
         assert_eq!(p.qos, 1 + (i % 2) as u8);
         assert!(!p.dup, "a message never sent before must have DUP=0: {p:?}");
     }
@@ -147,7 +158,10 @@ async fn offline_qos0_not_queued_by_default_mqtt_3_1_2_5() {
     w.recv_publishes(4).await;
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
     c.expect_publish("q", b"marker").await;
-    assert_eq!(Metrics::get(&broker.handle.metrics().dropped_offline_qos0), 3);
+    assert_eq!(
+        Metrics::get(&broker.handle.metrics().dropped_offline_qos0),
+        3
+    );
 }
 
 /// session.queue_qos0 = true: QoS 0 messages are queued offline as well.
@@ -180,7 +194,9 @@ async fn offline_queue_bound_drops_and_counts_the_rest() {
     let mut w = witness(&broker, "q").await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     for i in 0..8u8 {
-        publisher.publish_ok("q", &[i], 1, u16::from(i) + 1, false).await;
+        publisher
+            .publish_ok("q", &[i], 1, u16::from(i) + 1, false)
+            .await;
     }
     w.recv_publishes(8).await;
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
@@ -247,7 +263,11 @@ async fn pubrel_resent_after_reconnect_mqtt_4_4_0_1() {
     // No PUBCOMP; the connection drops.
     drop(c);
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
-    assert_eq!(c.recv().await.bytes(), raw::pubrel(id), "expected the PUBREL to be resent");
+    assert_eq!(
+        c.recv().await.bytes(),
+        raw::pubrel(id),
+        "expected the PUBREL to be resent"
+    );
     c.send(&raw::pubcomp(id)).await;
     publisher.publish_ok("q2", b"marker", 0, 0, false).await;
     c.expect_publish("q2", b"marker").await;
@@ -271,7 +291,9 @@ async fn takeover_of_persistent_session_keeps_state_mqtt_3_1_4_2() {
     assert!(again.dup, "{again:?}");
     assert_eq!((again.packet_id, &again.payload), (p.packet_id, &p.payload));
     second.send(&raw::puback(again.packet_id.unwrap())).await;
-    publisher.publish_ok("t", b"after takeover", 1, 2, false).await;
+    publisher
+        .publish_ok("t", b"after takeover", 1, 2, false)
+        .await;
     second.expect_publish("t", b"after takeover").await;
 }
 
@@ -286,7 +308,9 @@ async fn clean_takeover_of_persistent_session_discards_it_mqtt_3_1_2_6() {
     let mut second = clean(&broker, "p", &CONNACK_OK).await;
     first.expect_closed().await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("t", b"old subscription", 1, 1, false).await;
+    publisher
+        .publish_ok("t", b"old subscription", 1, 1, false)
+        .await;
     second.subscribe_ok(2, &[("t", 1)]).await;
     publisher.publish_ok("t", b"marker", 1, 2, false).await;
     second.expect_publish("t", b"marker").await;
@@ -302,18 +326,26 @@ async fn inbound_qos2_not_redelivered_after_publisher_reconnects_mqtt_4_4_0_1() 
     let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
     sub.subscribe_ok(1, &[("once", 2)]).await;
     let mut publisher = persistent(&broker, "pub", &CONNACK_OK).await;
-    publisher.send(&raw::publish("once", b"exactly once", 2, 7, false, false)).await;
+    publisher
+        .send(&raw::publish("once", b"exactly once", 2, 7, false, false))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(7));
     drop(publisher);
     let mut publisher = persistent(&broker, "pub", &CONNACK_PRESENT).await;
-    publisher.send(&raw::publish("once", b"exactly once", 2, 7, false, true)).await;
+    publisher
+        .send(&raw::publish("once", b"exactly once", 2, 7, false, true))
+        .await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubrec(7));
     publisher.send(&raw::pubrel(7)).await;
     assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(7));
     publisher.publish_ok("once", b"marker", 0, 0, false).await;
     let got = sub.recv_publishes(2).await;
     let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_slice()).collect();
-    assert_eq!(payloads, [&b"exactly once"[..], b"marker"], "delivered twice across the reconnect");
+    assert_eq!(
+        payloads,
+        [&b"exactly once"[..], b"marker"],
+        "delivered twice across the reconnect"
+    );
 }
 
 /// Persistent session expiry (`session.expiry_secs`, Mosquitto's
@@ -327,18 +359,27 @@ async fn abandoned_persistent_session_expires() {
     c.subscribe_ok(1, &[("expiry/t", 1)]).await;
     c.disconnect().await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("expiry/t", b"queued", 1, 1, false).await;
+    publisher
+        .publish_ok("expiry/t", b"queued", 1, 1, false)
+        .await;
     // Wait for the expiry to happen (the counter is the event).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while Metrics::get(&broker.handle.metrics().sessions_expired) == 0 {
-        assert!(std::time::Instant::now() < deadline, "session did not expire");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session did not expire"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut c = persistent(&broker, "gone-away", &CONNACK_OK).await;
     // Neither the subscription nor the queued message survived.
     c.subscribe_ok(2, &[("expiry/marker", 1)]).await;
-    publisher.publish_ok("expiry/t", b"after", 1, 2, false).await;
-    publisher.publish_ok("expiry/marker", b"marker", 1, 3, false).await;
+    publisher
+        .publish_ok("expiry/t", b"after", 1, 2, false)
+        .await;
+    publisher
+        .publish_ok("expiry/marker", b"marker", 1, 3, false)
+        .await;
     c.expect_publish("expiry/marker", b"marker").await;
 }
 
@@ -358,7 +399,9 @@ async fn returning_client_keeps_its_session_despite_expiry_setting() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("expiry/back", b"still subscribed", 1, 1, false).await;
+    publisher
+        .publish_ok("expiry/back", b"still subscribed", 1, 1, false)
+        .await;
     c.expect_publish("expiry/back", b"still subscribed").await;
     assert_eq!(Metrics::get(&broker.handle.metrics().sessions_expired), 0);
 }

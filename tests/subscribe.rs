@@ -13,12 +13,21 @@ use crate::common::{RawClient, TestBroker};
 async fn suback_grants_each_filter_in_order_mqtt_3_9_3_1() {
     let broker = TestBroker::start();
     let mut c = RawClient::connected(broker.addr(), "c", true).await;
-    c.send(&raw::subscribe(0xBEEF, &[("a", 2), ("b/+", 0), ("c/#", 1), ("d", 0), ("e", 2)])).await;
-    assert_eq!(c.recv().await.bytes(), raw::suback(0xBEEF, &[2, 0, 1, 0, 2]));
+    c.send(&raw::subscribe(
+        0xBEEF,
+        &[("a", 2), ("b/+", 0), ("c/#", 1), ("d", 0), ("e", 2)],
+    ))
+    .await;
+    assert_eq!(
+        c.recv().await.bytes(),
+        raw::suback(0xBEEF, &[2, 0, 1, 0, 2])
+    );
     // Each filter works, at its own QoS.
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     for (topic, granted) in [("a", 2), ("b/x", 0), ("c/y/z", 1), ("d", 0), ("e", 2)] {
-        publisher.publish_ok(topic, topic.as_bytes(), 2, 1, false).await;
+        publisher
+            .publish_ok(topic, topic.as_bytes(), 2, 1, false)
+            .await;
         let got = c.recv_publishes(1).await;
         assert_eq!((got[0].topic.as_str(), got[0].qos), (topic, granted));
     }
@@ -51,14 +60,20 @@ async fn repeated_subscription_replaces_the_old_one_mqtt_3_8_4_3() {
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     publisher.publish_ok("rep", b"at qos 2", 2, 1, false).await;
     let got = sub.recv_publishes(1).await;
-    assert_eq!((got[0].payload.as_slice(), got[0].qos), (&b"at qos 2"[..], 2));
+    assert_eq!(
+        (got[0].payload.as_slice(), got[0].qos),
+        (&b"at qos 2"[..], 2)
+    );
     publisher.publish_ok("rep", b"marker", 0, 0, false).await;
     sub.expect_publish("rep", b"marker").await;
     // And downgrading works the same way.
     sub.subscribe_ok(3, &[("rep", 1)]).await;
     publisher.publish_ok("rep", b"at qos 1", 2, 2, false).await;
     let got = sub.recv_publishes(1).await;
-    assert_eq!((got[0].payload.as_slice(), got[0].qos), (&b"at qos 1"[..], 1));
+    assert_eq!(
+        (got[0].payload.as_slice(), got[0].qos),
+        (&b"at qos 1"[..], 1)
+    );
     publisher.publish_ok("rep", b"marker", 0, 0, false).await;
     sub.expect_publish("rep", b"marker").await;
 }
@@ -79,7 +94,9 @@ async fn unsubscribe_acked_with_same_id_then_no_delivery_mqtt_3_10_4_4() {
     sub.expect_publish("uns", b"before").await;
     sub.send(&raw::unsubscribe(0x0A0B, &["uns"])).await;
     assert_eq!(sub.recv().await.bytes(), [0xB0, 0x02, 0x0A, 0x0B]);
-    publisher.publish_ok("uns", b"after unsubscribe", 1, 2, false).await;
+    publisher
+        .publish_ok("uns", b"after unsubscribe", 1, 2, false)
+        .await;
     sub.subscribe_ok(2, &[("uns", 1)]).await;
     publisher.publish_ok("uns", b"marker", 1, 3, false).await;
     sub.expect_publish("uns", b"marker").await;
@@ -95,7 +112,9 @@ async fn unsubscribe_wildcard_filter_stops_delivery_mqtt_3_10_4_2() {
     sub.unsubscribe_ok(2, &["wu/+"]).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     for (n, topic) in ["wu/a", "wu/b", "wu/c", "wu/d"].into_iter().enumerate() {
-        publisher.publish_ok(topic, b"after unsubscribe", 1, 1, false).await;
+        publisher
+            .publish_ok(topic, b"after unsubscribe", 1, 1, false)
+            .await;
         sub.subscribe_ok(3, &[(topic, 1)]).await;
         publisher.publish_ok(topic, b"marker", 1, 2, false).await;
         sub.expect_publish(topic, b"marker").await;
@@ -112,8 +131,13 @@ async fn repeated_wildcard_subscription_replaces_the_old_one_mqtt_3_8_4_3() {
     sub.subscribe_ok(1, &[("rw/+", 0)]).await;
     sub.subscribe_ok(2, &[("rw/+", 2)]).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    for (i, topic) in ["rw/a", "rw/b", "rw/c", "rw/d", "rw/e"].into_iter().enumerate() {
-        publisher.publish_ok(topic, b"x", 2, i as u16 + 1, false).await;
+    for (i, topic) in ["rw/a", "rw/b", "rw/c", "rw/d", "rw/e"]
+        .into_iter()
+        .enumerate()
+    {
+        publisher
+            .publish_ok(topic, b"x", 2, i as u16 + 1, false)
+            .await;
         let got = sub.recv_publishes(1).await;
         assert_eq!((got[0].topic.as_str(), got[0].qos), (topic, 2));
         publisher.publish_ok(topic, b"marker", 0, 0, false).await;
@@ -134,7 +158,11 @@ async fn unsubscribe_one_of_overlapping_filters_keeps_the_other_mqtt_3_10_4_4() 
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     publisher.publish_ok("o/a", b"x", 2, 1, false).await;
     let got = sub.recv_publishes(1).await;
-    assert_eq!(got[0].qos, 0, "only `o/+` (QoS 0) should remain: {:?}", got[0]);
+    assert_eq!(
+        got[0].qos, 0,
+        "only `o/+` (QoS 0) should remain: {:?}",
+        got[0]
+    );
 }
 
 /// Matching rows checked by one subscriber per filter, on a broker with one
@@ -147,15 +175,26 @@ async fn check_matching(rows: &[(&str, &str, bool)]) {
         let id = format!("sub{n}");
         let mut sub = RawClient::connected(broker.addr(), &id, true).await;
         sub.subscribe_ok(1, &[(filter, 0), ("marker", 0)]).await;
-        publisher.publish_ok(topic, topic.as_bytes(), 0, 0, false).await;
+        publisher
+            .publish_ok(topic, topic.as_bytes(), 0, 0, false)
+            .await;
         publisher.publish_ok("marker", b"marker", 0, 0, false).await;
         let first = sub.recv_publish().await;
         if matches {
-            assert_eq!(first.topic, topic, "filter {filter:?} should match topic {topic:?}");
+            assert_eq!(
+                first.topic, topic,
+                "filter {filter:?} should match topic {topic:?}"
+            );
             let next = sub.recv_publish().await;
-            assert_eq!(next.topic, "marker", "filter {filter:?}, topic {topic:?}: delivered twice?");
+            assert_eq!(
+                next.topic, "marker",
+                "filter {filter:?}, topic {topic:?}: delivered twice?"
+            );
         } else {
-            assert_eq!(first.topic, "marker", "filter {filter:?} must not match topic {topic:?}");
+            assert_eq!(
+                first.topic, "marker",
+                "filter {filter:?} must not match topic {topic:?}"
+            );
         }
     }
 }
@@ -271,7 +310,10 @@ async fn overlapping_subscriptions_deliver_one_copy_at_max_qos_mqtt_3_3_5_1() {
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     publisher.publish_ok("a/b", b"overlap", 2, 1, false).await;
     let got = sub.recv_publishes(1).await;
-    assert_eq!((got[0].payload.as_slice(), got[0].qos), (&b"overlap"[..], 2));
+    assert_eq!(
+        (got[0].payload.as_slice(), got[0].qos),
+        (&b"overlap"[..], 2)
+    );
     publisher.publish_ok("a/b", b"marker", 0, 0, false).await;
     sub.expect_publish("a/b", b"marker").await;
     // `a/b/c` matches only `a/#`: one copy at QoS 0.
@@ -288,7 +330,8 @@ async fn overlapping_subscriptions_deliver_one_copy_at_max_qos_mqtt_3_3_5_1() {
 async fn exact_and_wildcard_overlap_deliver_one_copy_mqtt_3_3_5_1() {
     let broker = TestBroker::start();
     let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
-    sub.subscribe_ok(1, &[("x/y", 1), ("#", 0), ("x/+", 0)]).await;
+    sub.subscribe_ok(1, &[("x/y", 1), ("#", 0), ("x/+", 0)])
+        .await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     publisher.publish_ok("x/y", b"once", 2, 1, false).await;
     let got = sub.recv_publishes(1).await;
@@ -303,7 +346,10 @@ async fn exact_and_wildcard_overlap_deliver_one_copy_mqtt_3_3_5_1() {
 async fn every_matching_subscriber_gets_a_copy_mqtt_3_3_5_1() {
     let broker = TestBroker::start();
     let mut subs = Vec::new();
-    for (n, (filter, qos)) in [("fan/out", 0u8), ("fan/+", 1), ("#", 2)].into_iter().enumerate() {
+    for (n, (filter, qos)) in [("fan/out", 0u8), ("fan/+", 1), ("#", 2)]
+        .into_iter()
+        .enumerate()
+    {
         let mut s = RawClient::connected(broker.addr(), &format!("s{n}"), true).await;
         s.subscribe_ok(1, &[(filter, qos)]).await;
         subs.push((s, qos));
@@ -328,10 +374,14 @@ async fn unsubscribe_compares_filters_character_by_character_mqtt_3_10_4_1() {
     // [MQTT-3.10.4-5] UNSUBACK even when nothing was deleted.
     sub.unsubscribe_ok(2, &["u/b", "u/#", "+/+", "U/+"]).await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("u/b", b"still subscribed", 1, 1, false).await;
+    publisher
+        .publish_ok("u/b", b"still subscribed", 1, 1, false)
+        .await;
     sub.expect_publish("u/b", b"still subscribed").await;
     sub.unsubscribe_ok(3, &["u/+"]).await;
-    publisher.publish_ok("u/b", b"after unsubscribe", 1, 2, false).await;
+    publisher
+        .publish_ok("u/b", b"after unsubscribe", 1, 2, false)
+        .await;
     sub.subscribe_ok(4, &[("u/b", 1)]).await;
     publisher.publish_ok("u/b", b"marker", 1, 3, false).await;
     sub.expect_publish("u/b", b"marker").await;

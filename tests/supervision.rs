@@ -15,7 +15,12 @@ use std::time::Duration;
 /// Publishes `count` QoS 1 messages numbered from `first` on `topic`,
 /// pipelined, and returns the numbers the broker acknowledged (a message
 /// caught in a failure may go unacknowledged: the client would resend it).
-async fn publish_batch(publisher: &mut RawClient, topic: &str, first: u16, count: u16) -> BTreeSet<u16> {
+async fn publish_batch(
+    publisher: &mut RawClient,
+    topic: &str,
+    first: u16,
+    count: u16,
+) -> BTreeSet<u16> {
     let mut bytes = Vec::new();
     for n in first..first + count {
         bytes.extend(raw::publish(topic, &n.to_be_bytes(), 1, n, false, false));
@@ -39,7 +44,10 @@ async fn receive_all(subscriber: &mut RawClient, expected: &BTreeSet<u16>) {
     let mut missing = expected.clone();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !missing.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "acknowledged but never delivered: {missing:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acknowledged but never delivered: {missing:?}"
+        );
         let p = subscriber.recv_publish().await;
         missing.remove(&u16::from_be_bytes([p.payload[0], p.payload[1]]));
     }
@@ -54,7 +62,9 @@ async fn survives_fault(kind: ActorKind) {
     let mut clean = RawClient::connected(broker.addr(), "clean-sub", true).await;
     clean.subscribe_ok(1, &[("live/#", 1)]).await;
     let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
-    publisher.publish_ok("retained/before", b"kept", 1, 60000, true).await;
+    publisher
+        .publish_ok("retained/before", b"kept", 1, 60000, true)
+        .await;
 
     let before = publish_batch(&mut publisher, "live/a", 1, 50).await;
     assert_eq!(before.len(), 50);
@@ -62,7 +72,12 @@ async fn survives_fault(kind: ActorKind) {
     let during = publish_batch(&mut publisher, "live/a", 51, 50).await;
     let after = publish_batch(&mut publisher, "live/a", 101, 50).await;
 
-    let acked: BTreeSet<u16> = before.iter().chain(&during).chain(&after).copied().collect();
+    let acked: BTreeSet<u16> = before
+        .iter()
+        .chain(&during)
+        .chain(&after)
+        .copied()
+        .collect();
     receive_all(&mut durable, &acked).await;
     receive_all(&mut clean, &acked).await;
 
@@ -74,11 +89,17 @@ async fn survives_fault(kind: ActorKind) {
         let p = late.recv().await;
         if p.kind() == 3 {
             let p = p.publish();
-            assert_eq!((p.topic.as_str(), p.payload.as_slice()), ("retained/before", &b"kept"[..]));
+            assert_eq!(
+                (p.topic.as_str(), p.payload.as_slice()),
+                ("retained/before", &b"kept"[..])
+            );
             got_retained = true;
         }
     }
-    assert!(Metrics::get(&broker.handle.metrics().restarts) >= 1, "{kind}: no restart was recorded");
+    assert!(
+        Metrics::get(&broker.handle.metrics().restarts) >= 1,
+        "{kind}: no restart was recorded"
+    );
 }
 
 #[tokio::test]
@@ -104,9 +125,13 @@ async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     publisher.publish_ok("retained/b", b"two", 1, 2, true).await;
     fault::arm(broker.handle.id(), ActorKind::RetainedStore);
     // This retained publish meets the fault: it is not acknowledged.
-    publisher.send(&raw::publish("retained/c", b"lost", 1, 3, true, false)).await;
+    publisher
+        .send(&raw::publish("retained/c", b"lost", 1, 3, true, false))
+        .await;
     // After the restart both earlier retained messages are served again.
-    publisher.publish_ok("retained/d", b"four", 1, 4, true).await;
+    publisher
+        .publish_ok("retained/d", b"four", 1, 4, true)
+        .await;
     let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
     sub.subscribe_ok(1, &[("retained/+", 1)]).await;
     let mut seen = BTreeSet::new();
@@ -147,9 +172,18 @@ async fn fault_in_one_connection_closes_only_it_and_publishes_its_will() {
     let broker = TestBroker::start();
     let mut watcher = RawClient::connected(broker.addr(), "watcher", true).await;
     watcher.subscribe_ok(1, &[("wills/#", 1)]).await;
-    let will = raw::Will { topic: "wills/victim", payload: b"gone", qos: 1, retain: false };
-    let options = raw::ConnectOptions { will: Some(will), ..raw::ConnectOptions::new("victim") };
-    let mut victim = RawClient::connected_expecting(broker.addr(), &options, &raw::CONNACK_OK).await;
+    let will = raw::Will {
+        topic: "wills/victim",
+        payload: b"gone",
+        qos: 1,
+        retain: false,
+    };
+    let options = raw::ConnectOptions {
+        will: Some(will),
+        ..raw::ConnectOptions::new("victim")
+    };
+    let mut victim =
+        RawClient::connected_expecting(broker.addr(), &options, &raw::CONNACK_OK).await;
     fault::arm(broker.handle.id(), ActorKind::Connection);
     victim.send(&raw::PINGREQ).await;
     victim.expect_closed().await;
@@ -176,9 +210,13 @@ async fn restart_storm_escalates_to_shutdown_with_exit_code_70() {
         fault::arm(broker.handle.id(), ActorKind::TopicShard);
     }
     for n in 0..4u16 {
-        publisher.send_lossy(&raw::publish("storm", &n.to_be_bytes(), 0, 0, false, false)).await;
+        publisher
+            .send_lossy(&raw::publish("storm", &n.to_be_bytes(), 0, 0, false, false))
+            .await;
     }
-    let code = tokio::time::timeout(TIMEOUT, broker.handle.exited()).await.expect("roost stopped by itself");
+    let code = tokio::time::timeout(TIMEOUT, broker.handle.exited())
+        .await
+        .expect("roost stopped by itself");
     assert_eq!(code, 70);
     assert!(Metrics::get(&broker.handle.metrics().restarts) >= 4);
 }
@@ -198,9 +236,20 @@ async fn fault_in_shard_with_10000_subscriptions_rebuilds_every_one() {
     }
     let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
     fault::arm(broker.handle.id(), ActorKind::TopicShard);
-    publisher.send(&raw::publish("big/0/0", b"meets the fault", 0, 0, false, false)).await;
+    publisher
+        .send(&raw::publish(
+            "big/0/0",
+            b"meets the fault",
+            0,
+            0,
+            false,
+            false,
+        ))
+        .await;
     for (n, topic) in ["big/0/0", "big/57/13", "big/99/99"].iter().enumerate() {
-        publisher.publish_ok(topic, topic.as_bytes(), 1, n as u16 + 1, false).await;
+        publisher
+            .publish_ok(topic, topic.as_bytes(), 1, n as u16 + 1, false)
+            .await;
         sub.expect_publish(topic, topic.as_bytes()).await;
     }
     assert_eq!(Metrics::get(&broker.handle.metrics().restarts), 1);

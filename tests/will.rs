@@ -7,9 +7,24 @@ use crate::common::{RawClient, TestBroker};
 use roost::broker::metrics::Metrics;
 
 /// A client `id` whose will is `payload` on `topic` at `qos`/`retain`.
-async fn with_will(broker: &TestBroker, id: &str, topic: &str, payload: &[u8], qos: u8, retain: bool) -> RawClient {
-    let will = Will { topic, payload, qos, retain };
-    let options = ConnectOptions { will: Some(will), ..ConnectOptions::new(id) };
+async fn with_will(
+    broker: &TestBroker,
+    id: &str,
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+) -> RawClient {
+    let will = Will {
+        topic,
+        payload,
+        qos,
+        retain,
+    };
+    let options = ConnectOptions {
+        will: Some(will),
+        ..ConnectOptions::new(id)
+    };
     let mut c = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     c.ping().await;
     c
@@ -32,7 +47,10 @@ async fn will_published_on_socket_close_without_disconnect_mqtt_3_1_2_8() {
     let client = with_will(&broker, "dying", "will/t", b"gone", 1, false).await;
     drop(client);
     let got = w.recv_publishes(1).await;
-    assert_eq!((got[0].topic.as_str(), got[0].payload.as_slice()), ("will/t", &b"gone"[..]));
+    assert_eq!(
+        (got[0].topic.as_str(), got[0].payload.as_slice()),
+        ("will/t", &b"gone"[..])
+    );
     assert_eq!(got[0].qos, 1, "the will's QoS 1 (granted 2)");
     assert!(!got[0].retain);
     assert_eq!(Metrics::get(&broker.handle.metrics().wills_published), 1);
@@ -70,9 +88,13 @@ async fn non_retained_will_is_not_retained_mqtt_3_1_2_16() {
     drop(client);
     w.expect_publish("will/n", b"bye").await;
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("will/marker", b"marker", 1, 1, true).await;
+    publisher
+        .publish_ok("will/marker", b"marker", 1, 1, true)
+        .await;
     let mut later = RawClient::connected(broker.addr(), "later", true).await;
-    later.subscribe_ok(1, &[("will/n", 1), ("will/marker", 1)]).await;
+    later
+        .subscribe_ok(1, &[("will/n", 1), ("will/marker", 1)])
+        .await;
     let p = later.expect_publish("will/marker", b"marker").await;
     assert!(p.retain);
 }
@@ -106,7 +128,9 @@ async fn will_published_after_protocol_error_mqtt_3_1_2_8() {
     let broker = TestBroker::start();
     let mut w = watcher(&broker, "will/t", 1).await;
     let mut client = with_will(&broker, "broken", "will/t", b"protocol error", 1, false).await;
-    client.send_lossy(&raw::packet(0x36, &[0, 1, b't', 0, 1])).await;
+    client
+        .send_lossy(&raw::packet(0x36, &[0, 1, b't', 0, 1]))
+        .await;
     client.expect_closed_silently().await;
     w.expect_publish("will/t", b"protocol error").await;
 }
@@ -129,8 +153,17 @@ async fn will_published_after_second_connect_mqtt_3_1_0_2() {
 async fn will_published_after_keepalive_expiry_mqtt_3_1_2_8() {
     let broker = TestBroker::start();
     let mut w = watcher(&broker, "will/t", 1).await;
-    let will = Will { topic: "will/t", payload: b"timed out", qos: 1, retain: false };
-    let options = ConnectOptions { keep_alive: 1, will: Some(will), ..ConnectOptions::new("silent") };
+    let will = Will {
+        topic: "will/t",
+        payload: b"timed out",
+        qos: 1,
+        retain: false,
+    };
+    let options = ConnectOptions {
+        keep_alive: 1,
+        will: Some(will),
+        ..ConnectOptions::new("silent")
+    };
     let mut client = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     // Silence: the broker closes after 1.5 s and publishes the will.
     client.expect_closed_silently().await;
@@ -163,8 +196,16 @@ async fn will_published_on_takeover_mqtt_3_1_4_2() {
 async fn will_published_when_socket_closes_right_after_connect_mqtt_3_1_2_8() {
     let broker = TestBroker::start();
     let mut w = watcher(&broker, "will/t", 1).await;
-    let will = Will { topic: "will/t", payload: b"hit and run", qos: 1, retain: false };
-    let options = ConnectOptions { will: Some(will), ..ConnectOptions::new("hasty") };
+    let will = Will {
+        topic: "will/t",
+        payload: b"hit and run",
+        qos: 1,
+        retain: false,
+    };
+    let options = ConnectOptions {
+        will: Some(will),
+        ..ConnectOptions::new("hasty")
+    };
     let mut c = RawClient::connect(broker.addr()).await;
     c.send(&options.bytes()).await;
     drop(c);
@@ -177,8 +218,17 @@ async fn will_published_when_socket_closes_right_after_connect_mqtt_3_1_2_8() {
 async fn pipelined_connect_and_disconnect_publish_no_will_mqtt_3_14_4_3() {
     let broker = TestBroker::start();
     let mut w = watcher(&broker, "will/t", 1).await;
-    let will = Will { topic: "will/t", payload: b"should not appear", qos: 1, retain: false };
-    let mut bytes = ConnectOptions { will: Some(will), ..ConnectOptions::new("brief") }.bytes();
+    let will = Will {
+        topic: "will/t",
+        payload: b"should not appear",
+        qos: 1,
+        retain: false,
+    };
+    let mut bytes = ConnectOptions {
+        will: Some(will),
+        ..ConnectOptions::new("brief")
+    }
+    .bytes();
     bytes.extend(raw::DISCONNECT);
     let mut c = RawClient::connect(broker.addr()).await;
     c.send(&bytes).await;

@@ -20,7 +20,11 @@ pub struct RoutingBacklog {
 
 impl RoutingBacklog {
     pub fn new(limit: usize) -> Arc<RoutingBacklog> {
-        Arc::new(RoutingBacklog { pending: AtomicUsize::new(0), limit, reader: AtomicWaker::new() })
+        Arc::new(RoutingBacklog {
+            pending: AtomicUsize::new(0),
+            limit,
+            reader: AtomicWaker::new(),
+        })
     }
 
     /// True while the client may publish more.

@@ -11,14 +11,15 @@ use super::messages::*;
 use super::metrics::Metrics;
 use super::outbound::{self, Outbound};
 use super::session::Session;
+use super::store::Acknowledgement;
 use super::supervision::{guard, ActorKind};
 use super::Shared;
 use crate::protocol::codec::CodecError;
 use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, LastWill, MqttCodec, Packet, ProtocolError, ProtocolVersion, QoS,
+    ConnAck, Connect, ConnectReturnCode, LastWill, MqttCodec, Packet, ProtocolError,
+    ProtocolVersion, QoS,
 };
 use crate::session::Message;
-use super::store::Acknowledgement;
 use crate::store::Completion;
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -111,7 +112,10 @@ impl Connection {
 
     fn refuse(&mut self, code: ConnectReturnCode, ctx: &mut Context<Self>) {
         log::info!("{}: CONNECT refused: {:?}", self.name(), code);
-        self.outbound.send(Packet::ConnAck(ConnAck { session_present: false, code }));
+        self.outbound.send(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+        }));
         self.phase = Phase::Closed;
         ctx.stop();
     }
@@ -147,7 +151,8 @@ impl Connection {
         self.will = connect.will;
         let (keep_alive, will) = (connect.keep_alive, self.will.clone());
         if connect.keep_alive > 0 {
-            self.keep_alive_limit = Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+            self.keep_alive_limit =
+                Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         }
         self.phase = Phase::Connecting;
         let register = Register {
@@ -174,31 +179,41 @@ impl Connection {
             registered.session.send(attach).await.ok()?.ok()?;
             Some(registered.session)
         };
-        ctx.wait(attach.into_actor(self).map(|session, act, ctx| match session {
-            Some(session) => {
-                log::debug!("{}: connected", act.name());
-                Metrics::inc(&act.shared.metrics.clients_connected);
-                act.phase = Phase::Connected { session };
-                if let Some(limit) = act.keep_alive_limit {
-                    act.schedule_keep_alive(limit, ctx);
-                }
-            }
-            None => {
-                log::info!("{}: session was taken over while connecting", act.name());
-                act.phase = Phase::Closed;
-                ctx.stop();
-            }
-        }));
+        ctx.wait(
+            attach
+                .into_actor(self)
+                .map(|session, act, ctx| match session {
+                    Some(session) => {
+                        log::debug!("{}: connected", act.name());
+                        Metrics::inc(&act.shared.metrics.clients_connected);
+                        act.phase = Phase::Connected { session };
+                        if let Some(limit) = act.keep_alive_limit {
+                            act.schedule_keep_alive(limit, ctx);
+                        }
+                    }
+                    None => {
+                        log::info!("{}: session was taken over while connecting", act.name());
+                        act.phase = Phase::Closed;
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 
     /// Per-connection keep-alive timer: fires when the client could first be
     /// late and re-arms for the rest of the interval if it was not.
     fn schedule_keep_alive(&mut self, after: Duration, ctx: &mut Context<Self>) {
         ctx.run_later(after, |act, ctx| {
-            let Some(limit) = act.keep_alive_limit else { return };
+            let Some(limit) = act.keep_alive_limit else {
+                return;
+            };
             let idle = act.last_packet.elapsed();
             if idle >= limit {
-                log::info!("{}: keep-alive expired after {:?} of silence, closing [MQTT-3.1.2-24]", act.name(), idle);
+                log::info!(
+                    "{}: keep-alive expired after {:?} of silence, closing [MQTT-3.1.2-24]",
+                    act.name(),
+                    idle
+                );
                 act.close(ctx);
             } else {
                 act.schedule_keep_alive(limit - idle, ctx);
@@ -212,7 +227,11 @@ impl Connection {
                 return match packet {
                     Packet::Connect(c) => self.on_connect(*c, ctx),
                     other => {
-                        log::warn!("{}: first packet is {:?}, not CONNECT [MQTT-3.1.0-1]", self.name(), other.packet_type());
+                        log::warn!(
+                            "{}: first packet is {:?}, not CONNECT [MQTT-3.1.0-1]",
+                            self.name(),
+                            other.packet_type()
+                        );
                         Metrics::inc(&self.shared.metrics.protocol_errors);
                         self.close(ctx)
                     }
@@ -227,17 +246,32 @@ impl Connection {
                 Metrics::inc(&self.shared.metrics.publishes_received);
                 let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
-                    (QoS::AtMostOnce, _) => self.shared.router.publish(Message::from_publish(&p), Some(backlog), None),
+                    (QoS::AtMostOnce, _) => {
+                        self.shared
+                            .router
+                            .publish(Message::from_publish(&p), Some(backlog), None)
+                    }
                     (QoS::AtLeastOnce, Some(id)) => {
                         // PUBACK once every durable copy (and a retained
                         // change) is committed: right after routing if none.
                         let outbound = self.outbound.clone();
                         let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
-                        let ack = Acknowledgement { completion: puback, group: None };
-                        self.shared.router.publish(Message::from_publish(&p), Some(backlog), Some(ack));
+                        let ack = Acknowledgement {
+                            completion: puback,
+                            group: None,
+                        };
+                        self.shared.router.publish(
+                            Message::from_publish(&p),
+                            Some(backlog),
+                            Some(ack),
+                        );
                     }
                     // QoS 2 needs the session's record of ids awaiting PUBREL.
-                    _ => session.do_send(PublishQoS2 { connection_id: self.id, publish: p, backlog }),
+                    _ => session.do_send(PublishQoS2 {
+                        connection_id: self.id,
+                        publish: p,
+                        backlog,
+                    }),
                 }
             }
             Packet::PingReq => self.outbound.send(Packet::PingResp),
@@ -247,20 +281,30 @@ impl Connection {
                 log::debug!("{}: DISCONNECT", self.name());
                 ctx.stop();
             }
-            p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
-                session.do_send(FromClient { connection_id: self.id, packet: p })
+            p
+            @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
+                session.do_send(FromClient {
+                    connection_id: self.id,
+                    packet: p,
+                })
             }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
                 // Later packets of this client wait until the session has
                 // updated the shards and queued SUBACK/UNSUBACK: a PUBLISH
                 // pipelined behind a SUBSCRIBE then reaches the new
                 // subscription, and replies keep the order of the requests.
-                let done = session.send(FromClient { connection_id: self.id, packet: p }).into_actor(self).map(|res, act, ctx| {
-                    if res.is_err() {
-                        log::warn!("{}: session ended while subscribing, closing", act.name());
-                        act.close(ctx);
-                    }
-                });
+                let done = session
+                    .send(FromClient {
+                        connection_id: self.id,
+                        packet: p,
+                    })
+                    .into_actor(self)
+                    .map(|res, act, ctx| {
+                        if res.is_err() {
+                            log::warn!("{}: session ended while subscribing, closing", act.name());
+                            act.close(ctx);
+                        }
+                    });
                 ctx.wait(done);
             }
             Packet::Connect(_) => {
@@ -268,8 +312,15 @@ impl Connection {
                 Metrics::inc(&self.shared.metrics.protocol_errors);
                 self.close(ctx);
             }
-            other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
-                log::warn!("{}: sent {:?}, which only a server sends; closing", self.name(), other.packet_type());
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                log::warn!(
+                    "{}: sent {:?}, which only a server sends; closing",
+                    self.name(),
+                    other.packet_type()
+                );
                 Metrics::inc(&self.shared.metrics.protocol_errors);
                 self.close(ctx);
             }
@@ -303,15 +354,25 @@ impl Actor for Connection {
         Metrics::inc(&self.shared.metrics.connections_closed);
         let phase = std::mem::replace(&mut self.phase, Phase::Closed);
         if let Phase::Connected { session } = phase {
-            self.shared.metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .clients_connected
+                .fetch_sub(1, Ordering::Relaxed);
             if let Some(will) = self.will.take() {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
                 log::debug!("{}: publishing will to {}", self.name(), will.topic);
                 Metrics::inc(&self.shared.metrics.wills_published);
-                let will = Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain };
+                let will = Message {
+                    topic: will.topic,
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                };
                 self.shared.router.publish(will, None, None);
             }
-            session.do_send(Detach { connection_id: self.id });
+            session.do_send(Detach {
+                connection_id: self.id,
+            });
         }
         self.outbound.close();
         if let Some(writer) = self.writer.take() {
@@ -363,7 +424,10 @@ impl Handler<TakenOver> for Connection {
     type Result = ();
 
     fn handle(&mut self, _: TakenOver, ctx: &mut Context<Self>) {
-        log::info!("{}: closed: another connection took over this client id [MQTT-3.1.4-2]", self.name());
+        log::info!(
+            "{}: closed: another connection took over this client id [MQTT-3.1.4-2]",
+            self.name()
+        );
         self.close(ctx);
     }
 }

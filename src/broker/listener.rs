@@ -16,8 +16,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(listener: tokio::net::TcpListener, workers: Vec<actix::dev::ArbiterHandle>, shared: Arc<Shared>) -> Self {
-        Listener { listener: Some(listener), workers, shared }
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        workers: Vec<actix::dev::ArbiterHandle>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Listener {
+            listener: Some(listener),
+            workers,
+            shared,
+        }
     }
 }
 
@@ -25,41 +33,43 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(listener) = self.listener.take() else { return };
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
         let workers = self.workers.clone();
         let shared = self.shared.clone();
         let accept_loop = async move {
-                let mut next = 0usize;
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, peer)) => {
-                            // Move the socket to a worker's runtime: deregister
-                            // here, register there.
-                            let std_stream = match stream.into_std() {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    log::warn!("accept from {peer}: {e}");
-                                    continue;
-                                }
-                            };
-                            let shared = shared.clone();
-                            let worker = &workers[next % workers.len()];
-                            next = next.wrapping_add(1);
-                            worker.spawn(async move {
-                                match tokio::net::TcpStream::from_std(std_stream) {
-                                    Ok(stream) => connection::spawn(stream, peer, shared),
-                                    Err(e) => log::warn!("accept from {peer}: {e}"),
-                                }
-                            });
-                        }
-                        Err(e) => {
-                            // Typically out of file descriptors: back off
-                            // instead of spinning on the error.
-                            log::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+            let mut next = 0usize;
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        // Move the socket to a worker's runtime: deregister
+                        // here, register there.
+                        let std_stream = match stream.into_std() {
+                            Ok(s) => s,
+                            Err(e) => {
+                                log::warn!("accept from {peer}: {e}");
+                                continue;
+                            }
+                        };
+                        let shared = shared.clone();
+                        let worker = &workers[next % workers.len()];
+                        next = next.wrapping_add(1);
+                        worker.spawn(async move {
+                            match tokio::net::TcpStream::from_std(std_stream) {
+                                Ok(stream) => connection::spawn(stream, peer, shared),
+                                Err(e) => log::warn!("accept from {peer}: {e}"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Typically out of file descriptors: back off
+                        // instead of spinning on the error.
+                        log::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
+            }
         };
         // Policy (see `supervision::TREE`): a failed listener stops roost
         // with a clear line and a non-zero exit, rather than leaving a broker
@@ -67,8 +77,14 @@ impl Actor for Listener {
         ctx.spawn(
             async move {
                 use futures::FutureExt;
-                if std::panic::AssertUnwindSafe(accept_loop).catch_unwind().await.is_err() {
-                    log::error!("the listener failed; stopping roost (exit code {EXIT_RESTART_STORM})");
+                if std::panic::AssertUnwindSafe(accept_loop)
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    log::error!(
+                        "the listener failed; stopping roost (exit code {EXIT_RESTART_STORM})"
+                    );
                     actix::System::current().stop_with_code(EXIT_RESTART_STORM);
                 }
             }

@@ -1,12 +1,12 @@
 //! Messages between actors. Each says who sends it to whom; the reply type
 //! is on the type.
 
+use super::backlog::BacklogToken;
 use super::connection::Connection;
 use super::outbound::Outbound;
 use super::session::Session;
-use super::backlog::BacklogToken;
-use crate::protocol::{LastWill, Packet, Publish, QoS, TopicFilter};
 use super::store::Acknowledgement;
+use crate::protocol::{LastWill, Packet, Publish, QoS, TopicFilter};
 use crate::session::Message;
 use actix::prelude::*;
 use bytestring::ByteString;

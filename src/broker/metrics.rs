@@ -43,6 +43,8 @@ impl Metrics {
 
     /// Drops of every kind, for tests and logs.
     pub fn dropped_total(&self) -> u64 {
-        Self::get(&self.dropped_slow_client) + Self::get(&self.dropped_queue_full) + Self::get(&self.dropped_offline_qos0)
+        Self::get(&self.dropped_slow_client)
+            + Self::get(&self.dropped_queue_full)
+            + Self::get(&self.dropped_offline_qos0)
     }
 }

@@ -112,56 +112,68 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     supervision::install_panic_hook();
     static NEXT_BROKER_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_BROKER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let thread = std::thread::Builder::new().name("roost-main".into()).spawn(move || {
-        supervision::set_thread_broker(id);
-        let system = actix::System::new();
-        let tree = system.block_on(async move {
-            let store = &config.store;
-            let (conn, snapshot) = crate::store::open(&store.db, store.synchronous, store.reset_damaged)
-                .await
-                .map_err(std::io::Error::other)?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let tree = supervisor::start(config, listener, m, conn, snapshot, id);
-            let store = tree.store.clone();
-            actix_rt::spawn(async move {
-                let _ = stop_rx.await;
-                // Commit what was acknowledged, then stop.
-                match tokio::time::timeout(shutdown_timeout, store.send(store::Flush)).await {
-                    Ok(_) => log::info!("database flushed"),
-                    Err(_) => log::warn!("database flush did not finish within {shutdown_timeout:?}"),
-                }
-                actix::System::current().stop();
+    let thread = std::thread::Builder::new()
+        .name("roost-main".into())
+        .spawn(move || {
+            supervision::set_thread_broker(id);
+            let system = actix::System::new();
+            let tree = system.block_on(async move {
+                let store = &config.store;
+                let (conn, snapshot) =
+                    crate::store::open(&store.db, store.synchronous, store.reset_damaged)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let tree = supervisor::start(config, listener, m, conn, snapshot, id);
+                let store = tree.store.clone();
+                actix_rt::spawn(async move {
+                    let _ = stop_rx.await;
+                    // Commit what was acknowledged, then stop.
+                    match tokio::time::timeout(shutdown_timeout, store.send(store::Flush)).await {
+                        Ok(_) => log::info!("database flushed"),
+                        Err(_) => {
+                            log::warn!("database flush did not finish within {shutdown_timeout:?}")
+                        }
+                    }
+                    actix::System::current().stop();
+                });
+                Ok::<_, std::io::Error>(tree)
             });
-            Ok::<_, std::io::Error>(tree)
-        });
-        let tree = match tree {
-            Ok(tree) => {
-                let _ = ready_tx.send(Ok(()));
-                tree
+            let tree = match tree {
+                Ok(tree) => {
+                    let _ = ready_tx.send(Ok(()));
+                    tree
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let code = match system.run_with_code() {
+                Ok(code) => code,
+                Err(e) => {
+                    log::error!("actor system failed: {e}");
+                    1
+                }
+            };
+            for worker in tree.workers.into_iter().chain([tree.store_arbiter]) {
+                worker.stop();
+                let _ = worker.join();
             }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
-        let code = match system.run_with_code() {
-            Ok(code) => code,
-            Err(e) => {
-                log::error!("actor system failed: {e}");
-                1
-            }
-        };
-        for worker in tree.workers.into_iter().chain([tree.store_arbiter]) {
-            worker.stop();
-            let _ = worker.join();
-        }
-        let _ = exited_tx.send(code);
-    })?;
+            let _ = exited_tx.send(code);
+        })?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
     }
     log::info!("roost listening on {local_addr}");
-    Ok(BrokerHandle { local_addr, metrics, stop: Some(stop_tx), thread: Some(thread), exited: Some(exited_rx), id })
+    Ok(BrokerHandle {
+        local_addr,
+        metrics,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        exited: Some(exited_rx),
+        id,
+    })
 }

@@ -54,7 +54,9 @@ impl Outbound {
         if self.shared.closed.load(Ordering::Relaxed) {
             return;
         }
-        self.shared.queued_bytes.fetch_add(packet.wire_len(), Ordering::Relaxed);
+        self.shared
+            .queued_bytes
+            .fetch_add(packet.wire_len(), Ordering::Relaxed);
         let _ = self.tx.send(Command::Packet(packet));
     }
 
@@ -74,7 +76,10 @@ impl Outbound {
 /// Creates the outbound channel for a socket and spawns its writer on the
 /// current arbiter. Returns the handle, the gate for the read side, and the
 /// writer task (to abort it if the peer stops reading while we close).
-pub fn spawn_writer(write: OwnedWriteHalf, limit: usize) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
+pub fn spawn_writer(
+    write: OwnedWriteHalf,
+    limit: usize,
+) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         queued_bytes: AtomicUsize::new(0),
@@ -83,10 +88,24 @@ pub fn spawn_writer(write: OwnedWriteHalf, limit: usize) -> (Outbound, ReadGate,
         reader: AtomicWaker::new(),
     });
     let task = actix_rt::spawn(writer(rx, write, shared.clone()));
-    (Outbound { tx, shared: shared.clone() }, ReadGate { shared, backlog: None }, task)
+    (
+        Outbound {
+            tx,
+            shared: shared.clone(),
+        },
+        ReadGate {
+            shared,
+            backlog: None,
+        },
+        task,
+    )
 }
 
-async fn writer(mut rx: mpsc::UnboundedReceiver<Command>, mut write: OwnedWriteHalf, shared: Arc<Shared>) {
+async fn writer(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut write: OwnedWriteHalf,
+    shared: Arc<Shared>,
+) {
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let mut close = false;

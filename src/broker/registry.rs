@@ -38,7 +38,14 @@ impl SessionRegistry {
         workers: Vec<actix::dev::ArbiterHandle>,
         restarts: Arc<RestartTracker>,
     ) -> Self {
-        SessionRegistry { sessions: AHashMap::new(), next_session_id: 1, deps, restore, workers, restarts }
+        SessionRegistry {
+            sessions: AHashMap::new(),
+            next_session_id: 1,
+            deps,
+            restore,
+            workers,
+            restarts,
+        }
     }
 
     fn start_session(
@@ -57,9 +64,25 @@ impl SessionRegistry {
         // Sessions recover in place after a failure (`Session::recover`):
         // an actix Supervisor would also restart a session that ended on purpose.
         let session = Session::start_in_arbiter(arbiter, move |_| {
-            Session::new(session_id, id, durable, state, restored_idle, registry, deps)
+            Session::new(
+                session_id,
+                id,
+                durable,
+                state,
+                restored_idle,
+                registry,
+                deps,
+            )
         });
-        self.sessions.insert(client_id, Entry { session_id, session: session.clone(), durable, generation });
+        self.sessions.insert(
+            client_id,
+            Entry {
+                session_id,
+                session: session.clone(),
+                durable,
+                generation,
+            },
+        );
         session
     }
 }
@@ -72,9 +95,22 @@ impl Actor for SessionRegistry {
         let restore = std::mem::take(&mut self.restore);
         let count = restore.len();
         for (i, stored) in restore.into_iter().enumerate() {
-            let state = SessionState::restore(self.deps.limits, stored.subscriptions, stored.messages, stored.inbound);
+            let state = SessionState::restore(
+                self.deps.limits,
+                stored.subscriptions,
+                stored.messages,
+                stored.inbound,
+            );
             let arbiter = self.workers[i % self.workers.len()].clone();
-            self.start_session(stored.client_id, true, state, Some(stored.idle_secs), &arbiter, ctx.address(), 0);
+            self.start_session(
+                stored.client_id,
+                true,
+                state,
+                Some(stored.idle_secs),
+                &arbiter,
+                ctx.address(),
+                0,
+            );
         }
         if count > 0 {
             log::info!("{count} persistent sessions restored");
@@ -89,7 +125,11 @@ impl Supervised for SessionRegistry {
         self.restarts.record(ActorKind::SessionRegistry);
         let before = self.sessions.len();
         self.sessions.retain(|_, e| e.session.connected());
-        log::warn!("session registry restarted: {} sessions kept, {} stale entries dropped", self.sessions.len(), before - self.sessions.len());
+        log::warn!(
+            "session registry restarted: {} sessions kept, {} stale entries dropped",
+            self.sessions.len(),
+            before - self.sessions.len()
+        );
     }
 }
 
@@ -111,7 +151,10 @@ impl Handler<Register> for SessionRegistry {
 }
 
 impl SessionRegistry {
-    fn register(&mut self, msg: Register) -> AtomicResponse<Self, Result<Registered, RegistryError>> {
+    fn register(
+        &mut self,
+        msg: Register,
+    ) -> AtomicResponse<Self, Result<Registered, RegistryError>> {
         let mut generation = 1;
         let mut discard = None;
         if let Some(entry) = self.sessions.get_mut(&msg.client_id) {
@@ -119,7 +162,11 @@ impl SessionRegistry {
             generation = entry.generation;
             if entry.durable && !msg.clean_session {
                 // Resume the persistent session [MQTT-3.1.2-4]; session present [MQTT-3.2.2-2].
-                let registered = Registered { session: entry.session.clone(), session_present: true, generation };
+                let registered = Registered {
+                    session: entry.session.clone(),
+                    session_present: true,
+                    generation,
+                };
                 return AtomicResponse::new(Box::pin(fut::ready(Ok(registered))));
             }
             // Clean session 1 discards any previous session [MQTT-3.1.2-6],
@@ -133,13 +180,27 @@ impl SessionRegistry {
                 let _ = old.send(Discard).await;
             }
         };
-        AtomicResponse::new(Box::pin(discarded.into_actor(self).map(move |(), act, ctx| {
-            let durable = !msg.clean_session;
-            let state = SessionState::new(act.deps.limits);
-            let session = act.start_session(msg.client_id, durable, state, None, &msg.arbiter, ctx.address(), generation);
-            // A new session: session present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
-            Ok(Registered { session, session_present: false, generation })
-        })))
+        AtomicResponse::new(Box::pin(discarded.into_actor(self).map(
+            move |(), act, ctx| {
+                let durable = !msg.clean_session;
+                let state = SessionState::new(act.deps.limits);
+                let session = act.start_session(
+                    msg.client_id,
+                    durable,
+                    state,
+                    None,
+                    &msg.arbiter,
+                    ctx.address(),
+                    generation,
+                );
+                // A new session: session present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
+                Ok(Registered {
+                    session,
+                    session_present: false,
+                    generation,
+                })
+            },
+        )))
     }
 }
 
@@ -149,7 +210,10 @@ impl Handler<SessionEnded> for SessionRegistry {
     fn handle(&mut self, msg: SessionEnded, ctx: &mut Context<Self>) {
         let sessions = &mut self.sessions;
         let ended = guard::<SessionEnded, _>(ActorKind::SessionRegistry, &msg.client_id, || {
-            if sessions.get(&msg.client_id).is_some_and(|e| e.session_id == msg.session_id) {
+            if sessions
+                .get(&msg.client_id)
+                .is_some_and(|e| e.session_id == msg.session_id)
+            {
                 sessions.remove(&msg.client_id);
             }
         });

@@ -6,11 +6,11 @@
 use super::messages::{DeliverRetained, LookupRetained, Retain, RetainedCount};
 use super::store::{LoadRetained, Store, Write};
 use super::supervision::{guard, ActorKind, RestartTracker};
-use std::sync::Arc;
 use crate::routing::TopicTree;
 use crate::session::Message;
 use crate::store::Op;
 use actix::prelude::*;
+use std::sync::Arc;
 
 pub struct RetainedStore {
     tree: TopicTree<Message>,
@@ -28,23 +28,40 @@ fn tree_of(retained: Vec<Message>) -> TopicTree<Message> {
 }
 
 impl RetainedStore {
-    pub fn new(retained: Vec<Message>, store: Addr<Store>, restarts: Arc<RestartTracker>) -> RetainedStore {
-        RetainedStore { tree: tree_of(retained), store, restarts }
+    pub fn new(
+        retained: Vec<Message>,
+        store: Addr<Store>,
+        restarts: Arc<RestartTracker>,
+    ) -> RetainedStore {
+        RetainedStore {
+            tree: tree_of(retained),
+            store,
+            restarts,
+        }
     }
 
     fn retain(&mut self, Retain { message, ack }: Retain) {
         let op = if message.payload.is_empty() {
             self.tree.remove(&message.topic);
-            Op::ClearRetained { topic: message.topic }
+            Op::ClearRetained {
+                topic: message.topic,
+            }
         } else {
-            let op = Op::SetRetained { topic: message.topic.clone(), payload: message.payload.clone(), qos: message.qos };
+            let op = Op::SetRetained {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                qos: message.qos,
+            };
             let topic = message.topic.clone();
             self.tree.insert(&topic, message);
             op
         };
         match ack {
             Some(ack) => ack.write(&self.store, op, None),
-            None => self.store.do_send(Write { op, completion: None }),
+            None => self.store.do_send(Write {
+                op,
+                completion: None,
+            }),
         }
     }
 }
@@ -63,13 +80,21 @@ impl Supervised for RetainedStore {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         self.restarts.record(ActorKind::RetainedStore);
         let started = std::time::Instant::now();
-        ctx.wait(self.store.send(LoadRetained).into_actor(self).map(move |loaded, act, _| match loaded {
-            Ok(messages) => {
-                act.tree = tree_of(messages);
-                log::warn!("retained store restarted: {} messages reloaded in {:?}", act.tree.len(), started.elapsed());
-            }
-            Err(e) => log::error!("retained store restarted but could not reload: {e}"),
-        }));
+        ctx.wait(
+            self.store.send(LoadRetained).into_actor(self).map(
+                move |loaded, act, _| match loaded {
+                    Ok(messages) => {
+                        act.tree = tree_of(messages);
+                        log::warn!(
+                            "retained store restarted: {} messages reloaded in {:?}",
+                            act.tree.len(),
+                            started.elapsed()
+                        );
+                    }
+                    Err(e) => log::error!("retained store restarted but could not reload: {e}"),
+                },
+            ),
+        );
     }
 }
 
@@ -96,7 +121,10 @@ impl Handler<LookupRetained> for RetainedStore {
             messages
         });
         match found {
-            Ok(messages) if !messages.is_empty() => msg.session.do_send(DeliverRetained { messages, qos: msg.qos }),
+            Ok(messages) if !messages.is_empty() => msg.session.do_send(DeliverRetained {
+                messages,
+                qos: msg.qos,
+            }),
             Ok(_) => {}
             Err(()) => ctx.stop(),
         }

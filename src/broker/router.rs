@@ -6,11 +6,11 @@ use super::backlog::BacklogToken;
 use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
 use super::retained::RetainedStore;
 use super::session::Session;
+use super::store::Acknowledgement;
 use super::topic_shard::TopicShard;
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::{FilterShards, ShardRule};
 use crate::session::Message;
-use super::store::Acknowledgement;
 use actix::Addr;
 use std::sync::Arc;
 
@@ -23,7 +23,11 @@ pub struct Router {
 
 impl Router {
     pub fn new(shards: Vec<Addr<TopicShard>>, retained: Addr<RetainedStore>) -> Router {
-        Router { rule: ShardRule::new(shards.len()), shards: shards.into(), retained }
+        Router {
+            rule: ShardRule::new(shards.len()),
+            shards: shards.into(),
+            retained,
+        }
     }
 
     pub fn retained(&self) -> &Addr<RetainedStore> {
@@ -34,12 +38,24 @@ impl Router {
     /// message also updates the retained store; subscribers get RETAIN=0.
     /// `ack` is the publisher's acknowledgement: it runs once the retained
     /// change and every copy for a durable subscriber are committed.
-    pub fn publish(&self, message: Message, backlog: Option<BacklogToken>, ack: Option<Acknowledgement>) {
+    pub fn publish(
+        &self,
+        message: Message,
+        backlog: Option<BacklogToken>,
+        ack: Option<Acknowledgement>,
+    ) {
         if message.retain {
-            self.retained.do_send(Retain { message: message.clone(), ack: ack.clone() });
+            self.retained.do_send(Retain {
+                message: message.clone(),
+                ack: ack.clone(),
+            });
         }
         let shard = self.rule.shard_for_topic(message.topic.as_str());
-        self.shards[shard].do_send(Route { message, backlog, ack });
+        self.shards[shard].do_send(Route {
+            message,
+            backlog,
+            ack,
+        });
     }
 
     fn for_shards(&self, filter: &TopicFilter, mut f: impl FnMut(&Addr<TopicShard>)) {
@@ -49,13 +65,31 @@ impl Router {
         }
     }
 
-    pub fn subscribe(&self, session_id: SessionId, session: &Addr<Session>, filter: &TopicFilter, qos: QoS, durable: bool) {
+    pub fn subscribe(
+        &self,
+        session_id: SessionId,
+        session: &Addr<Session>,
+        filter: &TopicFilter,
+        qos: QoS,
+        durable: bool,
+    ) {
         self.for_shards(filter, |shard| {
-            shard.do_send(AddSubscription { session_id, session: session.clone(), filter: filter.clone(), qos, durable })
+            shard.do_send(AddSubscription {
+                session_id,
+                session: session.clone(),
+                filter: filter.clone(),
+                qos,
+                durable,
+            })
         });
     }
 
     pub fn unsubscribe(&self, session_id: SessionId, filter: &TopicFilter) {
-        self.for_shards(filter, |shard| shard.do_send(RemoveSubscription { session_id, filter: filter.clone() }));
+        self.for_shards(filter, |shard| {
+            shard.do_send(RemoveSubscription {
+                session_id,
+                filter: filter.clone(),
+            })
+        });
     }
 }

@@ -13,7 +13,9 @@ use super::registry::SessionRegistry;
 use super::router::Router;
 use super::store::{Acknowledgement, Store, Write, WriteGroup};
 use super::supervision::{guard, ActorKind, RestartTracker};
-use crate::protocol::{ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter};
+use crate::protocol::{
+    ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter,
+};
 use crate::session::{Action, DeliverOutcome, Message, MessageId, SessionLimits, SessionState};
 use crate::store::{Completion, Op};
 use actix::prelude::*;
@@ -113,12 +115,17 @@ impl Session {
             self.state.attach(&mut self.out);
             self.run(None);
         }
-        log::warn!("session {:?} restarted: in-flight messages resent", self.client_id);
+        log::warn!(
+            "session {:?} restarted: in-flight messages resent",
+            self.client_id
+        );
     }
 
     /// Whether `connection_id` is the attached connection (not one taken over).
     fn is_current(&self, connection_id: ConnectionId) -> bool {
-        self.attached.as_ref().is_some_and(|a| a.connection_id == connection_id)
+        self.attached
+            .as_ref()
+            .is_some_and(|a| a.connection_id == connection_id)
     }
 
     fn write(&self, op: Op, completion: Option<Completion>) {
@@ -127,7 +134,8 @@ impl Session {
 
     /// A row id for a QoS 1/2 message of a durable session.
     fn row_id(&self, qos: QoS) -> Option<MessageId> {
-        (self.durable && qos != QoS::AtMostOnce).then(|| self.deps.message_ids.fetch_add(1, Ordering::Relaxed))
+        (self.durable && qos != QoS::AtMostOnce)
+            .then(|| self.deps.message_ids.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A completion that sends `packet` to the attached client.
@@ -165,7 +173,11 @@ impl Session {
                 }
                 Action::Persist { record, new, then } => {
                     let then = then.and_then(|p| self.send_later(p));
-                    let op = Op::PutMessage { client_id: self.client_id.clone(), record, new };
+                    let op = Op::PutMessage {
+                        client_id: self.client_id.clone(),
+                        record,
+                        new,
+                    };
                     match waiting.filter(|_| new) {
                         Some(ack) => ack.write(&self.deps.store, op, then),
                         None => self.write(op, then),
@@ -173,7 +185,13 @@ impl Session {
                 }
                 Action::Forget { id, then } => {
                     let then = then.and_then(|p| self.send_later(p));
-                    self.write(Op::DeleteMessage { client_id: self.client_id.clone(), id }, then);
+                    self.write(
+                        Op::DeleteMessage {
+                            client_id: self.client_id.clone(),
+                            id,
+                        },
+                        then,
+                    );
                 }
             }
         }
@@ -181,7 +199,10 @@ impl Session {
     }
 
     fn deliver(&mut self, message: Message, waiting: Option<&Acknowledgement>) {
-        let writable = self.attached.as_ref().is_some_and(|a| a.outbound.is_writable());
+        let writable = self
+            .attached
+            .as_ref()
+            .is_some_and(|a| a.outbound.is_writable());
         let id = self.row_id(message.qos);
         let outcome = self.state.deliver(message, id, writable, &mut self.out);
         self.run(waiting);
@@ -197,7 +218,10 @@ impl Session {
         };
         Metrics::inc(counter);
         self.unlogged_drops += 1;
-        if self.last_drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
+        if self
+            .last_drop_log
+            .is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL)
+        {
             log::warn!(
                 "client {}: dropped {} message(s) at a bound ({:?}; queued {}, see [session] and [limits] in the config)",
                 self.client_id,
@@ -212,7 +236,11 @@ impl Session {
 
     fn log_unlogged_drops(&mut self) {
         if self.unlogged_drops > 0 {
-            log::warn!("client {}: dropped {} more message(s) at a bound", self.client_id, self.unlogged_drops);
+            log::warn!(
+                "client {}: dropped {} more message(s) at a bound",
+                self.client_id,
+                self.unlogged_drops
+            );
             self.unlogged_drops = 0;
         }
     }
@@ -229,7 +257,13 @@ impl Session {
     /// rows leave the store.
     fn end(&mut self, ctx: &mut Context<Self>) {
         self.remove_all_subscriptions();
-        self.write(Op::DeleteSession { client_id: self.client_id.clone(), persistent: self.durable }, None);
+        self.write(
+            Op::DeleteSession {
+                client_id: self.client_id.clone(),
+                persistent: self.durable,
+            },
+            None,
+        );
         ctx.stop();
     }
 
@@ -237,27 +271,44 @@ impl Session {
         let epoch = self.detach_epoch;
         ctx.run_later(after, move |act, ctx| {
             if act.attached.is_none() && act.detach_epoch == epoch {
-                log::info!("client {}: persistent session expired after {:?} away", act.client_id, after);
+                log::info!(
+                    "client {}: persistent session expired after {:?} away",
+                    act.client_id,
+                    after
+                );
                 Metrics::inc(&act.deps.metrics.sessions_expired);
-                act.registry.do_send(SessionEnded { client_id: act.client_id.clone(), session_id: act.id });
+                act.registry.do_send(SessionEnded {
+                    client_id: act.client_id.clone(),
+                    session_id: act.id,
+                });
                 act.end(ctx);
             }
         });
     }
 
-    fn on_subscribe(&mut self, s: crate::protocol::Subscribe, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+    fn on_subscribe(
+        &mut self,
+        s: crate::protocol::Subscribe,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<()> {
         let me = ctx.address();
         let mut codes = Vec::with_capacity(s.topics.len());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let filters: Vec<(TopicFilter, QoS)> = s.topics.iter().map(|t| (t.filter.clone(), t.qos)).collect();
+        let filters: Vec<(TopicFilter, QoS)> =
+            s.topics.iter().map(|t| (t.filter.clone(), t.qos)).collect();
         for t in &s.topics {
             // roost supports every QoS, so the granted QoS is the requested
             // one [MQTT-3.9.3-1].
             self.state.subscribe(t.filter.clone(), t.qos);
-            self.deps.router.subscribe(self.id, &me, &t.filter, t.qos, self.durable);
+            self.deps
+                .router
+                .subscribe(self.id, &me, &t.filter, t.qos, self.durable);
             codes.push(SubscribeReturnCode::Granted(t.qos));
         }
-        let suback = Packet::SubAck(SubAck { packet_id: s.packet_id, codes });
+        let suback = Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            codes,
+        });
         // SUBACK, then the retained messages of every filter (even a
         // repeated one) [MQTT-3.3.1-6] [MQTT-3.8.4-3]; for a durable
         // session only once the subscriptions are committed.
@@ -268,13 +319,21 @@ impl Session {
                 o.send(suback);
             }
             for (filter, qos) in filters {
-                retained.do_send(LookupRetained { filter, qos, session: me.clone() });
+                retained.do_send(LookupRetained {
+                    filter,
+                    qos,
+                    session: me.clone(),
+                });
             }
             let _ = tx.send(());
         });
         if self.durable {
             for t in s.topics {
-                let op = Op::Subscribe { client_id: self.client_id.clone(), filter: t.filter, qos: t.qos };
+                let op = Op::Subscribe {
+                    client_id: self.client_id.clone(),
+                    filter: t.filter,
+                    qos: t.qos,
+                };
                 self.write(op, Some(done.clone()));
             }
         }
@@ -298,7 +357,13 @@ impl Session {
             if self.state.unsubscribe(&f) {
                 self.deps.router.unsubscribe(self.id, &f);
                 if self.durable {
-                    self.write(Op::Unsubscribe { client_id: self.client_id.clone(), filter: f }, Some(done.clone()));
+                    self.write(
+                        Op::Unsubscribe {
+                            client_id: self.client_id.clone(),
+                            filter: f,
+                        },
+                        Some(done.clone()),
+                    );
                 }
             }
         }
@@ -316,12 +381,19 @@ impl Actor for Session {
         // A restored session puts its subscriptions back into the shards.
         let me = ctx.address();
         for (filter, qos) in self.state.subscriptions() {
-            self.deps.router.subscribe(self.id, &me, filter, qos, self.durable);
+            self.deps
+                .router
+                .subscribe(self.id, &me, filter, qos, self.durable);
         }
         if let (Some(idle), Some(expiry)) = (self.restored_idle, self.deps.expiry) {
             self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle)), ctx);
         }
-        log::debug!("session {} for {:?} started (durable: {})", self.id, self.client_id, self.durable);
+        log::debug!(
+            "session {} for {:?} started (durable: {})",
+            self.id,
+            self.client_id,
+            self.durable
+        );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -352,7 +424,10 @@ impl Session {
         self.generation = msg.generation;
         if let Some(old) = self.attached.take() {
             // A new connection for the same client id closes the old one [MQTT-3.1.4-2].
-            log::info!("client {}: taken over by a new connection, closing the old one", self.client_id);
+            log::info!(
+                "client {}: taken over by a new connection, closing the old one",
+                self.client_id
+            );
             Metrics::inc(&self.deps.metrics.takeovers);
             old.connection.do_send(TakenOver);
         }
@@ -365,9 +440,15 @@ impl Session {
             },
             None,
         );
-        self.attached =
-            Some(Attached { connection_id: msg.connection_id, connection: msg.connection, outbound: msg.outbound });
-        let connack = ConnAck { session_present: msg.session_present, code: ConnectReturnCode::Accepted };
+        self.attached = Some(Attached {
+            connection_id: msg.connection_id,
+            connection: msg.connection,
+            outbound: msg.outbound,
+        });
+        let connack = ConnAck {
+            session_present: msg.session_present,
+            code: ConnectReturnCode::Accepted,
+        };
         self.out.push(Action::Send(Packet::ConnAck(connack)));
         self.state.attach(&mut self.out);
         self.run(None);
@@ -396,11 +477,19 @@ impl Session {
         self.state.detach();
         self.log_unlogged_drops();
         if !self.durable {
-            self.registry.do_send(SessionEnded { client_id: self.client_id.clone(), session_id: self.id });
+            self.registry.do_send(SessionEnded {
+                client_id: self.client_id.clone(),
+                session_id: self.id,
+            });
             self.end(ctx);
             return;
         }
-        self.write(Op::SessionDisconnected { client_id: self.client_id.clone() }, None);
+        self.write(
+            Op::SessionDisconnected {
+                client_id: self.client_id.clone(),
+            },
+            None,
+        );
         if let Some(expiry) = self.deps.expiry {
             self.schedule_expiry(expiry, ctx);
         }
@@ -422,7 +511,10 @@ impl Handler<Discard> for Session {
 impl Session {
     fn discard(&mut self, ctx: &mut Context<Self>) {
         if let Some(old) = self.attached.take() {
-            log::info!("client {}: taken over by a new clean session, closing the old connection", self.client_id);
+            log::info!(
+                "client {}: taken over by a new clean session, closing the old connection",
+                self.client_id
+            );
             Metrics::inc(&self.deps.metrics.takeovers);
             old.connection.do_send(TakenOver);
         }
@@ -455,21 +547,34 @@ impl Session {
             Packet::Unsubscribe(u) => return self.on_unsubscribe(u),
             Packet::PubAck(id) => {
                 if !self.state.on_puback(id, &mut self.out) {
-                    log::debug!("client {}: PUBACK for unknown packet id {id}", self.client_id);
+                    log::debug!(
+                        "client {}: PUBACK for unknown packet id {id}",
+                        self.client_id
+                    );
                 }
             }
             Packet::PubRec(id) => {
                 if !self.state.on_pubrec(id, &mut self.out) {
-                    log::debug!("client {}: PUBREC for unknown packet id {id}", self.client_id);
+                    log::debug!(
+                        "client {}: PUBREC for unknown packet id {id}",
+                        self.client_id
+                    );
                 }
             }
             Packet::PubComp(id) => {
                 if !self.state.on_pubcomp(id, &mut self.out) {
-                    log::debug!("client {}: PUBCOMP for unknown packet id {id}", self.client_id);
+                    log::debug!(
+                        "client {}: PUBCOMP for unknown packet id {id}",
+                        self.client_id
+                    );
                 }
             }
             Packet::PubRel(id) => self.state.on_pubrel(id, &mut self.out),
-            other => log::debug!("client {}: session ignores {:?}", self.client_id, other.packet_type()),
+            other => log::debug!(
+                "client {}: session ignores {:?}",
+                self.client_id,
+                other.packet_type()
+            ),
         }
         self.run(None);
         Box::pin(async {})
@@ -492,17 +597,23 @@ impl Session {
         if !self.is_current(msg.connection_id) {
             return;
         }
-        let Some(packet_id) = msg.publish.packet_id else { return };
+        let Some(packet_id) = msg.publish.packet_id else {
+            return;
+        };
         let row = self.row_id(QoS::ExactlyOnce);
         if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
             // PUBREC once the id and every stored copy are durable, all in
             // one transaction (see `WriteGroup`).
-            let ack = self.send_later(Packet::PubRec(packet_id)).map(|completion| Acknowledgement {
-                completion,
-                group: Some(WriteGroup::new(self.deps.store.clone())),
-            });
+            let ack = self
+                .send_later(Packet::PubRec(packet_id))
+                .map(|completion| Acknowledgement {
+                    completion,
+                    group: Some(WriteGroup::new(self.deps.store.clone())),
+                });
             self.run(ack.as_ref());
-            self.deps.router.publish(Message::from_publish(&msg.publish), Some(msg.backlog), ack);
+            self.deps
+                .router
+                .publish(Message::from_publish(&msg.publish), Some(msg.backlog), ack);
         } else {
             // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
             self.out.push(Action::Send(Packet::PubRec(packet_id)));
@@ -518,10 +629,15 @@ impl Handler<Deliver> for Session {
         let id = self.client_id.clone();
         // Kept to try once more after a failure: the message would otherwise
         // be lost for this subscriber (actix drops the message being handled).
-        let retry = Deliver { message: msg.message.clone(), qos: msg.qos, ack: msg.ack.clone() };
+        let retry = Deliver {
+            message: msg.message.clone(),
+            qos: msg.qos,
+            ack: msg.ack.clone(),
+        };
         if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(msg)).is_err() {
             self.recover();
-            if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(retry)).is_err() {
+            if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(retry)).is_err()
+            {
                 self.recover();
             }
         }

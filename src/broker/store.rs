@@ -43,7 +43,10 @@ pub struct Store {
     /// Set while a commit runs: a restart then lost the connection with it.
     committing: bool,
     /// Retained-message loads waiting for the writes before them to commit.
-    retained_loads: Vec<(u32, tokio::sync::oneshot::Sender<Vec<crate::session::Message>>)>,
+    retained_loads: Vec<(
+        u32,
+        tokio::sync::oneshot::Sender<Vec<crate::session::Message>>,
+    )>,
     restarts: Arc<RestartTracker>,
     batch: Batch,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -76,8 +79,12 @@ impl Store {
         if self.conn.is_none() || !self.retained_loads.iter().any(|(n, _)| *n == 0) {
             return false;
         }
-        let Some(mut conn) = self.conn.take() else { return false };
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retained_loads).into_iter().partition(|(n, _)| *n == 0);
+        let Some(mut conn) = self.conn.take() else {
+            return false;
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retained_loads)
+            .into_iter()
+            .partition(|(n, _)| *n == 0);
         self.retained_loads = waiting;
         self.committing = true;
         let work = async move {
@@ -118,7 +125,9 @@ impl Store {
             }
             return;
         }
-        let Some(mut conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         let batch = std::mem::take(&mut self.batch);
         let checkpoint = self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         let started = Instant::now();
@@ -178,14 +187,18 @@ impl Supervised for Store {
             self.committing = false;
             let (path, sync) = self.db.clone();
             ctx.wait(
-                async move { store::reopen(&path, sync).await }.into_actor(self).map(|conn, act, ctx| match conn {
-                    Ok(conn) => {
-                        log::warn!("store restarted: database reopened");
-                        act.conn = Some(conn);
-                        act.commit(ctx);
-                    }
-                    Err(e) => log::error!("store restarted but cannot reopen the database: {e}"),
-                }),
+                async move { store::reopen(&path, sync).await }
+                    .into_actor(self)
+                    .map(|conn, act, ctx| match conn {
+                        Ok(conn) => {
+                            log::warn!("store restarted: database reopened");
+                            act.conn = Some(conn);
+                            act.commit(ctx);
+                        }
+                        Err(e) => {
+                            log::error!("store restarted but cannot reopen the database: {e}")
+                        }
+                    }),
             );
         }
     }
@@ -196,7 +209,8 @@ impl Handler<Write> for Store {
 
     fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) {
         let batch = &mut self.batch;
-        if guard::<Write, _>(ActorKind::Store, &"", || batch.push(msg.op, msg.completion)).is_err() {
+        if guard::<Write, _>(ActorKind::Store, &"", || batch.push(msg.op, msg.completion)).is_err()
+        {
             ctx.stop();
             return;
         }
@@ -316,7 +330,11 @@ impl WriteGroup {
     }
 
     pub fn add(&self, op: Op, completion: Option<Completion>) {
-        self.0.ops.lock().unwrap_or_else(|p| p.into_inner()).push((op, completion));
+        self.0
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((op, completion));
     }
 }
 

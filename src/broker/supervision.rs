@@ -59,7 +59,9 @@ pub const TREE: &[(ActorKind, RestartPolicy, &str)] = &[
 ];
 
 pub fn policy(kind: ActorKind) -> RestartPolicy {
-    TREE.iter().find(|(k, _, _)| *k == kind).map_or(RestartPolicy::Stop, |(_, p, _)| *p)
+    TREE.iter()
+        .find(|(k, _, _)| *k == kind)
+        .map_or(RestartPolicy::Stop, |(_, p, _)| *p)
 }
 
 thread_local! {
@@ -131,7 +133,13 @@ impl RestartTracker {
         metrics: Arc<Metrics>,
         escalate: Box<dyn Fn(ActorKind) + Send + Sync>,
     ) -> Arc<RestartTracker> {
-        Arc::new(RestartTracker { max_restarts, window, recent: Mutex::new(Vec::new()), metrics, escalate })
+        Arc::new(RestartTracker {
+            max_restarts,
+            window,
+            recent: Mutex::new(Vec::new()),
+            metrics,
+            escalate,
+        })
     }
 
     /// Records a restart of `kind`. Returns false when the restart storm
@@ -181,7 +189,10 @@ pub mod fault {
     /// `broker` (see `BrokerHandle::id`).
     #[cfg(feature = "fault-injection")]
     pub fn arm(broker: u64, kind: ActorKind) {
-        ARMED.lock().unwrap_or_else(|p| p.into_inner()).push((broker, kind));
+        ARMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((broker, kind));
     }
 
     #[cfg(feature = "fault-injection")]

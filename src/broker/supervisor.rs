@@ -59,8 +59,13 @@ pub fn start(
     let restarts = restart_tracker(&config, metrics.clone(), store_slot.clone());
 
     // 0. Store, on its own arbiter: SQL encoding never delays a session.
-    let (m, r, db) = (metrics.clone(), restarts.clone(), (config.store.db.clone(), config.store.synchronous));
-    let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| Store::new(conn, db, m, r));
+    let (m, r, db) = (
+        metrics.clone(),
+        restarts.clone(),
+        (config.store.db.clone(), config.store.synchronous),
+    );
+    let store =
+        Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| Store::new(conn, db, m, r));
     let _ = store_slot.set(store.clone());
     // 1. RetainedStore, loaded from the store.
     let (retained, s, r) = (snapshot.retained, store.clone(), restarts.clone());
@@ -69,7 +74,9 @@ pub fn start(
     let shards = (0..config.shards())
         .map(|i| {
             let r = restarts.clone();
-            Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| TopicShard::new(i, r))
+            Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| {
+                TopicShard::new(i, r)
+            })
         })
         .collect();
     let router = Router::new(shards, retained);
@@ -86,10 +93,22 @@ pub fn start(
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h, r));
-    let shared = Arc::new(Shared { config, router, registry, metrics, next_connection_id: AtomicU64::new(1) });
+    let shared = Arc::new(Shared {
+        config,
+        router,
+        registry,
+        metrics,
+        next_connection_id: AtomicU64::new(1),
+    });
     // 4. Listener, last.
     let listener = Listener::new(listener, handles, shared.clone()).start();
-    Tree { workers, store_arbiter, shared, store, listener }
+    Tree {
+        workers,
+        store_arbiter,
+        shared,
+        store,
+        listener,
+    }
 }
 
 /// Exit code of a shutdown forced by a restart storm (EX_SOFTWARE).
@@ -111,7 +130,11 @@ fn restart_tracker(
         let store = store.get().cloned();
         system.arbiter().spawn(async move {
             if let Some(store) = store {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), store.send(super::store::Flush)).await;
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    store.send(super::store::Flush),
+                )
+                .await;
             }
             log::error!("roost stopped after a restart storm (exit code {EXIT_RESTART_STORM})");
             System::current().stop_with_code(EXIT_RESTART_STORM);

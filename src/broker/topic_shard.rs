@@ -35,17 +35,26 @@ pub struct TopicShard {
 
 impl TopicShard {
     pub fn new(index: usize, restarts: Arc<RestartTracker>) -> TopicShard {
-        TopicShard { index, trie: SubscriptionTrie::new(), sessions: AHashMap::new(), matches: Vec::new(), restarts }
+        TopicShard {
+            index,
+            trie: SubscriptionTrie::new(),
+            sessions: AHashMap::new(),
+            matches: Vec::new(),
+            restarts,
+        }
     }
 
     /// Records a subscription in the list the trie is rebuilt from; plain
     /// map operations, done outside the guarded part.
     fn record_add(&mut self, msg: &AddSubscription) {
-        let entry = self.sessions.entry(msg.session_id).or_insert_with(|| Subscriber {
-            session: msg.session.clone(),
-            durable: msg.durable,
-            filters: AHashMap::new(),
-        });
+        let entry = self
+            .sessions
+            .entry(msg.session_id)
+            .or_insert_with(|| Subscriber {
+                session: msg.session.clone(),
+                durable: msg.durable,
+                filters: AHashMap::new(),
+            });
         entry.filters.insert(msg.filter.clone(), msg.qos);
     }
 
@@ -58,10 +67,18 @@ impl TopicShard {
         }
     }
 
-    fn route(&mut self, Route { message, backlog, ack }: Route) {
+    fn route(
+        &mut self,
+        Route {
+            message,
+            backlog,
+            ack,
+        }: Route,
+    ) {
         let matches = &mut self.matches;
         matches.clear();
-        self.trie.for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
+        self.trie
+            .for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
         if matches.len() > 1 {
             // One copy per session at the highest granted QoS: sort by
             // session, highest QoS first, keep the first of each session.
@@ -70,8 +87,16 @@ impl TopicShard {
         }
         for &(id, qos) in matches.iter() {
             if let Some(s) = self.sessions.get(&id) {
-                let ack = if s.durable && qos.min(message.qos) != QoS::AtMostOnce { ack.clone() } else { None };
-                s.session.do_send(Deliver { message: message.clone(), qos, ack });
+                let ack = if s.durable && qos.min(message.qos) != QoS::AtMostOnce {
+                    ack.clone()
+                } else {
+                    None
+                };
+                s.session.do_send(Deliver {
+                    message: message.clone(),
+                    qos,
+                    ack,
+                });
             }
         }
         // Routed: the publisher may send one more, and is acknowledged now
@@ -120,8 +145,10 @@ impl Handler<AddSubscription> for TopicShard {
         self.record_add(&msg);
         let index = self.index;
         let trie = &mut self.trie;
-        if guard::<AddSubscription, _>(ActorKind::TopicShard, &index, || trie.insert(&msg.filter, msg.session_id, msg.qos))
-            .is_err()
+        if guard::<AddSubscription, _>(ActorKind::TopicShard, &index, || {
+            trie.insert(&msg.filter, msg.session_id, msg.qos)
+        })
+        .is_err()
         {
             ctx.stop();
         }
@@ -135,8 +162,10 @@ impl Handler<RemoveSubscription> for TopicShard {
         self.record_remove(&msg);
         let index = self.index;
         let trie = &mut self.trie;
-        if guard::<RemoveSubscription, _>(ActorKind::TopicShard, &index, || trie.remove(&msg.filter, msg.session_id))
-            .is_err()
+        if guard::<RemoveSubscription, _>(ActorKind::TopicShard, &index, || {
+            trie.remove(&msg.filter, msg.session_id)
+        })
+        .is_err()
         {
             ctx.stop();
         }

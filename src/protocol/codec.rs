@@ -27,7 +27,9 @@ pub struct MqttCodec {
 
 impl MqttCodec {
     pub fn new(max_packet_size: usize) -> MqttCodec {
-        MqttCodec { max_packet_size: max_packet_size.min(MAX_REMAINING_LENGTH + 5) }
+        MqttCodec {
+            max_packet_size: max_packet_size.min(MAX_REMAINING_LENGTH + 5),
+        }
     }
 }
 
@@ -52,7 +54,9 @@ fn flags_valid(packet: PacketType, flags: u8) -> bool {
 fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
     let mut value = 0usize;
     for i in 0..4 {
-        let Some(&byte) = buf.get(i) else { return Ok(None) };
+        let Some(&byte) = buf.get(i) else {
+            return Ok(None);
+        };
         value |= ((byte & 0x7F) as usize) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok(Some((value, i + 1)));
@@ -66,17 +70,26 @@ impl Decoder for MqttCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
-        let Some(&first) = src.first() else { return Ok(None) };
+        let Some(&first) = src.first() else {
+            return Ok(None);
+        };
         let type_bits = first >> 4;
         let flags = first & 0x0F;
-        let packet = PacketType::from_u8(type_bits).ok_or(ProtocolError::ReservedPacketType(type_bits))?;
+        let packet =
+            PacketType::from_u8(type_bits).ok_or(ProtocolError::ReservedPacketType(type_bits))?;
         if !flags_valid(packet, flags) {
             return Err(ProtocolError::InvalidHeaderFlags { packet, flags }.into());
         }
-        let Some((remaining, len_bytes)) = remaining_length(&src[1..])? else { return Ok(None) };
+        let Some((remaining, len_bytes)) = remaining_length(&src[1..])? else {
+            return Ok(None);
+        };
         let total = 1 + len_bytes + remaining;
         if total > self.max_packet_size {
-            return Err(ProtocolError::PacketTooLarge { size: total, max: self.max_packet_size }.into());
+            return Err(ProtocolError::PacketTooLarge {
+                size: total,
+                max: self.max_packet_size,
+            }
+            .into());
         }
         if src.len() < total {
             return Ok(None);
@@ -147,13 +160,22 @@ mod tests {
         // A PUBLISH declaring 2 MB, with only its header present.
         let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80, 0x01][..]);
         let err = codec.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, CodecError::Protocol(ProtocolError::PacketTooLarge { .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                CodecError::Protocol(ProtocolError::PacketTooLarge { .. })
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn five_byte_remaining_length_is_malformed() {
         let err = decode_all(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).unwrap_err();
-        assert!(matches!(err, CodecError::Protocol(ProtocolError::MalformedRemainingLength)));
+        assert!(matches!(
+            err,
+            CodecError::Protocol(ProtocolError::MalformedRemainingLength)
+        ));
     }
 
     #[test]
@@ -167,10 +189,19 @@ mod tests {
     fn reserved_types_and_flags_are_rejected() {
         assert!(decode_all(&[0x00, 0x00]).is_err());
         assert!(decode_all(&[0xF0, 0x00]).is_err());
-        assert!(decode_all(&[0x60, 0x02, 0x00, 0x01]).is_err(), "PUBREL needs flags 0010");
-        assert!(decode_all(&[0x80, 0x02, 0x00, 0x01]).is_err(), "SUBSCRIBE needs flags 0010");
+        assert!(
+            decode_all(&[0x60, 0x02, 0x00, 0x01]).is_err(),
+            "PUBREL needs flags 0010"
+        );
+        assert!(
+            decode_all(&[0x80, 0x02, 0x00, 0x01]).is_err(),
+            "SUBSCRIBE needs flags 0010"
+        );
         assert!(decode_all(&[0xC1, 0x00]).is_err());
-        assert!(decode_all(&[0x36, 0x05, 0, 1, b'a', 0, 1]).is_err(), "QoS 3");
+        assert!(
+            decode_all(&[0x36, 0x05, 0, 1, b'a', 0, 1]).is_err(),
+            "QoS 3"
+        );
     }
 
     fn arb_topic() -> impl Strategy<Value = TopicName> {
@@ -189,7 +220,11 @@ mod tests {
     }
 
     fn arb_qos() -> impl Strategy<Value = QoS> {
-        prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+        prop_oneof![
+            Just(QoS::AtMostOnce),
+            Just(QoS::AtLeastOnce),
+            Just(QoS::ExactlyOnce)
+        ]
     }
 
     fn arb_pid() -> impl Strategy<Value = PacketId> {
@@ -205,8 +240,15 @@ mod tests {
     }
 
     fn arb_packet() -> impl Strategy<Value = Packet> {
-        let publish = (arb_qos(), any::<bool>(), any::<bool>(), arb_topic(), arb_pid(), arb_bytes()).prop_map(
-            |(qos, dup, retain, topic, pid, payload)| {
+        let publish = (
+            arb_qos(),
+            any::<bool>(),
+            any::<bool>(),
+            arb_topic(),
+            arb_pid(),
+            arb_bytes(),
+        )
+            .prop_map(|(qos, dup, retain, topic, pid, payload)| {
                 Packet::Publish(Publish {
                     dup: dup && qos != QoS::AtMostOnce,
                     qos,
@@ -215,11 +257,17 @@ mod tests {
                     packet_id: (qos != QoS::AtMostOnce).then_some(pid),
                     payload,
                 })
-            },
+            });
+        let will = prop::option::of(
+            (arb_topic(), arb_bytes(), arb_qos(), any::<bool>()).prop_map(
+                |(topic, payload, qos, retain)| LastWill {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                },
+            ),
         );
-        let will = prop::option::of((arb_topic(), arb_bytes(), arb_qos(), any::<bool>()).prop_map(
-            |(topic, payload, qos, retain)| LastWill { topic, payload, qos, retain },
-        ));
         let connect = (
             any::<bool>(),
             any::<bool>(),
@@ -229,39 +277,69 @@ mod tests {
             prop::option::of(arb_string()),
             prop::option::of(arb_bytes()),
         )
-            .prop_map(|(v311, clean_session, keep_alive, client_id, will, username, password)| {
-                let password = if username.is_some() { password } else { None };
-                Packet::Connect(Box::new(Connect {
-                    version: if v311 { ProtocolVersion::V311 } else { ProtocolVersion::V31 },
-                    clean_session,
-                    keep_alive,
-                    client_id,
-                    will,
-                    username,
-                    password,
-                }))
+            .prop_map(
+                |(v311, clean_session, keep_alive, client_id, will, username, password)| {
+                    let password = if username.is_some() { password } else { None };
+                    Packet::Connect(Box::new(Connect {
+                        version: if v311 {
+                            ProtocolVersion::V311
+                        } else {
+                            ProtocolVersion::V31
+                        },
+                        clean_session,
+                        keep_alive,
+                        client_id,
+                        will,
+                        username,
+                        password,
+                    }))
+                },
+            );
+        let subscribe = (
+            arb_pid(),
+            prop::collection::vec((arb_filter(), arb_qos()), 1..5),
+        )
+            .prop_map(|(packet_id, t)| {
+                Packet::Subscribe(Subscribe {
+                    packet_id,
+                    topics: t
+                        .into_iter()
+                        .map(|(filter, qos)| SubscribeTopic { filter, qos })
+                        .collect(),
+                })
             });
-        let subscribe = (arb_pid(), prop::collection::vec((arb_filter(), arb_qos()), 1..5)).prop_map(|(packet_id, t)| {
-            Packet::Subscribe(Subscribe {
-                packet_id,
-                topics: t.into_iter().map(|(filter, qos)| SubscribeTopic { filter, qos }).collect(),
-            })
-        });
-        let suback = (arb_pid(), prop::collection::vec(prop::option::of(arb_qos()), 0..5)).prop_map(|(packet_id, c)| {
-            Packet::SubAck(SubAck {
-                packet_id,
-                codes: c
-                    .into_iter()
-                    .map(|q| q.map_or(SubscribeReturnCode::Failure, SubscribeReturnCode::Granted))
-                    .collect(),
-            })
-        });
-        let unsubscribe = (arb_pid(), prop::collection::vec(arb_filter(), 1..5))
-            .prop_map(|(packet_id, filters)| Packet::Unsubscribe(Unsubscribe { packet_id, filters }));
+        let suback = (
+            arb_pid(),
+            prop::collection::vec(prop::option::of(arb_qos()), 0..5),
+        )
+            .prop_map(|(packet_id, c)| {
+                Packet::SubAck(SubAck {
+                    packet_id,
+                    codes: c
+                        .into_iter()
+                        .map(|q| {
+                            q.map_or(SubscribeReturnCode::Failure, SubscribeReturnCode::Granted)
+                        })
+                        .collect(),
+                })
+            });
+        let unsubscribe = (arb_pid(), prop::collection::vec(arb_filter(), 1..5)).prop_map(
+            |(packet_id, filters)| Packet::Unsubscribe(Unsubscribe { packet_id, filters }),
+        );
         let connack = (any::<bool>(), 0u8..6).prop_map(|(session_present, code)| {
             use ConnectReturnCode::*;
-            let code = [Accepted, UnacceptableProtocolVersion, IdentifierRejected, ServerUnavailable, BadUsernameOrPassword, NotAuthorized][code as usize];
-            Packet::ConnAck(ConnAck { session_present, code })
+            let code = [
+                Accepted,
+                UnacceptableProtocolVersion,
+                IdentifierRejected,
+                ServerUnavailable,
+                BadUsernameOrPassword,
+                NotAuthorized,
+            ][code as usize];
+            Packet::ConnAck(ConnAck {
+                session_present,
+                code,
+            })
         });
         prop_oneof![
             publish,

@@ -39,7 +39,10 @@ impl ConnAck {
             5 => NotAuthorized,
             _ => return Err(ProtocolError::InvalidConnAck),
         };
-        Ok(ConnAck { session_present: flags & 1 != 0, code })
+        Ok(ConnAck {
+            session_present: flags & 1 != 0,
+            code,
+        })
     }
 
     pub(crate) fn encode(&self, buf: &mut BytesMut) {

@@ -49,8 +49,14 @@ impl Connect {
         let version = match (&name[..], level) {
             (b"MQTT", 4) => ProtocolVersion::V311,
             (b"MQIsdp", 3) => ProtocolVersion::V31,
-            (b"MQTT", _) | (b"MQIsdp", _) => return Err(ProtocolError::UnsupportedProtocolLevel(level)),
-            _ => return Err(ProtocolError::InvalidProtocolName(String::from_utf8_lossy(&name).into_owned())),
+            (b"MQTT", _) | (b"MQIsdp", _) => {
+                return Err(ProtocolError::UnsupportedProtocolLevel(level))
+            }
+            _ => {
+                return Err(ProtocolError::InvalidProtocolName(
+                    String::from_utf8_lossy(&name).into_owned(),
+                ))
+            }
         };
         let flags = r.u8()?;
         if flags & 0b0000_0001 != 0 {
@@ -74,12 +80,25 @@ impl Connect {
         let will = if will_flag {
             let topic = TopicName::new(r.string()?)?;
             let payload = r.binary()?;
-            Some(LastWill { topic, payload, qos: will_qos, retain: will_retain })
+            Some(LastWill {
+                topic,
+                payload,
+                qos: will_qos,
+                retain: will_retain,
+            })
         } else {
             None
         };
-        let username = if has_username { Some(r.string()?) } else { None };
-        let password = if has_password { Some(r.binary()?) } else { None };
+        let username = if has_username {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let password = if has_password {
+            Some(r.binary()?)
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Connect {
             version,

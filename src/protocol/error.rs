@@ -15,7 +15,10 @@ pub enum ProtocolError {
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge { size: usize, max: usize },
     #[error("{packet:?} ends before its fields do (remaining length {remaining})")]
-    Truncated { packet: PacketType, remaining: usize },
+    Truncated {
+        packet: PacketType,
+        remaining: usize,
+    },
     #[error("{packet:?} has {extra} bytes after its last field")]
     TrailingBytes { packet: PacketType, extra: usize },
     #[error("string is not well-formed UTF-8 [MQTT-1.5.3-1]")]

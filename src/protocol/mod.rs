@@ -15,8 +15,8 @@ mod error;
 mod publish;
 mod reader;
 mod suback;
-mod topic;
 mod subscribe;
+mod topic;
 mod unsubscribe;
 
 pub use codec::MqttCodec;
@@ -184,7 +184,10 @@ impl Packet {
     pub fn wire_len(&self) -> usize {
         match self {
             Packet::Publish(p) => p.wire_len(),
-            Packet::Connect(_) | Packet::Subscribe(_) | Packet::SubAck(_) | Packet::Unsubscribe(_) => {
+            Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::SubAck(_)
+            | Packet::Unsubscribe(_) => {
                 let mut b = BytesMut::new();
                 self.encode(&mut b);
                 b.len()

@@ -1,7 +1,9 @@
 //! PUBLISH (section 3.3): a message, in either direction.
 
 use super::reader::Reader;
-use super::{put_remaining_length, put_str, remaining_length_len, PacketId, ProtocolError, QoS, TopicName};
+use super::{
+    put_remaining_length, put_str, remaining_length_len, PacketId, ProtocolError, QoS, TopicName,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +25,26 @@ impl Publish {
             return Err(ProtocolError::DupOnQoS0);
         }
         let topic = TopicName::new(r.string()?)?;
-        let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(r.packet_id()?)
+        };
         let payload = r.rest();
-        Ok(Publish { dup, qos, retain: flags & 1 != 0, topic, packet_id, payload })
+        Ok(Publish {
+            dup,
+            qos,
+            retain: flags & 1 != 0,
+            topic,
+            packet_id,
+            payload,
+        })
     }
 
     fn remaining_length(&self) -> usize {
-        2 + self.topic.as_str().len() + if self.packet_id.is_some() { 2 } else { 0 } + self.payload.len()
+        2 + self.topic.as_str().len()
+            + if self.packet_id.is_some() { 2 } else { 0 }
+            + self.payload.len()
     }
 
     pub fn wire_len(&self) -> usize {

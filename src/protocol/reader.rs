@@ -13,11 +13,18 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub fn new(packet: PacketType, body: Bytes) -> Reader {
-        Reader { packet, remaining: body.len(), body }
+        Reader {
+            packet,
+            remaining: body.len(),
+            body,
+        }
     }
 
     fn truncated(&self) -> ProtocolError {
-        ProtocolError::Truncated { packet: self.packet, remaining: self.remaining }
+        ProtocolError::Truncated {
+            packet: self.packet,
+            remaining: self.remaining,
+        }
     }
 
     pub fn has_remaining(&self) -> bool {
@@ -67,7 +74,10 @@ impl Reader {
         if self.body.is_empty() {
             Ok(())
         } else {
-            Err(ProtocolError::TrailingBytes { packet: self.packet, extra: self.body.len() })
+            Err(ProtocolError::TrailingBytes {
+                packet: self.packet,
+                extra: self.body.len(),
+            })
         }
     }
 }

@@ -33,7 +33,9 @@ impl SubAck {
             let c = r.u8()?;
             codes.push(match c {
                 0x80 => SubscribeReturnCode::Failure,
-                _ => SubscribeReturnCode::Granted(QoS::from_u8(c).ok_or(ProtocolError::InvalidSubAckCode(c))?),
+                _ => SubscribeReturnCode::Granted(
+                    QoS::from_u8(c).ok_or(ProtocolError::InvalidSubAckCode(c))?,
+                ),
             });
         }
         Ok(SubAck { packet_id, codes })

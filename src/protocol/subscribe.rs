@@ -23,7 +23,11 @@ impl Subscribe {
         while r.has_remaining() {
             let filter = TopicFilter::new(r.string()?)?;
             let requested = r.u8()?;
-            let qos = if requested & 0b1111_1100 == 0 { QoS::from_u8(requested) } else { None };
+            let qos = if requested & 0b1111_1100 == 0 {
+                QoS::from_u8(requested)
+            } else {
+                None
+            };
             let qos = qos.ok_or(ProtocolError::InvalidRequestedQoS(requested))?;
             topics.push(SubscribeTopic { filter, qos });
         }
@@ -34,7 +38,11 @@ impl Subscribe {
     }
 
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
-        let len = 2 + self.topics.iter().map(|t| 2 + t.filter.as_str().len() + 1).sum::<usize>();
+        let len = 2 + self
+            .topics
+            .iter()
+            .map(|t| 2 + t.filter.as_str().len() + 1)
+            .sum::<usize>();
         buf.put_u8(0x82);
         put_remaining_length(buf, len);
         buf.put_u16(self.packet_id.get());

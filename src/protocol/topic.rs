@@ -130,12 +130,24 @@ mod tests {
     use super::*;
 
     fn matches(filter: &str, topic: &str) -> bool {
-        TopicFilter::new(filter.to_string()).unwrap().matches(&TopicName::new(topic.to_string()).unwrap())
+        TopicFilter::new(filter.to_string())
+            .unwrap()
+            .matches(&TopicName::new(topic.to_string()).unwrap())
     }
 
     #[test]
     fn filter_validation_follows_mqtt_4_7_1() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "+/", "sport/tennis/#"] {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "a/+/b",
+            "+/+",
+            "/",
+            "a//b",
+            "+/",
+            "sport/tennis/#",
+        ] {
             assert!(TopicFilter::new(ok.to_string()).is_ok(), "{ok}");
         }
         for bad in ["", "a#", "a/#/b", "a+", "a/b+", "#/a", "a/+b", "##"] {
@@ -154,7 +166,10 @@ mod tests {
     #[test]
     fn matching_examples_from_section_4_7() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches("sport/#", "sport"));
         assert!(matches("sport/tennis/+", "sport/tennis/player1"));
         assert!(!matches("sport/tennis/+", "sport/tennis/player1/ranking"));

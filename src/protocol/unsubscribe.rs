@@ -24,7 +24,11 @@ impl Unsubscribe {
     }
 
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
-        let len = 2 + self.filters.iter().map(|f| 2 + f.as_str().len()).sum::<usize>();
+        let len = 2 + self
+            .filters
+            .iter()
+            .map(|f| 2 + f.as_str().len())
+            .sum::<usize>();
         buf.put_u8(0xA2);
         put_remaining_length(buf, len);
         buf.put_u16(self.packet_id.get());

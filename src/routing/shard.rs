@@ -29,7 +29,15 @@ impl ShardRule {
     pub fn new(count: usize) -> ShardRule {
         assert!(count >= 1, "shard count is validated by config");
         // Fixed seeds: the rule must give the same answer in every actor.
-        ShardRule { count, hasher: ahash::RandomState::with_seeds(0x726f_6f73, 0x7420_6d71, 0x7474_2073, 0x6861_7264) }
+        ShardRule {
+            count,
+            hasher: ahash::RandomState::with_seeds(
+                0x726f_6f73,
+                0x7420_6d71,
+                0x7474_2073,
+                0x6861_7264,
+            ),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -64,7 +72,10 @@ mod tests {
     fn wildcard_filters_live_in_every_shard() {
         let rule = ShardRule::new(4);
         for f in ["#", "a/+", "+/b", "a/#"] {
-            assert_eq!(rule.shards_for_filter(&TopicFilter::new(f.to_string()).unwrap()), FilterShards::All);
+            assert_eq!(
+                rule.shards_for_filter(&TopicFilter::new(f.to_string()).unwrap()),
+                FilterShards::All
+            );
         }
     }
 

@@ -17,13 +17,19 @@ struct Node<V> {
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
-        Node { children: AHashMap::new(), value: None }
+        Node {
+            children: AHashMap::new(),
+            value: None,
+        }
     }
 }
 
 impl<V> Default for TopicTree<V> {
     fn default() -> Self {
-        TopicTree { root: Node::default(), len: 0 }
+        TopicTree {
+            root: Node::default(),
+            len: 0,
+        }
     }
 }
 
@@ -81,7 +87,9 @@ impl<V> TopicTree<V> {
 }
 
 fn remove_at<V>(node: &mut Node<V>, levels: &[&str]) -> Option<V> {
-    let Some((level, rest)) = levels.split_first() else { return node.value.take() };
+    let Some((level, rest)) = levels.split_first() else {
+        return node.value.take();
+    };
     let child = node.children.get_mut(*level)?;
     let old = remove_at(child, rest);
     if child.value.is_none() && child.children.is_empty() {

@@ -24,13 +24,21 @@ struct Node<K> {
 
 impl<K> Default for Node<K> {
     fn default() -> Self {
-        Node { children: AHashMap::new(), plus: None, exact: Vec::new(), multi: Vec::new() }
+        Node {
+            children: AHashMap::new(),
+            plus: None,
+            exact: Vec::new(),
+            multi: Vec::new(),
+        }
     }
 }
 
 impl<K> Node<K> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.exact.is_empty() && self.multi.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.exact.is_empty()
+            && self.multi.is_empty()
     }
 }
 
@@ -42,7 +50,10 @@ impl<K: Copy + Eq> Default for SubscriptionTrie<K> {
 
 impl<K: Copy + Eq> SubscriptionTrie<K> {
     pub fn new() -> Self {
-        SubscriptionTrie { root: Node::default(), len: 0 }
+        SubscriptionTrie {
+            root: Node::default(),
+            len: 0,
+        }
     }
 
     /// Number of (subscriber, filter) pairs.
@@ -122,7 +133,9 @@ fn remove_at<K: Copy + Eq>(node: &mut Node<K>, levels: &[&str], key: K) -> bool 
         None => take(&mut node.exact, key),
         Some((&"#", _)) => take(&mut node.multi, key),
         Some((&"+", rest)) => {
-            let Some(child) = node.plus.as_deref_mut() else { return false };
+            let Some(child) = node.plus.as_deref_mut() else {
+                return false;
+            };
             let removed = remove_at(child, rest, key);
             if child.is_empty() {
                 node.plus = None;
@@ -130,7 +143,9 @@ fn remove_at<K: Copy + Eq>(node: &mut Node<K>, levels: &[&str], key: K) -> bool 
             removed
         }
         Some((level, rest)) => {
-            let Some(child) = node.children.get_mut(*level) else { return false };
+            let Some(child) = node.children.get_mut(*level) else {
+                return false;
+            };
             let removed = remove_at(child, rest, key);
             if child.is_empty() {
                 node.children.remove(*level);
@@ -142,7 +157,12 @@ fn remove_at<K: Copy + Eq>(node: &mut Node<K>, levels: &[&str], key: K) -> bool 
 
 /// `at_root_of_system_topic`: wildcards at the first level do not match
 /// topics starting with `$` [MQTT-4.7.2-1].
-fn match_at<K: Copy>(node: &Node<K>, levels: &[&str], system_root: bool, f: &mut impl FnMut(K, QoS)) {
+fn match_at<K: Copy>(
+    node: &Node<K>,
+    levels: &[&str],
+    system_root: bool,
+    f: &mut impl FnMut(K, QoS),
+) {
     if !system_root {
         // `a/#` matches `a` and everything below it.
         for &(k, q) in &node.multi {
@@ -176,7 +196,9 @@ mod tests {
 
     fn matches(trie: &SubscriptionTrie<u32>, topic: &str) -> Vec<(u32, QoS)> {
         let mut out = Vec::new();
-        trie.for_each_match(&TopicName::new(topic.to_string()).unwrap(), |k, q| out.push((k, q)));
+        trie.for_each_match(&TopicName::new(topic.to_string()).unwrap(), |k, q| {
+            out.push((k, q))
+        });
         out.sort();
         out
     }
@@ -214,12 +236,16 @@ mod tests {
     }
 
     fn arb_filter() -> impl Strategy<Value = TopicFilter> {
-        prop::collection::vec(prop_oneof!["[ab$]{0,2}", Just("+".to_string()), Just("#".to_string())], 1..4)
-            .prop_filter_map("valid", |l| TopicFilter::new(l.join("/")).ok())
+        prop::collection::vec(
+            prop_oneof!["[ab$]{0,2}", Just("+".to_string()), Just("#".to_string())],
+            1..4,
+        )
+        .prop_filter_map("valid", |l| TopicFilter::new(l.join("/")).ok())
     }
 
     fn arb_topic() -> impl Strategy<Value = TopicName> {
-        prop::collection::vec("[ab$]{0,2}", 1..5).prop_filter_map("valid", |l| TopicName::new(l.join("/")).ok())
+        prop::collection::vec("[ab$]{0,2}", 1..5)
+            .prop_filter_map("valid", |l| TopicName::new(l.join("/")).ok())
     }
 
     proptest! {

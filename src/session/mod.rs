@@ -7,7 +7,10 @@
 
 mod state;
 
-pub use state::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Queued, Record, SessionLimits, SessionState};
+pub use state::{
+    Action, DeliverOutcome, Inflight, MessageId, OutboundState, Queued, Record, SessionLimits,
+    SessionState,
+};
 
 use crate::protocol::{Publish, QoS, TopicName};
 use bytes::Bytes;
@@ -25,7 +28,12 @@ pub struct Message {
 
 impl Message {
     pub fn from_publish(p: &Publish) -> Message {
-        Message { topic: p.topic.clone(), payload: p.payload.clone(), qos: p.qos, retain: p.retain }
+        Message {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+        }
     }
 
     /// Bytes this message holds in a queue, for the byte bounds.

@@ -37,7 +37,12 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        SessionLimits { max_inflight: 128, max_queued_messages: 10000, max_queued_bytes: 16 << 20, queue_qos0: false }
+        SessionLimits {
+            max_inflight: 128,
+            max_queued_messages: 10000,
+            max_queued_bytes: 16 << 20,
+            queue_qos0: false,
+        }
     }
 }
 
@@ -74,7 +79,12 @@ pub struct Queued {
 /// A row of a durable session, as the store writes it.
 #[derive(Debug, Clone)]
 pub enum Record {
-    Outbound { id: MessageId, state: OutboundState, packet_id: Option<PacketId>, message: Message },
+    Outbound {
+        id: MessageId,
+        state: OutboundState,
+        packet_id: Option<PacketId>,
+        message: Message,
+    },
     /// An inbound QoS 2 packet id routed and awaiting PUBREL.
     InboundAwaitingRel { id: MessageId, packet_id: PacketId },
 }
@@ -86,7 +96,11 @@ pub enum Action {
     Send(Packet),
     /// Write this row (a new one when `new`); if `then` is set, send that
     /// packet only once the write has committed.
-    Persist { record: Record, new: bool, then: Option<Packet> },
+    Persist {
+        record: Record,
+        new: bool,
+        then: Option<Packet>,
+    },
     /// Delete this row; if `then` is set, send that packet once the delete
     /// has committed.
     Forget { id: MessageId, then: Option<Packet> },
@@ -151,11 +165,19 @@ impl SessionState {
             match (state, packet_id) {
                 (OutboundState::Queued, _) | (_, None) => {
                     s.queued_bytes += message.size();
-                    s.queue.push_back(Queued { id: Some(id), message });
+                    s.queue.push_back(Queued {
+                        id: Some(id),
+                        message,
+                    });
                 }
                 (state, Some(packet_id)) => {
                     highest = highest.max(packet_id.get());
-                    s.inflight.push_back(Inflight { id: Some(id), packet_id, message, state });
+                    s.inflight.push_back(Inflight {
+                        id: Some(id),
+                        packet_id,
+                        message,
+                        state,
+                    });
                 }
             }
         }
@@ -228,7 +250,9 @@ impl SessionState {
                 if !writable {
                     return DeliverOutcome::DroppedSlowClient;
                 }
-                out.push(Action::Send(Packet::Publish(publish(&message, None, false))));
+                out.push(Action::Send(Packet::Publish(publish(
+                    &message, None, false,
+                ))));
                 return DeliverOutcome::Sent;
             }
             if !self.limits.queue_qos0 {
@@ -252,8 +276,17 @@ impl SessionState {
             return DeliverOutcome::DroppedQueueFull;
         }
         if let Some(id) = queued.id {
-            let record = Record::Outbound { id, state: OutboundState::Queued, packet_id: None, message: queued.message.clone() };
-            out.push(Action::Persist { record, new: true, then: None });
+            let record = Record::Outbound {
+                id,
+                state: OutboundState::Queued,
+                packet_id: None,
+                message: queued.message.clone(),
+            };
+            out.push(Action::Persist {
+                record,
+                new: true,
+                then: None,
+            });
         }
         self.queued_bytes += size;
         self.queue.push_back(queued);
@@ -272,20 +305,43 @@ impl SessionState {
         match id {
             // QoS 2: the id must be durable before the client can see it.
             Some(id) if state == OutboundState::AwaitingPubRec => {
-                let record = Record::Outbound { id, state, packet_id: Some(packet_id), message: message.clone() };
-                out.push(Action::Persist { record, new, then: Some(packet) });
+                let record = Record::Outbound {
+                    id,
+                    state,
+                    packet_id: Some(packet_id),
+                    message: message.clone(),
+                };
+                out.push(Action::Persist {
+                    record,
+                    new,
+                    then: Some(packet),
+                });
             }
             // QoS 1: write the row if it is new; a stale state is harmless.
             Some(id) => {
                 if new {
-                    let record = Record::Outbound { id, state, packet_id: Some(packet_id), message: message.clone() };
-                    out.push(Action::Persist { record, new, then: None });
+                    let record = Record::Outbound {
+                        id,
+                        state,
+                        packet_id: Some(packet_id),
+                        message: message.clone(),
+                    };
+                    out.push(Action::Persist {
+                        record,
+                        new,
+                        then: None,
+                    });
                 }
                 out.push(Action::Send(packet));
             }
             None => out.push(Action::Send(packet)),
         }
-        self.inflight.push_back(Inflight { id, packet_id, message, state });
+        self.inflight.push_back(Inflight {
+            id,
+            packet_id,
+            message,
+            state,
+        });
     }
 
     /// The next id not used by an in-flight message: ids are unique per
@@ -303,10 +359,16 @@ impl SessionState {
     /// Moves queued messages into the in-flight window while it has room.
     fn fill_window(&mut self, out: &mut Vec<Action>) {
         while self.online && self.inflight.len() < self.limits.max_inflight {
-            let Some(queued) = self.queue.pop_front() else { break };
+            let Some(queued) = self.queue.pop_front() else {
+                break;
+            };
             self.queued_bytes -= queued.message.size();
             if queued.message.qos == QoS::AtMostOnce {
-                out.push(Action::Send(Packet::Publish(publish(&queued.message, None, false))));
+                out.push(Action::Send(Packet::Publish(publish(
+                    &queued.message,
+                    None,
+                    false,
+                ))));
             } else {
                 self.send_inflight(queued, false, out);
             }
@@ -314,13 +376,18 @@ impl SessionState {
     }
 
     fn take(&mut self, packet_id: PacketId, state: OutboundState) -> Option<Inflight> {
-        let i = self.inflight.iter().position(|e| e.packet_id == packet_id && e.state == state)?;
+        let i = self
+            .inflight
+            .iter()
+            .position(|e| e.packet_id == packet_id && e.state == state)?;
         self.inflight.remove(i)
     }
 
     /// PUBACK for an outbound QoS 1 message; false if no such message.
     pub fn on_puback(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubAck) else { return false };
+        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubAck) else {
+            return false;
+        };
         if let Some(id) = entry.id {
             out.push(Action::Forget { id, then: None });
         }
@@ -331,7 +398,9 @@ impl SessionState {
     /// PUBREC for an outbound QoS 2 message: answer PUBREL [MQTT-4.3.3-1],
     /// after recording the step for a durable session.
     pub fn on_pubrec(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.inflight.iter_mut().find(|e| e.packet_id == packet_id) else { return false };
+        let Some(entry) = self.inflight.iter_mut().find(|e| e.packet_id == packet_id) else {
+            return false;
+        };
         if entry.state == OutboundState::AwaitingPubAck {
             return false;
         }
@@ -345,7 +414,11 @@ impl SessionState {
                     packet_id: Some(packet_id),
                     message: entry.message.clone(),
                 };
-                out.push(Action::Persist { record, new: false, then: Some(rel) });
+                out.push(Action::Persist {
+                    record,
+                    new: false,
+                    then: Some(rel),
+                });
             }
             None => out.push(Action::Send(rel)),
         }
@@ -354,7 +427,9 @@ impl SessionState {
 
     /// PUBCOMP ends an outbound QoS 2 handshake.
     pub fn on_pubcomp(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubComp) else { return false };
+        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubComp) else {
+            return false;
+        };
         if let Some(id) = entry.id {
             out.push(Action::Forget { id, then: None });
         }
@@ -366,13 +441,22 @@ impl SessionState {
     /// if it repeats one still awaiting PUBREL. `id` is the row to record it
     /// in for a durable session. The caller answers PUBREC either way
     /// [MQTT-4.3.3-2].
-    pub fn on_inbound_qos2(&mut self, packet_id: PacketId, id: Option<MessageId>, out: &mut Vec<Action>) -> bool {
+    pub fn on_inbound_qos2(
+        &mut self,
+        packet_id: PacketId,
+        id: Option<MessageId>,
+        out: &mut Vec<Action>,
+    ) -> bool {
         if self.inbound_awaiting_rel.contains_key(&packet_id) {
             return false;
         }
         self.inbound_awaiting_rel.insert(packet_id, id);
         if let Some(id) = id {
-            out.push(Action::Persist { record: Record::InboundAwaitingRel { id, packet_id }, new: true, then: None });
+            out.push(Action::Persist {
+                record: Record::InboundAwaitingRel { id, packet_id },
+                new: true,
+                then: None,
+            });
         }
         true
     }
@@ -382,7 +466,10 @@ impl SessionState {
     pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
         let comp = Packet::PubComp(packet_id);
         match self.inbound_awaiting_rel.remove(&packet_id) {
-            Some(Some(id)) => out.push(Action::Forget { id, then: Some(comp) }),
+            Some(Some(id)) => out.push(Action::Forget {
+                id,
+                then: Some(comp),
+            }),
             _ => out.push(Action::Send(comp)),
         }
     }
@@ -410,11 +497,20 @@ mod tests {
     use bytes::Bytes;
 
     fn msg(qos: QoS, n: u8) -> Message {
-        Message { topic: TopicName::new("t".to_string()).unwrap(), payload: Bytes::from(vec![n]), qos, retain: false }
+        Message {
+            topic: TopicName::new("t".to_string()).unwrap(),
+            payload: Bytes::from(vec![n]),
+            qos,
+            retain: false,
+        }
     }
 
     fn limits(max_inflight: usize, max_queued: usize) -> SessionLimits {
-        SessionLimits { max_inflight, max_queued_messages: max_queued, ..SessionLimits::default() }
+        SessionLimits {
+            max_inflight,
+            max_queued_messages: max_queued,
+            ..SessionLimits::default()
+        }
     }
 
     fn pid(v: u16) -> PacketId {
@@ -425,7 +521,9 @@ mod tests {
     fn publishes(out: &[Action]) -> Vec<(u8, Option<u16>, bool)> {
         out.iter()
             .filter_map(|a| match a {
-                Action::Send(Packet::Publish(p)) => Some((p.payload[0], p.packet_id.map(|i| i.get()), p.dup)),
+                Action::Send(Packet::Publish(p)) => {
+                    Some((p.payload[0], p.packet_id.map(|i| i.get()), p.dup))
+                }
                 _ => None,
             })
             .collect()
@@ -448,7 +546,10 @@ mod tests {
         for n in 0..4 {
             s.deliver(msg(QoS::AtLeastOnce, n), None, true, &mut out);
         }
-        assert_eq!(publishes(&out), vec![(0, Some(1), false), (1, Some(2), false)]);
+        assert_eq!(
+            publishes(&out),
+            vec![(0, Some(1), false), (1, Some(2), false)]
+        );
         assert_eq!(s.queued_len(), 2);
         out.clear();
         assert!(s.on_puback(pid(1), &mut out));
@@ -463,18 +564,32 @@ mod tests {
         s.attach(&mut out);
         s.deliver(msg(QoS::ExactlyOnce, 7), None, true, &mut out);
         s.detach();
-        assert_eq!(s.deliver(msg(QoS::AtLeastOnce, 8), None, true, &mut out), DeliverOutcome::Queued);
-        assert_eq!(s.deliver(msg(QoS::AtMostOnce, 9), None, true, &mut out), DeliverOutcome::DroppedOffline);
+        assert_eq!(
+            s.deliver(msg(QoS::AtLeastOnce, 8), None, true, &mut out),
+            DeliverOutcome::Queued
+        );
+        assert_eq!(
+            s.deliver(msg(QoS::AtMostOnce, 9), None, true, &mut out),
+            DeliverOutcome::DroppedOffline
+        );
         out.clear();
         s.attach(&mut out);
-        assert_eq!(publishes(&out), vec![(7, Some(1), true)], "in-flight resent with DUP=1, window full");
+        assert_eq!(
+            publishes(&out),
+            vec![(7, Some(1), true)],
+            "in-flight resent with DUP=1, window full"
+        );
         out.clear();
         s.on_pubrec(pid(1), &mut out);
         assert_eq!(sent(&out), vec![Packet::PubRel(pid(1))]);
         out.clear();
         s.detach();
         s.attach(&mut out);
-        assert_eq!(sent(&out), vec![Packet::PubRel(pid(1))], "PUBREL resent after reconnect");
+        assert_eq!(
+            sent(&out),
+            vec![Packet::PubRel(pid(1))],
+            "PUBREL resent after reconnect"
+        );
         out.clear();
         s.on_pubcomp(pid(1), &mut out);
         assert_eq!(publishes(&out), vec![(8, Some(2), false)]);
@@ -485,9 +600,15 @@ mod tests {
         let mut s = SessionState::new(limits(1, 2));
         let mut out = Vec::new();
         for n in 0..2 {
-            assert_eq!(s.deliver(msg(QoS::AtLeastOnce, n), None, true, &mut out), DeliverOutcome::Queued);
+            assert_eq!(
+                s.deliver(msg(QoS::AtLeastOnce, n), None, true, &mut out),
+                DeliverOutcome::Queued
+            );
         }
-        assert_eq!(s.deliver(msg(QoS::AtLeastOnce, 2), Some(9), true, &mut out), DeliverOutcome::DroppedQueueFull);
+        assert_eq!(
+            s.deliver(msg(QoS::AtLeastOnce, 2), Some(9), true, &mut out),
+            DeliverOutcome::DroppedQueueFull
+        );
         assert!(out.is_empty(), "a dropped message writes no row");
     }
 
@@ -496,7 +617,10 @@ mod tests {
         let mut s = SessionState::new(limits(1, 2));
         let mut out = Vec::new();
         s.attach(&mut out);
-        assert_eq!(s.deliver(msg(QoS::AtMostOnce, 0), None, false, &mut out), DeliverOutcome::DroppedSlowClient);
+        assert_eq!(
+            s.deliver(msg(QoS::AtMostOnce, 0), None, false, &mut out),
+            DeliverOutcome::DroppedSlowClient
+        );
         assert!(out.is_empty());
     }
 
@@ -505,10 +629,16 @@ mod tests {
         let mut s = SessionState::new(SessionLimits::default());
         let mut out = Vec::new();
         assert!(s.on_inbound_qos2(pid(5), None, &mut out));
-        assert!(!s.on_inbound_qos2(pid(5), None, &mut out), "a resent PUBLISH is not routed twice");
+        assert!(
+            !s.on_inbound_qos2(pid(5), None, &mut out),
+            "a resent PUBLISH is not routed twice"
+        );
         s.on_pubrel(pid(5), &mut out);
         assert_eq!(sent(&out), vec![Packet::PubComp(pid(5))]);
-        assert!(s.on_inbound_qos2(pid(5), None, &mut out), "after PUBREL the id is free again");
+        assert!(
+            s.on_inbound_qos2(pid(5), None, &mut out),
+            "after PUBREL the id is free again"
+        );
     }
 
     #[test]
@@ -519,7 +649,10 @@ mod tests {
         s.attach(&mut out);
         s.deliver(msg(QoS::AtLeastOnce, 0), None, true, &mut out);
         s.deliver(msg(QoS::AtLeastOnce, 1), None, true, &mut out);
-        assert_eq!(publishes(&out), vec![(0, Some(u16::MAX), false), (1, Some(1), false)]);
+        assert_eq!(
+            publishes(&out),
+            vec![(0, Some(u16::MAX), false), (1, Some(1), false)]
+        );
     }
 
     #[test]
@@ -528,22 +661,48 @@ mod tests {
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::ExactlyOnce, 1), Some(41), true, &mut out);
-        assert!(publishes(&out).is_empty(), "nothing is sent before the row commits");
+        assert!(
+            publishes(&out).is_empty(),
+            "nothing is sent before the row commits"
+        );
         match &out[..] {
-            [Action::Persist { record: Record::Outbound { id: 41, state, packet_id: Some(p), .. }, new: true, then: Some(Packet::Publish(_)) }] => {
+            [Action::Persist {
+                record:
+                    Record::Outbound {
+                        id: 41,
+                        state,
+                        packet_id: Some(p),
+                        ..
+                    },
+                new: true,
+                then: Some(Packet::Publish(_)),
+            }] => {
                 assert_eq!((*state, p.get()), (OutboundState::AwaitingPubRec, 1));
             }
             other => panic!("{other:?}"),
         }
         out.clear();
         s.on_pubrec(pid(1), &mut out);
-        assert!(matches!(
-            &out[..],
-            [Action::Persist { record: Record::Outbound { state: OutboundState::AwaitingPubComp, .. }, new: false, then: Some(Packet::PubRel(_)) }]
-        ), "{out:?}");
+        assert!(
+            matches!(
+                &out[..],
+                [Action::Persist {
+                    record: Record::Outbound {
+                        state: OutboundState::AwaitingPubComp,
+                        ..
+                    },
+                    new: false,
+                    then: Some(Packet::PubRel(_))
+                }]
+            ),
+            "{out:?}"
+        );
         out.clear();
         s.on_pubcomp(pid(1), &mut out);
-        assert!(matches!(&out[..], [Action::Forget { id: 41, then: None }]), "{out:?}");
+        assert!(
+            matches!(&out[..], [Action::Forget { id: 41, then: None }]),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -552,7 +711,14 @@ mod tests {
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::AtLeastOnce, 1), Some(7), true, &mut out);
-        assert!(matches!(&out[0], Action::Persist { new: true, then: None, .. }));
+        assert!(matches!(
+            &out[0],
+            Action::Persist {
+                new: true,
+                then: None,
+                ..
+            }
+        ));
         assert_eq!(publishes(&out), vec![(1, Some(1), false)]);
     }
 
@@ -561,17 +727,43 @@ mod tests {
         let mut s = SessionState::new(SessionLimits::default());
         let mut out = Vec::new();
         assert!(s.on_inbound_qos2(pid(3), Some(12), &mut out));
-        assert!(matches!(&out[..], [Action::Persist { record: Record::InboundAwaitingRel { id: 12, .. }, new: true, .. }]));
+        assert!(matches!(
+            &out[..],
+            [Action::Persist {
+                record: Record::InboundAwaitingRel { id: 12, .. },
+                new: true,
+                ..
+            }]
+        ));
         out.clear();
         s.on_pubrel(pid(3), &mut out);
-        assert!(matches!(&out[..], [Action::Forget { id: 12, then: Some(Packet::PubComp(_)) }]), "{out:?}");
+        assert!(
+            matches!(
+                &out[..],
+                [Action::Forget {
+                    id: 12,
+                    then: Some(Packet::PubComp(_))
+                }]
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]
     fn restore_requeues_and_resends_in_flight_with_dup() {
         let messages = vec![
-            (1, OutboundState::AwaitingPubComp, Some(pid(9)), msg(QoS::ExactlyOnce, 1)),
-            (2, OutboundState::AwaitingPubAck, Some(pid(10)), msg(QoS::AtLeastOnce, 2)),
+            (
+                1,
+                OutboundState::AwaitingPubComp,
+                Some(pid(9)),
+                msg(QoS::ExactlyOnce, 1),
+            ),
+            (
+                2,
+                OutboundState::AwaitingPubAck,
+                Some(pid(10)),
+                msg(QoS::AtLeastOnce, 2),
+            ),
             (3, OutboundState::Queued, None, msg(QoS::AtLeastOnce, 3)),
         ];
         let mut s = SessionState::restore(limits(10, 10), vec![], messages, vec![(pid(4), 5)]);
@@ -579,8 +771,14 @@ mod tests {
         s.attach(&mut out);
         let packets = sent(&out);
         assert_eq!(packets[0], Packet::PubRel(pid(9)));
-        assert_eq!(publishes(&out), vec![(2, Some(10), true), (3, Some(11), false)]);
+        assert_eq!(
+            publishes(&out),
+            vec![(2, Some(10), true), (3, Some(11), false)]
+        );
         out.clear();
-        assert!(!s.on_inbound_qos2(pid(4), Some(99), &mut out), "restored inbound id is still awaiting PUBREL");
+        assert!(
+            !s.on_inbound_qos2(pid(4), Some(99), &mut out),
+            "restored inbound id is still awaiting PUBREL"
+        );
     }
 }

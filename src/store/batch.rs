@@ -18,9 +18,19 @@ use bytestring::ByteString;
 
 /// Session rows, applied in the order they were asked for.
 pub(super) enum SessionOp {
-    Connected { client_id: ByteString, persistent: bool, keep_alive: u16, will: Option<LastWill> },
-    Disconnected { client_id: ByteString },
-    Delete { client_id: ByteString, persistent: bool },
+    Connected {
+        client_id: ByteString,
+        persistent: bool,
+        keep_alive: u16,
+        will: Option<LastWill>,
+    },
+    Disconnected {
+        client_id: ByteString,
+    },
+    Delete {
+        client_id: ByteString,
+        persistent: bool,
+    },
 }
 
 pub(super) enum MessageWrite {
@@ -72,21 +82,45 @@ impl Batch {
         });
         match op {
             Op::Barrier => {}
-            Op::SessionConnected { client_id, persistent, keep_alive, will } => {
-                self.sessions.push(SessionOp::Connected { client_id, persistent, keep_alive, will })
+            Op::SessionConnected {
+                client_id,
+                persistent,
+                keep_alive,
+                will,
+            } => self.sessions.push(SessionOp::Connected {
+                client_id,
+                persistent,
+                keep_alive,
+                will,
+            }),
+            Op::SessionDisconnected { client_id } => {
+                self.sessions.push(SessionOp::Disconnected { client_id })
             }
-            Op::SessionDisconnected { client_id } => self.sessions.push(SessionOp::Disconnected { client_id }),
-            Op::DeleteSession { client_id, persistent } => {
+            Op::DeleteSession {
+                client_id,
+                persistent,
+            } => {
                 self.purge(&client_id);
-                self.sessions.push(SessionOp::Delete { client_id, persistent });
+                self.sessions.push(SessionOp::Delete {
+                    client_id,
+                    persistent,
+                });
             }
-            Op::Subscribe { client_id, filter, qos } => {
+            Op::Subscribe {
+                client_id,
+                filter,
+                qos,
+            } => {
                 self.subscriptions.insert((client_id, filter), Some(qos));
             }
             Op::Unsubscribe { client_id, filter } => {
                 self.subscriptions.insert((client_id, filter), None);
             }
-            Op::PutMessage { client_id, record, new } => {
+            Op::PutMessage {
+                client_id,
+                record,
+                new,
+            } => {
                 let id = record_id(&record);
                 match self.messages.get_mut(&id) {
                     Some(entry) => {
@@ -96,17 +130,30 @@ impl Batch {
                         entry.completions.extend(completion);
                     }
                     None => {
-                        *self.messages_per_client.entry(client_id.clone()).or_default() += 1;
+                        *self
+                            .messages_per_client
+                            .entry(client_id.clone())
+                            .or_default() += 1;
                         let completions = completion.into_iter().collect();
                         let write = MessageWrite::Upsert { record, new };
-                        self.messages.insert(id, PendingMessage { client_id, write, completions });
+                        self.messages.insert(
+                            id,
+                            PendingMessage {
+                                client_id,
+                                write,
+                                completions,
+                            },
+                        );
                     }
                 }
                 return;
             }
             Op::DeleteMessage { client_id, id } => {
                 match self.messages.get_mut(&id) {
-                    Some(PendingMessage { write: MessageWrite::Upsert { new: true, .. }, .. }) => {
+                    Some(PendingMessage {
+                        write: MessageWrite::Upsert { new: true, .. },
+                        ..
+                    }) => {
                         // Written and finished within one batch: nothing to
                         // write, and whoever waited for the row may go on.
                         if let Some(gone) = self.messages.remove(&id) {
@@ -119,14 +166,28 @@ impl Batch {
                         entry.completions.extend(completion);
                     }
                     None => {
-                        *self.messages_per_client.entry(client_id.clone()).or_default() += 1;
+                        *self
+                            .messages_per_client
+                            .entry(client_id.clone())
+                            .or_default() += 1;
                         let completions = completion.into_iter().collect();
-                        self.messages.insert(id, PendingMessage { client_id, write: MessageWrite::Delete, completions });
+                        self.messages.insert(
+                            id,
+                            PendingMessage {
+                                client_id,
+                                write: MessageWrite::Delete,
+                                completions,
+                            },
+                        );
                     }
                 }
                 return;
             }
-            Op::SetRetained { topic, payload, qos } => {
+            Op::SetRetained {
+                topic,
+                payload,
+                qos,
+            } => {
                 self.retained.insert(topic, Some((payload, qos)));
             }
             Op::ClearRetained { topic } => {
@@ -208,19 +269,34 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
         };
-        Record::Outbound { id, state: OutboundState::AwaitingPubAck, packet_id: PacketId::new(1), message }
+        Record::Outbound {
+            id,
+            state: OutboundState::AwaitingPubAck,
+            packet_id: PacketId::new(1),
+            message,
+        }
     }
 
     fn counter() -> (Arc<AtomicUsize>, Completion) {
         let n = Arc::new(AtomicUsize::new(0));
         let m = n.clone();
-        (n, Completion::new(move || {
-            m.fetch_add(1, Ordering::SeqCst);
-        }))
+        (
+            n,
+            Completion::new(move || {
+                m.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
     }
 
     fn put(b: &mut Batch, client: &str, id: MessageId, new: bool, c: Option<Completion>) {
-        b.push(Op::PutMessage { client_id: client.into(), record: record(id), new }, c);
+        b.push(
+            Op::PutMessage {
+                client_id: client.into(),
+                record: record(id),
+                new,
+            },
+            c,
+        );
     }
 
     #[test]
@@ -228,16 +304,32 @@ mod tests {
         let mut b = Batch::default();
         let (acked, c) = counter();
         put(&mut b, "a", 1, true, Some(c));
-        b.push(Op::DeleteMessage { client_id: "a".into(), id: 1 }, None);
+        b.push(
+            Op::DeleteMessage {
+                client_id: "a".into(),
+                id: 1,
+            },
+            None,
+        );
         assert!(b.messages.is_empty());
-        assert_eq!(acked.load(Ordering::SeqCst), 1, "the publisher is acknowledged at once");
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            1,
+            "the publisher is acknowledged at once"
+        );
     }
 
     #[test]
     fn delete_of_a_committed_row_is_kept_and_completes_after_commit() {
         let mut b = Batch::default();
         let (done, c) = counter();
-        b.push(Op::DeleteMessage { client_id: "a".into(), id: 1 }, Some(c));
+        b.push(
+            Op::DeleteMessage {
+                client_id: "a".into(),
+                id: 1,
+            },
+            Some(c),
+        );
         assert!(matches!(b.messages[&1].write, MessageWrite::Delete));
         assert_eq!(done.load(Ordering::SeqCst), 0);
         b.release();
@@ -249,8 +341,17 @@ mod tests {
         let mut b = Batch::default();
         put(&mut b, "a", 1, true, None);
         put(&mut b, "a", 1, false, None);
-        assert!(matches!(b.messages[&1].write, MessageWrite::Upsert { new: true, .. }));
-        b.push(Op::DeleteMessage { client_id: "a".into(), id: 1 }, None);
+        assert!(matches!(
+            b.messages[&1].write,
+            MessageWrite::Upsert { new: true, .. }
+        ));
+        b.push(
+            Op::DeleteMessage {
+                client_id: "a".into(),
+                id: 1,
+            },
+            None,
+        );
         assert!(b.messages.is_empty());
     }
 
@@ -259,12 +360,29 @@ mod tests {
         let mut b = Batch::default();
         put(&mut b, "a", 1, true, None);
         put(&mut b, "b", 2, true, None);
-        b.push(Op::Subscribe { client_id: "a".into(), filter: TopicFilter::new("x".to_string()).unwrap(), qos: QoS::AtMostOnce }, None);
-        b.push(Op::DeleteSession { client_id: "a".into(), persistent: true }, None);
+        b.push(
+            Op::Subscribe {
+                client_id: "a".into(),
+                filter: TopicFilter::new("x".to_string()).unwrap(),
+                qos: QoS::AtMostOnce,
+            },
+            None,
+        );
+        b.push(
+            Op::DeleteSession {
+                client_id: "a".into(),
+                persistent: true,
+            },
+            None,
+        );
         assert_eq!(b.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
         assert!(b.subscriptions.is_empty());
         put(&mut b, "a", 3, true, None);
-        assert_eq!(b.messages.len(), 2, "rows of the new session after the delete are kept");
+        assert_eq!(
+            b.messages.len(),
+            2,
+            "rows of the new session after the delete are kept"
+        );
     }
 
     #[test]
@@ -289,7 +407,14 @@ mod tests {
         let mut b = Batch::default();
         let (acked, c) = counter();
         put(&mut b, "a", 1, true, Some(c.clone()));
-        b.push(Op::SetRetained { topic: TopicName::new("r".to_string()).unwrap(), payload: Bytes::from_static(b"v"), qos: QoS::AtLeastOnce }, Some(c));
+        b.push(
+            Op::SetRetained {
+                topic: TopicName::new("r".to_string()).unwrap(),
+                payload: Bytes::from_static(b"v"),
+                qos: QoS::AtLeastOnce,
+            },
+            Some(c),
+        );
         b.abandon();
         assert_eq!(acked.load(Ordering::SeqCst), 0);
     }

@@ -31,7 +31,9 @@ struct Inner {
 
 impl Completion {
     pub fn new(callback: impl FnOnce() + Send + 'static) -> Completion {
-        Completion(Arc::new(Inner { callback: Mutex::new(Some(Box::new(callback))) }))
+        Completion(Arc::new(Inner {
+            callback: Mutex::new(Some(Box::new(callback))),
+        }))
     }
 
     /// One completion that finishes when both `a` and `b` would.

@@ -32,9 +32,15 @@ fn state_from(name: &str) -> Option<OutboundState> {
     })
 }
 
-pub(super) async fn write(conn: &mut SqliteConnection, pending: &AHashMap<MessageId, PendingMessage>) -> Result<(), sqlx::Error> {
-    let deletes: Vec<i64> =
-        pending.iter().filter(|(_, m)| matches!(m.write, MessageWrite::Delete)).map(|(id, _)| *id as i64).collect();
+pub(super) async fn write(
+    conn: &mut SqliteConnection,
+    pending: &AHashMap<MessageId, PendingMessage>,
+) -> Result<(), sqlx::Error> {
+    let deletes: Vec<i64> = pending
+        .iter()
+        .filter(|(_, m)| matches!(m.write, MessageWrite::Delete))
+        .map(|(id, _)| *id as i64)
+        .collect();
     for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
         let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM messages WHERE id IN (");
         let mut sep = qb.separated(", ");
@@ -56,7 +62,12 @@ pub(super) async fn write(conn: &mut SqliteConnection, pending: &AHashMap<Messag
             "INSERT INTO messages (id, client_id, direction, state, packet_id, topic, payload, qos, retain, created_at) ",
         );
         qb.push_values(chunk, |mut b, (client_id, record)| match record {
-            Record::Outbound { id, state, packet_id, message } => {
+            Record::Outbound {
+                id,
+                state,
+                packet_id,
+                message,
+            } => {
                 b.push_bind(*id as i64)
                     .push_bind(client_id.to_string())
                     .push_bind("outbound")
@@ -116,15 +127,25 @@ pub(super) async fn load(
         let client_id: String = r.get("client_id");
         let direction: String = r.get("direction");
         let state: String = r.get("state");
-        let packet_id = r.get::<Option<i64>, _>("packet_id").and_then(|p| u16::try_from(p).ok()).and_then(PacketId::new);
+        let packet_id = r
+            .get::<Option<i64>, _>("packet_id")
+            .and_then(|p| u16::try_from(p).ok())
+            .and_then(PacketId::new);
         let loaded = if direction == "inbound" {
             packet_id.map(|p| Loaded::Inbound(p, id as u64))
         } else {
-            let topic = r.get::<Option<String>, _>("topic").and_then(|t| TopicName::new(t).ok());
+            let topic = r
+                .get::<Option<String>, _>("topic")
+                .and_then(|t| TopicName::new(t).ok());
             let payload: Option<Vec<u8>> = r.get("payload");
             match (topic, state_from(&state), qos_from(r.get("qos"))) {
                 (Some(topic), Some(state), Some(qos)) => {
-                    let message = Message { topic, payload: payload.unwrap_or_default().into(), qos, retain: r.get("retain") };
+                    let message = Message {
+                        topic,
+                        payload: payload.unwrap_or_default().into(),
+                        qos,
+                        retain: r.get("retain"),
+                    };
                     Some(Loaded::Outbound(id as u64, state, packet_id, message))
                 }
                 _ => None,
@@ -132,7 +153,9 @@ pub(super) async fn load(
         };
         match loaded {
             Some(row) => each(client_id.into(), row),
-            None => log::warn!("database: skipping invalid message row {id} of client {client_id:?}"),
+            None => {
+                log::warn!("database: skipping invalid message row {id} of client {client_id:?}")
+            }
         }
     }
     Ok(next)

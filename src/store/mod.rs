@@ -37,18 +37,48 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum Op {
     /// A client connected (clean session or not): its row says so.
-    SessionConnected { client_id: ByteString, persistent: bool, keep_alive: u16, will: Option<LastWill> },
+    SessionConnected {
+        client_id: ByteString,
+        persistent: bool,
+        keep_alive: u16,
+        will: Option<LastWill>,
+    },
     /// A persistent session's client went away.
-    SessionDisconnected { client_id: ByteString },
+    SessionDisconnected {
+        client_id: ByteString,
+    },
     /// A session ended: clean session disconnected, discarded, or expired.
-    DeleteSession { client_id: ByteString, persistent: bool },
-    Subscribe { client_id: ByteString, filter: TopicFilter, qos: QoS },
-    Unsubscribe { client_id: ByteString, filter: TopicFilter },
+    DeleteSession {
+        client_id: ByteString,
+        persistent: bool,
+    },
+    Subscribe {
+        client_id: ByteString,
+        filter: TopicFilter,
+        qos: QoS,
+    },
+    Unsubscribe {
+        client_id: ByteString,
+        filter: TopicFilter,
+    },
     /// Write a message row (`new`: it does not exist yet).
-    PutMessage { client_id: ByteString, record: Record, new: bool },
-    DeleteMessage { client_id: ByteString, id: MessageId },
-    SetRetained { topic: TopicName, payload: Bytes, qos: QoS },
-    ClearRetained { topic: TopicName },
+    PutMessage {
+        client_id: ByteString,
+        record: Record,
+        new: bool,
+    },
+    DeleteMessage {
+        client_id: ByteString,
+        id: MessageId,
+    },
+    SetRetained {
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+    },
+    ClearRetained {
+        topic: TopicName,
+    },
     /// Writes nothing: its completion runs after the completions of every
     /// write that arrived before it (keeps a session's packets in order).
     Barrier,
@@ -74,7 +104,10 @@ pub enum StoreError {
     )]
     Damaged { path: PathBuf, reason: String },
     #[error("database {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database write failed: {0}")]
     Sql(#[from] sqlx::Error),
 }
@@ -104,7 +137,11 @@ pub struct Snapshot {
 /// Opens (creating if needed) the database at `path`, applies migrations,
 /// tidies up after a crash and loads the state. A damaged file is an
 /// error, unless `reset_damaged`, which moves it aside and starts empty.
-pub async fn open(path: &Path, synchronous: Synchronous, reset_damaged: bool) -> Result<(SqliteConnection, Snapshot), StoreError> {
+pub async fn open(
+    path: &Path,
+    synchronous: Synchronous,
+    reset_damaged: bool,
+) -> Result<(SqliteConnection, Snapshot), StoreError> {
     match try_open(path, synchronous).await {
         Err(StoreError::Damaged { reason, .. }) if reset_damaged => {
             let secs = std::time::SystemTime::now()
@@ -112,8 +149,15 @@ pub async fn open(path: &Path, synchronous: Synchronous, reset_damaged: bool) ->
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let aside = PathBuf::from(format!("{}.damaged-{secs}", path.display()));
-            log::warn!("database {} is damaged ({reason}); moving it to {} and starting empty", path.display(), aside.display());
-            std::fs::rename(path, &aside).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+            log::warn!(
+                "database {} is damaged ({reason}); moving it to {} and starting empty",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(path, &aside).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
             for suffix in ["-wal", "-shm"] {
                 let side = PathBuf::from(format!("{}{suffix}", path.display()));
                 if side.exists() {
@@ -128,7 +172,9 @@ pub async fn open(path: &Path, synchronous: Synchronous, reset_damaged: bool) ->
 
 /// Opens an already checked database again (after a restart of the store actor).
 pub async fn reopen(path: &Path, synchronous: Synchronous) -> Result<SqliteConnection, StoreError> {
-    SqliteConnection::connect_with(&connect_options(path, synchronous)).await.map_err(StoreError::Sql)
+    SqliteConnection::connect_with(&connect_options(path, synchronous))
+        .await
+        .map_err(StoreError::Sql)
 }
 
 /// Every retained message as committed.
@@ -151,25 +197,49 @@ fn connect_options(path: &Path, synchronous: Synchronous) -> SqliteConnectOption
         .pragma("cache_size", "-65536")
 }
 
-async fn try_open(path: &Path, synchronous: Synchronous) -> Result<(SqliteConnection, Snapshot), StoreError> {
-    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+async fn try_open(
+    path: &Path,
+    synchronous: Synchronous,
+) -> Result<(SqliteConnection, Snapshot), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     if !path.exists() {
         // Sessions and messages are private: owner-only from the first byte.
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
     }
-    let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged { path: path.to_path_buf(), reason: e.to_string() };
+    let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     let options = connect_options(path, synchronous);
-    let mut conn = SqliteConnection::connect_with(&options).await.map_err(|e| damaged(&e))?;
-    let check: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&mut conn).await.map_err(|e| damaged(&e))?;
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| damaged(&e))?;
+    let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| damaged(&e))?;
     if check != "ok" {
         return Err(damaged(&format!("integrity check: {check}")));
     }
-    sqlx::migrate!("./migrations").run(&mut conn).await.map_err(|e| damaged(&e))?;
-    tidy_after_restart(&mut conn).await.map_err(|e| damaged(&e))?;
+    sqlx::migrate!("./migrations")
+        .run(&mut conn)
+        .await
+        .map_err(|e| damaged(&e))?;
+    tidy_after_restart(&mut conn)
+        .await
+        .map_err(|e| damaged(&e))?;
     let snapshot = load(&mut conn).await.map_err(|e| damaged(&e))?;
     Ok((conn, snapshot))
 }
@@ -187,8 +257,11 @@ async fn tidy_after_restart(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
 
 async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
     let mut sessions = sessions::load_persistent(conn).await?;
-    let mut index: ahash::AHashMap<ByteString, usize> =
-        sessions.iter().enumerate().map(|(i, s)| (s.client_id.clone(), i)).collect();
+    let mut index: ahash::AHashMap<ByteString, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.client_id.clone(), i))
+        .collect();
     for (client_id, filter, qos) in subscriptions::load(conn).await? {
         if let Some(&i) = index.get(&client_id) {
             sessions[i].subscriptions.push((filter, qos));
@@ -200,14 +273,20 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
                 messages::Loaded::Outbound(id, state, packet_id, message) => {
                     sessions[i].messages.push((id, state, packet_id, message))
                 }
-                messages::Loaded::Inbound(packet_id, id) => sessions[i].inbound.push((packet_id, id)),
+                messages::Loaded::Inbound(packet_id, id) => {
+                    sessions[i].inbound.push((packet_id, id))
+                }
             }
         }
     })
     .await?;
     index.clear();
     let retained = retained::load(conn).await?;
-    Ok(Snapshot { sessions, retained, next_message_id })
+    Ok(Snapshot {
+        sessions,
+        retained,
+        next_message_id,
+    })
 }
 
 /// Writes one batch in one transaction.
@@ -238,7 +317,11 @@ async fn write(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), sqlx::E
 /// also shrinks the WAL to nothing (at shutdown); otherwise this never
 /// waits for readers.
 pub async fn checkpoint(conn: &mut SqliteConnection, truncate: bool) -> Result<(), sqlx::Error> {
-    let sql = if truncate { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
+    let sql = if truncate {
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    } else {
+        "PRAGMA wal_checkpoint(PASSIVE)"
+    };
     sqlx::query(sql).execute(conn).await.map(|_| ())
 }
 

@@ -13,7 +13,11 @@ pub(super) async fn write(
     conn: &mut SqliteConnection,
     changes: &AHashMap<TopicName, Option<(Bytes, QoS)>>,
 ) -> Result<(), sqlx::Error> {
-    let cleared: Vec<_> = changes.iter().filter(|(_, v)| v.is_none()).map(|(t, _)| t).collect();
+    let cleared: Vec<_> = changes
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(t, _)| t)
+        .collect();
     for chunk in cleared.chunks(ROWS_PER_STATEMENT) {
         let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM retained WHERE topic IN (");
         let mut sep = qb.separated(", ");
@@ -23,9 +27,14 @@ pub(super) async fn write(
         qb.push(")");
         qb.build().execute(&mut *conn).await?;
     }
-    let set: Vec<_> = changes.iter().filter_map(|(t, v)| v.as_ref().map(|v| (t, v))).collect();
+    let set: Vec<_> = changes
+        .iter()
+        .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
+        .collect();
     for chunk in set.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::<Sqlite>::new("INSERT OR REPLACE INTO retained (topic, payload, qos, updated_at) ");
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO retained (topic, payload, qos, updated_at) ",
+        );
         qb.push_values(chunk, |mut b, (topic, (payload, qos))| {
             b.push_bind(topic.as_str().to_string())
                 .push_bind(payload.to_vec())
@@ -38,15 +47,20 @@ pub(super) async fn write(
 }
 
 pub(super) async fn load(conn: &mut SqliteConnection) -> Result<Vec<Message>, sqlx::Error> {
-    let rows = sqlx::query("SELECT topic, payload, qos FROM retained").fetch_all(conn).await?;
+    let rows = sqlx::query("SELECT topic, payload, qos FROM retained")
+        .fetch_all(conn)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let topic: String = r.get("topic");
         let payload: Vec<u8> = r.get("payload");
         match (TopicName::new(topic.clone()), qos_from(r.get("qos"))) {
-            (Ok(topic), Some(qos)) if !payload.is_empty() => {
-                out.push(Message { topic, payload: payload.into(), qos, retain: true })
-            }
+            (Ok(topic), Some(qos)) if !payload.is_empty() => out.push(Message {
+                topic,
+                payload: payload.into(),
+                qos,
+                retain: true,
+            }),
             _ => log::warn!("database: skipping invalid retained message on {topic:?}"),
         }
     }

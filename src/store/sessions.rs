@@ -4,10 +4,18 @@ use super::batch::SessionOp;
 use super::StoredSession;
 use sqlx::{Row, SqliteConnection};
 
-pub(super) async fn write(conn: &mut SqliteConnection, ops: &[SessionOp]) -> Result<(), sqlx::Error> {
+pub(super) async fn write(
+    conn: &mut SqliteConnection,
+    ops: &[SessionOp],
+) -> Result<(), sqlx::Error> {
     for op in ops {
         match op {
-            SessionOp::Connected { client_id, persistent, keep_alive, will } => {
+            SessionOp::Connected {
+                client_id,
+                persistent,
+                keep_alive,
+                will,
+            } => {
                 sqlx::query(
                     "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
                                            will_topic, will_payload, will_qos, will_retain)
@@ -38,13 +46,25 @@ pub(super) async fn write(conn: &mut SqliteConnection, ops: &[SessionOp]) -> Res
                 .execute(&mut *conn)
                 .await?;
             }
-            SessionOp::Delete { client_id, persistent } => {
+            SessionOp::Delete {
+                client_id,
+                persistent,
+            } => {
                 let id = client_id.to_string();
                 if *persistent {
-                    sqlx::query("DELETE FROM messages WHERE client_id = ?1").bind(&id).execute(&mut *conn).await?;
-                    sqlx::query("DELETE FROM subscriptions WHERE client_id = ?1").bind(&id).execute(&mut *conn).await?;
+                    sqlx::query("DELETE FROM messages WHERE client_id = ?1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("DELETE FROM subscriptions WHERE client_id = ?1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
                 }
-                sqlx::query("DELETE FROM sessions WHERE client_id = ?1").bind(&id).execute(&mut *conn).await?;
+                sqlx::query("DELETE FROM sessions WHERE client_id = ?1")
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
     }
@@ -52,7 +72,9 @@ pub(super) async fn write(conn: &mut SqliteConnection, ops: &[SessionOp]) -> Res
 }
 
 pub(super) async fn tidy(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE persistent = 0").execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM sessions WHERE persistent = 0")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "UPDATE sessions SET connected = 0, last_seen = COALESCE(last_seen, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
              will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
@@ -63,7 +85,9 @@ pub(super) async fn tidy(conn: &mut SqliteConnection) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-pub(super) async fn load_persistent(conn: &mut SqliteConnection) -> Result<Vec<StoredSession>, sqlx::Error> {
+pub(super) async fn load_persistent(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<StoredSession>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT client_id,
                 MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle

@@ -20,11 +20,18 @@ pub(super) async fn write(
             .execute(&mut *conn)
             .await?;
     }
-    let upserts: Vec<_> = changes.iter().filter_map(|(k, q)| q.map(|q| (k, q))).collect();
+    let upserts: Vec<_> = changes
+        .iter()
+        .filter_map(|(k, q)| q.map(|q| (k, q)))
+        .collect();
     for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::<Sqlite>::new("INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ");
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ",
+        );
         qb.push_values(chunk, |mut b, ((client_id, filter), qos)| {
-            b.push_bind(client_id.to_string()).push_bind(filter.as_str().to_string()).push_bind(*qos as i64);
+            b.push_bind(client_id.to_string())
+                .push_bind(filter.as_str().to_string())
+                .push_bind(*qos as i64);
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -38,17 +45,23 @@ pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sq
         .map(|_| ())
 }
 
-pub(super) async fn load(conn: &mut SqliteConnection) -> Result<Vec<(ByteString, TopicFilter, QoS)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter")
-        .fetch_all(conn)
-        .await?;
+pub(super) async fn load(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<(ByteString, TopicFilter, QoS)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter",
+    )
+    .fetch_all(conn)
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let client_id: String = r.get("client_id");
         let filter: String = r.get("topic_filter");
         match (TopicFilter::new(filter.clone()), qos_from(r.get("qos"))) {
             (Ok(f), Some(q)) => out.push((client_id.into(), f, q)),
-            _ => log::warn!("database: skipping invalid subscription {filter:?} of client {client_id:?}"),
+            _ => log::warn!(
+                "database: skipping invalid subscription {filter:?} of client {client_id:?}"
+            ),
         }
     }
     Ok(out)

@@ -38,16 +38,28 @@ impl TestBroker {
         config.store.db = dir.path().join("roost.db");
         tweak(&mut config);
         let handle = roost::start(config.clone()).expect("broker starts");
-        TestBroker { handle, config, dir }
+        TestBroker {
+            handle,
+            config,
+            dir,
+        }
     }
 
     /// Stops the broker gracefully (pending writes are committed) and starts
     /// it again on the same database; the port changes.
     pub fn restart(self) -> TestBroker {
-        let TestBroker { handle, config, dir } = self;
+        let TestBroker {
+            handle,
+            config,
+            dir,
+        } = self;
         handle.stop();
         let handle = roost::start(config.clone()).expect("broker restarts");
-        TestBroker { handle, config, dir }
+        TestBroker {
+            handle,
+            config,
+            dir,
+        }
     }
 
     /// The database file.

@@ -104,10 +104,21 @@ impl<'a> ConnectOptions<'a> {
 }
 
 pub fn connect(client_id: &str, clean: bool) -> Vec<u8> {
-    ConnectOptions { clean, ..ConnectOptions::new(client_id) }.bytes()
+    ConnectOptions {
+        clean,
+        ..ConnectOptions::new(client_id)
+    }
+    .bytes()
 }
 
-pub fn publish(topic: &str, payload: &[u8], qos: u8, packet_id: u16, retain: bool, dup: bool) -> Vec<u8> {
+pub fn publish(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    packet_id: u16,
+    retain: bool,
+    dup: bool,
+) -> Vec<u8> {
     let first = 0x30 | (qos << 1) | if retain { 1 } else { 0 } | if dup { 0x08 } else { 0 };
     let mut body = field(topic.as_bytes());
     if qos > 0 {
@@ -215,7 +226,10 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        RawClient { stream: TcpStream::connect(addr).await.expect("tcp connect"), buf: Vec::new() }
+        RawClient {
+            stream: TcpStream::connect(addr).await.expect("tcp connect"),
+            buf: Vec::new(),
+        }
     }
 
     /// Opens a socket, sends CONNECT and expects an accepting CONNACK.
@@ -360,12 +374,18 @@ impl RawClient {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let stream = socket.connect(addr).await.expect("tcp connect");
-        RawClient { stream, buf: Vec::new() }
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Opens a socket, sends `options`' CONNECT and returns the client with
     /// the broker's first reply (normally the CONNACK).
-    pub async fn connect_with(addr: SocketAddr, options: &ConnectOptions<'_>) -> (RawClient, RawPacket) {
+    pub async fn connect_with(
+        addr: SocketAddr,
+        options: &ConnectOptions<'_>,
+    ) -> (RawClient, RawPacket) {
         let mut c = RawClient::connect(addr).await;
         c.send(&options.bytes()).await;
         let ack = c.recv().await;
@@ -374,9 +394,18 @@ impl RawClient {
 
     /// Like [`RawClient::connected`], with full CONNECT options; asserts the
     /// CONNACK is `expected` (for example [`CONNACK_OK`] or [`CONNACK_PRESENT`]).
-    pub async fn connected_expecting(addr: SocketAddr, options: &ConnectOptions<'_>, expected: &[u8]) -> RawClient {
+    pub async fn connected_expecting(
+        addr: SocketAddr,
+        options: &ConnectOptions<'_>,
+        expected: &[u8],
+    ) -> RawClient {
         let (c, ack) = RawClient::connect_with(addr, options).await;
-        assert_eq!(ack.bytes(), expected, "unexpected CONNACK for client {:?}", options.client_id);
+        assert_eq!(
+            ack.bytes(),
+            expected,
+            "unexpected CONNACK for client {:?}",
+            options.client_id
+        );
         c
     }
 
@@ -386,7 +415,11 @@ impl RawClient {
         self.send(&subscribe(packet_id, filters)).await;
         let ack = self.recv().await;
         let codes: Vec<u8> = filters.iter().map(|(_, q)| *q).collect();
-        assert_eq!(ack.bytes(), suback(packet_id, &codes), "SUBACK for {filters:?}");
+        assert_eq!(
+            ack.bytes(),
+            suback(packet_id, &codes),
+            "SUBACK for {filters:?}"
+        );
     }
 
     /// Sends UNSUBSCRIBE and asserts the UNSUBACK with the same packet id.
@@ -400,20 +433,40 @@ impl RawClient {
     /// (PUBACK; or PUBREC, PUBREL, PUBCOMP). For a client that receives no
     /// PUBLISH meanwhile. When it returns the broker has routed the message
     /// (for QoS 0, a ping makes sure the broker has read it).
-    pub async fn publish_ok(&mut self, topic: &str, payload: &[u8], qos: u8, packet_id: u16, retain: bool) {
-        self.send(&publish(topic, payload, qos, packet_id, retain, false)).await;
+    pub async fn publish_ok(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        packet_id: u16,
+        retain: bool,
+    ) {
+        self.send(&publish(topic, payload, qos, packet_id, retain, false))
+            .await;
         match qos {
             0 => self.ping().await,
             1 => {
                 let ack = self.recv().await;
-                assert_eq!(ack.bytes(), puback(packet_id), "expected PUBACK for {topic:?}");
+                assert_eq!(
+                    ack.bytes(),
+                    puback(packet_id),
+                    "expected PUBACK for {topic:?}"
+                );
             }
             _ => {
                 let rec = self.recv().await;
-                assert_eq!(rec.bytes(), pubrec(packet_id), "expected PUBREC for {topic:?}");
+                assert_eq!(
+                    rec.bytes(),
+                    pubrec(packet_id),
+                    "expected PUBREC for {topic:?}"
+                );
                 self.send(&pubrel(packet_id)).await;
                 let comp = self.recv().await;
-                assert_eq!(comp.bytes(), pubcomp(packet_id), "expected PUBCOMP for {topic:?}");
+                assert_eq!(
+                    comp.bytes(),
+                    pubcomp(packet_id),
+                    "expected PUBCOMP for {topic:?}"
+                );
             }
         }
     }
@@ -464,7 +517,10 @@ impl RawClient {
                 6 => {
                     assert_eq!(p.first, 0x62, "PUBREL with wrong flags: {p:?}");
                     let id = p.packet_id();
-                    assert!(awaiting_rel.remove(&id), "PUBREL for id {id}, which no PUBREC of ours awaits");
+                    assert!(
+                        awaiting_rel.remove(&id),
+                        "PUBREL for id {id}, which no PUBREC of ours awaits"
+                    );
                     self.send(&pubcomp(id)).await;
                 }
                 _ => panic!("expected PUBLISH or PUBREL, got {p:?}"),

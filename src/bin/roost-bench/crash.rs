@@ -48,8 +48,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use roost::protocol::codec::MqttCodec;
 use roost::protocol::{
-    Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe, SubscribeReturnCode, SubscribeTopic,
-    TopicFilter, TopicName,
+    Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe, SubscribeReturnCode,
+    SubscribeTopic, TopicFilter, TopicName,
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -143,7 +143,10 @@ static TRACE_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 fn trace(client_id: &str, what: impl FnOnce() -> String) {
     if let Some(t) = TRACE.lock().expect("not poisoned").as_mut() {
-        let at = TRACE_START.get_or_init(Instant::now).elapsed().as_secs_f64();
+        let at = TRACE_START
+            .get_or_init(Instant::now)
+            .elapsed()
+            .as_secs_f64();
         t.push(format!("{at:10.4} {client_id} {}", what()));
     }
 }
@@ -152,7 +155,9 @@ impl Conn {
     /// Connects with CleanSession 0; returns the connection and Session Present.
     async fn open(addr: SocketAddr, client_id: &str) -> Result<(Conn, bool), String> {
         let attempt = async {
-            let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let (read, write) = stream.into_split();
             let mut conn = Conn {
@@ -175,13 +180,17 @@ impl Conn {
             let ack = conn.read.next().await;
             trace(client_id, || format!("<- {ack:?}"));
             match ack {
-                Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => Ok((conn, ack.session_present)),
+                Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => {
+                    Ok((conn, ack.session_present))
+                }
                 other => Err(format!("no accepting CONNACK: {other:?}")),
             }
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r.map_err(|e| format!("{client_id}: {e}")),
-            Err(_) => Err(format!("{client_id}: no CONNACK within {CONNECT_TIMEOUT:?}")),
+            Err(_) => Err(format!(
+                "{client_id}: no CONNACK within {CONNECT_TIMEOUT:?}"
+            )),
         }
     }
 
@@ -322,7 +331,11 @@ impl Publisher {
         // with their original packet ids, in the original order.
         for i in 0..self.inflight.len() {
             let o = &self.inflight[i];
-            let packet = if o.released { Packet::PubRel(o.id) } else { self.publish_packet(o, true) };
+            let packet = if o.released {
+                Packet::PubRel(o.id)
+            } else {
+                self.publish_packet(o, true)
+            };
             if conn.send(packet).await.is_err() {
                 return self;
             }
@@ -366,7 +379,8 @@ impl Publisher {
     }
 
     fn on_packet(&mut self, packet: Packet) -> Option<Packet> {
-        let position = |inflight: &VecDeque<Outgoing>, id: PacketId| inflight.iter().position(|o| o.id == id);
+        let position =
+            |inflight: &VecDeque<Outgoing>, id: PacketId| inflight.iter().position(|o| o.id == id);
         match packet {
             Packet::PubAck(id) if self.qos == QoS::AtLeastOnce => {
                 if let Some(i) = position(&self.inflight, id) {
@@ -395,7 +409,8 @@ impl Publisher {
                 None
             }
             other => {
-                self.errors.push(format!("{}: unexpected {other:?}", self.client_id));
+                self.errors
+                    .push(format!("{}: unexpected {other:?}", self.client_id));
                 None
             }
         }
@@ -489,7 +504,8 @@ impl Subscriber {
                     None => return self,
                     Some(Packet::SubAck(ack)) => {
                         if ack.codes != [SubscribeReturnCode::Granted(self.qos)] {
-                            self.errors.push(format!("{}: SUBACK {:?}", self.client_id, ack.codes));
+                            self.errors
+                                .push(format!("{}: SUBACK {:?}", self.client_id, ack.codes));
                         }
                         self.subscribed = true;
                         break;
@@ -512,10 +528,15 @@ impl Subscriber {
                 SubMode::SubscribeOnly => {
                     let _ = conn.send(Packet::Disconnect).await;
                     // Until the broker closes: what it sends meanwhile stays unacknowledged.
-                    let _ = tokio::time::timeout(CONNECT_TIMEOUT, async { while conn.next().await.is_some() {} }).await;
+                    let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                        while conn.next().await.is_some() {}
+                    })
+                    .await;
                     return self;
                 }
-                SubMode::Drain(publishers_done) if publishers_done.is_cancelled() && last_packet.elapsed() >= IDLE => {
+                SubMode::Drain(publishers_done)
+                    if publishers_done.is_cancelled() && last_packet.elapsed() >= IDLE =>
+                {
                     let _ = conn.send(Packet::Disconnect).await;
                     return self;
                 }
@@ -540,16 +561,19 @@ impl Subscriber {
     fn on_packet(&mut self, packet: Packet) -> Option<Packet> {
         match packet {
             Packet::Publish(p) => {
-                let key = TOPICS
-                    .iter()
-                    .position(|t| *t == p.topic.as_str())
-                    .zip(std::str::from_utf8(&p.payload).ok().and_then(|s| s.parse::<u64>().ok()));
+                let key = TOPICS.iter().position(|t| *t == p.topic.as_str()).zip(
+                    std::str::from_utf8(&p.payload)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok()),
+                );
                 let (reply, deliver) = match (p.qos, p.packet_id) {
                     (QoS::AtMostOnce, _) => (None, true),
                     (QoS::AtLeastOnce, Some(id)) => (Some(Packet::PubAck(id)), true),
                     // Delivered on the first PUBLISH of a packet id; the id is
                     // kept until PUBREL, so a resent PUBLISH is not delivered again.
-                    (QoS::ExactlyOnce, Some(id)) => (Some(Packet::PubRec(id)), self.awaiting_rel.insert(id.get())),
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        (Some(Packet::PubRec(id)), self.awaiting_rel.insert(id.get()))
+                    }
                     _ => (None, false),
                 };
                 if deliver {
@@ -572,7 +596,9 @@ impl Subscriber {
                                 }
                             }
                         }
-                        None => self.errors.push(format!("{}: unexpected message {p:?}", self.client_id)),
+                        None => self
+                            .errors
+                            .push(format!("{}: unexpected message {p:?}", self.client_id)),
                     }
                 }
                 reply
@@ -582,7 +608,8 @@ impl Subscriber {
                 Some(Packet::PubComp(id))
             }
             other => {
-                self.errors.push(format!("{}: unexpected {other:?}", self.client_id));
+                self.errors
+                    .push(format!("{}: unexpected {other:?}", self.client_id));
                 None
             }
         }
@@ -596,13 +623,17 @@ struct Broker {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Starts the broker command and waits until its port accepts connections.
 async fn start_broker(template: &str, dir: &Path, log: &Path) -> Result<Broker, String> {
     let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-    let command = template.replace("{port}", &port.to_string()).replace("{dir}", &dir.display().to_string());
+    let command = template
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.display().to_string());
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -621,15 +652,21 @@ async fn start_broker(template: &str, dir: &Path, log: &Path) -> Result<Broker, 
     let started = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("`{command}` exited with {status} before accepting connections"));
+            return Err(format!(
+                "`{command}` exited with {status} before accepting connections"
+            ));
         }
-        if let Ok(Ok(_probe)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+        if let Ok(Ok(_probe)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
             return Ok(Broker { child, addr });
         }
         if started.elapsed() > START_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("`{command}` did not accept connections on {addr} within {START_TIMEOUT:?}"));
+            return Err(format!(
+                "`{command}` did not accept connections on {addr} within {START_TIMEOUT:?}"
+            ));
         }
         // Polling an external process's port: there is no event to await.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -651,7 +688,11 @@ impl Drop for Broker {
 }
 
 /// Waits for a client task, giving it `grace` to end on its own before `stop`.
-async fn join<T>(handle: &mut JoinHandle<T>, grace: Duration, stop: &CancellationToken) -> Result<T, String> {
+async fn join<T>(
+    handle: &mut JoinHandle<T>,
+    grace: Duration,
+    stop: &CancellationToken,
+) -> Result<T, String> {
     if let Ok(r) = tokio::time::timeout(grace, &mut *handle).await {
         return r.map_err(|e| format!("client task failed: {e}"));
     }
@@ -672,15 +713,24 @@ async fn wait_ready(ready: Vec<oneshot::Receiver<()>>) {
 }
 
 pub async fn run(args: &CrashArgs) -> i32 {
-    let seed = args
-        .seed
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
     let mut rng = Rng(seed);
     let (dir, temporary) = match &args.dir {
         Some(d) => (d.clone(), false),
         None => {
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-            (std::env::temp_dir().join(format!("roost-crash-{}-{nanos}", std::process::id())), true)
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            (
+                std::env::temp_dir().join(format!("roost-crash-{}-{nanos}", std::process::id())),
+                true,
+            )
         }
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -725,14 +775,18 @@ pub async fn run(args: &CrashArgs) -> i32 {
             }
         };
         let stop = CancellationToken::new();
-        let mut slots: Vec<Option<Subscriber>> = std::mem::take(&mut clients.subs).into_iter().map(Some).collect();
+        let mut slots: Vec<Option<Subscriber>> = std::mem::take(&mut clients.subs)
+            .into_iter()
+            .map(Some)
+            .collect();
         // The offline subscriber subscribes in round 1, and is gone before
         // any traffic; later it connects only every few rounds.
         if round == 1 {
             let (tx, _rx) = oneshot::channel();
             let s = slots[OFFLINE].take().expect("present");
             let own_stop = CancellationToken::new();
-            let mut handle = tokio::spawn(s.run(broker.addr, SubMode::SubscribeOnly, tx, own_stop.clone()));
+            let mut handle =
+                tokio::spawn(s.run(broker.addr, SubMode::SubscribeOnly, tx, own_stop.clone()));
             match join(&mut handle, CONNECT_TIMEOUT * 2, &own_stop).await {
                 Ok(s) => slots[OFFLINE] = Some(s),
                 Err(e) => {
@@ -751,7 +805,10 @@ pub async fn run(args: &CrashArgs) -> i32 {
             let s = slot.take().expect("present");
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
-            sub_tasks.push((i, tokio::spawn(s.run(broker.addr, SubMode::Online, tx, stop.clone()))));
+            sub_tasks.push((
+                i,
+                tokio::spawn(s.run(broker.addr, SubMode::Online, tx, stop.clone())),
+            ));
         }
         // Subscribers first (in round 1: subscribed), so that every message
         // published has its subscribers.
@@ -760,7 +817,12 @@ pub async fn run(args: &CrashArgs) -> i32 {
         for p in std::mem::take(&mut clients.pubs) {
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
-            pub_tasks.push(tokio::spawn(p.run(broker.addr, PubMode::Traffic(tick), tx, stop.clone())));
+            pub_tasks.push(tokio::spawn(p.run(
+                broker.addr,
+                PubMode::Traffic(tick),
+                tx,
+                stop.clone(),
+            )));
         }
         wait_ready(ready).await;
         let kill_after = rng.between(args.min_kill_ms, args.max_kill_ms);
@@ -786,7 +848,10 @@ pub async fn run(args: &CrashArgs) -> i32 {
                 }
             }
         }
-        clients.subs = slots.into_iter().map(|s| s.expect("every subscriber is back")).collect();
+        clients.subs = slots
+            .into_iter()
+            .map(|s| s.expect("every subscriber is back"))
+            .collect();
         eprintln!(
             "round {round:>3}: killed after {kill_after:>3} ms; acknowledged so far: {} on {}, {} on {}",
             clients.pubs[0].acked.len(),
@@ -810,12 +875,22 @@ pub async fn run(args: &CrashArgs) -> i32 {
     let mut sub_tasks = Vec::new();
     for s in std::mem::take(&mut clients.subs) {
         let (tx, _rx) = oneshot::channel();
-        sub_tasks.push(tokio::spawn(s.run(broker.addr, SubMode::Drain(publishers_done.clone()), tx, stop.clone())));
+        sub_tasks.push(tokio::spawn(s.run(
+            broker.addr,
+            SubMode::Drain(publishers_done.clone()),
+            tx,
+            stop.clone(),
+        )));
     }
     let mut pub_tasks = Vec::new();
     for p in std::mem::take(&mut clients.pubs) {
         let (tx, _rx) = oneshot::channel();
-        pub_tasks.push(tokio::spawn(p.run(broker.addr, PubMode::Finish, tx, stop.clone())));
+        pub_tasks.push(tokio::spawn(p.run(
+            broker.addr,
+            PubMode::Finish,
+            tx,
+            stop.clone(),
+        )));
     }
     for h in &mut pub_tasks {
         match join(h, Duration::from_secs(20), &stop).await {
@@ -864,14 +939,21 @@ pub async fn run(args: &CrashArgs) -> i32 {
         let mut never_acknowledged = 0u64;
         let mut lost_examples = Vec::new();
         for (t, p) in clients.pubs.iter().enumerate() {
-            for seq in p.acked.iter().filter(|seq| !s.delivered[t].contains_key(seq)) {
+            for seq in p
+                .acked
+                .iter()
+                .filter(|seq| !s.delivered[t].contains_key(seq))
+            {
                 lost += 1;
                 if lost_examples.len() < 10 {
                     lost_examples.push(format!("{} {seq}", TOPICS[t]));
                 }
             }
             delivered += s.delivered[t].len() as u64;
-            never_acknowledged += s.delivered[t].keys().filter(|seq| !p.acked.contains(seq)).count() as u64;
+            never_acknowledged += s.delivered[t]
+                .keys()
+                .filter(|seq| !p.acked.contains(seq))
+                .count() as u64;
         }
         println!(
             "subscriber {} (QoS {}): delivered={delivered} lost={lost} qos2_delivered_twice={} qos1_duplicates={} \
@@ -887,7 +969,11 @@ pub async fn run(args: &CrashArgs) -> i32 {
             println!("  lost by {}: {}", s.client_id, lost_examples.join(", "));
         }
         if s.qos2_duplicates > 0 {
-            println!("  QoS 2 delivered again to {}: {}", s.client_id, s.duplicate_examples.join(", "));
+            println!(
+                "  QoS 2 delivered again to {}: {}",
+                s.client_id,
+                s.duplicate_examples.join(", ")
+            );
         }
         lost_total += lost;
         duplicates_total += s.qos2_duplicates;

@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use roost::protocol::codec::MqttCodec;
 use roost::protocol::{
-    Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe, SubscribeTopic, TopicFilter, TopicName,
+    Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe, SubscribeTopic,
+    TopicFilter, TopicName,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,10 +151,22 @@ async fn main() {
         std::process::exit(2);
     }
     let (publishers, subscribers, qos, messages, filter) = match &cli.scenario {
-        Scenario::FanIn { publishers, qos, messages } => (*publishers, 1, *qos, *messages, "bench/+/data"),
-        Scenario::FanOut { subscribers, qos, messages } => (1, *subscribers, *qos, *messages, "bench/fanout"),
+        Scenario::FanIn {
+            publishers,
+            qos,
+            messages,
+        } => (*publishers, 1, *qos, *messages, "bench/+/data"),
+        Scenario::FanOut {
+            subscribers,
+            qos,
+            messages,
+        } => (1, *subscribers, *qos, *messages, "bench/fanout"),
         Scenario::Crash(args) => std::process::exit(crash::run(args).await),
-        Scenario::Drain { subscribers, qos, messages } => {
+        Scenario::Drain {
+            subscribers,
+            qos,
+            messages,
+        } => {
             let Some(qos) = QoS::from_u8(*qos).filter(|q| *q != QoS::AtMostOnce) else {
                 eprintln!("--qos must be 1 or 2 for drain");
                 std::process::exit(2);
@@ -185,7 +198,9 @@ async fn run(
 ) -> std::io::Result<()> {
     let per_publisher = messages / publishers as u64;
     let progress = Arc::new(Progress {
-        reached: (0..publishers * subscribers).map(|_| AtomicU64::new(0)).collect(),
+        reached: (0..publishers * subscribers)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         delivered: AtomicU64::new(0),
         publishers,
         subscribers,
@@ -195,10 +210,21 @@ async fn run(
     let run_id = std::process::id();
     let mut subs = Vec::new();
     for s in 0..subscribers {
-        let stream = connect_with(cli.host, &format!("bench-{run_id}-sub-{s}"), !cli.persistent).await?;
+        let stream = connect_with(
+            cli.host,
+            &format!("bench-{run_id}-sub-{s}"),
+            !cli.persistent,
+        )
+        .await?;
         let stream = subscribe(stream, filter, qos).await?;
         let progress = progress.clone();
-        subs.push(tokio::spawn(subscriber(stream, s, publishers, per_publisher, progress)));
+        subs.push(tokio::spawn(subscriber(
+            stream,
+            s,
+            publishers,
+            per_publisher,
+            progress,
+        )));
     }
     let mut pubs = Vec::new();
     let mut streams = Vec::new();
@@ -211,7 +237,14 @@ async fn run(
             Scenario::FanOut { .. } => "bench/fanout".to_string(),
             _ => format!("bench/{p}/data"),
         };
-        let cfg = PublisherConfig { id: p, topic, qos, count: per_publisher, payload: cli.payload, window: cli.window };
+        let cfg = PublisherConfig {
+            id: p,
+            topic,
+            qos,
+            count: per_publisher,
+            payload: cli.payload,
+            window: cli.window,
+        };
         pubs.push(tokio::spawn(publisher(stream, cfg, progress.clone())));
     }
     // Wait for every delivery, or for progress to stall.
@@ -232,7 +265,12 @@ async fn run(
         let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
     }
     if progress.total() < expected {
-        eprintln!("stalled: {} of {} delivered; reached {:?}", progress.total(), expected, progress.reached);
+        eprintln!(
+            "stalled: {} of {} delivered; reached {:?}",
+            progress.total(),
+            expected,
+            progress.reached
+        );
     }
     progress.stop();
     let mut acked = 0;
@@ -271,7 +309,10 @@ async fn run(
     let ack_rate = if qos == QoS::AtMostOnce {
         "-".to_string()
     } else {
-        format!("{:.0}", acked as f64 / acks_done_at.duration_since(start).as_secs_f64().max(1e-9))
+        format!(
+            "{:.0}",
+            acked as f64 / acks_done_at.duration_since(start).as_secs_f64().max(1e-9)
+        )
     };
     if cli.header {
         println!(
@@ -307,7 +348,11 @@ async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Conn> {
     connect_with(addr, client_id, true).await
 }
 
-async fn connect_with(addr: SocketAddr, client_id: &str, clean_session: bool) -> std::io::Result<Conn> {
+async fn connect_with(
+    addr: SocketAddr,
+    client_id: &str,
+    clean_session: bool,
+) -> std::io::Result<Conn> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
@@ -326,7 +371,11 @@ async fn connect_with(addr: SocketAddr, client_id: &str, clean_session: bool) ->
     let mut read = FramedRead::new(read, MqttCodec::default());
     match read.next().await {
         Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => {}
-        other => return Err(std::io::Error::other(format!("{client_id}: no CONNACK: {other:?}"))),
+        other => {
+            return Err(std::io::Error::other(format!(
+                "{client_id}: no CONNACK: {other:?}"
+            )))
+        }
     }
     Ok(Conn { read, write })
 }
@@ -334,7 +383,10 @@ async fn connect_with(addr: SocketAddr, client_id: &str, clean_session: bool) ->
 async fn subscribe(mut conn: Conn, filter: &str, qos: QoS) -> std::io::Result<Conn> {
     let sub = Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(1).expect("non-zero"),
-        topics: vec![SubscribeTopic { filter: TopicFilter::new(filter.to_string()).map_err(std::io::Error::other)?, qos }],
+        topics: vec![SubscribeTopic {
+            filter: TopicFilter::new(filter.to_string()).map_err(std::io::Error::other)?,
+            qos,
+        }],
     });
     let mut buf = BytesMut::new();
     sub.encode(&mut buf);
@@ -362,8 +414,15 @@ struct PublisherResult {
 
 /// Publishes `count` messages, never more than `window` ahead of the
 /// slowest subscriber nor `window` unacknowledged.
-async fn publisher(conn: Conn, cfg: PublisherConfig, progress: Arc<Progress>) -> std::io::Result<PublisherResult> {
-    let Conn { read: mut framed, mut write } = conn;
+async fn publisher(
+    conn: Conn,
+    cfg: PublisherConfig,
+    progress: Arc<Progress>,
+) -> std::io::Result<PublisherResult> {
+    let Conn {
+        read: mut framed,
+        mut write,
+    } = conn;
     let acked = Arc::new(AtomicU64::new(0));
     let (rel_tx, mut rel_rx) = tokio::sync::mpsc::unbounded_channel::<PacketId>();
     let ack_notify = Arc::new(Notify::new());
@@ -411,11 +470,20 @@ async fn publisher(conn: Conn, cfg: PublisherConfig, progress: Arc<Progress>) ->
             Packet::PubRel(id).encode(&mut buf);
         }
         let ahead = seq - progress.slowest(cfg.id);
-        let unacked = if cfg.qos == QoS::AtMostOnce { 0 } else { seq - acked.load(Ordering::Relaxed) };
-        let room = cfg.window.saturating_sub(ahead.max(unacked)).min(cfg.count - seq).min(512);
+        let unacked = if cfg.qos == QoS::AtMostOnce {
+            0
+        } else {
+            seq - acked.load(Ordering::Relaxed)
+        };
+        let room = cfg
+            .window
+            .saturating_sub(ahead.max(unacked))
+            .min(cfg.count - seq)
+            .min(512);
         for _ in 0..room {
             payload[4..12].copy_from_slice(&seq.to_be_bytes());
-            let packet_id = (cfg.qos != QoS::AtMostOnce).then(|| PacketId::new((seq % 65535) as u16 + 1).expect("non-zero"));
+            let packet_id = (cfg.qos != QoS::AtMostOnce)
+                .then(|| PacketId::new((seq % 65535) as u16 + 1).expect("non-zero"));
             Packet::Publish(Publish {
                 dup: false,
                 qos: cfg.qos,
@@ -432,7 +500,9 @@ async fn publisher(conn: Conn, cfg: PublisherConfig, progress: Arc<Progress>) ->
             buf.clear();
             continue;
         }
-        if seq == cfg.count && (cfg.qos == QoS::AtMostOnce || acked.load(Ordering::Relaxed) >= cfg.count) {
+        if seq == cfg.count
+            && (cfg.qos == QoS::AtMostOnce || acked.load(Ordering::Relaxed) >= cfg.count)
+        {
             break;
         }
         tokio::select! {
@@ -444,7 +514,10 @@ async fn publisher(conn: Conn, cfg: PublisherConfig, progress: Arc<Progress>) ->
     let (handle, done_at) = reader;
     let _ = tokio::time::timeout(Duration::from_secs(1), handle).await;
     let done_at = *done_at.lock().expect("not poisoned");
-    Ok(PublisherResult { acked: acked.load(Ordering::Relaxed), done_at })
+    Ok(PublisherResult {
+        acked: acked.load(Ordering::Relaxed),
+        done_at,
+    })
 }
 
 /// Receives, acknowledges and checks every message until told to stop.
@@ -455,8 +528,13 @@ async fn subscriber(
     per_publisher: u64,
     progress: Arc<Progress>,
 ) -> std::io::Result<SubscriberResult> {
-    let Conn { read: mut framed, mut write } = conn;
-    let mut seen: Vec<Vec<u64>> = (0..publishers).map(|_| vec![0u64; per_publisher.div_ceil(64) as usize]).collect();
+    let Conn {
+        read: mut framed,
+        mut write,
+    } = conn;
+    let mut seen: Vec<Vec<u64>> = (0..publishers)
+        .map(|_| vec![0u64; per_publisher.div_ceil(64) as usize])
+        .collect();
     let mut next_expected = vec![0u64; publishers];
     let mut result = SubscriberResult::default();
     let mut acks = BytesMut::new();
@@ -475,7 +553,8 @@ async fn subscriber(
                 if p.payload.len() < 12 {
                     return;
                 }
-                let publisher = u32::from_be_bytes(p.payload[0..4].try_into().expect("4 bytes")) as usize;
+                let publisher =
+                    u32::from_be_bytes(p.payload[0..4].try_into().expect("4 bytes")) as usize;
                 let seq = u64::from_be_bytes(p.payload[4..12].try_into().expect("8 bytes"));
                 if publisher >= publishers || seq >= per_publisher {
                     return;
@@ -492,7 +571,8 @@ async fn subscriber(
                 next_expected[publisher] = next_expected[publisher].max(seq + 1);
                 result.unique += 1;
                 progress.delivered.fetch_add(1, Ordering::Relaxed);
-                progress.reached[index * publishers + publisher].fetch_max(seq + 1, Ordering::Relaxed);
+                progress.reached[index * publishers + publisher]
+                    .fetch_max(seq + 1, Ordering::Relaxed);
             }
             Packet::PubRel(id) => Packet::PubComp(id).encode(acks),
             _ => {}
@@ -522,7 +602,9 @@ async fn subscriber(
 /// publishes/s) and the drain rate (deliveries/s), with loss counted.
 async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::io::Result<()> {
     let run_id = std::process::id();
-    let ids: Vec<String> = (0..subscribers).map(|s| format!("bench-{run_id}-drain-{s}")).collect();
+    let ids: Vec<String> = (0..subscribers)
+        .map(|s| format!("bench-{run_id}-drain-{s}"))
+        .collect();
     let topic_name = format!("bench/drain/{run_id}");
     for id in &ids {
         let stream = connect_with(cli.host, id, false).await?;
@@ -533,7 +615,10 @@ async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::i
     }
     // Publish with at most `window` unacknowledged.
     let start = Instant::now();
-    let Conn { read: mut acks, mut write } = connect(cli.host, &format!("bench-{run_id}-drain-pub")).await?;
+    let Conn {
+        read: mut acks,
+        mut write,
+    } = connect(cli.host, &format!("bench-{run_id}-drain-pub")).await?;
     let topic = TopicName::new(topic_name.clone()).map_err(std::io::Error::other)?;
     let (mut sent, mut acked) = (0u64, 0u64);
     let mut buf = BytesMut::new();
@@ -544,8 +629,15 @@ async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::i
             payload.put_u64(sent);
             payload.resize(cli.payload, b'x');
             let packet_id = PacketId::new((sent % 65535) as u16 + 1);
-            Packet::Publish(Publish { dup: false, qos, retain: false, topic: topic.clone(), packet_id, payload: payload.freeze() })
-                .encode(&mut buf);
+            Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: topic.clone(),
+                packet_id,
+                payload: payload.freeze(),
+            })
+            .encode(&mut buf);
             sent += 1;
         }
         if !buf.is_empty() {
@@ -558,7 +650,11 @@ async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::i
                 Packet::PubRel(id).encode(&mut buf);
             }
             Ok(Some(Ok(_))) => {}
-            other => return Err(std::io::Error::other(format!("publisher: no acknowledgement: {other:?}"))),
+            other => {
+                return Err(std::io::Error::other(format!(
+                    "publisher: no acknowledgement: {other:?}"
+                )))
+            }
         }
     }
     let queued_in = start.elapsed().as_secs_f64();
@@ -575,7 +671,13 @@ async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::i
     let mut subs = Vec::new();
     for (s, id) in ids.iter().enumerate() {
         let stream = connect_with(cli.host, id, false).await?;
-        subs.push(tokio::spawn(subscriber(stream, s, 1, messages, progress.clone())));
+        subs.push(tokio::spawn(subscriber(
+            stream,
+            s,
+            1,
+            messages,
+            progress.clone(),
+        )));
     }
     let expected = messages * subscribers as u64;
     let mut last = (0, Instant::now());
