@@ -516,12 +516,11 @@ impl RawClient {
                 }
                 6 => {
                     assert_eq!(p.first, 0x62, "PUBREL with wrong flags: {p:?}");
-                    let id = p.packet_id();
-                    assert!(
-                        awaiting_rel.remove(&id),
-                        "PUBREL for id {id}, which no PUBREC of ours awaits"
-                    );
-                    self.send(&pubcomp(id)).await;
+                    // A PUBREL for an id we no longer hold is answered too: a
+                    // broker resends PUBREL when our PUBCOMP was lost (for
+                    // example across a restart) [MQTT-4.3.3-2].
+                    awaiting_rel.remove(&p.packet_id());
+                    self.send(&pubcomp(p.packet_id())).await;
                 }
                 _ => panic!("expected PUBLISH or PUBREL, got {p:?}"),
             }
