@@ -40,6 +40,29 @@ fn main() -> ExitCode {
         config.store.db = db;
     }
     config.store.reset_damaged = cli.reset_damaged_db;
+    // Signal handlers first: a SIGTERM that arrives as soon as the broker
+    // listens must already find them, or it would kill the process.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roost: cannot start the signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = {
+        let _context = runtime.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("roost: cannot listen for SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let mut broker = match roost::start(config) {
         Ok(b) => b,
         Err(e) => {
@@ -48,19 +71,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("cannot start the signal handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (mut term, mut int) = signals;
     let exited = runtime.block_on(async {
         tokio::select! {
-            _ = wait_for_shutdown_signal() => None,
+            _ = term.recv() => None,
+            _ = int.recv() => None,
             code = broker.exited() => Some(code),
         }
     });
@@ -74,20 +89,5 @@ fn main() -> ExitCode {
             broker.stop();
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
-    }
-}
-
-async fn wait_for_shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
