@@ -55,7 +55,10 @@ fn main() -> ExitCode {
     let signals = {
         let _context = runtime.enter();
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(term), Ok(int)) => (term, int),
             (Err(e), _) | (_, Err(e)) => {
                 eprintln!("roost: cannot listen for SIGTERM/SIGINT: {e}");

@@ -197,15 +197,36 @@ async fn fault_in_one_connection_closes_only_it_and_publishes_its_will() {
 }
 
 /// More than `supervision.max_restarts` restarts within the window is a
-/// restart storm: roost commits, logs it and stops with exit code 70
-/// instead of restarting forever.
+/// restart storm: first the whole subtree rebuilds its state and roost
+/// goes on; a second storm within the window makes roost commit, log it and
+/// stop with exit code 70 instead of restarting forever.
 #[tokio::test]
-async fn restart_storm_escalates_to_shutdown_with_exit_code_70() {
+async fn restart_storm_escalates_to_subtree_restart_then_shutdown_with_exit_code_70() {
     let mut broker = TestBroker::start_with(|c| {
         c.supervision.max_restarts = 3;
         c.broker.shards = 1;
     });
+    let mut subscriber = RawClient::connected(broker.addr(), "subscriber", true).await;
+    subscriber.subscribe_ok(1, &[("storm", 1)]).await;
     let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
+    // First storm: 4 restarts > 3.
+    for _ in 0..4 {
+        fault::arm(broker.handle.id(), ActorKind::TopicShard);
+    }
+    for n in 0..4u16 {
+        publisher
+            .send(&raw::publish("storm", &n.to_be_bytes(), 0, 0, false, false))
+            .await;
+    }
+    // Roost goes on after the subtree restart: routing works.
+    publisher
+        .publish_ok("storm", b"after the first storm", 1, 1, false)
+        .await;
+    subscriber
+        .expect_publish("storm", b"after the first storm")
+        .await;
+    assert_eq!(Metrics::get(&broker.handle.metrics().subtree_restarts), 1);
+    // Second storm within the window: shutdown.
     for _ in 0..4 {
         fault::arm(broker.handle.id(), ActorKind::TopicShard);
     }
@@ -218,7 +239,7 @@ async fn restart_storm_escalates_to_shutdown_with_exit_code_70() {
         .await
         .expect("roost stopped by itself");
     assert_eq!(code, 70);
-    assert!(Metrics::get(&broker.handle.metrics().restarts) >= 4);
+    assert!(Metrics::get(&broker.handle.metrics().restarts) >= 8);
 }
 
 /// A shard restart rebuilds a large index (10,000 subscriptions) while

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub sessions_expired: AtomicU64,
     /// Actor restarts after a caught panic (any kind).
     pub restarts: AtomicU64,
+    /// Restart storms answered by rebuilding the whole subtree.
+    pub subtree_restarts: AtomicU64,
     /// Connections closed because their handler panicked.
     pub connection_panics: AtomicU64,
 }

@@ -5,7 +5,7 @@
 
 use super::messages::*;
 use super::session::{Session, SessionDeps};
-use super::supervision::{guard, ActorKind, RestartTracker};
+use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::session::SessionState;
 use crate::store::StoredSession;
 use actix::prelude::*;
@@ -123,6 +123,20 @@ impl Supervised for SessionRegistry {
     /// session no longer runs.
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts.record(ActorKind::SessionRegistry);
+        self.sweep();
+    }
+}
+
+impl Handler<Rebuild> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: Rebuild, _: &mut Context<Self>) {
+        self.sweep();
+    }
+}
+
+impl SessionRegistry {
+    fn sweep(&mut self) {
         let before = self.sessions.len();
         self.sessions.retain(|_, e| e.session.connected());
         log::warn!(

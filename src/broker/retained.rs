@@ -5,7 +5,7 @@
 
 use super::messages::{DeliverRetained, LookupRetained, Retain, RetainedCount};
 use super::store::{LoadRetained, Store, Write};
-use super::supervision::{guard, ActorKind, RestartTracker};
+use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::routing::TopicTree;
 use crate::session::Message;
 use crate::store::Op;
@@ -79,6 +79,20 @@ impl Supervised for RetainedStore {
     /// sent have committed); messages arriving meanwhile wait.
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         self.restarts.record(ActorKind::RetainedStore);
+        self.reload(ctx);
+    }
+}
+
+impl Handler<Rebuild> for RetainedStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Rebuild, ctx: &mut Context<Self>) {
+        self.reload(ctx);
+    }
+}
+
+impl RetainedStore {
+    fn reload(&mut self, ctx: &mut Context<Self>) {
         let started = std::time::Instant::now();
         ctx.wait(
             self.store.send(LoadRetained).into_actor(self).map(

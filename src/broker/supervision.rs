@@ -10,7 +10,8 @@
 //!
 //! Restart storms escalate instead of looping: more than
 //! `supervision.max_restarts` restarts within `supervision.window_secs`
-//! shut roost down with a clear log line and a non-zero exit.
+//! restart the whole subtree; a second storm within the window shuts roost
+//! down with a clear log line and a non-zero exit.
 
 use super::metrics::Metrics;
 use std::cell::Cell;
@@ -116,14 +117,33 @@ pub fn guard<M, R>(kind: ActorKind, id: &dyn fmt::Display, f: impl FnOnce() -> R
     })
 }
 
-/// Counts restarts and decides when a storm must stop roost.
+/// Supervisor → a supervised actor: rebuild your state as after a restart
+/// (the subtree restart of a restart storm).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Rebuild;
+
+/// Counts restarts and escalates restart storms, in two steps:
+/// 1. more than `max_restarts` within `window`: the whole subtree (every
+///    shard, the retained store, the registry) rebuilds its state, and
+///    counting starts again;
+/// 2. another storm within `window` of that: roost commits what it
+///    acknowledged and shuts down with exit code 70.
 pub struct RestartTracker {
     max_restarts: usize,
     window: Duration,
-    recent: Mutex<Vec<Instant>>,
+    state: Mutex<StormState>,
     metrics: Arc<Metrics>,
-    /// Called once when the limit is exceeded: shuts roost down.
+    /// The actors a subtree restart rebuilds, known once they are started.
+    subtree: std::sync::OnceLock<Vec<actix::Recipient<Rebuild>>>,
+    /// Shuts roost down (step 2).
     escalate: Box<dyn Fn(ActorKind) + Send + Sync>,
+}
+
+#[derive(Default)]
+struct StormState {
+    recent: Vec<Instant>,
+    subtree_restarted_at: Option<Instant>,
 }
 
 impl RestartTracker {
@@ -136,31 +156,61 @@ impl RestartTracker {
         Arc::new(RestartTracker {
             max_restarts,
             window,
-            recent: Mutex::new(Vec::new()),
+            state: Mutex::new(StormState::default()),
             metrics,
+            subtree: std::sync::OnceLock::new(),
             escalate,
         })
     }
 
+    /// Names the actors a subtree restart rebuilds.
+    pub fn set_subtree(&self, actors: Vec<actix::Recipient<Rebuild>>) {
+        let _ = self.subtree.set(actors);
+    }
+
     /// Records a restart of `kind`. Returns false when the restart storm
-    /// limit is exceeded (roost is being shut down).
+    /// escalated to a shutdown.
     pub fn record(&self, kind: ActorKind) -> bool {
         self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let too_many = {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.retain(|t| now.duration_since(*t) < self.window);
-            recent.push(now);
-            recent.len() > self.max_restarts
+        let (storm, second) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state
+                .recent
+                .retain(|t| now.duration_since(*t) < self.window);
+            state.recent.push(now);
+            if state.recent.len() <= self.max_restarts {
+                (false, false)
+            } else {
+                state.recent.clear();
+                let second = state
+                    .subtree_restarted_at
+                    .is_some_and(|t| now.duration_since(t) < self.window);
+                state.subtree_restarted_at = Some(now);
+                (true, second)
+            }
         };
-        if too_many {
+        if !storm {
+            return true;
+        }
+        if second {
             log::error!(
-                "more than {} actor restarts within {:?} (last: {kind}): a restart storm; shutting roost down",
-                self.max_restarts,
+                "a second restart storm within {:?} (last restart: {kind}): shutting roost down",
                 self.window
             );
             (self.escalate)(kind);
             return false;
+        }
+        log::error!(
+            "more than {} actor restarts within {:?} (last: {kind}): restarting the whole subtree",
+            self.max_restarts,
+            self.window
+        );
+        self.metrics
+            .subtree_restarts
+            .fetch_add(1, Ordering::Relaxed);
+        for actor in self.subtree.get().into_iter().flatten() {
+            actor.do_send(Rebuild);
         }
         true
     }

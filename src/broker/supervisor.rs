@@ -20,7 +20,7 @@ use super::retained::RetainedStore;
 use super::router::Router;
 use super::session::SessionDeps;
 use super::store::Store;
-use super::supervision::{set_thread_broker, RestartTracker};
+use super::supervision::{set_thread_broker, Rebuild, RestartTracker};
 use super::topic_shard::TopicShard;
 use super::Shared;
 use crate::config::Config;
@@ -79,6 +79,10 @@ pub fn start(
             })
         })
         .collect();
+    let shards: Vec<Addr<TopicShard>> = shards;
+    let mut subtree: Vec<Recipient<Rebuild>> =
+        shards.iter().map(|s| s.clone().recipient()).collect();
+    subtree.push(retained.clone().recipient());
     let router = Router::new(shards, retained);
     // 3. SessionRegistry; it restores persistent sessions and starts new ones.
     let deps = Arc::new(SessionDeps {
@@ -93,6 +97,8 @@ pub fn start(
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h, r));
+    subtree.push(registry.clone().recipient());
+    restarts.set_subtree(subtree);
     let shared = Arc::new(Shared {
         config,
         router,

@@ -9,7 +9,7 @@
 
 use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
 use super::session::Session;
-use super::supervision::{guard, ActorKind, RestartTracker};
+use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
 use actix::prelude::*;
@@ -120,6 +120,21 @@ impl Actor for TopicShard {
 impl Supervised for TopicShard {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts.record(ActorKind::TopicShard);
+        self.rebuild();
+    }
+}
+
+impl Handler<Rebuild> for TopicShard {
+    type Result = ();
+
+    fn handle(&mut self, _: Rebuild, _: &mut Context<Self>) {
+        self.rebuild();
+    }
+}
+
+impl TopicShard {
+    /// Rebuilds the trie from the per-session list of filters.
+    fn rebuild(&mut self) {
         let started = std::time::Instant::now();
         self.trie = SubscriptionTrie::new();
         for (id, s) in &self.sessions {
