@@ -302,17 +302,17 @@ impl SessionState {
             QoS::ExactlyOnce => OutboundState::AwaitingPubRec,
             _ => OutboundState::AwaitingPubAck,
         };
+        let record = |id| Record::Outbound {
+            id,
+            state,
+            packet_id: Some(packet_id),
+            message: message.clone(),
+        };
         match id {
             // QoS 2: the id must be durable before the client can see it.
             Some(id) if state == OutboundState::AwaitingPubRec => {
-                let record = Record::Outbound {
-                    id,
-                    state,
-                    packet_id: Some(packet_id),
-                    message: message.clone(),
-                };
                 out.push(Action::Persist {
-                    record,
+                    record: record(id),
                     new,
                     then: Some(packet),
                 });
@@ -320,14 +320,8 @@ impl SessionState {
             // QoS 1: write the row if it is new; a stale state is harmless.
             Some(id) => {
                 if new {
-                    let record = Record::Outbound {
-                        id,
-                        state,
-                        packet_id: Some(packet_id),
-                        message: message.clone(),
-                    };
                     out.push(Action::Persist {
-                        record,
+                        record: record(id),
                         new,
                         then: None,
                     });

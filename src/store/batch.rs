@@ -129,22 +129,12 @@ impl Batch {
                         entry.write = MessageWrite::Upsert { record, new };
                         entry.completions.extend(completion);
                     }
-                    None => {
-                        *self
-                            .messages_per_client
-                            .entry(client_id.clone())
-                            .or_default() += 1;
-                        let completions = completion.into_iter().collect();
-                        let write = MessageWrite::Upsert { record, new };
-                        self.messages.insert(
-                            id,
-                            PendingMessage {
-                                client_id,
-                                write,
-                                completions,
-                            },
-                        );
-                    }
+                    None => self.insert_pending(
+                        id,
+                        client_id,
+                        MessageWrite::Upsert { record, new },
+                        completion,
+                    ),
                 }
                 return;
             }
@@ -165,21 +155,7 @@ impl Batch {
                         entry.write = MessageWrite::Delete;
                         entry.completions.extend(completion);
                     }
-                    None => {
-                        *self
-                            .messages_per_client
-                            .entry(client_id.clone())
-                            .or_default() += 1;
-                        let completions = completion.into_iter().collect();
-                        self.messages.insert(
-                            id,
-                            PendingMessage {
-                                client_id,
-                                write: MessageWrite::Delete,
-                                completions,
-                            },
-                        );
-                    }
+                    None => self.insert_pending(id, client_id, MessageWrite::Delete, completion),
                 }
                 return;
             }
@@ -195,6 +171,28 @@ impl Batch {
             }
         }
         self.completions.extend(completion);
+    }
+
+    fn insert_pending(
+        &mut self,
+        id: MessageId,
+        client_id: ByteString,
+        write: MessageWrite,
+        completion: Option<(u64, Completion)>,
+    ) {
+        *self
+            .messages_per_client
+            .entry(client_id.clone())
+            .or_default() += 1;
+        let completions = completion.into_iter().collect();
+        self.messages.insert(
+            id,
+            PendingMessage {
+                client_id,
+                write,
+                completions,
+            },
+        );
     }
 
     fn forget_client_entry(&mut self, client_id: &ByteString) {
