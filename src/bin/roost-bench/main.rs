@@ -10,6 +10,7 @@
 //! Example: `roost-bench --host 127.0.0.1:1883 fan-in --publishers 4 --qos 1`
 
 mod crash;
+mod latency;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, Subcommand};
@@ -66,6 +67,9 @@ enum Scenario {
     /// restarts it on the same state, and counts acknowledged messages never
     /// delivered and QoS 2 messages delivered twice.
     Crash(crash::CrashArgs),
+    /// Send-to-receive latency (p50/p99) of one publisher at a fixed rate
+    /// into one subscriber.
+    Latency(latency::LatencyArgs),
     /// P publishers, each on its own topic, into one subscriber on `bench/+/data`.
     FanIn {
         #[arg(long, default_value_t = 4)]
@@ -162,6 +166,20 @@ async fn main() {
             messages,
         } => (1, *subscribers, *qos, *messages, "bench/fanout"),
         Scenario::Crash(args) => std::process::exit(crash::run(args).await),
+        Scenario::Latency(args) => {
+            let (host, label, payload, header) =
+                (cli.host, cli.label.clone(), cli.payload, cli.header);
+            let args = args.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                latency::run(host, &label, payload, &args, header)
+            })
+            .await;
+            if let Ok(Err(e)) | Err(e) = result.map_err(std::io::Error::other) {
+                eprintln!("roost-bench: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Scenario::Drain {
             subscribers,
             qos,
