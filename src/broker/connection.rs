@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
+/// First size of a connection's read buffer (tokio-util's default is 8 KiB,
+/// which dominated the memory of an idle connection).
+const READ_BUFFER_INITIAL: usize = 256;
+
 /// How long a closing connection may spend flushing to a peer that does not
 /// read before its writer is aborted.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -80,7 +84,9 @@ pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let gate = gate.with_backlog(backlog.clone());
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     Connection::create(move |ctx| {
-        ctx.add_stream(gate.wrap(FramedRead::new(read, codec)));
+        // A small first buffer: most connections sit idle after CONNECT, and
+        // the buffer grows as needed for larger packets.
+        ctx.add_stream(gate.wrap(FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL)));
         Connection {
             id,
             peer,

@@ -9,6 +9,7 @@
 //!
 //! Example: `roost-bench --host 127.0.0.1:1883 fan-in --publishers 4 --qos 1`
 
+mod connections;
 mod crash;
 mod latency;
 
@@ -70,6 +71,8 @@ enum Scenario {
     /// Send-to-receive latency (p50/p99) of one publisher at a fixed rate
     /// into one subscriber.
     Latency(latency::LatencyArgs),
+    /// Connection rate and resident memory per idle connection.
+    Connections(connections::ConnectionsArgs),
     /// P publishers, each on its own topic, into one subscriber on `bench/+/data`.
     FanIn {
         #[arg(long, default_value_t = 4)]
@@ -166,6 +169,13 @@ async fn main() {
             messages,
         } => (1, *subscribers, *qos, *messages, "bench/fanout"),
         Scenario::Crash(args) => std::process::exit(crash::run(args).await),
+        Scenario::Connections(args) => {
+            if let Err(e) = connections::run(cli.host, &cli.label, args, cli.header).await {
+                eprintln!("roost-bench: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Scenario::Latency(args) => {
             let (host, label, payload, header) =
                 (cli.host, cli.label.clone(), cli.payload, cli.header);
