@@ -1,8 +1,8 @@
 //! The bounded path from the broker to one socket.
 //!
 //! Sessions and the connection push packets into an [`Outbound`]; a writer
-//! task owns the socket's write half, drains the channel and writes
-//! everything that is waiting with one `write_all` per wake-up. actix's own
+//! task owns the socket's write half, takes everything waiting and writes
+//! it with one `write_all` per wake-up. actix's own
 //! mailboxes and `FramedWrite` are unbounded in practice, so the bound lives
 //! here: the bytes waiting are counted, QoS 0 deliveries are dropped (and
 //! counted) while they exceed `max_outbound_bytes`, QoS 1/2 deliveries are
@@ -15,34 +15,44 @@ use crate::protocol::Packet;
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use futures::Stream;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
 
 /// Bytes gathered before one `write_all`: big enough to amortise the system
 /// call over many small publishes, small enough to keep latency low.
 const WRITE_BATCH: usize = 64 * 1024;
 
-enum Command {
-    Packet(Packet),
-    Close,
-}
+/// Queue capacity an idle writer keeps; beyond it, memory is given back.
+const IDLE_QUEUE_CAPACITY: usize = 64;
 
 struct Shared {
+    /// Packets waiting for the writer. A plain queue behind a mutex: it
+    /// allocates nothing until the first packet (an idle connection costs
+    /// no channel block), and the writer takes everything waiting in one
+    /// swap, which is also its batch.
+    queue: std::sync::Mutex<VecDeque<Packet>>,
+    writer: AtomicWaker,
     queued_bytes: AtomicUsize,
     limit: usize,
+    /// No more packets are accepted; the writer flushes and shuts down.
     closed: AtomicBool,
     reader: AtomicWaker,
+}
+
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Packet>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A handle to push packets to one client; cheap to clone.
 #[derive(Clone)]
 pub struct Outbound {
-    tx: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
 }
 
@@ -57,7 +67,8 @@ impl Outbound {
         self.shared
             .queued_bytes
             .fetch_add(packet.wire_len(), Ordering::Relaxed);
-        let _ = self.tx.send(Command::Packet(packet));
+        self.shared.queue().push_back(packet);
+        self.shared.writer.wake();
     }
 
     /// False while more than `max_outbound_bytes` wait to be written.
@@ -68,29 +79,29 @@ impl Outbound {
     /// Writes what is queued, then shuts the socket down.
     pub fn close(&self) {
         if !self.shared.closed.swap(true, Ordering::Relaxed) {
-            let _ = self.tx.send(Command::Close);
+            self.shared.writer.wake();
         }
     }
 }
 
-/// Creates the outbound channel for a socket and spawns its writer on the
+/// Creates the outbound queue for a socket and spawns its writer on the
 /// current arbiter. Returns the handle, the gate for the read side, and the
 /// writer task (to abort it if the peer stops reading while we close).
 pub fn spawn_writer(
     write: OwnedWriteHalf,
     limit: usize,
 ) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        queue: std::sync::Mutex::new(VecDeque::new()),
+        writer: AtomicWaker::new(),
         queued_bytes: AtomicUsize::new(0),
         limit,
         closed: AtomicBool::new(false),
         reader: AtomicWaker::new(),
     });
-    let task = actix_rt::spawn(writer(rx, write, shared.clone()));
+    let task = actix_rt::spawn(writer(write, shared.clone()));
     (
         Outbound {
-            tx,
             shared: shared.clone(),
         },
         ReadGate {
@@ -101,47 +112,47 @@ pub fn spawn_writer(
     )
 }
 
-async fn writer(
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    mut write: OwnedWriteHalf,
-    shared: Arc<Shared>,
-) {
+async fn writer(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
+    let mut batch: VecDeque<Packet> = VecDeque::new();
     let mut buf = BytesMut::new();
-    while let Some(first) = rx.recv().await {
-        let mut close = false;
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Packet(p) => {
-                    let before = buf.len();
-                    p.encode(&mut buf);
-                    bytes += buf.len() - before;
-                }
-                Command::Close => {
-                    close = true;
-                    break;
-                }
+    loop {
+        // Wait for packets, or for the close.
+        std::future::poll_fn(|cx| {
+            shared.writer.register(cx.waker());
+            if !shared.queue().is_empty() || shared.closed.load(Ordering::Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            if buf.len() < WRITE_BATCH {
-                next = rx.try_recv().ok();
-            }
+        })
+        .await;
+        std::mem::swap(&mut *shared.queue(), &mut batch);
+        if batch.is_empty() {
+            break; // closed, and everything before the close is written
         }
-        if !buf.is_empty() {
-            if let Err(e) = write.write_all(&buf).await {
-                log::debug!("write failed: {e}");
-                break;
+        let mut bytes = 0;
+        while let Some(p) = batch.pop_front() {
+            let before = buf.len();
+            p.encode(&mut buf);
+            bytes += buf.len() - before;
+            if buf.len() >= WRITE_BATCH || batch.is_empty() {
+                if let Err(e) = write.write_all(&buf).await {
+                    log::debug!("write failed: {e}");
+                    shared.closed.store(true, Ordering::Relaxed);
+                    shared.reader.wake();
+                    return;
+                }
+                buf.clear();
             }
-            buf.clear();
         }
         let left = shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
         if left <= shared.limit / 2 {
             shared.reader.wake();
         }
-        if close {
-            break;
+        // An idle connection keeps no large buffers.
+        if batch.capacity() > IDLE_QUEUE_CAPACITY {
+            batch = VecDeque::new();
         }
-        // An idle connection keeps no large buffer.
         if buf.capacity() > WRITE_BATCH {
             buf = BytesMut::new();
         }
