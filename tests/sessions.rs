@@ -227,7 +227,7 @@ async fn unacknowledged_publish_resent_with_dup_after_reconnect_mqtt_4_4_0_1() {
     // Neither acknowledged; the client goes away without DISCONNECT.
     drop(c);
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
-    let mut resent = vec![c.recv().await.publish(), c.recv().await.publish()];
+    let mut resent = [c.recv().await.publish(), c.recv().await.publish()];
     resent.sort_by(|a, b| a.topic.cmp(&b.topic));
     for (again, before) in resent.iter().zip([&first1, &first2]) {
         assert!(again.dup, "resent without DUP=1: {again:?}");

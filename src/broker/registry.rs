@@ -48,6 +48,7 @@ impl SessionRegistry {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // one call for new sessions, one for restored ones
     fn start_session(
         &mut self,
         client_id: ByteString,
@@ -156,7 +157,7 @@ impl Handler<Register> for SessionRegistry {
         let id = msg.client_id.clone();
         match guard::<Register, _>(ActorKind::SessionRegistry, &id, || self.register(msg)) {
             Ok(response) => response,
-            Err(()) => {
+            Err(_) => {
                 ctx.stop();
                 AtomicResponse::new(Box::pin(fut::ready(Err(RegistryError::Failed))))
             }

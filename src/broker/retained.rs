@@ -140,7 +140,7 @@ impl Handler<LookupRetained> for RetainedStore {
                 qos: msg.qos,
             }),
             Ok(_) => {}
-            Err(()) => ctx.stop(),
+            Err(_) => ctx.stop(),
         }
     }
 }

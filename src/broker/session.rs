@@ -408,7 +408,7 @@ impl Handler<Attach> for Session {
         let id = self.client_id.clone();
         match guard::<Attach, _>(ActorKind::Session, &id, || self.attach(msg)) {
             Ok(result) => result,
-            Err(()) => {
+            Err(_) => {
                 self.recover();
                 Err(Superseded)
             }
@@ -527,9 +527,11 @@ impl Handler<FromClient> for Session {
 
     fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.client_id.clone();
-        match guard::<FromClient, _>(ActorKind::Session, &id, || self.from_client(msg, ctx)) {
+        match guard::<FromClient, _>(ActorKind::Session, &id, || {
+            self.handle_client_packet(msg, ctx)
+        }) {
             Ok(reply) => reply,
-            Err(()) => {
+            Err(_) => {
                 self.recover();
                 Box::pin(async {})
             }
@@ -538,7 +540,11 @@ impl Handler<FromClient> for Session {
 }
 
 impl Session {
-    fn from_client(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+    fn handle_client_packet(
+        &mut self,
+        msg: FromClient,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<()> {
         if !self.is_current(msg.connection_id) {
             return Box::pin(async {});
         }

@@ -255,13 +255,11 @@ impl Handler<Flush> for Store {
             .then(|_, act, _| {
                 let m = &act.metrics;
                 let commits = m.store_commits.load(Ordering::Relaxed);
-                if commits > 0 {
-                    let ops = m.store_ops_committed.load(Ordering::Relaxed);
-                    let micros = m.store_commit_micros.load(Ordering::Relaxed);
+                let ops = m.store_ops_committed.load(Ordering::Relaxed);
+                let micros = m.store_commit_micros.load(Ordering::Relaxed);
+                if let (Some(per_tx), Some(us)) = (ops.checked_div(commits), micros.checked_div(commits)) {
                     log::info!(
-                        "store: {ops} changes committed in {commits} transactions (on average {} per transaction, {} µs each)",
-                        ops / commits,
-                        micros / commits
+                        "store: {ops} changes committed in {commits} transactions (on average {per_tx} per transaction, {us} µs each)"
                     );
                 }
                 let conn = act.conn.take();

@@ -95,9 +95,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A handler body panicked (already logged by [`guard`]).
+#[derive(Debug)]
+pub struct Panicked;
+
 /// Runs one handler body; a panic is caught, logged and reported as `Err`
 /// so the caller can stop the actor (and its supervisor restart it).
-pub fn guard<M, R>(kind: ActorKind, id: &dyn fmt::Display, f: impl FnOnce() -> R) -> Result<R, ()> {
+pub fn guard<M, R>(
+    kind: ActorKind,
+    id: &dyn fmt::Display,
+    f: impl FnOnce() -> R,
+) -> Result<R, Panicked> {
     let was = IN_GUARD.with(|g| g.replace(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         fault::maybe_panic(kind);
@@ -114,6 +122,7 @@ pub fn guard<M, R>(kind: ActorKind, id: &dyn fmt::Display, f: impl FnOnce() -> R
             std::any::type_name::<M>(),
             panic_message(payload.as_ref())
         );
+        Panicked
     })
 }
 

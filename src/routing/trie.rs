@@ -68,9 +68,8 @@ impl<K: Copy + Eq> SubscriptionTrie<K> {
     /// Adds or replaces `key`'s subscription to `filter`; true when it is new.
     pub fn insert(&mut self, filter: &TopicFilter, key: K, qos: QoS) -> bool {
         let mut node = &mut self.root;
-        let mut levels = filter.levels().peekable();
         let mut slot = None;
-        while let Some(level) = levels.next() {
+        for level in filter.levels() {
             match level {
                 "#" => {
                     slot = Some(&mut node.multi);

@@ -209,7 +209,7 @@ impl Batch {
     fn purge(&mut self, client_id: &ByteString) {
         self.subscriptions.retain(|(c, _), _| c != client_id);
         if self.messages_per_client.remove(client_id).is_some() {
-            self.messages.retain(|_, m| &m.client_id != client_id);
+            self.messages.retain(|_, m| m.client_id != *client_id);
         }
     }
 
