@@ -60,6 +60,20 @@ pub struct LimitsConfig {
     pub connect_timeout_secs: u64,
     pub max_outbound_bytes: usize,
     pub max_routing_backlog: usize,
+    pub max_connections: usize,
+    pub max_keepalive: u16,
+    pub max_client_id_length: usize,
+    pub max_topic_length: usize,
+    pub max_topic_levels: usize,
+    pub max_subscriptions_per_client: usize,
+}
+
+impl LimitsConfig {
+    /// Whether a topic name or filter is within `max_topic_length` and
+    /// `max_topic_levels`.
+    pub fn topic_allowed(&self, topic: &str) -> bool {
+        topic.len() <= self.max_topic_length && topic.split('/').count() <= self.max_topic_levels
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +152,12 @@ impl Config {
                 "limits.max_outbound_bytes",
                 "must be at least 65536 (or max_packet_size if smaller)",
             );
+        }
+        if self.limits.max_topic_levels == 0 {
+            return invalid("limits.max_topic_levels", "must be at least 1");
+        }
+        if self.limits.max_topic_length == 0 {
+            return invalid("limits.max_topic_length", "must be at least 1");
         }
         if self.limits.max_routing_backlog == 0 {
             return invalid("limits.max_routing_backlog", "must be at least 1");

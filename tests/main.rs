@@ -10,6 +10,7 @@ mod connect;
 mod crash;
 mod flows;
 mod keepalive;
+mod limits;
 mod malformed;
 mod persistence;
 mod publish;

@@ -153,6 +153,26 @@ impl Connection {
         } else if connect.version == ProtocolVersion::V31 && client_id.chars().count() > 23 {
             return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
         }
+        let limits = &self.shared.config.limits;
+        let refusal = if client_id.len() > limits.max_client_id_length {
+            Some("client id longer than limits.max_client_id_length")
+        } else if connect.keep_alive > limits.max_keepalive {
+            Some("keep-alive above limits.max_keepalive")
+        } else if connect
+            .will
+            .as_ref()
+            .is_some_and(|w| !limits.topic_allowed(w.topic.as_str()))
+        {
+            Some("will topic beyond limits.max_topic_length or max_topic_levels")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            // MQTT 3.1.1 has no better code; Mosquitto 2 answers 0x02 too.
+            log::warn!("{}: CONNECT refused: {why}", self.name());
+            Metrics::inc(&self.shared.metrics.limits_refused);
+            return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
+        }
         self.client_id = Some(client_id.clone());
         self.will = connect.will;
         let (keep_alive, will) = (connect.keep_alive, self.will.clone());
@@ -250,6 +270,14 @@ impl Connection {
         match packet {
             Packet::Publish(p) => {
                 Metrics::inc(&self.shared.metrics.publishes_received);
+                if !self.shared.config.limits.topic_allowed(p.topic.as_str()) {
+                    log::warn!(
+                        "{}: PUBLISH topic beyond limits.max_topic_length or max_topic_levels, closing",
+                        self.name()
+                    );
+                    Metrics::inc(&self.shared.metrics.limits_refused);
+                    return self.close(ctx);
+                }
                 let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
                     (QoS::AtMostOnce, _) => {
@@ -358,6 +386,7 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         Metrics::inc(&self.shared.metrics.connections_closed);
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let phase = std::mem::replace(&mut self.phase, Phase::Closed);
         if let Phase::Connected { session } = phase {
             self.shared

@@ -43,12 +43,36 @@ impl Actor for Listener {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        let limit = shared.config.limits.max_connections;
+                        if limit > 0
+                            && shared
+                                .open_connections
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                                >= limit
+                        {
+                            // Over the limit: close at once, before any work.
+                            let refused = shared
+                                .metrics
+                                .connections_refused
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if refused % 1000 == 0 {
+                                log::warn!("limits.max_connections ({limit}) reached: closing new connection from {peer} ({} refused so far)", refused + 1);
+                            }
+                            drop(stream);
+                            continue;
+                        }
+                        shared
+                            .open_connections
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // Move the socket to a worker's runtime: deregister
                         // here, register there.
                         let std_stream = match stream.into_std() {
                             Ok(s) => s,
                             Err(e) => {
                                 log::warn!("accept from {peer}: {e}");
+                                shared
+                                    .open_connections
+                                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                                 continue;
                             }
                         };
@@ -58,7 +82,12 @@ impl Actor for Listener {
                         worker.spawn(async move {
                             match tokio::net::TcpStream::from_std(std_stream) {
                                 Ok(stream) => connection::spawn(stream, peer, shared),
-                                Err(e) => log::warn!("accept from {peer}: {e}"),
+                                Err(e) => {
+                                    log::warn!("accept from {peer}: {e}");
+                                    shared
+                                        .open_connections
+                                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                                }
                             }
                         });
                     }

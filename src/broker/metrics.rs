@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_accepted: AtomicU64,
+    /// Sockets closed at once because `limits.max_connections` was reached.
+    pub connections_refused: AtomicU64,
+    /// Requests refused by a limit of `[limits]` (CONNACK, SUBACK 0x80 or close).
+    pub limits_refused: AtomicU64,
     pub connections_closed: AtomicU64,
     pub clients_connected: AtomicU64,
     pub protocol_errors: AtomicU64,

@@ -39,6 +39,8 @@ pub struct Shared {
     pub registry: Addr<SessionRegistry>,
     pub metrics: Arc<Metrics>,
     pub next_connection_id: AtomicU64,
+    /// Connections open now, for `limits.max_connections`.
+    pub open_connections: std::sync::atomic::AtomicUsize,
 }
 
 /// A running broker. Dropping the handle stops it.

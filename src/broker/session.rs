@@ -38,6 +38,8 @@ pub struct SessionDeps {
     /// Next message row id, shared by all sessions (rows are ordered by it).
     pub message_ids: Arc<AtomicU64>,
     pub restarts: Arc<RestartTracker>,
+    /// Topic length/level and subscription-count limits.
+    pub topic_limits: crate::config::LimitsConfig,
 }
 
 struct Attached {
@@ -294,9 +296,23 @@ impl Session {
         let me = ctx.address();
         let mut codes = Vec::with_capacity(s.topics.len());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let filters: Vec<(TopicFilter, QoS)> =
-            s.topics.iter().map(|t| (t.filter.clone(), t.qos)).collect();
+        let mut filters: Vec<(TopicFilter, QoS)> = Vec::with_capacity(s.topics.len());
+        let limits = &self.deps.topic_limits;
         for t in &s.topics {
+            let new = !self.state.is_subscribed(&t.filter);
+            let at_max = limits.max_subscriptions_per_client > 0
+                && self.state.subscription_count() >= limits.max_subscriptions_per_client;
+            if !limits.topic_allowed(t.filter.as_str()) || (new && at_max) {
+                // A limit of [limits]: this filter is refused [MQTT-3.9.3-2].
+                log::warn!(
+                    "client {}: subscription to {:?} refused by a limit (topic length/levels or subscriptions per client)",
+                    self.client_id,
+                    t.filter.as_str()
+                );
+                Metrics::inc(&self.deps.metrics.limits_refused);
+                codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
             // roost supports every QoS, so the granted QoS is the requested
             // one [MQTT-3.9.3-1].
             self.state.subscribe(t.filter.clone(), t.qos);
@@ -304,7 +320,9 @@ impl Session {
                 .router
                 .subscribe(self.id, &me, &t.filter, t.qos, self.durable);
             codes.push(SubscribeReturnCode::Granted(t.qos));
+            filters.push((t.filter.clone(), t.qos));
         }
+        let accepted = filters.clone();
         let suback = Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             codes,
@@ -328,11 +346,11 @@ impl Session {
             let _ = tx.send(());
         });
         if self.durable {
-            for t in s.topics {
+            for (filter, qos) in accepted {
                 let op = Op::Subscribe {
                     client_id: self.client_id.clone(),
-                    filter: t.filter,
-                    qos: t.qos,
+                    filter,
+                    qos,
                 };
                 self.write(op, Some(done.clone()));
             }

@@ -93,6 +93,7 @@ pub fn start(
         expiry: config.session_expiry(),
         message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
         restarts: restarts.clone(),
+        topic_limits: config.limits.clone(),
     });
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
@@ -105,6 +106,7 @@ pub fn start(
         registry,
         metrics,
         next_connection_id: AtomicU64::new(1),
+        open_connections: std::sync::atomic::AtomicUsize::new(0),
     });
     // 4. Listener, last.
     let listener = Listener::new(listener, handles, shared.clone()).start();

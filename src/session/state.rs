@@ -204,6 +204,14 @@ impl SessionState {
         self.queue.iter()
     }
 
+    pub fn is_subscribed(&self, filter: &TopicFilter) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
     pub fn queued_len(&self) -> usize {
         self.queue.len()
     }
