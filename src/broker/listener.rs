@@ -55,7 +55,7 @@ impl Actor for Listener {
                                 .metrics
                                 .connections_refused
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if refused % 1000 == 0 {
+                            if refused.is_multiple_of(1000) {
                                 log::warn!("limits.max_connections ({limit}) reached: closing new connection from {peer} ({} refused so far)", refused + 1);
                             }
                             drop(stream);
