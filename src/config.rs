@@ -30,6 +30,21 @@ pub struct Config {
     pub session: SessionConfig,
     pub store: StoreConfig,
     pub supervision: SupervisionConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub allow_anonymous: bool,
+    /// Empty: no password file.
+    pub password_file: PathBuf,
+}
+
+impl AuthConfig {
+    pub fn password_file(&self) -> Option<&Path> {
+        (!self.password_file.as_os_str().is_empty()).then_some(self.password_file.as_path())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

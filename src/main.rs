@@ -1,6 +1,6 @@
 //! `roost`: command line, configuration, logging; then `roost::start`.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,10 +21,54 @@ struct Cli {
     /// If the database is damaged, rename it to PATH.damaged-<unix time> and start with an empty one.
     #[arg(long)]
     reset_damaged_db: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add or change a user in a password file (argon2id; the file keeps
+    /// its other users, mosquitto_passwd ones included). The password is
+    /// asked on the terminal, or read as one line from standard input.
+    Passwd { file: PathBuf, user: String },
+}
+
+fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        match rpassword::prompt_password(format!("password for {user}: ")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("roost passwd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("roost passwd: {e}");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.is_empty() {
+        eprintln!("roost passwd: empty password");
+        return ExitCode::from(2);
+    }
+    match roost::auth::set_password(file, user, password.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roost passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Passwd { file, user }) = &cli.command {
+        return passwd(file, user);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut config = match roost::Config::load(cli.config.as_deref()) {
         Ok(c) => c,

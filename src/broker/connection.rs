@@ -142,7 +142,7 @@ impl Connection {
     }
 
     fn on_connect(&mut self, connect: Connect, ctx: &mut Context<Self>) {
-        let mut client_id = connect.client_id;
+        let mut client_id = connect.client_id.clone();
         if client_id.is_empty() {
             if !connect.clean_session || connect.version == ProtocolVersion::V31 {
                 // An empty id needs clean session 1 [MQTT-3.1.3-8]; MQTT 3.1 needs 1-23 characters.
@@ -174,13 +174,56 @@ impl Connection {
             return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
         }
         self.client_id = Some(client_id.clone());
+        self.phase = Phase::Connecting;
+        let auth = &self.shared.config.auth;
+        match (&connect.username, &self.shared.passwords) {
+            (None, _) if !auth.allow_anonymous => {
+                Metrics::inc(&self.shared.metrics.auth_failures);
+                log::warn!(
+                    "{}: CONNECT without user name refused (auth.allow_anonymous is false)",
+                    self.name()
+                );
+                self.refuse(ConnectReturnCode::NotAuthorized, ctx)
+            }
+            (Some(_), None) if !auth.allow_anonymous => {
+                Metrics::inc(&self.shared.metrics.auth_failures);
+                log::warn!(
+                    "{}: CONNECT refused: no password file and auth.allow_anonymous is false",
+                    self.name()
+                );
+                self.refuse(ConnectReturnCode::NotAuthorized, ctx)
+            }
+            (Some(user), Some(passwords)) => {
+                // PBKDF2 and argon2 are slow on purpose: check off the actor thread.
+                let (user, password, passwords) = (
+                    user.to_string(),
+                    connect.password.clone().unwrap_or_default(),
+                    passwords.clone(),
+                );
+                let check = tokio::task::spawn_blocking(move || passwords.verify(&user, &password));
+                ctx.wait(check.into_actor(self).map(move |ok, act, ctx| {
+                    if ok.unwrap_or(false) {
+                        act.register(client_id, connect, ctx);
+                    } else {
+                        Metrics::inc(&act.shared.metrics.auth_failures);
+                        log::warn!("{}: CONNECT refused: bad user name or password", act.name());
+                        act.refuse(ConnectReturnCode::BadUsernameOrPassword, ctx);
+                    }
+                }));
+            }
+            _ => self.register(client_id, connect, ctx),
+        }
+    }
+
+    /// After a valid and authenticated CONNECT: find or create the session
+    /// and attach to it (it writes CONNACK).
+    fn register(&mut self, client_id: ByteString, connect: Connect, ctx: &mut Context<Self>) {
         self.will = connect.will;
         let (keep_alive, will) = (connect.keep_alive, self.will.clone());
         if connect.keep_alive > 0 {
             self.keep_alive_limit =
                 Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         }
-        self.phase = Phase::Connecting;
         let register = Register {
             client_id,
             clean_session: connect.clean_session,

@@ -10,6 +10,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Requests refused by a limit of `[limits]` (CONNACK, SUBACK 0x80 or close).
     pub limits_refused: AtomicU64,
+    /// CONNECTs refused by authentication (CONNACK 0x04 or 0x05).
+    pub auth_failures: AtomicU64,
     pub connections_closed: AtomicU64,
     pub clients_connected: AtomicU64,
     pub protocol_errors: AtomicU64,

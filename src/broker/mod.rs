@@ -39,6 +39,8 @@ pub struct Shared {
     pub registry: Addr<SessionRegistry>,
     pub metrics: Arc<Metrics>,
     pub next_connection_id: AtomicU64,
+    /// The password file of `auth.password_file`, if one is set.
+    pub passwords: Option<Arc<crate::auth::PasswordFile>>,
     /// Connections open now, for `limits.max_connections`.
     pub open_connections: std::sync::atomic::AtomicUsize,
 }
@@ -102,6 +104,14 @@ impl Drop for BrokerHandle {
 /// Binds the listener, starts the actor system on a new thread and returns
 /// once the broker accepts connections.
 pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
+    let passwords = match config.auth.password_file() {
+        Some(path) => {
+            let file = crate::auth::PasswordFile::load(path).map_err(std::io::Error::other)?;
+            log::info!("{} users in password file {}", file.len(), path.display());
+            Some(Arc::new(file))
+        }
+        None => None,
+    };
     let listener = std::net::TcpListener::bind(config.listener.bind)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
@@ -126,7 +136,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                         .await
                         .map_err(std::io::Error::other)?;
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let tree = supervisor::start(config, listener, m, conn, snapshot, id);
+                let tree = supervisor::start(config, listener, m, conn, snapshot, id, passwords);
                 let store = tree.store.clone();
                 actix_rt::spawn(async move {
                     let _ = stop_rx.await;

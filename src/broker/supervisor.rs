@@ -48,6 +48,7 @@ pub fn start(
     conn: SqliteConnection,
     snapshot: Snapshot,
     broker_id: u64,
+    passwords: Option<Arc<crate::auth::PasswordFile>>,
 ) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
@@ -107,6 +108,7 @@ pub fn start(
         metrics,
         next_connection_id: AtomicU64::new(1),
         open_connections: std::sync::atomic::AtomicUsize::new(0),
+        passwords,
     });
     // 4. Listener, last.
     let listener = Listener::new(listener, handles, shared.clone()).start();
