@@ -34,12 +34,14 @@ if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 # ---------------------------------------------------------------- install
 log "installing clients"
 export DEBIAN_FRONTEND=noninteractive
-apt_pkgs=(mosquitto-clients)
+# mosquitto brings mosquitto_passwd; its service is stopped right after.
+apt_pkgs=(mosquitto-clients mosquitto)
 command -v python3 >/dev/null || apt_pkgs+=(python3 python3-venv)
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+$SUDO systemctl stop mosquitto >/dev/null 2>&1 || $SUDO service mosquitto stop >/dev/null 2>&1 || true
 
 # paho-mqtt in a private venv (Debian's system Python refuses global pip
 # installs, PEP 668); python3-venv is only needed if ensurepip is missing.
@@ -244,6 +246,29 @@ for qos in 0 1 2; do
     check "MQTT.js publish -> subscribe (wildcard +), QoS $qos" mqttjs_round_trip "$qos"
 done
 check "retained message (mosquitto clients): delivered later, cleared by empty payload" retained_round_trip
+
+# A second roost that requires a password: a user added by `roost passwd`
+# and one added by mosquitto_passwd both work from mosquitto_pub -u/-P; a
+# wrong password is refused with CONNACK 0x04 (mosquitto_pub exits 4).
+password_checks() {
+    local port=$((PORT + 1)) pw="$WORK/passwd"
+    while port_in_use "$port"; do port=$((port + 1)); done
+    echo "roost-secret" | "$ROOST" passwd "$pw" roost-user || return 1
+    mosquitto_passwd -b "$pw" mosq-user mosq-secret || return 1
+    ROOST__AUTH__PASSWORD_FILE="$pw" ROOST__AUTH__ALLOW_ANONYMOUS=false \
+        "$ROOST" --listen "$HOST:$port" --db "$WORK/auth.db" >"$WORK/auth.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do port_in_use "$port" && break; sleep 0.1; done
+    local status=0
+    mosquitto_pub -h "$HOST" -p "$port" -u roost-user -P roost-secret -t auth/t -m ok -q 1 || status=1
+    mosquitto_pub -h "$HOST" -p "$port" -u mosq-user -P mosq-secret -t auth/t -m ok -q 1 || status=1
+    local wrong=0
+    mosquitto_pub -h "$HOST" -p "$port" -u roost-user -P wrong -t auth/t -m no -q 1 || wrong=$?
+    [[ $wrong -eq 4 ]] || { echo "wrong password: mosquitto_pub exited $wrong, expected 4"; status=1; }
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    return $status
+}
+check "password file: roost passwd and mosquitto_passwd users, wrong password refused (0x04)" password_checks
 
 if ! kill -0 "$ROOST_PID" 2>/dev/null; then
     echo "FAIL  roost still running after the checks"
