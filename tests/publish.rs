@@ -304,7 +304,8 @@ async fn qos1_order_preserved_mqtt_4_6_0_5() {
 }
 
 /// [MQTT-4.6.0-5] Ordering at QoS 2 too: 30 pipelined QoS 2 messages arrive in
-/// order while their handshakes interleave.
+/// order while their handshakes interleave; PUBRECs are sent in the order of
+/// the PUBLISHes [MQTT-4.6.0-3], PUBCOMPs in the order of the PUBRELs.
 #[tokio::test]
 async fn qos2_order_preserved_mqtt_4_6_0_5() {
     let broker = TestBroker::start();
@@ -321,12 +322,23 @@ async fn qos2_order_preserved_mqtt_4_6_0_5() {
             ))
             .await;
     }
-    for i in 0..30u16 {
-        assert_eq!(publisher.recv().await.bytes(), raw::pubrec(i + 1));
-        publisher.send(&raw::pubrel(i + 1)).await;
-    }
-    for i in 0..30u16 {
-        assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(i + 1));
+    // PUBRECs come in order, and so do PUBCOMPs; the two kinds may
+    // interleave (a PUBCOMP may overtake a later PUBREC).
+    let (mut next_rec, mut next_comp) = (1u16, 1u16);
+    while next_rec <= 30 || next_comp <= 30 {
+        let p = publisher.recv().await;
+        match p.kind() {
+            5 => {
+                assert_eq!(p.bytes(), raw::pubrec(next_rec), "PUBREC out of order");
+                publisher.send(&raw::pubrel(next_rec)).await;
+                next_rec += 1;
+            }
+            7 => {
+                assert_eq!(p.bytes(), raw::pubcomp(next_comp), "PUBCOMP out of order");
+                next_comp += 1;
+            }
+            _ => panic!("expected PUBREC or PUBCOMP, got {p:?}"),
+        }
     }
     let got = sub.recv_publishes(30).await;
     for (i, p) in got.iter().enumerate() {
