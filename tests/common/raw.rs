@@ -222,6 +222,10 @@ pub struct ReceivedPublish {
 pub struct RawClient {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// Packets read while waiting for a specific acknowledgement (a client
+    /// subscribed to its own topic may get the message before the PUBACK);
+    /// `recv` returns them first.
+    stash: std::collections::VecDeque<RawPacket>,
 }
 
 impl RawClient {
@@ -229,6 +233,7 @@ impl RawClient {
         RawClient {
             stream: TcpStream::connect(addr).await.expect("tcp connect"),
             buf: Vec::new(),
+            stash: Default::default(),
         }
     }
 
@@ -261,6 +266,9 @@ impl RawClient {
 
     /// The next packet, or `None` if nothing arrives within `d`.
     pub async fn recv_within(&mut self, d: Duration) -> Option<RawPacket> {
+        if let Some(p) = self.stash.pop_front() {
+            return Some(p);
+        }
         let deadline = tokio::time::Instant::now() + d;
         loop {
             if let Some(p) = self.parse() {
@@ -377,6 +385,7 @@ impl RawClient {
         RawClient {
             stream,
             buf: Vec::new(),
+            stash: Default::default(),
         }
     }
 
@@ -446,7 +455,7 @@ impl RawClient {
         match qos {
             0 => self.ping().await,
             1 => {
-                let ack = self.recv().await;
+                let ack = self.recv_ack(4).await;
                 assert_eq!(
                     ack.bytes(),
                     puback(packet_id),
@@ -454,14 +463,14 @@ impl RawClient {
                 );
             }
             _ => {
-                let rec = self.recv().await;
+                let rec = self.recv_ack(5).await;
                 assert_eq!(
                     rec.bytes(),
                     pubrec(packet_id),
                     "expected PUBREC for {topic:?}"
                 );
                 self.send(&pubrel(packet_id)).await;
-                let comp = self.recv().await;
+                let comp = self.recv_ack(7).await;
                 assert_eq!(
                     comp.bytes(),
                     pubcomp(packet_id),
@@ -469,6 +478,23 @@ impl RawClient {
                 );
             }
         }
+    }
+
+    /// The next packet of type `kind`; other packets that arrive first are
+    /// kept for later `recv` calls.
+    async fn recv_ack(&mut self, kind: u8) -> RawPacket {
+        let mut others = Vec::new();
+        let found = loop {
+            let p = self.recv().await;
+            if p.kind() == kind {
+                break p;
+            }
+            others.push(p);
+        };
+        for p in others.into_iter().rev() {
+            self.stash.push_front(p);
+        }
+        found
     }
 
     /// The next PUBLISH (acknowledged as its QoS requires), asserting its
