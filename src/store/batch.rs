@@ -11,7 +11,7 @@
 use super::completion::Completion;
 use super::Op;
 use crate::protocol::{LastWill, QoS, TopicFilter, TopicName};
-use crate::session::{MessageId, Record};
+use crate::session::{MessageId, OutboundState, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -124,9 +124,19 @@ impl Batch {
                 let id = record_id(&record);
                 match self.messages.get_mut(&id) {
                     Some(entry) => {
-                        // A row first written in this batch is still new when updated.
-                        let new = matches!(entry.write, MessageWrite::Upsert { new: true, .. });
-                        entry.write = MessageWrite::Upsert { record, new };
+                        // A row first written in this batch is still new when
+                        // updated; a state never moves back (a late first
+                        // write from a `WriteGroup` keeps the newer state).
+                        let (new, keep) = match &entry.write {
+                            MessageWrite::Upsert { new, record: old } => {
+                                (*new, rank(old) > rank(&record))
+                            }
+                            // Ids are never reused: a write after a delete is stale.
+                            MessageWrite::Delete => (false, true),
+                        };
+                        if !keep {
+                            entry.write = MessageWrite::Upsert { record, new };
+                        }
                         entry.completions.extend(completion);
                     }
                     None => self.insert_pending(
@@ -243,6 +253,21 @@ impl Drop for Batch {
                 c.abandon();
             }
         }
+    }
+}
+
+/// How far a row's handshake has come; it never goes back.
+fn rank(record: &Record) -> u8 {
+    match record {
+        Record::Outbound {
+            state: OutboundState::Queued,
+            ..
+        } => 0,
+        Record::Outbound {
+            state: OutboundState::AwaitingPubComp,
+            ..
+        } => 2,
+        _ => 1,
     }
 }
 

@@ -92,7 +92,14 @@ pub(super) async fn write(
                     .push(super::NOW);
             }
         });
-        qb.push(" ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id");
+        // A row's state only moves forward (queued → sent → PUBREC seen). A
+        // write that arrives late (the first write of a copy travels in a
+        // `WriteGroup`) must not move it back.
+        qb.push(
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
+             WHERE (CASE excluded.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END) \
+                >= (CASE messages.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END)",
+        );
         qb.build().execute(&mut *conn).await?;
     }
     Ok(())
