@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 use futures::StreamExt;
 use roost::protocol::codec::MqttCodec;
-use roost::protocol::{Connect, Packet, ProtocolVersion};
+use roost::protocol::Packet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
@@ -43,16 +43,7 @@ async fn open(
     socket.bind(SocketAddr::new(source.into(), 0))?;
     let mut stream = socket.connect(host).await?;
     let mut buf = BytesMut::new();
-    Packet::Connect(Box::new(Connect {
-        version: ProtocolVersion::V311,
-        clean_session: true,
-        keep_alive: 0,
-        client_id: client_id.into(),
-        will: None,
-        username: None,
-        password: None,
-    }))
-    .encode(&mut buf);
+    crate::connect_packet(&client_id, true, 0).encode(&mut buf);
     stream.write_all(&buf).await?;
     let mut framed = FramedRead::new(stream, MqttCodec::default());
     match framed.next().await {

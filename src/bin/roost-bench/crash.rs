@@ -48,8 +48,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use roost::protocol::codec::MqttCodec;
 use roost::protocol::{
-    Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe, SubscribeReturnCode,
-    SubscribeTopic, TopicFilter, TopicName,
+    Packet, PacketId, Publish, QoS, Subscribe, SubscribeReturnCode, SubscribeTopic, TopicFilter,
+    TopicName,
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -166,17 +166,9 @@ impl Conn {
                 buf: BytesMut::new(),
                 client_id: client_id.to_string(),
             };
-            conn.send(Packet::Connect(Box::new(Connect {
-                version: ProtocolVersion::V311,
-                clean_session: false,
-                keep_alive: 60,
-                client_id: client_id.into(),
-                will: None,
-                username: None,
-                password: None,
-            })))
-            .await
-            .map_err(|e| format!("send CONNECT: {e}"))?;
+            conn.send(crate::connect_packet(client_id, false, 60))
+                .await
+                .map_err(|e| format!("send CONNECT: {e}"))?;
             let ack = conn.read.next().await;
             trace(client_id, || format!("<- {ack:?}"));
             match ack {

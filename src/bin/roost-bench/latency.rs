@@ -6,8 +6,7 @@
 use bytes::BytesMut;
 use roost::protocol::codec::MqttCodec;
 use roost::protocol::{
-    Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe, SubscribeTopic,
-    TopicFilter, TopicName,
+    Packet, PacketId, Publish, QoS, Subscribe, SubscribeTopic, TopicFilter, TopicName,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -41,15 +40,7 @@ impl Conn {
             buf: BytesMut::with_capacity(64 * 1024),
             codec: MqttCodec::default(),
         };
-        c.send(&Packet::Connect(Box::new(Connect {
-            version: ProtocolVersion::V311,
-            clean_session: true,
-            keep_alive: 0,
-            client_id: client_id.into(),
-            will: None,
-            username: None,
-            password: None,
-        })))?;
+        c.send(&crate::connect_packet(client_id, true, 0))?;
         match c.recv()? {
             Packet::ConnAck(a) if a.code as u8 == 0 => Ok(c),
             other => Err(std::io::Error::other(format!("no CONNACK: {other:?}"))),

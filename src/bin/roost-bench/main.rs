@@ -372,6 +372,19 @@ struct Conn {
     write: OwnedWriteHalf,
 }
 
+/// The CONNECT every benchmark client sends (MQTT 3.1.1, no will, no credentials).
+fn connect_packet(client_id: &str, clean_session: bool, keep_alive: u16) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        version: ProtocolVersion::V311,
+        clean_session,
+        keep_alive,
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+    }))
+}
+
 async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Conn> {
     connect_with(addr, client_id, true).await
 }
@@ -384,15 +397,7 @@ async fn connect_with(
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
-    let connect = Packet::Connect(Box::new(Connect {
-        version: ProtocolVersion::V311,
-        clean_session,
-        keep_alive: 0,
-        client_id: client_id.into(),
-        will: None,
-        username: None,
-        password: None,
-    }));
+    let connect = connect_packet(client_id, clean_session, 0);
     let mut buf = BytesMut::new();
     connect.encode(&mut buf);
     write.write_all(&buf).await?;
