@@ -467,10 +467,13 @@ impl StreamHandler<Result<Packet, CodecError>> for Connection {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
-        let name = self.name();
-        if guard::<Packet, _>(ActorKind::Connection, &name, || self.on_item(item, ctx)).is_err() {
+        // The connection id, not `name()`: formatting a name for every
+        // packet would cost an allocation on the hot path.
+        let id = self.id;
+        if guard::<Packet, _>(ActorKind::Connection, &id, || self.on_item(item, ctx)).is_err() {
             // Never restarted: this connection closes (publishing its will),
             // every other client is untouched.
+            log::info!("connection {id} was {}", self.name());
             Metrics::inc(&self.shared.metrics.connection_panics);
             self.close(ctx);
         }
