@@ -371,17 +371,12 @@ async fn after_kill_9_no_client_listed_as_connected_and_persistent_session_kept(
 /// the state directory (database, broker.log, trace.log of every client
 /// packet) is kept and named.
 ///
-/// Ignored in CI for now. It found, in roughly one run in fifteen, a QoS 2
-/// message delivered twice to a persistent subscriber: a copy row first
-/// written through a `WriteGroup` (queued, window full) reached the store
-/// after a later direct update of the same row (sent, awaiting PUBREC), and
-/// the stale `queued` state overwrote it. States now never move back (in
-/// the batch and in SQL), and 6 runs of 20 rounds at 2000 msg/s were clean;
-/// one variant remains open (the row completed and deleted before the late
-/// first write commits, which re-creates it). Run it with
-/// `cargo test -- --ignored`.
+/// It once found a QoS 2 message delivered twice: a copy row first written
+/// through a publisher's `WriteGroup` was updated (and even deleted) by its
+/// session before the group reached the store, and the late first write
+/// re-created it. Later writes of such a row now follow the group
+/// (`GroupLinks`).
 #[tokio::test]
-#[ignore = "known defect: a stale queued state can overwrite a sent QoS 2 row (see doc comment)"]
 async fn crash_harness_20_kill_9_rounds_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let broker_cmd = format!(

@@ -4,7 +4,7 @@
 //! acknowledged once it is committed. Loaded from the store at start.
 
 use super::messages::{DeliverRetained, LookupRetained, Retain, RetainedCount};
-use super::store::{LoadRetained, Store, Write};
+use super::store::{GroupLinks, LoadRetained, Store};
 use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::routing::TopicTree;
 use crate::session::Message;
@@ -16,6 +16,9 @@ pub struct RetainedStore {
     tree: TopicTree<Message>,
     store: Addr<Store>,
     restarts: Arc<RestartTracker>,
+    /// Topics whose last change is in a QoS 2 publisher's `WriteGroup`
+    /// still gathering: a later change of the topic follows it.
+    links: GroupLinks<crate::protocol::TopicName>,
 }
 
 fn tree_of(retained: Vec<Message>) -> TopicTree<Message> {
@@ -35,12 +38,14 @@ impl RetainedStore {
     ) -> RetainedStore {
         RetainedStore {
             tree: tree_of(retained),
+            links: GroupLinks::new(store.clone()),
             store,
             restarts,
         }
     }
 
     fn retain(&mut self, Retain { message, ack }: Retain) {
+        let topic = message.topic.clone();
         let op = if message.payload.is_empty() {
             self.tree.remove(&message.topic);
             Op::ClearRetained {
@@ -52,16 +57,20 @@ impl RetainedStore {
                 payload: message.payload.clone(),
                 qos: message.qos,
             };
-            let topic = message.topic.clone();
             self.tree.insert(&topic, message);
             op
         };
         match ack {
-            Some(ack) => ack.write(&self.store, op, None),
-            None => self.store.do_send(Write {
-                op,
-                completion: None,
-            }),
+            Some(ack) if ack.group.is_some() => {
+                if let Some(link) = ack.write(&self.store, op, None) {
+                    self.links.remember(topic, link);
+                }
+            }
+            // Behind an earlier change of the topic still in a group.
+            ack => {
+                let completion = ack.map(|a| a.completion);
+                self.links.write(&topic, op, completion);
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use super::metrics::Metrics;
 use super::outbound::Outbound;
 use super::registry::SessionRegistry;
 use super::router::Router;
-use super::store::{Acknowledgement, Store, Write, WriteGroup};
+use super::store::{Acknowledgement, GroupLinks, Store, Write, WriteGroup};
 use super::supervision::{guard, ActorKind, RestartTracker};
 use crate::protocol::{
     ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter,
@@ -74,6 +74,9 @@ pub struct Session {
     /// store, which runs completions in order), so the client sees them in
     /// the order they were produced.
     held_back: Arc<AtomicUsize>,
+    /// Rows whose first write is in a publisher's `WriteGroup` still
+    /// gathering: their later writes follow it.
+    links: GroupLinks<MessageId>,
 }
 
 impl Session {
@@ -96,6 +99,7 @@ impl Session {
             detach_epoch: 0,
             restored_idle,
             registry,
+            links: GroupLinks::new(deps.store.clone()),
             deps,
             unlogged_drops: 0,
             last_drop_log: None,
@@ -130,6 +134,7 @@ impl Session {
             .is_some_and(|a| a.connection_id == connection_id)
     }
 
+    /// A write that no pending group holds rows for (session-level rows).
     fn write(&self, op: Op, completion: Option<Completion>) {
         self.deps.store.do_send(Write { op, completion });
     }
@@ -163,7 +168,7 @@ impl Session {
                 {
                     Metrics::inc(&self.deps.metrics.publishes_sent);
                     let later = self.send_later(packet);
-                    self.write(Op::Barrier, later);
+                    self.links.barrier(later);
                 }
                 Action::Send(packet) => {
                     if let Some(a) = &self.attached {
@@ -175,25 +180,28 @@ impl Session {
                 }
                 Action::Persist { record, new, then } => {
                     let then = then.and_then(|p| self.send_later(p));
+                    let id = record.id();
                     let op = Op::PutMessage {
                         client_id: self.client_id.clone(),
                         record,
                         new,
                     };
                     match waiting.filter(|_| new) {
-                        Some(ack) => ack.write(&self.deps.store, op, then),
-                        None => self.write(op, then),
+                        Some(ack) => {
+                            if let Some(link) = ack.write(&self.deps.store, op, then) {
+                                self.links.remember(id, link);
+                            }
+                        }
+                        None => self.links.write(&id, op, then),
                     }
                 }
                 Action::Forget { id, then } => {
                     let then = then.and_then(|p| self.send_later(p));
-                    self.write(
-                        Op::DeleteMessage {
-                            client_id: self.client_id.clone(),
-                            id,
-                        },
-                        then,
-                    );
+                    let op = Op::DeleteMessage {
+                        client_id: self.client_id.clone(),
+                        id,
+                    };
+                    self.links.write(&id, op, then);
                 }
             }
         }
@@ -259,6 +267,9 @@ impl Session {
     /// rows leave the store.
     fn end(&mut self, ctx: &mut Context<Self>) {
         self.remove_all_subscriptions();
+        // Rows still gathering in publishers' groups would otherwise be
+        // written after the delete and outlive the session.
+        self.links.withdraw(&self.client_id);
         self.write(
             Op::DeleteSession {
                 client_id: self.client_id.clone(),

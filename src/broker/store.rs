@@ -309,30 +309,50 @@ impl Handler<WriteMany> for Store {
 /// The writes go to the store, as one `WriteMany`, when the last holder
 /// drops the group; a holder that panicked poisons it (nothing is written,
 /// nothing acknowledged, the client resends).
+///
+/// A row whose first write is in a group may be written again before the
+/// group goes out (a copy delivered, acknowledged and deleted while other
+/// subscribers still hold the group). Such later writes must not reach the
+/// store before the first one, or the late first write would re-create a
+/// finished row: they follow the group through a [`GroupLink`].
 #[derive(Clone)]
-pub struct WriteGroup(Arc<GroupInner>);
+pub struct WriteGroup(Arc<GroupHolder>);
 
-struct GroupInner {
-    ops: std::sync::Mutex<Vec<(Op, Option<Completion>)>>,
+/// Shared by every clone of one `WriteGroup`; its drop sends the group.
+struct GroupHolder {
+    shared: Arc<GroupShared>,
     poisoned: std::sync::atomic::AtomicBool,
+}
+
+/// A write waiting in a group: the op and what runs after it commits.
+type GroupedWrite = (Op, Option<Completion>);
+
+struct GroupShared {
+    /// `None` once the group has gone to the store.
+    ops: std::sync::Mutex<Option<Vec<GroupedWrite>>>,
     store: Addr<Store>,
 }
 
 impl WriteGroup {
     pub fn new(store: Addr<Store>) -> WriteGroup {
-        WriteGroup(Arc::new(GroupInner {
-            ops: std::sync::Mutex::new(Vec::new()),
+        WriteGroup(Arc::new(GroupHolder {
+            shared: Arc::new(GroupShared {
+                ops: std::sync::Mutex::new(Some(Vec::new())),
+                store,
+            }),
             poisoned: std::sync::atomic::AtomicBool::new(false),
-            store,
         }))
     }
 
-    pub fn add(&self, op: Op, completion: Option<Completion>) {
-        self.0
-            .ops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((op, completion));
+    /// Adds a write and returns the link that later writes of the same row
+    /// go through.
+    pub fn add(&self, op: Op, completion: Option<Completion>) -> GroupLink {
+        let link = GroupLink(self.0.shared.clone());
+        if let Some((op, completion)) = link.try_add(op, completion) {
+            // Unreachable while `self` holds the group open; kept total.
+            self.0.shared.store.do_send(Write { op, completion });
+        }
+        link
     }
 }
 
@@ -344,20 +364,144 @@ impl Drop for WriteGroup {
     }
 }
 
-impl Drop for GroupInner {
+impl Drop for GroupHolder {
     fn drop(&mut self) {
-        let ops = std::mem::take(self.ops.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let mut slot = self.shared.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let ops = slot.take().unwrap_or_default();
         if self.poisoned.load(Ordering::Relaxed) {
-            for (_, c) in &ops {
+            for (_, c) in ops.iter() {
                 if let Some(c) = c {
                     c.abandon();
                 }
             }
             return;
         }
+        // Sent while the lock is held: a link that then finds the group
+        // gone sends its own write after this one, so the store sees them
+        // in that order (one mailbox, first in first out).
         if !ops.is_empty() {
-            self.store.do_send(WriteMany(ops));
+            self.shared.store.do_send(WriteMany(ops));
         }
+    }
+}
+
+/// A handle on a `WriteGroup` that does not keep it open: a write through
+/// it joins the group while the group is gathering, and goes to the store
+/// directly (after the group) once the group has gone.
+#[derive(Clone)]
+pub struct GroupLink(Arc<GroupShared>);
+
+impl GroupLink {
+    /// Joins the group, or hands the write back if the group has gone.
+    fn try_add(&self, op: Op, completion: Option<Completion>) -> Option<GroupedWrite> {
+        let mut slot = self.0.ops.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(ops) => {
+                ops.push((op, completion));
+                None
+            }
+            None => Some((op, completion)),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.0
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Replaces `client_id`'s row writes in the group by barriers that keep
+    /// their completions (the session is being deleted).
+    fn withdraw(&self, client_id: &str) {
+        let mut slot = self.0.ops.lock().unwrap_or_else(|p| p.into_inner());
+        for (op, _) in slot.iter_mut().flatten() {
+            let theirs = match op {
+                Op::PutMessage { client_id: c, .. } | Op::DeleteMessage { client_id: c, .. } => {
+                    &**c == client_id
+                }
+                _ => false,
+            };
+            if theirs {
+                *op = Op::Barrier;
+            }
+        }
+    }
+
+    fn same(&self, other: &GroupLink) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The rows (or retained topics) of one actor whose first write is in a
+/// group that has not gone to the store yet. Every later write of such a
+/// key follows its group; other writes go straight to the store.
+pub struct GroupLinks<K> {
+    store: Addr<Store>,
+    links: ahash::AHashMap<K, GroupLink>,
+    /// Size after the last sweep of gone groups (sweeps are amortised).
+    swept_at: usize,
+}
+
+impl<K: std::hash::Hash + Eq> GroupLinks<K> {
+    pub fn new(store: Addr<Store>) -> GroupLinks<K> {
+        GroupLinks {
+            store,
+            links: ahash::AHashMap::new(),
+            swept_at: 0,
+        }
+    }
+
+    pub fn remember(&mut self, key: K, link: GroupLink) {
+        if self.links.len() >= 2 * self.swept_at.max(32) {
+            self.links.retain(|_, l| l.is_open());
+            self.swept_at = self.links.len();
+        }
+        self.links.insert(key, link);
+    }
+
+    /// Writes `op` for `key`: behind the key's group if it has one.
+    pub fn write(&mut self, key: &K, op: Op, completion: Option<Completion>) {
+        let (op, completion) = match self.links.get(key) {
+            Some(link) => match link.try_add(op, completion) {
+                None => return,
+                Some(back) => {
+                    self.links.remove(key);
+                    back
+                }
+            },
+            None => (op, completion),
+        };
+        self.store.do_send(Write { op, completion });
+    }
+
+    /// The session `client_id` is being deleted: its rows leave the groups.
+    pub fn withdraw(&mut self, client_id: &str) {
+        for link in self.links.values() {
+            link.withdraw(client_id);
+        }
+        self.links.clear();
+    }
+
+    /// A barrier whose completion waits for every open group as well (each
+    /// gets a clone; it runs when the last clone is released).
+    pub fn barrier(&mut self, completion: Option<Completion>) {
+        self.links.retain(|_, l| l.is_open());
+        self.swept_at = self.links.len();
+        if let Some(c) = &completion {
+            let mut seen: Vec<&GroupLink> = Vec::new();
+            for link in self.links.values() {
+                if !seen.iter().any(|s| s.same(link)) {
+                    seen.push(link);
+                    let _ = link.try_add(Op::Barrier, Some(c.clone()));
+                }
+            }
+        }
+        self.store.do_send(Write {
+            op: Op::Barrier,
+            completion,
+        });
     }
 }
 
@@ -371,12 +515,22 @@ pub struct Acknowledgement {
 }
 
 impl Acknowledgement {
-    /// Writes `op` (a durable copy) so that the acknowledgement waits for it.
-    pub fn write(&self, store: &Addr<Store>, op: Op, completion: Option<Completion>) {
+    /// Writes `op` (a durable copy) so that the acknowledgement waits for
+    /// it. Returns the group's link when it joined a group: later writes of
+    /// the same row must follow it (see [`GroupLinks`]).
+    pub fn write(
+        &self,
+        store: &Addr<Store>,
+        op: Op,
+        completion: Option<Completion>,
+    ) -> Option<GroupLink> {
         let completion = Completion::both(completion, Some(self.completion.clone()));
         match &self.group {
-            Some(group) => group.add(op, completion),
-            None => store.do_send(Write { op, completion }),
+            Some(group) => Some(group.add(op, completion)),
+            None => {
+                store.do_send(Write { op, completion });
+                None
+            }
         }
     }
 }

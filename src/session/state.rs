@@ -89,6 +89,15 @@ pub enum Record {
     InboundAwaitingRel { id: MessageId, packet_id: PacketId },
 }
 
+impl Record {
+    /// The row's id.
+    pub fn id(&self) -> MessageId {
+        match self {
+            Record::Outbound { id, .. } | Record::InboundAwaitingRel { id, .. } => *id,
+        }
+    }
+}
+
 /// What the session actor does for an event, in order.
 #[derive(Debug, Clone)]
 pub enum Action {

@@ -121,7 +121,7 @@ impl Batch {
                 record,
                 new,
             } => {
-                let id = record_id(&record);
+                let id = record.id();
                 match self.messages.get_mut(&id) {
                     Some(entry) => {
                         // A row first written in this batch is still new when
@@ -268,12 +268,6 @@ fn rank(record: &Record) -> u8 {
             ..
         } => 2,
         _ => 1,
-    }
-}
-
-pub(super) fn record_id(record: &Record) -> MessageId {
-    match record {
-        Record::Outbound { id, .. } | Record::InboundAwaitingRel { id, .. } => *id,
     }
 }
 
