@@ -1,4 +1,4 @@
-//! Durable state (migrations/0001_initial.sql): persistent sessions, their
+//! Durable state (migrations/): persistent sessions, their
 //! subscriptions and unfinished QoS 1/2 messages in both directions, and
 //! retained messages survive a graceful restart; acks for state that must
 //! survive are sent only after it is committed; the `sessions` table shows
@@ -83,7 +83,7 @@ type MessageRow = (String, Option<i64>, Option<String>, Option<Vec<u8>>, i64);
 
 async fn messages(db: &Path, client_id: &str, direction: &str) -> Vec<MessageRow> {
     let sql = format!(
-        "SELECT state, packet_id, topic, payload, qos FROM messages \
+        "SELECT state, packet_id, topic, payload, qos FROM queued_messages \
          WHERE client_id = '{client_id}' AND direction = '{direction}' ORDER BY id"
     );
     query(db, &sql)
@@ -640,6 +640,7 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
     let connected_sql = find("WHERE connected = 1");
     let sessions_sql = find("s.persistent = 1");
     let subscriptions_sql = find("FROM subscriptions WHERE client_id = 'sensor-7'");
+    let queued_sql = find("FROM queued_messages WHERE client_id = 'sensor-7'");
     let retained_sql = find("FROM retained");
 
     let broker = TestBroker::start();
@@ -745,6 +746,35 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
         [("readme/a".to_string(), 1), ("readme/b".to_string(), 2)]
     );
 
+    let queued: Vec<(String, Option<i64>, String, i64, i64, String)> = query(&db, &queued_sql)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.get("state"),
+                r.get("packet_id"),
+                r.get("topic"),
+                r.get("bytes"),
+                r.get("qos"),
+                r.get("created_at"),
+            )
+        })
+        .collect();
+    let shape: Vec<(&str, Option<i64>, &str, i64, i64)> = queued
+        .iter()
+        .map(|q| (q.0.as_str(), q.1, q.2.as_str(), q.3, q.4))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("queued", None, "readme/a", 1, 1),
+            ("queued", None, "readme/a", 1, 1),
+            ("queued", None, "readme/b", 1, 2)
+        ],
+        "{queued:?}"
+    );
+    assert!(queued.iter().all(|q| is_iso8601_utc(&q.5)), "{queued:?}");
+
     let retained: Vec<(String, i64, i64, String)> = query(&db, &retained_sql)
         .await
         .iter()
@@ -824,4 +854,164 @@ async fn binary_sigterm_keeps_sessions_and_queued_messages_mqtt_3_1_2_4() {
     let mut p = RawClient::connected_expecting(roost.addr, &options, &CONNACK_PRESENT).await;
     p.expect_publish("t", b"kept").await;
     assert_eq!(roost.terminate().await, Some(0));
+}
+
+async fn count(db: &Path, table: &str) -> i64 {
+    query(db, &format!("SELECT COUNT(*) AS n FROM {table}")).await[0].get("n")
+}
+
+/// Receives `n` QoS 1 messages and acknowledges each.
+async fn receive_and_ack(client: &mut RawClient, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut got = Vec::new();
+    for p in client.recv_publishes(n).await {
+        client.send(&raw::puback(p.packet_id.expect("QoS 1"))).await;
+        got.push((p.topic, p.payload));
+    }
+    got
+}
+
+/// A message queued for several persistent sessions is stored once in
+/// `message_bodies`, with one small row per session in `messages`; the body
+/// stays while any row refers to it (also across a restart, where the rows
+/// of one body share it again) and goes with the last one.
+#[tokio::test]
+async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_row() {
+    let broker = TestBroker::start();
+    let db = broker.db_path();
+    for id in ["body-1", "body-2", "body-3"] {
+        let mut s = persistent(&broker, id, &CONNACK_OK).await;
+        s.subscribe_ok(1, &[("bodies/#", 1)]).await;
+        s.disconnect().await;
+    }
+    let mut publisher = RawClient::connected(broker.addr(), "body-pub", true).await;
+    publisher
+        .publish_ok("bodies/a", b"first", 1, 1, false)
+        .await;
+    publisher
+        .publish_ok("bodies/b", b"second!", 1, 2, false)
+        .await;
+    // PUBACK follows the commit of every copy.
+    assert_eq!(count(&db, "messages").await, 6);
+    assert_eq!(count(&db, "message_bodies").await, 2);
+
+    let expected = vec![
+        ("bodies/a".to_string(), b"first".to_vec()),
+        ("bodies/b".to_string(), b"second!".to_vec()),
+    ];
+    let mut first = persistent(&broker, "body-1", &CONNACK_PRESENT).await;
+    assert_eq!(receive_and_ack(&mut first, 2).await, expected);
+    eventually(
+        &db,
+        "SELECT COUNT(*) AS n FROM messages",
+        |rows| rows[0].get::<i64, _>("n"),
+        |n| *n == 4,
+    )
+    .await;
+    assert_eq!(
+        count(&db, "message_bodies").await,
+        2,
+        "two sessions still need them"
+    );
+    first.disconnect().await;
+
+    let broker = broker.restart();
+    for id in ["body-2", "body-3"] {
+        let mut s = persistent(&broker, id, &CONNACK_PRESENT).await;
+        assert_eq!(receive_and_ack(&mut s, 2).await, expected, "{id}");
+        s.disconnect().await;
+    }
+    let bodies = eventually(
+        &db,
+        "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM message_bodies) AS b",
+        |rows| (rows[0].get::<i64, _>("m"), rows[0].get::<i64, _>("b")),
+        |(m, b)| *m == 0 && *b == 0,
+    )
+    .await;
+    assert_eq!(bodies, (0, 0));
+}
+
+/// A database written before `0002_message_bodies.sql` (messages holding
+/// their own topic and payload) is migrated at start: a queued message
+/// moves to `message_bodies` and is delivered, and an inbound QoS 2 id
+/// awaiting PUBREL stays an inbound row.
+#[tokio::test]
+async fn database_from_before_message_bodies_is_migrated_and_delivers_its_queue() {
+    let old = tempfile::tempdir().unwrap();
+    let migrations = old.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_initial.sql"),
+        migrations.join("0001_initial.sql"),
+    )
+    .unwrap();
+    let db = old.path().join("roost.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&db)
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations.as_path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO sessions (client_id, persistent, connected, keep_alive) VALUES ('old-sub', 1, 0, 60)",
+        "INSERT INTO subscriptions VALUES ('old-sub', 'old/#', 1)",
+        "INSERT INTO messages VALUES (7, 'old-sub', 'outbound', 'queued', NULL, 'old/t', X'6869', 1, 0, '2026-11-25T10:00:00Z')",
+        "INSERT INTO messages VALUES (8, 'old-sub', 'inbound', 'awaiting_pubrel', 5, NULL, NULL, 2, 0, '2026-11-25T10:00:00Z')",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let db_path = db.clone();
+    let broker = TestBroker::start_with(move |c| c.store.db = db_path);
+    let bodies: Vec<(i64, String, Vec<u8>, String)> = query(
+        &db,
+        "SELECT id, topic, payload, created_at FROM message_bodies",
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r.get("id"),
+            r.get("topic"),
+            r.get("payload"),
+            r.get("created_at"),
+        )
+    })
+    .collect();
+    assert_eq!(
+        bodies,
+        [(
+            7,
+            "old/t".to_string(),
+            b"hi".to_vec(),
+            "2026-11-25T10:00:00Z".to_string()
+        )]
+    );
+    let inbound: Vec<(i64, Option<i64>)> = query(
+        &db,
+        "SELECT packet_id, body_id FROM messages WHERE direction = 'inbound'",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get("packet_id"), r.get("body_id")))
+    .collect();
+    assert_eq!(inbound, [(5, None)]);
+
+    let mut sub = persistent(&broker, "old-sub", &CONNACK_PRESENT).await;
+    assert_eq!(
+        receive_and_ack(&mut sub, 1).await,
+        [("old/t".to_string(), b"hi".to_vec())]
+    );
+    eventually(
+        &db,
+        "SELECT COUNT(*) AS n FROM message_bodies",
+        |rows| rows[0].get::<i64, _>("n"),
+        |n| *n == 0,
+    )
+    .await;
+    drop(broker);
 }

@@ -9,7 +9,7 @@
 
 use super::metrics::Metrics;
 use super::supervision::{guard, ActorKind, RestartTracker};
-use crate::store::{self, Batch, Completion, Op};
+use crate::store::{self, Batch, Bodies, Completion, Op};
 use actix::prelude::*;
 use sqlx::SqliteConnection;
 use std::sync::atomic::Ordering;
@@ -38,6 +38,8 @@ pub struct Flush;
 pub struct Store {
     /// `None` while a commit holds it.
     conn: Option<SqliteConnection>,
+    /// Which rows refer to which message bodies; travels with `conn`.
+    bodies: Option<Bodies>,
     /// Where to reopen the database after a restart that lost the connection.
     db: (std::path::PathBuf, crate::store::Synchronous),
     /// Set while a commit runs: a restart then lost the connection with it.
@@ -57,12 +59,14 @@ pub struct Store {
 impl Store {
     pub fn new(
         conn: SqliteConnection,
+        bodies: Bodies,
         db: (std::path::PathBuf, crate::store::Synchronous),
         metrics: Arc<Metrics>,
         restarts: Arc<RestartTracker>,
     ) -> Store {
         Store {
             conn: Some(conn),
+            bodies: Some(bodies),
             db,
             committing: false,
             retained_loads: Vec::new(),
@@ -128,6 +132,7 @@ impl Store {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let mut bodies = self.bodies.take().unwrap_or_else(Bodies::stale);
         let batch = std::mem::take(&mut self.batch);
         let checkpoint = self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         let started = Instant::now();
@@ -136,16 +141,17 @@ impl Store {
             *n = n.saturating_sub(1);
         }
         let work = async move {
-            let result = store::commit(&mut conn, &batch).await;
+            let result = store::commit(&mut conn, &batch, &mut bodies).await;
             if checkpoint && result.is_ok() {
                 if let Err(e) = store::checkpoint(&mut conn, false).await {
                     log::warn!("database checkpoint failed: {e}");
                 }
             }
-            (conn, batch, result)
+            (conn, bodies, batch, result)
         };
-        ctx.spawn(work.into_actor(self).map(move |(conn, batch, result), act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |(conn, bodies, batch, result), act, ctx| {
             act.conn = Some(conn);
+            act.bodies = Some(bodies);
             act.committing = false;
             if checkpoint {
                 act.last_checkpoint = Instant::now();

@@ -60,13 +60,15 @@ pub fn start(
     let restarts = restart_tracker(&config, metrics.clone(), store_slot.clone());
 
     // 0. Store, on its own arbiter: SQL encoding never delays a session.
-    let (m, r, db) = (
+    let (m, r, db, bodies) = (
         metrics.clone(),
         restarts.clone(),
         (config.store.db.clone(), config.store.synchronous),
+        snapshot.bodies,
     );
-    let store =
-        Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| Store::new(conn, db, m, r));
+    let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
+        Store::new(conn, bodies, db, m, r)
+    });
     let _ = store_slot.set(store.clone());
     // 1. RetainedStore, loaded from the store.
     let (retained, s, r) = (snapshot.retained, store.clone(), restarts.clone());

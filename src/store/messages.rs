@@ -3,15 +3,14 @@
 //! awaiting PUBREL).
 
 use super::batch::{MessageWrite, PendingMessage};
+use super::bodies::{self, Bodies, BodyId, Plan};
 use super::qos_from;
 use crate::protocol::{PacketId, TopicName};
 use crate::session::{Message, MessageId, OutboundState, Record};
 use ahash::AHashMap;
+use bytes::Bytes;
 use bytestring::ByteString;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-
-/// Rows per multi-row statement (10 columns each).
-const ROWS_PER_STATEMENT: usize = 1000;
+use sqlx::{Row, SqliteConnection};
 
 fn state_name(state: OutboundState) -> &'static str {
     match state {
@@ -32,77 +31,81 @@ fn state_from(name: &str) -> Option<OutboundState> {
     })
 }
 
+/// Writes the batch's rows, with the bodies `plan` inserts before them and
+/// deletes after them.
 pub(super) async fn write(
     conn: &mut SqliteConnection,
     pending: &AHashMap<MessageId, PendingMessage>,
+    plan: &Plan,
 ) -> Result<(), sqlx::Error> {
-    let deletes: Vec<i64> = pending
+    bodies::insert(conn, &plan.inserts).await?;
+    // Rows in id order: ids grow with time, so inserts append to the
+    // table's B-tree and deletes walk it once, instead of seeking at random.
+    let mut deletes: Vec<i64> = pending
         .iter()
         .filter(|(_, m)| matches!(m.write, MessageWrite::Delete))
         .map(|(id, _)| *id as i64)
         .collect();
-    for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM messages WHERE id IN (");
-        let mut sep = qb.separated(", ");
+    deletes.sort_unstable();
+    for chunk in super::statement_chunks(&deletes) {
+        let sql =
+            super::rows_statement("DELETE FROM messages WHERE id IN (", "?", chunk.len(), ")");
+        let mut query = sqlx::query(sql);
         for id in chunk {
-            sep.push_bind(*id);
+            query = query.bind(*id);
         }
-        qb.push(")");
-        qb.build().execute(&mut *conn).await?;
+        query.execute(&mut *conn).await?;
     }
-    let upserts: Vec<(&ByteString, &Record)> = pending
+    let mut upserts: Vec<(&ByteString, &Record)> = pending
         .values()
         .filter_map(|m| match &m.write {
             MessageWrite::Upsert { record, .. } => Some((&m.client_id, record)),
             MessageWrite::Delete => None,
         })
         .collect();
-    for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, client_id, direction, state, packet_id, topic, payload, qos, retain, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, (client_id, record)| match record {
-            Record::Outbound {
-                id,
-                state,
-                packet_id,
-                message,
-            } => {
-                b.push_bind(*id as i64)
-                    .push_bind(client_id.to_string())
-                    .push_bind("outbound")
-                    .push_bind(state_name(*state))
-                    .push_bind(packet_id.map(|p| i64::from(p.get())))
-                    .push_bind(message.topic.as_str().to_string())
-                    .push_bind(message.payload.to_vec())
-                    .push_bind(message.qos as i64)
-                    .push_bind(message.retain)
-                    .push(super::NOW);
-            }
-            Record::InboundAwaitingRel { id, packet_id } => {
-                b.push_bind(*id as i64)
-                    .push_bind(client_id.to_string())
-                    .push_bind("inbound")
-                    .push_bind("awaiting_pubrel")
-                    .push_bind(i64::from(packet_id.get()))
-                    .push_bind(None::<String>)
-                    .push_bind(None::<Vec<u8>>)
-                    .push_bind(2i64)
-                    .push_bind(false)
-                    .push(super::NOW);
-            }
-        });
-        // A row's state only moves forward (queued → sent → PUBREC seen). A
-        // write that arrives late (the first write of a copy travels in a
-        // `WriteGroup`) must not move it back.
-        qb.push(
+    upserts.sort_unstable_by_key(|(_, r)| r.id());
+    for chunk in super::statement_chunks(&upserts) {
+        let sql = super::rows_statement(
+            "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?, ?)",
+            chunk.len(),
+            // A row's state only moves forward (queued → sent → PUBREC
+            // seen): a write that arrives late must not move it back.
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
              WHERE (CASE excluded.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END) \
                 >= (CASE messages.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END)",
         );
-        qb.build().execute(&mut *conn).await?;
+        let mut query = sqlx::query(sql);
+        for (client_id, record) in chunk {
+            query = match record {
+                Record::Outbound {
+                    id,
+                    state,
+                    packet_id,
+                    message,
+                } => query
+                    .bind(*id as i64)
+                    .bind(&**client_id as &str)
+                    .bind("outbound")
+                    .bind(state_name(*state))
+                    .bind(packet_id.map(|p| i64::from(p.get())))
+                    .bind(plan.row_body.get(id).copied())
+                    .bind(message.qos as i64)
+                    .bind(message.retain),
+                Record::InboundAwaitingRel { id, packet_id } => query
+                    .bind(*id as i64)
+                    .bind(&**client_id as &str)
+                    .bind("inbound")
+                    .bind("awaiting_pubrel")
+                    .bind(i64::from(packet_id.get()))
+                    .bind(None::<i64>)
+                    .bind(2i64)
+                    .bind(false),
+            };
+        }
+        query.execute(&mut *conn).await?;
     }
-    Ok(())
+    bodies::delete(conn, &plan.deletes).await
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
@@ -117,21 +120,26 @@ pub(super) enum Loaded {
     Inbound(PacketId, MessageId),
 }
 
-/// Hands every row to `each` in arrival order; returns the first free id.
+/// Hands every row to `each` in arrival order, and counts each body's rows
+/// in `bodies`; returns the first free id. Rows of one body share its
+/// topic and payload in memory.
 pub(super) async fn load(
     conn: &mut SqliteConnection,
+    bodies: &mut Bodies,
     each: &mut dyn FnMut(ByteString, Loaded),
 ) -> Result<MessageId, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, client_id, direction, state, packet_id, topic, payload, qos, retain FROM messages ORDER BY id",
+        "SELECT m.id, m.client_id, m.direction, m.state, m.packet_id, m.body_id, b.topic, b.payload, m.qos, m.retain \
+         FROM messages m LEFT JOIN message_bodies b ON b.id = m.body_id ORDER BY m.id",
     )
     .fetch_all(&mut *conn)
     .await?;
+    let mut shared: AHashMap<BodyId, (TopicName, Bytes)> = AHashMap::new();
     let mut next = 1u64;
     for r in rows {
         let id: i64 = r.get("id");
         next = next.max(id as u64 + 1);
-        let client_id: String = r.get("client_id");
+        let client_id: ByteString = r.get::<String, _>("client_id").into();
         let direction: String = r.get("direction");
         let state: String = r.get("state");
         let packet_id = r
@@ -141,25 +149,43 @@ pub(super) async fn load(
         let loaded = if direction == "inbound" {
             packet_id.map(|p| Loaded::Inbound(p, id as u64))
         } else {
-            let topic = r
-                .get::<Option<String>, _>("topic")
-                .and_then(|t| TopicName::new(t).ok());
-            let payload: Option<Vec<u8>> = r.get("payload");
-            match (topic, state_from(&state), qos_from(r.get("qos"))) {
-                (Some(topic), Some(state), Some(qos)) => {
+            let body_id: Option<BodyId> = r.get("body_id");
+            let body = match body_id {
+                Some(b) => match shared.get(&b) {
+                    Some(body) => Some(body.clone()),
+                    None => {
+                        let topic = r
+                            .get::<Option<String>, _>("topic")
+                            .and_then(|t| TopicName::new(t).ok());
+                        let payload: Option<Vec<u8>> = r.get("payload");
+                        match (topic, payload) {
+                            (Some(topic), Some(payload)) => {
+                                let body = (topic, Bytes::from(payload));
+                                shared.insert(b, body.clone());
+                                Some(body)
+                            }
+                            _ => None,
+                        }
+                    }
+                },
+                None => None,
+            };
+            match (body_id, body, state_from(&state), qos_from(r.get("qos"))) {
+                (Some(body_id), Some((topic, payload)), Some(state), Some(qos)) => {
                     let message = Message {
                         topic,
-                        payload: payload.unwrap_or_default().into(),
+                        payload,
                         qos,
                         retain: r.get("retain"),
                     };
+                    bodies.loaded(id as u64, &client_id, body_id, &message);
                     Some(Loaded::Outbound(id as u64, state, packet_id, message))
                 }
                 _ => None,
             }
         };
         match loaded {
-            Some(row) => each(client_id.into(), row),
+            Some(row) => each(client_id, row),
             None => {
                 log::warn!("database: skipping invalid message row {id} of client {client_id:?}")
             }

@@ -14,6 +14,7 @@
 //! power loss, at the cost of an fsync per commit.
 
 mod batch;
+mod bodies;
 pub mod completion;
 mod messages;
 mod retained;
@@ -21,6 +22,7 @@ mod sessions;
 mod subscriptions;
 
 pub use batch::Batch;
+pub use bodies::Bodies;
 pub use completion::Completion;
 
 use crate::protocol::{LastWill, PacketId, QoS, TopicFilter, TopicName};
@@ -126,12 +128,14 @@ pub struct StoredSession {
 }
 
 /// Everything the broker rebuilds from at start.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
     pub retained: Vec<Message>,
     /// The first free message row id.
     pub next_message_id: MessageId,
+    /// Which rows refer to which message bodies.
+    pub bodies: Bodies,
 }
 
 /// Opens (creating if needed) the database at `path`, applies migrations,
@@ -195,6 +199,10 @@ fn connect_options(path: &Path, synchronous: Synchronous) -> SqliteConnectOption
         // 64 MiB of page cache (SQLite's default is 2 MiB): queued messages
         // are written and deleted soon after, so their pages stay hot.
         .pragma("cache_size", "-65536")
+        // Statement journals of multi-row upserts stay in memory instead of
+        // a temporary file written and thrown away per statement.
+        .pragma("temp_store", "memory")
+        .pragma("wal_autocheckpoint", "8192")
 }
 
 async fn try_open(
@@ -252,6 +260,7 @@ async fn tidy_after_restart(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
     sessions::tidy(&mut tx).await?;
     subscriptions::delete_orphans(&mut tx).await?;
     messages::delete_orphans(&mut tx).await?;
+    bodies::delete_orphans(&mut tx).await?;
     tx.commit().await
 }
 
@@ -267,7 +276,8 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
             sessions[i].subscriptions.push((filter, qos));
         }
     }
-    let next_message_id = messages::load(conn, &mut |client_id, row| {
+    let mut bodies = Bodies::default();
+    let next_message_id = messages::load(conn, &mut bodies, &mut |client_id, row| {
         if let Some(&i) = index.get(&client_id) {
             match row {
                 messages::Loaded::Outbound(id, state, packet_id, message) => {
@@ -286,29 +296,44 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
         sessions,
         retained,
         next_message_id,
+        bodies,
     })
 }
 
-/// Writes one batch in one transaction.
-pub async fn commit(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let result = write(conn, batch).await;
-    match result {
-        Ok(()) => {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err(e)
+/// Writes one batch in one transaction. If it fails, `bodies` is reloaded
+/// from the database before the next commit.
+pub async fn commit(
+    conn: &mut SqliteConnection,
+    batch: &Batch,
+    bodies: &mut Bodies,
+) -> Result<(), sqlx::Error> {
+    let result = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = write(conn, batch, bodies).await;
+        match result {
+            Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| ()),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
         }
     }
+    .await;
+    if result.is_err() {
+        bodies.mark_stale();
+    }
+    result
 }
 
-async fn write(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), sqlx::Error> {
+async fn write(
+    conn: &mut SqliteConnection,
+    batch: &Batch,
+    bodies: &mut Bodies,
+) -> Result<(), sqlx::Error> {
+    let plan = bodies.plan(conn, batch).await?;
     sessions::write(conn, &batch.sessions).await?;
     subscriptions::write(conn, &batch.subscriptions).await?;
-    messages::write(conn, &batch.messages).await?;
+    messages::write(conn, &batch.messages, &plan).await?;
     retained::write(conn, &batch.retained).await?;
     Ok(())
 }
@@ -330,4 +355,84 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 
 fn qos_from(v: i64) -> Option<QoS> {
     u8::try_from(v).ok().and_then(QoS::from_u8)
+}
+
+/// Rows per multi-row statement at most (a power of two).
+const MAX_ROWS_PER_STATEMENT: usize = 512;
+
+/// Splits `rows` into chunks whose sizes are powers of two: a multi-row
+/// statement then has one of ten shapes, each prepared once and kept in the
+/// connection's statement cache, instead of a new shape (parsed again) for
+/// almost every batch.
+fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = rows.len().min(MAX_ROWS_PER_STATEMENT);
+        let size = 1 << (usize::BITS - 1 - size.leading_zeros());
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// The text of a multi-row statement: `head`, then `row` repeated `rows`
+/// times with commas between, then `tail`. Each shape is built once and
+/// kept (there are a few dozen: see `statement_chunks`), so a commit binds
+/// values without formatting SQL.
+fn rows_statement(
+    head: &'static str,
+    row: &'static str,
+    rows: usize,
+    tail: &'static str,
+) -> &'static str {
+    type Shapes = ahash::AHashMap<(&'static str, &'static str, usize, &'static str), &'static str>;
+    static SHAPES: std::sync::OnceLock<std::sync::Mutex<Shapes>> = std::sync::OnceLock::new();
+    let mut shapes = SHAPES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    shapes.entry((head, row, rows, tail)).or_insert_with(|| {
+        let mut sql = String::with_capacity(head.len() + rows * (row.len() + 2) + tail.len());
+        sql.push_str(head);
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(row);
+        }
+        sql.push_str(tail);
+        Box::leak(sql.into_boxed_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{rows_statement, statement_chunks};
+
+    #[test]
+    fn rows_statement_repeats_the_row_and_is_built_once() {
+        let a = rows_statement("DELETE FROM t WHERE id IN (", "?", 3, ")");
+        assert_eq!(a, "DELETE FROM t WHERE id IN (?, ?, ?)");
+        let b = rows_statement("DELETE FROM t WHERE id IN (", "?", 3, ")");
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(
+            rows_statement("INSERT INTO t VALUES ", "(?, ?)", 2, ""),
+            "INSERT INTO t VALUES (?, ?), (?, ?)"
+        );
+    }
+
+    #[test]
+    fn statement_chunks_are_powers_of_two_covering_every_row() {
+        for n in [0usize, 1, 2, 3, 511, 512, 513, 1000, 2049] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+            assert!(chunks
+                .iter()
+                .all(|c| c.len().is_power_of_two() && c.len() <= 512));
+            let joined: Vec<usize> = chunks.concat();
+            assert_eq!(joined, rows, "n = {n}");
+        }
+    }
 }

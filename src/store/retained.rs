@@ -7,8 +7,6 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-const ROWS_PER_STATEMENT: usize = 1000;
-
 pub(super) async fn write(
     conn: &mut SqliteConnection,
     changes: &AHashMap<TopicName, Option<(Bytes, QoS)>>,
@@ -18,7 +16,7 @@ pub(super) async fn write(
         .filter(|(_, v)| v.is_none())
         .map(|(t, _)| t)
         .collect();
-    for chunk in cleared.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(&cleared) {
         let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM retained WHERE topic IN (");
         let mut sep = qb.separated(", ");
         for t in chunk {
@@ -31,7 +29,7 @@ pub(super) async fn write(
         .iter()
         .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
         .collect();
-    for chunk in set.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(&set) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR REPLACE INTO retained (topic, payload, qos, updated_at) ",
         );

@@ -6,9 +6,6 @@ use ahash::AHashMap;
 use bytestring::ByteString;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-/// Rows per multi-row INSERT: well under SQLite's 32766 bound variables.
-const ROWS_PER_STATEMENT: usize = 1000;
-
 pub(super) async fn write(
     conn: &mut SqliteConnection,
     changes: &AHashMap<(ByteString, TopicFilter), Option<QoS>>,
@@ -24,7 +21,7 @@ pub(super) async fn write(
         .iter()
         .filter_map(|(k, q)| q.map(|q| (k, q)))
         .collect();
-    for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(&upserts) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ",
         );

@@ -1,0 +1,289 @@
+//! The `message_bodies` table: each message's topic and payload stored
+//! once, however many persistent sessions it is queued for.
+//!
+//! The rows of one published message share its payload buffer in memory
+//! (every session holds a clone of the same `Bytes`), so the store
+//! recognises copies of one message by that buffer and its topic. [`Bodies`]
+//! counts the rows that refer to each body; a body is written with the
+//! first row that needs it and deleted in the transaction that deletes its
+//! last row. Both happen in [`Bodies::plan`], which decides, for one batch,
+//! which bodies to insert and delete and which body each new row refers to.
+
+use super::batch::{Batch, MessageWrite, SessionOp};
+use crate::protocol::TopicName;
+use crate::session::{Message, MessageId, Record};
+use ahash::AHashMap;
+use bytes::Bytes;
+use bytestring::ByteString;
+use sqlx::{Row, SqliteConnection};
+
+pub type BodyId = i64;
+
+/// Identity of a message's content: the same payload and topic buffers
+/// (address and length). Two keys are equal only for identical content, so
+/// sharing a body between them is always right; the body keeps both
+/// buffers alive, so their addresses cannot be reused for other content
+/// meanwhile.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ContentKey {
+    payload: (usize, usize),
+    topic: (usize, usize),
+}
+
+impl ContentKey {
+    fn of(message: &Message) -> ContentKey {
+        let topic = message.topic.as_str();
+        ContentKey {
+            payload: (message.payload.as_ptr() as usize, message.payload.len()),
+            topic: (topic.as_ptr() as usize, topic.len()),
+        }
+    }
+}
+
+struct Body {
+    /// Rows (committed or in the batch being committed) that refer to it.
+    refs: u32,
+    /// `None` for a body known only from the database after a failure.
+    key: Option<ContentKey>,
+    /// Keeps the buffers of `key` alive.
+    _content: Option<(TopicName, Bytes)>,
+}
+
+/// What one batch does to bodies.
+#[derive(Default)]
+pub(super) struct Plan {
+    pub inserts: Vec<(BodyId, TopicName, Bytes)>,
+    pub deletes: Vec<BodyId>,
+    /// The body of every outbound row the batch writes.
+    pub row_body: AHashMap<MessageId, BodyId>,
+}
+
+/// Which rows refer to which bodies, as committed plus the batch being
+/// committed.
+#[derive(Default)]
+pub struct Bodies {
+    by_content: AHashMap<ContentKey, BodyId>,
+    bodies: AHashMap<BodyId, Body>,
+    /// The body and session of every outbound row.
+    rows: AHashMap<MessageId, (BodyId, ByteString)>,
+    rows_per_client: AHashMap<ByteString, u32>,
+    next_id: BodyId,
+    /// A commit failed: what the database holds is reloaded before the
+    /// next plan.
+    stale: bool,
+}
+
+impl Bodies {
+    /// Bookkeeping that must be reloaded from the database before use.
+    pub fn stale() -> Bodies {
+        Bodies {
+            stale: true,
+            ..Bodies::default()
+        }
+    }
+
+    /// The commit of the last plan failed or was cut short.
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
+    }
+
+    /// A row loaded at start: `message` shares its payload with the other
+    /// rows of the same body.
+    pub(super) fn loaded(
+        &mut self,
+        row: MessageId,
+        client_id: &ByteString,
+        body: BodyId,
+        message: &Message,
+    ) {
+        let entry = self.bodies.entry(body).or_insert_with(|| Body {
+            refs: 0,
+            key: None,
+            _content: Some((message.topic.clone(), message.payload.clone())),
+        });
+        if entry.key.is_none() {
+            let key = ContentKey::of(message);
+            self.by_content.insert(key, body);
+            entry.key = Some(key);
+        }
+        entry.refs += 1;
+        self.add_row(row, body, client_id);
+        self.next_id = self.next_id.max(body + 1);
+    }
+
+    fn add_row(&mut self, row: MessageId, body: BodyId, client_id: &ByteString) {
+        self.rows.insert(row, (body, client_id.clone()));
+        *self.rows_per_client.entry(client_id.clone()).or_default() += 1;
+    }
+
+    fn release_row(&mut self, row: MessageId, plan: &mut Plan) {
+        let Some((body, client_id)) = self.rows.remove(&row) else {
+            return;
+        };
+        if let Some(n) = self.rows_per_client.get_mut(&client_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.rows_per_client.remove(&client_id);
+            }
+        }
+        let Some(entry) = self.bodies.get_mut(&body) else {
+            return;
+        };
+        entry.refs -= 1;
+        if entry.refs == 0 {
+            if let Some(key) = self.bodies.remove(&body).and_then(|b| b.key) {
+                self.by_content.remove(&key);
+            }
+            plan.deletes.push(body);
+        }
+    }
+
+    /// Decides the body writes of `batch` and counts them as done (a failed
+    /// commit marks the bookkeeping stale).
+    pub(super) async fn plan(
+        &mut self,
+        conn: &mut SqliteConnection,
+        batch: &Batch,
+    ) -> Result<Plan, sqlx::Error> {
+        if self.stale {
+            self.reload(conn).await?;
+        }
+        let mut plan = Plan::default();
+        // Session deletes run first in SQL and remove the session's committed rows.
+        for op in &batch.sessions {
+            if let SessionOp::Delete { client_id, .. } = op {
+                if self.rows_per_client.contains_key(client_id) {
+                    let theirs: Vec<MessageId> = self
+                        .rows
+                        .iter()
+                        .filter(|(_, (_, c))| c == client_id)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in theirs {
+                        self.release_row(id, &mut plan);
+                    }
+                }
+            }
+        }
+        for (id, pending) in &batch.messages {
+            match &pending.write {
+                MessageWrite::Upsert {
+                    record: Record::Outbound { message, .. },
+                    ..
+                } => {
+                    if let Some((body, _)) = self.rows.get(id) {
+                        plan.row_body.insert(*id, *body);
+                        continue;
+                    }
+                    let key = ContentKey::of(message);
+                    let body = match self.by_content.get(&key) {
+                        Some(body) => *body,
+                        None => {
+                            let body = self.next_id;
+                            self.next_id += 1;
+                            self.by_content.insert(key, body);
+                            self.bodies.insert(
+                                body,
+                                Body {
+                                    refs: 0,
+                                    key: Some(key),
+                                    _content: Some((
+                                        message.topic.clone(),
+                                        message.payload.clone(),
+                                    )),
+                                },
+                            );
+                            plan.inserts.push((
+                                body,
+                                message.topic.clone(),
+                                message.payload.clone(),
+                            ));
+                            body
+                        }
+                    };
+                    if let Some(entry) = self.bodies.get_mut(&body) {
+                        entry.refs += 1;
+                    }
+                    self.add_row(*id, body, &pending.client_id);
+                    plan.row_body.insert(*id, body);
+                }
+                MessageWrite::Upsert { .. } => {}
+                MessageWrite::Delete => self.release_row(*id, &mut plan),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Rebuilds the counts from what the database holds.
+    async fn reload(&mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        *self = Bodies::default();
+        let rows =
+            sqlx::query("SELECT id, client_id, body_id FROM messages WHERE body_id IS NOT NULL")
+                .fetch_all(&mut *conn)
+                .await?;
+        for r in rows {
+            let (row, client_id, body): (i64, String, BodyId) =
+                (r.get("id"), r.get("client_id"), r.get("body_id"));
+            self.bodies
+                .entry(body)
+                .or_insert(Body {
+                    refs: 0,
+                    key: None,
+                    _content: None,
+                })
+                .refs += 1;
+            self.add_row(row as MessageId, body, &client_id.into());
+        }
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM message_bodies")
+            .fetch_one(&mut *conn)
+            .await?;
+        self.next_id = max.unwrap_or(0) + 1;
+        Ok(())
+    }
+}
+
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    inserts: &[(BodyId, TopicName, Bytes)],
+) -> Result<(), sqlx::Error> {
+    for chunk in super::statement_chunks(inserts) {
+        let sql = super::rows_statement(
+            "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES ",
+            "(?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+            chunk.len(),
+            "",
+        );
+        let mut query = sqlx::query(sql);
+        for (id, topic, payload) in chunk {
+            query = query.bind(*id).bind(topic.as_str()).bind(&payload[..]);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn delete(conn: &mut SqliteConnection, ids: &[BodyId]) -> Result<(), sqlx::Error> {
+    for chunk in super::statement_chunks(ids) {
+        let sql = super::rows_statement(
+            "DELETE FROM message_bodies WHERE id IN (",
+            "?",
+            chunk.len(),
+            ")",
+        );
+        let mut query = sqlx::query(sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM message_bodies WHERE id NOT IN (SELECT body_id FROM messages WHERE body_id IS NOT NULL)",
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
