@@ -270,6 +270,37 @@ password_checks() {
 }
 check "password file: roost passwd and mosquitto_passwd users, wrong password refused (0x04)" password_checks
 
+# A third roost with an ACL file in Mosquitto's format: mosquitto_sub as
+# alice receives what bob may publish, not what the ACL drops, and a
+# subscription no rule covers is denied (SUBACK 0x80).
+acl_checks() {
+    local port=$((PORT + 2)) acl="$WORK/acl"
+    while port_in_use "$port"; do port=$((port + 1)); done
+    printf 'user alice\ntopic read sensors/#\n\nuser bob\ntopic write sensors/#\n' >"$acl"
+    ROOST__AUTH__ACL_FILE="$acl" \
+        "$ROOST" --listen "$HOST:$port" --db "$WORK/acl.db" >"$WORK/acl.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do port_in_use "$port" && break; sleep 0.1; done
+    local status=0 got="$WORK/acl.out"
+    mosquitto_sub -h "$HOST" -p "$port" -u alice -t 'sensors/#' -t 'other/#' -q 1 -v -C 1 -W 10 >"$got" 2>&1 &
+    local sub=$!
+    # Publish until the subscription is in place; bob may not write other/.
+    for i in $(seq 50); do
+        mosquitto_pub -h "$HOST" -p "$port" -u bob -t other/x -m "dropped $i" -q 1 || status=1
+        mosquitto_pub -h "$HOST" -p "$port" -u bob -t sensors/t -m allowed -q 1 || status=1
+        kill -0 "$sub" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$sub" || status=1
+    grep -qx "sensors/t allowed" "$got" || { echo "alice got: $(cat "$got")"; status=1; }
+    local denied
+    denied=$(mosquitto_sub -h "$HOST" -p "$port" -u alice -t '#' -C 1 -W 3 2>&1 || true)
+    [[ "$denied" == *denied* ]] || { echo "subscribe to # as alice: $denied"; status=1; }
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    return $status
+}
+check "ACL file (Mosquitto format): mosquitto_sub -u gets allowed messages only, wider filter denied" acl_checks
+
 if ! kill -0 "$ROOST_PID" 2>/dev/null; then
     echo "FAIL  roost still running after the checks"
     FAILED=$((FAILED + 1))

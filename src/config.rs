@@ -39,11 +39,17 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// Empty: no password file.
     pub password_file: PathBuf,
+    /// Empty: no ACL (every client may publish and subscribe to anything).
+    pub acl_file: PathBuf,
 }
 
 impl AuthConfig {
     pub fn password_file(&self) -> Option<&Path> {
         (!self.password_file.as_os_str().is_empty()).then_some(self.password_file.as_path())
+    }
+
+    pub fn acl_file(&self) -> Option<&Path> {
+        (!self.acl_file.as_os_str().is_empty()).then_some(self.acl_file.as_path())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod acl;
 mod auth;
 mod cli;
 mod connect;

@@ -59,6 +59,10 @@ pub struct Connection {
     keep_alive_limit: Option<Duration>,
     last_packet: Instant,
     will: Option<LastWill>,
+    /// The user name of CONNECT, for the ACL.
+    username: Option<ByteString>,
+    /// PUBLISHes the ACL refused; the first is logged, the rest counted.
+    acl_denials: u64,
 }
 
 /// What to do on a protocol error, decided in this one place: a CONNACK with
@@ -99,11 +103,44 @@ pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             keep_alive_limit: None,
             last_packet: Instant::now(),
             will: None,
+            username: None,
+            acl_denials: 0,
         }
     });
 }
 
 impl Connection {
+    /// Whether the ACL (if any) lets this client publish to `topic`.
+    fn may_publish(&self, client_id: &str, topic: &str) -> bool {
+        self.shared.auth.acl.as_ref().is_none_or(|acl| {
+            acl.allows(
+                self.username.as_deref(),
+                client_id,
+                topic,
+                crate::acl::Want::Write,
+            )
+        })
+    }
+
+    /// A PUBLISH the ACL refuses: dropped and counted (MQTT 3.1.1 cannot
+    /// say no), but acknowledged, so the client does not resend it forever.
+    fn refuse_publish(&mut self, p: &crate::protocol::Publish) {
+        Metrics::inc(&self.shared.metrics.acl_denied);
+        self.acl_denials += 1;
+        if self.acl_denials == 1 {
+            log::warn!(
+                "{}: PUBLISH to {:?} dropped: not allowed by the ACL (further ones are only counted)",
+                self.name(),
+                p.topic.as_str()
+            );
+        }
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => self.outbound.send(Packet::PubAck(id)),
+            (QoS::ExactlyOnce, Some(id)) => self.outbound.send(Packet::PubRec(id)),
+            _ => {}
+        }
+    }
+
     fn name(&self) -> String {
         match &self.client_id {
             Some(id) => format!("client {id:?} ({})", self.peer),
@@ -176,7 +213,7 @@ impl Connection {
         self.client_id = Some(client_id.clone());
         self.phase = Phase::Connecting;
         let auth = &self.shared.config.auth;
-        match (&connect.username, &self.shared.passwords) {
+        match (&connect.username, &self.shared.auth.passwords) {
             (None, _) if !auth.allow_anonymous => {
                 Metrics::inc(&self.shared.metrics.auth_failures);
                 log::warn!(
@@ -218,12 +255,26 @@ impl Connection {
     /// After a valid and authenticated CONNECT: find or create the session
     /// and attach to it (it writes CONNACK).
     fn register(&mut self, client_id: ByteString, connect: Connect, ctx: &mut Context<Self>) {
+        self.username = connect.username.clone();
+        if let Some(will) = &connect.will {
+            if !self.may_publish(&client_id, will.topic.as_str()) {
+                // As Mosquitto 2: a will the client may not publish refuses the connection.
+                log::warn!(
+                    "{}: CONNECT refused: the ACL does not allow the will topic {:?}",
+                    self.name(),
+                    will.topic.as_str()
+                );
+                Metrics::inc(&self.shared.metrics.acl_denied);
+                return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
+            }
+        }
         self.will = connect.will;
         let (keep_alive, will) = (connect.keep_alive, self.will.clone());
         if connect.keep_alive > 0 {
             self.keep_alive_limit =
                 Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         }
+        let username = self.username.clone();
         let register = Register {
             client_id,
             clean_session: connect.clean_session,
@@ -244,6 +295,7 @@ impl Connection {
                 outbound,
                 session_present: registered.session_present,
                 generation: registered.generation,
+                username,
             };
             registered.session.send(attach).await.ok()?.ok()?;
             Some(registered.session)
@@ -320,6 +372,10 @@ impl Connection {
                     );
                     Metrics::inc(&self.shared.metrics.limits_refused);
                     return self.close(ctx);
+                }
+                let client_id = self.client_id.clone().unwrap_or_default();
+                if !self.may_publish(&client_id, p.topic.as_str()) {
+                    return self.refuse_publish(&p);
                 }
                 let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
@@ -436,7 +492,12 @@ impl Actor for Connection {
                 .metrics
                 .clients_connected
                 .fetch_sub(1, Ordering::Relaxed);
-            if let Some(will) = self.will.take() {
+            let client_id = self.client_id.clone().unwrap_or_default();
+            let will = self
+                .will
+                .take()
+                .filter(|w| self.may_publish(&client_id, w.topic.as_str()));
+            if let Some(will) = will {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
                 log::debug!("{}: publishing will to {}", self.name(), will.topic);
                 Metrics::inc(&self.shared.metrics.wills_published);

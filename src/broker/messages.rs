@@ -72,6 +72,8 @@ pub struct Attach {
     pub outbound: Outbound,
     pub session_present: bool,
     pub generation: u64,
+    /// The user name of CONNECT, for the ACL.
+    pub username: Option<ByteString>,
 }
 
 /// A newer connection for the same client id attached first.

@@ -12,6 +12,9 @@ pub struct Metrics {
     pub limits_refused: AtomicU64,
     /// CONNECTs refused by authentication (CONNACK 0x04 or 0x05).
     pub auth_failures: AtomicU64,
+    /// Refused by the ACL: PUBLISHes dropped, SUBSCRIBE filters (0x80),
+    /// wills (CONNACK 0x05) and messages not delivered to a subscriber.
+    pub acl_denied: AtomicU64,
     pub connections_closed: AtomicU64,
     pub clients_connected: AtomicU64,
     pub protocol_errors: AtomicU64,

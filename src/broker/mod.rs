@@ -39,10 +39,19 @@ pub struct Shared {
     pub registry: Addr<SessionRegistry>,
     pub metrics: Arc<Metrics>,
     pub next_connection_id: AtomicU64,
-    /// The password file of `auth.password_file`, if one is set.
-    pub passwords: Option<Arc<crate::auth::PasswordFile>>,
+    /// The files of `[auth]`.
+    pub auth: AuthFiles,
     /// Connections open now, for `limits.max_connections`.
     pub open_connections: std::sync::atomic::AtomicUsize,
+}
+
+/// The files of the `[auth]` section, loaded at start.
+#[derive(Clone, Default)]
+pub struct AuthFiles {
+    /// `auth.password_file`, if one is set.
+    pub passwords: Option<Arc<crate::auth::PasswordFile>>,
+    /// `auth.acl_file`, if one is set: what each client may read and write.
+    pub acl: Option<Arc<crate::acl::AclFile>>,
 }
 
 /// A running broker. Dropping the handle stops it.
@@ -112,6 +121,15 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         }
         None => None,
     };
+    let acl = match config.auth.acl_file() {
+        Some(path) => {
+            let file = crate::acl::AclFile::load(path).map_err(std::io::Error::other)?;
+            log::info!("ACL file {} loaded", path.display());
+            Some(Arc::new(file))
+        }
+        None => None,
+    };
+    let auth = AuthFiles { passwords, acl };
     let listener = std::net::TcpListener::bind(config.listener.bind)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
@@ -136,7 +154,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                         .await
                         .map_err(std::io::Error::other)?;
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let tree = supervisor::start(config, listener, m, conn, snapshot, id, passwords);
+                let tree = supervisor::start(config, listener, m, conn, snapshot, id, auth);
                 let store = tree.store.clone();
                 actix_rt::spawn(async move {
                     let _ = stop_rx.await;

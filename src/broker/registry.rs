@@ -54,7 +54,7 @@ impl SessionRegistry {
         client_id: ByteString,
         durable: bool,
         state: SessionState,
-        restored_idle: Option<u64>,
+        restored: Option<super::session::Restored>,
         arbiter: &actix::dev::ArbiterHandle,
         registry: Addr<SessionRegistry>,
         generation: u64,
@@ -65,15 +65,7 @@ impl SessionRegistry {
         // Sessions recover in place after a failure (`Session::recover`):
         // an actix Supervisor would also restart a session that ended on purpose.
         let session = Session::start_in_arbiter(arbiter, move |_| {
-            Session::new(
-                session_id,
-                id,
-                durable,
-                state,
-                restored_idle,
-                registry,
-                deps,
-            )
+            Session::new(session_id, id, durable, state, restored, registry, deps)
         });
         self.sessions.insert(
             client_id,
@@ -107,7 +99,10 @@ impl Actor for SessionRegistry {
                 stored.client_id,
                 true,
                 state,
-                Some(stored.idle_secs),
+                Some(super::session::Restored {
+                    idle_secs: stored.idle_secs,
+                    username: stored.username,
+                }),
                 &arbiter,
                 ctx.address(),
                 0,

@@ -40,6 +40,15 @@ pub struct SessionDeps {
     pub restarts: Arc<RestartTracker>,
     /// Topic length/level and subscription-count limits.
     pub topic_limits: crate::config::LimitsConfig,
+    /// `auth.acl_file`: what each client may read (subscribe, receive).
+    pub acl: Option<Arc<crate::acl::AclFile>>,
+}
+
+/// What a session restored from the store starts with.
+pub struct Restored {
+    /// Seconds its client had already been away.
+    pub idle_secs: u64,
+    pub username: Option<ByteString>,
 }
 
 struct Attached {
@@ -61,6 +70,9 @@ pub struct Session {
     detach_epoch: u64,
     /// Seconds the client had already been away when the session was restored.
     restored_idle: Option<u64>,
+    /// The user name of the client (from its CONNECT, or as stored), for
+    /// the ACL's read checks.
+    username: Option<ByteString>,
     registry: Addr<SessionRegistry>,
     deps: Arc<SessionDeps>,
     /// Drops not yet logged: a flood is logged at most every
@@ -85,10 +97,14 @@ impl Session {
         client_id: ByteString,
         durable: bool,
         state: SessionState,
-        restored_idle: Option<u64>,
+        restored: Option<Restored>,
         registry: Addr<SessionRegistry>,
         deps: Arc<SessionDeps>,
     ) -> Session {
+        let (restored_idle, username) = match restored {
+            Some(r) => (Some(r.idle_secs), r.username),
+            None => (None, None),
+        };
         Session {
             id,
             client_id,
@@ -98,6 +114,7 @@ impl Session {
             generation: 0,
             detach_epoch: 0,
             restored_idle,
+            username,
             registry,
             links: GroupLinks::new(deps.store.clone()),
             deps,
@@ -137,6 +154,31 @@ impl Session {
     /// A write that no pending group holds rows for (session-level rows).
     fn write(&self, op: Op, completion: Option<Completion>) {
         self.deps.store.do_send(Write { op, completion });
+    }
+
+    /// Whether the ACL (if any) lets this client subscribe to `filter`.
+    fn may_subscribe(&self, filter: &TopicFilter) -> bool {
+        self.deps.acl.as_ref().is_none_or(|acl| {
+            acl.allows_subscribe(self.username.as_deref(), &self.client_id, filter.as_str())
+        })
+    }
+
+    /// Whether the ACL (if any) lets this client receive a message of
+    /// `topic` now; checked for every delivery, so that a subscription the
+    /// ACL no longer allows stops receiving.
+    fn may_read(&self, topic: &crate::protocol::TopicName) -> bool {
+        let allowed = self.deps.acl.as_ref().is_none_or(|acl| {
+            acl.allows(
+                self.username.as_deref(),
+                &self.client_id,
+                topic.as_str(),
+                crate::acl::Want::Read,
+            )
+        });
+        if !allowed {
+            Metrics::inc(&self.deps.metrics.acl_denied);
+        }
+        allowed
     }
 
     /// A row id for a QoS 1/2 message of a durable session.
@@ -313,6 +355,17 @@ impl Session {
             let new = !self.state.is_subscribed(&t.filter);
             let at_max = limits.max_subscriptions_per_client > 0
                 && self.state.subscription_count() >= limits.max_subscriptions_per_client;
+            if !self.may_subscribe(&t.filter) {
+                // Not allowed by the ACL: refused like Mosquitto, SUBACK 0x80.
+                log::warn!(
+                    "client {}: subscription to {:?} refused by the ACL",
+                    self.client_id,
+                    t.filter.as_str()
+                );
+                Metrics::inc(&self.deps.metrics.acl_denied);
+                codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
             if !limits.topic_allowed(t.filter.as_str()) || (new && at_max) {
                 // A limit of [limits]: this filter is refused [MQTT-3.9.3-2].
                 log::warn!(
@@ -463,12 +516,14 @@ impl Session {
         self.write(
             Op::SessionConnected {
                 client_id: self.client_id.clone(),
+                username: msg.username.clone(),
                 persistent: self.durable,
                 keep_alive: msg.keep_alive,
                 will: msg.will,
             },
             None,
         );
+        self.username = msg.username;
         self.attached = Some(Attached {
             connection_id: msg.connection_id,
             connection: msg.connection,
@@ -681,6 +736,9 @@ impl Handler<Deliver> for Session {
 
 impl Session {
     fn deliver_routed(&mut self, msg: Deliver) {
+        if !self.may_read(&msg.message.topic) {
+            return;
+        }
         let mut message = msg.message;
         // Delivered QoS is the lower of published and granted; normal
         // forwarding clears RETAIN [MQTT-3.3.1-9].
@@ -697,6 +755,9 @@ impl Handler<DeliverRetained> for Session {
         let id = self.client_id.clone();
         let delivered = guard::<DeliverRetained, _>(ActorKind::Session, &id, || {
             for mut message in msg.messages {
+                if !self.may_read(&message.topic) {
+                    continue;
+                }
                 message.qos = message.qos.min(msg.qos);
                 message.retain = true;
                 self.deliver(message, None);

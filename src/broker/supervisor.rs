@@ -48,7 +48,7 @@ pub fn start(
     conn: SqliteConnection,
     snapshot: Snapshot,
     broker_id: u64,
-    passwords: Option<Arc<crate::auth::PasswordFile>>,
+    auth: super::AuthFiles,
 ) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
@@ -97,6 +97,7 @@ pub fn start(
         message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
         restarts: restarts.clone(),
         topic_limits: config.limits.clone(),
+        acl: auth.acl.clone(),
     });
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
@@ -110,7 +111,7 @@ pub fn start(
         metrics,
         next_connection_id: AtomicU64::new(1),
         open_connections: std::sync::atomic::AtomicUsize::new(0),
-        passwords,
+        auth,
     });
     // 4. Listener, last.
     let listener = Listener::new(listener, handles, shared.clone()).start();

@@ -20,6 +20,7 @@ use bytestring::ByteString;
 pub(super) enum SessionOp {
     Connected {
         client_id: ByteString,
+        username: Option<ByteString>,
         persistent: bool,
         keep_alive: u16,
         will: Option<LastWill>,
@@ -84,11 +85,13 @@ impl Batch {
             Op::Barrier => {}
             Op::SessionConnected {
                 client_id,
+                username,
                 persistent,
                 keep_alive,
                 will,
             } => self.sessions.push(SessionOp::Connected {
                 client_id,
+                username,
                 persistent,
                 keep_alive,
                 will,

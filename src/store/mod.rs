@@ -41,6 +41,8 @@ pub enum Op {
     /// A client connected (clean session or not): its row says so.
     SessionConnected {
         client_id: ByteString,
+        /// The user name of CONNECT, if any.
+        username: Option<ByteString>,
         persistent: bool,
         keep_alive: u16,
         will: Option<LastWill>,
@@ -118,6 +120,8 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct StoredSession {
     pub client_id: ByteString,
+    /// The user name it last connected with (for the ACL).
+    pub username: Option<ByteString>,
     /// Seconds since the client was last seen (for session expiry).
     pub idle_secs: u64,
     pub subscriptions: Vec<(TopicFilter, QoS)>,

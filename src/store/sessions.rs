@@ -12,19 +12,20 @@ pub(super) async fn write(
         match op {
             SessionOp::Connected {
                 client_id,
+                username,
                 persistent,
                 keep_alive,
                 will,
             } => {
                 sqlx::query(
                     "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
-                                           will_topic, will_payload, will_qos, will_retain)
-                     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7)
+                                           will_topic, will_payload, will_qos, will_retain, username)
+                     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (client_id) DO UPDATE SET
                          persistent = excluded.persistent, connected = 1, connected_since = excluded.connected_since,
                          last_seen = NULL, keep_alive = excluded.keep_alive, will_topic = excluded.will_topic,
                          will_payload = excluded.will_payload, will_qos = excluded.will_qos,
-                         will_retain = excluded.will_retain",
+                         will_retain = excluded.will_retain, username = excluded.username",
                 )
                 .bind(client_id.to_string())
                 .bind(*persistent)
@@ -33,6 +34,7 @@ pub(super) async fn write(
                 .bind(will.as_ref().map(|w| w.payload.to_vec()))
                 .bind(will.as_ref().map(|w| w.qos as i64))
                 .bind(will.as_ref().map(|w| w.retain))
+                .bind(username.as_deref())
                 .execute(&mut *conn)
                 .await?;
             }
@@ -89,7 +91,7 @@ pub(super) async fn load_persistent(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<StoredSession>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT client_id,
+        "SELECT client_id, username,
                 MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle
          FROM sessions WHERE persistent = 1 ORDER BY client_id",
     )
@@ -99,6 +101,7 @@ pub(super) async fn load_persistent(
         .into_iter()
         .map(|r| StoredSession {
             client_id: r.get::<String, _>("client_id").into(),
+            username: r.get::<Option<String>, _>("username").map(Into::into),
             idle_secs: r.get::<i64, _>("idle").max(0) as u64,
             subscriptions: Vec::new(),
             messages: Vec::new(),

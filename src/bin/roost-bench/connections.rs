@@ -43,7 +43,7 @@ async fn open(
     socket.bind(SocketAddr::new(source.into(), 0))?;
     let mut stream = socket.connect(host).await?;
     let mut buf = BytesMut::new();
-    crate::connect_packet(&client_id, true, 0).encode(&mut buf);
+    crate::connect_packet(&client_id, true, crate::KEEP_ALIVE).encode(&mut buf);
     stream.write_all(&buf).await?;
     let mut framed = FramedRead::new(stream, MqttCodec::default());
     match framed.next().await {

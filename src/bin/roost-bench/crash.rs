@@ -609,9 +609,9 @@ impl Subscriber {
 }
 
 /// The broker process of one round.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Broker {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -621,7 +621,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts the broker command and waits until its port accepts connections.
-async fn start_broker(template: &str, dir: &Path, log: &Path) -> Result<Broker, String> {
+pub(crate) async fn start_broker(template: &str, dir: &Path, log: &Path) -> Result<Broker, String> {
     let port = free_port().map_err(|e| format!("no free port: {e}"))?;
     let command = template
         .replace("{port}", &port.to_string())
@@ -667,7 +667,7 @@ async fn start_broker(template: &str, dir: &Path, log: &Path) -> Result<Broker, 
 
 impl Broker {
     /// SIGKILL, and reap it.
-    fn kill(self) {
+    pub(crate) fn kill(self) {
         drop(self)
     }
 }

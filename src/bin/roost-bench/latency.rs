@@ -40,7 +40,7 @@ impl Conn {
             buf: BytesMut::with_capacity(64 * 1024),
             codec: MqttCodec::default(),
         };
-        c.send(&crate::connect_packet(client_id, true, 0))?;
+        c.send(&crate::connect_packet(client_id, true, crate::KEEP_ALIVE))?;
         match c.recv()? {
             Packet::ConnAck(a) if a.code as u8 == 0 => Ok(c),
             other => Err(std::io::Error::other(format!("no CONNACK: {other:?}"))),

@@ -9,9 +9,11 @@
 //!
 //! Example: `roost-bench --host 127.0.0.1:1883 fan-in --publishers 4 --qos 1`
 
+mod compare;
 mod connections;
 mod crash;
 mod latency;
+mod sink;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, Subcommand};
@@ -68,6 +70,12 @@ enum Scenario {
     /// restarts it on the same state, and counts acknowledged messages never
     /// delivered and QoS 2 messages delivered twice.
     Crash(crash::CrashArgs),
+    /// The same scenarios against several brokers (each started fresh and
+    /// pinned per measurement), alternating, with medians, ranges and ratios.
+    Compare(compare::CompareArgs),
+    /// A trivial broker (copies every PUBLISH to every subscriber, QoS 0)
+    /// to measure this generator's own ceiling against.
+    Sink(sink::SinkArgs),
     /// Send-to-receive latency (p50/p99) of one publisher at a fixed rate
     /// into one subscriber.
     Latency(latency::LatencyArgs),
@@ -169,6 +177,14 @@ async fn main() {
             messages,
         } => (1, *subscribers, *qos, *messages, "bench/fanout"),
         Scenario::Crash(args) => std::process::exit(crash::run(args).await),
+        Scenario::Compare(args) => std::process::exit(compare::run(args).await),
+        Scenario::Sink(args) => {
+            if let Err(e) = sink::run(args).await {
+                eprintln!("roost-bench sink: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Scenario::Connections(args) => {
             if let Err(e) = connections::run(cli.host, &cli.label, args, cli.header).await {
                 eprintln!("roost-bench: {e}");
@@ -372,6 +388,10 @@ struct Conn {
     write: OwnedWriteHalf,
 }
 
+/// Keep-alive of benchmark clients, in seconds: long enough that no run
+/// needs a PINGREQ, and not 0, which rumqttd refuses.
+const KEEP_ALIVE: u16 = 600;
+
 /// The CONNECT every benchmark client sends (MQTT 3.1.1, no will, no credentials).
 fn connect_packet(client_id: &str, clean_session: bool, keep_alive: u16) -> Packet {
     Packet::Connect(Box::new(Connect {
@@ -397,7 +417,7 @@ async fn connect_with(
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
-    let connect = connect_packet(client_id, clean_session, 0);
+    let connect = connect_packet(client_id, clean_session, KEEP_ALIVE);
     let mut buf = BytesMut::new();
     connect.encode(&mut buf);
     write.write_all(&buf).await?;
