@@ -35,7 +35,7 @@ if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 log "installing clients"
 export DEBIAN_FRONTEND=noninteractive
 # mosquitto brings mosquitto_passwd; its service is stopped right after.
-apt_pkgs=(mosquitto-clients mosquitto)
+apt_pkgs=(mosquitto-clients mosquitto openssl)
 command -v python3 >/dev/null || apt_pkgs+=(python3 python3-venv)
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)
@@ -300,6 +300,61 @@ acl_checks() {
     return $status
 }
 check "ACL file (Mosquitto format): mosquitto_sub -u gets allowed messages only, wider filter denied" acl_checks
+
+# A fourth roost with a second listener speaking TLS and requiring client
+# certificates (openssl-made CA); the certificate's common name is the user
+# name the ACL sees. mosquitto_sub/pub connect with --cafile/--cert/--key;
+# without a client certificate mosquitto_pub is refused.
+tls_checks() {
+    local plain=$((PORT + 3)) port d="$WORK/tls"
+    while port_in_use "$plain"; do plain=$((plain + 1)); done
+    port=$((plain + 1))
+    while port_in_use "$port"; do port=$((port + 1)); done
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=roost-ci-ca" 2>/dev/null || return 1
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" 2>/dev/null || return 1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$d/san.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/server.pem" -days 2 -extfile "$d/san.ext" 2>/dev/null || return 1
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/alice.key" -out "$d/alice.csr" -subj "/CN=alice" 2>/dev/null || return 1
+    # An extension makes it X.509 v3: rustls (webpki) refuses v1 certificates.
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    openssl x509 -req -in "$d/alice.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/alice.pem" -days 2 -extfile "$d/client.ext" 2>/dev/null || return 1
+    printf 'user alice\ntopic readwrite alice/#\n' >"$d/acl"
+    cat >"$d/roost.toml" <<EOF_TOML
+[listener]
+bind = "$HOST:$plain"
+
+[[listeners]]
+bind = "$HOST:$port"
+tls_cert = "$d/server.pem"
+tls_key = "$d/server.key"
+tls_client_ca = "$d/ca.pem"
+use_identity_as_username = true
+
+[auth]
+acl_file = "$d/acl"
+EOF_TOML
+    "$ROOST" --config "$d/roost.toml" --db "$WORK/tls.db" >"$WORK/tls.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do port_in_use "$port" && break; sleep 0.1; done
+    local status=0 tls=(-h localhost -p "$port" --cafile "$d/ca.pem" --cert "$d/alice.pem" --key "$d/alice.key")
+    mosquitto_sub "${tls[@]}" -t 'alice/#' -q 1 -v -C 1 -W 10 >"$d/out" 2>&1 &
+    local sub=$!
+    for _ in $(seq 50); do
+        mosquitto_pub "${tls[@]}" -t alice/t -m "over mTLS" -q 1 || status=1
+        kill -0 "$sub" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$sub" || status=1
+    grep -qx "alice/t over mTLS" "$d/out" || { echo "subscriber got: $(cat "$d/out")"; status=1; }
+    if mosquitto_pub -h localhost -p "$port" --cafile "$d/ca.pem" -t alice/t -m x -q 1 2>/dev/null; then
+        echo "a client without certificate was accepted"; status=1
+    fi
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    [[ $status -eq 0 ]] || tail -5 "$WORK/tls.log"
+    return $status
+}
+check "TLS listener with client certificates: mosquitto_sub/pub --cafile --cert --key, CN as user name" tls_checks
 
 if ! kill -0 "$ROOST_PID" 2>/dev/null; then
     echo "FAIL  roost still running after the checks"

@@ -24,7 +24,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The first listener.
     pub listener: ListenerConfig,
+    /// Further listeners (`[[listeners]]` tables), plain or TLS.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
     pub broker: BrokerConfig,
     pub limits: LimitsConfig,
     pub session: SessionConfig,
@@ -65,6 +69,31 @@ pub struct SupervisionConfig {
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub bind: SocketAddr,
+    /// TLS: certificate chain (PEM). Empty: plain TCP.
+    #[serde(default)]
+    pub tls_cert: PathBuf,
+    /// TLS: the certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key: PathBuf,
+    /// mTLS: clients must present a certificate signed by a CA in this PEM
+    /// file. Empty: client certificates are not asked for.
+    #[serde(default)]
+    pub tls_client_ca: PathBuf,
+    /// mTLS: the common name of the client's certificate is its user name
+    /// (Mosquitto's `use_identity_as_username`); the password file is then
+    /// not consulted for these clients.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+impl ListenerConfig {
+    pub fn is_tls(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
+
+    pub fn client_ca(&self) -> Option<&Path> {
+        (!self.tls_client_ca.as_os_str().is_empty()).then_some(self.tls_client_ca.as_path())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +179,11 @@ impl Config {
         .expect("the embedded default config is valid")
     }
 
+    /// Every listener: `[listener]`, then each of `[[listeners]]`.
+    pub fn all_listeners(&self) -> impl Iterator<Item = &ListenerConfig> {
+        std::iter::once(&self.listener).chain(&self.listeners)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
@@ -157,6 +191,33 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
+        for l in self.all_listeners() {
+            let has_key = !l.tls_key.as_os_str().is_empty();
+            if l.is_tls() != has_key {
+                return invalid(
+                    "listener.tls_cert",
+                    &format!("listener {}: tls_cert and tls_key go together", l.bind),
+                );
+            }
+            if !l.is_tls() && l.client_ca().is_some() {
+                return invalid(
+                    "listener.tls_client_ca",
+                    &format!(
+                        "listener {}: client certificates need tls_cert and tls_key",
+                        l.bind
+                    ),
+                );
+            }
+            if l.use_identity_as_username && l.client_ca().is_none() {
+                return invalid(
+                    "listener.use_identity_as_username",
+                    &format!(
+                        "listener {}: needs tls_client_ca (client certificates)",
+                        l.bind
+                    ),
+                );
+            }
+        }
         if self.limits.max_packet_size < 64
             || self.limits.max_packet_size > crate::protocol::MAX_REMAINING_LENGTH + 5
         {
@@ -296,6 +357,35 @@ mod tests {
         std::fs::write(&bad, "[session]\nmax_inflite = 3\n").unwrap();
         let err = Config::load_with_env(Some(&bad), env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_inflite"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn listeners_from_a_file_and_tls_keys_checked_together() {
+        let dir = std::env::temp_dir().join(format!("roost-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("listeners.toml");
+        std::fs::write(
+            &file,
+            "[[listeners]]\nbind = \"0.0.0.0:8883\"\ntls_cert = \"s.pem\"\ntls_key = \"s.key\"\n\n\
+             [[listeners]]\nbind = \"127.0.0.1:1884\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&file), env(&[])).unwrap();
+        let all: Vec<_> = c
+            .all_listeners()
+            .map(|l| (l.bind.port(), l.is_tls()))
+            .collect();
+        assert_eq!(all, [(1883, false), (8883, true), (1884, false)]);
+        for bad in [
+            "[listener]\nbind = \"127.0.0.1:1\"\ntls_cert = \"s.pem\"\n",
+            "[listener]\nbind = \"127.0.0.1:1\"\ntls_client_ca = \"ca.pem\"\n",
+            "[listener]\nbind = \"127.0.0.1:1\"\ntls_cert = \"s.pem\"\ntls_key = \"k\"\nuse_identity_as_username = true\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = Config::load_with_env(Some(&file), env(&[])).unwrap_err();
+            assert!(err.to_string().contains("listener"), "{err}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

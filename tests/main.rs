@@ -21,4 +21,5 @@ mod sessions;
 mod subscribe;
 #[cfg(feature = "fault-injection")]
 mod supervision;
+mod tls;
 mod will;

@@ -59,8 +59,11 @@ pub struct Connection {
     keep_alive_limit: Option<Duration>,
     last_packet: Instant,
     will: Option<LastWill>,
-    /// The user name of CONNECT, for the ACL.
+    /// The user name of CONNECT (or of the client certificate), for the ACL.
     username: Option<ByteString>,
+    /// On a listener with `use_identity_as_username`: the common name of
+    /// the client certificate, which replaces CONNECT's user name.
+    certificate_identity: Option<Option<ByteString>>,
     /// PUBLISHes the ACL refused; the first is logged, the rest counted.
     acl_denials: u64,
 }
@@ -81,6 +84,32 @@ pub fn close_action(error: &ProtocolError, first_packet: bool) -> Option<Connect
 pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
+    start(read, write, peer, shared, None);
+}
+
+/// Starts a connection actor for a socket whose TLS handshake is done.
+/// `identity`: `Some` when the listener takes the client certificate's
+/// common name as the user name (`None` inside: the certificate has none).
+pub fn spawn_tls(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    identity: Option<Option<ByteString>>,
+) {
+    let (read, write) = tokio::io::split(stream);
+    start(read, write, peer, shared, identity);
+}
+
+fn start<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    identity: Option<Option<ByteString>>,
+) where
+    R: tokio::io::AsyncRead + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let limits = &shared.config.limits;
     let (outbound, gate, writer) = outbound::spawn_writer(write, limits.max_outbound_bytes);
     let codec = MqttCodec::new(limits.max_packet_size);
@@ -104,6 +133,7 @@ pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             last_packet: Instant::now(),
             will: None,
             username: None,
+            certificate_identity: identity,
             acl_denials: 0,
         }
     });
@@ -212,6 +242,21 @@ impl Connection {
         }
         self.client_id = Some(client_id.clone());
         self.phase = Phase::Connecting;
+        if let Some(identity) = self.certificate_identity.take() {
+            // The certificate, checked in the TLS handshake, is the credential.
+            let Some(cn) = identity else {
+                Metrics::inc(&self.shared.metrics.auth_failures);
+                log::warn!(
+                    "{}: CONNECT refused: the client certificate has no common name to use as user name",
+                    self.name()
+                );
+                return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
+            };
+            let mut connect = connect;
+            connect.username = Some(cn);
+            connect.password = None;
+            return self.register(client_id, connect, ctx);
+        }
         let auth = &self.shared.config.auth;
         match (&connect.username, &self.shared.auth.passwords) {
             (None, _) if !auth.allow_anonymous => {

@@ -4,27 +4,83 @@
 
 use super::connection;
 use super::supervisor::EXIT_RESTART_STORM;
+use super::tls::TlsListener;
 use super::Shared;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Listener {
-    listener: Option<tokio::net::TcpListener>,
+    /// Each socket, and its TLS side if it is a TLS listener.
+    listeners: Vec<(tokio::net::TcpListener, Option<Arc<TlsListener>>)>,
     workers: Vec<actix::dev::ArbiterHandle>,
     shared: Arc<Shared>,
 }
 
 impl Listener {
     pub fn new(
-        listener: tokio::net::TcpListener,
+        listeners: Vec<(tokio::net::TcpListener, Option<Arc<TlsListener>>)>,
         workers: Vec<actix::dev::ArbiterHandle>,
         shared: Arc<Shared>,
     ) -> Self {
         Listener {
-            listener: Some(listener),
+            listeners,
             workers,
             shared,
+        }
+    }
+}
+
+/// Runs a connection for an accepted socket on a worker: at once for plain
+/// TCP, after the handshake (bounded by the connect timeout) for TLS.
+async fn run_connection(
+    std_stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<Arc<TlsListener>>,
+) {
+    let failed = |shared: &Shared, what: String| {
+        log::info!("connection from {peer}: {what}");
+        shared
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .metrics
+            .connections_closed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let stream = match tokio::net::TcpStream::from_std(std_stream) {
+        Ok(s) => s,
+        Err(e) => return failed(&shared, format!("accept: {e}")),
+    };
+    let Some(tls) = tls else {
+        return connection::spawn(stream, peer, shared);
+    };
+    let _ = stream.set_nodelay(true);
+    let timeout = Duration::from_secs(shared.config.limits.connect_timeout_secs);
+    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let identity = tls.identity_as_username.then(|| {
+                super::tls::peer_common_name(stream.get_ref().1).map(bytestring::ByteString::from)
+            });
+            connection::spawn_tls(stream, peer, shared, identity);
+        }
+        Ok(Err(e)) => {
+            shared
+                .metrics
+                .tls_handshake_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            failed(&shared, format!("TLS handshake failed: {e}"));
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .tls_handshake_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            failed(
+                &shared,
+                format!("no TLS handshake within {timeout:?} (limits.connect_timeout_secs)"),
+            );
         }
     }
 }
@@ -33,9 +89,19 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(listener) = self.listener.take() else {
-            return;
-        };
+        for (listener, tls) in std::mem::take(&mut self.listeners) {
+            self.accept(listener, tls, ctx);
+        }
+    }
+}
+
+impl Listener {
+    fn accept(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        tls: Option<Arc<TlsListener>>,
+        ctx: &mut Context<Self>,
+    ) {
         let workers = self.workers.clone();
         let shared = self.shared.clone();
         let accept_loop = async move {
@@ -76,20 +142,10 @@ impl Actor for Listener {
                                 continue;
                             }
                         };
-                        let shared = shared.clone();
+                        let (shared, tls) = (shared.clone(), tls.clone());
                         let worker = &workers[next % workers.len()];
                         next = next.wrapping_add(1);
-                        worker.spawn(async move {
-                            match tokio::net::TcpStream::from_std(std_stream) {
-                                Ok(stream) => connection::spawn(stream, peer, shared),
-                                Err(e) => {
-                                    log::warn!("accept from {peer}: {e}");
-                                    shared
-                                        .open_connections
-                                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                                }
-                            }
-                        });
+                        worker.spawn(run_connection(std_stream, peer, shared, tls));
                     }
                     Err(e) => {
                         // Typically out of file descriptors: back off

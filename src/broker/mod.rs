@@ -21,6 +21,7 @@ pub mod session;
 pub mod store;
 pub mod supervision;
 pub mod supervisor;
+pub mod tls;
 pub mod topic_shard;
 
 use crate::config::Config;
@@ -57,6 +58,7 @@ pub struct AuthFiles {
 /// A running broker. Dropping the handle stops it.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -66,9 +68,15 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
-    /// The address the listener is bound to (useful with port 0).
+    /// The address the first listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The addresses of all listeners, in config order (`[listener]`, then
+    /// each of `[[listeners]]`).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -130,9 +138,32 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         None => None,
     };
     let auth = AuthFiles { passwords, acl };
-    let listener = std::net::TcpListener::bind(config.listener.bind)?;
-    listener.set_nonblocking(true)?;
-    let local_addr = listener.local_addr()?;
+    // Every listener is bound (and every TLS file read) before anything
+    // starts, so a wrong address or certificate fails at once.
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    let mut described = Vec::new();
+    for l in config.all_listeners() {
+        let socket = std::net::TcpListener::bind(l.bind)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("listener {}: {e}", l.bind)))?;
+        socket.set_nonblocking(true)?;
+        local_addrs.push(socket.local_addr()?);
+        let tls = match l.is_tls() {
+            true => Some(Arc::new(tls::listener(l).map_err(std::io::Error::other)?)),
+            false => None,
+        };
+        described.push(format!(
+            "{}{}",
+            socket.local_addr()?,
+            match (&tls, l.client_ca()) {
+                (Some(_), Some(_)) => " (TLS, client certificates required)",
+                (Some(_), None) => " (TLS)",
+                _ => "",
+            }
+        ));
+        listeners.push((socket, tls));
+    }
+    let local_addr = local_addrs[0];
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -153,8 +184,11 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     crate::store::open(&store.db, store.synchronous, store.reset_damaged)
                         .await
                         .map_err(std::io::Error::other)?;
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                let tree = supervisor::start(config, listener, m, conn, snapshot, id, auth);
+                let listeners = listeners
+                    .into_iter()
+                    .map(|(s, tls)| Ok((tokio::net::TcpListener::from_std(s)?, tls)))
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                let tree = supervisor::start(config, listeners, m, conn, snapshot, id, auth);
                 let store = tree.store.clone();
                 actix_rt::spawn(async move {
                     let _ = stop_rx.await;
@@ -197,9 +231,10 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
     }
-    log::info!("roost listening on {local_addr}");
+    log::info!("roost listening on {}", described.join(", "));
     Ok(BrokerHandle {
         local_addr,
+        local_addrs,
         metrics,
         stop: Some(stop_tx),
         thread: Some(thread),

@@ -20,8 +20,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 /// Bytes gathered before one `write_all`: big enough to amortise the system
 /// call over many small publishes, small enough to keep latency low.
@@ -87,8 +87,8 @@ impl Outbound {
 /// Creates the outbound queue for a socket and spawns its writer on the
 /// current arbiter. Returns the handle, the gate for the read side, and the
 /// writer task (to abort it if the peer stops reading while we close).
-pub fn spawn_writer(
-    write: OwnedWriteHalf,
+pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
+    write: W,
     limit: usize,
 ) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
     let shared = Arc::new(Shared {
@@ -112,7 +112,7 @@ pub fn spawn_writer(
     )
 }
 
-async fn writer(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
+async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
     let mut batch: VecDeque<Packet> = VecDeque::new();
     let mut buf = BytesMut::new();
     loop {
@@ -136,7 +136,13 @@ async fn writer(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
             p.encode(&mut buf);
             bytes += buf.len() - before;
             if buf.len() >= WRITE_BATCH || batch.is_empty() {
-                if let Err(e) = write.write_all(&buf).await {
+                // flush: a TLS stream may hold records back until asked (a
+                // no-op on plain TCP).
+                let written = match write.write_all(&buf).await {
+                    Ok(()) => write.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     log::debug!("write failed: {e}");
                     shared.closed.store(true, Ordering::Relaxed);
                     shared.reader.wake();

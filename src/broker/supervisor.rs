@@ -43,7 +43,10 @@ pub struct Tree {
 /// actix System.
 pub fn start(
     config: Config,
-    listener: tokio::net::TcpListener,
+    listeners: Vec<(
+        tokio::net::TcpListener,
+        Option<Arc<super::tls::TlsListener>>,
+    )>,
     metrics: Arc<Metrics>,
     conn: SqliteConnection,
     snapshot: Snapshot,
@@ -114,7 +117,7 @@ pub fn start(
         auth,
     });
     // 4. Listener, last.
-    let listener = Listener::new(listener, handles, shared.clone()).start();
+    let listener = Listener::new(listeners, handles, shared.clone()).start();
     Tree {
         workers,
         store_arbiter,
