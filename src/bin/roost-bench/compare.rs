@@ -43,7 +43,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "")]
     bench_cpus: String,
     /// Options for every measurement, before the scenario (e.g. `--window 500`).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     bench_args: String,
 }
 

@@ -9,6 +9,7 @@
 //!
 //! Example: `roost-bench --host 127.0.0.1:1883 fan-in --publishers 4 --qos 1`
 
+mod churn;
 mod compare;
 mod connections;
 mod crash;
@@ -59,6 +60,11 @@ struct Cli {
     /// broker stores what it acknowledges for them.
     #[arg(long)]
     persistent: bool,
+    /// Also connect a subscriber to `#` at QoS 1 that never reads (4 KiB
+    /// receive buffer), for the whole run: the scenario's figures then show
+    /// whether one stalled client slows the others.
+    #[arg(long)]
+    stalled_subscriber: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -73,6 +79,9 @@ enum Scenario {
     /// The same scenarios against several brokers (each started fresh and
     /// pinned per measurement), alternating, with medians, ranges and ratios.
     Compare(compare::CompareArgs),
+    /// Connection, subscription and QoS 2 packet-id churn, with the
+    /// broker's memory and file descriptors after each round.
+    Churn(churn::ChurnArgs),
     /// A trivial broker (copies every PUBLISH to every subscriber, QoS 0)
     /// to measure this generator's own ceiling against.
     Sink(sink::SinkArgs),
@@ -165,6 +174,18 @@ async fn main() {
         eprintln!("--payload must be at least 12 bytes");
         std::process::exit(2);
     }
+    // Held until the scenario ends: never read from.
+    let _stalled = if cli.stalled_subscriber {
+        match stalled_subscriber(cli.host).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("roost-bench: stalled subscriber: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
     let (publishers, subscribers, qos, messages, filter) = match &cli.scenario {
         Scenario::FanIn {
             publishers,
@@ -181,6 +202,13 @@ async fn main() {
         Scenario::Sink(args) => {
             if let Err(e) = sink::run(args).await {
                 eprintln!("roost-bench sink: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Scenario::Churn(args) => {
+            if let Err(e) = churn::run(cli.host, &cli.label, args, cli.header).await {
+                eprintln!("roost-bench: {e}");
                 std::process::exit(1);
             }
             return;
@@ -403,6 +431,25 @@ fn connect_packet(client_id: &str, clean_session: bool, keep_alive: u16) -> Pack
         username: None,
         password: None,
     }))
+}
+
+/// A client subscribed to `#` at QoS 1 with a 4 KiB receive buffer, which
+/// then reads nothing: the broker's side of it fills up and stays full.
+async fn stalled_subscriber(addr: SocketAddr) -> std::io::Result<Conn> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let stream = socket.connect(addr).await?;
+    let (read, mut write) = stream.into_split();
+    let mut buf = BytesMut::new();
+    connect_packet(&format!("bench-{}-stalled", std::process::id()), true, KEEP_ALIVE)
+        .encode(&mut buf);
+    write.write_all(&buf).await?;
+    let mut read = FramedRead::new(read, MqttCodec::default());
+    match read.next().await {
+        Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => {}
+        other => return Err(std::io::Error::other(format!("no CONNACK: {other:?}"))),
+    }
+    subscribe(Conn { read, write }, "#", QoS::AtLeastOnce).await
 }
 
 async fn connect(addr: SocketAddr, client_id: &str) -> std::io::Result<Conn> {
