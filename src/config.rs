@@ -101,6 +101,8 @@ impl ListenerConfig {
 pub struct BrokerConfig {
     pub workers: usize,
     pub shards: usize,
+    /// Seconds between `$SYS` updates; 0: no `$SYS` topics.
+    pub sys_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,5 +21,6 @@ mod sessions;
 mod subscribe;
 #[cfg(feature = "fault-injection")]
 mod supervision;
+mod sys;
 mod tls;
 mod will;

@@ -161,7 +161,7 @@ async fn wildcard_subscribe_gets_all_matching_retained_mqtt_3_3_1_6() {
     let broker = TestBroker::start();
     let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
     let topics = [
-        "w/a", "w/b", "w/c/d", "w", "x/a", "w2/a", "$SYS/w/a", "$x/a",
+        "w/a", "w/b", "w/c/d", "w", "x/a", "w2/a", "$ops/w/a", "$x/a",
     ];
     for (i, t) in topics.iter().enumerate() {
         publisher
@@ -178,7 +178,7 @@ async fn wildcard_subscribe_gets_all_matching_retained_mqtt_3_3_1_6() {
             "#",
             vec!["retained/marker", "w", "w/a", "w/b", "w/c/d", "w2/a", "x/a"],
         ),
-        ("$SYS/#", vec!["$SYS/w/a"]),
+        ("$ops/#", vec!["$ops/w/a"]),
         ("$x/+", vec!["$x/a"]),
         ("nothing/+", vec![]),
     ]

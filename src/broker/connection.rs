@@ -142,6 +142,10 @@ fn start<R, W>(
 impl Connection {
     /// Whether the ACL (if any) lets this client publish to `topic`.
     fn may_publish(&self, client_id: &str, topic: &str) -> bool {
+        // `$SYS` is the broker's own tree, as in Mosquitto.
+        if topic.starts_with("$SYS") {
+            return false;
+        }
         self.shared.auth.acl.as_ref().is_none_or(|acl| {
             acl.allows(
                 self.username.as_deref(),

@@ -190,3 +190,8 @@ pub struct LookupRetained {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct RetainedCount;
+
+/// → SessionRegistry: sessions held now (connected, and persistent ones away).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SessionCount;

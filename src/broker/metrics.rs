@@ -16,6 +16,8 @@ pub struct Metrics {
     /// wills (CONNACK 0x05) and messages not delivered to a subscriber.
     pub acl_denied: AtomicU64,
     pub connections_closed: AtomicU64,
+    /// Subscriptions held now, over all sessions (a gauge).
+    pub subscriptions: AtomicU64,
     /// TLS handshakes that failed or timed out (bad or missing certificates).
     pub tls_handshake_failures: AtomicU64,
     pub clients_connected: AtomicU64,

@@ -21,6 +21,7 @@ pub mod session;
 pub mod store;
 pub mod supervision;
 pub mod supervisor;
+pub mod sys;
 pub mod tls;
 pub mod topic_shard;
 

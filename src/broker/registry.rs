@@ -232,3 +232,11 @@ impl Handler<SessionEnded> for SessionRegistry {
         }
     }
 }
+
+impl Handler<SessionCount> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> usize {
+        self.sessions.len()
+    }
+}

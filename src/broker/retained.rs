@@ -60,6 +60,11 @@ impl RetainedStore {
             self.tree.insert(&topic, message);
             op
         };
+        if topic.as_str().starts_with("$SYS/") {
+            // `$SYS` topics are the broker's own, refreshed every interval:
+            // kept in memory only.
+            return;
+        }
         match ack {
             Some(ack) if ack.group.is_some() => {
                 if let Some(link) = ack.write(&self.store, op, None) {

@@ -301,7 +301,12 @@ impl Session {
         let filters: Vec<_> = self.state.subscriptions().map(|(f, _)| f.clone()).collect();
         for f in &filters {
             self.deps.router.unsubscribe(self.id, f);
-            self.state.unsubscribe(f);
+            if self.state.unsubscribe(f) {
+                self.deps
+                    .metrics
+                    .subscriptions
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -379,6 +384,9 @@ impl Session {
             }
             // roost supports every QoS, so the granted QoS is the requested
             // one [MQTT-3.9.3-1].
+            if new {
+                Metrics::inc(&self.deps.metrics.subscriptions);
+            }
             self.state.subscribe(t.filter.clone(), t.qos);
             self.deps
                 .router
@@ -437,6 +445,10 @@ impl Session {
         });
         for f in u.filters {
             if self.state.unsubscribe(&f) {
+                self.deps
+                    .metrics
+                    .subscriptions
+                    .fetch_sub(1, Ordering::Relaxed);
                 self.deps.router.unsubscribe(self.id, &f);
                 if self.durable {
                     self.write(
@@ -463,6 +475,7 @@ impl Actor for Session {
         // A restored session puts its subscriptions back into the shards.
         let me = ctx.address();
         for (filter, qos) in self.state.subscriptions() {
+            Metrics::inc(&self.deps.metrics.subscriptions);
             self.deps
                 .router
                 .subscribe(self.id, &me, filter, qos, self.durable);

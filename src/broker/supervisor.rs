@@ -37,6 +37,8 @@ pub struct Tree {
     pub shared: Arc<Shared>,
     pub store: Addr<Store>,
     pub listener: Addr<Listener>,
+    /// The `$SYS` publisher, unless `broker.sys_interval_secs` is 0.
+    pub sys: Option<Addr<super::sys::SysTopics>>,
 }
 
 /// Starts every actor on an opened database; must run inside the broker's
@@ -107,6 +109,16 @@ pub fn start(
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h, r));
     subtree.push(registry.clone().recipient());
     restarts.set_subtree(subtree);
+    let sys = (config.broker.sys_interval_secs > 0).then(|| {
+        let (router, registry, retained, metrics) = (
+            router.clone(),
+            registry.clone(),
+            router.retained().clone(),
+            metrics.clone(),
+        );
+        let interval = std::time::Duration::from_secs(config.broker.sys_interval_secs);
+        super::sys::SysTopics::new(router, registry, retained, metrics, interval).start()
+    });
     let shared = Arc::new(Shared {
         config,
         router,
@@ -124,6 +136,7 @@ pub fn start(
         shared,
         store,
         listener,
+        sys,
     }
 }
 

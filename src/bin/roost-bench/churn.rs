@@ -18,8 +18,7 @@ use crate::connect;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use roost::protocol::{
-    Packet, PacketId, Publish, QoS, Subscribe, SubscribeTopic, TopicFilter, TopicName,
-    Unsubscribe,
+    Packet, PacketId, Publish, QoS, Subscribe, SubscribeTopic, TopicFilter, TopicName, Unsubscribe,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -73,7 +72,12 @@ fn packet_id(n: usize) -> PacketId {
 }
 
 /// One churning client: connect, subscribe, publish, unsubscribe, leave.
-async fn churn_client(host: SocketAddr, id: String, filters: usize, polite: bool) -> std::io::Result<()> {
+async fn churn_client(
+    host: SocketAddr,
+    id: String,
+    filters: usize,
+    polite: bool,
+) -> std::io::Result<()> {
     let mut conn = connect(host, &id).await?;
     let topics: Vec<SubscribeTopic> = (0..filters)
         .map(|f| {
@@ -193,7 +197,12 @@ async fn subscription_churn(host: SocketAddr, id: String, n: usize) -> std::io::
     Ok(())
 }
 
-pub async fn run(host: SocketAddr, label: &str, args: &ChurnArgs, header: bool) -> std::io::Result<()> {
+pub async fn run(
+    host: SocketAddr,
+    label: &str,
+    args: &ChurnArgs,
+    header: bool,
+) -> std::io::Result<()> {
     let settle = || tokio::time::sleep(Duration::from_secs(2));
     let measure = |round: String, elapsed: f64| {
         (
@@ -223,7 +232,12 @@ pub async fn run(host: SocketAddr, label: &str, args: &ChurnArgs, header: bool) 
             return Err(std::io::Error::other(format!("round {round}: {e}")));
         }
         qos2_id_reuse(host, format!("churn-{run_id}-{round}-qos2")).await?;
-        subscription_churn(host, format!("churn-{run_id}-{round}-subs"), args.subscriptions).await?;
+        subscription_churn(
+            host,
+            format!("churn-{run_id}-{round}-subs"),
+            args.subscriptions,
+        )
+        .await?;
         let elapsed = start.elapsed().as_secs_f64();
         settle().await;
         rows.push(measure(format!("after round {round}"), elapsed));

@@ -441,8 +441,12 @@ async fn stalled_subscriber(addr: SocketAddr) -> std::io::Result<Conn> {
     let stream = socket.connect(addr).await?;
     let (read, mut write) = stream.into_split();
     let mut buf = BytesMut::new();
-    connect_packet(&format!("bench-{}-stalled", std::process::id()), true, KEEP_ALIVE)
-        .encode(&mut buf);
+    connect_packet(
+        &format!("bench-{}-stalled", std::process::id()),
+        true,
+        KEEP_ALIVE,
+    )
+    .encode(&mut buf);
     write.write_all(&buf).await?;
     let mut read = FramedRead::new(read, MqttCodec::default());
     match read.next().await {
