@@ -35,6 +35,21 @@ pub struct Config {
     pub store: StoreConfig,
     pub supervision: SupervisionConfig,
     pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` for Prometheus' `GET /metrics`; empty: off.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address to serve metrics on, if set (checked by `validate`).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +208,12 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
+        if !self.metrics.listen.is_empty() && self.metrics.listen_addr().is_none() {
+            return invalid(
+                "metrics.listen",
+                "must be HOST:PORT (e.g. 127.0.0.1:9883) or empty",
+            );
+        }
         for l in self.all_listeners() {
             let has_key = !l.tls_key.as_os_str().is_empty();
             if l.is_tls() != has_key {

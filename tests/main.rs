@@ -14,6 +14,7 @@ mod flows;
 mod keepalive;
 mod limits;
 mod malformed;
+mod metrics;
 mod persistence;
 mod publish;
 mod retained;

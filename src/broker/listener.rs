@@ -89,8 +89,9 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        for (listener, tls) in std::mem::take(&mut self.listeners) {
-            self.accept(listener, tls, ctx);
+        for (index, (listener, tls)) in std::mem::take(&mut self.listeners).into_iter().enumerate()
+        {
+            self.accept(index, listener, tls, ctx);
         }
     }
 }
@@ -98,6 +99,7 @@ impl Actor for Listener {
 impl Listener {
     fn accept(
         &mut self,
+        index: usize,
         listener: tokio::net::TcpListener,
         tls: Option<Arc<TlsListener>>,
         ctx: &mut Context<Self>,
@@ -130,6 +132,9 @@ impl Listener {
                         shared
                             .open_connections
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some((_, accepted)) = shared.listener_accepted.get(index) {
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         // Move the socket to a worker's runtime: deregister
                         // here, register there.
                         let std_stream = match stream.into_std() {

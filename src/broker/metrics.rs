@@ -41,10 +41,35 @@ pub struct Metrics {
     pub sessions_expired: AtomicU64,
     /// Actor restarts after a caught panic (any kind).
     pub restarts: AtomicU64,
+    /// The same, by `ActorKind` (indexed by `kind as usize`).
+    pub restarts_by_kind: [AtomicU64; 7],
     /// Restart storms answered by rebuilding the whole subtree.
     pub subtree_restarts: AtomicU64,
     /// Connections closed because their handler panicked.
     pub connection_panics: AtomicU64,
+    /// Commit latency and changes per commit, for `/metrics`.
+    pub store_commit_seconds: Histogram<100>,
+    pub store_batch_changes: Histogram<1_000_000>,
+}
+
+/// A Prometheus histogram (shared by its clones) whose buckets double 16
+/// times from `FIRST` millionths: `Histogram<100>` for seconds (100 µs up
+/// to 3.3 s), `Histogram<1_000_000>` for counts (1 up to 32,768).
+#[derive(Debug, Clone)]
+pub struct Histogram<const FIRST: u64>(pub prometheus_client::metrics::histogram::Histogram);
+
+impl<const FIRST: u64> Histogram<FIRST> {
+    pub fn observe(&self, v: f64) {
+        self.0.observe(v);
+    }
+}
+
+impl<const FIRST: u64> Default for Histogram<FIRST> {
+    fn default() -> Self {
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(FIRST as f64 / 1e6, 2.0, 16),
+        ))
+    }
 }
 
 impl Metrics {

@@ -14,6 +14,7 @@ pub mod listener;
 pub mod messages;
 pub mod metrics;
 pub mod outbound;
+pub mod prometheus;
 pub mod registry;
 pub mod retained;
 pub mod router;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub next_connection_id: AtomicU64,
     /// The files of `[auth]`.
     pub auth: AuthFiles,
+    /// Connections accepted by each listener, labelled by its address.
+    pub listener_accepted: Vec<(String, std::sync::atomic::AtomicU64)>,
     /// Connections open now, for `limits.max_connections`.
     pub open_connections: std::sync::atomic::AtomicUsize,
 }
@@ -60,6 +63,7 @@ pub struct AuthFiles {
 pub struct BrokerHandle {
     local_addr: SocketAddr,
     local_addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -78,6 +82,11 @@ impl BrokerHandle {
     /// each of `[[listeners]]`).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Where `GET /metrics` is served, if `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -165,6 +174,21 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         listeners.push((socket, tls));
     }
     let local_addr = local_addrs[0];
+    let metrics_listener = match config.metrics.listen_addr() {
+        Some(addr) => {
+            let socket = std::net::TcpListener::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("metrics.listen {addr}: {e}"))
+            })?;
+            socket.set_nonblocking(true)?;
+            described.push(format!("{} (Prometheus /metrics)", socket.local_addr()?));
+            Some(socket)
+        }
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(s) => Some(s.local_addr()?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -190,6 +214,14 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     .map(|(s, tls)| Ok((tokio::net::TcpListener::from_std(s)?, tls)))
                     .collect::<std::io::Result<Vec<_>>>()?;
                 let tree = supervisor::start(config, listeners, m, conn, snapshot, id, auth);
+                if let Some(socket) = metrics_listener {
+                    let socket = tokio::net::TcpListener::from_std(socket)?;
+                    let counts = Arc::new(prometheus::Counts {
+                        registry: tree.shared.registry.clone(),
+                        retained: tree.shared.router.retained().clone(),
+                    });
+                    actix_rt::spawn(prometheus::serve(socket, tree.shared.clone(), counts));
+                }
                 let store = tree.store.clone();
                 actix_rt::spawn(async move {
                     let _ = stop_rx.await;
@@ -236,6 +268,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     Ok(BrokerHandle {
         local_addr,
         local_addrs,
+        metrics_addr,
         metrics,
         stop: Some(stop_tx),
         thread: Some(thread),

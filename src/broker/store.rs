@@ -162,6 +162,8 @@ impl Store {
                     act.metrics.store_commits.fetch_add(1, Ordering::Relaxed);
                     act.metrics.store_ops_committed.fetch_add(size, Ordering::Relaxed);
                     act.metrics.store_commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    act.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+                    act.metrics.store_batch_changes.observe(size as f64);
                     batch.release();
                 }
                 Err(e) => {

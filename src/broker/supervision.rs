@@ -32,6 +32,18 @@ pub enum ActorKind {
     Connection,
 }
 
+impl ActorKind {
+    pub const ALL: [ActorKind; 7] = [
+        ActorKind::Store,
+        ActorKind::RetainedStore,
+        ActorKind::TopicShard,
+        ActorKind::SessionRegistry,
+        ActorKind::Session,
+        ActorKind::Listener,
+        ActorKind::Connection,
+    ];
+}
+
 impl fmt::Display for ActorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
@@ -181,6 +193,7 @@ impl RestartTracker {
     /// escalated to a shutdown.
     pub fn record(&self, kind: ActorKind) -> bool {
         self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.restarts_by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let (storm, second) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -126,6 +126,14 @@ pub fn start(
         metrics,
         next_connection_id: AtomicU64::new(1),
         open_connections: std::sync::atomic::AtomicUsize::new(0),
+        listener_accepted: listeners
+            .iter()
+            .map(|(l, tls)| {
+                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                let kind = if tls.is_some() { " (TLS)" } else { "" };
+                (format!("{addr}{kind}"), AtomicU64::new(0))
+            })
+            .collect(),
         auth,
     });
     // 4. Listener, last.

@@ -1,0 +1,279 @@
+//! Prometheus metrics over HTTP: `GET /metrics` on `metrics.listen` (off
+//! unless set), in the OpenMetrics text format written by the
+//! `prometheus-client` crate. Each scrape reads the broker's atomic
+//! counters (`Metrics`) and asks the registry and the retained store for
+//! their counts. The HTTP side is one request per connection, parsed with
+//! `httparse`: enough for a scraper, and nothing else is served.
+
+use super::messages::{RetainedCount, SessionCount};
+use super::registry::SessionRegistry;
+use super::retained::RetainedStore;
+use super::supervision::ActorKind;
+use super::Shared;
+use actix::Addr;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counts held by other actors, fetched per scrape.
+pub struct Counts {
+    pub registry: Addr<SessionRegistry>,
+    pub retained: Addr<RetainedStore>,
+}
+
+/// The text of one scrape.
+async fn render(shared: &Shared, counts: &Counts) -> String {
+    let m = &shared.metrics;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut r = Registry::with_prefix("roost");
+    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+        r.register(name, help, ConstCounter::new(v));
+    };
+    counter(
+        &mut r,
+        "connections_accepted",
+        "TCP connections accepted",
+        get(&m.connections_accepted),
+    );
+    counter(
+        &mut r,
+        "connections_refused",
+        "Connections closed at once at limits.max_connections",
+        get(&m.connections_refused),
+    );
+    counter(
+        &mut r,
+        "connections_closed",
+        "Connections closed",
+        get(&m.connections_closed),
+    );
+    counter(
+        &mut r,
+        "tls_handshake_failures",
+        "TLS handshakes that failed or timed out",
+        get(&m.tls_handshake_failures),
+    );
+    counter(
+        &mut r,
+        "auth_failures",
+        "CONNECTs refused by authentication",
+        get(&m.auth_failures),
+    );
+    counter(
+        &mut r,
+        "limits_refused",
+        "Requests refused by a limit of [limits]",
+        get(&m.limits_refused),
+    );
+    counter(
+        &mut r,
+        "protocol_errors",
+        "Connections closed for a protocol violation",
+        get(&m.protocol_errors),
+    );
+    counter(
+        &mut r,
+        "publishes_received",
+        "PUBLISH packets received from clients",
+        get(&m.publishes_received),
+    );
+    counter(
+        &mut r,
+        "publishes_sent",
+        "PUBLISH packets sent to clients",
+        get(&m.publishes_sent),
+    );
+    counter(
+        &mut r,
+        "wills_published",
+        "Wills published",
+        get(&m.wills_published),
+    );
+    counter(
+        &mut r,
+        "takeovers",
+        "Connections taken over by a new one with the same client id",
+        get(&m.takeovers),
+    );
+    counter(
+        &mut r,
+        "sessions_expired",
+        "Persistent sessions removed by session.expiry_secs",
+        get(&m.sessions_expired),
+    );
+    counter(
+        &mut r,
+        "store_commits",
+        "Store transactions committed",
+        get(&m.store_commits),
+    );
+    counter(
+        &mut r,
+        "store_changes_committed",
+        "Changes committed (batch size = this / store_commits)",
+        get(&m.store_ops_committed),
+    );
+    counter(
+        &mut r,
+        "store_commit_failures",
+        "Store transactions that failed (nothing of them acknowledged)",
+        get(&m.store_commit_failures),
+    );
+    counter(
+        &mut r,
+        "subtree_restarts",
+        "Restart storms answered by rebuilding the subtree",
+        get(&m.subtree_restarts),
+    );
+    counter(
+        &mut r,
+        "connection_panics",
+        "Connections closed because their handler panicked",
+        get(&m.connection_panics),
+    );
+
+    let dropped = Family::<Labels, Counter>::default();
+    for (reason, c) in [
+        ("slow_client", &m.dropped_slow_client),
+        ("queue_full", &m.dropped_queue_full),
+        ("offline_qos0", &m.dropped_offline_qos0),
+        ("acl", &m.acl_denied),
+    ] {
+        dropped
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(get(c));
+    }
+    r.register(
+        "messages_dropped",
+        "Messages not delivered, by reason (acl: also refused subscriptions and wills)",
+        dropped,
+    );
+
+    let restarts = Family::<Labels, Counter>::default();
+    for kind in ActorKind::ALL {
+        restarts
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc_by(get(&m.restarts_by_kind[kind as usize]));
+    }
+    r.register(
+        "actor_restarts",
+        "Actor restarts after a caught panic, by kind",
+        restarts,
+    );
+
+    let by_listener = Family::<Labels, Counter>::default();
+    for (addr, c) in &shared.listener_accepted {
+        by_listener
+            .get_or_create(&vec![("listener", addr.clone())])
+            .inc_by(get(c));
+    }
+    r.register(
+        "listener_connections",
+        "Connections accepted, by listener",
+        by_listener,
+    );
+
+    r.register(
+        "clients_connected",
+        "Clients connected now",
+        ConstGauge::new(get(&m.clients_connected) as i64),
+    );
+    r.register(
+        "subscriptions",
+        "Subscriptions held now",
+        ConstGauge::new(get(&m.subscriptions) as i64),
+    );
+    let timeout = Duration::from_secs(2);
+    let sessions = tokio::time::timeout(timeout, counts.registry.send(SessionCount)).await;
+    if let Ok(Ok(n)) = sessions {
+        r.register(
+            "sessions",
+            "Sessions held now (connected, and persistent ones away)",
+            ConstGauge::new(n as i64),
+        );
+    }
+    let retained = tokio::time::timeout(timeout, counts.retained.send(RetainedCount)).await;
+    if let Ok(Ok(n)) = retained {
+        let g = Gauge::<i64>::default();
+        g.set(n as i64);
+        r.register("retained_messages", "Retained messages held now", g);
+    }
+    r.register(
+        "store_commit_seconds",
+        "Time each store commit took",
+        m.store_commit_seconds.0.clone(),
+    );
+    r.register(
+        "store_batch_changes",
+        "Changes in each store commit",
+        m.store_batch_changes.0.clone(),
+    );
+    let mut text = String::new();
+    if encode(&mut text, &r).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// Serves `GET /metrics` on `listener` until the broker stops.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, counts: Arc<Counts>) {
+    loop {
+        let Ok((mut socket, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (shared, counts) = (shared.clone(), counts.clone());
+        actix_rt::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut len = 0;
+            let path = loop {
+                let read =
+                    tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf[len..]))
+                        .await;
+                match read {
+                    Ok(Ok(n)) if n > 0 => len += n,
+                    _ => return,
+                }
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut request = httparse::Request::new(&mut headers);
+                match request.parse(&buf[..len]) {
+                    Ok(httparse::Status::Complete(_)) => {
+                        break (request.method == Some("GET"))
+                            .then(|| request.path.unwrap_or_default().to_string());
+                    }
+                    Ok(httparse::Status::Partial) if len < buf.len() => continue,
+                    _ => break None,
+                }
+            };
+            let response = match path.as_deref() {
+                Some("/metrics") => {
+                    let body = render(&shared, &counts).await;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                Some(_) => {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                }
+                None => {
+                    log::debug!("metrics: bad request from {peer}");
+                    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                }
+            };
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}

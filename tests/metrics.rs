@@ -1,0 +1,69 @@
+//! Prometheus metrics over HTTP (`metrics.listen`): `GET /metrics` in the
+//! OpenMetrics text format, with counters, drops by reason, restarts by
+//! actor kind, connections by listener, gauges and the store's commit
+//! histograms; other paths get 404.
+
+use crate::common::raw::RawClient;
+use crate::common::TestBroker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_counters_gauges_and_histograms() {
+    let broker = TestBroker::start_with(|c| c.metrics.listen = "127.0.0.1:0".into());
+    let addr = broker.handle.metrics_addr().expect("metrics listener");
+    let mut sub = RawClient::connected(broker.addr(), "m-sub", false).await;
+    sub.subscribe_ok(1, &[("m/#", 1)]).await;
+    let mut publisher = RawClient::connected(broker.addr(), "m-pub", true).await;
+    publisher.publish_ok("m/a", b"1", 1, 1, false).await;
+    publisher.publish_ok("m/b", b"2", 1, 2, true).await;
+    sub.recv_publishes(2).await;
+
+    let response = get(addr, "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("application/openmetrics-text"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(
+        value(body, "roost_publishes_received_total"),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(value(body, "roost_clients_connected"), Some(2.0));
+    assert_eq!(value(body, "roost_subscriptions"), Some(1.0));
+    assert_eq!(value(body, "roost_sessions"), Some(2.0));
+    assert!(value(body, "roost_retained_messages").is_some_and(|n| n >= 1.0));
+    assert_eq!(
+        value(body, "roost_messages_dropped_total{reason=\"queue_full\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(body, "roost_actor_restarts_total{kind=\"Session\"}"),
+        Some(0.0)
+    );
+    let listener = format!(
+        "roost_listener_connections_total{{listener=\"{}\"}}",
+        broker.addr()
+    );
+    assert_eq!(value(body, &listener), Some(2.0), "{body}");
+    // The persistent subscription committed at least once.
+    assert!(value(body, "roost_store_commit_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(body.contains("roost_store_batch_changes_bucket{le="));
+    assert!(body.trim_end().ends_with("# EOF"));
+
+    assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
+}
