@@ -10,13 +10,13 @@ use std::process::ExitCode;
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Configuration file (TOML) layered over the embedded defaults.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on for MQTT over TCP (overrides listener.bind).
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
     /// SQLite database file for durable state (overrides store.db).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     db: Option<PathBuf>,
     /// If the database is damaged, rename it to PATH.damaged-<unix time> and start with an empty one.
     #[arg(long)]
@@ -31,6 +31,47 @@ enum Command {
     /// its other users, mosquitto_passwd ones included). The password is
     /// asked on the terminal, or read as one line from standard input.
     Passwd { file: PathBuf, user: String },
+    /// Show the database as tables: sessions, subscriptions, queued
+    /// messages or retained messages. Opens it read-only, so it is safe
+    /// while roost runs. The database is --db, else store.db of the config.
+    Inspect {
+        #[arg(value_enum)]
+        view: roost::store::inspect::View,
+        /// Only this client id.
+        #[arg(long)]
+        client: Option<String>,
+    },
+}
+
+fn inspect(
+    db: &std::path::Path,
+    view: roost::store::inspect::View,
+    client: Option<&str>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roost inspect: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut conn = roost::store::inspect::open_read_only(db).await?;
+        roost::store::inspect::table(&mut conn, view, client).await
+    });
+    match result {
+        Ok(table) => {
+            print!("{}", table.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roost inspect: {}: {e}", db.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
@@ -69,7 +110,6 @@ fn main() -> ExitCode {
     if let Some(Command::Passwd { file, user }) = &cli.command {
         return passwd(file, user);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut config = match roost::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -77,6 +117,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Inspect { view, client }) = &cli.command {
+        let db = cli.db.as_deref().unwrap_or(&config.store.db);
+        return inspect(db, *view, client.as_deref());
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Some(listen) = cli.listen {
         config.listener.bind = listen;
     }

@@ -86,3 +86,83 @@ async fn binary_serves_and_stops_on_sigterm() {
     assert_eq!(code.code(), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `roost inspect` prints the database as tables, read-only, while the
+/// broker runs: sessions with their counts, subscriptions, queued messages
+/// and retained messages; `--client` narrows to one client.
+#[tokio::test]
+async fn inspect_prints_sessions_subscriptions_queued_and_retained_while_running() {
+    use crate::common::raw::ConnectOptions;
+    let broker = crate::common::TestBroker::start();
+    let db = broker.db_path();
+    let options = ConnectOptions {
+        clean: false,
+        username: Some("ops"),
+        ..ConnectOptions::new("sensor-9")
+    };
+    let mut away = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
+    away.subscribe_ok(1, &[("plant/+/temp", 1)]).await;
+    away.disconnect().await;
+    let mut publisher = RawClient::connected(broker.addr(), "inspect-pub", true).await;
+    publisher
+        .publish_ok("plant/7/temp", b"21.5", 1, 1, false)
+        .await;
+    publisher
+        .publish_ok("plant/7/status", b"running", 1, 2, true)
+        .await;
+    let inspect = |args: &[&str]| {
+        let out = roost()
+            .arg("inspect")
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sessions = inspect(&["sessions", "--client", "sensor-9"]);
+    let lines: Vec<&str> = sessions.lines().collect();
+    assert!(lines[0].starts_with("client_id"), "{sessions}");
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    // client_id persistent connected user connected_since last_seen keep_alive subscriptions queued in_flight awaiting_pubrel
+    assert_eq!(
+        (row[0], row[1], row[2], row[3], row[7], row[8]),
+        ("sensor-9", "yes", "no", "ops", "1", "1"),
+        "{sessions}"
+    );
+    assert_eq!(lines.len(), 3, "only sensor-9: {sessions}");
+    assert!(inspect(&["subscriptions"]).contains("plant/+/temp"));
+    let queued = inspect(&["queued", "--client", "sensor-9"]);
+    assert!(
+        queued.lines().nth(2).is_some_and(|l| l.contains("queued")
+            && l.contains("plant/7/temp")
+            && l.contains("21.5")),
+        "{queued}"
+    );
+    let retained = inspect(&["retained"]);
+    assert!(
+        retained
+            .lines()
+            .any(|l| l.starts_with("plant/7/status") && l.contains("running")),
+        "{retained}"
+    );
+}
+
+#[test]
+fn inspect_of_a_missing_database_fails_without_creating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("none.db");
+    let out = roost()
+        .args(["inspect", "sessions", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such database"));
+    assert!(!db.exists());
+}

@@ -16,6 +16,7 @@
 mod batch;
 mod bodies;
 pub mod completion;
+pub mod inspect;
 mod messages;
 mod retained;
 mod sessions;
