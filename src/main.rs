@@ -147,10 +147,11 @@ fn main() -> ExitCode {
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(term), Ok(int)) => (term, int),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("roost: cannot listen for SIGTERM/SIGINT: {e}");
+            (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                eprintln!("roost: cannot listen for SIGTERM/SIGINT/SIGHUP: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -163,12 +164,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut term, mut int) = signals;
+    let (mut term, mut int, mut hup) = signals;
+    let config_file = cli.config.clone();
     let exited = runtime.block_on(async {
-        tokio::select! {
-            _ = term.recv() => None,
-            _ = int.recv() => None,
-            code = broker.exited() => Some(code),
+        loop {
+            tokio::select! {
+                _ = term.recv() => return None,
+                _ = int.recv() => return None,
+                code = broker.exited() => return Some(code),
+                _ = hup.recv() => {
+                    // Reload what can change without dropping connections;
+                    // a bad file or value keeps the running settings.
+                    log::info!("SIGHUP: reloading the configuration");
+                    match roost::Config::load(config_file.as_deref()) {
+                        Ok(config) => {
+                            if let Err(e) = broker.reload(&config) {
+                                log::error!("reload failed, settings unchanged: {e}");
+                            }
+                        }
+                        Err(e) => log::error!("reload failed, settings unchanged: {e}"),
+                    }
+                }
+            }
         }
     });
     match exited {

@@ -125,3 +125,46 @@ async fn rumqttc_with_credentials_connects() {
     }
     drop(client);
 }
+
+/// A reload (SIGHUP in the binary) reads the password file again and
+/// applies `auth.allow_anonymous`, for the next CONNECT; an unreadable file
+/// leaves the running settings as they were.
+#[tokio::test]
+async fn reload_reads_the_password_file_again_and_keeps_settings_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passwd");
+    std::fs::write(&path, MOSQUITTO_FILE).unwrap();
+    let p = path.clone();
+    let broker = TestBroker::start_with(move |c| {
+        c.auth.allow_anonymous = false;
+        c.auth.password_file = p;
+    });
+    assert_eq!(connack(&broker, Some("dave"), Some(b"pw")).await, raw::connack_refused(4));
+    let status = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .arg("passwd")
+        .arg(&path)
+        .arg("dave")
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(b"pw\n")?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(status.success());
+    let mut config = broker.config.clone();
+    broker.handle.reload(&config).unwrap();
+    assert_eq!(connack(&broker, Some("dave"), Some(b"pw")).await, CONNACK_OK);
+    assert_eq!(connack(&broker, None, None).await, raw::connack_refused(5));
+    config.auth.allow_anonymous = true;
+    config.auth.password_file = dir.path().join("missing");
+    assert!(broker.handle.reload(&config).is_err());
+    assert_eq!(
+        connack(&broker, None, None).await,
+        raw::connack_refused(5),
+        "a failed reload changes nothing"
+    );
+    config.auth.password_file = path;
+    broker.handle.reload(&config).unwrap();
+    assert_eq!(connack(&broker, None, None).await, CONNACK_OK);
+}

@@ -166,3 +166,73 @@ fn inspect_of_a_missing_database_fails_without_creating_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such database"));
     assert!(!db.exists());
 }
+
+/// SIGHUP reloads the ACL file (and the rest of what `reload` covers)
+/// without dropping connections: a subscription the new ACL refuses gets
+/// 0x80 on the same connection, which stays usable; the reload is logged.
+#[tokio::test]
+async fn sighup_reloads_the_acl_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite open/#\ntopic readwrite soon-closed/#\n",
+    )
+    .unwrap();
+    let config = dir.path().join("roost.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\nacl_file = {:?}\n", acl.display().to_string()),
+    )
+    .unwrap();
+    let mut child = roost()
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("roost.db"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("roost logs its address").unwrap();
+        if let Some(rest) = line.split("roost listening on ").nth(1) {
+            break rest.trim().parse().unwrap();
+        }
+    };
+    let mut c = RawClient::connected(addr, "hup", true).await;
+    c.subscribe_ok(1, &[("soon-closed/a", 0)]).await;
+    std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut lines = tokio::task::spawn_blocking(move || loop {
+        let line = lines.next().expect("roost logs the reload").unwrap();
+        if line.contains("configuration reloaded") {
+            return lines;
+        }
+    })
+    .await
+    .unwrap();
+    c.send(&crate::common::raw::subscribe(
+        2,
+        &[("soon-closed/b", 0), ("open/x", 0)],
+    ))
+    .await;
+    assert_eq!(
+        c.recv().await.bytes(),
+        crate::common::raw::suback(2, &[0x80, 0])
+    );
+    c.ping().await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    tokio::task::spawn_blocking(move || {
+        for _ in lines.by_ref() {}
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+}

@@ -110,7 +110,8 @@ fn start<R, W>(
     R: tokio::io::AsyncRead + Unpin + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &shared.config.limits;
+    let live = shared.live.load();
+    let limits = &live.limits;
     let (outbound, gate, writer) = outbound::spawn_writer(write, limits.max_outbound_bytes);
     let codec = MqttCodec::new(limits.max_packet_size);
     let backlog = RoutingBacklog::new(limits.max_routing_backlog);
@@ -146,7 +147,7 @@ impl Connection {
         if topic.starts_with("$SYS") {
             return false;
         }
-        self.shared.auth.acl.as_ref().is_none_or(|acl| {
+        self.shared.live.load().auth.acl.as_ref().is_none_or(|acl| {
             acl.allows(
                 self.username.as_deref(),
                 client_id,
@@ -224,7 +225,8 @@ impl Connection {
         } else if connect.version == ProtocolVersion::V31 && client_id.chars().count() > 23 {
             return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
         }
-        let limits = &self.shared.config.limits;
+        let live = self.shared.live.load();
+        let limits = &live.limits;
         let refusal = if client_id.len() > limits.max_client_id_length {
             Some("client id longer than limits.max_client_id_length")
         } else if connect.keep_alive > limits.max_keepalive {
@@ -261,9 +263,9 @@ impl Connection {
             connect.password = None;
             return self.register(client_id, connect, ctx);
         }
-        let auth = &self.shared.config.auth;
-        match (&connect.username, &self.shared.auth.passwords) {
-            (None, _) if !auth.allow_anonymous => {
+        let live = self.shared.live.load();
+        match (&connect.username, &live.auth.passwords) {
+            (None, _) if !live.allow_anonymous => {
                 Metrics::inc(&self.shared.metrics.auth_failures);
                 log::warn!(
                     "{}: CONNECT without user name refused (auth.allow_anonymous is false)",
@@ -271,7 +273,7 @@ impl Connection {
                 );
                 self.refuse(ConnectReturnCode::NotAuthorized, ctx)
             }
-            (Some(_), None) if !auth.allow_anonymous => {
+            (Some(_), None) if !live.allow_anonymous => {
                 Metrics::inc(&self.shared.metrics.auth_failures);
                 log::warn!(
                     "{}: CONNECT refused: no password file and auth.allow_anonymous is false",
@@ -414,7 +416,13 @@ impl Connection {
         match packet {
             Packet::Publish(p) => {
                 Metrics::inc(&self.shared.metrics.publishes_received);
-                if !self.shared.config.limits.topic_allowed(p.topic.as_str()) {
+                if !self
+                    .shared
+                    .live
+                    .load()
+                    .limits
+                    .topic_allowed(p.topic.as_str())
+                {
                     log::warn!(
                         "{}: PUBLISH topic beyond limits.max_topic_length or max_topic_levels, closing",
                         self.name()
@@ -523,7 +531,7 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         Metrics::inc(&self.shared.metrics.connections_accepted);
-        let timeout = self.shared.config.connect_timeout();
+        let timeout = Duration::from_secs(self.shared.live.load().limits.connect_timeout_secs);
         ctx.run_later(timeout, move |act, ctx| {
             if matches!(act.phase, Phase::AwaitingConnect | Phase::Connecting) {
                 log::info!("{}: no CONNECT within {:?}, closing", act.name(), timeout);

@@ -57,7 +57,7 @@ async fn run_connection(
         return connection::spawn(stream, peer, shared);
     };
     let _ = stream.set_nodelay(true);
-    let timeout = Duration::from_secs(shared.config.limits.connect_timeout_secs);
+    let timeout = Duration::from_secs(shared.live.load().limits.connect_timeout_secs);
     match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let identity = tls.identity_as_username.then(|| {
@@ -111,7 +111,7 @@ impl Listener {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        let limit = shared.config.limits.max_connections;
+                        let limit = shared.live.load().limits.max_connections;
                         if limit > 0
                             && shared
                                 .open_connections

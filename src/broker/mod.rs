@@ -42,15 +42,54 @@ pub struct Shared {
     pub registry: Addr<SessionRegistry>,
     pub metrics: Arc<Metrics>,
     pub next_connection_id: AtomicU64,
-    /// The files of `[auth]`.
-    pub auth: AuthFiles,
+    /// What SIGHUP reloads: read it through `live.load()`.
+    pub live: Live,
     /// Connections accepted by each listener, labelled by its address.
     pub listener_accepted: Vec<(String, std::sync::atomic::AtomicU64)>,
     /// Connections open now, for `limits.max_connections`.
     pub open_connections: std::sync::atomic::AtomicUsize,
 }
 
-/// The files of the `[auth]` section, loaded at start.
+/// The settings SIGHUP reloads without dropping a connection: the
+/// `[limits]` section, `auth.allow_anonymous`, and the password and ACL
+/// files. Readers take a snapshot with `load()`; a reload swaps in a new
+/// one whole.
+pub struct Reloadable {
+    pub limits: crate::config::LimitsConfig,
+    pub allow_anonymous: bool,
+    pub auth: AuthFiles,
+}
+
+pub type Live = Arc<arc_swap::ArcSwap<Reloadable>>;
+
+impl Reloadable {
+    /// Reads the files `config` names; an unreadable file is an error.
+    pub fn load(config: &Config) -> Result<Reloadable, String> {
+        let passwords = match config.auth.password_file() {
+            Some(path) => {
+                let file = crate::auth::PasswordFile::load(path).map_err(|e| e.to_string())?;
+                log::info!("{} users in password file {}", file.len(), path.display());
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+        let acl = match config.auth.acl_file() {
+            Some(path) => {
+                let file = crate::acl::AclFile::load(path).map_err(|e| e.to_string())?;
+                log::info!("ACL file {} loaded", path.display());
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+        Ok(Reloadable {
+            limits: config.limits.clone(),
+            allow_anonymous: config.auth.allow_anonymous,
+            auth: AuthFiles { passwords, acl },
+        })
+    }
+}
+
+/// The files of the `[auth]` section.
 #[derive(Clone, Default)]
 pub struct AuthFiles {
     /// `auth.password_file`, if one is set.
@@ -64,6 +103,7 @@ pub struct BrokerHandle {
     local_addr: SocketAddr,
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    live: Live,
     metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -82,6 +122,19 @@ impl BrokerHandle {
     /// each of `[[listeners]]`).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Applies the reloadable part of `config` (SIGHUP): `[limits]`,
+    /// `auth.allow_anonymous`, the password file and the ACL file. Existing
+    /// connections stay; they see the new settings from their next packet.
+    /// If a file cannot be read, nothing changes and the error is returned.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let next = Reloadable::load(config)?;
+        self.live.store(Arc::new(next));
+        log::info!(
+            "configuration reloaded: [limits], auth.allow_anonymous, password file, ACL file"
+        );
+        Ok(())
     }
 
     /// Where `GET /metrics` is served, if `metrics.listen` is set.
@@ -131,23 +184,10 @@ impl Drop for BrokerHandle {
 /// Binds the listener, starts the actor system on a new thread and returns
 /// once the broker accepts connections.
 pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
-    let passwords = match config.auth.password_file() {
-        Some(path) => {
-            let file = crate::auth::PasswordFile::load(path).map_err(std::io::Error::other)?;
-            log::info!("{} users in password file {}", file.len(), path.display());
-            Some(Arc::new(file))
-        }
-        None => None,
-    };
-    let acl = match config.auth.acl_file() {
-        Some(path) => {
-            let file = crate::acl::AclFile::load(path).map_err(std::io::Error::other)?;
-            log::info!("ACL file {} loaded", path.display());
-            Some(Arc::new(file))
-        }
-        None => None,
-    };
-    let auth = AuthFiles { passwords, acl };
+    let live: Live = Arc::new(arc_swap::ArcSwap::from_pointee(
+        Reloadable::load(&config).map_err(std::io::Error::other)?,
+    ));
+    let handle_live = live.clone();
     // Every listener is bound (and every TLS file read) before anything
     // starts, so a wrong address or certificate fails at once.
     let mut listeners = Vec::new();
@@ -213,7 +253,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     .into_iter()
                     .map(|(s, tls)| Ok((tokio::net::TcpListener::from_std(s)?, tls)))
                     .collect::<std::io::Result<Vec<_>>>()?;
-                let tree = supervisor::start(config, listeners, m, conn, snapshot, id, auth);
+                let tree = supervisor::start(config, listeners, m, conn, snapshot, id, live);
                 if let Some(socket) = metrics_listener {
                     let socket = tokio::net::TcpListener::from_std(socket)?;
                     let counts = Arc::new(prometheus::Counts {
@@ -269,6 +309,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         local_addr,
         local_addrs,
         metrics_addr,
+        live: handle_live,
         metrics,
         stop: Some(stop_tx),
         thread: Some(thread),

@@ -38,10 +38,9 @@ pub struct SessionDeps {
     /// Next message row id, shared by all sessions (rows are ordered by it).
     pub message_ids: Arc<AtomicU64>,
     pub restarts: Arc<RestartTracker>,
-    /// Topic length/level and subscription-count limits.
-    pub topic_limits: crate::config::LimitsConfig,
-    /// `auth.acl_file`: what each client may read (subscribe, receive).
-    pub acl: Option<Arc<crate::acl::AclFile>>,
+    /// Topic length/level and subscription-count limits, and the ACL
+    /// (what each client may read); reloaded on SIGHUP.
+    pub live: super::Live,
 }
 
 /// What a session restored from the store starts with.
@@ -158,7 +157,7 @@ impl Session {
 
     /// Whether the ACL (if any) lets this client subscribe to `filter`.
     fn may_subscribe(&self, filter: &TopicFilter) -> bool {
-        self.deps.acl.as_ref().is_none_or(|acl| {
+        self.deps.live.load().auth.acl.as_ref().is_none_or(|acl| {
             acl.allows_subscribe(self.username.as_deref(), &self.client_id, filter.as_str())
         })
     }
@@ -167,7 +166,7 @@ impl Session {
     /// `topic` now; checked for every delivery, so that a subscription the
     /// ACL no longer allows stops receiving.
     fn may_read(&self, topic: &crate::protocol::TopicName) -> bool {
-        let allowed = self.deps.acl.as_ref().is_none_or(|acl| {
+        let allowed = self.deps.live.load().auth.acl.as_ref().is_none_or(|acl| {
             acl.allows(
                 self.username.as_deref(),
                 &self.client_id,
@@ -355,7 +354,8 @@ impl Session {
         let mut codes = Vec::with_capacity(s.topics.len());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut filters: Vec<(TopicFilter, QoS)> = Vec::with_capacity(s.topics.len());
-        let limits = &self.deps.topic_limits;
+        let live = self.deps.live.load();
+        let limits = &live.limits;
         for t in &s.topics {
             let new = !self.state.is_subscribed(&t.filter);
             let at_max = limits.max_subscriptions_per_client > 0

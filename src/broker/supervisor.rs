@@ -53,7 +53,7 @@ pub fn start(
     conn: SqliteConnection,
     snapshot: Snapshot,
     broker_id: u64,
-    auth: super::AuthFiles,
+    live: super::Live,
 ) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
@@ -101,8 +101,7 @@ pub fn start(
         expiry: config.session_expiry(),
         message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
         restarts: restarts.clone(),
-        topic_limits: config.limits.clone(),
-        acl: auth.acl.clone(),
+        live: live.clone(),
     });
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
@@ -134,7 +133,7 @@ pub fn start(
                 (format!("{addr}{kind}"), AtomicU64::new(0))
             })
             .collect(),
-        auth,
+        live,
     });
     // 4. Listener, last.
     let listener = Listener::new(listeners, handles, shared.clone()).start();
