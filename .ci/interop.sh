@@ -2,7 +2,9 @@
 # Interoperability checks: the release `roost` binary against three
 # independent MQTT client implementations -- mosquitto_pub/mosquitto_sub
 # (libmosquitto), paho-mqtt (Python) and MQTT.js (Node) -- at QoS 0, 1 and 2,
-# plus a retained round trip. Run after `cargo test`, as root on a fresh
+# plus a retained round trip, MQTT.js over WebSocket and a page in headless
+# Chromium, a password file, an ACL file, and TLS with client certificates
+# (openssl). Run after `cargo test`, as root on a fresh
 # Debian machine: it installs its own clients. Prints PASS/FAIL per check and
 # ends with "N passed, M failed"; exits non-zero if any check failed.
 #
@@ -35,7 +37,7 @@ if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 log "installing clients"
 export DEBIAN_FRONTEND=noninteractive
 # mosquitto brings mosquitto_passwd; its service is stopped right after.
-apt_pkgs=(mosquitto-clients mosquitto openssl)
+apt_pkgs=(mosquitto-clients mosquitto openssl chromium)
 command -v python3 >/dev/null || apt_pkgs+=(python3 python3-venv)
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)
@@ -76,7 +78,12 @@ port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 PORT="${ROOST_PORT:-18883}"
 while port_in_use "$PORT"; do PORT=$((PORT + 1)); done
 
-"$ROOST" --listen "$HOST:$PORT" --db "$WORK/roost.db" >"$WORK/roost.log" 2>&1 &
+# MQTT over WebSocket on a second port (path /mqtt).
+WS_PORT=$((PORT + 10))
+while port_in_use "$WS_PORT"; do WS_PORT=$((WS_PORT + 1)); done
+
+ROOST__WEBSOCKET__LISTEN="$HOST:$WS_PORT" \
+    "$ROOST" --listen "$HOST:$PORT" --db "$WORK/roost.db" >"$WORK/roost.log" 2>&1 &
 ROOST_PID=$!
 for _ in $(seq 100); do
     port_in_use "$PORT" && break
@@ -210,16 +217,16 @@ paho_round_trip() { "$PY" "$WORK/paho_round_trip.py" "$HOST" "$PORT" "$1"; }
 
 cat >"$WORK/node/round_trip.js" <<'JS'
 const mqtt = require('mqtt');
-const [host, port, qos] = [process.argv[2], process.argv[3], Number(process.argv[4])];
-const topic = `interop/mqttjs/dev-1/q${qos}`, filter = `interop/mqttjs/+/q${qos}`;
+const [host, port, qos, transport] = [process.argv[2], process.argv[3], Number(process.argv[4]), process.argv[5] || 'tcp'];
+const topic = `interop/mqttjs-${transport}/dev-1/q${qos}`, filter = `interop/mqttjs-${transport}/+/q${qos}`;
 const payload = `mqtt.js qos ${qos}`;
 const opts = { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10000 };
 const fail = (why) => { console.log('FAIL:', why); process.exit(1); };
 setTimeout(() => fail('timed out'), 10000).unref();
 const connected = (c) => new Promise((ok, ko) => { c.once('connect', ok); c.once('error', ko); });
-const url = `mqtt://${host}:${port}`;
-const sub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-sub-${qos}` });
-const pub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-pub-${qos}` });
+const url = transport === 'ws' ? `ws://${host}:${port}/mqtt` : `mqtt://${host}:${port}`;
+const sub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-${transport}-sub-${qos}` });
+const pub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-${transport}-pub-${qos}` });
 (async () => {
   await Promise.all([connected(sub), connected(pub)]);
   const got = new Promise((ok) => sub.once('message', (t, p, packet) => ok({ t, p: p.toString(), packet })));
@@ -246,6 +253,48 @@ for qos in 0 1 2; do
     check "MQTT.js publish -> subscribe (wildcard +), QoS $qos" mqttjs_round_trip "$qos"
 done
 check "retained message (mosquitto clients): delivered later, cleared by empty payload" retained_round_trip
+for qos in 0 1 2; do
+    check "MQTT.js over WebSocket (ws://HOST:PORT/mqtt), QoS $qos" node "$WORK/node/round_trip.js" "$HOST" "$WS_PORT" "$qos" ws
+done
+
+# A real browser: headless Chromium loads a page that connects with MQTT.js
+# over WebSocket, subscribes, publishes, and writes what it received into
+# the page; the DOM is dumped and checked. The message is retained, so a
+# mosquitto_sub on plain TCP afterwards sees what the browser published.
+browser_check() {
+    local page="$WORK/browser"
+    mkdir -p "$page"
+    cp "$WORK/node/node_modules/mqtt/dist/mqtt.min.js" "$page/"
+    cat >"$page/index.html" <<HTML
+<!doctype html>
+<html><head><meta charset="utf-8"><script src="mqtt.min.js"></script></head>
+<body><p id="result">waiting</p>
+<script>
+const result = document.getElementById('result');
+const client = mqtt.connect('ws://$HOST:$WS_PORT/mqtt', { protocolVersion: 4, reconnectPeriod: 0, clientId: 'chromium-page' });
+client.on('error', (e) => { result.textContent = 'error ' + e; });
+client.on('connect', () => {
+  client.subscribe('browser/+', { qos: 1 }, () => {
+    client.publish('browser/page', 'hello from chromium', { qos: 1, retain: true });
+  });
+});
+client.on('message', (topic, payload) => {
+  result.textContent = 'received ' + topic + ': ' + payload.toString();
+  client.end();
+});
+</script></body></html>
+HTML
+    local dom
+    dom=$(timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \
+        --virtual-time-budget=15000 --dump-dom "file://$page/index.html" 2>"$page/chromium.log")
+    local status=0
+    echo "$dom" | grep -o '<p id="result">[^<]*</p>'
+    [[ "$dom" == *"received browser/page: hello from chromium"* ]] || { status=1; tail -5 "$page/chromium.log"; }
+    mosquitto_sub -h "$HOST" -p "$PORT" -t 'browser/#' -q 1 -v -C 1 -W 10 >"$page/tcp.out" 2>&1 || status=1
+    grep -qx "browser/page hello from chromium" "$page/tcp.out" || { echo "TCP subscriber got: $(cat "$page/tcp.out")"; status=1; }
+    return $status
+}
+check "headless Chromium: MQTT.js page over WebSocket subscribes, publishes, shows the message" browser_check
 
 # A second roost that requires a password: a user added by `roost passwd`
 # and one added by mosquitto_passwd both work from mosquitto_pub -u/-P; a

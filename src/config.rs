@@ -36,6 +36,30 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub websocket: WebSocketConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// `HOST:PORT` for MQTT over WebSocket (path `/mqtt`); empty: off.
+    pub listen: String,
+    /// TLS (wss://): certificate chain and key, PEM. Empty: plain ws://.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+impl WebSocketConfig {
+    /// The WebSocket listener as a listener entry (no client certificates).
+    pub fn listener(&self) -> Option<ListenerConfig> {
+        Some(ListenerConfig {
+            bind: self.listen.parse().ok()?,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: PathBuf::new(),
+            use_identity_as_username: false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +232,17 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
+        if !self.websocket.listen.is_empty() && self.websocket.listener().is_none() {
+            return invalid(
+                "websocket.listen",
+                "must be HOST:PORT (e.g. 127.0.0.1:8080) or empty",
+            );
+        }
+        if self.websocket.tls_cert.as_os_str().is_empty()
+            != self.websocket.tls_key.as_os_str().is_empty()
+        {
+            return invalid("websocket.tls_cert", "tls_cert and tls_key go together");
+        }
         if !self.metrics.listen.is_empty() && self.metrics.listen_addr().is_none() {
             return invalid(
                 "metrics.listen",

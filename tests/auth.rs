@@ -139,7 +139,10 @@ async fn reload_reads_the_password_file_again_and_keeps_settings_on_error() {
         c.auth.allow_anonymous = false;
         c.auth.password_file = p;
     });
-    assert_eq!(connack(&broker, Some("dave"), Some(b"pw")).await, raw::connack_refused(4));
+    assert_eq!(
+        connack(&broker, Some("dave"), Some(b"pw")).await,
+        raw::connack_refused(4)
+    );
     let status = Command::new(env!("CARGO_BIN_EXE_roost"))
         .arg("passwd")
         .arg(&path)
@@ -154,7 +157,10 @@ async fn reload_reads_the_password_file_again_and_keeps_settings_on_error() {
     assert!(status.success());
     let mut config = broker.config.clone();
     broker.handle.reload(&config).unwrap();
-    assert_eq!(connack(&broker, Some("dave"), Some(b"pw")).await, CONNACK_OK);
+    assert_eq!(
+        connack(&broker, Some("dave"), Some(b"pw")).await,
+        CONNACK_OK
+    );
     assert_eq!(connack(&broker, None, None).await, raw::connack_refused(5));
     config.auth.allow_anonymous = true;
     config.auth.password_file = dir.path().join("missing");

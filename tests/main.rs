@@ -24,4 +24,5 @@ mod subscribe;
 mod supervision;
 mod sys;
 mod tls;
+mod websocket;
 mod will;

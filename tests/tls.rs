@@ -17,14 +17,14 @@ use tokio_rustls::rustls;
 
 /// A CA, a server certificate for 127.0.0.1/localhost, and client
 /// certificates, written as PEM files into a directory.
-struct Pki {
-    dir: tempfile::TempDir,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
     ca: rcgen::Certificate,
     ca_key: KeyPair,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -44,7 +44,7 @@ impl Pki {
         pki
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -74,7 +74,7 @@ fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
 
 /// A TLS connection to `addr` trusting `ca`, with a client certificate if
 /// `client` names one (NAME.pem / NAME.key in `dir`).
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     addr: std::net::SocketAddr,
     ca: &Path,
     client: Option<(&Path, &str)>,

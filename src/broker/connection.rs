@@ -84,7 +84,7 @@ pub fn close_action(error: &ProtocolError, first_packet: bool) -> Option<Connect
 pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    start(read, write, peer, shared, None);
+    start_with(read, write, peer, shared, None);
 }
 
 /// Starts a connection actor for a socket whose TLS handshake is done.
@@ -97,10 +97,11 @@ pub fn spawn_tls(
     identity: Option<Option<ByteString>>,
 ) {
     let (read, write) = tokio::io::split(stream);
-    start(read, write, peer, shared, identity);
+    start_with(read, write, peer, shared, identity);
 }
 
-fn start<R, W>(
+/// Starts a connection actor over any byte stream (TCP, TLS, WebSocket).
+pub(super) fn start_with<R, W>(
     read: R,
     write: W,
     peer: SocketAddr,

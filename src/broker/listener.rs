@@ -10,16 +10,25 @@ use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One listening socket and how its connections speak.
+pub struct Bound {
+    pub socket: tokio::net::TcpListener,
+    /// TLS first, if set.
+    pub tls: Option<Arc<TlsListener>>,
+    /// MQTT inside WebSocket frames (the `[websocket]` listener).
+    pub websocket: bool,
+}
+
 pub struct Listener {
     /// Each socket, and its TLS side if it is a TLS listener.
-    listeners: Vec<(tokio::net::TcpListener, Option<Arc<TlsListener>>)>,
+    listeners: Vec<Bound>,
     workers: Vec<actix::dev::ArbiterHandle>,
     shared: Arc<Shared>,
 }
 
 impl Listener {
     pub fn new(
-        listeners: Vec<(tokio::net::TcpListener, Option<Arc<TlsListener>>)>,
+        listeners: Vec<Bound>,
         workers: Vec<actix::dev::ArbiterHandle>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -38,6 +47,7 @@ async fn run_connection(
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     tls: Option<Arc<TlsListener>>,
+    websocket: bool,
 ) {
     let failed = |shared: &Shared, what: String| {
         log::info!("connection from {peer}: {what}");
@@ -54,6 +64,13 @@ async fn run_connection(
         Err(e) => return failed(&shared, format!("accept: {e}")),
     };
     let Some(tls) = tls else {
+        if websocket {
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
+                failed(&shared, e);
+            }
+            return;
+        }
         return connection::spawn(stream, peer, shared);
     };
     let _ = stream.set_nodelay(true);
@@ -63,6 +80,12 @@ async fn run_connection(
             let identity = tls.identity_as_username.then(|| {
                 super::tls::peer_common_name(stream.get_ref().1).map(bytestring::ByteString::from)
             });
+            if websocket {
+                if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
+                    failed(&shared, e);
+                }
+                return;
+            }
             connection::spawn_tls(stream, peer, shared, identity);
         }
         Ok(Err(e)) => {
@@ -89,9 +112,8 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        for (index, (listener, tls)) in std::mem::take(&mut self.listeners).into_iter().enumerate()
-        {
-            self.accept(index, listener, tls, ctx);
+        for (index, bound) in std::mem::take(&mut self.listeners).into_iter().enumerate() {
+            self.accept(index, bound, ctx);
         }
     }
 }
@@ -100,8 +122,11 @@ impl Listener {
     fn accept(
         &mut self,
         index: usize,
-        listener: tokio::net::TcpListener,
-        tls: Option<Arc<TlsListener>>,
+        Bound {
+            socket: listener,
+            tls,
+            websocket,
+        }: Bound,
         ctx: &mut Context<Self>,
     ) {
         let workers = self.workers.clone();
@@ -150,7 +175,7 @@ impl Listener {
                         let (shared, tls) = (shared.clone(), tls.clone());
                         let worker = &workers[next % workers.len()];
                         next = next.wrapping_add(1);
-                        worker.spawn(run_connection(std_stream, peer, shared, tls));
+                        worker.spawn(run_connection(std_stream, peer, shared, tls, websocket));
                     }
                     Err(e) => {
                         // Typically out of file descriptors: back off

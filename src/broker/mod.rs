@@ -25,6 +25,7 @@ pub mod supervisor;
 pub mod sys;
 pub mod tls;
 pub mod topic_shard;
+pub mod websocket;
 
 use crate::config::Config;
 use actix::Addr;
@@ -193,7 +194,12 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
     let mut described = Vec::new();
-    for l in config.all_listeners() {
+    let websocket = config.websocket.listener();
+    let all = config
+        .all_listeners()
+        .map(|l| (l, false))
+        .chain(websocket.as_ref().map(|l| (l, true)));
+    for (l, is_websocket) in all {
         let socket = std::net::TcpListener::bind(l.bind)
             .map_err(|e| std::io::Error::new(e.kind(), format!("listener {}: {e}", l.bind)))?;
         socket.set_nonblocking(true)?;
@@ -203,15 +209,20 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             false => None,
         };
         described.push(format!(
-            "{}{}",
+            "{}{}{}",
             socket.local_addr()?,
+            if is_websocket {
+                " (WebSocket /mqtt)"
+            } else {
+                ""
+            },
             match (&tls, l.client_ca()) {
                 (Some(_), Some(_)) => " (TLS, client certificates required)",
                 (Some(_), None) => " (TLS)",
                 _ => "",
             }
         ));
-        listeners.push((socket, tls));
+        listeners.push((socket, tls, is_websocket));
     }
     let local_addr = local_addrs[0];
     let metrics_listener = match config.metrics.listen_addr() {
@@ -251,7 +262,13 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                         .map_err(std::io::Error::other)?;
                 let listeners = listeners
                     .into_iter()
-                    .map(|(s, tls)| Ok((tokio::net::TcpListener::from_std(s)?, tls)))
+                    .map(|(s, tls, websocket)| {
+                        Ok(listener::Bound {
+                            socket: tokio::net::TcpListener::from_std(s)?,
+                            tls,
+                            websocket,
+                        })
+                    })
                     .collect::<std::io::Result<Vec<_>>>()?;
                 let tree = supervisor::start(config, listeners, m, conn, snapshot, id, live);
                 if let Some(socket) = metrics_listener {

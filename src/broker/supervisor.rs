@@ -45,10 +45,7 @@ pub struct Tree {
 /// actix System.
 pub fn start(
     config: Config,
-    listeners: Vec<(
-        tokio::net::TcpListener,
-        Option<Arc<super::tls::TlsListener>>,
-    )>,
+    listeners: Vec<super::listener::Bound>,
     metrics: Arc<Metrics>,
     conn: SqliteConnection,
     snapshot: Snapshot,
@@ -127,9 +124,18 @@ pub fn start(
         open_connections: std::sync::atomic::AtomicUsize::new(0),
         listener_accepted: listeners
             .iter()
-            .map(|(l, tls)| {
-                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let kind = if tls.is_some() { " (TLS)" } else { "" };
+            .map(|b| {
+                let addr = b
+                    .socket
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let kind = match (b.websocket, b.tls.is_some()) {
+                    (true, true) => " (WebSocket, TLS)",
+                    (true, false) => " (WebSocket)",
+                    (false, true) => " (TLS)",
+                    (false, false) => "",
+                };
                 (format!("{addr}{kind}"), AtomicU64::new(0))
             })
             .collect(),
