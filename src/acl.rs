@@ -33,6 +33,7 @@
 //! `pattern` that substitutes it: it could otherwise reach other clients'
 //! topics (`%c` = `a/#`).
 
+use crate::protocol::filter_matches as matches;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -220,23 +221,6 @@ fn rule(rest: &str) -> Result<Rule, String> {
         access,
         filter: filter.to_string(),
     })
-}
-
-/// Topic matching as for subscriptions (section 4.7), `$` topics included.
-fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 /// Whether every topic that `filter` matches is matched by `rule`.

@@ -11,6 +11,22 @@ fn roost() -> Command {
     c
 }
 
+type LogLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// Spawns the binary and reads its log until `roost listening on ADDR`;
+/// returns the child, the rest of its log, and the address.
+fn spawn_listening(mut command: Command) -> (std::process::Child, LogLines, std::net::SocketAddr) {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("roost logs its address").unwrap();
+        if let Some(rest) = line.split("roost listening on ").nth(1) {
+            break rest.trim().parse().unwrap();
+        }
+    };
+    (child, lines, addr)
+}
+
 #[test]
 fn help_lists_the_flags() {
     let out = roost().arg("--help").output().unwrap();
@@ -59,19 +75,11 @@ fn missing_config_file_exits_2() {
 #[tokio::test]
 async fn binary_serves_and_stops_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("roost-cli-run-{}", std::process::id()));
-    let mut child = roost()
+    let mut command = roost();
+    command
         .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.join("roost.db"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("roost logs its address").unwrap();
-        if let Some(rest) = line.split("roost listening on ").nth(1) {
-            break rest.trim().parse().unwrap();
-        }
-    };
+        .arg(dir.join("roost.db"));
+    let (mut child, _lines, addr) = spawn_listening(command);
     let mut c = RawClient::connect(addr).await;
     c.send(&crate::common::raw::connect("cli", true)).await;
     assert_eq!(c.recv().await.bytes(), CONNACK_OK);
@@ -185,21 +193,13 @@ async fn sighup_reloads_the_acl_without_dropping_connections() {
         format!("[auth]\nacl_file = {:?}\n", acl.display().to_string()),
     )
     .unwrap();
-    let mut child = roost()
+    let mut command = roost();
+    command
         .arg("--config")
         .arg(&config)
         .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("roost.db"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("roost logs its address").unwrap();
-        if let Some(rest) = line.split("roost listening on ").nth(1) {
-            break rest.trim().parse().unwrap();
-        }
-    };
+        .arg(dir.path().join("roost.db"));
+    let (mut child, mut lines, addr) = spawn_listening(command);
     let mut c = RawClient::connected(addr, "hup", true).await;
     c.subscribe_ok(1, &[("soon-closed/a", 0)]).await;
     std::fs::write(&acl, "topic readwrite open/#\n").unwrap();

@@ -96,19 +96,24 @@ impl TopicFilter {
     /// Whether this filter matches `topic` (section 4.7). The subscription
     /// index in `routing::trie` gives the same answers for many filters at once.
     pub fn matches(&self, topic: &TopicName) -> bool {
-        if topic.is_system() && self.0.starts_with(['+', '#']) {
-            return false;
-        }
-        let mut filter = self.levels();
-        let mut topic = topic.levels();
-        loop {
-            match (filter.next(), topic.next()) {
-                (Some("#"), _) => return true,
-                (Some("+"), Some(_)) => {}
-                (Some(f), Some(t)) if f == t => {}
-                (None, None) => return true,
-                _ => return false,
-            }
+        filter_matches(&self.0, topic.as_str())
+    }
+}
+
+/// Whether the filter text `filter` matches the topic text `topic` (section
+/// 4.7), for filters that are not parsed `TopicFilter`s (ACL rules).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let (mut filter, mut topic) = (filter.split('/'), topic.split('/'));
+    loop {
+        match (filter.next(), topic.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(t)) if f == t => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
