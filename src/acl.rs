@@ -29,9 +29,9 @@
 //! - A will needs write access to its topic: CONNECT is refused with 0x05
 //!   otherwise, as in Mosquitto 2.
 //!
-//! A client id or user name containing `/`, `+` or `#` never matches a
-//! `pattern` that substitutes it: it could otherwise reach other clients'
-//! topics (`%c` = `a/#`).
+//! A client id or user name containing `/`, `+`, `#` or `%` never matches
+//! a `pattern` that substitutes it: it could otherwise reach other
+//! clients' topics (`%c` = `a/#`).
 
 use crate::protocol::filter_matches as matches;
 use std::collections::HashMap;
@@ -155,7 +155,7 @@ impl AclFile {
             Some(u) => self.users.get(u).map(Vec::as_slice).unwrap_or(&[]),
             None => &self.anonymous[..],
         };
-        let safe = |s: &str| !s.contains(['/', '+', '#']);
+        let safe = |s: &str| !s.contains(['/', '+', '#', '%']);
         own.iter()
             .map(|r| (r.access, std::borrow::Cow::Borrowed(r.filter.as_str())))
             .chain(self.patterns.iter().filter_map(move |r| {
@@ -189,7 +189,9 @@ impl AclFile {
     }
 
     /// Whether the client may subscribe to `filter`: a read rule covers all
-    /// of it and no deny rule covers any of it.
+    /// of it and no deny rule covers all of it. (A deny rule covering only
+    /// part of it, like `sensors/secret` under `sensors/#`, is applied to
+    /// each message delivered.)
     pub fn allows_subscribe(&self, user: Option<&str>, client_id: &str, filter: &str) -> bool {
         let mut granted = false;
         for (access, rule) in self.rules(user, client_id) {

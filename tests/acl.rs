@@ -218,3 +218,34 @@ async fn acl_durable_subscription_stops_receiving_when_the_acl_no_longer_allows_
         "the sensors message was neither queued nor delivered"
     );
 }
+
+/// Messages queued for a persistent session are checked again when a
+/// client takes the session up: another user reusing the client id gets
+/// none of what only the first user may read.
+#[tokio::test]
+async fn acl_queued_messages_are_checked_again_for_the_client_that_resumes_the_session() {
+    let broker = broker_with_acl(ACL);
+    let mut alice = client(&broker, "shared-id", Some("alice"), false).await;
+    alice.subscribe_ok(1, &[("sensors/#", 1)]).await;
+    alice.disconnect().await;
+    let mut bob = client(&broker, "bob-5", Some("bob"), true).await;
+    bob.publish_ok("sensors/t", b"for alice only", 1, 1, false)
+        .await;
+    let before = denied(&broker);
+    let options = ConnectOptions {
+        username: Some("bob"),
+        clean: false,
+        ..ConnectOptions::new("shared-id")
+    };
+    let mut impostor =
+        RawClient::connected_expecting(broker.addr(), &options, &CONNACK_PRESENT).await;
+    impostor.ping().await;
+    assert!(
+        impostor
+            .recv_within(std::time::Duration::from_millis(200))
+            .await
+            .is_none(),
+        "the queued message went to a user who may not read it"
+    );
+    assert_eq!(denied(&broker), before + 1);
+}

@@ -67,6 +67,12 @@ impl RetainedStore {
         }
         match ack {
             Some(ack) if ack.group.is_some() => {
+                // Two QoS 2 changes of one topic may finish routing in
+                // either order: the later change's group waits behind the
+                // earlier one's, so the store keeps the later value.
+                if let (Some(group), Some(earlier)) = (&ack.group, self.links.open(&topic)) {
+                    group.after(earlier);
+                }
                 if let Some(link) = ack.write(&self.store, op, None) {
                     self.links.remember(topic, link);
                 }

@@ -547,6 +547,33 @@ impl Session {
             code: ConnectReturnCode::Accepted,
         };
         self.out.push(Action::Send(Packet::ConnAck(connack)));
+        // What waited for this session was checked against the ACL when it
+        // was routed; check it again for the client taking it up now (its
+        // user name, or an ACL reloaded since).
+        if let Some(acl) = self.deps.live.load().auth.acl.clone() {
+            let (user, client) = (self.username.clone(), self.client_id.clone());
+            let dropped = self.state.drop_unreadable(
+                |m| {
+                    acl.allows(
+                        user.as_deref(),
+                        &client,
+                        m.topic.as_str(),
+                        crate::acl::Want::Read,
+                    )
+                },
+                &mut self.out,
+            );
+            if dropped > 0 {
+                log::warn!(
+                    "client {}: {dropped} stored message(s) dropped: the ACL does not let this client read them",
+                    self.client_id
+                );
+                self.deps
+                    .metrics
+                    .acl_denied
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+            }
+        }
         self.state.attach(&mut self.out);
         self.run(None);
         Ok(())

@@ -335,21 +335,55 @@ struct GroupHolder {
 /// A write waiting in a group: the op and what runs after it commits.
 type GroupedWrite = (Op, Option<Completion>);
 
+enum GroupState {
+    /// Holders are still adding writes.
+    Gathering(Vec<GroupedWrite>),
+    /// Complete, but its writes joined an earlier group still gathering
+    /// (see `WriteGroup::after`): later writes go there too.
+    Merged(GroupLink),
+    /// Gone to the store (or abandoned).
+    Sent,
+}
+
 struct GroupShared {
-    /// `None` once the group has gone to the store.
-    ops: std::sync::Mutex<Option<Vec<GroupedWrite>>>,
+    state: std::sync::Mutex<GroupState>,
+    /// An earlier group this one must not overtake (see `WriteGroup::after`).
+    after: std::sync::Mutex<Option<GroupLink>>,
     store: Addr<Store>,
+}
+
+impl GroupShared {
+    fn state(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl WriteGroup {
     pub fn new(store: Addr<Store>) -> WriteGroup {
         WriteGroup(Arc::new(GroupHolder {
             shared: Arc::new(GroupShared {
-                ops: std::sync::Mutex::new(Some(Vec::new())),
+                state: std::sync::Mutex::new(GroupState::Gathering(Vec::new())),
+                after: std::sync::Mutex::new(None),
                 store,
             }),
             poisoned: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// This group must not reach the store before `earlier` (a group that
+    /// changes the same retained topic): if `earlier` is still gathering
+    /// when this one is complete, this one's writes join it, and both
+    /// commit in one transaction, in order. Links only ever point to groups
+    /// whose change was made before, so they never form a cycle.
+    pub fn after(&self, earlier: GroupLink) {
+        if !earlier.same(&GroupLink(self.0.shared.clone())) {
+            *self
+                .0
+                .shared
+                .after
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(earlier);
+        }
     }
 
     /// Adds a write and returns the link that later writes of the same row
@@ -374,13 +408,28 @@ impl Drop for WriteGroup {
 
 impl Drop for GroupHolder {
     fn drop(&mut self) {
-        let mut slot = self.shared.ops.lock().unwrap_or_else(|p| p.into_inner());
-        let ops = slot.take().unwrap_or_default();
+        let mut state = self.shared.state();
+        let GroupState::Gathering(ops) = std::mem::replace(&mut *state, GroupState::Sent) else {
+            return;
+        };
         if self.poisoned.load(Ordering::Relaxed) {
             for (_, c) in ops.iter() {
                 if let Some(c) = c {
                     c.abandon();
                 }
+            }
+            return;
+        }
+        let earlier = self
+            .shared
+            .after
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(earlier) = earlier {
+            match earlier.try_add_all(ops) {
+                Ok(()) => *state = GroupState::Merged(earlier),
+                Err(ops) => self.shared.store.do_send(WriteMany(ops)),
             }
             return;
         }
@@ -400,40 +449,77 @@ impl Drop for GroupHolder {
 pub struct GroupLink(Arc<GroupShared>);
 
 impl GroupLink {
-    /// Joins the group, or hands the write back if the group has gone.
+    /// Joins the group (or the one it merged into), or hands the write
+    /// back if the group has gone.
     fn try_add(&self, op: Op, completion: Option<Completion>) -> Option<GroupedWrite> {
-        let mut slot = self.0.ops.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_mut() {
-            Some(ops) => {
+        let mut state = self.0.state();
+        match &mut *state {
+            GroupState::Gathering(ops) => {
                 ops.push((op, completion));
                 None
             }
-            None => Some((op, completion)),
+            GroupState::Merged(into) => {
+                let into = into.clone();
+                drop(state);
+                into.try_add(op, completion)
+            }
+            GroupState::Sent => Some((op, completion)),
+        }
+    }
+
+    /// Joins all of `ops`, or hands them back if the group has gone.
+    fn try_add_all(&self, mut ops: Vec<GroupedWrite>) -> Result<(), Vec<GroupedWrite>> {
+        let mut state = self.0.state();
+        match &mut *state {
+            GroupState::Gathering(gathering) => {
+                gathering.append(&mut ops);
+                Ok(())
+            }
+            GroupState::Merged(into) => {
+                let into = into.clone();
+                drop(state);
+                into.try_add_all(ops)
+            }
+            GroupState::Sent => Err(ops),
         }
     }
 
     fn is_open(&self) -> bool {
-        self.0
-            .ops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        let state = self.0.state();
+        match &*state {
+            GroupState::Gathering(_) => true,
+            GroupState::Merged(into) => {
+                let into = into.clone();
+                drop(state);
+                into.is_open()
+            }
+            GroupState::Sent => false,
+        }
     }
 
     /// Replaces `client_id`'s row writes in the group by barriers that keep
     /// their completions (the session is being deleted).
     fn withdraw(&self, client_id: &str) {
-        let mut slot = self.0.ops.lock().unwrap_or_else(|p| p.into_inner());
-        for (op, _) in slot.iter_mut().flatten() {
-            let theirs = match op {
-                Op::PutMessage { client_id: c, .. } | Op::DeleteMessage { client_id: c, .. } => {
-                    &**c == client_id
+        let mut state = self.0.state();
+        match &mut *state {
+            GroupState::Gathering(ops) => {
+                for (op, _) in ops.iter_mut() {
+                    let theirs = match op {
+                        Op::PutMessage { client_id: c, .. }
+                        | Op::DeleteMessage { client_id: c, .. } => &**c == client_id,
+                        _ => false,
+                    };
+                    if theirs {
+                        *op = Op::Barrier;
+                    }
                 }
-                _ => false,
-            };
-            if theirs {
-                *op = Op::Barrier;
             }
+            GroupState::Merged(into) => {
+                let into = into.clone();
+                drop(state);
+                into.withdraw(client_id);
+            }
+            GroupState::Sent => {}
         }
     }
 
@@ -459,6 +545,11 @@ impl<K: std::hash::Hash + Eq> GroupLinks<K> {
             links: ahash::AHashMap::new(),
             swept_at: 0,
         }
+    }
+
+    /// The group `key`'s last write is in, while that group is gathering.
+    pub fn open(&self, key: &K) -> Option<GroupLink> {
+        self.links.get(key).filter(|l| l.is_open()).cloned()
     }
 
     pub fn remember(&mut self, key: K, link: GroupLink) {
@@ -540,5 +631,82 @@ impl Acknowledgement {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{QoS, TopicName};
+    use bytes::Bytes;
+
+    fn set(topic: &str, value: &'static [u8]) -> Op {
+        Op::SetRetained {
+            topic: TopicName::new(topic.to_string()).unwrap(),
+            payload: Bytes::from_static(value),
+            qos: QoS::AtLeastOnce,
+        }
+    }
+
+    fn gathered(link: &GroupLink) -> usize {
+        match &*link.0.state() {
+            GroupState::Gathering(ops) => ops.len(),
+            _ => usize::MAX,
+        }
+    }
+
+    /// Two QoS 2 changes of one retained topic whose groups complete in the
+    /// opposite order: the later group joins the earlier one, later writes
+    /// through its link follow, and the store keeps the later value.
+    #[test]
+    fn a_group_completed_before_the_earlier_one_joins_it_and_commits_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("roost.db");
+        let system = actix::System::new();
+        let loaded = system.block_on(async move {
+            let (conn, snapshot) =
+                crate::store::open(&db, crate::store::Synchronous::Normal, false)
+                    .await
+                    .unwrap();
+            let metrics = Arc::new(Metrics::default());
+            let restarts = RestartTracker::new(
+                10,
+                Duration::from_secs(60),
+                metrics.clone(),
+                Box::new(|_| {}),
+            );
+            let store = Store::new(
+                conn,
+                snapshot.bodies,
+                (db, crate::store::Synchronous::Normal),
+                metrics,
+                restarts,
+            )
+            .start();
+            let first = WriteGroup::new(store.clone());
+            let second = WriteGroup::new(store.clone());
+            let first_link = first.add(set("r/t", b"v1"), None);
+            second.after(first_link.clone());
+            let second_link = second.add(set("r/t", b"v2"), None);
+            drop(second);
+            assert!(matches!(&*second_link.0.state(), GroupState::Merged(_)));
+            assert_eq!(
+                gathered(&first_link),
+                2,
+                "the second group's write joined the first"
+            );
+            assert!(second_link.try_add(Op::Barrier, None).is_none());
+            assert_eq!(
+                gathered(&first_link),
+                3,
+                "and so do later writes through its link"
+            );
+            assert!(second_link.is_open());
+            drop(first);
+            assert!(!second_link.is_open());
+            store.send(LoadRetained).await.unwrap()
+        });
+        let values: Vec<_> = loaded.iter().map(|m| m.payload.clone()).collect();
+        assert_eq!(values, [Bytes::from_static(b"v2")]);
     }
 }

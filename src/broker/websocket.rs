@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
 
@@ -55,10 +56,20 @@ pub async fn accept<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> Resu
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = Duration::from_secs(shared.live.load().limits.connect_timeout_secs);
+    let live = shared.live.load();
+    let timeout = Duration::from_secs(live.limits.connect_timeout_secs);
+    // A frame or message is bounded like a packet (plus room for a few
+    // small packets beside it): tungstenite's defaults (16/64 MiB) would
+    // let an unauthenticated client make the broker buffer that much.
+    let bound = live.limits.max_packet_size + 64 * 1024;
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(bound))
+        .max_message_size(Some(bound))
+        .read_buffer_size(4096);
+    drop(live);
     let ws = match tokio::time::timeout(
         timeout,
-        tokio_tungstenite::accept_hdr_async(stream, handshake),
+        tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)),
     )
     .await
     {

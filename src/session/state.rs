@@ -248,6 +248,43 @@ impl SessionState {
         self.fill_window(out);
     }
 
+    /// Drops the queued and in-flight outbound messages whose topic
+    /// `readable` refuses (the ACL, checked again when a client takes up a
+    /// stored session), forgetting their rows. Returns how many it dropped.
+    pub fn drop_unreadable(
+        &mut self,
+        readable: impl Fn(&Message) -> bool,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        let mut dropped = 0;
+        let mut forget = |id: Option<MessageId>, out: &mut Vec<Action>| {
+            dropped += 1;
+            if let Some(id) = id {
+                out.push(Action::Forget { id, then: None });
+            }
+        };
+        let mut kept = std::collections::VecDeque::with_capacity(self.queue.len());
+        for q in self.queue.drain(..) {
+            if readable(&q.message) {
+                kept.push_back(q);
+            } else {
+                self.queued_bytes -= q.message.size();
+                forget(q.id, out);
+            }
+        }
+        self.queue = kept;
+        let mut kept = std::collections::VecDeque::with_capacity(self.inflight.len());
+        for e in self.inflight.drain(..) {
+            if readable(&e.message) {
+                kept.push_back(e);
+            } else {
+                forget(e.id, out);
+            }
+        }
+        self.inflight = kept;
+        dropped
+    }
+
     pub fn detach(&mut self) {
         self.online = false;
     }

@@ -149,9 +149,14 @@ impl Bodies {
             self.reload(conn).await?;
         }
         let mut plan = Plan::default();
-        // Session deletes run first in SQL and remove the session's committed rows.
+        // Session deletes run first in SQL and remove the committed rows of
+        // a persistent session (see `sessions::write`); others have none.
         for op in &batch.sessions {
-            if let SessionOp::Delete { client_id, .. } = op {
+            if let SessionOp::Delete {
+                client_id,
+                persistent: true,
+            } = op
+            {
                 if self.rows_per_client.contains_key(client_id) {
                     let theirs: Vec<MessageId> = self
                         .rows
