@@ -336,11 +336,13 @@ impl Session {
                     after
                 );
                 Metrics::inc(&act.deps.metrics.sessions_expired);
+                // The delete is on its way to the store before the registry
+                // can start a new session for this client id.
+                act.end(ctx);
                 act.registry.do_send(SessionEnded {
                     client_id: act.client_id.clone(),
                     session_id: act.id,
                 });
-                act.end(ctx);
             }
         });
     }
@@ -601,11 +603,13 @@ impl Session {
         self.state.detach();
         self.log_unlogged_drops();
         if !self.durable {
+            // Delete first: a new session for this client id, which the
+            // registry may start once it hears of the end, writes after it.
+            self.end(ctx);
             self.registry.do_send(SessionEnded {
                 client_id: self.client_id.clone(),
                 session_id: self.id,
             });
-            self.end(ctx);
             return;
         }
         self.write(
