@@ -80,9 +80,9 @@ pub fn close_action(error: &ProtocolError, first_packet: bool) -> Option<Connect
     }
 }
 
-/// Starts a connection actor for an accepted socket on the current arbiter.
+/// Starts a connection actor for an accepted socket on the current arbiter
+/// (the listener has set TCP_NODELAY).
 pub fn spawn(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     start_with(read, write, peer, shared, None);
 }
@@ -142,16 +142,16 @@ pub(super) fn start_with<R, W>(
 }
 
 impl Connection {
-    /// Whether the ACL (if any) lets this client publish to `topic`.
-    fn may_publish(&self, client_id: &str, topic: &str) -> bool {
+    /// Whether the ACL of `live` (if any) lets this client publish to `topic`.
+    fn may_publish(&self, live: &super::Reloadable, topic: &str) -> bool {
         // `$SYS` is the broker's own tree, as in Mosquitto.
         if topic.starts_with("$SYS") {
             return false;
         }
-        self.shared.live.load().auth.acl.as_ref().is_none_or(|acl| {
+        live.auth.acl.as_ref().is_none_or(|acl| {
             acl.allows(
                 self.username.as_deref(),
-                client_id,
+                self.client_id.as_deref().unwrap_or_default(),
                 topic,
                 crate::acl::Want::Write,
             )
@@ -309,7 +309,7 @@ impl Connection {
     fn register(&mut self, client_id: ByteString, connect: Connect, ctx: &mut Context<Self>) {
         self.username = connect.username.clone();
         if let Some(will) = &connect.will {
-            if !self.may_publish(&client_id, will.topic.as_str()) {
+            if !self.may_publish(&self.shared.live.load(), will.topic.as_str()) {
                 // As Mosquitto 2: a will the client may not publish refuses the connection.
                 log::warn!(
                     "{}: CONNECT refused: the ACL does not allow the will topic {:?}",
@@ -417,13 +417,9 @@ impl Connection {
         match packet {
             Packet::Publish(p) => {
                 Metrics::inc(&self.shared.metrics.publishes_received);
-                if !self
-                    .shared
-                    .live
-                    .load()
-                    .limits
-                    .topic_allowed(p.topic.as_str())
-                {
+                // One snapshot of the reloadable settings per PUBLISH.
+                let live = self.shared.live.load();
+                if !live.limits.topic_allowed(p.topic.as_str()) {
                     log::warn!(
                         "{}: PUBLISH topic beyond limits.max_topic_length or max_topic_levels, closing",
                         self.name()
@@ -431,10 +427,11 @@ impl Connection {
                     Metrics::inc(&self.shared.metrics.limits_refused);
                     return self.close(ctx);
                 }
-                let client_id = self.client_id.clone().unwrap_or_default();
-                if !self.may_publish(&client_id, p.topic.as_str()) {
+                if !self.may_publish(&live, p.topic.as_str()) {
+                    drop(live);
                     return self.refuse_publish(&p);
                 }
+                drop(live);
                 let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
                     (QoS::AtMostOnce, _) => {
@@ -550,11 +547,11 @@ impl Actor for Connection {
                 .metrics
                 .clients_connected
                 .fetch_sub(1, Ordering::Relaxed);
-            let client_id = self.client_id.clone().unwrap_or_default();
+            let live = self.shared.live.load();
             let will = self
                 .will
                 .take()
-                .filter(|w| self.may_publish(&client_id, w.topic.as_str()));
+                .filter(|w| self.may_publish(&live, w.topic.as_str()));
             if let Some(will) = will {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
                 log::debug!("{}: publishing will to {}", self.name(), will.topic);

@@ -49,63 +49,49 @@ async fn run_connection(
     tls: Option<Arc<TlsListener>>,
     websocket: bool,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let failed = |shared: &Shared, what: String| {
         log::info!("connection from {peer}: {what}");
-        shared
-            .open_connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        shared
-            .metrics
-            .connections_closed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.open_connections.fetch_sub(1, Relaxed);
+        shared.metrics.connections_closed.fetch_add(1, Relaxed);
     };
     let stream = match tokio::net::TcpStream::from_std(std_stream) {
         Ok(s) => s,
         Err(e) => return failed(&shared, format!("accept: {e}")),
     };
-    let Some(tls) = tls else {
-        if websocket {
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
-                failed(&shared, e);
-            }
-            return;
-        }
-        return connection::spawn(stream, peer, shared);
-    };
     let _ = stream.set_nodelay(true);
-    let timeout = Duration::from_secs(shared.live.load().limits.connect_timeout_secs);
-    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            let identity = tls.identity_as_username.then(|| {
-                super::tls::peer_common_name(stream.get_ref().1).map(bytestring::ByteString::from)
-            });
-            if websocket {
+    let Some(tls) = tls else {
+        return match websocket {
+            true => {
                 if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
                     failed(&shared, e);
                 }
-                return;
             }
-            connection::spawn_tls(stream, peer, shared, identity);
+            false => connection::spawn(stream, peer, shared),
+        };
+    };
+    let timeout = Duration::from_secs(shared.live.load().limits.connect_timeout_secs);
+    let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        failure => {
+            shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+            let what = match failure {
+                Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                _ => format!("no TLS handshake within {timeout:?} (limits.connect_timeout_secs)"),
+            };
+            return failed(&shared, what);
         }
-        Ok(Err(e)) => {
-            shared
-                .metrics
-                .tls_handshake_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            failed(&shared, format!("TLS handshake failed: {e}"));
+    };
+    if websocket {
+        if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
+            failed(&shared, e);
         }
-        Err(_) => {
-            shared
-                .metrics
-                .tls_handshake_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            failed(
-                &shared,
-                format!("no TLS handshake within {timeout:?} (limits.connect_timeout_secs)"),
-            );
-        }
+        return;
     }
+    let identity = tls.identity_as_username.then(|| {
+        super::tls::peer_common_name(stream.get_ref().1).map(bytestring::ByteString::from)
+    });
+    connection::spawn_tls(stream, peer, shared, identity);
 }
 
 impl Actor for Listener {
