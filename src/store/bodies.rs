@@ -268,20 +268,7 @@ pub(super) async fn insert(
 }
 
 pub(super) async fn delete(conn: &mut SqliteConnection, ids: &[BodyId]) -> Result<(), sqlx::Error> {
-    for chunk in super::statement_chunks(ids) {
-        let sql = super::rows_statement(
-            "DELETE FROM message_bodies WHERE id IN (",
-            "?",
-            chunk.len(),
-            ")",
-        );
-        let mut query = sqlx::query(sql);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+    super::delete_ids(conn, "DELETE FROM message_bodies WHERE id IN (", ids).await
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

@@ -47,15 +47,7 @@ pub(super) async fn write(
         .map(|(id, _)| *id as i64)
         .collect();
     deletes.sort_unstable();
-    for chunk in super::statement_chunks(&deletes) {
-        let sql =
-            super::rows_statement("DELETE FROM messages WHERE id IN (", "?", chunk.len(), ")");
-        let mut query = sqlx::query(sql);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.execute(&mut *conn).await?;
-    }
+    super::delete_ids(conn, "DELETE FROM messages WHERE id IN (", &deletes).await?;
     let mut upserts: Vec<(&ByteString, &Record)> = pending
         .values()
         .filter_map(|m| match &m.write {

@@ -385,6 +385,23 @@ fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Runs `head` (`DELETE FROM t WHERE id IN (`) over `ids`, in statements
+/// of the fixed shapes of `statement_chunks`.
+async fn delete_ids(
+    conn: &mut SqliteConnection,
+    head: &'static str,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    for chunk in statement_chunks(ids) {
+        let mut query = sqlx::query(rows_statement(head, "?", chunk.len(), ")"));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// The text of a multi-row statement: `head`, then `row` repeated `rows`
 /// times with commas between, then `tail`. Each shape is built once and
 /// kept (there are a few dozen: see `statement_chunks`), so a commit binds
