@@ -35,151 +35,70 @@ async fn render(shared: &Shared, counts: &Counts) -> String {
     let m = &shared.metrics;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("roost");
-    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
-        r.register(name, help, ConstCounter::new(v));
-    };
-    counter(
-        &mut r,
-        "connections_accepted",
-        "TCP connections accepted",
-        get(&m.connections_accepted),
-    );
-    counter(
-        &mut r,
-        "connections_refused",
-        "Connections closed at once at limits.max_connections",
-        get(&m.connections_refused),
-    );
-    counter(
-        &mut r,
-        "connections_closed",
-        "Connections closed",
-        get(&m.connections_closed),
-    );
-    counter(
-        &mut r,
-        "tls_handshake_failures",
-        "TLS handshakes that failed or timed out",
-        get(&m.tls_handshake_failures),
-    );
-    counter(
-        &mut r,
-        "auth_failures",
-        "CONNECTs refused by authentication",
-        get(&m.auth_failures),
-    );
-    counter(
-        &mut r,
-        "limits_refused",
-        "Requests refused by a limit of [limits]",
-        get(&m.limits_refused),
-    );
-    counter(
-        &mut r,
-        "protocol_errors",
-        "Connections closed for a protocol violation",
-        get(&m.protocol_errors),
-    );
-    counter(
-        &mut r,
-        "publishes_received",
-        "PUBLISH packets received from clients",
-        get(&m.publishes_received),
-    );
-    counter(
-        &mut r,
-        "publishes_sent",
-        "PUBLISH packets sent to clients",
-        get(&m.publishes_sent),
-    );
-    counter(
-        &mut r,
-        "wills_published",
-        "Wills published",
-        get(&m.wills_published),
-    );
-    counter(
-        &mut r,
-        "takeovers",
-        "Connections taken over by a new one with the same client id",
-        get(&m.takeovers),
-    );
-    counter(
-        &mut r,
-        "sessions_expired",
-        "Persistent sessions removed by session.expiry_secs",
-        get(&m.sessions_expired),
-    );
-    counter(
-        &mut r,
-        "store_commits",
-        "Store transactions committed",
-        get(&m.store_commits),
-    );
-    counter(
-        &mut r,
-        "store_changes_committed",
-        "Changes committed (batch size = this / store_commits)",
-        get(&m.store_ops_committed),
-    );
-    counter(
-        &mut r,
-        "store_commit_failures",
-        "Store transactions that failed (nothing of them acknowledged)",
-        get(&m.store_commit_failures),
-    );
-    counter(
-        &mut r,
-        "subtree_restarts",
-        "Restart storms answered by rebuilding the subtree",
-        get(&m.subtree_restarts),
-    );
-    counter(
-        &mut r,
-        "connection_panics",
-        "Connections closed because their handler panicked",
-        get(&m.connection_panics),
-    );
-
-    let dropped = Family::<Labels, Counter>::default();
-    for (reason, c) in [
-        ("slow_client", &m.dropped_slow_client),
-        ("queue_full", &m.dropped_queue_full),
-        ("offline_qos0", &m.dropped_offline_qos0),
-        ("acl", &m.acl_denied),
-    ] {
-        dropped
-            .get_or_create(&vec![("reason", reason.to_string())])
-            .inc_by(get(c));
+    #[rustfmt::skip]
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 17] = [
+        ("connections_accepted", "TCP connections accepted", &m.connections_accepted),
+        ("connections_refused", "Connections closed at once at limits.max_connections", &m.connections_refused),
+        ("connections_closed", "Connections closed", &m.connections_closed),
+        ("tls_handshake_failures", "TLS handshakes that failed or timed out", &m.tls_handshake_failures),
+        ("auth_failures", "CONNECTs refused by authentication", &m.auth_failures),
+        ("limits_refused", "Requests refused by a limit of [limits]", &m.limits_refused),
+        ("protocol_errors", "Connections closed for a protocol violation", &m.protocol_errors),
+        ("publishes_received", "PUBLISH packets received from clients", &m.publishes_received),
+        ("publishes_sent", "PUBLISH packets sent to clients", &m.publishes_sent),
+        ("wills_published", "Wills published", &m.wills_published),
+        ("takeovers", "Connections taken over by a new one with the same client id", &m.takeovers),
+        ("sessions_expired", "Persistent sessions removed by session.expiry_secs", &m.sessions_expired),
+        ("store_commits", "Store transactions committed", &m.store_commits),
+        ("store_changes_committed", "Changes committed (batch size = this / store_commits)", &m.store_ops_committed),
+        ("store_commit_failures", "Store transactions that failed (nothing of them acknowledged)", &m.store_commit_failures),
+        ("subtree_restarts", "Restart storms answered by rebuilding the subtree", &m.subtree_restarts),
+        ("connection_panics", "Connections closed because their handler panicked", &m.connection_panics),
+    ];
+    for (name, help, c) in counters {
+        r.register(name, help, ConstCounter::new(get(c)));
     }
-    r.register(
+
+    // Counters with one label: (label value, count) pairs.
+    let mut labelled = |name: &str, help: &str, label: &'static str, values: Vec<(String, u64)>| {
+        let family = Family::<Labels, Counter>::default();
+        for (value, n) in values {
+            family.get_or_create(&vec![(label, value)]).inc_by(n);
+        }
+        r.register(name, help, family);
+    };
+    labelled(
         "messages_dropped",
         "Messages not delivered, by reason (acl: also refused subscriptions and wills)",
-        dropped,
+        "reason",
+        [
+            ("slow_client", &m.dropped_slow_client),
+            ("queue_full", &m.dropped_queue_full),
+            ("offline_qos0", &m.dropped_offline_qos0),
+            ("acl", &m.acl_denied),
+        ]
+        .into_iter()
+        .map(|(reason, c)| (reason.to_string(), get(c)))
+        .collect(),
     );
-
-    let restarts = Family::<Labels, Counter>::default();
-    for kind in ActorKind::ALL {
-        restarts
-            .get_or_create(&vec![("kind", kind.to_string())])
-            .inc_by(get(&m.restarts_by_kind[kind as usize]));
-    }
-    r.register(
+    labelled(
         "actor_restarts",
         "Actor restarts after a caught panic, by kind",
-        restarts,
+        "kind",
+        ActorKind::ALL
+            .into_iter()
+            .map(|kind| (kind.to_string(), get(&m.restarts_by_kind[kind as usize])))
+            .collect(),
     );
-
-    let by_listener = Family::<Labels, Counter>::default();
-    for (addr, c) in &shared.listener_accepted {
-        by_listener
-            .get_or_create(&vec![("listener", addr.clone())])
-            .inc_by(get(c));
-    }
-    r.register(
+    labelled(
         "listener_connections",
         "Connections accepted, by listener",
-        by_listener,
+        "listener",
+        shared
+            .listener_accepted
+            .iter()
+            .map(|(addr, c)| (addr.clone(), get(c)))
+            .collect(),
     );
 
     r.register(

@@ -97,8 +97,7 @@ impl SysTopics {
         let received = get(&m.publishes_received);
         let sent = get(&m.publishes_sent);
         let connections = get(&m.connections_accepted);
-        let dropped =
-            get(&m.dropped_slow_client) + get(&m.dropped_queue_full) + get(&m.dropped_offline_qos0);
+        let dropped = m.dropped_total();
         let connected = get(&m.clients_connected);
         let elapsed = self.last_tick.elapsed();
         self.last_tick = Instant::now();
