@@ -233,7 +233,8 @@ pub async fn run(args: &CompareArgs) -> i32 {
         head.push_str(" peak RSS MiB | lost or missing |");
         println!("{head}");
         println!("{}", "|---".repeat(columns.len() + 4) + "|");
-        let medians: Vec<Vec<Option<f64>>> = results
+        // stats[broker][column]: median, min, max over the runs.
+        let stats: Vec<Vec<Option<(f64, f64, f64)>>> = results
             .iter()
             .map(|ms| {
                 columns
@@ -244,7 +245,6 @@ pub async fn run(args: &CompareArgs) -> i32 {
                                 .filter_map(|m| m.cells.get(i)?.parse().ok())
                                 .collect(),
                         )
-                        .map(|(med, _, _)| med)
                     })
                     .collect()
             })
@@ -252,15 +252,14 @@ pub async fn run(args: &CompareArgs) -> i32 {
         for (b, (name, _)) in brokers.iter().enumerate() {
             let ms = &results[b];
             let mut row = format!("| {name} | {} |", ms.len());
-            for &i in &columns {
-                let values: Vec<f64> = ms
-                    .iter()
-                    .filter_map(|m| m.cells.get(i)?.parse().ok())
-                    .collect();
-                match median_and_range(values) {
-                    Some((med, lo, hi)) => {
-                        row.push_str(&format!(" {} ({}–{}) |", short(med), short(lo), short(hi)))
-                    }
+            for stat in &stats[b] {
+                match stat {
+                    Some((med, lo, hi)) => row.push_str(&format!(
+                        " {} ({}–{}) |",
+                        short(*med),
+                        short(*lo),
+                        short(*hi)
+                    )),
                     None => row.push_str(" - |"),
                 }
             }
@@ -290,7 +289,7 @@ pub async fn run(args: &CompareArgs) -> i32 {
                 .iter()
                 .enumerate()
                 .filter_map(|(k, &i)| {
-                    let (ours, theirs) = (medians[0][k]?, medians[b][k]?);
+                    let (ours, theirs) = (stats[0][k]?.0, stats[b][k]?.0);
                     (theirs > 0.0).then(|| format!("{} {:.2}×", header[i], ours / theirs))
                 })
                 .collect();
