@@ -930,6 +930,42 @@ async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_
     assert_eq!(bodies, (0, 0));
 }
 
+/// A persistent session discarded with its queue (its client returns with
+/// clean session 1 [MQTT-3.1.2-6]) takes its rows with it; a body goes only
+/// with the last session that still has it queued.
+#[tokio::test]
+async fn discarded_sessions_release_their_message_bodies() {
+    let broker = TestBroker::start();
+    let db = broker.db_path();
+    for id in ["drop-1", "drop-2", "drop-3"] {
+        let mut s = persistent(&broker, id, &CONNACK_OK).await;
+        s.subscribe_ok(1, &[("dropped/#", 1)]).await;
+        s.disconnect().await;
+    }
+    let mut publisher = RawClient::connected(broker.addr(), "drop-pub", true).await;
+    publisher.publish_ok("dropped/a", b"one", 1, 1, false).await;
+    publisher.publish_ok("dropped/b", b"two", 1, 2, false).await;
+    assert_eq!(count(&db, "messages").await, 6);
+    assert_eq!(count(&db, "message_bodies").await, 2);
+
+    let counts =
+        "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM message_bodies) AS b";
+    let pair = |rows: &[SqliteRow]| (rows[0].get::<i64, _>("m"), rows[0].get::<i64, _>("b"));
+    let mut clean = RawClient::connected(broker.addr(), "drop-1", true).await;
+    clean.disconnect().await;
+    let after_one = eventually(&db, counts, pair, |(m, _)| *m == 4).await;
+    assert_eq!(after_one, (4, 2), "two sessions still need both bodies");
+
+    // The bookkeeping survives a restart: the last two discards remove them.
+    let broker = broker.restart();
+    for id in ["drop-2", "drop-3"] {
+        let mut clean = RawClient::connected(broker.addr(), id, true).await;
+        clean.disconnect().await;
+    }
+    let after_all = eventually(&db, counts, pair, |(m, b)| *m == 0 && *b == 0).await;
+    assert_eq!(after_all, (0, 0));
+}
+
 /// A database written before `0002_message_bodies.sql` (messages holding
 /// their own topic and payload) is migrated at start: a queued message
 /// moves to `message_bodies` and is delivered, and an inbound QoS 2 id

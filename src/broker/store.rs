@@ -156,6 +156,10 @@ impl Store {
             if checkpoint {
                 act.last_checkpoint = Instant::now();
             }
+            // The next commit starts before this one's completions run, so
+            // the database works while they do. Their order is kept: the
+            // next batch's completions run only after its own commit.
+            act.commit(ctx);
             let size = batch.len() as u64;
             match result {
                 Ok(()) => {
@@ -173,7 +177,6 @@ impl Store {
                     batch.abandon();
                 }
             }
-            act.commit(ctx);
         }));
     }
 }

@@ -119,6 +119,7 @@ pub fn start(
         config,
         router,
         registry,
+        store: store.clone(),
         metrics,
         next_connection_id: AtomicU64::new(1),
         open_connections: std::sync::atomic::AtomicUsize::new(0),

@@ -15,6 +15,7 @@ use crate::session::{MessageId, OutboundState, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
+use smallvec::SmallVec;
 
 /// Session rows, applied in the order they were asked for.
 pub(super) enum SessionOp {
@@ -42,7 +43,8 @@ pub(super) enum MessageWrite {
 pub(super) struct PendingMessage {
     pub client_id: ByteString,
     pub write: MessageWrite,
-    completions: Vec<(u64, Completion)>,
+    /// Mostly one: kept inline, so a row costs no allocation of its own.
+    completions: SmallVec<[(u64, Completion); 1]>,
 }
 
 #[derive(Default)]
@@ -51,10 +53,6 @@ pub struct Batch {
     /// `None`: delete the subscription.
     pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<QoS>>,
     pub(super) messages: AHashMap<MessageId, PendingMessage>,
-    /// How many entries of `messages` belong to each client, so that
-    /// deleting a session purges its pending rows without a scan when it
-    /// has none.
-    messages_per_client: AHashMap<ByteString, usize>,
     /// `None`: clear the topic's retained message.
     pub(super) retained: AHashMap<TopicName, Option<(Bytes, QoS)>>,
     /// Run after the commit (those of message rows live with the row), each
@@ -103,7 +101,7 @@ impl Batch {
                 client_id,
                 persistent,
             } => {
-                self.purge(&client_id);
+                self.purge(&client_id, persistent);
                 self.sessions.push(SessionOp::Delete {
                     client_id,
                     persistent,
@@ -159,9 +157,7 @@ impl Batch {
                     }) => {
                         // Written and finished within one batch: nothing to
                         // write, and whoever waited for the row may go on.
-                        if let Some(gone) = self.messages.remove(&id) {
-                            self.forget_client_entry(&gone.client_id);
-                        }
+                        self.messages.remove(&id);
                         drop(completion);
                     }
                     Some(entry) => {
@@ -193,10 +189,6 @@ impl Batch {
         write: MessageWrite,
         completion: Option<(u64, Completion)>,
     ) {
-        *self
-            .messages_per_client
-            .entry(client_id.clone())
-            .or_default() += 1;
         let completions = completion.into_iter().collect();
         self.messages.insert(
             id,
@@ -208,20 +200,12 @@ impl Batch {
         );
     }
 
-    fn forget_client_entry(&mut self, client_id: &ByteString) {
-        if let Some(n) = self.messages_per_client.get_mut(client_id) {
-            *n -= 1;
-            if *n == 0 {
-                self.messages_per_client.remove(client_id);
-            }
-        }
-    }
-
     /// Drops pending rows of a session that is being deleted: they belong to
     /// the discarded session, and the delete removes what was committed.
-    fn purge(&mut self, client_id: &ByteString) {
-        self.subscriptions.retain(|(c, _), _| c != client_id);
-        if self.messages_per_client.remove(client_id).is_some() {
+    /// Only persistent sessions write rows, so only their deletes look.
+    fn purge(&mut self, client_id: &ByteString, persistent: bool) {
+        if persistent {
+            self.subscriptions.retain(|(c, _), _| c != client_id);
             self.messages.retain(|_, m| m.client_id != *client_id);
         }
     }

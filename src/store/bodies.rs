@@ -14,7 +14,6 @@ use crate::protocol::TopicName;
 use crate::session::{Message, MessageId, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
-use bytestring::ByteString;
 use sqlx::{Row, SqliteConnection};
 
 pub type BodyId = i64;
@@ -64,9 +63,8 @@ pub(super) struct Plan {
 pub struct Bodies {
     by_content: AHashMap<ContentKey, BodyId>,
     bodies: AHashMap<BodyId, Body>,
-    /// The body and session of every outbound row.
-    rows: AHashMap<MessageId, (BodyId, ByteString)>,
-    rows_per_client: AHashMap<ByteString, u32>,
+    /// The body of every outbound row.
+    rows: AHashMap<MessageId, BodyId>,
     next_id: BodyId,
     /// A commit failed: what the database holds is reloaded before the
     /// next plan.
@@ -89,13 +87,7 @@ impl Bodies {
 
     /// A row loaded at start: `message` shares its payload with the other
     /// rows of the same body.
-    pub(super) fn loaded(
-        &mut self,
-        row: MessageId,
-        client_id: &ByteString,
-        body: BodyId,
-        message: &Message,
-    ) {
+    pub(super) fn loaded(&mut self, row: MessageId, body: BodyId, message: &Message) {
         let entry = self.bodies.entry(body).or_insert_with(|| Body {
             refs: 0,
             key: None,
@@ -107,25 +99,14 @@ impl Bodies {
             entry.key = Some(key);
         }
         entry.refs += 1;
-        self.add_row(row, body, client_id);
+        self.rows.insert(row, body);
         self.next_id = self.next_id.max(body + 1);
     }
 
-    fn add_row(&mut self, row: MessageId, body: BodyId, client_id: &ByteString) {
-        self.rows.insert(row, (body, client_id.clone()));
-        *self.rows_per_client.entry(client_id.clone()).or_default() += 1;
-    }
-
     fn release_row(&mut self, row: MessageId, plan: &mut Plan) {
-        let Some((body, client_id)) = self.rows.remove(&row) else {
+        let Some(body) = self.rows.remove(&row) else {
             return;
         };
-        if let Some(n) = self.rows_per_client.get_mut(&client_id) {
-            *n -= 1;
-            if *n == 0 {
-                self.rows_per_client.remove(&client_id);
-            }
-        }
         let Some(entry) = self.bodies.get_mut(&body) else {
             return;
         };
@@ -151,22 +132,22 @@ impl Bodies {
         let mut plan = Plan::default();
         // Session deletes run first in SQL and remove the committed rows of
         // a persistent session (see `sessions::write`); others have none.
+        // They are rare, so their rows are looked up in the database rather
+        // than indexed by session here.
         for op in &batch.sessions {
             if let SessionOp::Delete {
                 client_id,
                 persistent: true,
             } = op
             {
-                if self.rows_per_client.contains_key(client_id) {
-                    let theirs: Vec<MessageId> = self
-                        .rows
-                        .iter()
-                        .filter(|(_, (_, c))| c == client_id)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in theirs {
-                        self.release_row(id, &mut plan);
-                    }
+                let theirs: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE client_id = ?1 AND body_id IS NOT NULL",
+                )
+                .bind(&**client_id)
+                .fetch_all(&mut *conn)
+                .await?;
+                for id in theirs {
+                    self.release_row(id as MessageId, &mut plan);
                 }
             }
         }
@@ -176,7 +157,7 @@ impl Bodies {
                     record: Record::Outbound { message, .. },
                     ..
                 } => {
-                    if let Some((body, _)) = self.rows.get(id) {
+                    if let Some(body) = self.rows.get(id) {
                         plan.row_body.insert(*id, *body);
                         continue;
                     }
@@ -209,7 +190,7 @@ impl Bodies {
                     if let Some(entry) = self.bodies.get_mut(&body) {
                         entry.refs += 1;
                     }
-                    self.add_row(*id, body, &pending.client_id);
+                    self.rows.insert(*id, body);
                     plan.row_body.insert(*id, body);
                 }
                 MessageWrite::Upsert { .. } => {}
@@ -222,13 +203,11 @@ impl Bodies {
     /// Rebuilds the counts from what the database holds.
     async fn reload(&mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         *self = Bodies::default();
-        let rows =
-            sqlx::query("SELECT id, client_id, body_id FROM messages WHERE body_id IS NOT NULL")
-                .fetch_all(&mut *conn)
-                .await?;
+        let rows = sqlx::query("SELECT id, body_id FROM messages WHERE body_id IS NOT NULL")
+            .fetch_all(&mut *conn)
+            .await?;
         for r in rows {
-            let (row, client_id, body): (i64, String, BodyId) =
-                (r.get("id"), r.get("client_id"), r.get("body_id"));
+            let (row, body): (i64, BodyId) = (r.get("id"), r.get("body_id"));
             self.bodies
                 .entry(body)
                 .or_insert(Body {
@@ -237,7 +216,7 @@ impl Bodies {
                     _content: None,
                 })
                 .refs += 1;
-            self.add_row(row as MessageId, body, &client_id.into());
+            self.rows.insert(row as MessageId, body);
         }
         let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM message_bodies")
             .fetch_one(&mut *conn)

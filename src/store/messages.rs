@@ -11,6 +11,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
 use sqlx::{Row, SqliteConnection};
+use std::sync::{Arc, LazyLock};
 
 fn state_name(state: OutboundState) -> &'static str {
     match state {
@@ -31,6 +32,45 @@ fn state_from(name: &str) -> Option<OutboundState> {
     })
 }
 
+/// Text values bound as shared strings: sqlx copies a bound `&str` into a
+/// new allocation, while an `Arc<str>` is only counted.
+struct Names {
+    outbound: Arc<str>,
+    inbound: Arc<str>,
+    awaiting_pubrel: Arc<str>,
+    states: [Arc<str>; 4],
+}
+
+static NAMES: LazyLock<Names> = LazyLock::new(|| Names {
+    outbound: "outbound".into(),
+    inbound: "inbound".into(),
+    awaiting_pubrel: "awaiting_pubrel".into(),
+    states: [
+        OutboundState::Queued,
+        OutboundState::AwaitingPubAck,
+        OutboundState::AwaitingPubRec,
+        OutboundState::AwaitingPubComp,
+    ]
+    .map(|s| state_name(s).into()),
+});
+
+fn state_arg(state: OutboundState) -> Arc<str> {
+    NAMES.states[match state {
+        OutboundState::Queued => 0,
+        OutboundState::AwaitingPubAck => 1,
+        OutboundState::AwaitingPubRec => 2,
+        OutboundState::AwaitingPubComp => 3,
+    }]
+    .clone()
+}
+
+/// `client_id` as one shared string per commit, however many rows it has.
+fn shared<'a>(ids: &mut AHashMap<&'a str, Arc<str>>, client_id: &'a ByteString) -> Arc<str> {
+    ids.entry(&**client_id)
+        .or_insert_with(|| Arc::from(&**client_id))
+        .clone()
+}
+
 /// Writes the batch's rows, with the bodies `plan` inserts before them and
 /// deletes after them.
 pub(super) async fn write(
@@ -48,14 +88,47 @@ pub(super) async fn write(
         .collect();
     deletes.sort_unstable();
     super::delete_ids(conn, "DELETE FROM messages WHERE id IN (", &deletes).await?;
-    let mut upserts: Vec<(&ByteString, &Record)> = pending
-        .values()
-        .filter_map(|m| match &m.write {
-            MessageWrite::Upsert { record, .. } => Some((&m.client_id, record)),
-            MessageWrite::Delete => None,
-        })
-        .collect();
+    // Most rows are new copies waiting in a queue: they are inserted with
+    // four values each. Every other write is a full upsert.
+    let mut queued: Vec<(&ByteString, MessageId, &Message)> = Vec::new();
+    let mut upserts: Vec<(&ByteString, &Record)> = Vec::new();
+    for m in pending.values() {
+        match &m.write {
+            MessageWrite::Upsert {
+                record:
+                    Record::Outbound {
+                        id,
+                        state: OutboundState::Queued,
+                        packet_id: None,
+                        message,
+                    },
+                new: true,
+            } if !message.retain => queued.push((&m.client_id, *id, message)),
+            MessageWrite::Upsert { record, .. } => upserts.push((&m.client_id, record)),
+            MessageWrite::Delete => {}
+        }
+    }
+    queued.sort_unstable_by_key(|(_, id, _)| *id);
     upserts.sort_unstable_by_key(|(_, r)| r.id());
+    // One shared copy of each client id for all of its rows.
+    let mut client_ids: AHashMap<&str, Arc<str>> = AHashMap::new();
+    for chunk in super::statement_chunks(&queued) {
+        let sql = super::rows_statement(
+            "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
+            "(?, ?, 'outbound', 'queued', NULL, ?, ?, 0)",
+            chunk.len(),
+            "",
+        );
+        let mut query = sqlx::query(sql);
+        for (client_id, id, message) in chunk {
+            query = query
+                .bind(*id as i64)
+                .bind(shared(&mut client_ids, client_id))
+                .bind(plan.row_body.get(id).copied())
+                .bind(message.qos as i64);
+        }
+        query.execute(&mut *conn).await?;
+    }
     for chunk in super::statement_chunks(&upserts) {
         let sql = super::rows_statement(
             "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
@@ -69,6 +142,7 @@ pub(super) async fn write(
         );
         let mut query = sqlx::query(sql);
         for (client_id, record) in chunk {
+            let client_id = shared(&mut client_ids, client_id);
             query = match record {
                 Record::Outbound {
                     id,
@@ -77,18 +151,18 @@ pub(super) async fn write(
                     message,
                 } => query
                     .bind(*id as i64)
-                    .bind(&**client_id as &str)
-                    .bind("outbound")
-                    .bind(state_name(*state))
+                    .bind(client_id)
+                    .bind(NAMES.outbound.clone())
+                    .bind(state_arg(*state))
                     .bind(packet_id.map(|p| i64::from(p.get())))
                     .bind(plan.row_body.get(id).copied())
                     .bind(message.qos as i64)
                     .bind(message.retain),
                 Record::InboundAwaitingRel { id, packet_id } => query
                     .bind(*id as i64)
-                    .bind(&**client_id as &str)
-                    .bind("inbound")
-                    .bind("awaiting_pubrel")
+                    .bind(client_id)
+                    .bind(NAMES.inbound.clone())
+                    .bind(NAMES.awaiting_pubrel.clone())
                     .bind(i64::from(packet_id.get()))
                     .bind(None::<i64>)
                     .bind(2i64)
@@ -170,7 +244,7 @@ pub(super) async fn load(
                         qos,
                         retain: r.get("retain"),
                     };
-                    bodies.loaded(id as u64, &client_id, body_id, &message);
+                    bodies.loaded(id as u64, body_id, &message);
                     Some(Loaded::Outbound(id as u64, state, packet_id, message))
                 }
                 _ => None,
