@@ -66,6 +66,9 @@ pub struct Connection {
     certificate_identity: Option<Option<ByteString>>,
     /// PUBLISHes the ACL refused; the first is logged, the rest counted.
     acl_denials: u64,
+    /// Closes the connection if CONNECT has not been handled in time;
+    /// cancelled once it has.
+    connect_timer: Option<SpawnHandle>,
 }
 
 /// What to do on a protocol error, decided in this one place: a CONNACK with
@@ -137,6 +140,7 @@ pub(super) fn start_with<R, W>(
             username: None,
             certificate_identity: identity,
             acl_denials: 0,
+            connect_timer: None,
         }
     });
 }
@@ -360,6 +364,10 @@ impl Connection {
                         log::debug!("{}: connected", act.name());
                         Metrics::inc(&act.shared.metrics.clients_connected);
                         act.phase = Phase::Connected { session };
+                        // The connect timeout has nothing left to check.
+                        if let Some(timer) = act.connect_timer.take() {
+                            ctx.cancel_future(timer);
+                        }
                         if let Some(limit) = act.keep_alive_limit {
                             act.schedule_keep_alive(limit, ctx);
                         }
@@ -531,12 +539,13 @@ impl Actor for Connection {
     fn started(&mut self, ctx: &mut Context<Self>) {
         Metrics::inc(&self.shared.metrics.connections_accepted);
         let timeout = Duration::from_secs(self.shared.live.load().limits.connect_timeout_secs);
-        ctx.run_later(timeout, move |act, ctx| {
+        self.connect_timer = Some(ctx.run_later(timeout, move |act, ctx| {
+            act.connect_timer = None;
             if matches!(act.phase, Phase::AwaitingConnect | Phase::Connecting) {
                 log::info!("{}: no CONNECT within {:?}, closing", act.name(), timeout);
                 act.close(ctx);
             }
-        });
+        }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -27,8 +27,11 @@ use tokio::io::AsyncWriteExt;
 /// call over many small publishes, small enough to keep latency low.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Queue capacity an idle writer keeps; beyond it, memory is given back.
+/// Queue capacity a busy writer keeps; beyond it, memory is given back.
 const IDLE_QUEUE_CAPACITY: usize = 64;
+
+/// Packets per wake-up below which a writer keeps no buffers between wake-ups.
+const BUSY_BATCH: usize = 4;
 
 struct Shared {
     /// Packets waiting for the writer. A plain queue behind a mutex: it
@@ -131,6 +134,7 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
             break; // closed, and everything before the close is written
         }
         let mut bytes = 0;
+        let written = batch.len();
         while let Some(p) = batch.pop_front() {
             let before = buf.len();
             p.encode(&mut buf);
@@ -155,11 +159,13 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
         if left <= shared.limit / 2 {
             shared.reader.wake();
         }
-        // An idle connection keeps no large buffers.
-        if batch.capacity() > IDLE_QUEUE_CAPACITY {
+        // A connection that is idle, or nearly (a few packets per wake-up,
+        // like the CONNACK after which most clients go quiet), keeps no
+        // buffers; a busy one keeps them, up to a bound.
+        if written < BUSY_BATCH || batch.capacity() > IDLE_QUEUE_CAPACITY {
             batch = VecDeque::new();
         }
-        if buf.capacity() > WRITE_BATCH {
+        if written < BUSY_BATCH || buf.capacity() > WRITE_BATCH {
             buf = BytesMut::new();
         }
     }

@@ -578,6 +578,9 @@ impl Session {
         }
         self.state.attach(&mut self.out);
         self.run(None);
+        // Most clients sit idle after CONNACK: keep no action buffer until
+        // there is traffic (a busy session keeps the one it grows then).
+        self.out = Vec::new();
         Ok(())
     }
 }

@@ -65,6 +65,9 @@ fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError>
     Err(ProtocolError::MalformedRemainingLength)
 }
 
+/// Bytes reserved at most, ahead of a read, for a packet that is incomplete.
+const READ_AHEAD: usize = 4096;
+
 impl Decoder for MqttCodec {
     type Item = Packet;
     type Error = CodecError;
@@ -92,13 +95,25 @@ impl Decoder for MqttCodec {
             .into());
         }
         if src.len() < total {
+            // Room for (some of) the rest before the next read: up to a few
+            // KiB, so that a header announcing a large packet costs nothing
+            // until its bytes arrive.
+            src.reserve((total - src.len()).min(READ_AHEAD));
             return Ok(None);
         }
         let mut frame = src.split_to(total);
         frame.advance(1 + len_bytes);
         let r = Reader::new(packet, frame.freeze());
         let decoded = match packet {
-            PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),
+            PacketType::Connect => {
+                let connect = Connect::decode(r)?;
+                // Most clients go quiet after CONNECT: an idle connection
+                // keeps no read buffer (the next read allocates one).
+                if src.is_empty() {
+                    *src = BytesMut::new();
+                }
+                Packet::Connect(Box::new(connect))
+            }
             PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r)?),
             PacketType::Publish => Packet::Publish(Publish::decode(flags, r)?),
             PacketType::PubAck => Packet::PubAck(ack::decode(r)?),
@@ -152,6 +167,44 @@ mod tests {
 
     fn decode_all(bytes: &[u8]) -> Result<Option<Packet>, CodecError> {
         MqttCodec::default().decode(&mut BytesMut::from(bytes))
+    }
+
+    /// CONNECT for client id "idle", keep-alive 60, clean session, built by hand.
+    const CONNECT_IDLE: [u8; 18] = [
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 4, b'i', b'd', b'l', b'e',
+    ];
+
+    #[test]
+    fn read_buffer_is_released_after_a_connect_that_empties_it() {
+        let mut codec = MqttCodec::default();
+        let mut buf = BytesMut::with_capacity(256);
+        buf.extend_from_slice(&CONNECT_IDLE);
+        let Some(Packet::Connect(c)) = codec.decode(&mut buf).unwrap() else {
+            panic!("not a CONNECT");
+        };
+        assert_eq!(c.client_id, "idle");
+        assert_eq!(buf.capacity(), 0, "an idle connection keeps no read buffer");
+
+        // Bytes after the CONNECT keep the buffer (they are the next packet).
+        let mut buf = BytesMut::from(&CONNECT_IDLE[..]);
+        buf.extend_from_slice(&[0xC0, 0x00]);
+        assert!(matches!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Packet::Connect(_))
+        ));
+        assert!(matches!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Packet::PingReq)
+        ));
+    }
+
+    #[test]
+    fn a_header_announcing_a_large_packet_reserves_only_a_little() {
+        let mut codec = MqttCodec::new(1 << 20);
+        // PUBLISH of 1,000,000 bytes: only the fixed header has arrived.
+        let mut buf = BytesMut::from(&[0x30, 0xC0, 0x84, 0x3D][..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= 4 + READ_AHEAD, "{}", buf.capacity());
     }
 
     #[test]

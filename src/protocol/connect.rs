@@ -42,6 +42,11 @@ const FLAG_WILL_RETAIN: u8 = 0b0010_0000;
 const FLAG_PASSWORD: u8 = 0b0100_0000;
 const FLAG_USERNAME: u8 = 0b1000_0000;
 
+/// A copy of `s` in an allocation of its own (not a view of the packet).
+fn own(s: ByteString) -> ByteString {
+    ByteString::from(String::from(&*s))
+}
+
 impl Connect {
     pub(crate) fn decode(mut r: Reader) -> Result<Connect, ProtocolError> {
         let name = r.binary()?;
@@ -76,10 +81,13 @@ impl Connect {
         }
         let keep_alive = r.u16()?;
 
-        let client_id = r.string()?;
+        // What a connection keeps for its lifetime is copied out of the read
+        // buffer, so that the buffer itself can go once CONNECT is decoded
+        // (see `MqttCodec::decode`): most clients then sit idle.
+        let client_id = own(r.string()?);
         let will = if will_flag {
-            let topic = TopicName::new(r.string()?)?;
-            let payload = r.binary()?;
+            let topic = TopicName::new(own(r.string()?))?;
+            let payload = Bytes::copy_from_slice(&r.binary()?);
             Some(LastWill {
                 topic,
                 payload,
@@ -90,7 +98,7 @@ impl Connect {
             None
         };
         let username = if has_username {
-            Some(r.string()?)
+            Some(own(r.string()?))
         } else {
             None
         };
