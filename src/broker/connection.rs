@@ -11,7 +11,7 @@ use super::messages::*;
 use super::metrics::Metrics;
 use super::outbound::{self, Outbound};
 use super::session::Session;
-use super::store::{Acknowledgement, WriteGroup};
+use super::store::Acknowledgement;
 use super::supervision::{guard, ActorKind};
 use super::Shared;
 use crate::protocol::codec::CodecError;
@@ -450,12 +450,11 @@ impl Connection {
                     (QoS::AtLeastOnce, Some(id)) => {
                         // PUBACK once every durable copy (and a retained
                         // change) is committed: right after routing if none.
-                        // The copies go to the store together, as one group.
                         let outbound = self.outbound.clone();
                         let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
                         let ack = Acknowledgement {
                             completion: puback,
-                            group: Some(WriteGroup::new(self.shared.store.clone())),
+                            group: None,
                         };
                         self.shared.router.publish(
                             Message::from_publish(&p),

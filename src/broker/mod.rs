@@ -41,8 +41,6 @@ pub struct Shared {
     pub config: Config,
     pub router: Router,
     pub registry: Addr<SessionRegistry>,
-    /// Where a QoS 1 publisher's durable copies are written as one group.
-    pub store: Addr<store::Store>,
     pub metrics: Arc<Metrics>,
     pub next_connection_id: AtomicU64,
     /// What SIGHUP reloads: read it through `live.load()`.

@@ -78,9 +78,9 @@ pub fn start(
     // 2. TopicShard × N, spread over the workers.
     let shards = (0..config.shards())
         .map(|i| {
-            let r = restarts.clone();
+            let (r, store) = (restarts.clone(), store.clone());
             Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| {
-                TopicShard::new(i, r)
+                TopicShard::new(i, r, store)
             })
         })
         .collect();
@@ -119,7 +119,6 @@ pub fn start(
         config,
         router,
         registry,
-        store: store.clone(),
         metrics,
         next_connection_id: AtomicU64::new(1),
         open_connections: std::sync::atomic::AtomicUsize::new(0),

@@ -9,6 +9,7 @@
 
 use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
 use super::session::Session;
+use super::store::{Store, WriteGroup};
 use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
@@ -31,16 +32,19 @@ pub struct TopicShard {
     /// Reused for every route, so routing allocates nothing per message.
     matches: Vec<(SessionId, QoS)>,
     restarts: Arc<RestartTracker>,
+    /// Where the durable copies of one publish go, as one group.
+    store: Addr<Store>,
 }
 
 impl TopicShard {
-    pub fn new(index: usize, restarts: Arc<RestartTracker>) -> TopicShard {
+    pub fn new(index: usize, restarts: Arc<RestartTracker>, store: Addr<Store>) -> TopicShard {
         TopicShard {
             index,
             trie: SubscriptionTrie::new(),
             sessions: AHashMap::new(),
             matches: Vec::new(),
             restarts,
+            store,
         }
     }
 
@@ -72,7 +76,7 @@ impl TopicShard {
         Route {
             message,
             backlog,
-            ack,
+            mut ack,
         }: Route,
     ) {
         let matches = &mut self.matches;
@@ -85,13 +89,24 @@ impl TopicShard {
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             matches.dedup_by_key(|m| m.0);
         }
+        let stored =
+            |s: &Subscriber, qos: QoS| s.durable && qos.min(message.qos) != QoS::AtMostOnce;
+        if let Some(ack) = ack.as_mut().filter(|a| a.group.is_none()) {
+            // Several durable copies: the sessions add their rows to one
+            // group, which reaches the store as one message instead of one
+            // per copy (see `WriteGroup`).
+            let copies = matches
+                .iter()
+                .filter(|(id, qos)| self.sessions.get(id).is_some_and(|s| stored(s, *qos)))
+                .take(2)
+                .count();
+            if copies > 1 {
+                ack.group = Some(WriteGroup::new(self.store.clone()));
+            }
+        }
         for &(id, qos) in matches.iter() {
             if let Some(s) = self.sessions.get(&id) {
-                let ack = if s.durable && qos.min(message.qos) != QoS::AtMostOnce {
-                    ack.clone()
-                } else {
-                    None
-                };
+                let ack = if stored(s, qos) { ack.clone() } else { None };
                 s.session.do_send(Deliver {
                     message: message.clone(),
                     qos,
