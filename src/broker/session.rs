@@ -654,7 +654,10 @@ impl Session {
 }
 
 impl Handler<FromClient> for Session {
-    type Result = ResponseFuture<()>;
+    /// A future only for SUBSCRIBE and UNSUBSCRIBE (the connection waits
+    /// for them); acknowledgements are handled at once, without spawning
+    /// a task per packet.
+    type Result = Response<()>;
 
     fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.client_id.clone();
@@ -664,24 +667,20 @@ impl Handler<FromClient> for Session {
             Ok(reply) => reply,
             Err(_) => {
                 self.recover();
-                Box::pin(async {})
+                Response::reply(())
             }
         }
     }
 }
 
 impl Session {
-    fn handle_client_packet(
-        &mut self,
-        msg: FromClient,
-        ctx: &mut Context<Self>,
-    ) -> ResponseFuture<()> {
+    fn handle_client_packet(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Response<()> {
         if !self.is_current(msg.connection_id) {
-            return Box::pin(async {});
+            return Response::reply(());
         }
         match msg.packet {
-            Packet::Subscribe(s) => return self.on_subscribe(s, ctx),
-            Packet::Unsubscribe(u) => return self.on_unsubscribe(u),
+            Packet::Subscribe(s) => return Response::fut(self.on_subscribe(s, ctx)),
+            Packet::Unsubscribe(u) => return Response::fut(self.on_unsubscribe(u)),
             Packet::PubAck(id) => {
                 if !self.state.on_puback(id, &mut self.out) {
                     log::debug!(
@@ -714,7 +713,7 @@ impl Session {
             ),
         }
         self.run(None);
-        Box::pin(async {})
+        Response::reply(())
     }
 }
 
