@@ -30,8 +30,16 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Queue capacity a busy writer keeps; beyond it, memory is given back.
 const IDLE_QUEUE_CAPACITY: usize = 64;
 
-/// Packets per wake-up below which a writer keeps no buffers between wake-ups.
+/// Packets per wake-up from which a writer counts as busy: it keeps its
+/// buffers between wake-ups and lets producers run before it writes;
+/// below it, it keeps nothing and writes at once.
 const BUSY_BATCH: usize = 4;
+
+/// Packets per wake-up from which a writer lets producers run twice.
+/// Measured (fan-out 1 → 100, pinned): one yield 1.76M → 2.35M
+/// deliveries/s, two 2.66M; yielding for as long as the queue grows was
+/// slower than either.
+const VERY_BUSY_BATCH: usize = 32;
 
 struct Shared {
     /// Packets waiting for the writer. A plain queue behind a mutex: it
@@ -118,6 +126,7 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
 async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
     let mut batch: VecDeque<Packet> = VecDeque::new();
     let mut buf = BytesMut::new();
+    let mut yields = 0;
     loop {
         // Wait for packets, or for the close.
         std::future::poll_fn(|cx| {
@@ -129,12 +138,26 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
             }
         })
         .await;
+        // A busy connection (the last wake-up carried several packets) lets
+        // the producers on this arbiter run once or twice more first, so
+        // that one write carries more of them: actix hands a connection's
+        // packets to its handler 16 at a time, and without this each write
+        // would carry about that many. An idle connection's packet is
+        // written at once.
+        for _ in 0..yields {
+            tokio::task::yield_now().await;
+        }
         std::mem::swap(&mut *shared.queue(), &mut batch);
         if batch.is_empty() {
             break; // closed, and everything before the close is written
         }
         let mut bytes = 0;
         let written = batch.len();
+        yields = match written {
+            n if n >= VERY_BUSY_BATCH => 2,
+            n if n >= BUSY_BATCH => 1,
+            _ => 0,
+        };
         while let Some(p) = batch.pop_front() {
             let before = buf.len();
             p.encode(&mut buf);
