@@ -51,6 +51,8 @@ pub struct Store {
     )>,
     restarts: Arc<RestartTracker>,
     batch: Batch,
+    /// The last committed batch, emptied: the next batch reuses its room.
+    spare: Option<Batch>,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     last_checkpoint: Instant,
     metrics: Arc<Metrics>,
@@ -72,6 +74,7 @@ impl Store {
             retained_loads: Vec::new(),
             restarts,
             batch: Batch::default(),
+            spare: None,
             flush_waiters: Vec::new(),
             last_checkpoint: Instant::now(),
             metrics,
@@ -133,7 +136,7 @@ impl Store {
             return;
         };
         let mut bodies = self.bodies.take().unwrap_or_else(Bodies::stale);
-        let batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::replace(&mut self.batch, self.spare.take().unwrap_or_default());
         let checkpoint = self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         let started = Instant::now();
         self.committing = true;
@@ -149,7 +152,7 @@ impl Store {
             }
             (conn, bodies, batch, result)
         };
-        ctx.spawn(work.into_actor(self).map(move |(conn, bodies, batch, result), act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |(conn, bodies, mut batch, result), act, ctx| {
             act.conn = Some(conn);
             act.bodies = Some(bodies);
             act.committing = false;
@@ -169,6 +172,7 @@ impl Store {
                     act.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
                     act.metrics.store_batch_changes.observe(size as f64);
                     batch.release();
+                    act.spare = Some(batch);
                 }
                 Err(e) => {
                     // Nothing in the batch is acknowledged: clients resend.

@@ -17,6 +17,9 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use smallvec::SmallVec;
 
+/// Rows (and completions) whose room an emptied batch keeps at most.
+const KEPT_CAPACITY: usize = 1 << 16;
+
 /// Session rows, applied in the order they were asked for.
 pub(super) enum SessionOp {
     Connected {
@@ -210,15 +213,30 @@ impl Batch {
         }
     }
 
-    /// The commit succeeded: run every completion, in arrival order.
-    pub fn release(mut self) {
+    /// The commit succeeded: run every completion, in arrival order. The
+    /// batch is left empty, with its tables' room kept for the next batch
+    /// (a fresh batch grew its tables, and faulted their pages in, anew for
+    /// every commit), unless they grew beyond `KEPT_CAPACITY`.
+    pub fn release(&mut self) {
         let mut all = std::mem::take(&mut self.completions);
         for (_, m) in self.messages.drain() {
             all.extend(m.completions);
         }
         all.sort_unstable_by_key(|(seq, _)| *seq);
-        for (_, c) in all {
+        for (_, c) in all.drain(..) {
             drop(c);
+        }
+        self.completions = all;
+        self.sessions.clear();
+        self.subscriptions.clear();
+        self.retained.clear();
+        self.next_seq = 0;
+        self.ops = 0;
+        if self.messages.capacity() > KEPT_CAPACITY {
+            self.messages = AHashMap::new();
+        }
+        if self.completions.capacity() > KEPT_CAPACITY {
+            self.completions = Vec::new();
         }
     }
 

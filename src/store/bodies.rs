@@ -129,7 +129,10 @@ impl Bodies {
         if self.stale {
             self.reload(conn).await?;
         }
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            row_body: AHashMap::with_capacity(batch.messages.len()),
+            ..Plan::default()
+        };
         // Session deletes run first in SQL and remove the committed rows of
         // a persistent session (see `sessions::write`); others have none.
         // They are rare, so their rows are looked up in the database rather
