@@ -180,6 +180,20 @@ impl Packet {
         }
     }
 
+    /// An acknowledgement of something the client sent (PUBACK, PUBREC,
+    /// PUBCOMP, SUBACK, UNSUBACK, PINGRESP).
+    pub fn is_acknowledgement(&self) -> bool {
+        matches!(
+            self,
+            Packet::PubAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubComp(_)
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_)
+                | Packet::PingResp
+        )
+    }
+
     /// Size of the packet on the wire, for queue accounting.
     pub fn wire_len(&self) -> usize {
         match self {
