@@ -142,18 +142,21 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
             }
         })
         .await;
-        // A busy connection (the last wake-up carried several packets) lets
-        // the producers on this arbiter run once or twice more first, so
-        // that one write carries more of them: actix hands a connection's
-        // packets to its handler 16 at a time, and without this each write
-        // would carry about that many. An idle connection's packet is
-        // written at once.
-        // Acknowledgements wait for the deliveries made in the same turn:
-        // a PUBACK is released when its PUBLISH has been routed, before the
-        // subscribers' sessions have run, and writing it first would delay
-        // every delivery by a system call (Mosquitto also writes to the
-        // subscribers first).
-        let acks_only = yields == 0 && shared.queue().iter().all(Packet::is_acknowledgement);
+        // Before taking the queue, let other tasks on this arbiter run:
+        // - on a busy connection (the last wake-up carried several
+        //   packets) once or twice, so that one write carries more packets:
+        //   actix hands a connection's packets to its handler 16 at a time,
+        //   and without this each write would carry about that many;
+        // - when only acknowledgements wait, twice, so that the deliveries
+        //   of the same turn go first: a PUBACK is released as soon as its
+        //   PUBLISH is routed, before the subscribers' sessions have run,
+        //   and writing it first would delay every delivery by a system
+        //   call (Mosquitto also writes to the subscribers first).
+        // An idle connection's other packets are written at once.
+        let acks_only = yields == 0 && {
+            let queue = shared.queue();
+            !queue.is_empty() && queue.iter().all(Packet::is_acknowledgement)
+        };
         for _ in 0..if acks_only { ACK_YIELDS } else { yields } {
             tokio::task::yield_now().await;
         }
