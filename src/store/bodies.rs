@@ -233,13 +233,21 @@ pub(super) async fn insert(
     conn: &mut SqliteConnection,
     inserts: &[(BodyId, TopicName, Bytes)],
 ) -> Result<(), sqlx::Error> {
-    for chunk in super::statement_chunks(inserts) {
-        let sql = super::rows_statement(
+    const SQL: super::InsertSql = super::InsertSql {
+        exact: (
             "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES ",
             "(?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-            chunk.len(),
             "",
-        );
+        ),
+        padded: (
+            "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) \
+             SELECT column1, column2, column3, strftime('%Y-%m-%dT%H:%M:%SZ', 'now') FROM (VALUES ",
+            "(?, ?, ?)",
+            ") WHERE column1 IS NOT NULL",
+        ),
+    };
+    for (chunk, shape) in super::statement_chunks(inserts, 3) {
+        let sql = SQL.text(chunk.len(), shape);
         let mut query = sqlx::query(sql);
         for (id, topic, payload) in chunk {
             query = query.bind(*id).bind(topic.as_str()).bind(&payload[..]);

@@ -5,6 +5,7 @@
 use super::batch::{MessageWrite, PendingMessage};
 use super::bodies::{self, Bodies, BodyId, Plan};
 use super::qos_from;
+use super::InsertSql;
 use crate::protocol::{PacketId, TopicName};
 use crate::session::{Message, MessageId, OutboundState, Record};
 use ahash::AHashMap;
@@ -71,6 +72,46 @@ fn shared<'a>(ids: &mut AHashMap<&'a str, Arc<str>>, client_id: &'a ByteString) 
         .clone()
 }
 
+/// New rows waiting in a queue: four values each.
+const QUEUED: InsertSql = InsertSql {
+    exact: (
+        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
+        "(?, ?, 'outbound', 'queued', NULL, ?, ?, 0)",
+        "",
+    ),
+    padded: (
+        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
+         SELECT column1, column2, 'outbound', 'queued', NULL, column3, column4, 0 FROM (VALUES ",
+        "(?, ?, ?, ?)",
+        ") WHERE column1 IS NOT NULL",
+    ),
+};
+
+/// A row's state only moves forward (queued → sent → PUBREC seen): a write
+/// that arrives late must not move it back.
+macro_rules! advance_only {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
+         WHERE (CASE excluded.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END) \
+            >= (CASE messages.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END)"
+    };
+}
+
+/// Any other row write: all eight values, as an upsert.
+const UPSERT: InsertSql = InsertSql {
+    exact: (
+        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
+        advance_only!(),
+    ),
+    padded: (
+        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
+         SELECT * FROM (VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
+        concat!(") WHERE column1 IS NOT NULL", advance_only!()),
+    ),
+};
+
 /// Writes the batch's rows, with the bodies `plan` inserts before them and
 /// deletes after them.
 pub(super) async fn write(
@@ -112,13 +153,8 @@ pub(super) async fn write(
     upserts.sort_unstable_by_key(|(_, r)| r.id());
     // One shared copy of each client id for all of its rows.
     let mut client_ids: AHashMap<&str, Arc<str>> = AHashMap::new();
-    for chunk in super::statement_chunks(&queued) {
-        let sql = super::rows_statement(
-            "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
-            "(?, ?, 'outbound', 'queued', NULL, ?, ?, 0)",
-            chunk.len(),
-            "",
-        );
+    for (chunk, shape) in super::statement_chunks(&queued, 4) {
+        let sql = QUEUED.text(chunk.len(), shape);
         let mut query = sqlx::query(sql);
         for (client_id, id, message) in chunk {
             query = query
@@ -129,17 +165,8 @@ pub(super) async fn write(
         }
         query.execute(&mut *conn).await?;
     }
-    for chunk in super::statement_chunks(&upserts) {
-        let sql = super::rows_statement(
-            "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
-            "(?, ?, ?, ?, ?, ?, ?, ?)",
-            chunk.len(),
-            // A row's state only moves forward (queued → sent → PUBREC
-            // seen): a write that arrives late must not move it back.
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
-             WHERE (CASE excluded.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END) \
-                >= (CASE messages.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END)",
-        );
+    for (chunk, shape) in super::statement_chunks(&upserts, 8) {
+        let sql = UPSERT.text(chunk.len(), shape);
         let mut query = sqlx::query(sql);
         for (client_id, record) in chunk {
             let client_id = shared(&mut client_ids, client_id);
