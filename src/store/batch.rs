@@ -76,6 +76,11 @@ impl Batch {
         self.ops
     }
 
+    /// Nothing but message rows (and barriers) to write.
+    pub(super) fn only_messages(&self) -> bool {
+        self.sessions.is_empty() && self.subscriptions.is_empty() && self.retained.is_empty()
+    }
+
     pub fn push(&mut self, op: Op, completion: Option<Completion>) {
         self.ops += 1;
         let completion = completion.map(|c| {

@@ -10,6 +10,7 @@
 //! which bodies to insert and delete and which body each new row refers to.
 
 use super::batch::{Batch, MessageWrite, SessionOp};
+use super::Tx;
 use crate::protocol::TopicName;
 use crate::session::{Message, MessageId, Record};
 use ahash::AHashMap;
@@ -78,6 +79,10 @@ impl Bodies {
             stale: true,
             ..Bodies::default()
         }
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale
     }
 
     /// The commit of the last plan failed or was cut short.
@@ -230,7 +235,7 @@ impl Bodies {
 }
 
 pub(super) async fn insert(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     inserts: &[(BodyId, TopicName, Bytes)],
 ) -> Result<(), sqlx::Error> {
     const SQL: super::InsertSql = super::InsertSql {
@@ -252,13 +257,14 @@ pub(super) async fn insert(
         for (id, topic, payload) in chunk {
             query = query.bind(*id).bind(topic.as_str()).bind(&payload[..]);
         }
-        query.execute(&mut *conn).await?;
+        tx.run(sql, query).await?;
     }
     Ok(())
 }
 
-pub(super) async fn delete(conn: &mut SqliteConnection, ids: &[BodyId]) -> Result<(), sqlx::Error> {
-    super::delete_ids(conn, "DELETE FROM message_bodies WHERE id IN (", ids).await
+pub(super) async fn delete(tx: &mut Tx<'_>, ids: &[BodyId]) -> Result<(), sqlx::Error> {
+    tx.delete_ids("DELETE FROM message_bodies WHERE id IN (", ids)
+        .await
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

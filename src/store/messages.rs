@@ -5,7 +5,7 @@
 use super::batch::{MessageWrite, PendingMessage};
 use super::bodies::{self, Bodies, BodyId, Plan};
 use super::qos_from;
-use super::InsertSql;
+use super::{InsertSql, Tx};
 use crate::protocol::{PacketId, TopicName};
 use crate::session::{Message, MessageId, OutboundState, Record};
 use ahash::AHashMap;
@@ -115,11 +115,11 @@ const UPSERT: InsertSql = InsertSql {
 /// Writes the batch's rows, with the bodies `plan` inserts before them and
 /// deletes after them.
 pub(super) async fn write(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     pending: &AHashMap<MessageId, PendingMessage>,
     plan: &Plan,
 ) -> Result<(), sqlx::Error> {
-    bodies::insert(conn, &plan.inserts).await?;
+    bodies::insert(tx, &plan.inserts).await?;
     // Rows in id order: ids grow with time, so inserts append to the
     // table's B-tree and deletes walk it once, instead of seeking at random.
     let mut deletes: Vec<i64> = pending
@@ -128,7 +128,8 @@ pub(super) async fn write(
         .map(|(id, _)| *id as i64)
         .collect();
     deletes.sort_unstable();
-    super::delete_ids(conn, "DELETE FROM messages WHERE id IN (", &deletes).await?;
+    tx.delete_ids("DELETE FROM messages WHERE id IN (", &deletes)
+        .await?;
     // Most rows are new copies waiting in a queue: they are inserted with
     // four values each. Every other write is a full upsert.
     let mut queued: Vec<(&ByteString, MessageId, &Message)> = Vec::new();
@@ -163,7 +164,7 @@ pub(super) async fn write(
                 .bind(plan.row_body.get(id).copied())
                 .bind(message.qos as i64);
         }
-        query.execute(&mut *conn).await?;
+        tx.run(sql, query).await?;
     }
     for (chunk, shape) in super::statement_chunks(&upserts, 8) {
         let sql = UPSERT.text(chunk.len(), shape);
@@ -196,9 +197,9 @@ pub(super) async fn write(
                     .bind(false),
             };
         }
-        query.execute(&mut *conn).await?;
+        tx.run(sql, query).await?;
     }
-    bodies::delete(conn, &plan.deletes).await
+    bodies::delete(tx, &plan.deletes).await
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

@@ -31,7 +31,7 @@ use crate::session::{Message, MessageId, OutboundState, Record};
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Deserialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -339,35 +339,160 @@ pub async fn commit(
     batch: &Batch,
     bodies: &mut Bodies,
 ) -> Result<(), sqlx::Error> {
-    let result = async {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = write(conn, batch, bodies).await;
-        match result {
-            Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| ()),
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e)
+    let result = if batch.only_messages() && !bodies.is_stale() {
+        // The usual batch: its plan needs no SQL, and BEGIN and COMMIT ride
+        // along with its first and last statements.
+        let plan = bodies.plan(conn, batch).await;
+        match plan {
+            Ok(plan) => {
+                let mut tx = Tx::new(conn, false);
+                match messages::write(&mut tx, &batch.messages, &plan).await {
+                    Ok(()) => tx.commit().await,
+                    Err(e) => Err(e),
+                }
             }
+            Err(e) => Err(e),
         }
-    }
-    .await;
+    } else {
+        write_all(conn, batch, bodies).await
+    };
     if result.is_err() {
+        // Nothing to roll back if no transaction was begun: that error is moot.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         bodies.mark_stale();
     }
     result
 }
 
-async fn write(
+async fn write_all(
     conn: &mut SqliteConnection,
     batch: &Batch,
     bodies: &mut Bodies,
 ) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let plan = bodies.plan(conn, batch).await?;
     sessions::write(conn, &batch.sessions).await?;
     subscriptions::write(conn, &batch.subscriptions).await?;
-    messages::write(conn, &batch.messages, &plan).await?;
+    let mut tx = Tx::new(conn, true);
+    messages::write(&mut tx, &batch.messages, &plan).await?;
+    tx.flush().await?;
     retained::write(conn, &batch.retained).await?;
-    Ok(())
+    sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| ())
+}
+
+type Query = sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments>;
+
+/// Statements of one transaction, each sent one step late, so that BEGIN
+/// rides along with the first and COMMIT with the last: every statement is
+/// a round trip to sqlx's SQLite thread, and a small commit is mostly
+/// those (two fewer per commit).
+pub(super) struct Tx<'c> {
+    conn: &'c mut SqliteConnection,
+    /// BEGIN has been sent (or was sent before this `Tx`).
+    begun: bool,
+    /// The last statement, not sent yet.
+    held: Option<(&'static str, SqliteArguments)>,
+}
+
+impl<'c> Tx<'c> {
+    fn new(conn: &'c mut SqliteConnection, begun: bool) -> Tx<'c> {
+        Tx {
+            conn,
+            begun,
+            held: None,
+        }
+    }
+
+    /// Runs `query` (whose text is `sql`) after the statements before it.
+    async fn run(&mut self, sql: &'static str, mut query: Query) -> Result<(), sqlx::Error> {
+        use sqlx::Execute;
+        let arguments = query
+            .take_arguments()
+            .map_err(sqlx::Error::Encode)?
+            .unwrap_or_default();
+        match self.held.replace((sql, arguments)) {
+            Some((sql, arguments)) => self.send(sql, arguments, false).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        sql: &'static str,
+        arguments: SqliteArguments,
+        commit: bool,
+    ) -> Result<(), sqlx::Error> {
+        let text = in_transaction(sql, !self.begun, commit);
+        self.begun = true;
+        sqlx::query_with(text, arguments)
+            .execute(&mut *self.conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends the held statement (the transaction stays open).
+    async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        match self.held.take() {
+            Some((sql, arguments)) => self.send(sql, arguments, false).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the held statement with COMMIT. Nothing written: no
+    /// transaction at all.
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.held.take() {
+            Some((sql, arguments)) => self.send(sql, arguments, true).await,
+            None if self.begun => sqlx::query("COMMIT")
+                .execute(&mut *self.conn)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// `head` (`DELETE FROM t WHERE id IN (`) over `ids`, in statements of
+    /// the padded shapes of `statement_chunks`.
+    async fn delete_ids(&mut self, head: &'static str, ids: &[i64]) -> Result<(), sqlx::Error> {
+        for (chunk, shape) in statement_chunks(ids, 1) {
+            let sql = rows_statement(head, "?", shape, ")");
+            let mut query = sqlx::query(sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            self.run(sql, query).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `sql` with `BEGIN IMMEDIATE;` before it and/or `; COMMIT` after it,
+/// built once per statement text. BEGIN and COMMIT bind no values, so the
+/// statement's values bind as they would alone.
+fn in_transaction(sql: &'static str, begin: bool, commit: bool) -> &'static str {
+    if !begin && !commit {
+        return sql;
+    }
+    type Wrapped = ahash::AHashMap<(usize, bool, bool), &'static str>;
+    static WRAPPED: std::sync::OnceLock<std::sync::Mutex<Wrapped>> = std::sync::OnceLock::new();
+    let mut wrapped = WRAPPED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // Statement texts are static and never freed: the address names one.
+    wrapped
+        .entry((sql.as_ptr() as usize, begin, commit))
+        .or_insert_with(|| {
+            let mut text = String::with_capacity(sql.len() + 32);
+            if begin {
+                text.push_str("BEGIN IMMEDIATE; ");
+            }
+            text.push_str(sql);
+            if commit {
+                text.push_str("; COMMIT");
+            }
+            Box::leak(text.into_boxed_str())
+        })
 }
 
 /// Moves committed pages from the WAL into the database file. `truncate`
@@ -431,23 +556,6 @@ fn statement_chunks<T>(
     })
 }
 
-/// Runs `head` (`DELETE FROM t WHERE id IN (`) over `ids`, in statements
-/// of the padded shapes of `statement_chunks`.
-async fn delete_ids(
-    conn: &mut SqliteConnection,
-    head: &'static str,
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    for (chunk, shape) in statement_chunks(ids, 1) {
-        let mut query = sqlx::query(rows_statement(head, "?", shape, ")"));
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 /// A multi-row INSERT in its two forms: `exact` (`head`, `row`, `tail`)
 /// for a chunk that fills its shape, and `padded` for one that does not,
 /// which reads its rows from a `VALUES` list and skips the NULL rows
@@ -503,6 +611,91 @@ fn rows_statement(
 #[cfg(test)]
 mod tests {
     use super::{rows_statement, statement_chunks};
+
+    /// A commit that cannot take the write lock fails whole: nothing of it
+    /// is written and nothing is acknowledged (the client resends), also
+    /// when BEGIN travels with its first statement; once the lock is free,
+    /// the next commit writes the row and its body.
+    #[test]
+    fn a_commit_that_fails_writes_nothing_and_acknowledges_nothing() {
+        use super::*;
+        use crate::session::OutboundState;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("roost.db");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut conn, snapshot) = open(&db, Synchronous::Normal, false).await.unwrap();
+            let mut bodies = snapshot.bodies;
+            let acked = Arc::new(AtomicUsize::new(0));
+            let batch = |acked: &Arc<AtomicUsize>| {
+                let acked = acked.clone();
+                let mut batch = Batch::default();
+                let message = Message {
+                    topic: TopicName::new("t/1".to_string()).unwrap(),
+                    payload: Bytes::from_static(b"payload"),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                };
+                batch.push(
+                    Op::PutMessage {
+                        client_id: "c".into(),
+                        record: Record::Outbound {
+                            id: 1,
+                            state: OutboundState::Queued,
+                            packet_id: None,
+                            message,
+                        },
+                        new: true,
+                    },
+                    Some(Completion::new(move || {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    })),
+                );
+                batch
+            };
+
+            // Another writer holds the lock past the busy timeout.
+            let mut other =
+                SqliteConnection::connect_with(&connect_options(&db, Synchronous::Normal))
+                    .await
+                    .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut other)
+                .await
+                .unwrap();
+            let first = batch(&acked);
+            assert!(commit(&mut conn, &first, &mut bodies).await.is_err());
+            first.abandon();
+            assert_eq!(acked.load(Ordering::SeqCst), 0, "nothing acknowledged");
+            assert!(bodies.is_stale());
+            sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+            for sql in [
+                "SELECT COUNT(*) FROM messages",
+                "SELECT COUNT(*) FROM message_bodies",
+            ] {
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut other).await.unwrap();
+                assert_eq!(n, 0, "{sql}: nothing written");
+            }
+
+            let mut second = batch(&acked);
+            commit(&mut conn, &second, &mut bodies).await.unwrap();
+            second.release();
+            assert_eq!(acked.load(Ordering::SeqCst), 1);
+            for sql in [
+                "SELECT COUNT(*) FROM messages",
+                "SELECT COUNT(*) FROM message_bodies",
+            ] {
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut other).await.unwrap();
+                assert_eq!(n, 1, "{sql}");
+            }
+        });
+    }
 
     #[test]
     fn rows_statement_repeats_the_row_and_is_built_once() {
