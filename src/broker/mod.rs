@@ -99,6 +99,23 @@ pub struct AuthFiles {
     pub acl: Option<Arc<crate::acl::AclFile>>,
 }
 
+/// Connections the kernel may hold for a listener before roost accepts
+/// them. The standard library asks for 128, and beyond that a connection
+/// storm (every device reconnecting after a restart) has SYNs dropped and
+/// retried a second later; Linux caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket on `addr`, as `std::net::TcpListener::bind` makes it
+/// (address reuse on), with room for `LISTEN_BACKLOG` pending connections.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A running broker. Dropping the handle stops it.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
@@ -200,7 +217,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         .map(|l| (l, false))
         .chain(websocket.as_ref().map(|l| (l, true)));
     for (l, is_websocket) in all {
-        let socket = std::net::TcpListener::bind(l.bind)
+        let socket = bind_listener(l.bind)
             .map_err(|e| std::io::Error::new(e.kind(), format!("listener {}: {e}", l.bind)))?;
         socket.set_nonblocking(true)?;
         local_addrs.push(socket.local_addr()?);
