@@ -252,12 +252,13 @@ pub(super) async fn insert(
         ),
     };
     for (chunk, shape) in super::statement_chunks(inserts, 3) {
-        let sql = SQL.text(chunk.len(), shape);
-        let mut query = sqlx::query(sql);
-        for (id, topic, payload) in chunk {
-            query = query.bind(*id).bind(topic.as_str()).bind(&payload[..]);
-        }
-        tx.run(sql, query).await?;
+        tx.run(SQL.text(chunk.len(), shape), |mut query| {
+            for (id, topic, payload) in chunk {
+                query = query.bind(*id).bind(topic.as_str()).bind(&payload[..]);
+            }
+            query
+        })
+        .await?;
     }
     Ok(())
 }

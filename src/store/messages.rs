@@ -155,49 +155,51 @@ pub(super) async fn write(
     // One shared copy of each client id for all of its rows.
     let mut client_ids: AHashMap<&str, Arc<str>> = AHashMap::new();
     for (chunk, shape) in super::statement_chunks(&queued, 4) {
-        let sql = QUEUED.text(chunk.len(), shape);
-        let mut query = sqlx::query(sql);
-        for (client_id, id, message) in chunk {
-            query = query
-                .bind(*id as i64)
-                .bind(shared(&mut client_ids, client_id))
-                .bind(plan.row_body.get(id).copied())
-                .bind(message.qos as i64);
-        }
-        tx.run(sql, query).await?;
+        tx.run(QUEUED.text(chunk.len(), shape), |mut query| {
+            for (client_id, id, message) in chunk {
+                query = query
+                    .bind(*id as i64)
+                    .bind(shared(&mut client_ids, client_id))
+                    .bind(plan.row_body.get(id).copied())
+                    .bind(message.qos as i64);
+            }
+            query
+        })
+        .await?;
     }
     for (chunk, shape) in super::statement_chunks(&upserts, 8) {
-        let sql = UPSERT.text(chunk.len(), shape);
-        let mut query = sqlx::query(sql);
-        for (client_id, record) in chunk {
-            let client_id = shared(&mut client_ids, client_id);
-            query = match record {
-                Record::Outbound {
-                    id,
-                    state,
-                    packet_id,
-                    message,
-                } => query
-                    .bind(*id as i64)
-                    .bind(client_id)
-                    .bind(NAMES.outbound.clone())
-                    .bind(state_arg(*state))
-                    .bind(packet_id.map(|p| i64::from(p.get())))
-                    .bind(plan.row_body.get(id).copied())
-                    .bind(message.qos as i64)
-                    .bind(message.retain),
-                Record::InboundAwaitingRel { id, packet_id } => query
-                    .bind(*id as i64)
-                    .bind(client_id)
-                    .bind(NAMES.inbound.clone())
-                    .bind(NAMES.awaiting_pubrel.clone())
-                    .bind(i64::from(packet_id.get()))
-                    .bind(None::<i64>)
-                    .bind(2i64)
-                    .bind(false),
-            };
-        }
-        tx.run(sql, query).await?;
+        tx.run(UPSERT.text(chunk.len(), shape), |mut query| {
+            for (client_id, record) in chunk {
+                let client_id = shared(&mut client_ids, client_id);
+                query = match record {
+                    Record::Outbound {
+                        id,
+                        state,
+                        packet_id,
+                        message,
+                    } => query
+                        .bind(*id as i64)
+                        .bind(client_id)
+                        .bind(NAMES.outbound.clone())
+                        .bind(state_arg(*state))
+                        .bind(packet_id.map(|p| i64::from(p.get())))
+                        .bind(plan.row_body.get(id).copied())
+                        .bind(message.qos as i64)
+                        .bind(message.retain),
+                    Record::InboundAwaitingRel { id, packet_id } => query
+                        .bind(*id as i64)
+                        .bind(client_id)
+                        .bind(NAMES.inbound.clone())
+                        .bind(NAMES.awaiting_pubrel.clone())
+                        .bind(i64::from(packet_id.get()))
+                        .bind(None::<i64>)
+                        .bind(2i64)
+                        .bind(false),
+                };
+            }
+            query
+        })
+        .await?;
     }
     bodies::delete(tx, &plan.deletes).await
 }

@@ -340,19 +340,7 @@ pub async fn commit(
     bodies: &mut Bodies,
 ) -> Result<(), sqlx::Error> {
     let result = if batch.only_messages() && !bodies.is_stale() {
-        // The usual batch: its plan needs no SQL, and BEGIN and COMMIT ride
-        // along with its first and last statements.
-        let plan = bodies.plan(conn, batch).await;
-        match plan {
-            Ok(plan) => {
-                let mut tx = Tx::new(conn, false);
-                match messages::write(&mut tx, &batch.messages, &plan).await {
-                    Ok(()) => tx.commit().await,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        write_messages(conn, batch, bodies).await
     } else {
         write_all(conn, batch, bodies).await
     };
@@ -362,6 +350,19 @@ pub async fn commit(
         bodies.mark_stale();
     }
     result
+}
+
+/// The usual batch, message rows only: its plan needs no SQL, and BEGIN
+/// and COMMIT ride along with its first and last statements.
+async fn write_messages(
+    conn: &mut SqliteConnection,
+    batch: &Batch,
+    bodies: &mut Bodies,
+) -> Result<(), sqlx::Error> {
+    let plan = bodies.plan(conn, batch).await?;
+    let mut tx = Tx::new(conn, false);
+    messages::write(&mut tx, &batch.messages, &plan).await?;
+    tx.commit().await
 }
 
 async fn write_all(
@@ -403,10 +404,15 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// Runs `query` (whose text is `sql`) after the statements before it.
-    async fn run(&mut self, sql: &'static str, mut query: Query) -> Result<(), sqlx::Error> {
+    /// Runs `sql` with the values `bind` gives it, after the statements
+    /// before it.
+    async fn run(
+        &mut self,
+        sql: &'static str,
+        bind: impl FnOnce(Query) -> Query,
+    ) -> Result<(), sqlx::Error> {
         use sqlx::Execute;
-        let arguments = query
+        let arguments = bind(sqlx::query(sql))
             .take_arguments()
             .map_err(sqlx::Error::Encode)?
             .unwrap_or_default();
@@ -455,12 +461,13 @@ impl<'c> Tx<'c> {
     /// the padded shapes of `statement_chunks`.
     async fn delete_ids(&mut self, head: &'static str, ids: &[i64]) -> Result<(), sqlx::Error> {
         for (chunk, shape) in statement_chunks(ids, 1) {
-            let sql = rows_statement(head, "?", shape, ")");
-            let mut query = sqlx::query(sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            self.run(sql, query).await?;
+            self.run(rows_statement(head, "?", shape, ")"), |mut query| {
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query
+            })
+            .await?;
         }
         Ok(())
     }
@@ -473,26 +480,40 @@ fn in_transaction(sql: &'static str, begin: bool, commit: bool) -> &'static str 
     if !begin && !commit {
         return sql;
     }
-    type Wrapped = ahash::AHashMap<(usize, bool, bool), &'static str>;
-    static WRAPPED: std::sync::OnceLock<std::sync::Mutex<Wrapped>> = std::sync::OnceLock::new();
-    let mut wrapped = WRAPPED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    static WRAPPED: Texts<(usize, bool, bool)> = Texts::new();
     // Statement texts are static and never freed: the address names one.
-    wrapped
-        .entry((sql.as_ptr() as usize, begin, commit))
-        .or_insert_with(|| {
-            let mut text = String::with_capacity(sql.len() + 32);
-            if begin {
-                text.push_str("BEGIN IMMEDIATE; ");
-            }
-            text.push_str(sql);
-            if commit {
-                text.push_str("; COMMIT");
-            }
-            Box::leak(text.into_boxed_str())
-        })
+    WRAPPED.get((sql.as_ptr() as usize, begin, commit), || {
+        let mut text = String::with_capacity(sql.len() + 32);
+        if begin {
+            text.push_str("BEGIN IMMEDIATE; ");
+        }
+        text.push_str(sql);
+        if commit {
+            text.push_str("; COMMIT");
+        }
+        text
+    })
+}
+
+/// Statement texts built once per key and kept for the life of the process
+/// (there are a few dozen), so a commit binds values without formatting SQL.
+struct Texts<K>(std::sync::OnceLock<std::sync::Mutex<ahash::AHashMap<K, &'static str>>>);
+
+impl<K: std::hash::Hash + Eq> Texts<K> {
+    const fn new() -> Texts<K> {
+        Texts(std::sync::OnceLock::new())
+    }
+
+    fn get(&self, key: K, build: impl FnOnce() -> String) -> &'static str {
+        let mut texts = self
+            .0
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        texts
+            .entry(key)
+            .or_insert_with(|| Box::leak(build().into_boxed_str()))
+    }
 }
 
 /// Moves committed pages from the WAL into the database file. `truncate`
@@ -588,13 +609,8 @@ fn rows_statement(
     rows: usize,
     tail: &'static str,
 ) -> &'static str {
-    type Shapes = ahash::AHashMap<(&'static str, &'static str, usize, &'static str), &'static str>;
-    static SHAPES: std::sync::OnceLock<std::sync::Mutex<Shapes>> = std::sync::OnceLock::new();
-    let mut shapes = SHAPES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    shapes.entry((head, row, rows, tail)).or_insert_with(|| {
+    static SHAPES: Texts<(&str, &str, usize, &str)> = Texts::new();
+    SHAPES.get((head, row, rows, tail), || {
         let mut sql = String::with_capacity(head.len() + rows * (row.len() + 2) + tail.len());
         sql.push_str(head);
         for i in 0..rows {
@@ -604,7 +620,7 @@ fn rows_statement(
             sql.push_str(row);
         }
         sql.push_str(tail);
-        Box::leak(sql.into_boxed_str())
+        sql
     })
 }
 
