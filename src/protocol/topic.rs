@@ -96,22 +96,25 @@ impl TopicFilter {
     /// Whether this filter matches `topic` (section 4.7). The subscription
     /// index in `routing::trie` gives the same answers for many filters at once.
     pub fn matches(&self, topic: &TopicName) -> bool {
-        filter_matches(&self.0, topic.as_str())
+        filter_covers(&self.0, topic.as_str())
     }
 }
 
-/// Whether the filter text `filter` matches the topic text `topic` (section
-/// 4.7), for filters that are not parsed `TopicFilter`s (ACL rules).
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+/// Whether the filter text `filter` matches every topic that `other`
+/// matches (section 4.7). `other` is a filter, or a topic name, which
+/// matches only itself: so this also answers whether `filter` matches a
+/// topic. ACL rules, which are not parsed `TopicFilter`s, need both.
+pub fn filter_covers(filter: &str, other: &str) -> bool {
+    // Wildcards at the first level do not match `$` topics [MQTT-4.7.2-1].
+    if other.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
-    let (mut filter, mut topic) = (filter.split('/'), topic.split('/'));
+    let (mut filter, mut other) = (filter.split('/'), other.split('/'));
     loop {
-        match (filter.next(), topic.next()) {
+        match (filter.next(), other.next()) {
             (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(f), Some(t)) if f == t => {}
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(f), Some(o)) if f == o && o != "+" && o != "#" => {}
             (None, None) => return true,
             _ => return false,
         }
