@@ -129,13 +129,12 @@ async fn acl_deny_rule_hides_messages_and_retained_messages_from_a_wider_subscri
         .await;
     bob.publish_ok("sensors/open", b"live", 1, 4, false).await;
     alice.expect_publish("sensors/open", b"live").await;
-    assert!(
-        alice
-            .recv_within(std::time::Duration::from_millis(200))
-            .await
-            .is_none(),
-        "nothing else arrives"
-    );
+    alice
+        .expect_nothing_within(
+            std::time::Duration::from_millis(200),
+            "nothing else arrives",
+        )
+        .await;
 }
 
 /// As Mosquitto 2: a will whose topic the client may not publish to
@@ -210,13 +209,12 @@ async fn acl_durable_subscription_stops_receiving_when_the_acl_no_longer_allows_
     };
     let mut alice = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_PRESENT).await;
     alice.expect_publish("public/t", b"still for alice").await;
-    assert!(
-        alice
-            .recv_within(std::time::Duration::from_millis(200))
-            .await
-            .is_none(),
-        "the sensors message was neither queued nor delivered"
-    );
+    alice
+        .expect_nothing_within(
+            std::time::Duration::from_millis(200),
+            "the sensors message was neither queued nor delivered",
+        )
+        .await;
 }
 
 /// Messages queued for a persistent session are checked again when a
@@ -240,12 +238,11 @@ async fn acl_queued_messages_are_checked_again_for_the_client_that_resumes_the_s
     let mut impostor =
         RawClient::connected_expecting(broker.addr(), &options, &CONNACK_PRESENT).await;
     impostor.ping().await;
-    assert!(
-        impostor
-            .recv_within(std::time::Duration::from_millis(200))
-            .await
-            .is_none(),
-        "the queued message went to a user who may not read it"
-    );
+    impostor
+        .expect_nothing_within(
+            std::time::Duration::from_millis(200),
+            "the queued message went to a user who may not read it",
+        )
+        .await;
     assert_eq!(denied(&broker), before + 1);
 }

@@ -878,26 +878,7 @@ async fn receive_and_ack(client: &mut RawClient, n: usize) -> Vec<(String, Vec<u
 async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_row() {
     let broker = TestBroker::start();
     let db = broker.db_path();
-    for id in ["body-1", "body-2", "body-3"] {
-        let mut s = persistent(&broker, id, &CONNACK_OK).await;
-        s.subscribe_ok(1, &[("bodies/#", 1)]).await;
-        s.disconnect().await;
-    }
-    let mut publisher = RawClient::connected(broker.addr(), "body-pub", true).await;
-    publisher
-        .publish_ok("bodies/a", b"first", 1, 1, false)
-        .await;
-    publisher
-        .publish_ok("bodies/b", b"second!", 1, 2, false)
-        .await;
-    // PUBACK follows the commit of every copy.
-    assert_eq!(count(&db, "messages").await, 6);
-    assert_eq!(count(&db, "message_bodies").await, 2);
-
-    let expected = vec![
-        ("bodies/a".to_string(), b"first".to_vec()),
-        ("bodies/b".to_string(), b"second!".to_vec()),
-    ];
+    let expected = queue_two_messages_for_three_sessions(&broker, "body").await;
     let mut first = persistent(&broker, "body-1", &CONNACK_PRESENT).await;
     assert_eq!(receive_and_ack(&mut first, 2).await, expected);
     eventually(
@@ -920,14 +901,48 @@ async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_
         assert_eq!(receive_and_ack(&mut s, 2).await, expected, "{id}");
         s.disconnect().await;
     }
-    let bodies = eventually(
-        &db,
-        "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM message_bodies) AS b",
-        |rows| (rows[0].get::<i64, _>("m"), rows[0].get::<i64, _>("b")),
-        |(m, b)| *m == 0 && *b == 0,
-    )
+    let bodies = eventually(&db, ROWS_AND_BODIES, rows_and_bodies, |(m, b)| {
+        *m == 0 && *b == 0
+    })
     .await;
     assert_eq!(bodies, (0, 0));
+}
+
+/// Rows in `messages` and in `message_bodies`, read by `rows_and_bodies`.
+const ROWS_AND_BODIES: &str =
+    "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM message_bodies) AS b";
+
+fn rows_and_bodies(rows: &[SqliteRow]) -> (i64, i64) {
+    (rows[0].get::<i64, _>("m"), rows[0].get::<i64, _>("b"))
+}
+
+/// Persistent sessions `{prefix}-1` to `{prefix}-3` subscribe to
+/// `{prefix}/#` at QoS 1 and go offline; a publisher sends them two QoS 1
+/// messages. Returns the (topic, payload) pairs each session has queued.
+async fn queue_two_messages_for_three_sessions(
+    broker: &TestBroker,
+    prefix: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let db = broker.db_path();
+    for i in 1..=3 {
+        let mut s = persistent(broker, &format!("{prefix}-{i}"), &CONNACK_OK).await;
+        s.subscribe_ok(1, &[(&format!("{prefix}/#"), 1)]).await;
+        s.disconnect().await;
+    }
+    let expected = vec![
+        (format!("{prefix}/a"), b"first".to_vec()),
+        (format!("{prefix}/b"), b"second!".to_vec()),
+    ];
+    let mut publisher = RawClient::connected(broker.addr(), &format!("{prefix}-pub"), true).await;
+    for (packet_id, (topic, payload)) in (1..).zip(&expected) {
+        publisher
+            .publish_ok(topic, payload, 1, packet_id, false)
+            .await;
+    }
+    // PUBACK follows the commit of every copy: one body, three rows each.
+    assert_eq!(count(&db, "messages").await, 6);
+    assert_eq!(count(&db, "message_bodies").await, 2);
+    expected
 }
 
 /// A persistent session discarded with its queue (its client returns with
@@ -937,23 +952,11 @@ async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_
 async fn discarded_sessions_release_their_message_bodies() {
     let broker = TestBroker::start();
     let db = broker.db_path();
-    for id in ["drop-1", "drop-2", "drop-3"] {
-        let mut s = persistent(&broker, id, &CONNACK_OK).await;
-        s.subscribe_ok(1, &[("dropped/#", 1)]).await;
-        s.disconnect().await;
-    }
-    let mut publisher = RawClient::connected(broker.addr(), "drop-pub", true).await;
-    publisher.publish_ok("dropped/a", b"one", 1, 1, false).await;
-    publisher.publish_ok("dropped/b", b"two", 1, 2, false).await;
-    assert_eq!(count(&db, "messages").await, 6);
-    assert_eq!(count(&db, "message_bodies").await, 2);
+    queue_two_messages_for_three_sessions(&broker, "drop").await;
 
-    let counts =
-        "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM message_bodies) AS b";
-    let pair = |rows: &[SqliteRow]| (rows[0].get::<i64, _>("m"), rows[0].get::<i64, _>("b"));
     let mut clean = RawClient::connected(broker.addr(), "drop-1", true).await;
     clean.disconnect().await;
-    let after_one = eventually(&db, counts, pair, |(m, _)| *m == 4).await;
+    let after_one = eventually(&db, ROWS_AND_BODIES, rows_and_bodies, |(m, _)| *m == 4).await;
     assert_eq!(after_one, (4, 2), "two sessions still need both bodies");
 
     // The bookkeeping survives a restart: the last two discards remove them.
@@ -962,7 +965,10 @@ async fn discarded_sessions_release_their_message_bodies() {
         let mut clean = RawClient::connected(broker.addr(), id, true).await;
         clean.disconnect().await;
     }
-    let after_all = eventually(&db, counts, pair, |(m, b)| *m == 0 && *b == 0).await;
+    let after_all = eventually(&db, ROWS_AND_BODIES, rows_and_bodies, |(m, b)| {
+        *m == 0 && *b == 0
+    })
+    .await;
     assert_eq!(after_all, (0, 0));
 }
 

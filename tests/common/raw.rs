@@ -264,6 +264,12 @@ impl RawClient {
         }
     }
 
+    /// Fails with `why` if a packet arrives within `d` (absence can only
+    /// be waited for).
+    pub async fn expect_nothing_within(&mut self, d: Duration, why: &str) {
+        assert!(self.recv_within(d).await.is_none(), "{why}");
+    }
+
     /// The next packet, or `None` if nothing arrives within `d`.
     pub async fn recv_within(&mut self, d: Duration) -> Option<RawPacket> {
         if let Some(p) = self.stash.pop_front() {
