@@ -89,24 +89,24 @@ impl TopicShard {
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             matches.dedup_by_key(|m| m.0);
         }
-        let stored =
-            |s: &Subscriber, qos: QoS| s.durable && qos.min(message.qos) != QoS::AtMostOnce;
-        if let Some(ack) = ack.as_mut().filter(|a| a.group.is_none()) {
-            // Several durable copies: the sessions add their rows to one
-            // group, which reaches the store as one message instead of one
-            // per copy (see `WriteGroup`).
-            let copies = matches
-                .iter()
-                .filter(|(id, qos)| self.sessions.get(id).is_some_and(|s| stored(s, *qos)))
-                .take(2)
-                .count();
-            if copies > 1 {
-                ack.group = Some(WriteGroup::new(self.store.clone()));
-            }
-        }
+        let mut stored_copies = 0;
         for &(id, qos) in matches.iter() {
             if let Some(s) = self.sessions.get(&id) {
-                let ack = if stored(s, qos) { ack.clone() } else { None };
+                let stored = s.durable && qos.min(message.qos) != QoS::AtMostOnce;
+                if stored {
+                    stored_copies += 1;
+                    // Several durable copies: from the second on, the
+                    // sessions add their rows to one group, which reaches
+                    // the store as one message instead of one per copy
+                    // (see `WriteGroup`).
+                    if let Some(ack) = ack
+                        .as_mut()
+                        .filter(|a| stored_copies == 2 && a.group.is_none())
+                    {
+                        ack.group = Some(WriteGroup::new(self.store.clone()));
+                    }
+                }
+                let ack = if stored { ack.clone() } else { None };
                 s.session.do_send(Deliver {
                     message: message.clone(),
                     qos,
