@@ -713,6 +713,53 @@ mod tests {
         });
     }
 
+    /// `0004_messages_checks.sql` rewrote the CHECK constraints of
+    /// `messages` without `IN` lists: every documented direction and state
+    /// is still accepted, and nothing else.
+    #[test]
+    fn messages_accept_only_the_documented_directions_and_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("roost.db");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut conn, _) = super::open(&db, super::Synchronous::Normal, false)
+                .await
+                .unwrap();
+            let insert = |direction: &'static str, state: &'static str| {
+                sqlx::query(
+                    "INSERT INTO messages (client_id, direction, state, qos, retain) \
+                     VALUES ('c', ?1, ?2, 1, 0)",
+                )
+                .bind(direction)
+                .bind(state)
+            };
+            for (direction, state) in [
+                ("outbound", "queued"),
+                ("outbound", "awaiting_puback"),
+                ("outbound", "awaiting_pubrec"),
+                ("outbound", "awaiting_pubcomp"),
+                ("inbound", "awaiting_pubrel"),
+            ] {
+                insert(direction, state).execute(&mut conn).await.unwrap();
+            }
+            for (direction, state) in [
+                ("sideways", "queued"),
+                ("outbound", "sent"),
+                ("Outbound", "queued"),
+                ("inbound", ""),
+            ] {
+                let error = insert(direction, state).execute(&mut conn).await;
+                assert!(
+                    error.is_err_and(|e| e.to_string().contains("CHECK constraint failed")),
+                    "{direction}/{state} must be refused"
+                );
+            }
+        });
+    }
+
     #[test]
     fn rows_statement_repeats_the_row_and_is_built_once() {
         let a = rows_statement("DELETE FROM t WHERE id IN (", "?", 3, ")");
