@@ -10,7 +10,6 @@
 //! which bodies to insert and delete and which body each new row refers to.
 
 use super::batch::{Batch, MessageWrite, SessionOp};
-use super::Tx;
 use crate::protocol::TopicName;
 use crate::session::{Message, MessageId, Record};
 use ahash::AHashMap;
@@ -234,38 +233,26 @@ impl Bodies {
     }
 }
 
-pub(super) async fn insert(
-    tx: &mut Tx<'_>,
+pub(super) fn insert(
+    db: &rusqlite::Connection,
     inserts: &[(BodyId, TopicName, Bytes)],
-) -> Result<(), sqlx::Error> {
-    const SQL: super::InsertSql = super::InsertSql {
-        exact: (
-            "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES ",
-            "(?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-            "",
-        ),
-        padded: (
-            "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) \
-             SELECT column1, column2, column3, strftime('%Y-%m-%dT%H:%M:%SZ', 'now') FROM (VALUES ",
-            "(?, ?, ?)",
-            ") WHERE column1 IS NOT NULL",
-        ),
-    };
-    for (chunk, shape) in super::statement_chunks(inserts, 3) {
-        tx.run(SQL.text(chunk.len(), shape), |mut query| {
-            for (id, topic, payload) in chunk {
-                query = query.bind(*id).bind(topic.as_str()).bind(&payload[..]);
-            }
-            query
-        })
-        .await?;
+) -> rusqlite::Result<()> {
+    if inserts.is_empty() {
+        return Ok(());
+    }
+    // One time for the whole commit, as SQL formats it.
+    let now: String = db.query_row(concat!("SELECT ", super::now_sql!()), [], |r| r.get(0))?;
+    let mut insert = db.prepare(
+        "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (id, topic, payload) in inserts {
+        insert.execute((id, topic.as_str(), &payload[..], &now))?;
     }
     Ok(())
 }
 
-pub(super) async fn delete(tx: &mut Tx<'_>, ids: &[BodyId]) -> Result<(), sqlx::Error> {
-    tx.delete_ids("DELETE FROM message_bodies WHERE id IN (", ids)
-        .await
+pub(super) fn delete(db: &rusqlite::Connection, ids: &[BodyId]) -> rusqlite::Result<()> {
+    super::delete_ids(db, "DELETE FROM message_bodies WHERE id = ?1", ids)
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

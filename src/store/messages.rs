@@ -5,14 +5,12 @@
 use super::batch::{MessageWrite, PendingMessage};
 use super::bodies::{self, Bodies, BodyId, Plan};
 use super::qos_from;
-use super::{InsertSql, Tx};
 use crate::protocol::{PacketId, TopicName};
 use crate::session::{Message, MessageId, OutboundState, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
 use sqlx::{Row, SqliteConnection};
-use std::sync::{Arc, LazyLock};
 
 fn state_name(state: OutboundState) -> &'static str {
     match state {
@@ -33,93 +31,29 @@ fn state_from(name: &str) -> Option<OutboundState> {
     })
 }
 
-/// Text values bound as shared strings: sqlx copies a bound `&str` into a
-/// new allocation, while an `Arc<str>` is only counted.
-struct Names {
-    outbound: Arc<str>,
-    inbound: Arc<str>,
-    awaiting_pubrel: Arc<str>,
-    states: [Arc<str>; 4],
-}
-
-static NAMES: LazyLock<Names> = LazyLock::new(|| Names {
-    outbound: "outbound".into(),
-    inbound: "inbound".into(),
-    awaiting_pubrel: "awaiting_pubrel".into(),
-    states: [
-        OutboundState::Queued,
-        OutboundState::AwaitingPubAck,
-        OutboundState::AwaitingPubRec,
-        OutboundState::AwaitingPubComp,
-    ]
-    .map(|s| state_name(s).into()),
-});
-
-fn state_arg(state: OutboundState) -> Arc<str> {
-    NAMES.states[match state {
-        OutboundState::Queued => 0,
-        OutboundState::AwaitingPubAck => 1,
-        OutboundState::AwaitingPubRec => 2,
-        OutboundState::AwaitingPubComp => 3,
-    }]
-    .clone()
-}
-
-/// `client_id` as one shared string per commit, however many rows it has.
-fn shared<'a>(ids: &mut AHashMap<&'a str, Arc<str>>, client_id: &'a ByteString) -> Arc<str> {
-    ids.entry(&**client_id)
-        .or_insert_with(|| Arc::from(&**client_id))
-        .clone()
-}
-
 /// New rows waiting in a queue: four values each.
-const QUEUED: InsertSql = InsertSql {
-    exact: (
-        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
-        "(?, ?, 'outbound', 'queued', NULL, ?, ?, 0)",
-        "",
-    ),
-    padded: (
-        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
-         SELECT column1, column2, 'outbound', 'queued', NULL, column3, column4, 0 FROM (VALUES ",
-        "(?, ?, ?, ?)",
-        ") WHERE column1 IS NOT NULL",
-    ),
-};
+const QUEUED: &str =
+    "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
+     VALUES (?1, ?2, 'outbound', 'queued', NULL, ?3, ?4, 0)";
 
-/// A row's state only moves forward (queued → sent → PUBREC seen): a write
-/// that arrives late must not move it back.
-macro_rules! advance_only {
-    () => {
-        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
-         WHERE (CASE excluded.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END) \
-            >= (CASE messages.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END)"
-    };
-}
-
-/// Any other row write: all eight values, as an upsert.
-const UPSERT: InsertSql = InsertSql {
-    exact: (
-        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?, ?)",
-        advance_only!(),
-    ),
-    padded: (
-        "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
-         SELECT * FROM (VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?, ?)",
-        concat!(") WHERE column1 IS NOT NULL", advance_only!()),
-    ),
-};
+/// Any other row write, as an upsert. A row's state only moves forward
+/// (queued → sent → PUBREC seen): a write that arrives late must not move
+/// it back.
+const UPSERT: &str =
+    "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
+     WHERE (CASE excluded.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END) \
+        >= (CASE messages.state WHEN 'queued' THEN 0 WHEN 'awaiting_pubcomp' THEN 2 ELSE 1 END)";
 
 /// Writes the batch's rows, with the bodies `plan` inserts before them and
-/// deletes after them.
-pub(super) async fn write(
-    tx: &mut Tx<'_>,
+/// deletes after them, inside the caller's transaction.
+pub(super) fn write(
+    db: &rusqlite::Connection,
     pending: &AHashMap<MessageId, PendingMessage>,
     plan: &Plan,
-) -> Result<(), sqlx::Error> {
-    bodies::insert(tx, &plan.inserts).await?;
+) -> rusqlite::Result<()> {
+    bodies::insert(db, &plan.inserts)?;
     // Rows in id order: ids grow with time, so inserts append to the
     // table's B-tree and deletes walk it once, instead of seeking at random.
     let mut deletes: Vec<i64> = pending
@@ -128,8 +62,7 @@ pub(super) async fn write(
         .map(|(id, _)| *id as i64)
         .collect();
     deletes.sort_unstable();
-    tx.delete_ids("DELETE FROM messages WHERE id IN (", &deletes)
-        .await?;
+    super::delete_ids(db, "DELETE FROM messages WHERE id = ?1", &deletes)?;
     // Most rows are new copies waiting in a queue: they are inserted with
     // four values each. Every other write is a full upsert.
     let mut queued: Vec<(&ByteString, MessageId, &Message)> = Vec::new();
@@ -150,58 +83,52 @@ pub(super) async fn write(
             MessageWrite::Delete => {}
         }
     }
-    queued.sort_unstable_by_key(|(_, id, _)| *id);
-    upserts.sort_unstable_by_key(|(_, r)| r.id());
-    // One shared copy of each client id for all of its rows.
-    let mut client_ids: AHashMap<&str, Arc<str>> = AHashMap::new();
-    for (chunk, shape) in super::statement_chunks(&queued, 4) {
-        tx.run(QUEUED.text(chunk.len(), shape), |mut query| {
-            for (client_id, id, message) in chunk {
-                query = query
-                    .bind(*id as i64)
-                    .bind(shared(&mut client_ids, client_id))
-                    .bind(plan.row_body.get(id).copied())
-                    .bind(message.qos as i64);
-            }
-            query
-        })
-        .await?;
+    if !queued.is_empty() {
+        queued.sort_unstable_by_key(|(_, id, _)| *id);
+        let mut insert = db.prepare(QUEUED)?;
+        for (client_id, id, message) in queued {
+            insert.execute((
+                id as i64,
+                &**client_id,
+                plan.row_body.get(&id),
+                message.qos as i64,
+            ))?;
+        }
     }
-    for (chunk, shape) in super::statement_chunks(&upserts, 8) {
-        tx.run(UPSERT.text(chunk.len(), shape), |mut query| {
-            for (client_id, record) in chunk {
-                let client_id = shared(&mut client_ids, client_id);
-                query = match record {
-                    Record::Outbound {
-                        id,
-                        state,
-                        packet_id,
-                        message,
-                    } => query
-                        .bind(*id as i64)
-                        .bind(client_id)
-                        .bind(NAMES.outbound.clone())
-                        .bind(state_arg(*state))
-                        .bind(packet_id.map(|p| i64::from(p.get())))
-                        .bind(plan.row_body.get(id).copied())
-                        .bind(message.qos as i64)
-                        .bind(message.retain),
-                    Record::InboundAwaitingRel { id, packet_id } => query
-                        .bind(*id as i64)
-                        .bind(client_id)
-                        .bind(NAMES.inbound.clone())
-                        .bind(NAMES.awaiting_pubrel.clone())
-                        .bind(i64::from(packet_id.get()))
-                        .bind(None::<i64>)
-                        .bind(2i64)
-                        .bind(false),
-                };
-            }
-            query
-        })
-        .await?;
+    if !upserts.is_empty() {
+        upserts.sort_unstable_by_key(|(_, r)| r.id());
+        let mut upsert = db.prepare(UPSERT)?;
+        for (client_id, record) in upserts {
+            match record {
+                Record::Outbound {
+                    id,
+                    state,
+                    packet_id,
+                    message,
+                } => upsert.execute((
+                    *id as i64,
+                    &**client_id,
+                    "outbound",
+                    state_name(*state),
+                    packet_id.map(|p| i64::from(p.get())),
+                    plan.row_body.get(id),
+                    message.qos as i64,
+                    message.retain,
+                ))?,
+                Record::InboundAwaitingRel { id, packet_id } => upsert.execute((
+                    *id as i64,
+                    &**client_id,
+                    "inbound",
+                    "awaiting_pubrel",
+                    i64::from(packet_id.get()),
+                    None::<i64>,
+                    2i64,
+                    false,
+                ))?,
+            };
+        }
     }
-    bodies::delete(tx, &plan.deletes).await
+    bodies::delete(db, &plan.deletes)
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

@@ -16,7 +16,7 @@ pub(super) async fn write(
         .filter(|(_, v)| v.is_none())
         .map(|(t, _)| t)
         .collect();
-    for (chunk, _) in super::statement_chunks(&cleared, 1) {
+    for chunk in cleared.chunks(super::rows_per_statement(1)) {
         let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM retained WHERE topic IN (");
         let mut sep = qb.separated(", ");
         for t in chunk {
@@ -29,7 +29,7 @@ pub(super) async fn write(
         .iter()
         .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
         .collect();
-    for (chunk, _) in super::statement_chunks(&set, 3) {
+    for chunk in set.chunks(super::rows_per_statement(3)) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR REPLACE INTO retained (topic, payload, qos, updated_at) ",
         );

@@ -21,7 +21,7 @@ pub(super) async fn write(
         .iter()
         .filter_map(|(k, q)| q.map(|q| (k, q)))
         .collect();
-    for (chunk, _) in super::statement_chunks(&upserts, 3) {
+    for chunk in upserts.chunks(super::rows_per_statement(3)) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ",
         );
