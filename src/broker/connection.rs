@@ -23,7 +23,9 @@ use crate::session::Message;
 use crate::store::Completion;
 use actix::prelude::*;
 use bytestring::ByteString;
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +59,11 @@ pub struct Connection {
     client_id: Option<ByteString>,
     /// 1.5 × the client's keep-alive [MQTT-3.1.2-24]; `None` when it is 0.
     keep_alive_limit: Option<Duration>,
+    /// When bytes last arrived, as the socket reader stamps it.
+    last_read: Rc<Cell<Instant>>,
+    /// When the last whole packet arrived: the stamp of the read that
+    /// completed it (the framed reader decodes what it holds before it
+    /// reads again).
     last_packet: Instant,
     will: Option<LastWill>,
     /// The user name of CONNECT (or of the client certificate), for the ACL.
@@ -80,6 +87,29 @@ pub fn close_action(error: &ProtocolError, first_packet: bool) -> Option<Connect
             Some(ConnectReturnCode::UnacceptableProtocolVersion) // [MQTT-3.1.2-2]
         }
         _ => None,
+    }
+}
+
+/// A socket's read half that notes when bytes last arrived, for the
+/// keep-alive check [MQTT-3.1.2-24]: one clock read per read from the
+/// socket, where one per packet cost about 4% of a pinned core in fan-in.
+struct Stamped<R> {
+    inner: R,
+    last_read: Rc<Cell<Instant>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stamped<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last_read.set(Instant::now());
+        }
+        polled
     }
 }
 
@@ -122,6 +152,11 @@ pub(super) fn start_with<R, W>(
     let gate = gate.with_backlog(backlog.clone());
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     Connection::create(move |ctx| {
+        let last_read = Rc::new(Cell::new(Instant::now()));
+        let read = Stamped {
+            inner: read,
+            last_read: last_read.clone(),
+        };
         // A small first buffer: most connections sit idle after CONNECT, and
         // the buffer grows as needed for larger packets.
         ctx.add_stream(gate.wrap(FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL)));
@@ -135,6 +170,7 @@ pub(super) fn start_with<R, W>(
             phase: Phase::AwaitingConnect,
             client_id: None,
             keep_alive_limit: None,
+            last_read,
             last_packet: Instant::now(),
             will: None,
             username: None,
@@ -614,7 +650,7 @@ impl Connection {
     fn on_item(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
         match item {
             Ok(packet) => {
-                self.last_packet = Instant::now();
+                self.last_packet = self.last_read.get();
                 self.on_packet(packet, ctx);
             }
             Err(CodecError::Protocol(e)) => self.protocol_error(e, ctx),
