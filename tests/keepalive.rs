@@ -74,6 +74,34 @@ async fn traffic_keeps_connection_alive_mqtt_3_1_2_24() {
     );
 }
 
+/// [MQTT-3.1.2-24] Only a whole Control Packet counts: a client that
+/// trickles the bytes of one PUBLISH, a byte every 250 ms and never all of
+/// them, is closed about 1.5 s after its last whole packet (CONNECT), like
+/// a silent one (bytes are stamped as they are read; a packet takes the
+/// stamp of the read that completes it).
+#[tokio::test]
+async fn bytes_of_an_unfinished_packet_do_not_keep_a_connection_alive_mqtt_3_1_2_24() {
+    let broker = TestBroker::start();
+    let mut c = connected_with_keep_alive(&broker, "trickle", 1).await;
+    let start = Instant::now();
+    // PUBLISH, QoS 0, announcing 100 more bytes; at most a dozen ever come.
+    c.send(&[0x30, 100]).await;
+    let closed_after = loop {
+        if c.closed_within(Duration::from_millis(250)).await {
+            break start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "still open after 3 s of trickled bytes"
+        );
+        c.send_lossy(b"x").await;
+    };
+    assert!(
+        closed_after >= Duration::from_secs(1),
+        "closed too early: {closed_after:?}"
+    );
+}
+
 /// [MQTT-3.1.2-23] Any Control Packet counts as activity, not only PINGREQ:
 /// a client that publishes every 500 ms stays connected.
 #[tokio::test]

@@ -348,6 +348,17 @@ impl RawClient {
         }
     }
 
+    /// True if the broker closes the connection within `d`, false if it is
+    /// still open then; a packet from the broker fails the test.
+    pub async fn closed_within(&mut self, d: Duration) -> bool {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(d, self.stream.read(&mut chunk)).await {
+            Err(_) => false,
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(n)) => panic!("expected silence or a close, got {:?}", &chunk[..n]),
+        }
+    }
+
     /// Waits for the close and asserts that nothing was sent before it.
     pub async fn expect_closed_silently(&mut self) {
         let got = self.expect_closed().await;
