@@ -236,7 +236,6 @@ fn connect_options(path: &Path, synchronous: Synchronous) -> SqliteConnectOption
         // a temporary file written and thrown away per statement.
         .pragma("temp_store", "memory")
         .pragma("wal_autocheckpoint", "8192")
-        .statement_cache_capacity(256)
 }
 
 async fn try_open(
@@ -464,11 +463,25 @@ fn rows_per_statement(variables_per_row: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// A path for a new database in a directory of its own (removed when
+    /// the first value drops), and a runtime to drive the store on.
+    fn fresh_database() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        tokio::runtime::Runtime,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("roost.db");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (dir, db, runtime)
+    }
 
     /// A commit that cannot take the write lock fails whole: nothing of it
-    /// is written and nothing is acknowledged (the client resends), also
-    /// when BEGIN travels with its first statement; once the lock is free,
-    /// the next commit writes the row and its body.
+    /// is written and nothing is acknowledged (the client resends); once the
+    /// lock is free, the next commit writes the row and its body.
     #[test]
     fn a_commit_that_fails_writes_nothing_and_acknowledges_nothing() {
         use super::*;
@@ -476,12 +489,7 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
 
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("roost.db");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (_dir, db, runtime) = fresh_database();
         runtime.block_on(async {
             let (mut conn, snapshot) = open(&db, Synchronous::Normal, false).await.unwrap();
             let mut bodies = snapshot.bodies;
@@ -555,12 +563,7 @@ mod tests {
     /// is still accepted, and nothing else.
     #[test]
     fn messages_accept_only_the_documented_directions_and_states() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("roost.db");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (_dir, db, runtime) = fresh_database();
         runtime.block_on(async {
             let (mut conn, _) = super::open(&db, super::Synchronous::Normal, false)
                 .await
