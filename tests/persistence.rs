@@ -804,6 +804,36 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
 }
 
 /// The database file is created readable and writable by its owner only.
+/// The WAL does not grow without bound: committed pages are copied into
+/// the database file while roost runs, soon after they are acknowledged,
+/// not only once the WAL reaches the writer's own checkpoint threshold
+/// (64 MiB) or at shutdown.
+#[tokio::test]
+async fn committed_pages_reach_the_database_file_while_roost_runs() {
+    let broker = TestBroker::start();
+    let mut c = persistent(&broker, "p", &CONNACK_OK).await;
+    c.subscribe_ok(1, &[("w", 1)]).await;
+    c.disconnect().await;
+    let db = broker.db_path();
+    let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    let payload = vec![b'x'; 4096];
+    for i in 0..100u16 {
+        publisher.publish_ok("w", &payload, 1, i + 1, false).await;
+    }
+    // 100 queued bodies of 4 KiB: 400 KiB more in the file, once copied.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while size() < before + 400 * 1024 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after {TIMEOUT:?} the database file is still {} bytes ({before} before 400 KiB of messages were acknowledged): the WAL is not being checkpointed",
+            size()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn database_file_created_with_mode_0600() {
     let broker = TestBroker::start();

@@ -36,7 +36,7 @@ async fn render(shared: &Shared, counts: &Counts) -> String {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("roost");
     #[rustfmt::skip]
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 17] = [
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 18] = [
         ("connections_accepted", "TCP connections accepted", &m.connections_accepted),
         ("connections_refused", "Connections closed at once at limits.max_connections", &m.connections_refused),
         ("connections_closed", "Connections closed", &m.connections_closed),
@@ -52,6 +52,7 @@ async fn render(shared: &Shared, counts: &Counts) -> String {
         ("store_commits", "Store transactions committed", &m.store_commits),
         ("store_changes_committed", "Changes committed (batch size = this / store_commits)", &m.store_ops_committed),
         ("store_commit_failures", "Store transactions that failed (nothing of them acknowledged)", &m.store_commit_failures),
+        ("store_checkpoints", "WAL checkpoints run by the checkpoint thread", &m.store_checkpoints),
         ("subtree_restarts", "Restart storms answered by rebuilding the subtree", &m.subtree_restarts),
         ("connection_panics", "Connections closed because their handler panicked", &m.connection_panics),
     ];

@@ -9,17 +9,12 @@
 
 use super::metrics::Metrics;
 use super::supervision::{guard, ActorKind, RestartTracker};
-use crate::store::{self, Batch, Bodies, Completion, Op};
+use crate::store::{self, Batch, Bodies, Checkpointer, Completion, Op};
 use actix::prelude::*;
 use sqlx::SqliteConnection;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How often committed pages are moved from the WAL into the database file
-/// (SQLite also does it on its own every 1000 pages; this keeps the WAL
-/// small when a long-running reader held it back).
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+use std::time::Instant;
 
 /// Any actor → Store: make this change durable; run `completion` after it commits.
 #[derive(Message)]
@@ -54,7 +49,9 @@ pub struct Store {
     /// The last committed batch, emptied: the next batch reuses its room.
     spare: Option<Batch>,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
-    last_checkpoint: Instant,
+    /// Copies the WAL into the database file on a thread of its own;
+    /// `None` once the store has flushed for shutdown.
+    checkpointer: Option<Checkpointer>,
     metrics: Arc<Metrics>,
 }
 
@@ -66,6 +63,12 @@ impl Store {
         metrics: Arc<Metrics>,
         restarts: Arc<RestartTracker>,
     ) -> Store {
+        let m = metrics.clone();
+        let checkpointer = Checkpointer::start(&db.0, db.1, move |_| {
+            m.store_checkpoints.fetch_add(1, Ordering::Relaxed);
+        })
+        .map_err(|e| log::error!("cannot start the checkpoint thread ({e}); the WAL is checkpointed by the writer only"))
+        .ok();
         Store {
             conn: Some(conn),
             bodies: Some(bodies),
@@ -76,7 +79,7 @@ impl Store {
             batch: Batch::default(),
             spare: None,
             flush_waiters: Vec::new(),
-            last_checkpoint: Instant::now(),
+            checkpointer,
             metrics,
         }
     }
@@ -137,7 +140,6 @@ impl Store {
         };
         let mut bodies = self.bodies.take().unwrap_or_else(Bodies::stale);
         let batch = std::mem::replace(&mut self.batch, self.spare.take().unwrap_or_default());
-        let checkpoint = self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         let started = Instant::now();
         self.committing = true;
         for (n, _) in &mut self.retained_loads {
@@ -145,19 +147,14 @@ impl Store {
         }
         let work = async move {
             let result = store::commit(&mut conn, &batch, &mut bodies).await;
-            if checkpoint && result.is_ok() {
-                if let Err(e) = store::checkpoint(&mut conn, false).await {
-                    log::warn!("database checkpoint failed: {e}");
-                }
-            }
             (conn, bodies, batch, result)
         };
         ctx.spawn(work.into_actor(self).map(move |(conn, bodies, mut batch, result), act, ctx| {
             act.conn = Some(conn);
             act.bodies = Some(bodies);
             act.committing = false;
-            if checkpoint {
-                act.last_checkpoint = Instant::now();
+            if let (Ok(()), Some(c)) = (&result, &act.checkpointer) {
+                c.committed();
             }
             // The next commit starts before this one's completions run, so
             // the database works while they do. Their order is kept: the
@@ -278,9 +275,10 @@ impl Handler<Flush> for Store {
                     );
                 }
                 let conn = act.conn.take();
+                act.checkpointer = None; // its thread ends
                 async move {
                     if let Some(mut conn) = conn {
-                        if let Err(e) = store::checkpoint(&mut conn, true).await {
+                        if let Err(e) = store::truncate_wal(&mut conn).await {
                             log::warn!("database checkpoint at shutdown failed: {e}");
                         }
                         let _ = sqlx::Connection::close(conn).await;
@@ -646,6 +644,7 @@ mod tests {
     use super::*;
     use crate::protocol::{QoS, TopicName};
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn set(topic: &str, value: &'static [u8]) -> Op {
         Op::SetRetained {

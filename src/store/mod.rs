@@ -18,6 +18,7 @@
 
 mod batch;
 mod bodies;
+pub mod checkpointer;
 pub mod completion;
 pub mod inspect;
 mod messages;
@@ -27,6 +28,7 @@ mod subscriptions;
 
 pub use batch::Batch;
 pub use bodies::Bodies;
+pub use checkpointer::Checkpointer;
 pub use completion::Completion;
 
 use crate::protocol::{LastWill, PacketId, QoS, TopicFilter, TopicName};
@@ -235,7 +237,10 @@ fn connect_options(path: &Path, synchronous: Synchronous) -> SqliteConnectOption
         // Statement journals of multi-row upserts stay in memory instead of
         // a temporary file written and thrown away per statement.
         .pragma("temp_store", "memory")
-        .pragma("wal_autocheckpoint", "8192")
+        // The checkpoint thread (see `checkpointer`) copies the WAL as it
+        // grows; the writer checkpoints only when the WAL reaches 64 MiB,
+        // which lets it start over from the beginning.
+        .pragma("wal_autocheckpoint", "16384")
 }
 
 async fn try_open(
@@ -428,16 +433,14 @@ fn delete_ids(db: &rusqlite::Connection, sql: &str, ids: &[i64]) -> rusqlite::Re
     Ok(())
 }
 
-/// Moves committed pages from the WAL into the database file. `truncate`
-/// also shrinks the WAL to nothing (at shutdown); otherwise this never
-/// waits for readers.
-pub async fn checkpoint(conn: &mut SqliteConnection, truncate: bool) -> Result<(), sqlx::Error> {
-    let sql = if truncate {
-        "PRAGMA wal_checkpoint(TRUNCATE)"
-    } else {
-        "PRAGMA wal_checkpoint(PASSIVE)"
-    };
-    sqlx::query(sql).execute(conn).await.map(|_| ())
+/// Moves every committed page from the WAL into the database file and
+/// shrinks the WAL to nothing (at shutdown). While roost runs, the
+/// checkpoint thread does this part by part (see `checkpointer`).
+pub async fn truncate_wal(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// SQL text for a time: `strftime` in UTC, ISO 8601.
