@@ -5,6 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc instead of glibc's allocator. Much of what a worker thread
+/// allocates (a message on its way to the store, a completion) is freed on
+/// the store's thread and the other way round; glibc then takes the other
+/// thread's arena lock on nearly every such free, and the two threads
+/// queued on it thousands of times a second. Measured pinned, 3 runs each
+/// against glibc: fan-in QoS 1 +10%, QoS 2 +14%, QoS 1 latency p99 76 →
+/// 48 µs, 0.3 KiB less per idle connection.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// roost: an MQTT 3.1.1 broker.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
