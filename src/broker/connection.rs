@@ -65,12 +65,13 @@ pub struct Connection {
     /// completed it (the framed reader decodes what it holds before it
     /// reads again).
     last_packet: Instant,
-    will: Option<LastWill>,
+    /// Boxed: most clients have none, and every connection pays for the room.
+    will: Option<Box<LastWill>>,
     /// The user name of CONNECT (or of the client certificate), for the ACL.
     username: Option<ByteString>,
     /// On a listener with `use_identity_as_username`: the common name of
     /// the client certificate, which replaces CONNECT's user name.
-    certificate_identity: Option<Option<ByteString>>,
+    certificate_identity: Option<Box<Option<ByteString>>>,
     /// PUBLISHes the ACL refused; the first is logged, the rest counted.
     acl_denials: u64,
     /// Closes the connection if CONNECT has not been handled in time;
@@ -174,7 +175,7 @@ pub(super) fn start_with<R, W>(
             last_packet: Instant::now(),
             will: None,
             username: None,
-            certificate_identity: identity,
+            certificate_identity: identity.map(Box::new),
             acl_denials: 0,
             connect_timer: None,
         }
@@ -289,7 +290,7 @@ impl Connection {
         }
         self.client_id = Some(client_id.clone());
         self.phase = Phase::Connecting;
-        if let Some(identity) = self.certificate_identity.take() {
+        if let Some(identity) = self.certificate_identity.take().map(|b| *b) {
             // The certificate, checked in the TLS handshake, is the credential.
             let Some(cn) = identity else {
                 Metrics::inc(&self.shared.metrics.auth_failures);
@@ -360,8 +361,8 @@ impl Connection {
                 return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
             }
         }
-        self.will = connect.will;
-        let (keep_alive, will) = (connect.keep_alive, self.will.clone());
+        self.will = connect.will.map(Box::new);
+        let (keep_alive, will) = (connect.keep_alive, self.will.as_deref().cloned());
         if connect.keep_alive > 0 {
             self.keep_alive_limit =
                 Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
@@ -596,6 +597,7 @@ impl Actor for Connection {
             let will = self
                 .will
                 .take()
+                .map(|w| *w)
                 .filter(|w| self.may_publish(&live, w.topic.as_str()));
             if let Some(will) = will {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].

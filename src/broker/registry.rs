@@ -56,7 +56,6 @@ impl SessionRegistry {
         state: SessionState,
         restored: Option<super::session::Restored>,
         arbiter: &actix::dev::ArbiterHandle,
-        registry: Addr<SessionRegistry>,
         generation: u64,
     ) -> Addr<Session> {
         let session_id = self.next_session_id;
@@ -65,7 +64,7 @@ impl SessionRegistry {
         // Sessions recover in place after a failure (`Session::recover`):
         // an actix Supervisor would also restart a session that ended on purpose.
         let session = Session::start_in_arbiter(arbiter, move |_| {
-            Session::new(session_id, id, durable, state, restored, registry, deps)
+            Session::new(session_id, id, durable, state, restored, deps)
         });
         self.sessions.insert(
             client_id,
@@ -104,7 +103,6 @@ impl Actor for SessionRegistry {
                     username: stored.username,
                 }),
                 &arbiter,
-                ctx.address(),
                 0,
             );
         }
@@ -191,7 +189,7 @@ impl SessionRegistry {
             }
         };
         AtomicResponse::new(Box::pin(discarded.into_actor(self).map(
-            move |(), act, ctx| {
+            move |(), act, _| {
                 let durable = !msg.clean_session;
                 let state = SessionState::new(act.deps.limits);
                 let session = act.start_session(
@@ -200,7 +198,6 @@ impl SessionRegistry {
                     state,
                     None,
                     &msg.arbiter,
-                    ctx.address(),
                     generation,
                 );
                 // A new session: session present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].

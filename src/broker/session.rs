@@ -41,6 +41,9 @@ pub struct SessionDeps {
     /// Topic length/level and subscription-count limits, and the ACL
     /// (what each client may read); reloaded on SIGHUP.
     pub live: super::Live,
+    /// The registry, set once it has started: one address for all sessions
+    /// (an `Addr` is 24 bytes and two allocations per clone).
+    pub registry: std::sync::OnceLock<Addr<SessionRegistry>>,
 }
 
 /// What a session restored from the store starts with.
@@ -68,15 +71,14 @@ pub struct Session {
     /// Counts detaches, so an expiry timer knows whether the client came back.
     detach_epoch: u64,
     /// Seconds the client had already been away when the session was restored.
-    restored_idle: Option<u64>,
+    restored_idle: Option<u32>,
     /// The user name of the client (from its CONNECT, or as stored), for
     /// the ACL's read checks.
     username: Option<ByteString>,
-    registry: Addr<SessionRegistry>,
     deps: Arc<SessionDeps>,
     /// Drops not yet logged: a flood is logged at most every
     /// `DROP_LOG_INTERVAL`, with counts, never once per message.
-    unlogged_drops: u64,
+    unlogged_drops: u32,
     last_drop_log: Option<std::time::Instant>,
     /// Reused for the actions of each event.
     out: Vec<Action>,
@@ -97,11 +99,13 @@ impl Session {
         durable: bool,
         state: SessionState,
         restored: Option<Restored>,
-        registry: Addr<SessionRegistry>,
         deps: Arc<SessionDeps>,
     ) -> Session {
         let (restored_idle, username) = match restored {
-            Some(r) => (Some(r.idle_secs), r.username),
+            Some(r) => (
+                Some(u32::try_from(r.idle_secs).unwrap_or(u32::MAX)),
+                r.username,
+            ),
             None => (None, None),
         };
         Session {
@@ -114,7 +118,6 @@ impl Session {
             detach_epoch: 0,
             restored_idle,
             username,
-            registry,
             links: GroupLinks::new(deps.store.clone()),
             deps,
             unlogged_drops: 0,
@@ -141,6 +144,15 @@ impl Session {
             "session {:?} restarted: in-flight messages resent",
             self.client_id
         );
+    }
+
+    fn tell_registry_ended(&self) {
+        if let Some(registry) = self.deps.registry.get() {
+            registry.do_send(SessionEnded {
+                client_id: self.client_id.clone(),
+                session_id: self.id,
+            });
+        }
     }
 
     /// Whether `connection_id` is the attached connection (not one taken over).
@@ -268,7 +280,7 @@ impl Session {
             }
         };
         Metrics::inc(counter);
-        self.unlogged_drops += 1;
+        self.unlogged_drops = self.unlogged_drops.saturating_add(1);
         if self
             .last_drop_log
             .is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL)
@@ -339,10 +351,7 @@ impl Session {
                 // The delete is on its way to the store before the registry
                 // can start a new session for this client id.
                 act.end(ctx);
-                act.registry.do_send(SessionEnded {
-                    client_id: act.client_id.clone(),
-                    session_id: act.id,
-                });
+                act.tell_registry_ended();
             }
         });
     }
@@ -483,7 +492,7 @@ impl Actor for Session {
                 .subscribe(self.id, &me, filter, qos, self.durable);
         }
         if let (Some(idle), Some(expiry)) = (self.restored_idle, self.deps.expiry) {
-            self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle)), ctx);
+            self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle.into())), ctx);
         }
         log::debug!(
             "session {} for {:?} started (durable: {})",
@@ -609,10 +618,7 @@ impl Session {
             // Delete first: a new session for this client id, which the
             // registry may start once it hears of the end, writes after it.
             self.end(ctx);
-            self.registry.do_send(SessionEnded {
-                client_id: self.client_id.clone(),
-                session_id: self.id,
-            });
+            self.tell_registry_ended();
             return;
         }
         self.write(

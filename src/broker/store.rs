@@ -538,7 +538,7 @@ impl GroupLink {
 /// key follows its group; other writes go straight to the store.
 pub struct GroupLinks<K> {
     store: Addr<Store>,
-    links: ahash::AHashMap<K, GroupLink>,
+    links: crate::session::SessionMap<K, GroupLink>,
     /// Size after the last sweep of gone groups (sweeps are amortised).
     swept_at: usize,
 }
@@ -547,7 +547,7 @@ impl<K: std::hash::Hash + Eq> GroupLinks<K> {
     pub fn new(store: Addr<Store>) -> GroupLinks<K> {
         GroupLinks {
             store,
-            links: ahash::AHashMap::new(),
+            links: Default::default(),
             swept_at: 0,
         }
     }

@@ -99,10 +99,14 @@ pub fn start(
         message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
         restarts: restarts.clone(),
         live: live.clone(),
+        registry: std::sync::OnceLock::new(),
     });
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
-    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, restore, h, r));
+    let registry = Supervisor::start(move |ctx: &mut Context<SessionRegistry>| {
+        let _ = deps.registry.set(ctx.address());
+        SessionRegistry::new(deps, restore, h, r)
+    });
     subtree.push(registry.clone().recipient());
     restarts.set_subtree(subtree);
     let sys = (config.broker.sys_interval_secs > 0).then(|| {

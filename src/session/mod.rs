@@ -9,7 +9,7 @@ mod state;
 
 pub use state::{
     Action, DeliverOutcome, Inflight, MessageId, OutboundState, Queued, Record, SessionLimits,
-    SessionState,
+    SessionMap, SessionState,
 };
 
 use crate::protocol::{Publish, QoS, TopicName};

@@ -15,7 +15,12 @@
 
 use super::Message;
 use crate::protocol::{Packet, PacketId, Publish, QoS, TopicFilter};
-use ahash::AHashMap;
+/// A map of one session's own keys, hashed with ahash's fixed keys: a
+/// zero-sized hasher instead of 32 bytes of random keys in every map, which
+/// is memory every connection pays. A client can only make keys of its own
+/// session collide.
+pub type SessionMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<ahash::AHasher>>;
 use std::collections::VecDeque;
 
 /// Identifies a message row of a durable session in the store; allocated by
@@ -130,7 +135,7 @@ pub enum DeliverOutcome {
 
 pub struct SessionState {
     limits: SessionLimits,
-    subscriptions: AHashMap<TopicFilter, QoS>,
+    subscriptions: SessionMap<TopicFilter, QoS>,
     /// Outbound QoS 1/2 messages in the order they were sent.
     inflight: VecDeque<Inflight>,
     next_packet_id: PacketId,
@@ -140,7 +145,7 @@ pub struct SessionState {
     /// Inbound QoS 2 packet ids whose PUBLISH was routed and whose PUBREL has
     /// not arrived (with their row, if durable): a resent PUBLISH with one of
     /// these ids is not routed again (section 4.3.3, method B).
-    inbound_awaiting_rel: AHashMap<PacketId, Option<MessageId>>,
+    inbound_awaiting_rel: SessionMap<PacketId, Option<MessageId>>,
     online: bool,
 }
 
@@ -148,12 +153,12 @@ impl SessionState {
     pub fn new(limits: SessionLimits) -> SessionState {
         SessionState {
             limits,
-            subscriptions: AHashMap::new(),
+            subscriptions: SessionMap::default(),
             inflight: VecDeque::new(),
             next_packet_id: PacketId::new(1).expect("1 is non-zero"),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            inbound_awaiting_rel: AHashMap::new(),
+            inbound_awaiting_rel: SessionMap::default(),
             online: false,
         }
     }
