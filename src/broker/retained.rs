@@ -4,7 +4,7 @@
 //! acknowledged once it is committed. Loaded from the store at start.
 
 use super::messages::{DeliverRetained, LookupRetained, Retain, RetainedCount};
-use super::store::{GroupLinks, LoadRetained, Store};
+use super::store::{GroupLinks, LoadRetained, StoreHandle};
 use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::routing::TopicTree;
 use crate::session::Message;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub struct RetainedStore {
     tree: TopicTree<Message>,
-    store: Addr<Store>,
+    store: StoreHandle,
     restarts: Arc<RestartTracker>,
     /// Topics whose last change is in a QoS 2 publisher's `WriteGroup`
     /// still gathering: a later change of the topic follows it.
@@ -33,7 +33,7 @@ fn tree_of(retained: Vec<Message>) -> TopicTree<Message> {
 impl RetainedStore {
     pub fn new(
         retained: Vec<Message>,
-        store: Addr<Store>,
+        store: StoreHandle,
         restarts: Arc<RestartTracker>,
     ) -> RetainedStore {
         RetainedStore {
@@ -114,21 +114,19 @@ impl Handler<Rebuild> for RetainedStore {
 impl RetainedStore {
     fn reload(&mut self, ctx: &mut Context<Self>) {
         let started = std::time::Instant::now();
-        ctx.wait(
-            self.store.send(LoadRetained).into_actor(self).map(
-                move |loaded, act, _| match loaded {
-                    Ok(messages) => {
-                        act.tree = tree_of(messages);
-                        log::warn!(
-                            "retained store restarted: {} messages reloaded in {:?}",
-                            act.tree.len(),
-                            started.elapsed()
-                        );
-                    }
-                    Err(e) => log::error!("retained store restarted but could not reload: {e}"),
-                },
-            ),
-        );
+        ctx.wait(self.store.addr().send(LoadRetained).into_actor(self).map(
+            move |loaded, act, _| match loaded {
+                Ok(messages) => {
+                    act.tree = tree_of(messages);
+                    log::warn!(
+                        "retained store restarted: {} messages reloaded in {:?}",
+                        act.tree.len(),
+                        started.elapsed()
+                    );
+                }
+                Err(e) => log::error!("retained store restarted but could not reload: {e}"),
+            },
+        ));
     }
 }
 

@@ -11,7 +11,7 @@ use super::metrics::Metrics;
 use super::outbound::Outbound;
 use super::registry::SessionRegistry;
 use super::router::Router;
-use super::store::{Acknowledgement, GroupLinks, Store, Write, WriteGroup};
+use super::store::{Acknowledgement, GroupLinks, StoreHandle, WriteGroup};
 use super::supervision::{guard, ActorKind, RestartTracker};
 use crate::protocol::{
     ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter,
@@ -30,7 +30,7 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// What every session needs from the rest of the broker.
 pub struct SessionDeps {
     pub router: Router,
-    pub store: Addr<Store>,
+    pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
     pub limits: SessionLimits,
     /// Persistent sessions whose client is away this long are removed.
@@ -164,7 +164,7 @@ impl Session {
 
     /// A write that no pending group holds rows for (session-level rows).
     fn write(&self, op: Op, completion: Option<Completion>) {
-        self.deps.store.do_send(Write { op, completion });
+        self.deps.store.write(op, completion);
     }
 
     /// Whether the ACL (if any) lets this client subscribe to `filter`.

@@ -19,7 +19,7 @@ use super::registry::SessionRegistry;
 use super::retained::RetainedStore;
 use super::router::Router;
 use super::session::SessionDeps;
-use super::store::Store;
+use super::store::{Inbox, Store, StoreHandle};
 use super::supervision::{set_thread_broker, Rebuild, RestartTracker};
 use super::topic_shard::TopicShard;
 use super::Shared;
@@ -68,10 +68,13 @@ pub fn start(
         (config.store.db.clone(), config.store.synchronous),
         snapshot.bodies,
     );
+    let inbox = Arc::new(Inbox::default());
+    let i = inbox.clone();
     let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
-        Store::new(conn, bodies, db, m, r)
+        Store::new(conn, bodies, db, m, r, i)
     });
     let _ = store_slot.set(store.clone());
+    let store = StoreHandle::new(store, inbox);
     // 1. RetainedStore, loaded from the store.
     let (retained, s, r) = (snapshot.retained, store.clone(), restarts.clone());
     let retained = Supervisor::start(move |_| RetainedStore::new(retained, s, r));
@@ -151,7 +154,7 @@ pub fn start(
         workers,
         store_arbiter,
         shared,
-        store,
+        store: store.addr().clone(),
         listener,
         sys,
     }

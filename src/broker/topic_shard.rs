@@ -9,7 +9,7 @@
 
 use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
 use super::session::Session;
-use super::store::{Store, WriteGroup};
+use super::store::{StoreHandle, WriteGroup};
 use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
@@ -33,11 +33,11 @@ pub struct TopicShard {
     matches: Vec<(SessionId, QoS)>,
     restarts: Arc<RestartTracker>,
     /// Where the durable copies of one publish go, as one group.
-    store: Addr<Store>,
+    store: StoreHandle,
 }
 
 impl TopicShard {
-    pub fn new(index: usize, restarts: Arc<RestartTracker>, store: Addr<Store>) -> TopicShard {
+    pub fn new(index: usize, restarts: Arc<RestartTracker>, store: StoreHandle) -> TopicShard {
         TopicShard {
             index,
             trie: SubscriptionTrie::new(),

@@ -65,7 +65,7 @@ pub(super) fn write(
     super::delete_ids(db, "DELETE FROM messages WHERE id = ?1", &deletes)?;
     // Most rows are new copies waiting in a queue: they are inserted with
     // four values each. Every other write is a full upsert.
-    let mut queued: Vec<(&ByteString, MessageId, &Message)> = Vec::new();
+    let mut queued: Vec<(&ByteString, MessageId, &Message)> = Vec::with_capacity(pending.len());
     let mut upserts: Vec<(&ByteString, &Record)> = Vec::new();
     for m in pending.values() {
         match &m.write {
