@@ -162,11 +162,15 @@ impl Bodies {
             match &pending.write {
                 MessageWrite::Upsert {
                     record: Record::Outbound { message, .. },
-                    ..
+                    new,
                 } => {
-                    if let Some(body) = self.rows.get(id) {
-                        plan.row_body.insert(*id, *body);
-                        continue;
+                    // A row's first write cannot have a body yet: no need
+                    // to look (in a map of every queued row, a cache miss).
+                    if !new {
+                        if let Some(body) = self.rows.get(id) {
+                            plan.row_body.insert(*id, *body);
+                            continue;
+                        }
                     }
                     let key = ContentKey::of(message);
                     let body = match self.by_content.get(&key) {
