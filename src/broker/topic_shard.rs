@@ -90,8 +90,16 @@ impl TopicShard {
             matches.dedup_by_key(|m| m.0);
         }
         let mut stored_copies = 0;
-        for &(id, qos) in matches.iter() {
-            if let Some(s) = self.sessions.get(&id) {
+        // The last copy takes the message itself: one share of its buffers
+        // fewer (an atomic count each), which is every copy in a fan-in.
+        let last = matches.len().saturating_sub(1);
+        let mut message = Some(message);
+        for (i, &(id, qos)) in matches.iter().enumerate() {
+            let copy = match i == last {
+                true => message.take(),
+                false => message.clone(),
+            };
+            if let (Some(s), Some(message)) = (self.sessions.get(&id), copy) {
                 let stored = s.durable && qos.min(message.qos) != QoS::AtMostOnce;
                 if stored {
                     stored_copies += 1;
@@ -107,11 +115,7 @@ impl TopicShard {
                     }
                 }
                 let ack = if stored { ack.clone() } else { None };
-                s.session.do_send(Deliver {
-                    message: message.clone(),
-                    qos,
-                    ack,
-                });
+                s.session.do_send(Deliver { message, qos, ack });
             }
         }
         // Routed: the publisher may send one more, and is acknowledged now

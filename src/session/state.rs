@@ -309,9 +309,7 @@ impl SessionState {
                 if !writable {
                     return DeliverOutcome::DroppedSlowClient;
                 }
-                out.push(Action::Send(Packet::Publish(publish(
-                    &message, None, false,
-                ))));
+                out.push(Action::Send(Packet::Publish(into_publish(message))));
                 return DeliverOutcome::Sent;
             }
             if !self.limits.queue_qos0 {
@@ -417,11 +415,7 @@ impl SessionState {
             };
             self.queued_bytes -= queued.message.size();
             if queued.message.qos == QoS::AtMostOnce {
-                out.push(Action::Send(Packet::Publish(publish(
-                    &queued.message,
-                    None,
-                    false,
-                ))));
+                out.push(Action::Send(Packet::Publish(into_publish(queued.message))));
             } else {
                 self.send_inflight(queued, false, out);
             }
@@ -529,6 +523,20 @@ impl SessionState {
 
     pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = (PacketId, Option<MessageId>)> + '_ {
         self.inbound_awaiting_rel.iter().map(|(p, id)| (*p, *id))
+    }
+}
+
+/// A QoS 0 PUBLISH that takes the message's buffers instead of sharing
+/// them: nothing keeps a QoS 0 message once it is sent, and each share is
+/// an atomic count on the buffer that every copy of a fan-out shares.
+fn into_publish(message: Message) -> Publish {
+    Publish {
+        dup: false,
+        qos: message.qos,
+        retain: message.retain,
+        topic: message.topic,
+        packet_id: None,
+        payload: message.payload,
     }
 }
 
