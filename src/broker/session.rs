@@ -76,6 +76,10 @@ pub struct Session {
     /// the ACL's read checks.
     username: Option<ByteString>,
     deps: Arc<SessionDeps>,
+    /// The live settings (the ACL) as last seen: a look at a cached copy
+    /// costs one atomic read, where a fresh `load` for every delivery was
+    /// a few percent of a fan-out.
+    live: arc_swap::Cache<super::Live, Arc<super::Reloadable>>,
     /// Drops not yet logged: a flood is logged at most every
     /// `DROP_LOG_INTERVAL`, with counts, never once per message.
     unlogged_drops: u32,
@@ -119,6 +123,7 @@ impl Session {
             restored_idle,
             username,
             links: GroupLinks::new(deps.store.clone()),
+            live: arc_swap::Cache::new(deps.live.clone()),
             deps,
             unlogged_drops: 0,
             last_drop_log: None,
@@ -177,8 +182,8 @@ impl Session {
     /// Whether the ACL (if any) lets this client receive a message of
     /// `topic` now; checked for every delivery, so that a subscription the
     /// ACL no longer allows stops receiving.
-    fn may_read(&self, topic: &crate::protocol::TopicName) -> bool {
-        let allowed = self.deps.live.load().auth.acl.as_ref().is_none_or(|acl| {
+    fn may_read(&mut self, topic: &crate::protocol::TopicName) -> bool {
+        let allowed = self.live.load().auth.acl.as_ref().is_none_or(|acl| {
             acl.allows(
                 self.username.as_deref(),
                 &self.client_id,
@@ -768,19 +773,27 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        let id = self.client_id.clone();
-        // Kept to try once more after a failure: the message would otherwise
-        // be lost for this subscriber (actix drops the message being handled).
-        let retry = Deliver {
+        // The session's number, not its client id, names it if this panics
+        // (`recover` then logs the client id): a copy of the client id for
+        // every delivery was an atomic count on its buffer.
+        let id = self.id;
+        // A QoS 1/2 delivery is kept to try once more after a failure: it
+        // would otherwise be lost for this subscriber (actix drops the
+        // message being handled). A QoS 0 one may be lost, and is not
+        // copied (a copy shares the buffers every subscriber shares).
+        let retry = (msg.qos.min(msg.message.qos) != QoS::AtMostOnce).then(|| Deliver {
             message: msg.message.clone(),
             qos: msg.qos,
             ack: msg.ack.clone(),
-        };
+        });
         if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(msg)).is_err() {
             self.recover();
-            if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(retry)).is_err()
-            {
-                self.recover();
+            if let Some(retry) = retry {
+                if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(retry))
+                    .is_err()
+                {
+                    self.recover();
+                }
             }
         }
     }
