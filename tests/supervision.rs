@@ -117,6 +117,37 @@ async fn fault_in_store_restarts_it_and_nothing_acknowledged_is_lost() {
     survives_fault(ActorKind::Store).await;
 }
 
+/// A failure in the store acknowledges nothing it did not commit: with a
+/// fault armed, every QoS 1 message acknowledged for an offline persistent
+/// subscriber is in the database when its PUBACK arrives, the writes that
+/// waited in the store's inbox when it failed included.
+#[tokio::test]
+async fn fault_in_store_acknowledges_only_committed_rows() {
+    let broker = TestBroker::start();
+    let mut subscriber = RawClient::connected(broker.addr(), "offline-sub", false).await;
+    subscriber.subscribe_ok(1, &[("q/#", 1)]).await;
+    subscriber.disconnect().await;
+    let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
+    fault::arm(broker.handle.id(), ActorKind::Store);
+    let acked = publish_batch(&mut publisher, "q/a", 1, 50).await;
+    assert!(!acked.is_empty(), "nothing acknowledged after the fault");
+    let rows = crate::persistence::query(
+        &broker.db_path(),
+        "SELECT count(*) AS n FROM queued_messages WHERE client_id = 'offline-sub'",
+    )
+    .await;
+    let stored: i64 = sqlx::Row::get(&rows[0], "n");
+    assert!(
+        stored as usize >= acked.len(),
+        "{} messages acknowledged but only {stored} rows committed",
+        acked.len()
+    );
+    assert!(
+        Metrics::get(&broker.handle.metrics().restarts) >= 1,
+        "no restart was recorded"
+    );
+}
+
 #[tokio::test]
 async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     let broker = TestBroker::start();

@@ -39,7 +39,7 @@ pub struct Metrics {
     pub store_commit_micros: AtomicU64,
     pub store_commit_failures: AtomicU64,
     /// Checkpoints run by the checkpoint thread (WAL pages copied into the
-    /// database file).
+    /// database file), counting those that found nothing to copy.
     pub store_checkpoints: AtomicU64,
     pub sessions_expired: AtomicU64,
     /// Actor restarts after a caught panic (any kind).

@@ -41,7 +41,7 @@ pub struct SessionDeps {
     /// Topic length/level and subscription-count limits, and the ACL
     /// (what each client may read); reloaded on SIGHUP.
     pub live: super::Live,
-    /// The registry, set once it has started: one address for all sessions
+    /// The registry, set when it is created: one address for all sessions
     /// (an `Addr` is 24 bytes and two allocations per clone).
     pub registry: std::sync::OnceLock<Addr<SessionRegistry>>,
 }
@@ -774,8 +774,9 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
         // The session's number, not its client id, names it if this panics
-        // (`recover` then logs the client id): a copy of the client id for
-        // every delivery was an atomic count on its buffer.
+        // (`recover` logs the client id when it rebuilds the session): a
+        // copy of the client id for every delivery was an atomic count on
+        // its buffer.
         let id = self.id;
         // A QoS 1/2 delivery is kept to try once more after a failure: it
         // would otherwise be lost for this subscriber (actix drops the

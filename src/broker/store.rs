@@ -215,8 +215,10 @@ impl Store {
         true
     }
 
-    /// Moves the writes waiting in the inbox into the batch. False if
-    /// pushing one panicked (the actor then stops and is restarted).
+    /// Moves the writes waiting in the inbox into the batch, in order. A
+    /// write whose push panics is lost, with its completion abandoned
+    /// (nothing is acknowledged for it); the writes after it still go in.
+    /// False after such a panic: the actor then stops, to be restarted.
     fn take_inbox(&mut self, ctx: &mut Context<Self>) -> bool {
         let mut writes = self.inbox.take(std::mem::take(&mut self.spare_writes));
         if writes.is_empty() {
@@ -224,19 +226,28 @@ impl Store {
             return true;
         }
         let batch = &mut self.batch;
-        let pushed = guard::<PendingWrite, _>(ActorKind::Store, &"", || {
-            for (op, completion) in writes.drain(..) {
+        let mut failed = false;
+        let mut rest = writes.drain(..);
+        // Each call pushes until a push panics. The write being pushed is
+        // dropped while unwinding, which abandons its completion; the next
+        // call goes on with the rest.
+        while guard::<PendingWrite, _>(ActorKind::Store, &"", || {
+            for (op, completion) in rest.by_ref() {
                 batch.push(op, completion);
             }
-        });
-        if pushed.is_err() {
-            ctx.stop();
-            return false;
+        })
+        .is_err()
+        {
+            failed = true;
         }
+        drop(rest);
         if writes.capacity() <= KEPT_INBOX_CAPACITY {
             self.spare_writes = writes;
         }
-        true
+        if failed {
+            ctx.stop();
+        }
+        !failed
     }
 
     /// Starts a commit of everything pending, unless one is running.
@@ -311,6 +322,9 @@ impl Actor for Store {
         ctx.set_mailbox_capacity(4096);
         // Again after a restart: a restart drops the context's streams.
         ctx.add_stream(InboxStream(self.inbox.clone()));
+        // After a restart, what waited before it (the batch, retained
+        // loads, a flush) goes on without waiting for another write.
+        self.commit(ctx);
     }
 }
 
@@ -363,13 +377,16 @@ impl Handler<LoadRetained> for Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Writes already here commit first: the one being committed (a load
         // waits for the connection) and the pending batch, with what waits
-        // in the inbox (one more commit).
-        if !self.take_inbox(ctx) {
-            return Box::pin(async { Vec::new() });
-        }
-        let commits_before = u32::from(!self.batch.is_empty());
+        // in the inbox (one more commit). If taking the inbox failed, the
+        // store restarts, and the load waits for the commit after that.
+        let taken = self.take_inbox(ctx);
+        let commits_before = if taken {
+            u32::from(!self.batch.is_empty())
+        } else {
+            1
+        };
         self.retained_loads.push((commits_before, tx));
-        if !self.committing {
+        if taken && !self.committing {
             self.commit(ctx);
         }
         Box::pin(async move { rx.await.unwrap_or_default() })

@@ -15,10 +15,9 @@
 
 use super::Message;
 use crate::protocol::{Packet, PacketId, Publish, QoS, TopicFilter};
-/// A map of one session's own keys, hashed with ahash's fixed keys: a
-/// zero-sized hasher instead of 32 bytes of random keys in every map, which
-/// is memory every connection pays. A client can only make keys of its own
-/// session collide.
+/// A map hashed with ahash's process-wide keys (chosen at random once per
+/// process, shared by every such map): a zero-sized hasher instead of 32
+/// bytes of keys in every map, which is memory every connection pays.
 pub type SessionMap<K, V> =
     std::collections::HashMap<K, V, std::hash::BuildHasherDefault<ahash::AHasher>>;
 use std::collections::VecDeque;

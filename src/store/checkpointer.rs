@@ -52,7 +52,8 @@ impl Checkpointer {
     pub fn committed(&self) {
         match self.wake.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => {}
-            Err(TrySendError::Disconnected(())) => {} // logged when the thread ended
+            // The thread ended: it could not open the database (logged).
+            Err(TrySendError::Disconnected(())) => {}
         }
     }
 }
