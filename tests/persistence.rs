@@ -803,7 +803,6 @@ async fn readme_queries_connected_clients_persistent_sessions_and_retained_topic
     here.ping().await;
 }
 
-/// The database file is created readable and writable by its owner only.
 /// The WAL does not grow without bound: committed pages are copied into
 /// the database file while roost runs, soon after they are acknowledged,
 /// not only once the WAL reaches the writer's own checkpoint threshold
@@ -834,6 +833,7 @@ async fn committed_pages_reach_the_database_file_while_roost_runs() {
     }
 }
 
+/// The database file is created readable and writable by its owner only.
 #[tokio::test]
 async fn database_file_created_with_mode_0600() {
     let broker = TestBroker::start();
