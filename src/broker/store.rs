@@ -70,25 +70,23 @@ impl StoreHandle {
 
     /// Makes `op` durable; runs `completion` after it commits.
     pub fn write(&self, op: Op, completion: Option<Completion>) {
-        let was_empty = {
-            let mut writes = self.inbox.writes();
-            writes.push((op, completion));
-            writes.len() == 1
-        };
-        if was_empty {
-            self.inbox.store.wake();
-        }
+        self.add(|writes| writes.push((op, completion)));
     }
 
     /// Writes that must commit in one transaction (see [`WriteGroup`]).
     fn write_all(&self, mut ops: Vec<PendingWrite>) {
-        if ops.is_empty() {
-            return;
+        if !ops.is_empty() {
+            self.add(|writes| writes.append(&mut ops));
         }
+    }
+
+    /// Adds to the inbox; wakes the store if the inbox was empty (if not,
+    /// the store is awake already or about to take it).
+    fn add(&self, add: impl FnOnce(&mut Vec<PendingWrite>)) {
         let was_empty = {
             let mut writes = self.inbox.writes();
             let was_empty = writes.is_empty();
-            writes.append(&mut ops);
+            add(&mut writes);
             was_empty
         };
         if was_empty {
@@ -160,7 +158,7 @@ impl Store {
         inbox: Arc<Inbox>,
     ) -> Store {
         let m = metrics.clone();
-        let checkpointer = Checkpointer::start(&db.0, db.1, move |_| {
+        let checkpointer = Checkpointer::start(&db.0, db.1, move || {
             m.store_checkpoints.fetch_add(1, Ordering::Relaxed);
         })
         .map_err(|e| log::error!("cannot start the checkpoint thread ({e}); the WAL is checkpointed by the writer only"))

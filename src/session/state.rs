@@ -246,7 +246,7 @@ impl SessionState {
         for entry in &self.inflight {
             out.push(Action::Send(match entry.state {
                 OutboundState::AwaitingPubComp => Packet::PubRel(entry.packet_id),
-                _ => Packet::Publish(publish(&entry.message, Some(entry.packet_id), true)),
+                _ => Packet::Publish(publish(entry.message.clone(), Some(entry.packet_id), true)),
             }));
         }
         self.fill_window(out);
@@ -308,7 +308,7 @@ impl SessionState {
                 if !writable {
                     return DeliverOutcome::DroppedSlowClient;
                 }
-                out.push(Action::Send(Packet::Publish(into_publish(message))));
+                out.push(Action::Send(Packet::Publish(publish(message, None, false))));
                 return DeliverOutcome::Sent;
             }
             if !self.limits.queue_qos0 {
@@ -353,7 +353,7 @@ impl SessionState {
     fn send_inflight(&mut self, queued: Queued, new: bool, out: &mut Vec<Action>) {
         let Queued { id, message } = queued;
         let packet_id = self.allocate_packet_id();
-        let packet = Packet::Publish(publish(&message, Some(packet_id), false));
+        let packet = Packet::Publish(publish(message.clone(), Some(packet_id), false));
         let state = match message.qos {
             QoS::ExactlyOnce => OutboundState::AwaitingPubRec,
             _ => OutboundState::AwaitingPubAck,
@@ -414,7 +414,11 @@ impl SessionState {
             };
             self.queued_bytes -= queued.message.size();
             if queued.message.qos == QoS::AtMostOnce {
-                out.push(Action::Send(Packet::Publish(into_publish(queued.message))));
+                out.push(Action::Send(Packet::Publish(publish(
+                    queued.message,
+                    None,
+                    false,
+                ))));
             } else {
                 self.send_inflight(queued, false, out);
             }
@@ -525,28 +529,17 @@ impl SessionState {
     }
 }
 
-/// A QoS 0 PUBLISH that takes the message's buffers instead of sharing
-/// them: nothing keeps a QoS 0 message once it is sent, and each share is
-/// an atomic count on the buffer that every copy of a fan-out shares.
-fn into_publish(message: Message) -> Publish {
-    Publish {
-        dup: false,
-        qos: message.qos,
-        retain: message.retain,
-        topic: message.topic,
-        packet_id: None,
-        payload: message.payload,
-    }
-}
-
-fn publish(message: &Message, packet_id: Option<PacketId>, dup: bool) -> Publish {
+/// The PUBLISH of `message`, taking its buffers. A QoS 0 message is kept
+/// by no one once sent, so it is passed in, not copied: each copy is an
+/// atomic count on the buffer that every copy of a fan-out shares.
+fn publish(message: Message, packet_id: Option<PacketId>, dup: bool) -> Publish {
     Publish {
         dup,
         qos: message.qos,
         retain: message.retain,
-        topic: message.topic.clone(),
+        topic: message.topic,
         packet_id,
-        payload: message.payload.clone(),
+        payload: message.payload,
     }
 }
 
