@@ -303,6 +303,62 @@ async fn qos1_order_preserved_mqtt_4_6_0_5() {
     }
 }
 
+/// [MQTT-4.6.0-5] [MQTT-4.6.0-6] Ordering in a fan-out: the shards hand
+/// each subscriber's session its deliveries in batches, and the session
+/// writes a batch to the client in one go. 400 pipelined messages,
+/// alternately QoS 0 and QoS 1 on two topics, reach three subscribers (one
+/// with a persistent session, whose QoS 1 copies wait for a commit)
+/// complete, and in publish order within each topic and QoS.
+#[tokio::test]
+async fn fan_out_batches_keep_order_per_topic_and_qos_mqtt_4_6_0_6() {
+    let broker = TestBroker::start_with(|c| c.broker.shards = 4);
+    let mut subs = Vec::new();
+    for (id, clean) in [("fo-1", true), ("fo-2", true), ("fo-3", false)] {
+        let mut sub = RawClient::connected(broker.addr(), id, clean).await;
+        sub.subscribe_ok(1, &[("fan/#", 1)]).await;
+        subs.push(sub);
+    }
+    let mut publisher = RawClient::connected(broker.addr(), "fo-pub", true).await;
+    for i in 0..400u16 {
+        let (qos, id) = if i % 2 == 0 { (0, 0) } else { (1, i) };
+        let topic = if i % 3 == 0 { "fan/a" } else { "fan/b/c" };
+        publisher
+            .send(&raw::publish(
+                topic,
+                &i.to_be_bytes(),
+                qos,
+                id,
+                false,
+                false,
+            ))
+            .await;
+    }
+    let mut acked = HashSet::new();
+    for _ in 0..200 {
+        let ack = publisher.recv().await;
+        assert_eq!(ack.kind(), 4, "expected PUBACK, got {ack:?}");
+        acked.insert(ack.packet_id());
+    }
+    assert_eq!(acked, (1..400u16).step_by(2).collect::<HashSet<_>>());
+    for sub in &mut subs {
+        let got = sub.recv_publishes(400).await;
+        for (topic, qos) in [("fan/a", 0u8), ("fan/a", 1), ("fan/b/c", 0), ("fan/b/c", 1)] {
+            let seq: Vec<u16> = got
+                .iter()
+                .filter(|p| p.topic == topic && p.qos == qos)
+                .map(|p| u16::from_be_bytes([p.payload[0], p.payload[1]]))
+                .collect();
+            let expected: Vec<u16> = (0..400u16)
+                .filter(|i| i % 2 == u16::from(qos) && (i % 3 == 0) == (topic == "fan/a"))
+                .collect();
+            assert_eq!(
+                seq, expected,
+                "{topic} at QoS {qos}: incomplete or out of order"
+            );
+        }
+    }
+}
+
 /// [MQTT-4.6.0-5] Ordering at QoS 2 too: 30 pipelined QoS 2 messages arrive in
 /// order while their handshakes interleave; PUBRECs are sent in the order of
 /// the PUBLISHes [MQTT-4.6.0-3], PUBCOMPs in the order of the PUBRELs.

@@ -3,6 +3,7 @@
 
 use super::backlog::BacklogToken;
 use super::connection::Connection;
+use super::deliveries::Deliveries;
 use super::outbound::Outbound;
 use super::session::Session;
 use super::store::Acknowledgement;
@@ -113,10 +114,9 @@ pub struct PublishQoS2 {
     pub backlog: BacklogToken,
 }
 
-/// TopicShard → Session: a message matched one of the session's
-/// subscriptions; `qos` is the highest granted QoS among them.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// TopicShard → Session (through its inbox, see `deliveries`): a message
+/// matched one of the session's subscriptions; `qos` is the highest granted
+/// QoS among them.
 pub struct Deliver {
     pub message: Message,
     pub qos: QoS,
@@ -139,7 +139,7 @@ pub struct DeliverRetained {
 #[rtype(result = "()")]
 pub struct AddSubscription {
     pub session_id: SessionId,
-    pub session: Addr<Session>,
+    pub session: Deliveries,
     pub filter: TopicFilter,
     pub qos: QoS,
     /// The session is persistent: publishers' acknowledgements wait for its copies.

@@ -3,13 +3,15 @@
 //! Flow of a publish: `Connection` decodes it and, for QoS 0/1, hands it to
 //! the `Router`, which sends it to the one `TopicShard` that owns its topic
 //! (and to the `RetainedStore` if retained). The shard finds the matching
-//! sessions and sends each a `Deliver`; each `Session` applies its window and
-//! queue and pushes the packet to its connection's `Outbound`, whose writer
+//! sessions and puts a `Deliver` in each one's inbox (`deliveries`); each
+//! `Session` takes its inbox whole, applies its window and queue, and
+//! pushes the packets to its connection's `Outbound`, whose writer
 //! task writes it to the socket. QoS 2 publishes pass through the
 //! publisher's `Session` first, for duplicate detection.
 
 pub mod backlog;
 pub mod connection;
+pub mod deliveries;
 pub mod listener;
 pub mod messages;
 pub mod metrics;

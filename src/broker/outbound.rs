@@ -86,9 +86,29 @@ impl Outbound {
         self.shared.writer.wake();
     }
 
-    /// False while more than `max_outbound_bytes` wait to be written.
-    pub fn is_writable(&self) -> bool {
-        self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
+    /// Queues packets gathered by the caller, `bytes` their wire length,
+    /// with one lock and one wake-up for all of them. Into an empty queue
+    /// the caller's vector goes as it is, without copying.
+    pub fn send_all(&self, packets: Vec<Packet>, bytes: usize) {
+        if packets.is_empty() || self.shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        {
+            let mut queue = self.shared.queue();
+            if queue.is_empty() {
+                *queue = VecDeque::from(packets);
+            } else {
+                queue.extend(packets);
+            }
+        }
+        self.shared.writer.wake();
+    }
+
+    /// False while more than `max_outbound_bytes` wait to be written,
+    /// counting `gathered` bytes the caller holds to send.
+    pub fn is_writable(&self, gathered: usize) -> bool {
+        self.shared.queued_bytes.load(Ordering::Relaxed) + gathered < self.shared.limit
     }
 
     /// Writes what is queued, then shuts the socket down.

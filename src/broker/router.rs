@@ -3,9 +3,9 @@
 //! retained publishes to the `RetainedStore`. Cheap to clone.
 
 use super::backlog::BacklogToken;
+use super::deliveries::Deliveries;
 use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
 use super::retained::RetainedStore;
-use super::session::Session;
 use super::store::Acknowledgement;
 use super::topic_shard::TopicShard;
 use crate::protocol::{QoS, TopicFilter};
@@ -68,7 +68,7 @@ impl Router {
     pub fn subscribe(
         &self,
         session_id: SessionId,
-        session: &Addr<Session>,
+        session: &Deliveries,
         filter: &TopicFilter,
         qos: QoS,
         durable: bool,

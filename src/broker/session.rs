@@ -6,6 +6,7 @@
 //! and holds back what must wait for a commit.
 
 use super::connection::Connection;
+use super::deliveries::{Deliveries, Inbox, TakeDeliveries};
 use super::messages::*;
 use super::metrics::Metrics;
 use super::outbound::Outbound;
@@ -94,6 +95,20 @@ pub struct Session {
     /// Rows whose first write is in a publisher's `WriteGroup` still
     /// gathering: their later writes follow it.
     links: GroupLinks<MessageId>,
+    /// Where the shards push this session's deliveries; made at the first
+    /// subscription.
+    inbox: Option<Arc<Inbox>>,
+    /// While a batch of deliveries is handled: the packets for the client,
+    /// sent together when the batch ends (one lock and one wake-up of the
+    /// writer for the batch, not one per packet).
+    gathered: Option<Gathered>,
+}
+
+#[derive(Default)]
+struct Gathered {
+    packets: Vec<Packet>,
+    /// Their wire length, which counts against `max_outbound_bytes`.
+    bytes: usize,
 }
 
 impl Session {
@@ -129,6 +144,8 @@ impl Session {
             last_drop_log: None,
             out: Vec::new(),
             held_back: Arc::new(AtomicUsize::new(0)),
+            inbox: None,
+            gathered: None,
         }
     }
 
@@ -220,10 +237,20 @@ impl Session {
     fn run(&mut self, waiting: Option<&Acknowledgement>) {
         let mut actions = std::mem::take(&mut self.out);
         for action in actions.drain(..) {
+            // A packet sent later (by a commit's completion, on the store's
+            // thread) must not overtake the packets gathered before it.
+            let sends_later = match &action {
+                Action::Send(Packet::Publish(_) | Packet::PubRel(_)) => {
+                    self.held_back.load(Ordering::Relaxed) > 0
+                }
+                Action::Send(_) => false,
+                Action::Persist { then, .. } | Action::Forget { then, .. } => then.is_some(),
+            };
+            if sends_later {
+                self.send_gathered();
+            }
             match action {
-                Action::Send(packet @ (Packet::Publish(_) | Packet::PubRel(_)))
-                    if self.held_back.load(Ordering::Relaxed) > 0 =>
-                {
+                Action::Send(packet @ (Packet::Publish(_) | Packet::PubRel(_))) if sends_later => {
                     Metrics::inc(&self.deps.metrics.publishes_sent);
                     let later = self.send_later(packet);
                     self.links.barrier(later);
@@ -233,7 +260,13 @@ impl Session {
                         if matches!(packet, Packet::Publish(_)) {
                             Metrics::inc(&self.deps.metrics.publishes_sent);
                         }
-                        a.outbound.send(packet);
+                        match &mut self.gathered {
+                            Some(g) => {
+                                g.bytes += packet.wire_len();
+                                g.packets.push(packet);
+                            }
+                            None => a.outbound.send(packet),
+                        }
                     }
                 }
                 Action::Persist { record, new, then } => {
@@ -266,11 +299,20 @@ impl Session {
         self.out = actions;
     }
 
+    /// Sends the packets gathered so far to the client.
+    fn send_gathered(&mut self) {
+        if let (Some(a), Some(g)) = (&self.attached, &mut self.gathered) {
+            a.outbound
+                .send_all(std::mem::take(&mut g.packets), std::mem::take(&mut g.bytes));
+        }
+    }
+
     fn deliver(&mut self, message: Message, waiting: Option<&Acknowledgement>) {
+        let gathered = self.gathered.as_ref().map_or(0, |g| g.bytes);
         let writable = self
             .attached
             .as_ref()
-            .is_some_and(|a| a.outbound.is_writable());
+            .is_some_and(|a| a.outbound.is_writable(gathered));
         let id = self.row_id(message.qos);
         let outcome = self.state.deliver(message, id, writable, &mut self.out);
         self.run(waiting);
@@ -367,6 +409,7 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<()> {
         let me = ctx.address();
+        let mut deliveries: Option<Deliveries> = None;
         let mut codes = Vec::with_capacity(s.topics.len());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut filters: Vec<(TopicFilter, QoS)> = Vec::with_capacity(s.topics.len());
@@ -404,9 +447,13 @@ impl Session {
                 Metrics::inc(&self.deps.metrics.subscriptions);
             }
             self.state.subscribe(t.filter.clone(), t.qos);
+            let to = match &deliveries {
+                Some(d) => d,
+                None => deliveries.insert(self.deliveries(me.clone())),
+            };
             self.deps
                 .router
-                .subscribe(self.id, &me, &t.filter, t.qos, self.durable);
+                .subscribe(self.id, to, &t.filter, t.qos, self.durable);
             codes.push(SubscribeReturnCode::Granted(t.qos));
             filters.push((t.filter.clone(), t.qos));
         }
@@ -489,12 +536,14 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A restored session puts its subscriptions back into the shards.
-        let me = ctx.address();
-        for (filter, qos) in self.state.subscriptions() {
-            Metrics::inc(&self.deps.metrics.subscriptions);
-            self.deps
-                .router
-                .subscribe(self.id, &me, filter, qos, self.durable);
+        if self.state.subscriptions().next().is_some() {
+            let deliveries = self.deliveries(ctx.address());
+            for (filter, qos) in self.state.subscriptions() {
+                Metrics::inc(&self.deps.metrics.subscriptions);
+                self.deps
+                    .router
+                    .subscribe(self.id, &deliveries, filter, qos, self.durable);
+            }
         }
         if let (Some(idle), Some(expiry)) = (self.restored_idle, self.deps.expiry) {
             self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle.into())), ctx);
@@ -769,10 +818,32 @@ impl Session {
     }
 }
 
-impl Handler<Deliver> for Session {
+impl Handler<TakeDeliveries> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+    fn handle(&mut self, _: TakeDeliveries, _: &mut Context<Self>) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        let batch = inbox.take();
+        self.gathered = Some(Gathered::default());
+        for delivery in batch {
+            self.deliver_one(delivery);
+        }
+        self.send_gathered();
+        self.gathered = None;
+    }
+}
+
+impl Session {
+    /// The shards' deliveries go through one inbox per session (see
+    /// `deliveries`); made at the first subscription.
+    fn deliveries(&mut self, me: Addr<Session>) -> Deliveries {
+        let inbox = self.inbox.get_or_insert_with(Default::default).clone();
+        Deliveries::new(me, inbox)
+    }
+
+    fn deliver_one(&mut self, msg: Deliver) {
         // The session's number, not its client id, names it if this panics
         // (`recover` logs the client id when it rebuilds the session): a
         // copy of the client id for every delivery was an atomic count on

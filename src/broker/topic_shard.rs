@@ -7,8 +7,8 @@
 //! of filters kept beside it (fields survive an actix restart; the trie is
 //! the structure a failure could have left half-changed).
 
+use super::deliveries::Deliveries;
 use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
-use super::session::Session;
 use super::store::{StoreHandle, WriteGroup};
 use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
@@ -18,7 +18,7 @@ use ahash::AHashMap;
 use std::sync::Arc;
 
 struct Subscriber {
-    session: Addr<Session>,
+    session: Deliveries,
     durable: bool,
     filters: AHashMap<TopicFilter, QoS>,
 }
@@ -115,7 +115,7 @@ impl TopicShard {
                     }
                 }
                 let ack = if stored { ack.clone() } else { None };
-                s.session.do_send(Deliver { message, qos, ack });
+                s.session.send(Deliver { message, qos, ack });
             }
         }
         // Routed: the publisher may send one more, and is acknowledged now
