@@ -20,7 +20,7 @@ use crate::protocol::{
     ProtocolVersion, QoS,
 };
 use crate::session::Message;
-use crate::store::Completion;
+use crate::store::{Completion, InOrder};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::cell::Cell;
@@ -74,6 +74,9 @@ pub struct Connection {
     certificate_identity: Option<Box<Option<ByteString>>>,
     /// PUBLISHes the ACL refused; the first is logged, the rest counted.
     acl_denials: u64,
+    /// PUBACKs go out in the order of the PUBLISHes [MQTT-4.6.0-2], though
+    /// some wait for a commit and others only for routing.
+    pubacks: InOrder,
     /// Closes the connection if CONNECT has not been handled in time;
     /// cancelled once it has.
     connect_timer: Option<SpawnHandle>,
@@ -177,6 +180,7 @@ pub(super) fn start_with<R, W>(
             username: None,
             certificate_identity: identity.map(Box::new),
             acl_denials: 0,
+            pubacks: InOrder::default(),
             connect_timer: None,
         }
     });
@@ -212,7 +216,12 @@ impl Connection {
             );
         }
         match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => self.outbound.send(Packet::PubAck(id)),
+            (QoS::AtLeastOnce, Some(id)) => {
+                // After the PUBACKs of earlier PUBLISHes still waiting.
+                let outbound = self.outbound.clone();
+                let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
+                self.pubacks.push(&puback);
+            }
             (QoS::ExactlyOnce, Some(id)) => self.outbound.send(Packet::PubRec(id)),
             _ => {}
         }
@@ -489,6 +498,7 @@ impl Connection {
                         // change) is committed: right after routing if none.
                         let outbound = self.outbound.clone();
                         let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
+                        self.pubacks.push(&puback);
                         let ack = Acknowledgement {
                             completion: puback,
                             group: None,

@@ -18,7 +18,7 @@ use crate::protocol::{
     ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubscribeReturnCode, TopicFilter,
 };
 use crate::session::{Action, DeliverOutcome, Message, MessageId, SessionLimits, SessionState};
-use crate::store::{Completion, Op};
+use crate::store::{Completion, InOrder, Op};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -102,6 +102,9 @@ pub struct Session {
     /// sent together when the batch ends (one lock and one wake-up of the
     /// writer for the batch, not one per packet).
     gathered: Option<Gathered>,
+    /// PUBRECs go out in the order of the QoS 2 PUBLISHes [MQTT-4.6.0-3],
+    /// whichever commit completes first.
+    pubrecs: InOrder,
 }
 
 #[derive(Default)]
@@ -146,6 +149,7 @@ impl Session {
             held_back: Arc::new(AtomicUsize::new(0)),
             inbox: None,
             gathered: None,
+            pubrecs: InOrder::default(),
         }
     }
 
@@ -802,9 +806,12 @@ impl Session {
             // one transaction (see `WriteGroup`).
             let ack = self
                 .send_later(Packet::PubRec(packet_id))
-                .map(|completion| Acknowledgement {
-                    completion,
-                    group: Some(WriteGroup::new(self.deps.store.clone())),
+                .map(|completion| {
+                    self.pubrecs.push(&completion);
+                    Acknowledgement {
+                        completion,
+                        group: Some(WriteGroup::new(self.deps.store.clone())),
+                    }
                 });
             self.run(ack.as_ref());
             self.deps

@@ -29,7 +29,7 @@ mod subscriptions;
 pub use batch::Batch;
 pub use bodies::Bodies;
 pub use checkpointer::Checkpointer;
-pub use completion::Completion;
+pub use completion::{Completion, InOrder};
 
 use crate::protocol::{LastWill, PacketId, QoS, TopicFilter, TopicName};
 use crate::session::{Message, MessageId, OutboundState, Record};
