@@ -38,7 +38,7 @@ impl RetainedStore {
     ) -> RetainedStore {
         RetainedStore {
             tree: tree_of(retained),
-            links: GroupLinks::new(store.clone()),
+            links: GroupLinks::default(),
             store,
             restarts,
         }
@@ -80,7 +80,7 @@ impl RetainedStore {
             // Behind an earlier change of the topic still in a group.
             ack => {
                 let completion = ack.map(|a| a.completion);
-                self.links.write(&topic, op, completion);
+                self.links.write(&self.store, &topic, op, completion);
             }
         }
     }

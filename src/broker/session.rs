@@ -140,7 +140,7 @@ impl Session {
             detach_epoch: 0,
             restored_idle,
             username,
-            links: GroupLinks::new(deps.store.clone()),
+            links: GroupLinks::default(),
             live: arc_swap::Cache::new(deps.live.clone()),
             deps,
             unlogged_drops: 0,
@@ -257,7 +257,7 @@ impl Session {
                 Action::Send(packet @ (Packet::Publish(_) | Packet::PubRel(_))) if sends_later => {
                     Metrics::inc(&self.deps.metrics.publishes_sent);
                     let later = self.send_later(packet);
-                    self.links.barrier(later);
+                    self.links.barrier(&self.deps.store, later);
                 }
                 Action::Send(packet) => {
                     if let Some(a) = &self.attached {
@@ -287,7 +287,7 @@ impl Session {
                                 self.links.remember(id, link);
                             }
                         }
-                        None => self.links.write(&id, op, then),
+                        None => self.links.write(&self.deps.store, &id, op, then),
                     }
                 }
                 Action::Forget { id, then } => {
@@ -296,7 +296,7 @@ impl Session {
                         client_id: self.client_id.clone(),
                         id,
                     };
-                    self.links.write(&id, op, then);
+                    self.links.write(&self.deps.store, &id, op, then);
                 }
             }
         }

@@ -648,23 +648,25 @@ impl GroupLink {
 
 /// The rows (or retained topics) of one actor whose first write is in a
 /// group that has not gone to the store yet. Every later write of such a
-/// key follows its group; other writes go straight to the store.
+/// key follows its group; other writes go straight to the store (the
+/// caller's handle: not one kept per actor, since every clone of an actix
+/// address is an allocation and a session per client holds this).
 pub struct GroupLinks<K> {
-    store: StoreHandle,
     links: crate::session::SessionMap<K, GroupLink>,
     /// Size after the last sweep of gone groups (sweeps are amortised).
     swept_at: usize,
 }
 
-impl<K: std::hash::Hash + Eq> GroupLinks<K> {
-    pub fn new(store: StoreHandle) -> GroupLinks<K> {
+impl<K> Default for GroupLinks<K> {
+    fn default() -> GroupLinks<K> {
         GroupLinks {
-            store,
             links: Default::default(),
             swept_at: 0,
         }
     }
+}
 
+impl<K: std::hash::Hash + Eq> GroupLinks<K> {
     /// The group `key`'s last write is in, while that group is gathering.
     pub fn open(&self, key: &K) -> Option<GroupLink> {
         self.links.get(key).filter(|l| l.is_open()).cloned()
@@ -679,7 +681,7 @@ impl<K: std::hash::Hash + Eq> GroupLinks<K> {
     }
 
     /// Writes `op` for `key`: behind the key's group if it has one.
-    pub fn write(&mut self, key: &K, op: Op, completion: Option<Completion>) {
+    pub fn write(&mut self, store: &StoreHandle, key: &K, op: Op, completion: Option<Completion>) {
         let (op, completion) = match self.links.get(key) {
             Some(link) => match link.try_add(op, completion) {
                 None => return,
@@ -690,7 +692,7 @@ impl<K: std::hash::Hash + Eq> GroupLinks<K> {
             },
             None => (op, completion),
         };
-        self.store.write(op, completion);
+        store.write(op, completion);
     }
 
     /// The session `client_id` is being deleted: its rows leave the groups.
@@ -703,7 +705,7 @@ impl<K: std::hash::Hash + Eq> GroupLinks<K> {
 
     /// A barrier whose completion waits for every open group as well (each
     /// gets a clone; it runs when the last clone is released).
-    pub fn barrier(&mut self, completion: Option<Completion>) {
+    pub fn barrier(&mut self, store: &StoreHandle, completion: Option<Completion>) {
         self.links.retain(|_, l| l.is_open());
         self.swept_at = self.links.len();
         if let Some(c) = &completion {
@@ -715,7 +717,7 @@ impl<K: std::hash::Hash + Eq> GroupLinks<K> {
                 }
             }
         }
-        self.store.write(Op::Barrier, completion);
+        store.write(Op::Barrier, completion);
     }
 }
 
