@@ -108,6 +108,47 @@ async fn acl_publish_not_allowed_is_acknowledged_and_dropped() {
     assert_eq!(denied(&broker), 2);
 }
 
+/// [MQTT-4.6.0-2] [MQTT-4.6.0-3] The acknowledgement of a refused PUBLISH
+/// waits its turn: pipelined behind allowed ones whose acknowledgements
+/// wait for a persistent subscriber's commit, refused ones are acknowledged
+/// in the order of the PUBLISHes, at QoS 1 and at QoS 2 (section 4.6 states
+/// the rule for the client; roost follows it as receiver too).
+#[tokio::test]
+async fn acl_refused_publishes_are_acknowledged_in_turn() {
+    let broker = broker_with_acl(ACL);
+    let mut alice = client(&broker, "alice-order", Some("alice"), false).await;
+    alice.subscribe_ok(1, &[("sensors/#", 2)]).await;
+    let mut bob = client(&broker, "bob-order", Some("bob"), true).await;
+    for qos in [1u8, 2] {
+        let base = u16::from(qos) * 100;
+        for i in 0..20u16 {
+            // Every third one goes to public/, which bob may not write.
+            let topic = if i % 3 == 2 { "public/no" } else { "sensors/t" };
+            bob.send(&raw::publish(
+                topic,
+                &i.to_be_bytes(),
+                qos,
+                base + i,
+                false,
+                false,
+            ))
+            .await;
+        }
+        for i in 0..20u16 {
+            let expected = match qos {
+                1 => raw::puback(base + i),
+                _ => raw::pubrec(base + i),
+            };
+            assert_eq!(
+                bob.recv().await.bytes(),
+                expected,
+                "QoS {qos}: out of order"
+            );
+        }
+    }
+    assert_eq!(denied(&broker), 12);
+}
+
 /// A deny rule hides matching messages from a wider subscription, and
 /// retained messages sent on subscribe are checked the same way.
 #[tokio::test]

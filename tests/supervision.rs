@@ -117,6 +117,39 @@ async fn fault_in_store_restarts_it_and_nothing_acknowledged_is_lost() {
     survives_fault(ActorKind::Store).await;
 }
 
+/// A delivery whose first attempt fails is tried once more, and when the
+/// retry stores the persistent subscriber's copy the publisher is
+/// acknowledged: the failed attempt must not take the acknowledgement with
+/// it. Later publishes are acknowledged in order after it.
+#[tokio::test]
+async fn fault_in_a_delivery_retries_it_and_acknowledges_the_publisher() {
+    let broker = TestBroker::start();
+    let mut durable = RawClient::connected(broker.addr(), "retry-sub", false).await;
+    durable.subscribe_ok(1, &[("retry/#", 1)]).await;
+    let mut publisher = RawClient::connected(broker.addr(), "retry-pub", true).await;
+    fault::arm(broker.handle.id(), ActorKind::Session);
+    publisher
+        .send(&raw::publish("retry/a", b"first", 1, 1, false, false))
+        .await;
+    publisher
+        .send(&raw::publish("retry/a", b"second", 1, 2, false, false))
+        .await;
+    for id in [1, 2] {
+        let ack = publisher.recv_within(TIMEOUT).await;
+        assert_eq!(
+            ack.map(|p| p.bytes()),
+            Some(raw::puback(id)),
+            "PUBACK {id} missing or out of order"
+        );
+    }
+    durable.expect_publish("retry/a", b"first").await;
+    durable.expect_publish("retry/a", b"second").await;
+    assert!(
+        Metrics::get(&broker.handle.metrics().restarts) >= 1,
+        "the fault did not fire"
+    );
+}
+
 /// A failure in the store acknowledges nothing it did not commit: with a
 /// fault armed, every QoS 1 message acknowledged for an offline persistent
 /// subscriber is in the database when its PUBACK arrives, the writes that

@@ -205,7 +205,10 @@ impl Connection {
 
     /// A PUBLISH the ACL refuses: dropped and counted (MQTT 3.1.1 cannot
     /// say no), but acknowledged, so the client does not resend it forever.
-    fn refuse_publish(&mut self, p: &crate::protocol::Publish) {
+    /// The acknowledgement waits its turn behind those of earlier
+    /// PUBLISHes: the PUBACK here, the PUBREC in the session, which keeps
+    /// the order of PUBRECs.
+    fn refuse_publish(&mut self, p: crate::protocol::Publish, session: &Addr<Session>) {
         Metrics::inc(&self.shared.metrics.acl_denied);
         self.acl_denials += 1;
         if self.acl_denials == 1 {
@@ -217,12 +220,16 @@ impl Connection {
         }
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
-                // After the PUBACKs of earlier PUBLISHes still waiting.
                 let outbound = self.outbound.clone();
                 let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
                 self.pubacks.push(&puback);
             }
-            (QoS::ExactlyOnce, Some(id)) => self.outbound.send(Packet::PubRec(id)),
+            (QoS::ExactlyOnce, Some(_)) => session.do_send(PublishQoS2 {
+                connection_id: self.id,
+                publish: p,
+                backlog: self.backlog.token(),
+                refused: true,
+            }),
             _ => {}
         }
     }
@@ -483,7 +490,8 @@ impl Connection {
                 }
                 if !self.may_publish(&live, p.topic.as_str()) {
                     drop(live);
-                    return self.refuse_publish(&p);
+                    let session = session.clone();
+                    return self.refuse_publish(p, &session);
                 }
                 drop(live);
                 let backlog = self.backlog.token();
@@ -514,6 +522,7 @@ impl Connection {
                         connection_id: self.id,
                         publish: p,
                         backlog,
+                        refused: false,
                     }),
                 }
             }

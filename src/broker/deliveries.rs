@@ -16,9 +16,6 @@ use super::session::Session;
 use actix::prelude::*;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Deliveries waiting after which a shard checks that the session still runs.
-const STOPPED_CHECK: usize = 1024;
-
 /// Session ← itself: deliveries wait in the inbox; take them all.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -28,17 +25,51 @@ pub struct TakeDeliveries;
 /// first subscribes, so a client that never subscribes has none.
 #[derive(Default)]
 pub struct Inbox {
-    queue: Mutex<Vec<Deliver>>,
+    state: Mutex<InboxState>,
+}
+
+#[derive(Default)]
+struct InboxState {
+    queue: Vec<Deliver>,
+    /// The session is gone: nothing will take what is pushed.
+    closed: bool,
 }
 
 impl Inbox {
-    fn queue(&self) -> MutexGuard<'_, Vec<Deliver>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a delivery; true if it is the only one waiting (the session
+    /// must be woken). A closed inbox drops it at once.
+    fn push(&self, delivery: Deliver) -> bool {
+        let mut state = self.state();
+        if state.closed {
+            drop(state);
+            drop(delivery);
+            return false;
+        }
+        state.queue.push(delivery);
+        state.queue.len() == 1
     }
 
     /// Everything waiting, in the order it was pushed.
     pub fn take(&self) -> Vec<Deliver> {
-        std::mem::take(&mut *self.queue())
+        std::mem::take(&mut self.state().queue)
+    }
+
+    /// The session is being dropped (it ended, or its actor died): what
+    /// waits is dropped now, and so is whatever is pushed later, until the
+    /// shards let go of the inbox. As with a message to a stopped actor,
+    /// the publisher's acknowledgement is then no longer held by the copy.
+    pub fn close(&self) {
+        let left = {
+            let mut state = self.state();
+            state.closed = true;
+            std::mem::take(&mut state.queue)
+        };
+        // Dropped outside the lock: dropping a delivery may run callbacks.
+        drop(left);
     }
 }
 
@@ -57,26 +88,72 @@ impl Deliveries {
 
     /// Queues a delivery; wakes the session if nothing was waiting.
     ///
-    /// Invariant: while the queue is not empty, a `TakeDeliveries` is in
-    /// the session's mailbox or being handled (the handler empties the
-    /// queue in one take), so no delivery waits without one.
+    /// While the queue is not empty and the session runs, a
+    /// `TakeDeliveries` is in its mailbox or being handled (the handler
+    /// empties the queue in one take), so no delivery waits without one.
+    /// A session that stops drops its mailbox, then closes the inbox when
+    /// it is dropped; what waited is dropped then.
     pub fn send(&self, delivery: Deliver) {
-        let waiting = {
-            let mut queue = self.inbox.queue();
-            queue.push(delivery);
-            queue.len()
-        };
-        // A stopped session (its subscriptions are on their way out of the
-        // shards) takes nothing: what waits is dropped rather than kept,
-        // checked on the wake-up and every `STOPPED_CHECK` deliveries.
-        if waiting == 1 || waiting % STOPPED_CHECK == 0 {
-            if self.session.connected() {
-                if waiting == 1 {
-                    self.session.do_send(TakeDeliveries);
-                }
-            } else {
-                self.inbox.queue().clear();
-            }
+        if self.inbox.push(delivery) {
+            self.session.do_send(TakeDeliveries);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::store::Acknowledgement;
+    use crate::protocol::{QoS, TopicName};
+    use crate::session::Message;
+    use crate::store::Completion;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn delivery(acked: &Arc<AtomicUsize>) -> Deliver {
+        let acked = acked.clone();
+        Deliver {
+            message: Message {
+                topic: TopicName::new("t".to_string()).unwrap(),
+                payload: bytes::Bytes::from_static(b"p"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            },
+            qos: QoS::AtLeastOnce,
+            ack: Some(Acknowledgement {
+                completion: Completion::new(move || {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }),
+                group: None,
+            }),
+        }
+    }
+
+    /// Only the push into an empty inbox asks for a wake-up; a take empties
+    /// it, so the next push asks again.
+    #[test]
+    fn the_push_into_an_empty_inbox_wakes() {
+        let acked = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox::default();
+        assert!(inbox.push(delivery(&acked)));
+        assert!(!inbox.push(delivery(&acked)));
+        assert_eq!(inbox.take().len(), 2);
+        assert!(inbox.push(delivery(&acked)));
+    }
+
+    /// A closed inbox (its session is gone) lets go of what waited and of
+    /// what comes later at once: nothing stays queued for no one, holding
+    /// the publishers' acknowledgements.
+    #[test]
+    fn a_closed_inbox_keeps_nothing() {
+        let acked = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox::default();
+        inbox.push(delivery(&acked));
+        inbox.push(delivery(&acked));
+        assert_eq!(acked.load(Ordering::SeqCst), 0);
+        inbox.close();
+        assert_eq!(acked.load(Ordering::SeqCst), 2);
+        assert!(!inbox.push(delivery(&acked)));
+        assert_eq!(acked.load(Ordering::SeqCst), 3);
+        assert!(inbox.take().is_empty());
     }
 }

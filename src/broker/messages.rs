@@ -112,6 +112,9 @@ pub struct PublishQoS2 {
     pub connection_id: ConnectionId,
     pub publish: Publish,
     pub backlog: BacklogToken,
+    /// The ACL refused it: not routed, only acknowledged (PUBREC), in turn
+    /// with the PUBRECs of earlier QoS 2 PUBLISHes.
+    pub refused: bool,
 }
 
 /// TopicShard → Session (through its inbox, see `deliveries`): a message

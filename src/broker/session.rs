@@ -107,6 +107,25 @@ pub struct Session {
     pubrecs: InOrder,
 }
 
+/// Counts one packet held back until a commit, for as long as its
+/// completion exists: after the packet is sent, or when the completion is
+/// abandoned (a failed commit) and never sends it. An abandoned one left
+/// counted would send every later PUBLISH through the store.
+struct HeldBack(Arc<AtomicUsize>);
+
+impl HeldBack {
+    fn new(count: Arc<AtomicUsize>) -> HeldBack {
+        count.fetch_add(1, Ordering::Relaxed);
+        HeldBack(count)
+    }
+}
+
+impl Drop for HeldBack {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Gathered {
     packets: Vec<Packet>,
@@ -227,11 +246,10 @@ impl Session {
     /// A completion that sends `packet` to the attached client.
     fn send_later(&self, packet: Packet) -> Option<Completion> {
         let outbound = self.attached.as_ref()?.outbound.clone();
-        let held_back = self.held_back.clone();
-        held_back.fetch_add(1, Ordering::Relaxed);
+        let held = HeldBack::new(self.held_back.clone());
         Some(Completion::new(move || {
             outbound.send(packet);
-            held_back.fetch_sub(1, Ordering::Relaxed);
+            drop(held);
         }))
     }
 
@@ -535,6 +553,16 @@ impl Session {
     }
 }
 
+/// A session that ended, or whose actor died, closes its inbox: the shards
+/// may still push to it until they drop its subscriptions.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(inbox) = &self.inbox {
+            inbox.close();
+        }
+    }
+}
+
 impl Actor for Session {
     type Context = Context<Self>;
 
@@ -800,6 +828,10 @@ impl Session {
         let Some(packet_id) = msg.publish.packet_id else {
             return;
         };
+        if msg.refused {
+            self.pubrec_in_turn(packet_id);
+            return;
+        }
         let row = self.row_id(QoS::ExactlyOnce);
         if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
             // PUBREC once the id and every stored copy are durable, all in
@@ -819,8 +851,17 @@ impl Session {
                 .publish(Message::from_publish(&msg.publish), Some(msg.backlog), ack);
         } else {
             // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
-            self.out.push(Action::Send(Packet::PubRec(packet_id)));
-            self.run(None);
+            self.pubrec_in_turn(packet_id);
+        }
+    }
+
+    /// A PUBREC that waits for no commit, sent after the PUBRECs of earlier
+    /// QoS 2 PUBLISHes that do.
+    fn pubrec_in_turn(&mut self, packet_id: crate::protocol::PacketId) {
+        if let Some(a) = &self.attached {
+            let outbound = a.outbound.clone();
+            let pubrec = Completion::new(move || outbound.send(Packet::PubRec(packet_id)));
+            self.pubrecs.push(&pubrec);
         }
     }
 }
@@ -856,39 +897,51 @@ impl Session {
         // copy of the client id for every delivery was an atomic count on
         // its buffer.
         let id = self.id;
-        // A QoS 1/2 delivery is kept to try once more after a failure: it
-        // would otherwise be lost for this subscriber (actix drops the
-        // message being handled). A QoS 0 one may be lost, and is not
-        // copied (a copy shares the buffers every subscriber shares).
-        let retry = (msg.qos.min(msg.message.qos) != QoS::AtMostOnce).then(|| Deliver {
-            message: msg.message.clone(),
-            qos: msg.qos,
-            ack: msg.ack.clone(),
+        let Deliver { message, qos, ack } = msg;
+        // The publisher's acknowledgement stays out here, not in the guarded
+        // call: a panic would drop it while unwinding, which abandons it
+        // (see `Completion`), and a retry that succeeds could then never
+        // acknowledge. A QoS 1/2 delivery is kept to try once more after a
+        // failure, or it would be lost for this subscriber; a QoS 0 one may
+        // be lost, and is not copied (a copy shares the buffers every
+        // subscriber shares).
+        let retry = (qos.min(message.qos) != QoS::AtMostOnce).then(|| message.clone());
+        let delivered = guard::<Deliver, _>(ActorKind::Session, &id, || {
+            self.deliver_routed(message, qos, ack.as_ref())
         });
-        if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(msg)).is_err() {
-            self.recover();
-            if let Some(retry) = retry {
-                if guard::<Deliver, _>(ActorKind::Session, &id, || self.deliver_routed(retry))
-                    .is_err()
-                {
-                    self.recover();
-                }
+        if delivered.is_ok() {
+            return;
+        }
+        self.recover();
+        let retried = retry.is_some_and(|message| {
+            let again = guard::<Deliver, _>(ActorKind::Session, &id, || {
+                self.deliver_routed(message, qos, ack.as_ref())
+            });
+            if again.is_err() {
+                self.recover();
+            }
+            again.is_ok()
+        });
+        if !retried {
+            // Lost for this subscriber: the publisher is not told its
+            // message is safe.
+            if let Some(ack) = &ack {
+                ack.completion.abandon();
             }
         }
     }
 }
 
 impl Session {
-    fn deliver_routed(&mut self, msg: Deliver) {
-        if !self.may_read(&msg.message.topic) {
+    fn deliver_routed(&mut self, mut message: Message, qos: QoS, ack: Option<&Acknowledgement>) {
+        if !self.may_read(&message.topic) {
             return;
         }
-        let mut message = msg.message;
         // Delivered QoS is the lower of published and granted; normal
         // forwarding clears RETAIN [MQTT-3.3.1-9].
-        message.qos = message.qos.min(msg.qos);
+        message.qos = message.qos.min(qos);
         message.retain = false;
-        self.deliver(message, msg.ack.as_ref());
+        self.deliver(message, ack);
     }
 }
 

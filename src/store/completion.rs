@@ -5,11 +5,19 @@
 //! shard routed the message, each session handled it, the store committed
 //! each row) the callback runs. If a commit fails, the store abandons the
 //! completions it holds instead: the callback never runs and the client,
-//! which got no acknowledgement, sends the message again.
+//! which got no acknowledgement for that message, sends it again when it
+//! reconnects. A client's later acknowledgements still go out (see
+//! [`InOrder`]).
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-type Callback = Box<dyn FnOnce() + Send>;
+/// What runs when the last holder lets go.
+enum Callback {
+    Run(Box<dyn FnOnce() + Send>),
+    /// Finishes when both would: dropping them runs each whose last holder
+    /// this was. Abandoning it abandons both.
+    Both(Completion, Completion),
+}
 
 #[derive(Clone)]
 pub struct Completion(Arc<Inner>);
@@ -32,23 +40,30 @@ struct Inner {
 #[derive(Default)]
 struct State {
     callback: Option<Callback>,
-    /// The next completion of an [`InOrder`] chain: held until this one has
-    /// run, so it cannot run first.
-    next: Option<Arc<Inner>>,
+    /// Its place in an [`InOrder`] chain.
+    link: Option<Arc<Link>>,
 }
 
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Completion {
     pub fn new(callback: impl FnOnce() + Send + 'static) -> Completion {
+        Completion::with(Callback::Run(Box::new(callback)))
+    }
+
+    fn with(callback: Callback) -> Completion {
         Completion(Arc::new(Inner {
             state: Mutex::new(State {
-                callback: Some(Box::new(callback)),
-                next: None,
+                callback: Some(callback),
+                link: None,
             }),
         }))
     }
@@ -56,15 +71,20 @@ impl Completion {
     /// One completion that finishes when both `a` and `b` would.
     pub fn both(a: Option<Completion>, b: Option<Completion>) -> Option<Completion> {
         match (a, b) {
-            (Some(a), Some(b)) => Some(Completion::new(move || drop((a, b)))),
+            (Some(a), Some(b)) => Some(Completion::with(Callback::Both(a, b))),
             (a, b) => a.or(b),
         }
     }
 
-    /// Makes sure the callback never runs, whoever holds the other clones.
-    /// A completion chained after it (see [`InOrder`]) still runs.
+    /// Makes sure the callback never runs, whoever holds the other clones;
+    /// the parts of a [`Completion::both`] are abandoned too. A completion
+    /// chained after it (see [`InOrder`]) still runs.
     pub fn abandon(&self) {
-        self.0.state().callback.take();
+        let callback = self.0.state().callback.take();
+        if let Some(Callback::Both(a, b)) = callback {
+            a.abandon();
+            b.abandon();
+        }
     }
 }
 
@@ -74,10 +94,19 @@ impl Drop for Inner {
         // Run this callback, then the chained ones this was the last holder
         // of, in a loop: a long chain released at once must not recurse.
         loop {
-            if let Some(callback) = state.callback.take() {
-                callback();
+            match state.callback.take() {
+                Some(Callback::Run(f)) => f(),
+                Some(Callback::Both(a, b)) => drop((a, b)),
+                None => {}
             }
-            let Some(next) = state.next.take() else {
+            // Only now, with the callback finished, may a later completion
+            // of the chain run without waiting for this one.
+            let next = state.link.take().and_then(|link| {
+                let mut link = lock(&link.state);
+                link.ran = true;
+                link.next.take()
+            });
+            let Some(next) = next else {
                 return;
             };
             match Arc::into_inner(next) {
@@ -92,6 +121,20 @@ impl Drop for Inner {
     }
 }
 
+/// One completion's place in an [`InOrder`] chain.
+#[derive(Default)]
+struct Link {
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// Its callback has finished (or was abandoned).
+    ran: bool,
+    /// The completion pushed after it, held until this one has run.
+    next: Option<Arc<Inner>>,
+}
+
 /// Makes completions run in the order they were pushed, whatever order
 /// their holders let go in: a client's PUBACKs follow the order of its
 /// PUBLISHes even when one waits for a commit and a later one is routed to
@@ -101,22 +144,26 @@ impl Drop for Inner {
 /// server too, and clients that keep their in-flight messages in a queue
 /// rely on it.
 ///
-/// Each completion pushed is held by the one before it until that one has
-/// run. Only a weak reference to the last is kept here, so an idle client's
-/// chain holds nothing.
+/// Each completion pushed is held by the one before it until that one's
+/// callback has finished. "Finished" is recorded in a small link of its
+/// own, not read from the completion's reference count: the count reaches
+/// zero before the callback has run, and a completion pushed in between
+/// would overtake it. Only the last link is kept here.
 #[derive(Default)]
 pub struct InOrder {
-    last: Option<Weak<Inner>>,
+    last: Option<Arc<Link>>,
 }
 
 impl InOrder {
     pub fn push(&mut self, completion: &Completion) {
-        if let Some(previous) = self.last.take().and_then(|w| w.upgrade()) {
-            previous.state().next = Some(completion.0.clone());
-            // If the previous one's holders have all let go meanwhile, it
-            // runs here, as this reference drops.
+        let link = Arc::new(Link::default());
+        completion.0.state().link = Some(link.clone());
+        if let Some(previous) = self.last.replace(link) {
+            let mut previous = lock(&previous.state);
+            if !previous.ran {
+                previous.next = Some(completion.0.clone());
+            }
         }
-        self.last = Some(Arc::downgrade(&completion.0));
     }
 }
 
@@ -183,6 +230,51 @@ mod tests {
         order.push(&late);
         drop(late);
         assert_eq!(*log.lock().unwrap(), [0, 1, 2, 3, 4]);
+    }
+
+    /// A completion whose holders have all let go but whose callback is
+    /// still running (on another thread) holds up one pushed meanwhile:
+    /// its reference count is already zero then, so the chain must not
+    /// read "has run" from the count.
+    #[test]
+    fn in_order_waits_for_a_callback_still_running() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let log = log.clone();
+            Completion::new(move || {
+                started_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                log.lock().unwrap().push(0);
+            })
+        };
+        let mut order = InOrder::default();
+        order.push(&first);
+        let runner = std::thread::spawn(move || drop(first));
+        started_rx.recv().unwrap();
+        let second = recording(&log, 1);
+        order.push(&second);
+        drop(second);
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "the second ran before the first finished"
+        );
+        go_tx.send(()).unwrap();
+        runner.join().unwrap();
+        assert_eq!(*log.lock().unwrap(), [0, 1]);
+    }
+
+    /// Abandoning a completion made by `both` abandons its two parts: after
+    /// a failed commit neither the packet sent later nor the publisher's
+    /// acknowledgement goes out.
+    #[test]
+    fn abandoning_both_abandons_its_parts() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let both = Completion::both(Some(recording(&log, 0)), Some(recording(&log, 1))).unwrap();
+        both.abandon();
+        drop(both);
+        assert!(log.lock().unwrap().is_empty());
     }
 
     /// An abandoned completion does not hold up the ones after it; a long
