@@ -100,8 +100,10 @@ pub struct Session {
     inbox: Option<Arc<Inbox>>,
     /// While a batch of deliveries is handled: the packets for the client,
     /// sent together when the batch ends (one lock and one wake-up of the
-    /// writer for the batch, not one per packet).
-    gathered: Option<Gathered>,
+    /// writer for the batch, not one per packet). Boxed: 24 bytes less in
+    /// every session put its task in tokio's next smaller size class (896
+    /// bytes rather than 1024).
+    gathered: Option<Box<Gathered>>,
     /// PUBRECs go out in the order of the QoS 2 PUBLISHes [MQTT-4.6.0-3],
     /// whichever commit completes first.
     pubrecs: InOrder,
@@ -874,7 +876,7 @@ impl Handler<TakeDeliveries> for Session {
             return;
         };
         let batch = inbox.take();
-        self.gathered = Some(Gathered::default());
+        self.gathered = Some(Box::default());
         for delivery in batch {
             self.deliver_one(delivery);
         }
@@ -963,5 +965,16 @@ impl Handler<DeliverRetained> for Session {
         if delivered.is_err() {
             self.recover();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every client has a session task: tokio rounds a task up to 128
+    /// bytes, and at 456 bytes or less the session's task is 896 bytes, not
+    /// 1024. Box what an idle session does not use before adding fields.
+    #[test]
+    fn an_idle_session_fits_its_task_size_class() {
+        assert!(std::mem::size_of::<super::Session>() <= 456);
     }
 }
