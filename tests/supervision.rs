@@ -181,6 +181,54 @@ async fn fault_in_store_acknowledges_only_committed_rows() {
     );
 }
 
+/// A QoS 2 PUBLISH whose commit fails gets no PUBREC, and its resend is
+/// taken as a new PUBLISH: stored, acknowledged, and still there for the
+/// offline persistent subscriber after a restart. Acknowledging the resend
+/// as a duplicate of the id (method B of section 4.3.3, [MQTT-4.3.3-2])
+/// would tell the client that a message nobody stored is safe.
+#[tokio::test]
+async fn fault_in_store_a_qos2_publish_not_committed_is_taken_again_when_resent() {
+    let broker = TestBroker::start();
+    let mut subscriber = RawClient::connected(broker.addr(), "offline-sub2", false).await;
+    subscriber.subscribe_ok(1, &[("q2/#", 2)]).await;
+    subscriber.disconnect().await;
+    let mut publisher = RawClient::connected(broker.addr(), "publisher2", false).await;
+    // Acknowledged after a commit: the store has taken every write before.
+    publisher.publish_ok("q2/warm", b"up", 1, 1, false).await;
+    fault::fail_next_commit(broker.handle.id());
+    publisher
+        .send(&raw::publish("q2/a", b"once", 2, 7, false, false))
+        .await;
+    assert!(
+        publisher
+            .recv_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "PUBREC for a PUBLISH whose commit failed"
+    );
+    // The client resends it (DUP set), as it would after reconnecting.
+    publisher
+        .send(&raw::publish("q2/a", b"once", 2, 7, true, false))
+        .await;
+    assert_eq!(publisher.recv().await.bytes(), raw::pubrec(7));
+    publisher.send(&raw::pubrel(7)).await;
+    assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(7));
+    assert_eq!(
+        Metrics::get(&broker.handle.metrics().store_commit_failures),
+        1,
+        "the injected failure did not happen"
+    );
+    // What is acknowledged is in the database: it survives a restart.
+    drop(publisher);
+    let broker = broker.restart();
+    let mut subscriber = RawClient::connected(broker.addr(), "offline-sub2", false).await;
+    let got = subscriber.recv_publishes(2).await;
+    assert_eq!(
+        (got[1].topic.as_str(), got[1].payload.as_slice()),
+        ("q2/a", &b"once"[..])
+    );
+}
+
 #[tokio::test]
 async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     let broker = TestBroker::start();

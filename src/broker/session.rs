@@ -87,11 +87,8 @@ pub struct Session {
     last_drop_log: Option<std::time::Instant>,
     /// Reused for the actions of each event.
     out: Vec<Action>,
-    /// Packets held back until a commit and not sent yet. While there are
-    /// any, later PUBLISH/PUBREL packets queue behind them (through the
-    /// store, which runs completions in order), so the client sees them in
-    /// the order they were produced.
-    held_back: Arc<AtomicUsize>,
+    /// Shared with the completions that send packets after a commit.
+    later: Arc<Later>,
     /// Rows whose first write is in a publisher's `WriteGroup` still
     /// gathering: their later writes follow it.
     links: GroupLinks<MessageId>,
@@ -109,22 +106,83 @@ pub struct Session {
     pubrecs: InOrder,
 }
 
+/// What a session shares with the completions that send its packets
+/// after a commit.
+#[derive(Default)]
+struct Later {
+    /// Packets held back until a commit and not sent yet. While there are
+    /// any, later PUBLISH/PUBREL packets queue behind them (through the
+    /// store, which runs completions in order), so the client sees them in
+    /// the order they were produced.
+    held_back: AtomicUsize,
+    /// Inbound QoS 2 ids whose PUBREC was never sent: the commit of the id
+    /// and its copies failed. The client's resend of such an id is a new
+    /// PUBLISH, not one already stored (see `publish_qos2`).
+    abandoned_pubrecs: std::sync::Mutex<Vec<crate::protocol::PacketId>>,
+}
+
+impl Later {
+    fn abandoned_pubrecs(&self) -> std::sync::MutexGuard<'_, Vec<crate::protocol::PacketId>> {
+        self.abandoned_pubrecs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `packet_id`'s PUBREC was abandoned; forgets that it was.
+    fn take_abandoned_pubrec(&self, packet_id: crate::protocol::PacketId) -> bool {
+        let mut abandoned = self.abandoned_pubrecs();
+        match abandoned.iter().position(|p| *p == packet_id) {
+            Some(i) => {
+                abandoned.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Counts one packet held back until a commit, for as long as its
-/// completion exists: after the packet is sent, or when the completion is
-/// abandoned (a failed commit) and never sends it. An abandoned one left
-/// counted would send every later PUBLISH through the store.
-struct HeldBack(Arc<AtomicUsize>);
+/// completion's callback exists: until the packet is sent, or until the
+/// completion is abandoned (a failed commit) and the callback dropped
+/// unrun. An abandoned one left counted would send every later PUBLISH
+/// through the store.
+struct HeldBack(Arc<Later>);
 
 impl HeldBack {
-    fn new(count: Arc<AtomicUsize>) -> HeldBack {
-        count.fetch_add(1, Ordering::Relaxed);
-        HeldBack(count)
+    fn new(later: Arc<Later>) -> HeldBack {
+        later.held_back.fetch_add(1, Ordering::Relaxed);
+        HeldBack(later)
     }
 }
 
 impl Drop for HeldBack {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.held_back.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The PUBREC of a new inbound QoS 2 PUBLISH, held by the completion that
+/// sends it once the id and the copies are committed. Dropped unsent (the
+/// commit failed), it records the id as abandoned.
+struct PendingPubRec {
+    outbound: Outbound,
+    packet_id: crate::protocol::PacketId,
+    sent: bool,
+    _held: HeldBack,
+}
+
+impl PendingPubRec {
+    fn send(mut self) {
+        self.outbound.send(Packet::PubRec(self.packet_id));
+        self.sent = true;
+    }
+}
+
+impl Drop for PendingPubRec {
+    fn drop(&mut self) {
+        if !self.sent {
+            self._held.0.abandoned_pubrecs().push(self.packet_id);
+        }
     }
 }
 
@@ -167,7 +225,7 @@ impl Session {
             unlogged_drops: 0,
             last_drop_log: None,
             out: Vec::new(),
-            held_back: Arc::new(AtomicUsize::new(0)),
+            later: Arc::default(),
             inbox: None,
             gathered: None,
             pubrecs: InOrder::default(),
@@ -248,7 +306,7 @@ impl Session {
     /// A completion that sends `packet` to the attached client.
     fn send_later(&self, packet: Packet) -> Option<Completion> {
         let outbound = self.attached.as_ref()?.outbound.clone();
-        let held = HeldBack::new(self.held_back.clone());
+        let held = HeldBack::new(self.later.clone());
         Some(Completion::new(move || {
             outbound.send(packet);
             drop(held);
@@ -265,7 +323,7 @@ impl Session {
             // thread) must not overtake the packets gathered before it.
             let sends_later = match &action {
                 Action::Send(Packet::Publish(_) | Packet::PubRel(_)) => {
-                    self.held_back.load(Ordering::Relaxed) > 0
+                    self.later.held_back.load(Ordering::Relaxed) > 0
                 }
                 Action::Send(_) => false,
                 Action::Persist { then, .. } | Action::Forget { then, .. } => then.is_some(),
@@ -834,19 +892,32 @@ impl Session {
             self.pubrec_in_turn(packet_id);
             return;
         }
+        if self.later.take_abandoned_pubrec(packet_id) {
+            // The first PUBLISH with this id was never acknowledged: the
+            // commit of its id and copies failed. This one is stored and
+            // routed as new; acknowledging it as a duplicate would tell
+            // the client a message nobody stored is safe.
+            self.state.forget_inbound_qos2(packet_id, &mut self.out);
+            self.run(None);
+        }
         let row = self.row_id(QoS::ExactlyOnce);
         if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
             // PUBREC once the id and every stored copy are durable, all in
             // one transaction (see `WriteGroup`).
-            let ack = self
-                .send_later(Packet::PubRec(packet_id))
-                .map(|completion| {
-                    self.pubrecs.push(&completion);
-                    Acknowledgement {
-                        completion,
-                        group: Some(WriteGroup::new(self.deps.store.clone())),
-                    }
-                });
+            let ack = self.attached.as_ref().map(|a| {
+                let pubrec = PendingPubRec {
+                    outbound: a.outbound.clone(),
+                    packet_id,
+                    sent: false,
+                    _held: HeldBack::new(self.later.clone()),
+                };
+                let completion = Completion::new(move || pubrec.send());
+                self.pubrecs.push(&completion);
+                Acknowledgement {
+                    completion,
+                    group: Some(WriteGroup::new(self.deps.store.clone())),
+                }
+            });
             self.run(ack.as_ref());
             self.deps
                 .router
@@ -903,7 +974,9 @@ impl Session {
         // The publisher's acknowledgement stays out here, not in the guarded
         // call: a panic would drop it while unwinding, which abandons it
         // (see `Completion`), and a retry that succeeds could then never
-        // acknowledge. A QoS 1/2 delivery is kept to try once more after a
+        // acknowledge. (A panic after the first attempt had passed a clone
+        // of it to the store still abandons it: a clone dropped while
+        // unwinding abandons the one callback all clones share.) A QoS 1/2 delivery is kept to try once more after a
         // failure, or it would be lost for this subscriber; a QoS 0 one may
         // be lost, and is not copied (a copy shares the buffers every
         // subscriber shares).

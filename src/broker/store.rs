@@ -276,8 +276,12 @@ impl Store {
         for (n, _) in &mut self.retained_loads {
             *n = n.saturating_sub(1);
         }
+        let injected_failure = super::supervision::fault::commit_fails();
         let work = async move {
-            let result = store::commit(&mut conn, &batch, &mut bodies).await;
+            let result = match injected_failure {
+                true => Err(store::CommitError::Injected),
+                false => store::commit(&mut conn, &batch, &mut bodies).await,
+            };
             (conn, bodies, batch, result)
         };
         ctx.spawn(work.into_actor(self).map(move |(conn, bodies, mut batch, result), act, ctx| {

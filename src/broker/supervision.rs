@@ -288,4 +288,37 @@ pub mod fault {
     #[cfg(not(feature = "fault-injection"))]
     #[inline(always)]
     pub(super) fn maybe_panic(_: ActorKind) {}
+
+    #[cfg(feature = "fault-injection")]
+    static FAILING_COMMITS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+    /// Makes the next database commit of broker `broker` fail without
+    /// writing anything, as a full disk or an I/O error would.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_commit(broker: u64) {
+        FAILING_COMMITS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(broker);
+    }
+
+    /// Whether the commit about to start must fail (see `fail_next_commit`).
+    #[cfg(feature = "fault-injection")]
+    pub fn commit_fails() -> bool {
+        let broker = super::BROKER.with(|b| b.get());
+        let mut failing = FAILING_COMMITS.lock().unwrap_or_else(|p| p.into_inner());
+        match failing.iter().position(|b| *b == broker) {
+            Some(i) => {
+                failing.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    pub fn commit_fails() -> bool {
+        false
+    }
 }

@@ -511,6 +511,15 @@ impl SessionState {
         true
     }
 
+    /// Forgets an inbound QoS 2 id whose PUBREC was never sent (the commit
+    /// of the id and its copies failed), so that the client's resend is
+    /// taken as a new PUBLISH. Its row is deleted in case it was written.
+    pub fn forget_inbound_qos2(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
+        if let Some(Some(id)) = self.inbound_awaiting_rel.remove(&packet_id) {
+            out.push(Action::Forget { id, then: None });
+        }
+    }
+
     /// PUBREL releases an inbound QoS 2 id; PUBCOMP is sent whether or not
     /// the id is known, so a client retrying after a lost PUBCOMP finishes.
     pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {

@@ -78,7 +78,8 @@ impl Completion {
 
     /// Makes sure the callback never runs, whoever holds the other clones;
     /// the parts of a [`Completion::both`] are abandoned too. A completion
-    /// chained after it (see [`InOrder`]) still runs.
+    /// chained after it (see [`InOrder`]) still runs, once every holder of
+    /// this one has let go.
     pub fn abandon(&self) {
         let callback = self.0.state().callback.take();
         if let Some(Callback::Both(a, b)) = callback {
@@ -129,7 +130,8 @@ struct Link {
 
 #[derive(Default)]
 struct LinkState {
-    /// Its callback has finished (or was abandoned).
+    /// Its completion is gone: the callback has finished, or was abandoned
+    /// and every holder has let go.
     ran: bool,
     /// The completion pushed after it, held until this one has run.
     next: Option<Arc<Inner>>,
@@ -157,7 +159,13 @@ pub struct InOrder {
 impl InOrder {
     pub fn push(&mut self, completion: &Completion) {
         let link = Arc::new(Link::default());
-        completion.0.state().link = Some(link.clone());
+        {
+            let mut state = completion.0.state();
+            // A `both` would count as run once its parts were dropped, not
+            // once they had run: only plain callbacks are chained.
+            debug_assert!(!matches!(state.callback, Some(Callback::Both(..))));
+            state.link = Some(link.clone());
+        }
         if let Some(previous) = self.last.replace(link) {
             let mut previous = lock(&previous.state);
             if !previous.ran {

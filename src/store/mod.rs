@@ -396,6 +396,9 @@ pub enum CommitError {
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    /// Made to fail by a test (cargo feature `fault-injection`).
+    #[error("commit failure injected by a test")]
+    Injected,
 }
 
 /// Runs `write` on the connection's own SQLite handle, on this thread.
