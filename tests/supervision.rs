@@ -5,7 +5,7 @@
 //! receiving, retained messages are still served, new connections are
 //! accepted. A restart storm stops roost with exit code 70.
 
-use crate::common::raw::{self, RawClient};
+use crate::common::raw::{self, Next, RawClient};
 use crate::common::{TestBroker, TIMEOUT};
 use roost::broker::metrics::Metrics;
 use roost::broker::supervision::{fault, ActorKind};
@@ -13,9 +13,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Publishes `count` QoS 1 messages numbered from `first` on `topic`,
-/// pipelined, and returns the numbers the broker acknowledged (a message
-/// caught in a failure may go unacknowledged: the client would resend it).
+/// pipelined, and returns the numbers the broker acknowledged. A message
+/// caught in a failure may go unacknowledged; the broker then closes the
+/// connection, so that the client reconnects and resends it, and the
+/// publisher is replaced by a new connection with the same client id.
 async fn publish_batch(
+    broker: &TestBroker,
     publisher: &mut RawClient,
     topic: &str,
     first: u16,
@@ -25,15 +28,19 @@ async fn publish_batch(
     for n in first..first + count {
         bytes.extend(raw::publish(topic, &n.to_be_bytes(), 1, n, false, false));
     }
-    publisher.send(&bytes).await;
+    publisher.send_lossy(&bytes).await;
     let mut acked = BTreeSet::new();
     while acked.len() < count as usize {
-        match publisher.recv_within(Duration::from_secs(1)).await {
-            Some(p) if p.first == 0x40 => {
+        match publisher.next_within(Duration::from_secs(1)).await {
+            Next::Packet(p) if p.first == 0x40 => {
                 acked.insert(p.packet_id());
             }
-            Some(_) => {}
-            None => break, // the rest will not be acknowledged
+            Next::Packet(_) => {}
+            Next::Silent => break, // the rest will not be acknowledged
+            Next::Closed => {
+                *publisher = RawClient::connected(broker.addr(), "publisher", true).await;
+                break;
+            }
         }
     }
     acked
@@ -66,11 +73,16 @@ async fn survives_fault(kind: ActorKind) {
         .publish_ok("retained/before", b"kept", 1, 60000, true)
         .await;
 
-    let before = publish_batch(&mut publisher, "live/a", 1, 50).await;
+    let before = publish_batch(&broker, &mut publisher, "live/a", 1, 50).await;
     assert_eq!(before.len(), 50);
     fault::arm(broker.handle.id(), kind);
-    let during = publish_batch(&mut publisher, "live/a", 51, 50).await;
-    let after = publish_batch(&mut publisher, "live/a", 101, 50).await;
+    let during = publish_batch(&broker, &mut publisher, "live/a", 51, 50).await;
+    let after = publish_batch(&broker, &mut publisher, "live/a", 101, 50).await;
+    assert_eq!(
+        after.len(),
+        50,
+        "{kind}: publishing did not go on after the fault"
+    );
 
     let acked: BTreeSet<u16> = before
         .iter()
@@ -162,7 +174,7 @@ async fn fault_in_store_acknowledges_only_committed_rows() {
     subscriber.disconnect().await;
     let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
     fault::arm(broker.handle.id(), ActorKind::Store);
-    let acked = publish_batch(&mut publisher, "q/a", 1, 50).await;
+    let acked = publish_batch(&broker, &mut publisher, "q/a", 1, 50).await;
     assert!(!acked.is_empty(), "nothing acknowledged after the fault");
     let rows = crate::persistence::query(
         &broker.db_path(),
@@ -199,14 +211,14 @@ async fn fault_in_store_a_qos2_publish_not_committed_is_taken_again_when_resent(
     publisher
         .send(&raw::publish("q2/a", b"once", 2, 7, false, false))
         .await;
+    // No PUBREC: the connection is closed, so that the client resends.
+    let got = publisher.expect_closed().await;
     assert!(
-        publisher
-            .recv_within(Duration::from_millis(500))
-            .await
-            .is_none(),
-        "PUBREC for a PUBLISH whose commit failed"
+        got.is_empty(),
+        "PUBREC for a PUBLISH whose commit failed: {got:?}"
     );
-    // The client resends it (DUP set), as it would after reconnecting.
+    // The client reconnects to its session and resends it (DUP set).
+    let mut publisher = RawClient::connected(broker.addr(), "publisher2", false).await;
     publisher
         .send(&raw::publish("q2/a", b"once", 2, 7, true, false))
         .await;
@@ -229,6 +241,39 @@ async fn fault_in_store_a_qos2_publish_not_committed_is_taken_again_when_resent(
     );
 }
 
+/// A QoS 2 PUBLISH held back from a persistent subscriber until its row is
+/// committed is never sent when that commit fails: the subscriber's
+/// connection is closed instead of leaving the message counted in flight,
+/// and when it reconnects its session resends it (DUP set).
+#[tokio::test]
+async fn fault_in_store_a_held_back_publish_is_resent_after_a_reconnect() {
+    let broker = TestBroker::start();
+    let mut subscriber = RawClient::connected(broker.addr(), "held-sub", false).await;
+    subscriber.subscribe_ok(1, &[("held/#", 2)]).await;
+    let mut publisher = RawClient::connected(broker.addr(), "held-pub", true).await;
+    // Acknowledged after a commit: the store has taken every write before.
+    // The subscriber does not acknowledge it, which would be another write.
+    publisher.publish_ok("held/warm", b"up", 1, 1, false).await;
+    assert_eq!(subscriber.recv().await.publish().payload, b"up");
+    fault::fail_next_commit(broker.handle.id());
+    publisher
+        .send(&raw::publish("held/a", b"once", 2, 2, false, false))
+        .await;
+    let got = subscriber.expect_closed().await;
+    assert!(got.is_empty(), "sent although its commit failed: {got:?}");
+    let mut subscriber = RawClient::connected(broker.addr(), "held-sub", false).await;
+    let resent = subscriber.recv_publishes(2).await;
+    let once = resent.iter().find(|p| p.topic == "held/a");
+    assert!(
+        once.is_some_and(|p| p.payload == b"once" && p.dup),
+        "not resent with DUP: {resent:?}"
+    );
+    assert_eq!(
+        Metrics::get(&broker.handle.metrics().store_commit_failures),
+        1
+    );
+}
+
 #[tokio::test]
 async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     let broker = TestBroker::start();
@@ -236,11 +281,19 @@ async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     publisher.publish_ok("retained/a", b"one", 1, 1, true).await;
     publisher.publish_ok("retained/b", b"two", 1, 2, true).await;
     fault::arm(broker.handle.id(), ActorKind::RetainedStore);
-    // This retained publish meets the fault: it is not acknowledged.
+    // This retained publish meets the fault.
     publisher
         .send(&raw::publish("retained/c", b"lost", 1, 3, true, false))
         .await;
+    // It is not acknowledged: the connection is closed, so that the client
+    // resends it.
+    let got = publisher.expect_closed().await;
+    assert!(
+        got.is_empty(),
+        "acknowledged although it met the fault: {got:?}"
+    );
     // After the restart both earlier retained messages are served again.
+    let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
     publisher
         .publish_ok("retained/d", b"four", 1, 4, true)
         .await;

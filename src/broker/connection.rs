@@ -9,7 +9,7 @@
 use super::backlog::RoutingBacklog;
 use super::messages::*;
 use super::metrics::Metrics;
-use super::outbound::{self, Outbound};
+use super::outbound::{self, Outbound, Reply};
 use super::session::Session;
 use super::store::Acknowledgement;
 use super::supervision::{guard, ActorKind};
@@ -226,9 +226,8 @@ impl Connection {
         }
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
-                let outbound = self.outbound.clone();
-                let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
-                self.pubacks.push(&puback);
+                let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id));
+                self.pubacks.push(&Completion::new(move || puback.send()));
             }
             (QoS::ExactlyOnce, Some(_)) => session.do_send(PublishQoS2 {
                 connection_id: self.id,
@@ -515,8 +514,8 @@ impl Connection {
                     (QoS::AtLeastOnce, Some(id)) => {
                         // PUBACK once every durable copy (and a retained
                         // change) is committed: right after routing if none.
-                        let outbound = self.outbound.clone();
-                        let puback = Completion::new(move || outbound.send(Packet::PubAck(id)));
+                        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id));
+                        let puback = Completion::new(move || puback.send());
                         self.pubacks.push(&puback);
                         let ack = Acknowledgement {
                             completion: puback,

@@ -122,10 +122,55 @@ impl Outbound {
         self.shared.queued_bytes.load(Ordering::Relaxed) + gathered < self.shared.limit
     }
 
-    /// Writes what is queued, then shuts the socket down.
-    pub fn close(&self) {
-        if !self.shared.closed.swap(true, Ordering::Relaxed) {
+    /// Writes what is queued, then shuts the socket down. False if it was
+    /// closed already.
+    pub fn close(&self) -> bool {
+        let closing = !self.shared.closed.swap(true, Ordering::Relaxed);
+        if closing {
             self.shared.writer.wake();
+        }
+        closing
+    }
+}
+
+/// A packet that a completion sends once what it waits for is committed:
+/// an acknowledgement, or a PUBLISH held back behind a commit.
+///
+/// If the completion is abandoned instead (the commit failed, or a handler
+/// failed while routing), the packet is never sent and the connection is
+/// closed. An MQTT 3.1.1 client resends what was not acknowledged only when
+/// it reconnects, and would otherwise wait for the acknowledgement forever;
+/// on the subscriber's side, the session resends what it holds in flight
+/// when the client comes back.
+pub struct Reply {
+    outbound: Outbound,
+    packet: Option<Packet>,
+}
+
+impl Reply {
+    pub fn new(outbound: Outbound, packet: Packet) -> Reply {
+        Reply {
+            outbound,
+            packet: Some(packet),
+        }
+    }
+
+    pub fn send(mut self) {
+        if let Some(packet) = self.packet.take() {
+            self.outbound.send(packet);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(packet) = &self.packet {
+            if self.outbound.close() {
+                log::warn!(
+                    "closing a connection: its {:?} was abandoned (a commit failed, or routing failed); the client resends when it reconnects",
+                    packet.packet_type()
+                );
+            }
         }
     }
 }

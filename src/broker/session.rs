@@ -9,7 +9,7 @@ use super::connection::Connection;
 use super::deliveries::{Deliveries, Inbox, TakeDeliveries};
 use super::messages::*;
 use super::metrics::Metrics;
-use super::outbound::Outbound;
+use super::outbound::{Outbound, Reply};
 use super::registry::SessionRegistry;
 use super::router::Router;
 use super::store::{Acknowledgement, GroupLinks, StoreHandle, WriteGroup};
@@ -163,25 +163,26 @@ impl Drop for HeldBack {
 
 /// The PUBREC of a new inbound QoS 2 PUBLISH, held by the completion that
 /// sends it once the id and the copies are committed. Dropped unsent (the
-/// commit failed), it records the id as abandoned.
+/// commit failed), it records the id as abandoned, and its `Reply` closes
+/// the connection.
 struct PendingPubRec {
-    outbound: Outbound,
+    reply: Option<Reply>,
     packet_id: crate::protocol::PacketId,
-    sent: bool,
-    _held: HeldBack,
+    held: HeldBack,
 }
 
 impl PendingPubRec {
     fn send(mut self) {
-        self.outbound.send(Packet::PubRec(self.packet_id));
-        self.sent = true;
+        if let Some(reply) = self.reply.take() {
+            reply.send();
+        }
     }
 }
 
 impl Drop for PendingPubRec {
     fn drop(&mut self) {
-        if !self.sent {
-            self._held.0.abandoned_pubrecs().push(self.packet_id);
+        if self.reply.is_some() {
+            self.held.0.abandoned_pubrecs().push(self.packet_id);
         }
     }
 }
@@ -305,10 +306,10 @@ impl Session {
 
     /// A completion that sends `packet` to the attached client.
     fn send_later(&self, packet: Packet) -> Option<Completion> {
-        let outbound = self.attached.as_ref()?.outbound.clone();
+        let reply = Reply::new(self.attached.as_ref()?.outbound.clone(), packet);
         let held = HeldBack::new(self.later.clone());
         Some(Completion::new(move || {
-            outbound.send(packet);
+            reply.send();
             drop(held);
         }))
     }
@@ -547,11 +548,14 @@ impl Session {
         // SUBACK, then the retained messages of every filter (even a
         // repeated one) [MQTT-3.3.1-6] [MQTT-3.8.4-3]; for a durable
         // session only once the subscriptions are committed.
-        let outbound = self.attached.as_ref().map(|a| a.outbound.clone());
+        let suback = self
+            .attached
+            .as_ref()
+            .map(|a| Reply::new(a.outbound.clone(), suback));
         let retained = self.deps.router.retained().clone();
         let done = Completion::new(move || {
-            if let Some(o) = outbound {
-                o.send(suback);
+            if let Some(suback) = suback {
+                suback.send();
             }
             for (filter, qos) in filters {
                 retained.do_send(LookupRetained {
@@ -580,11 +584,13 @@ impl Session {
 
     fn on_unsubscribe(&mut self, u: crate::protocol::Unsubscribe) -> ResponseFuture<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let outbound = self.attached.as_ref().map(|a| a.outbound.clone());
-        let unsuback = Packet::UnsubAck(u.packet_id);
+        let unsuback = self
+            .attached
+            .as_ref()
+            .map(|a| Reply::new(a.outbound.clone(), Packet::UnsubAck(u.packet_id)));
         let done = Completion::new(move || {
-            if let Some(o) = outbound {
-                o.send(unsuback);
+            if let Some(unsuback) = unsuback {
+                unsuback.send();
             }
             let _ = tx.send(());
         });
@@ -906,10 +912,9 @@ impl Session {
             // one transaction (see `WriteGroup`).
             let ack = self.attached.as_ref().map(|a| {
                 let pubrec = PendingPubRec {
-                    outbound: a.outbound.clone(),
+                    reply: Some(Reply::new(a.outbound.clone(), Packet::PubRec(packet_id))),
                     packet_id,
-                    sent: false,
-                    _held: HeldBack::new(self.later.clone()),
+                    held: HeldBack::new(self.later.clone()),
                 };
                 let completion = Completion::new(move || pubrec.send());
                 self.pubrecs.push(&completion);
@@ -932,8 +937,8 @@ impl Session {
     /// QoS 2 PUBLISHes that do.
     fn pubrec_in_turn(&mut self, packet_id: crate::protocol::PacketId) {
         if let Some(a) = &self.attached {
-            let outbound = a.outbound.clone();
-            let pubrec = Completion::new(move || outbound.send(Packet::PubRec(packet_id)));
+            let pubrec = Reply::new(a.outbound.clone(), Packet::PubRec(packet_id));
+            let pubrec = Completion::new(move || pubrec.send());
             self.pubrecs.push(&pubrec);
         }
     }

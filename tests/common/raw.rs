@@ -219,6 +219,14 @@ pub struct ReceivedPublish {
     pub dup: bool,
 }
 
+/// What [`RawClient::next_within`] saw.
+#[derive(Debug)]
+pub enum Next {
+    Packet(RawPacket),
+    Silent,
+    Closed,
+}
+
 pub struct RawClient {
     pub stream: TcpStream,
     buf: Vec<u8>,
@@ -268,6 +276,26 @@ impl RawClient {
     /// be waited for).
     pub async fn expect_nothing_within(&mut self, d: Duration, why: &str) {
         assert!(self.recv_within(d).await.is_none(), "{why}");
+    }
+
+    /// The next packet within `d`, or that nothing came, or that the broker
+    /// closed the connection.
+    pub async fn next_within(&mut self, d: Duration) -> Next {
+        if let Some(p) = self.stash.pop_front() {
+            return Next::Packet(p);
+        }
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            if let Some(p) = self.parse() {
+                return Next::Packet(p);
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Next::Silent,
+                Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// The next packet, or `None` if nothing arrives within `d`.
