@@ -14,9 +14,9 @@ use std::time::Duration;
 
 /// Publishes `count` QoS 1 messages numbered from `first` on `topic`,
 /// pipelined, and returns the numbers the broker acknowledged. A message
-/// caught in a failure may go unacknowledged; the broker then closes the
-/// connection, so that the client reconnects and resends it, and the
-/// publisher is replaced by a new connection with the same client id.
+/// caught in a failure may go unacknowledged. If the broker closed the
+/// connection (it does when a commit fails, so that the client resends),
+/// the publisher is replaced by a new connection with the same client id.
 async fn publish_batch(
     broker: &TestBroker,
     publisher: &mut RawClient,
@@ -274,6 +274,43 @@ async fn fault_in_store_a_held_back_publish_is_resent_after_a_reconnect() {
     );
 }
 
+/// A failed commit ends the connection that waited for it, not only its
+/// write side: the broker stops reading from the client and publishes its
+/// will, though the client keeps its socket open and says nothing more.
+#[tokio::test]
+async fn fault_in_store_a_failed_commit_ends_the_waiting_connection_and_publishes_its_will() {
+    let broker = TestBroker::start();
+    let mut durable = RawClient::connected(broker.addr(), "will-sub", false).await;
+    durable.subscribe_ok(1, &[("w/data", 1)]).await;
+    let mut watcher = RawClient::connected(broker.addr(), "will-watcher", true).await;
+    watcher.subscribe_ok(1, &[("w/will", 0)]).await;
+    let options = raw::ConnectOptions {
+        will: Some(raw::Will {
+            topic: "w/will",
+            payload: b"gone",
+            qos: 0,
+            retain: false,
+        }),
+        ..raw::ConnectOptions::new("will-pub")
+    };
+    let mut publisher =
+        RawClient::connected_expecting(broker.addr(), &options, &raw::CONNACK_OK).await;
+    // Acknowledged after a commit: the store has taken every write before.
+    // The subscriber does not acknowledge it, which would be another write.
+    publisher.publish_ok("w/data", b"warm", 1, 1, false).await;
+    assert_eq!(durable.recv().await.publish().payload, b"warm");
+    fault::fail_next_commit(broker.handle.id());
+    publisher
+        .send(&raw::publish("w/data", b"x", 1, 2, false, false))
+        .await;
+    watcher.expect_publish("w/will", b"gone").await;
+    let got = publisher.expect_closed().await;
+    assert!(
+        got.is_empty(),
+        "PUBACK for a PUBLISH whose commit failed: {got:?}"
+    );
+}
+
 #[tokio::test]
 async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     let broker = TestBroker::start();
@@ -281,19 +318,13 @@ async fn fault_in_retained_store_restart_reloads_retained_from_sqlite() {
     publisher.publish_ok("retained/a", b"one", 1, 1, true).await;
     publisher.publish_ok("retained/b", b"two", 1, 2, true).await;
     fault::arm(broker.handle.id(), ActorKind::RetainedStore);
-    // This retained publish meets the fault.
+    // This retained publish meets the fault: it is not acknowledged, and
+    // the connection stays open (a message that made roost panic is not
+    // asked for again).
     publisher
         .send(&raw::publish("retained/c", b"lost", 1, 3, true, false))
         .await;
-    // It is not acknowledged: the connection is closed, so that the client
-    // resends it.
-    let got = publisher.expect_closed().await;
-    assert!(
-        got.is_empty(),
-        "acknowledged although it met the fault: {got:?}"
-    );
     // After the restart both earlier retained messages are served again.
-    let mut publisher = RawClient::connected(broker.addr(), "publisher", true).await;
     publisher
         .publish_ok("retained/d", b"four", 1, 4, true)
         .await;

@@ -133,15 +133,31 @@ impl Outbound {
     }
 }
 
+thread_local! {
+    /// Set while the store abandons the completions of a failed commit.
+    static COMMIT_FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `abandon`, the abandoning of a failed commit's completions: every
+/// [`Reply`] it drops unsent closes its connection.
+pub fn abandon_failed_commit<R>(abandon: impl FnOnce() -> R) -> R {
+    COMMIT_FAILED.with(|f| f.set(true));
+    let result = abandon();
+    COMMIT_FAILED.with(|f| f.set(false));
+    result
+}
+
 /// A packet that a completion sends once what it waits for is committed:
 /// an acknowledgement, or a PUBLISH held back behind a commit.
 ///
-/// If the completion is abandoned instead (the commit failed, or a handler
-/// failed while routing), the packet is never sent and the connection is
-/// closed. An MQTT 3.1.1 client resends what was not acknowledged only when
-/// it reconnects, and would otherwise wait for the acknowledgement forever;
-/// on the subscriber's side, the session resends what it holds in flight
-/// when the client comes back.
+/// If the commit fails, the packet is never sent and the connection is
+/// closed (see [`abandon_failed_commit`]). An MQTT 3.1.1 client resends
+/// what was not acknowledged only when it reconnects, and would otherwise
+/// wait for the acknowledgement forever; a persistent subscriber's session
+/// resends what it holds in flight when the client comes back. A reply
+/// abandoned because a handler panicked leaves the connection open: a
+/// message that makes roost panic would otherwise come back with every
+/// reconnect, until the restarts add up to a storm.
 pub struct Reply {
     outbound: Outbound,
     packet: Option<Packet>,
@@ -165,9 +181,9 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(packet) = &self.packet {
-            if self.outbound.close() {
-                log::warn!(
-                    "closing a connection: its {:?} was abandoned (a commit failed, or routing failed); the client resends when it reconnects",
+            if COMMIT_FAILED.with(|f| f.get()) && self.outbound.close() {
+                log::debug!(
+                    "closing a connection: the commit its {:?} waited for failed",
                     packet.packet_type()
                 );
             }
@@ -310,11 +326,12 @@ impl ReadGate {
     }
 
     fn open(&self) -> bool {
-        if self.shared.closed.load(Ordering::Relaxed) {
-            return true;
-        }
         self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
             && self.backlog.as_ref().is_none_or(|b| b.is_open())
+    }
+
+    fn closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
     }
 
     fn register(&self, waker: &std::task::Waker) {
@@ -334,13 +351,29 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        // The write side is closed (a failed write, or a reply abandoned by
+        // a failed commit): the connection ends, and reads nothing more.
+        if self.gate.closed() {
+            return Poll::Ready(None);
+        }
         if !self.gate.open() {
             self.gate.register(cx.waker());
             if !self.gate.open() {
                 return Poll::Pending;
             }
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            // Before sleeping on the socket, also on the close: a client
+            // that sends nothing more must not keep the connection open.
+            Poll::Pending => {
+                self.gate.register(cx.waker());
+                match self.gate.closed() {
+                    true => Poll::Ready(None),
+                    false => Poll::Pending,
+                }
+            }
+            ready => ready,
+        }
     }
 }
 

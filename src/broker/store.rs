@@ -307,10 +307,11 @@ impl Store {
                     act.spare = Some(batch);
                 }
                 Err(e) => {
-                    // Nothing in the batch is acknowledged: clients resend.
-                    log::error!("database commit of {size} changes failed, nothing of it is acknowledged: {e}");
+                    // Nothing in the batch is acknowledged: the connections
+                    // that wait for it are closed, and their clients resend.
+                    log::error!("database commit of {size} changes failed, nothing of it is acknowledged; the clients waiting for it are disconnected and resend: {e}");
                     act.metrics.store_commit_failures.fetch_add(1, Ordering::Relaxed);
-                    batch.abandon();
+                    super::outbound::abandon_failed_commit(|| batch.abandon());
                 }
             }
         }));

@@ -6,8 +6,9 @@
 //! each row) the callback runs. If a commit fails, the store abandons the
 //! completions it holds instead: the callback never runs and the client,
 //! which got no acknowledgement for that message, sends it again when it
-//! reconnects. A client's later acknowledgements still go out (see
-//! [`InOrder`]).
+//! reconnects (the broker closes its connection, see `Reply`). On a
+//! connection that stays open, a client's later acknowledgements still go
+//! out (see [`InOrder`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
