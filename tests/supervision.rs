@@ -212,11 +212,7 @@ async fn fault_in_store_a_qos2_publish_not_committed_is_taken_again_when_resent(
         .send(&raw::publish("q2/a", b"once", 2, 7, false, false))
         .await;
     // No PUBREC: the connection is closed, so that the client resends.
-    let got = publisher.expect_closed().await;
-    assert!(
-        got.is_empty(),
-        "PUBREC for a PUBLISH whose commit failed: {got:?}"
-    );
+    publisher.expect_closed_silently().await;
     // The client reconnects to its session and resends it (DUP set).
     let mut publisher = RawClient::connected(broker.addr(), "publisher2", false).await;
     publisher
@@ -259,8 +255,7 @@ async fn fault_in_store_a_held_back_publish_is_resent_after_a_reconnect() {
     publisher
         .send(&raw::publish("held/a", b"once", 2, 2, false, false))
         .await;
-    let got = subscriber.expect_closed().await;
-    assert!(got.is_empty(), "sent although its commit failed: {got:?}");
+    subscriber.expect_closed_silently().await;
     let mut subscriber = RawClient::connected(broker.addr(), "held-sub", false).await;
     let resent = subscriber.recv_publishes(2).await;
     let once = resent.iter().find(|p| p.topic == "held/a");
@@ -304,11 +299,7 @@ async fn fault_in_store_a_failed_commit_ends_the_waiting_connection_and_publishe
         .send(&raw::publish("w/data", b"x", 1, 2, false, false))
         .await;
     watcher.expect_publish("w/will", b"gone").await;
-    let got = publisher.expect_closed().await;
-    assert!(
-        got.is_empty(),
-        "PUBACK for a PUBLISH whose commit failed: {got:?}"
-    );
+    publisher.expect_closed_silently().await;
 }
 
 #[tokio::test]

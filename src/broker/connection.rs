@@ -225,10 +225,7 @@ impl Connection {
             );
         }
         match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => {
-                let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id));
-                self.pubacks.push(&Completion::new(move || puback.send()));
-            }
+            (QoS::AtLeastOnce, Some(id)) => drop(self.puback_in_turn(id)),
             (QoS::ExactlyOnce, Some(_)) => session.do_send(PublishQoS2 {
                 connection_id: self.id,
                 publish: p,
@@ -237,6 +234,14 @@ impl Connection {
             }),
             _ => {}
         }
+    }
+
+    /// The completion that sends PUBACK `id` after the PUBACKs of earlier
+    /// PUBLISHes still waiting (see `pubacks`).
+    fn puback_in_turn(&mut self, id: crate::protocol::PacketId) -> Completion {
+        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id)).on_completion();
+        self.pubacks.push(&puback);
+        puback
     }
 
     fn name(&self) -> String {
@@ -514,9 +519,7 @@ impl Connection {
                     (QoS::AtLeastOnce, Some(id)) => {
                         // PUBACK once every durable copy (and a retained
                         // change) is committed: right after routing if none.
-                        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id));
-                        let puback = Completion::new(move || puback.send());
-                        self.pubacks.push(&puback);
+                        let puback = self.puback_in_turn(id);
                         let ack = Acknowledgement {
                             completion: puback,
                             group: None,

@@ -12,6 +12,7 @@
 
 use super::backlog::RoutingBacklog;
 use crate::protocol::Packet;
+use crate::store::Completion;
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use futures::Stream;
@@ -175,6 +176,11 @@ impl Reply {
         if let Some(packet) = self.packet.take() {
             self.outbound.send(packet);
         }
+    }
+
+    /// A completion that sends this reply when it runs.
+    pub fn on_completion(self) -> Completion {
+        Completion::new(move || self.send())
     }
 }
 

@@ -938,8 +938,7 @@ impl Session {
     fn pubrec_in_turn(&mut self, packet_id: crate::protocol::PacketId) {
         if let Some(a) = &self.attached {
             let pubrec = Reply::new(a.outbound.clone(), Packet::PubRec(packet_id));
-            let pubrec = Completion::new(move || pubrec.send());
-            self.pubrecs.push(&pubrec);
+            self.pubrecs.push(&pubrec.on_completion());
         }
     }
 }
