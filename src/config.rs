@@ -181,10 +181,20 @@ pub struct SessionConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub db: PathBuf,
-    pub synchronous: crate::store::Synchronous,
+    pub synchronous: Synchronous,
     /// `--reset-damaged-db`: move a damaged database aside and start empty.
     #[serde(skip)]
     pub reset_damaged: bool,
+}
+
+/// `store.synchronous` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Survives a crash of roost (kill -9); a power loss may lose the last commits.
+    Normal,
+    /// Survives a power loss too: one fsync per commit.
+    Full,
 }
 
 impl Config {

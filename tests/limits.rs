@@ -3,7 +3,7 @@
 
 use crate::common::raw::{self, ConnectOptions, RawClient, CONNACK_OK};
 use crate::common::TestBroker;
-use roost::broker::metrics::Metrics;
+use roost::broker::ops::metrics::Metrics;
 
 #[tokio::test]
 async fn keep_alive_above_max_keepalive_is_refused_with_0x02() {

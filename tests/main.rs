@@ -12,6 +12,7 @@ mod connect;
 mod crash;
 mod flows;
 mod keepalive;
+mod layout;
 mod limits;
 mod malformed;
 mod metrics;

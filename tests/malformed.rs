@@ -5,7 +5,7 @@
 
 use crate::common::raw::{self, field, packet};
 use crate::common::{RawClient, TestBroker};
-use roost::broker::metrics::Metrics;
+use roost::broker::ops::metrics::Metrics;
 
 /// A client on the same broker that must not notice anything.
 struct Bystander(RawClient);
@@ -310,15 +310,15 @@ malformed! {
     /// [MQTT-3.8.3-3] The payload of a SUBSCRIBE packet MUST contain at least
     /// one Topic Filter / QoS pair.
     subscribe_without_filters_closes_mqtt_3_8_3_3: closes_after_connect(packet(0x82, &[0, 1]));
-    /// [MQTT-3-8.3-4] The Server MUST treat a SUBSCRIBE packet as malformed if
+    /// [MQTT-3.8.3-4] The Server MUST treat a SUBSCRIBE packet as malformed if
     /// any of the Reserved bits in the payload are non-zero, or QoS is not 0,
     /// 1 or 2: requested QoS 3.
     subscribe_requested_qos_3_closes_mqtt_3_8_3_4: closes_after_connect(raw::subscribe(1, &[("a", 3)]));
-    /// [MQTT-3-8.3-4] Reserved bit 2 set in the requested QoS byte.
+    /// [MQTT-3.8.3-4] Reserved bit 2 set in the requested QoS byte.
     subscribe_reserved_bit_2_closes_mqtt_3_8_3_4: closes_after_connect(raw::subscribe(1, &[("a", 0x04)]));
-    /// [MQTT-3-8.3-4] Reserved bit 7 set in the requested QoS byte.
+    /// [MQTT-3.8.3-4] Reserved bit 7 set in the requested QoS byte.
     subscribe_reserved_bit_7_closes_mqtt_3_8_3_4: closes_after_connect(raw::subscribe(1, &[("a", 0x81)]));
-    /// [MQTT-3-8.3-4] A bad second filter QoS condemns the whole SUBSCRIBE.
+    /// [MQTT-3.8.3-4] A bad second filter QoS condemns the whole SUBSCRIBE.
     subscribe_second_filter_qos_3_closes_mqtt_3_8_3_4: closes_after_connect(raw::subscribe(1, &[("a", 1), ("b", 3)]));
     /// [MQTT-4.7.1-2] The multi-level wildcard MUST be the last character
     /// specified in the Topic Filter: `a/#/b`.

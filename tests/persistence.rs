@@ -13,21 +13,13 @@
 //! poll the database until the row is as expected (or TIMEOUT).
 
 use crate::common::raw::{self, ConnectOptions, ReceivedPublish, CONNACK_OK, CONNACK_PRESENT};
-use crate::common::{RawClient, TestBroker, TIMEOUT};
+use crate::common::{persistent, RawClient, TestBroker, TIMEOUT};
 use crate::crash::Roost;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Connection, Row};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
-
-async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> RawClient {
-    let options = ConnectOptions {
-        clean: false,
-        ..ConnectOptions::new(id)
-    };
-    RawClient::connected_expecting(broker.addr(), &options, expected_connack).await
-}
 
 /// Runs `sql` on a read-only connection of its own.
 pub(crate) async fn query(db: &Path, sql: &str) -> Vec<SqliteRow> {
@@ -249,12 +241,40 @@ async fn queued_qos1_and_qos2_committed_before_ack_and_delivered_in_order_after_
     c.expect_publish("q", b"marker").await;
 }
 
-/// [MQTT-4.4.0-1] Unacknowledged PUBLISH packets are re-sent with their
-/// original packet ids after a restart, [MQTT-3.3.1-1] with DUP=1: a QoS 1
-/// message awaiting PUBACK and a QoS 2 message awaiting PUBREC, stored in
-/// those states.
-#[tokio::test]
-async fn unacknowledged_publish_resent_with_dup_and_same_packet_id_after_restart_mqtt_4_4_0_1() {
+/// How a persistent client gets back to its session in the resend
+/// scenarios: it reconnects to the running broker, or the broker restarts
+/// (the in-flight messages then come back from the database).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WayBack {
+    Reconnect,
+    Restart,
+}
+
+impl WayBack {
+    /// The client goes away without DISCONNECT; for `Restart`, the broker
+    /// restarts on its database too.
+    fn take(self, broker: TestBroker, client: RawClient) -> TestBroker {
+        match self {
+            WayBack::Reconnect => {
+                drop(client);
+                broker
+            }
+            WayBack::Restart => {
+                let broker = broker.restart();
+                drop(client);
+                broker
+            }
+        }
+    }
+}
+
+/// [MQTT-4.4.0-1] When a Client reconnects with CleanSession set to 0, both
+/// the Client and Server MUST re-send any unacknowledged PUBLISH Packets
+/// (where QoS > 0) and PUBREL Packets using their original Packet
+/// Identifiers; [MQTT-3.3.1-1] a re-sent PUBLISH has DUP=1. A QoS 1 message
+/// awaiting PUBACK and a QoS 2 message awaiting PUBREC, stored in those
+/// states when the way back is a restart.
+async fn unacknowledged_publish_resent_with_dup_and_same_packet_id(way: WayBack) {
     let broker = TestBroker::start();
     let mut c = persistent(&broker, "p", &CONNACK_OK).await;
     c.subscribe_ok(1, &[("q1", 1), ("q2", 2)]).await;
@@ -265,29 +285,31 @@ async fn unacknowledged_publish_resent_with_dup_and_same_packet_id_after_restart
     let first2 = c.recv().await.publish();
     assert!(!first1.dup && !first2.dup);
 
-    let broker = broker.restart();
-    drop(c);
-    let rows = messages(&broker.db_path(), "p", "outbound").await;
-    let expected: Vec<MessageRow> = vec![
-        (
-            "awaiting_puback".into(),
-            first1.packet_id.map(i64::from),
-            Some("q1".into()),
-            Some(b"one".to_vec()),
-            1,
-        ),
-        (
-            "awaiting_pubrec".into(),
-            first2.packet_id.map(i64::from),
-            Some("q2".into()),
-            Some(b"two".to_vec()),
-            2,
-        ),
-    ];
-    assert_eq!(
-        rows, expected,
-        "in-flight messages stored with their packet ids"
-    );
+    // Neither acknowledged; the client goes away.
+    let broker = way.take(broker, c);
+    if way == WayBack::Restart {
+        let rows = messages(&broker.db_path(), "p", "outbound").await;
+        let expected: Vec<MessageRow> = vec![
+            (
+                "awaiting_puback".into(),
+                first1.packet_id.map(i64::from),
+                Some("q1".into()),
+                Some(b"one".to_vec()),
+                1,
+            ),
+            (
+                "awaiting_pubrec".into(),
+                first2.packet_id.map(i64::from),
+                Some("q2".into()),
+                Some(b"two".to_vec()),
+                2,
+            ),
+        ];
+        assert_eq!(
+            rows, expected,
+            "in-flight messages stored with their packet ids"
+        );
+    }
 
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
     let mut resent = [c.recv().await.publish(), c.recv().await.publish()];
@@ -300,22 +322,33 @@ async fn unacknowledged_publish_resent_with_dup_and_same_packet_id_after_restart
             "resent with a different id, payload or QoS"
         );
     }
+    // Completing the handshakes now ends them: no third resend.
     c.send(&raw::puback(resent[0].packet_id.unwrap())).await;
     let id2 = resent[1].packet_id.unwrap();
     c.send(&raw::pubrec(id2)).await;
     assert_eq!(c.recv().await.bytes(), raw::pubrel(id2));
     c.send(&raw::pubcomp(id2)).await;
-    // Completed now: no further resend before a new message.
-    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    if way == WayBack::Restart {
+        publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    }
     publisher.publish_ok("q1", b"marker", 1, 3, false).await;
     c.expect_publish("q1", b"marker").await;
 }
 
-/// [MQTT-4.4.0-1] An outbound QoS 2 message whose PUBREC the broker received
-/// gets its PUBREL resent after a restart, not the PUBLISH [MQTT-4.3.3-1]:
-/// it is stored as awaiting_pubcomp.
 #[tokio::test]
-async fn pubrel_not_publish_resent_after_restart_when_pubrec_was_received_mqtt_4_4_0_1() {
+async fn unacknowledged_publish_resent_with_dup_after_reconnect_mqtt_4_4_0_1() {
+    unacknowledged_publish_resent_with_dup_and_same_packet_id(WayBack::Reconnect).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_publish_resent_with_dup_and_same_packet_id_after_restart_mqtt_4_4_0_1() {
+    unacknowledged_publish_resent_with_dup_and_same_packet_id(WayBack::Restart).await;
+}
+
+/// [MQTT-4.4.0-1] An outbound QoS 2 message whose PUBREC the client sent
+/// gets its PUBREL resent when the client is back, not the PUBLISH
+/// [MQTT-4.3.3-1]: across a restart it is stored as awaiting_pubcomp.
+async fn pubrel_not_publish_resent_when_pubrec_was_received(way: WayBack) {
     let broker = TestBroker::start();
     let mut c = persistent(&broker, "p", &CONNACK_OK).await;
     c.subscribe_ok(1, &[("q2", 2)]).await;
@@ -325,17 +358,17 @@ async fn pubrel_not_publish_resent_after_restart_when_pubrec_was_received_mqtt_4
     let id = p.packet_id.unwrap();
     c.send(&raw::pubrec(id)).await;
     assert_eq!(c.recv().await.bytes(), raw::pubrel(id));
-    // No PUBCOMP.
-
-    let broker = broker.restart();
-    drop(c);
-    let rows = messages(&broker.db_path(), "p", "outbound").await;
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(
-        (rows[0].0.as_str(), rows[0].1),
-        ("awaiting_pubcomp", Some(i64::from(id))),
-        "{rows:?}"
-    );
+    // No PUBCOMP; the client goes away.
+    let broker = way.take(broker, c);
+    if way == WayBack::Restart {
+        let rows = messages(&broker.db_path(), "p", "outbound").await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].1),
+            ("awaiting_pubcomp", Some(i64::from(id))),
+            "{rows:?}"
+        );
+    }
 
     let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
     assert_eq!(
@@ -344,9 +377,21 @@ async fn pubrel_not_publish_resent_after_restart_when_pubrec_was_received_mqtt_4
         "expected the PUBREL to be resent"
     );
     c.send(&raw::pubcomp(id)).await;
-    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    if way == WayBack::Restart {
+        publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    }
     publisher.publish_ok("q2", b"marker", 1, 2, false).await;
     c.expect_publish("q2", b"marker").await;
+}
+
+#[tokio::test]
+async fn pubrel_resent_after_reconnect_mqtt_4_4_0_1() {
+    pubrel_not_publish_resent_when_pubrec_was_received(WayBack::Reconnect).await;
+}
+
+#[tokio::test]
+async fn pubrel_not_publish_resent_after_restart_when_pubrec_was_received_mqtt_4_4_0_1() {
+    pubrel_not_publish_resent_when_pubrec_was_received(WayBack::Restart).await;
 }
 
 /// [MQTT-4.3.3-2] with [MQTT-4.4.0-1]: an inbound QoS 2 packet id awaiting

@@ -4,7 +4,7 @@
 
 use crate::common::raw;
 use crate::common::{RawClient, TestBroker};
-use roost::broker::metrics::Metrics;
+use roost::broker::ops::metrics::Metrics;
 use std::collections::HashSet;
 
 /// A subscriber with one filter at `qos` (SUBACK awaited) and a publisher

@@ -10,16 +10,8 @@
 //! to the offline session too, ahead of the reconnect.
 
 use crate::common::raw::{self, ConnectOptions, CONNACK_OK, CONNACK_PRESENT};
-use crate::common::{RawClient, TestBroker};
-use roost::broker::metrics::Metrics;
-
-async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> RawClient {
-    let options = ConnectOptions {
-        clean: false,
-        ..ConnectOptions::new(id)
-    };
-    RawClient::connected_expecting(broker.addr(), &options, expected_connack).await
-}
+use crate::common::{persistent, RawClient, TestBroker};
+use roost::broker::ops::metrics::Metrics;
 
 async fn clean(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> RawClient {
     RawClient::connected_expecting(broker.addr(), &ConnectOptions::new(id), expected_connack).await
@@ -207,70 +199,6 @@ async fn offline_queue_bound_drops_and_counts_the_rest() {
     publisher.publish_ok("q", b"marker", 1, 100, false).await;
     c.expect_publish("q", b"marker").await;
     assert_eq!(Metrics::get(&broker.handle.metrics().dropped_queue_full), 3);
-}
-
-/// [MQTT-4.4.0-1] When a Client reconnects with CleanSession set to 0, both
-/// the Client and Server MUST re-send any unacknowledged PUBLISH Packets
-/// (where QoS > 0) and PUBREL Packets using their original Packet
-/// Identifiers; [MQTT-3.3.1-1] a re-sent PUBLISH has DUP=1.
-#[tokio::test]
-async fn unacknowledged_publish_resent_with_dup_after_reconnect_mqtt_4_4_0_1() {
-    let broker = TestBroker::start();
-    let mut c = persistent(&broker, "p", &CONNACK_OK).await;
-    c.subscribe_ok(1, &[("q1", 1), ("q2", 2)]).await;
-    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("q1", b"one", 1, 1, false).await;
-    let first1 = c.recv().await.publish();
-    publisher.publish_ok("q2", b"two", 2, 2, false).await;
-    let first2 = c.recv().await.publish();
-    assert!(!first1.dup && !first2.dup);
-    // Neither acknowledged; the client goes away without DISCONNECT.
-    drop(c);
-    let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
-    let mut resent = [c.recv().await.publish(), c.recv().await.publish()];
-    resent.sort_by(|a, b| a.topic.cmp(&b.topic));
-    for (again, before) in resent.iter().zip([&first1, &first2]) {
-        assert!(again.dup, "resent without DUP=1: {again:?}");
-        assert_eq!(
-            (&again.topic, again.packet_id, &again.payload, again.qos),
-            (&before.topic, before.packet_id, &before.payload, before.qos),
-            "resent with a different id, payload or QoS"
-        );
-    }
-    // Completing the handshakes now ends them: no third resend.
-    c.send(&raw::puback(resent[0].packet_id.unwrap())).await;
-    let id2 = resent[1].packet_id.unwrap();
-    c.send(&raw::pubrec(id2)).await;
-    assert_eq!(c.recv().await.bytes(), raw::pubrel(id2));
-    c.send(&raw::pubcomp(id2)).await;
-    publisher.publish_ok("q1", b"marker", 1, 3, false).await;
-    c.expect_publish("q1", b"marker").await;
-}
-
-/// [MQTT-4.4.0-1] An outbound QoS 2 message whose PUBREC the client sent
-/// gets its PUBREL (not the PUBLISH) resent after a reconnect.
-#[tokio::test]
-async fn pubrel_resent_after_reconnect_mqtt_4_4_0_1() {
-    let broker = TestBroker::start();
-    let mut c = persistent(&broker, "p", &CONNACK_OK).await;
-    c.subscribe_ok(1, &[("q2", 2)]).await;
-    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
-    publisher.publish_ok("q2", b"two", 2, 1, false).await;
-    let p = c.recv().await.publish();
-    let id = p.packet_id.unwrap();
-    c.send(&raw::pubrec(id)).await;
-    assert_eq!(c.recv().await.bytes(), raw::pubrel(id));
-    // No PUBCOMP; the connection drops.
-    drop(c);
-    let mut c = persistent(&broker, "p", &CONNACK_PRESENT).await;
-    assert_eq!(
-        c.recv().await.bytes(),
-        raw::pubrel(id),
-        "expected the PUBREL to be resent"
-    );
-    c.send(&raw::pubcomp(id)).await;
-    publisher.publish_ok("q2", b"marker", 0, 0, false).await;
-    c.expect_publish("q2", b"marker").await;
 }
 
 /// [MQTT-3.1.4-2] with [MQTT-3.1.2-4]: a second connection with the same

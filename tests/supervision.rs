@@ -7,8 +7,8 @@
 
 use crate::common::raw::{self, Next, RawClient};
 use crate::common::{TestBroker, TIMEOUT};
-use roost::broker::metrics::Metrics;
-use roost::broker::supervision::{fault, ActorKind};
+use roost::broker::ops::metrics::Metrics;
+use roost::broker::ops::restart::{fault, ActorKind};
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 use crate::common::raw::{self, ConnectOptions, Will, CONNACK_OK};
 use crate::common::{RawClient, TestBroker};
-use roost::broker::metrics::Metrics;
+use roost::broker::ops::metrics::Metrics;
 
 /// A client `id` whose will is `payload` on `topic` at `qos`/`retain`.
 async fn with_will(

@@ -1,122 +1,42 @@
-//! The actors, and [`start`], which runs a broker on its own thread.
+//! The actors, in five rooms, and [`start`], which runs a broker on its own
+//! thread and returns its [`BrokerHandle`].
+//!
+//! - [`net`]: listeners, TLS, WebSocket, the socket writer and read gate;
+//! - [`client`]: the connection and session actors, and the registry;
+//! - [`route`]: the router, the topic shards, the session inboxes, the
+//!   retained store;
+//! - [`durable`]: the store actor and ack-after-commit (the promise is
+//!   stated at the top of `durable/mod.rs`);
+//! - [`ops`]: the supervision tree and restart policy, metrics,
+//!   Prometheus, `$SYS`.
+//!
+//! Beside them: [`live`] (what SIGHUP reloads) and [`shared`] (what every
+//! connection needs).
 //!
 //! Flow of a publish: `Connection` decodes it and, for QoS 0/1, hands it to
 //! the `Router`, which sends it to the one `TopicShard` that owns its topic
 //! (and to the `RetainedStore` if retained). The shard finds the matching
-//! sessions and puts a `Deliver` in each one's inbox (`deliveries`); each
-//! `Session` takes its inbox whole, applies its window and queue, and
-//! pushes the packets to its connection's `Outbound`, whose writer
-//! task writes it to the socket. QoS 2 publishes pass through the
-//! publisher's `Session` first, for duplicate detection.
+//! sessions and puts a `Delivery` in each one's inbox; each `Session` takes
+//! its inbox whole, applies its window and queue, and pushes the packets to
+//! its connection's `Outbound`, whose writer task writes them to the
+//! socket. QoS 2 publishes pass through the publisher's `Session` first,
+//! for duplicate detection.
 
-pub mod backlog;
-pub mod connection;
-pub mod deliveries;
-pub mod listener;
-pub mod messages;
-pub mod metrics;
-pub mod outbound;
-pub mod prometheus;
-pub mod registry;
-pub mod retained;
-pub mod router;
-pub mod session;
-pub mod store;
-pub mod supervision;
-pub mod supervisor;
-pub mod sys;
-pub mod tls;
-pub mod topic_shard;
-pub mod websocket;
+pub mod client;
+pub mod durable;
+pub mod live;
+pub mod net;
+pub mod ops;
+pub mod route;
+pub mod shared;
 
 use crate::config::Config;
-use actix::Addr;
-use metrics::Metrics;
-use registry::SessionRegistry;
-use router::Router;
+use live::{Live, Reloadable};
+use ops::metrics::Metrics;
+use ops::restart;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-
-/// What every connection needs, shared read-only.
-pub struct Shared {
-    pub config: Config,
-    pub router: Router,
-    pub registry: Addr<SessionRegistry>,
-    pub metrics: Arc<Metrics>,
-    pub next_connection_id: AtomicU64,
-    /// What SIGHUP reloads: read it through `live.load()`.
-    pub live: Live,
-    /// Connections accepted by each listener, labelled by its address.
-    pub listener_accepted: Vec<(String, std::sync::atomic::AtomicU64)>,
-    /// Connections open now, for `limits.max_connections`.
-    pub open_connections: std::sync::atomic::AtomicUsize,
-}
-
-/// The settings SIGHUP reloads without dropping a connection: the
-/// `[limits]` section, `auth.allow_anonymous`, and the password and ACL
-/// files. Readers take a snapshot with `load()`; a reload swaps in a new
-/// one whole.
-pub struct Reloadable {
-    pub limits: crate::config::LimitsConfig,
-    pub allow_anonymous: bool,
-    pub auth: AuthFiles,
-}
-
-pub type Live = Arc<arc_swap::ArcSwap<Reloadable>>;
-
-impl Reloadable {
-    /// Reads the files `config` names; an unreadable file is an error.
-    pub fn load(config: &Config) -> Result<Reloadable, String> {
-        let passwords = match config.auth.password_file() {
-            Some(path) => {
-                let file = crate::auth::PasswordFile::load(path).map_err(|e| e.to_string())?;
-                log::info!("{} users in password file {}", file.len(), path.display());
-                Some(Arc::new(file))
-            }
-            None => None,
-        };
-        let acl = match config.auth.acl_file() {
-            Some(path) => {
-                let file = crate::acl::AclFile::load(path).map_err(|e| e.to_string())?;
-                log::info!("ACL file {} loaded", path.display());
-                Some(Arc::new(file))
-            }
-            None => None,
-        };
-        Ok(Reloadable {
-            limits: config.limits.clone(),
-            allow_anonymous: config.auth.allow_anonymous,
-            auth: AuthFiles { passwords, acl },
-        })
-    }
-}
-
-/// The files of the `[auth]` section.
-#[derive(Clone, Default)]
-pub struct AuthFiles {
-    /// `auth.password_file`, if one is set.
-    pub passwords: Option<Arc<crate::auth::PasswordFile>>,
-    /// `auth.acl_file`, if one is set: what each client may read and write.
-    pub acl: Option<Arc<crate::acl::AclFile>>,
-}
-
-/// Connections the kernel may hold for a listener before roost accepts
-/// them. The standard library asks for 128, and beyond that a connection
-/// storm (every device reconnecting after a restart) has SYNs dropped and
-/// retried a second later; Linux caps this at `net.core.somaxconn`.
-const LISTEN_BACKLOG: i32 = 4096;
-
-/// A listening socket on `addr`, as `std::net::TcpListener::bind` makes it
-/// (address reuse on), with room for `LISTEN_BACKLOG` pending connections.
-fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
 
 /// A running broker. Dropping the handle stops it.
 pub struct BrokerHandle {
@@ -201,8 +121,8 @@ impl Drop for BrokerHandle {
     }
 }
 
-/// Binds the listener, starts the actor system on a new thread and returns
-/// once the broker accepts connections.
+/// Binds the listeners, starts the actor system on a new thread and
+/// returns once the broker accepts connections.
 pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let live: Live = Arc::new(arc_swap::ArcSwap::from_pointee(
         Reloadable::load(&config).map_err(std::io::Error::other)?,
@@ -210,68 +130,34 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let handle_live = live.clone();
     // Every listener is bound (and every TLS file read) before anything
     // starts, so a wrong address or certificate fails at once.
-    let mut listeners = Vec::new();
-    let mut local_addrs = Vec::new();
-    let mut described = Vec::new();
-    let websocket = config.websocket.listener();
-    let all = config
-        .all_listeners()
-        .map(|l| (l, false))
-        .chain(websocket.as_ref().map(|l| (l, true)));
-    for (l, is_websocket) in all {
-        let socket = bind_listener(l.bind)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("listener {}: {e}", l.bind)))?;
-        socket.set_nonblocking(true)?;
-        local_addrs.push(socket.local_addr()?);
-        let tls = match l.is_tls() {
-            true => Some(Arc::new(tls::listener(l).map_err(std::io::Error::other)?)),
-            false => None,
-        };
-        described.push(format!(
-            "{}{}{}",
-            socket.local_addr()?,
-            if is_websocket {
-                " (WebSocket /mqtt)"
-            } else {
-                ""
-            },
-            match (&tls, l.client_ca()) {
-                (Some(_), Some(_)) => " (TLS, client certificates required)",
-                (Some(_), None) => " (TLS)",
-                _ => "",
-            }
-        ));
-        listeners.push((socket, tls, is_websocket));
-    }
+    let listeners = net::bind_all(&config)?;
+    let metrics_listener = net::bind_metrics(&config)?;
+    let local_addrs = listeners
+        .iter()
+        .map(|l| l.socket.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
     let local_addr = local_addrs[0];
-    let metrics_listener = match config.metrics.listen_addr() {
-        Some(addr) => {
-            let socket = std::net::TcpListener::bind(addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("metrics.listen {addr}: {e}"))
-            })?;
-            socket.set_nonblocking(true)?;
-            described.push(format!("{} (Prometheus /metrics)", socket.local_addr()?));
-            Some(socket)
-        }
-        None => None,
-    };
     let metrics_addr = match &metrics_listener {
         Some(s) => Some(s.local_addr()?),
         None => None,
     };
+    let mut described: Vec<String> = listeners.iter().map(|l| l.label.clone()).collect();
+    if let Some(addr) = metrics_addr {
+        described.push(format!("{addr} (Prometheus /metrics)"));
+    }
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<i32>();
     let m = metrics.clone();
     let shutdown_timeout = std::time::Duration::from_secs(config.supervision.shutdown_timeout_secs);
-    supervision::install_panic_hook();
+    restart::install_panic_hook();
     static NEXT_BROKER_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_BROKER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let thread = std::thread::Builder::new()
         .name("roost-main".into())
         .spawn(move || {
-            supervision::set_thread_broker(id);
+            restart::set_thread_broker(id);
             let system = actix::System::new();
             let tree = system.block_on(async move {
                 let store = &config.store;
@@ -281,28 +167,18 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                         .map_err(std::io::Error::other)?;
                 let listeners = listeners
                     .into_iter()
-                    .map(|(s, tls, websocket)| {
-                        Ok(listener::Bound {
-                            socket: tokio::net::TcpListener::from_std(s)?,
-                            tls,
-                            websocket,
-                        })
-                    })
+                    .map(net::listener::Bound::from_bound)
                     .collect::<std::io::Result<Vec<_>>>()?;
-                let tree = supervisor::start(config, listeners, m, conn, snapshot, id, live);
+                let tree = ops::tree::start(config, listeners, m, conn, snapshot, id, live);
                 if let Some(socket) = metrics_listener {
                     let socket = tokio::net::TcpListener::from_std(socket)?;
-                    let counts = Arc::new(prometheus::Counts {
-                        registry: tree.shared.registry.clone(),
-                        retained: tree.shared.router.retained().clone(),
-                    });
-                    actix_rt::spawn(prometheus::serve(socket, tree.shared.clone(), counts));
+                    actix_rt::spawn(ops::prometheus::serve(socket, tree.shared.clone()));
                 }
                 let store = tree.store.clone();
                 actix_rt::spawn(async move {
                     let _ = stop_rx.await;
                     // Commit what was acknowledged, then stop.
-                    match tokio::time::timeout(shutdown_timeout, store.send(store::Flush)).await {
+                    match tokio::time::timeout(shutdown_timeout, store.send(durable::Flush)).await {
                         Ok(_) => log::info!("database flushed"),
                         Err(_) => {
                             log::warn!("database flush did not finish within {shutdown_timeout:?}")

@@ -1,6 +1,7 @@
-//! Every way a byte stream can violate MQTT 3.1.1, named after the normative
-//! statement it breaks. The connection maps each to its consequence in
-//! `broker::connection::close_action`.
+//! Every way a client can violate MQTT 3.1.1, named after the normative
+//! statement it breaks: in the bytes (found by the codec) or in the order
+//! of packets (found by the connection). The connection maps each to its
+//! consequence in one place, `broker::client::connection::close_action`.
 
 use super::PacketType;
 
@@ -51,7 +52,7 @@ pub enum ProtocolError {
     InvalidTopicFilter(String),
     #[error("SUBSCRIBE has no topic filter [MQTT-3.8.3-3]")]
     EmptySubscribe,
-    #[error("SUBSCRIBE requested QoS byte {0:#04x} has reserved bits or QoS 3 [MQTT-3-8.3-4]")]
+    #[error("SUBSCRIBE requested QoS byte {0:#04x} has reserved bits or QoS 3 [MQTT-3.8.3-4]")]
     InvalidRequestedQoS(u8),
     #[error("UNSUBSCRIBE has no topic filter [MQTT-3.10.3-2]")]
     EmptyUnsubscribe,
@@ -59,4 +60,13 @@ pub enum ProtocolError {
     InvalidConnAck,
     #[error("SUBACK return code {0:#04x} is not 0x00, 0x01, 0x02 or 0x80 [MQTT-3.9.3-2]")]
     InvalidSubAckCode(u8),
+    #[error("first packet is {0:?}, not CONNECT [MQTT-3.1.0-1]")]
+    FirstPacketNotConnect(PacketType),
+    #[error("second CONNECT [MQTT-3.1.0-2]")]
+    SecondConnect,
+    #[error("sent {0:?}, which only a server sends (section 2.2.1)")]
+    ServerPacket(PacketType),
+    /// roost's rule, not the spec's: a topic beyond `[limits]`.
+    #[error("PUBLISH topic of {length} bytes in {levels} levels is beyond limits.max_topic_length or max_topic_levels")]
+    TopicBeyondLimits { length: usize, levels: usize },
 }

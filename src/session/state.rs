@@ -13,13 +13,11 @@
 //!   duplicate after a crash is allowed); the publisher's PUBACK waits, in
 //!   the broker, for the row holding the message.
 
-use super::Message;
-use crate::protocol::{Packet, PacketId, Publish, QoS, TopicFilter};
-/// A map hashed with ahash's process-wide keys (chosen at random once per
-/// process, shared by every such map): a zero-sized hasher instead of 32
-/// bytes of keys in every map, which is memory every connection pays.
-pub type SessionMap<K, V> =
-    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<ahash::AHasher>>;
+use super::map::SharedSeedMap;
+use super::subscriptions::{SubscribeOutcome, Subscriptions};
+use crate::config::LimitsConfig;
+use crate::message::Message;
+use crate::protocol::{Packet, PacketId, Publish, QoS, SubscribeTopic, TopicFilter};
 use std::collections::VecDeque;
 
 /// Identifies a message row of a durable session in the store; allocated by
@@ -134,7 +132,7 @@ pub enum DeliverOutcome {
 
 pub struct SessionState {
     limits: SessionLimits,
-    subscriptions: SessionMap<TopicFilter, QoS>,
+    subscriptions: Subscriptions,
     /// Outbound QoS 1/2 messages in the order they were sent.
     inflight: VecDeque<Inflight>,
     next_packet_id: PacketId,
@@ -144,7 +142,7 @@ pub struct SessionState {
     /// Inbound QoS 2 packet ids whose PUBLISH was routed and whose PUBREL has
     /// not arrived (with their row, if durable): a resent PUBLISH with one of
     /// these ids is not routed again (section 4.3.3, method B).
-    inbound_awaiting_rel: SessionMap<PacketId, Option<MessageId>>,
+    inbound_awaiting_rel: SharedSeedMap<PacketId, Option<MessageId>>,
     online: bool,
 }
 
@@ -152,12 +150,12 @@ impl SessionState {
     pub fn new(limits: SessionLimits) -> SessionState {
         SessionState {
             limits,
-            subscriptions: SessionMap::default(),
+            subscriptions: Subscriptions::default(),
             inflight: VecDeque::new(),
             next_packet_id: PacketId::new(1).expect("1 is non-zero"),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            inbound_awaiting_rel: SessionMap::default(),
+            inbound_awaiting_rel: SharedSeedMap::default(),
             online: false,
         }
     }
@@ -172,7 +170,7 @@ impl SessionState {
         inbound: Vec<(PacketId, MessageId)>,
     ) -> SessionState {
         let mut s = SessionState::new(limits);
-        s.subscriptions = subscriptions.into_iter().collect();
+        s.subscriptions = Subscriptions::restore(subscriptions);
         let mut highest = 0u16;
         for (id, state, packet_id, message) in messages {
             match (state, packet_id) {
@@ -206,7 +204,7 @@ impl SessionState {
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, QoS)> {
-        self.subscriptions.iter().map(|(f, q)| (f, *q))
+        self.subscriptions.iter()
     }
 
     pub fn inflight(&self) -> impl Iterator<Item = &Inflight> {
@@ -217,25 +215,24 @@ impl SessionState {
         self.queue.iter()
     }
 
-    pub fn is_subscribed(&self, filter: &TopicFilter) -> bool {
-        self.subscriptions.contains_key(filter)
-    }
-
-    pub fn subscription_count(&self) -> usize {
-        self.subscriptions.len()
-    }
-
     pub fn queued_len(&self) -> usize {
         self.queue.len()
     }
 
-    /// Adds or replaces a subscription [MQTT-3.8.4-3]; returns the previous QoS.
-    pub fn subscribe(&mut self, filter: TopicFilter, qos: QoS) -> Option<QoS> {
-        self.subscriptions.insert(filter, qos)
+    /// A SUBSCRIBE: each filter granted or refused, in order (see
+    /// `subscriptions`); `allowed_by_acl` is the ACL as a predicate.
+    pub fn on_subscribe(
+        &mut self,
+        topics: &[SubscribeTopic],
+        limits: &LimitsConfig,
+        allowed_by_acl: impl Fn(&TopicFilter) -> bool,
+    ) -> SubscribeOutcome {
+        self.subscriptions.subscribe(topics, limits, allowed_by_acl)
     }
 
+    /// Removes a subscription; false if there was none.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
-        self.subscriptions.remove(filter).is_some()
+        self.subscriptions.remove(filter)
     }
 
     /// The client connected: resend what was in flight with DUP set

@@ -8,7 +8,6 @@
 //! keep their order. What is left becomes a handful of multi-row
 //! statements in one transaction (see `commit`).
 
-use super::completion::Completion;
 use super::Op;
 use crate::protocol::{LastWill, QoS, TopicFilter, TopicName};
 use crate::session::{MessageId, OutboundState, Record};
@@ -16,6 +15,16 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
 use smallvec::SmallVec;
+
+/// What waits for a write to commit (the broker's `Completion`). The batch
+/// drops it once its commit has succeeded, in the order the writes
+/// arrived; it never looks inside.
+pub trait Waiter {
+    /// The commit failed: nothing the waiter waited for is durable.
+    fn commit_failed(&self);
+    /// The commit was cut short (the store restarted during it).
+    fn cut_short(&self);
+}
 
 /// Rows (and completions) whose room an emptied batch keeps at most.
 const KEPT_CAPACITY: usize = 1 << 16;
@@ -43,31 +52,44 @@ pub(super) enum MessageWrite {
     Delete,
 }
 
-pub(super) struct PendingMessage {
+pub(super) struct PendingMessage<W> {
     pub client_id: ByteString,
     pub write: MessageWrite,
     /// Mostly one: kept inline, so a row costs no allocation of its own.
-    completions: SmallVec<[(u64, Completion); 1]>,
+    completions: SmallVec<[(u64, W); 1]>,
 }
 
-#[derive(Default)]
-pub struct Batch {
+pub struct Batch<W: Waiter> {
     pub(super) sessions: Vec<SessionOp>,
     /// `None`: delete the subscription.
     pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<QoS>>,
-    pub(super) messages: AHashMap<MessageId, PendingMessage>,
+    pub(super) messages: AHashMap<MessageId, PendingMessage<W>>,
     /// `None`: clear the topic's retained message.
     pub(super) retained: AHashMap<TopicName, Option<(Bytes, QoS)>>,
     /// Run after the commit (those of message rows live with the row), each
     /// numbered in arrival order: completions run in the order their writes
     /// arrived, so packets held back for a commit keep their order.
-    completions: Vec<(u64, Completion)>,
+    completions: Vec<(u64, W)>,
     next_seq: u64,
     /// Operations merged into this batch, for metrics.
     pub(super) ops: usize,
 }
 
-impl Batch {
+impl<W: Waiter> Default for Batch<W> {
+    fn default() -> Self {
+        Batch {
+            sessions: Vec::new(),
+            subscriptions: AHashMap::new(),
+            messages: AHashMap::new(),
+            retained: AHashMap::new(),
+            completions: Vec::new(),
+            next_seq: 0,
+            ops: 0,
+        }
+    }
+}
+
+impl<W: Waiter> Batch<W> {
     pub fn is_empty(&self) -> bool {
         self.ops == 0
     }
@@ -81,7 +103,7 @@ impl Batch {
         self.sessions.is_empty() && self.subscriptions.is_empty() && self.retained.is_empty()
     }
 
-    pub fn push(&mut self, op: Op, completion: Option<Completion>) {
+    pub fn push(&mut self, op: Op, completion: Option<W>) {
         self.ops += 1;
         let completion = completion.map(|c| {
             self.next_seq += 1;
@@ -195,7 +217,7 @@ impl Batch {
         id: MessageId,
         client_id: ByteString,
         write: MessageWrite,
-        completion: Option<(u64, Completion)>,
+        completion: Option<(u64, W)>,
     ) {
         let completions = completion.into_iter().collect();
         self.messages.insert(
@@ -245,24 +267,28 @@ impl Batch {
         }
     }
 
-    /// The commit failed: make sure no completion runs (nothing is acknowledged).
-    pub fn abandon(self) {
-        drop(self);
+    /// The commit failed: every waiter hears of it (nothing is acknowledged).
+    pub fn abandon(mut self) {
+        self.each_waiter(W::commit_failed);
+    }
+
+    fn each_waiter(&mut self, f: impl Fn(&W)) {
+        for (_, w) in self.completions.drain(..) {
+            f(&w);
+        }
+        for (_, m) in self.messages.drain() {
+            for (_, w) in &m.completions {
+                f(w);
+            }
+        }
     }
 }
 
-/// A batch dropped without [`Batch::release`] (a failed commit, or a commit
-/// cut short by a restart of the store) acknowledges nothing.
-impl Drop for Batch {
+/// A batch dropped without [`Batch::release`] or [`Batch::abandon`] (a
+/// commit cut short by a restart of the store) acknowledges nothing.
+impl<W: Waiter> Drop for Batch<W> {
     fn drop(&mut self) {
-        for (_, c) in &self.completions {
-            c.abandon();
-        }
-        for m in self.messages.values() {
-            for (_, c) in &m.completions {
-                c.abandon();
-            }
-        }
+        self.each_waiter(W::cut_short);
     }
 }
 
@@ -281,11 +307,49 @@ fn rank(record: &Record) -> u8 {
     }
 }
 
+/// A waiter for the store's own tests: runs its closure when the last
+/// clone is dropped, unless the commit failed or was cut short.
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct OnDrop(std::sync::Arc<OnDropInner>);
+
+#[cfg(test)]
+pub(crate) struct OnDropInner(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+#[cfg(test)]
+impl OnDrop {
+    pub(crate) fn new(f: impl FnOnce() + Send + 'static) -> OnDrop {
+        OnDrop(std::sync::Arc::new(OnDropInner(std::sync::Mutex::new(
+            Some(Box::new(f)),
+        ))))
+    }
+}
+
+#[cfg(test)]
+impl Waiter for OnDrop {
+    fn commit_failed(&self) {
+        self.0 .0.lock().unwrap().take();
+    }
+    fn cut_short(&self) {
+        self.0 .0.lock().unwrap().take();
+    }
+}
+
+#[cfg(test)]
+impl Drop for OnDropInner {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.lock().unwrap().take() {
+            f();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
     use crate::protocol::PacketId;
-    use crate::session::{Message, OutboundState};
+    use crate::session::OutboundState;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -303,6 +367,9 @@ mod tests {
             message,
         }
     }
+
+    type Completion = OnDrop;
+    type Batch = super::Batch<OnDrop>;
 
     fn counter() -> (Arc<AtomicUsize>, Completion) {
         let n = Arc::new(AtomicUsize::new(0));

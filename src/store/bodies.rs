@@ -9,9 +9,10 @@
 //! last row. Both happen in [`Bodies::plan`], which decides, for one batch,
 //! which bodies to insert and delete and which body each new row refers to.
 
-use super::batch::{Batch, MessageWrite, SessionOp};
+use super::batch::{Batch, MessageWrite, SessionOp, Waiter};
+use crate::message::Message;
 use crate::protocol::TopicName;
-use crate::session::{Message, MessageId, Record};
+use crate::session::{MessageId, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
 use sqlx::{Row, SqliteConnection};
@@ -125,10 +126,10 @@ impl Bodies {
 
     /// Decides the body writes of `batch` and counts them as done (a failed
     /// commit marks the bookkeeping stale).
-    pub(super) async fn plan(
+    pub(super) async fn plan<W: Waiter>(
         &mut self,
         conn: &mut SqliteConnection,
-        batch: &Batch,
+        batch: &Batch<W>,
     ) -> Result<Plan, sqlx::Error> {
         if self.stale {
             self.reload(conn).await?;

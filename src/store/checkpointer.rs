@@ -16,7 +16,7 @@
 //! that did lets the next transaction start the WAL over from its
 //! beginning. By then the backstop finds almost everything copied already.
 
-use super::Synchronous;
+use crate::config::Synchronous;
 use std::path::Path;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::Duration;

@@ -5,8 +5,9 @@
 use super::batch::{MessageWrite, PendingMessage};
 use super::bodies::{self, Bodies, BodyId, Plan};
 use super::qos_from;
+use crate::message::Message;
 use crate::protocol::{PacketId, TopicName};
-use crate::session::{Message, MessageId, OutboundState, Record};
+use crate::session::{MessageId, OutboundState, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -48,9 +49,9 @@ const UPSERT: &str =
 
 /// Writes the batch's rows, with the bodies `plan` inserts before them and
 /// deletes after them, inside the caller's transaction.
-pub(super) fn write(
+pub(super) fn write<W>(
     db: &rusqlite::Connection,
-    pending: &AHashMap<MessageId, PendingMessage>,
+    pending: &AHashMap<MessageId, PendingMessage<W>>,
     plan: &Plan,
 ) -> rusqlite::Result<()> {
     bodies::insert(db, &plan.inserts)?;

@@ -8,8 +8,11 @@
 //! (see `direct`). At start, [`open`]
 //! creates or checks the file, applies `migrations/`, tidies what a crash
 //! left behind and loads a [`Snapshot`] to rebuild sessions and retained
-//! messages from. One file per table: `sessions`, `subscriptions`,
-//! `messages`, `retained`.
+//! messages from. One file per table: `sessions.rs`, `subscriptions.rs`,
+//! `messages.rs`, `bodies.rs` (`message_bodies`: each message's topic and
+//! payload, stored once for all its rows), `retained.rs`; the batch of one
+//! group commit in `batch.rs`, the checkpoint thread in `checkpointer.rs`,
+//! the read-only views of `roost inspect` in `inspect.rs`.
 //!
 //! Journal mode is WAL, so `sqlite3 -readonly` may read the file while roost
 //! runs. `synchronous` is configurable: NORMAL (the default) survives a
@@ -19,23 +22,22 @@
 mod batch;
 mod bodies;
 pub mod checkpointer;
-pub mod completion;
 pub mod inspect;
 mod messages;
 mod retained;
 mod sessions;
 mod subscriptions;
 
-pub use batch::Batch;
+pub use batch::{Batch, Waiter};
 pub use bodies::Bodies;
 pub use checkpointer::Checkpointer;
-pub use completion::{Completion, InOrder};
 
+use crate::config::Synchronous;
+use crate::message::Message;
 use crate::protocol::{LastWill, PacketId, QoS, TopicFilter, TopicName};
-use crate::session::{Message, MessageId, OutboundState, Record};
+use crate::session::{MessageId, OutboundState, Record};
 use bytes::Bytes;
 use bytestring::ByteString;
-use serde::Deserialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
 use std::path::{Path, PathBuf};
@@ -92,16 +94,6 @@ pub enum Op {
     /// Writes nothing: its completion runs after the completions of every
     /// write that arrived before it (keeps a session's packets in order).
     Barrier,
-}
-
-/// `store.synchronous` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// Survives a crash of roost (kill -9); a power loss may lose the last commits.
-    Normal,
-    /// Survives a power loss too: one fsync per commit.
-    Full,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -340,9 +332,9 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
 
 /// Writes one batch in one transaction. If it fails, `bodies` is reloaded
 /// from the database before the next commit.
-pub async fn commit(
+pub async fn commit<W: Waiter>(
     conn: &mut SqliteConnection,
-    batch: &Batch,
+    batch: &Batch<W>,
     bodies: &mut Bodies,
 ) -> Result<(), CommitError> {
     let result = if batch.only_messages() && !bodies.is_stale() {
@@ -360,9 +352,9 @@ pub async fn commit(
 
 /// The usual batch, message rows only: its plan needs no SQL, and all of it
 /// runs on the store's thread.
-async fn write_messages(
+async fn write_messages<W: Waiter>(
     conn: &mut SqliteConnection,
-    batch: &Batch,
+    batch: &Batch<W>,
     bodies: &mut Bodies,
 ) -> Result<(), CommitError> {
     let plan = bodies.plan(conn, batch).await?;
@@ -374,9 +366,9 @@ async fn write_messages(
     .await
 }
 
-async fn write_all(
+async fn write_all<W: Waiter>(
     conn: &mut SqliteConnection,
-    batch: &Batch,
+    batch: &Batch<W>,
     bodies: &mut Bodies,
 ) -> Result<(), CommitError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -502,7 +494,7 @@ mod tests {
             let acked = Arc::new(AtomicUsize::new(0));
             let batch = |acked: &Arc<AtomicUsize>| {
                 let acked = acked.clone();
-                let mut batch = Batch::default();
+                let mut batch = Batch::<batch::OnDrop>::default();
                 let message = Message {
                     topic: TopicName::new("t/1".to_string()).unwrap(),
                     payload: Bytes::from_static(b"payload"),
@@ -520,7 +512,7 @@ mod tests {
                         },
                         new: true,
                     },
-                    Some(Completion::new(move || {
+                    Some(batch::OnDrop::new(move || {
                         acked.fetch_add(1, Ordering::SeqCst);
                     })),
                 );

@@ -1,8 +1,8 @@
 //! The `retained` table: the retained message of each topic.
 
 use super::qos_from;
+use crate::message::Message;
 use crate::protocol::{QoS, TopicName};
-use crate::session::Message;
 use ahash::AHashMap;
 use bytes::Bytes;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};

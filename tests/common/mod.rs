@@ -8,6 +8,7 @@ pub mod raw;
 
 use std::time::Duration;
 
+use raw::ConnectOptions;
 pub use raw::RawClient;
 
 /// How long any single expected event may take before a test fails.
@@ -81,4 +82,14 @@ impl TestBroker {
         o.set_keep_alive(Duration::from_secs(30));
         o
     }
+}
+
+/// A raw client on a persistent session (clean session 0) of `id`, whose
+/// CONNACK must be `expected_connack`.
+pub async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) -> RawClient {
+    let options = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(id)
+    };
+    RawClient::connected_expecting(broker.addr(), &options, expected_connack).await
 }

@@ -1,16 +1,11 @@
 //! Prometheus metrics over HTTP: `GET /metrics` on `metrics.listen` (off
 //! unless set), in the OpenMetrics text format written by the
 //! `prometheus-client` crate. Each scrape reads the broker's atomic
-//! counters (`Metrics`) and asks the registry and the retained store for
-//! their counts. The HTTP side is one request per connection, parsed with
+//! counters and gauges (`Metrics`). The HTTP side is one request per connection, parsed with
 //! `httparse`: enough for a scraper, and nothing else is served.
 
-use super::messages::{RetainedCount, SessionCount};
-use super::registry::SessionRegistry;
-use super::retained::RetainedStore;
-use super::supervision::ActorKind;
-use super::Shared;
-use actix::Addr;
+use super::restart::ActorKind;
+use crate::broker::shared::Shared;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
@@ -24,14 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Counts held by other actors, fetched per scrape.
-pub struct Counts {
-    pub registry: Addr<SessionRegistry>,
-    pub retained: Addr<RetainedStore>,
-}
-
 /// The text of one scrape.
-async fn render(shared: &Shared, counts: &Counts) -> String {
+fn render(shared: &Shared) -> String {
     let m = &shared.metrics;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("roost");
@@ -112,21 +101,14 @@ async fn render(shared: &Shared, counts: &Counts) -> String {
         "Subscriptions held now",
         ConstGauge::new(get(&m.subscriptions) as i64),
     );
-    let timeout = Duration::from_secs(2);
-    let sessions = tokio::time::timeout(timeout, counts.registry.send(SessionCount)).await;
-    if let Ok(Ok(n)) = sessions {
-        r.register(
-            "sessions",
-            "Sessions held now (connected, and persistent ones away)",
-            ConstGauge::new(n as i64),
-        );
-    }
-    let retained = tokio::time::timeout(timeout, counts.retained.send(RetainedCount)).await;
-    if let Ok(Ok(n)) = retained {
-        let g = Gauge::<i64>::default();
-        g.set(n as i64);
-        r.register("retained_messages", "Retained messages held now", g);
-    }
+    r.register(
+        "sessions",
+        "Sessions held now (connected, and persistent ones away)",
+        ConstGauge::new(get(&m.sessions) as i64),
+    );
+    let g = Gauge::<i64>::default();
+    g.set(get(&m.retained_messages) as i64);
+    r.register("retained_messages", "Retained messages held now", g);
     r.register(
         "store_commit_seconds",
         "Time each store commit took",
@@ -145,13 +127,13 @@ async fn render(shared: &Shared, counts: &Counts) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until the broker stops.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, counts: Arc<Counts>) {
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((mut socket, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (shared, counts) = (shared.clone(), counts.clone());
+        let shared = shared.clone();
         actix_rt::spawn(async move {
             let mut buf = vec![0u8; 8192];
             let mut len = 0;
@@ -176,7 +158,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, count
             };
             let response = match path.as_deref() {
                 Some("/metrics") => {
-                    let body = render(&shared, &counts).await;
+                    let body = render(&shared);
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()

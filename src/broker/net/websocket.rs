@@ -6,8 +6,8 @@
 //! connection actor is the same as for TCP: a packet may span frames, and
 //! a frame may hold several packets.
 
-use super::connection;
-use super::Shared;
+use crate::broker::client::connection;
+use crate::broker::shared::Shared;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;

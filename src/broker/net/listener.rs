@@ -2,21 +2,37 @@
 //! arbiter, round robin, where its Connection actor runs. Started last, so
 //! every actor a connection needs already exists.
 
-use super::connection;
-use super::supervisor::EXIT_RESTART_STORM;
 use super::tls::TlsListener;
-use super::Shared;
+use super::websocket;
+use crate::broker::client::connection;
+use crate::broker::ops::restart::EXIT_SOFTWARE;
+use crate::broker::shared::Shared;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One listening socket and how its connections speak.
+/// One listening socket, on the broker's runtime, and how its connections
+/// speak.
 pub struct Bound {
     pub socket: tokio::net::TcpListener,
     /// TLS first, if set.
     pub tls: Option<Arc<TlsListener>>,
     /// MQTT inside WebSocket frames (the `[websocket]` listener).
     pub websocket: bool,
+    /// How logs and metrics name it (see `net::label`).
+    pub label: String,
+}
+
+impl Bound {
+    /// Moves a socket bound at start onto the current runtime.
+    pub fn from_bound(bound: super::BoundListener) -> std::io::Result<Bound> {
+        Ok(Bound {
+            socket: tokio::net::TcpListener::from_std(bound.socket)?,
+            tls: bound.tls,
+            websocket: bound.websocket,
+            label: bound.label,
+        })
+    }
 }
 
 pub struct Listener {
@@ -63,7 +79,7 @@ async fn run_connection(
     let Some(tls) = tls else {
         return match websocket {
             true => {
-                if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
+                if let Err(e) = websocket::accept(stream, peer, shared.clone()).await {
                     failed(&shared, e);
                 }
             }
@@ -83,7 +99,7 @@ async fn run_connection(
         }
     };
     if websocket {
-        if let Err(e) = super::websocket::accept(stream, peer, shared.clone()).await {
+        if let Err(e) = websocket::accept(stream, peer, shared.clone()).await {
             failed(&shared, e);
         }
         return;
@@ -112,6 +128,7 @@ impl Listener {
             socket: listener,
             tls,
             websocket,
+            ..
         }: Bound,
         ctx: &mut Context<Self>,
     ) {
@@ -172,7 +189,7 @@ impl Listener {
                 }
             }
         };
-        // Policy (see `supervision::TREE`): a failed listener stops roost
+        // Policy (see `restart::TREE`): a failed listener stops roost
         // with a clear line and a non-zero exit, rather than leaving a broker
         // that accepts nobody.
         ctx.spawn(
@@ -183,10 +200,8 @@ impl Listener {
                     .await
                     .is_err()
                 {
-                    log::error!(
-                        "the listener failed; stopping roost (exit code {EXIT_RESTART_STORM})"
-                    );
-                    actix::System::current().stop_with_code(EXIT_RESTART_STORM);
+                    log::error!("the listener failed; stopping roost (exit code {EXIT_SOFTWARE})");
+                    actix::System::current().stop_with_code(EXIT_SOFTWARE);
                 }
             }
             .into_actor(self),

@@ -8,13 +8,10 @@
 //! under Mosquitto's PUBLISH-only names. The `load/*` figures are per-minute
 //! rates averaged over 1, 5 and 15 minutes, as Mosquitto's.
 
-use super::messages::{RetainedCount, SessionCount};
 use super::metrics::Metrics;
-use super::registry::SessionRegistry;
-use super::retained::RetainedStore;
-use super::router::Router;
+use crate::broker::route::router::Router;
+use crate::message::Message;
 use crate::protocol::{QoS, TopicName};
-use crate::session::Message;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,8 +42,6 @@ impl Load {
 
 pub struct SysTopics {
     router: Router,
-    registry: Addr<SessionRegistry>,
-    retained: Addr<RetainedStore>,
     metrics: Arc<Metrics>,
     interval: Duration,
     started: Instant,
@@ -56,17 +51,9 @@ pub struct SysTopics {
 }
 
 impl SysTopics {
-    pub fn new(
-        router: Router,
-        registry: Addr<SessionRegistry>,
-        retained: Addr<RetainedStore>,
-        metrics: Arc<Metrics>,
-        interval: Duration,
-    ) -> SysTopics {
+    pub fn new(router: Router, metrics: Arc<Metrics>, interval: Duration) -> SysTopics {
         SysTopics {
             router,
-            registry,
-            retained,
             metrics,
             interval,
             started: Instant::now(),
@@ -91,7 +78,7 @@ impl SysTopics {
         );
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
+    fn tick(&mut self) {
         let m = &self.metrics;
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let received = get(&m.publishes_received);
@@ -124,28 +111,15 @@ impl SysTopics {
                 self.publish(&format!("load/{name}/{window}"), format!("{avg:.2}"));
             }
         }
-        // Counts that live in other actors.
-        let (registry, retained) = (self.registry.clone(), self.retained.clone());
-        let counts = async move {
-            let total = registry.send(SessionCount).await.ok();
-            let retained = retained.send(RetainedCount).await.ok();
-            (total, retained)
-        };
-        ctx.spawn(
-            counts
-                .into_actor(self)
-                .map(move |(total, retained), act, _| {
-                    if let Some(total) = total {
-                        act.publish("clients/total", total.to_string());
-                        act.publish(
-                            "clients/disconnected",
-                            (total as u64).saturating_sub(connected).to_string(),
-                        );
-                    }
-                    if let Some(retained) = retained {
-                        act.publish("retained messages/count", retained.to_string());
-                    }
-                }),
+        let total = get(&m.sessions);
+        self.publish("clients/total", total.to_string());
+        self.publish(
+            "clients/disconnected",
+            total.saturating_sub(connected).to_string(),
+        );
+        self.publish(
+            "retained messages/count",
+            get(&m.retained_messages).to_string(),
         );
     }
 }
@@ -154,7 +128,7 @@ impl Actor for SysTopics {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.tick(ctx);
-        ctx.run_interval(self.interval, |act, ctx| act.tick(ctx));
+        self.tick();
+        ctx.run_interval(self.interval, |act, _| act.tick());
     }
 }

@@ -1,7 +1,7 @@
 //! Starts the supervision tree in dependency order; listener last, so by
 //! the time a client can connect, everything its connection talks to runs.
 //! The restart policy of each kind, and what its restart rebuilds, is the
-//! list `TREE` in `supervision.rs`; this file says where each actor runs.
+//! list `TREE` in `restart.rs`; this file says where each actor runs.
 //!
 //! | # | actor            | where                        | supervised by            |
 //! |---|------------------|------------------------------|--------------------------|
@@ -13,21 +13,23 @@
 //! | 4 | Listener         | system arbiter               | none: a failure stops roost |
 //! | - | Connection       | a worker arbiter             | none: a failure is a disconnect |
 
-use super::listener::Listener;
 use super::metrics::Metrics;
-use super::registry::SessionRegistry;
-use super::retained::RetainedStore;
-use super::router::Router;
-use super::session::SessionDeps;
-use super::store::{Inbox, Store, StoreHandle};
-use super::supervision::{set_thread_broker, Rebuild, RestartTracker};
-use super::topic_shard::TopicShard;
-use super::Shared;
+use super::restart::{set_thread_broker, Rebuild, RestartTracker, EXIT_SOFTWARE};
+use super::sys::SysTopics;
+use crate::broker::client::registry::SessionRegistry;
+use crate::broker::client::session::SessionDeps;
+use crate::broker::durable::{Flush, Store, StoreHandle, WriteInbox};
+use crate::broker::live::Live;
+use crate::broker::net::listener::{Bound, Listener};
+use crate::broker::route::retained::RetainedStore;
+use crate::broker::route::router::Router;
+use crate::broker::route::topic_shard::TopicShard;
+use crate::broker::shared::Shared;
 use crate::config::Config;
 use crate::store::Snapshot;
 use actix::prelude::*;
 use sqlx::SqliteConnection;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 /// The running tree; dropping it does not stop anything (the System does).
@@ -38,19 +40,19 @@ pub struct Tree {
     pub store: Addr<Store>,
     pub listener: Addr<Listener>,
     /// The `$SYS` publisher, unless `broker.sys_interval_secs` is 0.
-    pub sys: Option<Addr<super::sys::SysTopics>>,
+    pub sys: Option<Addr<SysTopics>>,
 }
 
 /// Starts every actor on an opened database; must run inside the broker's
 /// actix System.
 pub fn start(
     config: Config,
-    listeners: Vec<super::listener::Bound>,
+    listeners: Vec<Bound>,
     metrics: Arc<Metrics>,
     conn: SqliteConnection,
     snapshot: Snapshot,
     broker_id: u64,
-    live: super::Live,
+    live: Live,
 ) -> Tree {
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
@@ -68,7 +70,7 @@ pub fn start(
         (config.store.db.clone(), config.store.synchronous),
         snapshot.bodies,
     );
-    let inbox = Arc::new(Inbox::default());
+    let inbox = Arc::new(WriteInbox::default());
     let i = inbox.clone();
     let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
         Store::new(conn, bodies, db, m, r, i)
@@ -76,10 +78,15 @@ pub fn start(
     let _ = store_slot.set(store.clone());
     let store = StoreHandle::new(store, inbox);
     // 1. RetainedStore, loaded from the store.
-    let (retained, s, r) = (snapshot.retained, store.clone(), restarts.clone());
-    let retained = Supervisor::start(move |_| RetainedStore::new(retained, s, r));
+    let (retained, s, r, m) = (
+        snapshot.retained,
+        store.clone(),
+        restarts.clone(),
+        metrics.clone(),
+    );
+    let retained = Supervisor::start(move |_| RetainedStore::new(retained, s, r, m));
     // 2. TopicShard × N, spread over the workers.
-    let shards = (0..config.shards())
+    let shards: Vec<Addr<TopicShard>> = (0..config.shards())
         .map(|i| {
             let (r, store) = (restarts.clone(), store.clone());
             Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| {
@@ -87,7 +94,6 @@ pub fn start(
             })
         })
         .collect();
-    let shards: Vec<Addr<TopicShard>> = shards;
     let mut subtree: Vec<Recipient<Rebuild>> =
         shards.iter().map(|s| s.clone().recipient()).collect();
     subtree.push(retained.clone().recipient());
@@ -107,44 +113,24 @@ pub fn start(
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
     let registry = Supervisor::start(move |ctx: &mut Context<SessionRegistry>| {
-        let _ = deps.registry.set(ctx.address());
+        let _ = deps.registry.set(ctx.address().recipient());
         SessionRegistry::new(deps, restore, h, r)
     });
     subtree.push(registry.clone().recipient());
     restarts.set_subtree(subtree);
     let sys = (config.broker.sys_interval_secs > 0).then(|| {
-        let (router, registry, retained, metrics) = (
-            router.clone(),
-            registry.clone(),
-            router.retained().clone(),
-            metrics.clone(),
-        );
         let interval = std::time::Duration::from_secs(config.broker.sys_interval_secs);
-        super::sys::SysTopics::new(router, registry, retained, metrics, interval).start()
+        SysTopics::new(router.clone(), metrics.clone(), interval).start()
     });
     let shared = Arc::new(Shared {
-        config,
         router,
         registry,
         metrics,
         next_connection_id: AtomicU64::new(1),
-        open_connections: std::sync::atomic::AtomicUsize::new(0),
+        open_connections: AtomicUsize::new(0),
         listener_accepted: listeners
             .iter()
-            .map(|b| {
-                let addr = b
-                    .socket
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                let kind = match (b.websocket, b.tls.is_some()) {
-                    (true, true) => " (WebSocket, TLS)",
-                    (true, false) => " (WebSocket)",
-                    (false, true) => " (TLS)",
-                    (false, false) => "",
-                };
-                (format!("{addr}{kind}"), AtomicU64::new(0))
-            })
+            .map(|b| (b.label.clone(), AtomicU64::new(0)))
             .collect(),
         live,
     });
@@ -160,11 +146,8 @@ pub fn start(
     }
 }
 
-/// Exit code of a shutdown forced by a restart storm (EX_SOFTWARE).
-pub const EXIT_RESTART_STORM: i32 = 70;
-
 /// The restart limit of `[supervision]`: past it, roost commits what it
-/// acknowledged and stops with [`EXIT_RESTART_STORM`].
+/// acknowledged and stops with [`EXIT_SOFTWARE`].
 fn restart_tracker(
     config: &Config,
     metrics: Arc<Metrics>,
@@ -179,14 +162,11 @@ fn restart_tracker(
         let store = store.get().cloned();
         system.arbiter().spawn(async move {
             if let Some(store) = store {
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    store.send(super::store::Flush),
-                )
-                .await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), store.send(Flush))
+                    .await;
             }
-            log::error!("roost stopped after a restart storm (exit code {EXIT_RESTART_STORM})");
-            System::current().stop_with_code(EXIT_RESTART_STORM);
+            log::error!("roost stopped after a restart storm (exit code {EXIT_SOFTWARE})");
+            System::current().stop_with_code(EXIT_SOFTWARE);
         });
     });
     RestartTracker::new(

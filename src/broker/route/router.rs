@@ -2,15 +2,16 @@
 //! sharding rule of `routing::shard` to pick the `TopicShard`s, and sends
 //! retained publishes to the `RetainedStore`. Cheap to clone.
 
-use super::backlog::BacklogToken;
-use super::deliveries::Deliveries;
-use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
+use super::delivery_inbox::InboxHandle;
+use super::messages::{AddSubscription, RemoveSubscription, Retain, Route};
 use super::retained::RetainedStore;
-use super::store::Acknowledgement;
 use super::topic_shard::TopicShard;
+use crate::broker::client::messages::SessionId;
+use crate::broker::durable::Acknowledgement;
+use crate::broker::net::backlog::BacklogToken;
+use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::{FilterShards, ShardRule};
-use crate::session::Message;
 use actix::Addr;
 use std::sync::Arc;
 
@@ -68,7 +69,7 @@ impl Router {
     pub fn subscribe(
         &self,
         session_id: SessionId,
-        session: &Deliveries,
+        session: &InboxHandle,
         filter: &TopicFilter,
         qos: QoS,
         durable: bool,

@@ -1,48 +1,61 @@
 //! The path from the topic shards to one session.
 //!
-//! A fan-out gives every subscriber's session one delivery per publish. As
-//! an actix message each delivery cost two allocations (the envelope and
-//! the mailbox's queue node) and about ten atomic operations. Here the
-//! shards push deliveries into a plain queue that the session takes whole;
-//! only the push that finds the queue empty sends the session an actix
-//! message, [`TakeDeliveries`], to come and take it.
+//! A fan-out gives every subscriber's session one [`Delivery`] per
+//! publish. As an actix message each delivery cost two allocations (the
+//! envelope and the mailbox's queue node) and about ten atomic operations.
+//! Here the shards push deliveries into a plain queue, the session's
+//! [`DeliveryInbox`], which the session takes whole; only the push that
+//! finds the queue empty sends the session an actix message,
+//! [`DrainInbox`], to come and take it.
 //!
 //! Order: one queue per session, first in first out, so the deliveries of
 //! one shard reach the session in the order the shard routed them
 //! [MQTT-4.6.0-6].
 
-use super::messages::Deliver;
-use super::session::Session;
+use crate::broker::durable::Acknowledgement;
+use crate::message::Message;
+use crate::protocol::QoS;
 use actix::prelude::*;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// TopicShard → Session, through the session's inbox: a message matched
+/// one of the session's subscriptions; `qos` is the highest granted QoS
+/// among them.
+pub struct Delivery {
+    pub message: Message,
+    pub qos: QoS,
+    /// The publisher's acknowledgement, for a durable subscriber at QoS ≥ 1:
+    /// it is sent once the subscriber's copy is committed.
+    pub ack: Option<Acknowledgement>,
+}
 
 /// Session ← itself: deliveries wait in the inbox; take them all.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TakeDeliveries;
+pub struct DrainInbox;
 
 /// Deliveries waiting for one session. The session creates it when it
 /// first subscribes, so a client that never subscribes has none.
 #[derive(Default)]
-pub struct Inbox {
+pub struct DeliveryInbox {
     state: Mutex<InboxState>,
 }
 
 #[derive(Default)]
 struct InboxState {
-    queue: Vec<Deliver>,
+    queue: Vec<Delivery>,
     /// The session is gone: nothing will take what is pushed.
     closed: bool,
 }
 
-impl Inbox {
+impl DeliveryInbox {
     fn state(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a delivery; true if it is the only one waiting (the session
     /// must be woken). A closed inbox drops it at once.
-    fn push(&self, delivery: Deliver) -> bool {
+    fn push(&self, delivery: Delivery) -> bool {
         let mut state = self.state();
         if state.closed {
             drop(state);
@@ -54,7 +67,7 @@ impl Inbox {
     }
 
     /// Everything waiting, in the order it was pushed.
-    pub fn take(&self) -> Vec<Deliver> {
+    pub fn take(&self) -> Vec<Delivery> {
         std::mem::take(&mut self.state().queue)
     }
 
@@ -73,29 +86,30 @@ impl Inbox {
     }
 }
 
-/// What a shard holds to deliver to one session: its address (to wake it)
-/// and its inbox.
+/// What a shard holds to deliver to one session: its inbox, and the
+/// session's address to wake it (as a `Recipient`, so routing needs no
+/// knowledge of the session actor).
 #[derive(Clone)]
-pub struct Deliveries {
-    session: Addr<Session>,
-    inbox: Arc<Inbox>,
+pub struct InboxHandle {
+    session: Recipient<DrainInbox>,
+    inbox: Arc<DeliveryInbox>,
 }
 
-impl Deliveries {
-    pub fn new(session: Addr<Session>, inbox: Arc<Inbox>) -> Deliveries {
-        Deliveries { session, inbox }
+impl InboxHandle {
+    pub fn new(session: Recipient<DrainInbox>, inbox: Arc<DeliveryInbox>) -> InboxHandle {
+        InboxHandle { session, inbox }
     }
 
     /// Queues a delivery; wakes the session if nothing was waiting.
     ///
-    /// While the queue is not empty and the session runs, a
-    /// `TakeDeliveries` is in its mailbox or being handled (the handler
-    /// empties the queue in one take), so no delivery waits without one.
-    /// A session that stops drops its mailbox, then closes the inbox when
-    /// it is dropped; what waited is dropped then.
-    pub fn send(&self, delivery: Deliver) {
+    /// While the queue is not empty and the session runs, a `DrainInbox`
+    /// is in its mailbox or being handled (the handler empties the queue in
+    /// one take), so no delivery waits without one. A session that stops
+    /// drops its mailbox, then closes the inbox when it is dropped; what
+    /// waited is dropped then.
+    pub fn push(&self, delivery: Delivery) {
         if self.inbox.push(delivery) {
-            self.session.do_send(TakeDeliveries);
+            self.session.do_send(DrainInbox);
         }
     }
 }
@@ -103,15 +117,13 @@ impl Deliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::store::Acknowledgement;
-    use crate::protocol::{QoS, TopicName};
-    use crate::session::Message;
-    use crate::store::Completion;
+    use crate::broker::durable::Completion;
+    use crate::protocol::TopicName;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn delivery(acked: &Arc<AtomicUsize>) -> Deliver {
+    fn delivery(acked: &Arc<AtomicUsize>) -> Delivery {
         let acked = acked.clone();
-        Deliver {
+        Delivery {
             message: Message {
                 topic: TopicName::new("t".to_string()).unwrap(),
                 payload: bytes::Bytes::from_static(b"p"),
@@ -133,7 +145,7 @@ mod tests {
     #[test]
     fn the_push_into_an_empty_inbox_wakes() {
         let acked = Arc::new(AtomicUsize::new(0));
-        let inbox = Inbox::default();
+        let inbox = DeliveryInbox::default();
         assert!(inbox.push(delivery(&acked)));
         assert!(!inbox.push(delivery(&acked)));
         assert_eq!(inbox.take().len(), 2);
@@ -146,7 +158,7 @@ mod tests {
     #[test]
     fn a_closed_inbox_keeps_nothing() {
         let acked = Arc::new(AtomicUsize::new(0));
-        let inbox = Inbox::default();
+        let inbox = DeliveryInbox::default();
         inbox.push(delivery(&acked));
         inbox.push(delivery(&acked));
         assert_eq!(acked.load(Ordering::SeqCst), 0);

@@ -3,18 +3,50 @@
 //! A PUBACK waits for every row that holds its message. Each holder keeps a
 //! clone of the same [`Completion`]; when the last clone is dropped (the
 //! shard routed the message, each session handled it, the store committed
-//! each row) the callback runs. If a commit fails, the store abandons the
-//! completions it holds instead: the callback never runs and the client,
-//! which got no acknowledgement for that message, sends it again when it
-//! reconnects (the broker closes its connection, see `Reply`). On a
-//! connection that stays open, a client's later acknowledgements still go
-//! out (see [`InOrder`]).
+//! each row) the callback's [`Callback::committed`] runs.
+//!
+//! A completion can also be abandoned, and then `committed` never runs:
+//! - [`Abandoned::CommitFailed`]: the store's commit failed. The callback
+//!   is told ([`Callback::commit_failed`]); a reply waiting for it closes
+//!   its connection, so the client reconnects and resends (see `reply`).
+//! - [`Abandoned::CutShort`]: a handler panicked, or the store restarted
+//!   with the commit in flight. The callback is dropped without a word.
+//!
+//! On a connection that stays open, a client's later acknowledgements still
+//! go out (see [`InOrder`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// What waits for a commit. A closure is a callback that does nothing more
+/// when the commit fails; a reply (see `reply`) closes its connection then.
+pub trait Callback: Send + 'static {
+    /// Everything the completion waited for is durable.
+    fn committed(self: Box<Self>);
+
+    /// The commit the completion waited for failed: nothing of it is durable.
+    fn commit_failed(self: Box<Self>) {}
+}
+
+impl<F: FnOnce() + Send + 'static> Callback for F {
+    fn committed(self: Box<Self>) {
+        (*self)()
+    }
+}
+
+/// Why a completion's callback will never run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    /// The commit it waited for failed (a full disk, an I/O error, a lock
+    /// held too long): the callback is told.
+    CommitFailed,
+    /// The work was cut short (a handler panicked, the store restarted
+    /// during the commit): the callback is dropped unrun.
+    CutShort,
+}
+
 /// What runs when the last holder lets go.
-enum Callback {
-    Run(Box<dyn FnOnce() + Send>),
+enum Pending {
+    Run(Box<dyn Callback>),
     /// Finishes when both would: dropping them runs each whose last holder
     /// this was. Abandoning it abandons both.
     Both(Completion, Completion),
@@ -29,7 +61,7 @@ pub struct Completion(Arc<Inner>);
 impl Drop for Completion {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.abandon();
+            self.abandon(Abandoned::CutShort);
         }
     }
 }
@@ -40,7 +72,7 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    callback: Option<Callback>,
+    callback: Option<Pending>,
     /// Its place in an [`InOrder`] chain.
     link: Option<Arc<Link>>,
 }
@@ -56,11 +88,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Completion {
-    pub fn new(callback: impl FnOnce() + Send + 'static) -> Completion {
-        Completion::with(Callback::Run(Box::new(callback)))
+    /// A completion whose callback runs once every holder has let go;
+    /// `callback` is a closure, or a type that also hears of a failed
+    /// commit (see [`Callback`]).
+    pub fn new(callback: impl Callback) -> Completion {
+        Completion::with(Pending::Run(Box::new(callback)))
     }
 
-    fn with(callback: Callback) -> Completion {
+    fn with(callback: Pending) -> Completion {
         Completion(Arc::new(Inner {
             state: Mutex::new(State {
                 callback: Some(callback),
@@ -72,20 +107,27 @@ impl Completion {
     /// One completion that finishes when both `a` and `b` would.
     pub fn both(a: Option<Completion>, b: Option<Completion>) -> Option<Completion> {
         match (a, b) {
-            (Some(a), Some(b)) => Some(Completion::with(Callback::Both(a, b))),
+            (Some(a), Some(b)) => Some(Completion::with(Pending::Both(a, b))),
             (a, b) => a.or(b),
         }
     }
 
     /// Makes sure the callback never runs, whoever holds the other clones;
-    /// the parts of a [`Completion::both`] are abandoned too. A completion
+    /// the parts of a [`Completion::both`] are abandoned too. After a
+    /// failed commit the callback is told (see [`Abandoned`]). A completion
     /// chained after it (see [`InOrder`]) still runs, once every holder of
     /// this one has let go.
-    pub fn abandon(&self) {
+    pub fn abandon(&self, why: Abandoned) {
         let callback = self.0.state().callback.take();
-        if let Some(Callback::Both(a, b)) = callback {
-            a.abandon();
-            b.abandon();
+        match callback {
+            Some(Pending::Both(a, b)) => {
+                a.abandon(why);
+                b.abandon(why);
+            }
+            Some(Pending::Run(callback)) if why == Abandoned::CommitFailed => {
+                callback.commit_failed()
+            }
+            Some(Pending::Run(_)) | None => {}
         }
     }
 }
@@ -97,8 +139,8 @@ impl Drop for Inner {
         // of, in a loop: a long chain released at once must not recurse.
         loop {
             match state.callback.take() {
-                Some(Callback::Run(f)) => f(),
-                Some(Callback::Both(a, b)) => drop((a, b)),
+                Some(Pending::Run(callback)) => callback.committed(),
+                Some(Pending::Both(a, b)) => drop((a, b)),
                 None => {}
             }
             // Only now, with the callback finished, may a later completion
@@ -120,6 +162,18 @@ impl Drop for Inner {
                 None => return,
             }
         }
+    }
+}
+
+/// The store's batch holds a completion with each write: it drops it once
+/// the commit succeeded, and abandons it otherwise.
+impl crate::store::Waiter for Completion {
+    fn commit_failed(&self) {
+        self.abandon(Abandoned::CommitFailed);
+    }
+
+    fn cut_short(&self) {
+        self.abandon(Abandoned::CutShort);
     }
 }
 
@@ -164,7 +218,7 @@ impl InOrder {
             let mut state = completion.0.state();
             // A `both` would count as run once its parts were dropped, not
             // once they had run: only plain callbacks are chained.
-            debug_assert!(!matches!(state.callback, Some(Callback::Both(..))));
+            debug_assert!(!matches!(state.callback, Some(Pending::Both(..))));
             state.link = Some(link.clone());
         }
         if let Some(previous) = self.last.replace(link) {
@@ -203,7 +257,7 @@ mod tests {
             r.fetch_add(1, Ordering::SeqCst);
         });
         let b = a.clone();
-        b.abandon();
+        b.abandon(Abandoned::CutShort);
         drop((a, b));
         assert_eq!(runs.load(Ordering::SeqCst), 0);
     }
@@ -281,7 +335,7 @@ mod tests {
     fn abandoning_both_abandons_its_parts() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let both = Completion::both(Some(recording(&log, 0)), Some(recording(&log, 1))).unwrap();
-        both.abandon();
+        both.abandon(Abandoned::CommitFailed);
         drop(both);
         assert!(log.lock().unwrap().is_empty());
     }
@@ -299,10 +353,37 @@ mod tests {
             order.push(c);
         }
         drop(rest);
-        first.abandon();
+        first.abandon(Abandoned::CutShort);
         drop(first);
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 199_999);
         assert!(log.iter().copied().eq(1..200_000));
+    }
+
+    /// A failed commit tells the callback (a reply closes its connection
+    /// then); work cut short drops it without a word; neither runs it.
+    #[test]
+    fn a_failed_commit_tells_the_callback_and_work_cut_short_does_not() {
+        struct Told(Arc<Mutex<Vec<&'static str>>>);
+        impl Callback for Told {
+            fn committed(self: Box<Self>) {
+                self.0.lock().unwrap().push("committed");
+            }
+            fn commit_failed(self: Box<Self>) {
+                self.0.lock().unwrap().push("failed");
+            }
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let failed = Completion::new(Told(log.clone()));
+        let held = failed.clone();
+        failed.abandon(Abandoned::CommitFailed);
+        assert_eq!(*log.lock().unwrap(), ["failed"], "told at once");
+        drop((failed, held));
+        let cut = Completion::new(Told(log.clone()));
+        cut.abandon(Abandoned::CutShort);
+        drop(cut);
+        let ok = Completion::new(Told(log.clone()));
+        drop(ok);
+        assert_eq!(*log.lock().unwrap(), ["failed", "committed"]);
     }
 }

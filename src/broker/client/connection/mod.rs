@@ -2,25 +2,28 @@
 //! into packets, enforces the connection-level rules (CONNECT first and
 //! within the connect timeout, one CONNECT only, keep-alive), publishes QoS
 //! 0/1 messages straight to the router, hands everything stateful to its
-//! Session, and publishes the will when it ends without DISCONNECT.
+//! Session, and publishes the will when it ends without DISCONNECT. Its
+//! CONNECT handling is in [`connect`]; every close for a protocol
+//! violation goes through `client::close`.
 //!
 //! A connection is never restarted: any failure is a disconnect.
 
-use super::backlog::RoutingBacklog;
+mod connect;
+
+use super::close::{close_action, Violation};
 use super::messages::*;
-use super::metrics::Metrics;
-use super::outbound::{self, Outbound, Reply};
 use super::session::Session;
-use super::store::Acknowledgement;
-use super::supervision::{guard, ActorKind};
-use super::Shared;
+use crate::broker::durable::{Acknowledgement, Completion, InOrder, Reply};
+use crate::broker::live::Reloadable;
+use crate::broker::net::backlog::RoutingBacklog;
+use crate::broker::net::outbound::{self, Outbound};
+use crate::broker::ops::metrics::Metrics;
+use crate::broker::ops::restart::{guard, ActorKind};
+use crate::broker::shared::Shared;
+use crate::message::Message;
 use crate::protocol::codec::CodecError;
-use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, LastWill, MqttCodec, Packet, ProtocolError,
-    ProtocolVersion, QoS,
-};
-use crate::session::Message;
-use crate::store::{Completion, InOrder};
+use crate::protocol::{LastWill, MqttCodec, Packet, PacketId, ProtocolError, QoS};
+use crate::session::connect::Credentials;
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::cell::Cell;
@@ -89,18 +92,6 @@ pub struct Connection {
     connect_timer: Option<SpawnHandle>,
 }
 
-/// What to do on a protocol error, decided in this one place: a CONNACK with
-/// a refusal code where the spec asks for one, else a plain close (section
-/// 4.8: "close the Network Connection").
-pub fn close_action(error: &ProtocolError, first_packet: bool) -> Option<ConnectReturnCode> {
-    match error {
-        ProtocolError::UnsupportedProtocolLevel(_) if first_packet => {
-            Some(ConnectReturnCode::UnacceptableProtocolVersion) // [MQTT-3.1.2-2]
-        }
-        _ => None,
-    }
-}
-
 /// A socket's read half that notes when bytes last arrived, for the
 /// keep-alive check [MQTT-3.1.2-24]: one clock read per read from the
 /// socket, where one per packet cost about 4% of a pinned core in fan-in.
@@ -145,7 +136,7 @@ pub fn spawn_tls(
 }
 
 /// Starts a connection actor over any byte stream (TCP, TLS, WebSocket).
-pub(super) fn start_with<R, W>(
+pub(in crate::broker) fn start_with<R, W>(
     read: R,
     write: W,
     peer: SocketAddr,
@@ -194,19 +185,13 @@ pub(super) fn start_with<R, W>(
 
 impl Connection {
     /// Whether the ACL of `live` (if any) lets this client publish to `topic`.
-    fn may_publish(&self, live: &super::Reloadable, topic: &str) -> bool {
-        // `$SYS` is the broker's own tree, as in Mosquitto.
-        if topic.starts_with("$SYS") {
-            return false;
-        }
-        live.auth.acl.as_ref().is_none_or(|acl| {
-            acl.allows(
-                self.identity.as_ref().and_then(|i| i.username.as_deref()),
-                self.identity.as_ref().map_or("", |i| &i.client_id),
-                topic,
-                crate::acl::Want::Write,
-            )
-        })
+    fn may_publish(&self, live: &Reloadable, topic: &str) -> bool {
+        may_publish(
+            live,
+            self.identity.as_ref().and_then(|i| i.username.as_deref()),
+            self.identity.as_ref().map_or("", |i| &i.client_id),
+            topic,
+        )
     }
 
     /// A PUBLISH the ACL refuses: dropped and counted (MQTT 3.1.1 cannot
@@ -238,13 +223,13 @@ impl Connection {
 
     /// The completion that sends PUBACK `id` after the PUBACKs of earlier
     /// PUBLISHes still waiting (see `pubacks`).
-    fn puback_in_turn(&mut self, id: crate::protocol::PacketId) -> Completion {
+    fn puback_in_turn(&mut self, id: PacketId) -> Completion {
         let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id)).on_completion();
         self.pubacks.push(&puback);
         puback
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         match &self.identity {
             Some(i) => format!("client {:?} ({})", i.client_id, self.peer),
             None => format!("connection from {}", self.peer),
@@ -252,26 +237,22 @@ impl Connection {
     }
 
     /// Ends the connection without DISCONNECT: the will is published in `stopped`.
-    fn close(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn close(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 
-    fn refuse(&mut self, code: ConnectReturnCode, ctx: &mut Context<Self>) {
-        log::info!("{}: CONNECT refused: {:?}", self.name(), code);
-        self.outbound.send(Packet::ConnAck(ConnAck {
-            session_present: false,
-            code,
-        }));
-        self.phase = Phase::Closed;
-        ctx.stop();
-    }
-
+    /// Closes the connection for a protocol violation, as `close_action` says.
     fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
-        Metrics::inc(&self.shared.metrics.protocol_errors);
         let first = matches!(self.phase, Phase::AwaitingConnect);
-        match close_action(&error, first) {
+        let action = close_action(&error, first);
+        let counter = match action.counted_as {
+            Violation::Protocol => &self.shared.metrics.protocol_errors,
+            Violation::Limit => &self.shared.metrics.limits_refused,
+        };
+        Metrics::inc(counter);
+        match action.connack {
             Some(code) => {
-                log::info!("{}: {error}", self.name());
+                log::info!("{}: {error}; CONNACK {code:?}", self.name());
                 self.refuse(code, ctx)
             }
             None => {
@@ -281,177 +262,9 @@ impl Connection {
         }
     }
 
-    fn on_connect(&mut self, connect: Connect, ctx: &mut Context<Self>) {
-        let mut client_id = connect.client_id.clone();
-        if client_id.is_empty() {
-            if !connect.clean_session || connect.version == ProtocolVersion::V31 {
-                // An empty id needs clean session 1 [MQTT-3.1.3-8]; MQTT 3.1 needs 1-23 characters.
-                return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
-            }
-            // [MQTT-3.1.3-6]: the server assigns a unique id.
-            client_id = format!("roost-{:016x}", rand_id(self.id)).into();
-        } else if connect.version == ProtocolVersion::V31 && client_id.chars().count() > 23 {
-            return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
-        }
-        let live = self.shared.live.load();
-        let limits = &live.limits;
-        let refusal = if client_id.len() > limits.max_client_id_length {
-            Some("client id longer than limits.max_client_id_length")
-        } else if connect.keep_alive > limits.max_keepalive {
-            Some("keep-alive above limits.max_keepalive")
-        } else if connect
-            .will
-            .as_ref()
-            .is_some_and(|w| !limits.topic_allowed(w.topic.as_str()))
-        {
-            Some("will topic beyond limits.max_topic_length or max_topic_levels")
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            // MQTT 3.1.1 has no better code; Mosquitto 2 answers 0x02 too.
-            log::warn!("{}: CONNECT refused: {why}", self.name());
-            Metrics::inc(&self.shared.metrics.limits_refused);
-            return self.refuse(ConnectReturnCode::IdentifierRejected, ctx);
-        }
-        self.identity = Some(Box::new(Identity {
-            client_id: client_id.clone(),
-            username: None,
-        }));
-        self.phase = Phase::Connecting;
-        if let Some(identity) = self.certificate_identity.take().map(|b| *b) {
-            // The certificate, checked in the TLS handshake, is the credential.
-            let Some(cn) = identity else {
-                Metrics::inc(&self.shared.metrics.auth_failures);
-                log::warn!(
-                    "{}: CONNECT refused: the client certificate has no common name to use as user name",
-                    self.name()
-                );
-                return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
-            };
-            let mut connect = connect;
-            connect.username = Some(cn);
-            connect.password = None;
-            return self.register(client_id, connect, ctx);
-        }
-        let live = self.shared.live.load();
-        match (&connect.username, &live.auth.passwords) {
-            (None, _) if !live.allow_anonymous => {
-                Metrics::inc(&self.shared.metrics.auth_failures);
-                log::warn!(
-                    "{}: CONNECT without user name refused (auth.allow_anonymous is false)",
-                    self.name()
-                );
-                self.refuse(ConnectReturnCode::NotAuthorized, ctx)
-            }
-            (Some(_), None) if !live.allow_anonymous => {
-                Metrics::inc(&self.shared.metrics.auth_failures);
-                log::warn!(
-                    "{}: CONNECT refused: no password file and auth.allow_anonymous is false",
-                    self.name()
-                );
-                self.refuse(ConnectReturnCode::NotAuthorized, ctx)
-            }
-            (Some(user), Some(passwords)) => {
-                // PBKDF2 and argon2 are slow on purpose: check off the actor thread.
-                let (user, password, passwords) = (
-                    user.to_string(),
-                    connect.password.clone().unwrap_or_default(),
-                    passwords.clone(),
-                );
-                let check = tokio::task::spawn_blocking(move || passwords.verify(&user, &password));
-                ctx.wait(check.into_actor(self).map(move |ok, act, ctx| {
-                    if ok.unwrap_or(false) {
-                        act.register(client_id, connect, ctx);
-                    } else {
-                        Metrics::inc(&act.shared.metrics.auth_failures);
-                        log::warn!("{}: CONNECT refused: bad user name or password", act.name());
-                        act.refuse(ConnectReturnCode::BadUsernameOrPassword, ctx);
-                    }
-                }));
-            }
-            _ => self.register(client_id, connect, ctx),
-        }
-    }
-
-    /// After a valid and authenticated CONNECT: find or create the session
-    /// and attach to it (it writes CONNACK).
-    fn register(&mut self, client_id: ByteString, connect: Connect, ctx: &mut Context<Self>) {
-        if let Some(identity) = &mut self.identity {
-            identity.username = connect.username.clone();
-        }
-        if let Some(will) = &connect.will {
-            if !self.may_publish(&self.shared.live.load(), will.topic.as_str()) {
-                // As Mosquitto 2: a will the client may not publish refuses the connection.
-                log::warn!(
-                    "{}: CONNECT refused: the ACL does not allow the will topic {:?}",
-                    self.name(),
-                    will.topic.as_str()
-                );
-                Metrics::inc(&self.shared.metrics.acl_denied);
-                return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
-            }
-        }
-        self.will = connect.will.map(Box::new);
-        let (keep_alive, will) = (connect.keep_alive, self.will.as_deref().cloned());
-        if connect.keep_alive > 0 {
-            self.keep_alive_limit =
-                Some(Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        }
-        let username = connect.username.clone();
-        let register = Register {
-            client_id,
-            clean_session: connect.clean_session,
-            arbiter: actix::Arbiter::current(),
-        };
-        let registry = self.shared.registry.clone();
-        let me = ctx.address();
-        let (connection_id, outbound) = (self.id, self.outbound.clone());
-        // `wait` holds back every other packet of this client until the
-        // session has written CONNACK, so nothing overtakes it.
-        let attach = async move {
-            let registered = registry.send(register).await.ok()?.ok()?;
-            let attach = Attach {
-                connection_id,
-                keep_alive,
-                will,
-                connection: me,
-                outbound,
-                session_present: registered.session_present,
-                generation: registered.generation,
-                username,
-            };
-            registered.session.send(attach).await.ok()?.ok()?;
-            Some(registered.session)
-        };
-        ctx.wait(
-            attach
-                .into_actor(self)
-                .map(|session, act, ctx| match session {
-                    Some(session) => {
-                        log::debug!("{}: connected", act.name());
-                        Metrics::inc(&act.shared.metrics.clients_connected);
-                        act.phase = Phase::Connected { session };
-                        // The connect timeout has nothing left to check.
-                        if let Some(timer) = act.connect_timer.take() {
-                            ctx.cancel_future(timer);
-                        }
-                        if let Some(limit) = act.keep_alive_limit {
-                            act.schedule_keep_alive(limit, ctx);
-                        }
-                    }
-                    None => {
-                        log::info!("{}: session was taken over while connecting", act.name());
-                        act.phase = Phase::Closed;
-                        ctx.stop();
-                    }
-                }),
-        );
-    }
-
     /// Per-connection keep-alive timer: fires when the client could first be
     /// late and re-arms for the rest of the interval if it was not.
-    fn schedule_keep_alive(&mut self, after: Duration, ctx: &mut Context<Self>) {
+    pub(super) fn schedule_keep_alive(&mut self, after: Duration, ctx: &mut Context<Self>) {
         ctx.run_later(after, |act, ctx| {
             let Some(limit) = act.keep_alive_limit else {
                 return;
@@ -474,16 +287,19 @@ impl Connection {
         let session = match &self.phase {
             Phase::AwaitingConnect => {
                 return match packet {
-                    Packet::Connect(c) => self.on_connect(*c, ctx),
-                    other => {
-                        log::warn!(
-                            "{}: first packet is {:?}, not CONNECT [MQTT-3.1.0-1]",
-                            self.name(),
-                            other.packet_type()
-                        );
-                        Metrics::inc(&self.shared.metrics.protocol_errors);
-                        self.close(ctx)
+                    Packet::Connect(c) => {
+                        // On a listener with `use_identity_as_username`, the
+                        // client certificate is the credential.
+                        let credentials = match self.certificate_identity.take() {
+                            Some(identity) => Credentials::Certificate(*identity),
+                            None => Credentials::Unchecked,
+                        };
+                        self.on_connect(*c, credentials, ctx)
                     }
+                    other => self.protocol_error(
+                        ProtocolError::FirstPacketNotConnect(other.packet_type()),
+                        ctx,
+                    ),
                 };
             }
             Phase::Connected { session } => session,
@@ -496,12 +312,12 @@ impl Connection {
                 // One snapshot of the reloadable settings per PUBLISH.
                 let live = self.shared.live.load();
                 if !live.limits.topic_allowed(p.topic.as_str()) {
-                    log::warn!(
-                        "{}: PUBLISH topic beyond limits.max_topic_length or max_topic_levels, closing",
-                        self.name()
-                    );
-                    Metrics::inc(&self.shared.metrics.limits_refused);
-                    return self.close(ctx);
+                    let topic = p.topic.as_str();
+                    let error = ProtocolError::TopicBeyondLimits {
+                        length: topic.len(),
+                        levels: topic.split('/').count(),
+                    };
+                    return self.protocol_error(error, ctx);
                 }
                 if !self.may_publish(&live, p.topic.as_str()) {
                     drop(live);
@@ -572,25 +388,27 @@ impl Connection {
                     });
                 ctx.wait(done);
             }
-            Packet::Connect(_) => {
-                log::warn!("{}: second CONNECT, closing [MQTT-3.1.0-2]", self.name());
-                Metrics::inc(&self.shared.metrics.protocol_errors);
-                self.close(ctx);
-            }
+            Packet::Connect(_) => self.protocol_error(ProtocolError::SecondConnect, ctx),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp) => {
-                log::warn!(
-                    "{}: sent {:?}, which only a server sends; closing",
-                    self.name(),
-                    other.packet_type()
-                );
-                Metrics::inc(&self.shared.metrics.protocol_errors);
-                self.close(ctx);
+                self.protocol_error(ProtocolError::ServerPacket(other.packet_type()), ctx)
             }
         }
     }
+}
+
+/// Whether the ACL of `live` (if any) lets a client publish to `topic`;
+/// `$SYS` is the broker's own tree, as in Mosquitto.
+fn may_publish(live: &Reloadable, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+    if topic.starts_with("$SYS") {
+        return false;
+    }
+    live.auth
+        .acl
+        .as_ref()
+        .is_none_or(|acl| acl.allows(username, client_id, topic, crate::acl::Want::Write))
 }
 
 /// A client id suffix unique within this process and hard to guess across runs.

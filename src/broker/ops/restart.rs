@@ -1,4 +1,6 @@
-//! Supervision: what happens when an actor fails.
+//! What happens when an actor fails: the restart policy of each kind, the
+//! panic guard every handler runs in, and the escalation of restart storms.
+//! (Where each actor runs, and the order they start in, is `tree`.)
 //!
 //! actix's `Supervisor` restarts an actor only after `ctx.stop()`; a panic
 //! kills it for good. So every handler of a supervised actor runs inside
@@ -11,7 +13,7 @@
 //! Restart storms escalate instead of looping: more than
 //! `supervision.max_restarts` restarts within `supervision.window_secs`
 //! restart the whole subtree; a second storm within the window shuts roost
-//! down with a clear log line and a non-zero exit.
+//! down with a clear log line and exit code [`EXIT_SOFTWARE`].
 
 use super::metrics::Metrics;
 use std::cell::Cell;
@@ -19,6 +21,11 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
+
+/// Exit code when roost stops itself after an internal failure it cannot
+/// recover from: a second restart storm, or a failed listener
+/// (EX_SOFTWARE of sysexits.h).
+pub const EXIT_SOFTWARE: i32 = 70;
 
 /// The kinds of actor, for logs, metrics, fault injection and policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,7 +12,6 @@
 
 use super::backlog::RoutingBacklog;
 use crate::protocol::Packet;
-use crate::store::Completion;
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use futures::Stream;
@@ -46,12 +45,14 @@ const ACK_YIELDS: usize = 2;
 /// slower than either.
 const VERY_BUSY_BATCH: usize = 32;
 
-struct Shared {
+/// One client's outbound queue, queue by its `Outbound` handles, its
+/// writer task and its `ReadGate`.
+struct Queue {
     /// Packets waiting for the writer. A plain queue behind a mutex: it
     /// allocates nothing until the first packet (an idle connection costs
     /// no channel block), and the writer takes everything waiting in one
     /// swap, which is also its batch.
-    queue: std::sync::Mutex<VecDeque<Packet>>,
+    packets: std::sync::Mutex<VecDeque<Packet>>,
     writer: AtomicWaker,
     queued_bytes: AtomicUsize,
     limit: usize,
@@ -60,10 +61,10 @@ struct Shared {
     reader: AtomicWaker,
 }
 
-impl Shared {
-    fn new(limit: usize) -> Arc<Shared> {
-        Arc::new(Shared {
-            queue: std::sync::Mutex::new(VecDeque::new()),
+impl Queue {
+    fn new(limit: usize) -> Arc<Queue> {
+        Arc::new(Queue {
+            packets: std::sync::Mutex::new(VecDeque::new()),
             writer: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
             limit,
@@ -72,15 +73,15 @@ impl Shared {
         })
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Packet>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn packets(&self) -> std::sync::MutexGuard<'_, VecDeque<Packet>> {
+        self.packets.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// A handle to push packets to one client; cheap to clone.
 #[derive(Clone)]
 pub struct Outbound {
-    shared: Arc<Shared>,
+    queue: Arc<Queue>,
 }
 
 impl Outbound {
@@ -88,112 +89,49 @@ impl Outbound {
     /// [`Outbound::is_writable`] first, QoS 1/2 are bounded by the in-flight
     /// window, and replies are bounded by the read gate.
     pub fn send(&self, packet: Packet) {
-        if self.shared.closed.load(Ordering::Relaxed) {
+        if self.queue.closed.load(Ordering::Relaxed) {
             return;
         }
-        self.shared
+        self.queue
             .queued_bytes
             .fetch_add(packet.wire_len(), Ordering::Relaxed);
-        self.shared.queue().push_back(packet);
-        self.shared.writer.wake();
+        self.queue.packets().push_back(packet);
+        self.queue.writer.wake();
     }
 
     /// Queues packets gathered by the caller, `bytes` their wire length,
     /// with one lock and one wake-up for all of them. Into an empty queue
     /// the caller's vector goes as it is, without copying.
     pub fn send_all(&self, packets: Vec<Packet>, bytes: usize) {
-        if packets.is_empty() || self.shared.closed.load(Ordering::Relaxed) {
+        if packets.is_empty() || self.queue.closed.load(Ordering::Relaxed) {
             return;
         }
-        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.queue.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         {
-            let mut queue = self.shared.queue();
-            if queue.is_empty() {
-                *queue = VecDeque::from(packets);
+            let mut waiting = self.queue.packets();
+            if waiting.is_empty() {
+                *waiting = VecDeque::from(packets);
             } else {
-                queue.extend(packets);
+                waiting.extend(packets);
             }
         }
-        self.shared.writer.wake();
+        self.queue.writer.wake();
     }
 
     /// False while more than `max_outbound_bytes` wait to be written,
     /// counting `gathered` bytes the caller holds to send.
     pub fn is_writable(&self, gathered: usize) -> bool {
-        self.shared.queued_bytes.load(Ordering::Relaxed) + gathered < self.shared.limit
+        self.queue.queued_bytes.load(Ordering::Relaxed) + gathered < self.queue.limit
     }
 
     /// Writes what is queued, then shuts the socket down. False if it was
     /// closed already.
     pub fn close(&self) -> bool {
-        let closing = !self.shared.closed.swap(true, Ordering::Relaxed);
+        let closing = !self.queue.closed.swap(true, Ordering::Relaxed);
         if closing {
-            self.shared.writer.wake();
+            self.queue.writer.wake();
         }
         closing
-    }
-}
-
-thread_local! {
-    /// Set while the store abandons the completions of a failed commit.
-    static COMMIT_FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `abandon`, the abandoning of a failed commit's completions: every
-/// [`Reply`] it drops unsent closes its connection.
-pub fn abandon_failed_commit<R>(abandon: impl FnOnce() -> R) -> R {
-    COMMIT_FAILED.with(|f| f.set(true));
-    let result = abandon();
-    COMMIT_FAILED.with(|f| f.set(false));
-    result
-}
-
-/// A packet that a completion sends once what it waits for is committed:
-/// an acknowledgement, or a PUBLISH held back behind a commit.
-///
-/// If the commit fails, the packet is never sent and the connection is
-/// closed (see [`abandon_failed_commit`]). An MQTT 3.1.1 client resends
-/// what was not acknowledged only when it reconnects, and would otherwise
-/// wait for the acknowledgement forever; a persistent subscriber's session
-/// resends what it holds in flight when the client comes back. A reply
-/// abandoned because a handler panicked leaves the connection open: a
-/// message that makes roost panic would otherwise come back with every
-/// reconnect, until the restarts add up to a storm.
-pub struct Reply {
-    outbound: Outbound,
-    packet: Option<Packet>,
-}
-
-impl Reply {
-    pub fn new(outbound: Outbound, packet: Packet) -> Reply {
-        Reply {
-            outbound,
-            packet: Some(packet),
-        }
-    }
-
-    pub fn send(mut self) {
-        if let Some(packet) = self.packet.take() {
-            self.outbound.send(packet);
-        }
-    }
-
-    /// A completion that sends this reply when it runs.
-    pub fn on_completion(self) -> Completion {
-        Completion::new(move || self.send())
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(packet) = &self.packet {
-            if COMMIT_FAILED.with(|f| f.get()) && self.outbound.close() {
-                log::debug!(
-                    "closing a connection: the commit its {:?} waited for failed",
-                    packet.packet_type()
-                );
-            }
-        }
     }
 }
 
@@ -204,29 +142,29 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     write: W,
     limit: usize,
 ) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
-    let shared = Shared::new(limit);
-    let task = actix_rt::spawn(writer(write, shared.clone()));
+    let queue = Queue::new(limit);
+    let task = actix_rt::spawn(writer(write, queue.clone()));
     (
         Outbound {
-            shared: shared.clone(),
+            queue: queue.clone(),
         },
         ReadGate {
-            shared,
+            queue,
             backlog: None,
         },
         task,
     )
 }
 
-async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
+async fn writer<W: AsyncWrite + Unpin>(mut write: W, queue: Arc<Queue>) {
     let mut batch: VecDeque<Packet> = VecDeque::new();
     let mut buf = BytesMut::new();
     let mut yields = 0;
     loop {
         // Wait for packets, or for the close.
         std::future::poll_fn(|cx| {
-            shared.writer.register(cx.waker());
-            if !shared.queue().is_empty() || shared.closed.load(Ordering::Relaxed) {
+            queue.writer.register(cx.waker());
+            if !queue.packets().is_empty() || queue.closed.load(Ordering::Relaxed) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -245,13 +183,13 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
         //   call (Mosquitto also writes to the subscribers first).
         // An idle connection's other packets are written at once.
         let acks_only = yields == 0 && {
-            let queue = shared.queue();
-            !queue.is_empty() && queue.iter().all(Packet::is_acknowledgement)
+            let waiting = queue.packets();
+            !waiting.is_empty() && waiting.iter().all(Packet::is_acknowledgement)
         };
         for _ in 0..if acks_only { ACK_YIELDS } else { yields } {
             tokio::task::yield_now().await;
         }
-        std::mem::swap(&mut *shared.queue(), &mut batch);
+        std::mem::swap(&mut *queue.packets(), &mut batch);
         if batch.is_empty() {
             break; // closed, and everything before the close is written
         }
@@ -272,15 +210,15 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
             };
             if let Err(e) = written {
                 log::debug!("write failed: {e}");
-                shared.closed.store(true, Ordering::Relaxed);
-                shared.reader.wake();
+                queue.closed.store(true, Ordering::Relaxed);
+                queue.reader.wake();
                 return;
             }
             buf.clear();
         }
-        let left = shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-        if left <= shared.limit / 2 {
-            shared.reader.wake();
+        let left = queue.queued_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        if left <= queue.limit / 2 {
+            queue.reader.wake();
         }
         // A connection that is idle, or nearly (a few packets per wake-up,
         // like the CONNACK after which most clients go quiet), keeps no
@@ -292,8 +230,8 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, shared: Arc<Shared>) {
             buf = BytesMut::new();
         }
     }
-    shared.closed.store(true, Ordering::Relaxed);
-    shared.reader.wake();
+    queue.closed.store(true, Ordering::Relaxed);
+    queue.reader.wake();
     let _ = write.shutdown().await;
 }
 
@@ -316,7 +254,7 @@ fn encode_some(batch: &mut VecDeque<Packet>, buf: &mut BytesMut) -> usize {
 /// the bound (TCP backpressure on a client that does not read), or while
 /// too many of its publishes wait to be routed (see `backlog`).
 pub struct ReadGate {
-    shared: Arc<Shared>,
+    queue: Arc<Queue>,
     backlog: Option<Arc<RoutingBacklog>>,
 }
 
@@ -332,16 +270,16 @@ impl ReadGate {
     }
 
     fn open(&self) -> bool {
-        self.shared.queued_bytes.load(Ordering::Relaxed) < self.shared.limit
+        self.queue.queued_bytes.load(Ordering::Relaxed) < self.queue.limit
             && self.backlog.as_ref().is_none_or(|b| b.is_open())
     }
 
     fn closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Relaxed)
+        self.queue.closed.load(Ordering::Relaxed)
     }
 
     fn register(&self, waker: &std::task::Waker) {
-        self.shared.reader.register(waker);
+        self.queue.reader.register(waker);
         if let Some(b) = &self.backlog {
             b.reader.register(waker);
         }
@@ -396,7 +334,7 @@ mod tests {
             .await
             .unwrap();
         let (_read, write) = stream.into_split();
-        let writer = super::writer(write, super::Shared::new(1024));
+        let writer = super::writer(write, super::Queue::new(1024));
         assert!(std::mem::size_of_val(&writer) <= 280);
     }
 }

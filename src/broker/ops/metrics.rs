@@ -18,6 +18,12 @@ pub struct Metrics {
     pub connections_closed: AtomicU64,
     /// Subscriptions held now, over all sessions (a gauge).
     pub subscriptions: AtomicU64,
+    /// Sessions held now, connected ones and persistent ones away (a gauge,
+    /// set by the session registry).
+    pub sessions: AtomicU64,
+    /// Topics holding a retained message now (a gauge, set by the retained
+    /// store).
+    pub retained_messages: AtomicU64,
     /// TLS handshakes that failed or timed out (bad or missing certificates).
     pub tls_handshake_failures: AtomicU64,
     pub clients_connected: AtomicU64,

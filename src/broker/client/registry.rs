@@ -3,15 +3,42 @@
 //! whether CONNACK says "session present". At start it brings back the
 //! persistent sessions the store kept.
 
-use super::messages::*;
-use super::session::{Session, SessionDeps};
-use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
+use super::messages::{Discard, SessionEnded, SessionId};
+use super::session::{Restored, Session, SessionDeps};
+use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
+use crate::session::connect::{takeover, Takeover};
 use crate::session::SessionState;
 use crate::store::StoredSession;
 use actix::prelude::*;
 use ahash::AHashMap;
 use bytestring::ByteString;
 use std::sync::Arc;
+
+/// Connection → SessionRegistry, after a valid CONNECT: find or create the
+/// session for this client id.
+#[derive(Message)]
+#[rtype(result = "Result<Registered, RegistryError>")]
+pub struct Register {
+    pub client_id: ByteString,
+    pub clean_session: bool,
+    /// Where a new session is started: the connection's own arbiter.
+    pub arbiter: actix::dev::ArbiterHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("the session registry failed while handling this connect (it restarts; the client may retry)")]
+    Failed,
+}
+
+pub struct Registered {
+    pub session: Addr<Session>,
+    pub session_present: bool,
+    /// Increases with every registration of this client id: a session accepts
+    /// an attach only from its newest registration, so of two racing
+    /// connections the later one wins [MQTT-3.1.4-2].
+    pub generation: u64,
+}
 
 struct Entry {
     session_id: SessionId,
@@ -54,7 +81,7 @@ impl SessionRegistry {
         client_id: ByteString,
         durable: bool,
         state: SessionState,
-        restored: Option<super::session::Restored>,
+        restored: Option<Restored>,
         arbiter: &actix::dev::ArbiterHandle,
         generation: u64,
     ) -> Addr<Session> {
@@ -75,7 +102,16 @@ impl SessionRegistry {
                 generation,
             },
         );
+        self.count();
         session
+    }
+
+    /// Updates the gauge of sessions held.
+    fn count(&self) {
+        self.deps.metrics.sessions.store(
+            self.sessions.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -98,7 +134,7 @@ impl Actor for SessionRegistry {
                 stored.client_id,
                 true,
                 state,
-                Some(super::session::Restored {
+                Some(Restored {
                     idle_secs: stored.idle_secs,
                     username: stored.username,
                 }),
@@ -133,6 +169,7 @@ impl SessionRegistry {
     fn sweep(&mut self) {
         let before = self.sessions.len();
         self.sessions.retain(|_, e| e.session.connected());
+        self.count();
         log::warn!(
             "session registry restarted: {} sessions kept, {} stale entries dropped",
             self.sessions.len(),
@@ -165,11 +202,12 @@ impl SessionRegistry {
     ) -> AtomicResponse<Self, Result<Registered, RegistryError>> {
         let mut generation = 1;
         let mut discard = None;
-        if let Some(entry) = self.sessions.get_mut(&msg.client_id) {
+        let existing = self.sessions.get_mut(&msg.client_id);
+        let decision = takeover(existing.as_ref().map(|e| e.durable), msg.clean_session);
+        if let Some(entry) = existing {
             entry.generation += 1;
             generation = entry.generation;
-            if entry.durable && !msg.clean_session {
-                // Resume the persistent session [MQTT-3.1.2-4]; session present [MQTT-3.2.2-2].
+            if decision == Takeover::Resume {
                 let registered = Registered {
                     session: entry.session.clone(),
                     session_present: true,
@@ -177,8 +215,6 @@ impl SessionRegistry {
                 };
                 return AtomicResponse::new(Box::pin(fut::ready(Ok(registered))));
             }
-            // Clean session 1 discards any previous session [MQTT-3.1.2-6],
-            // and a clean session ends with its connection anyway.
             discard = Some(entry.session.clone());
         }
         // The old session finishes (its last store writes go out) before the
@@ -200,7 +236,8 @@ impl SessionRegistry {
                     &msg.arbiter,
                     generation,
                 );
-                // A new session: session present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
+                // A new session (`Takeover::New` or `Replace`): session
+                // present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
                 Ok(Registered {
                     session,
                     session_present: false,
@@ -224,16 +261,9 @@ impl Handler<SessionEnded> for SessionRegistry {
                 sessions.remove(&msg.client_id);
             }
         });
+        self.count();
         if ended.is_err() {
             ctx.stop();
         }
-    }
-}
-
-impl Handler<SessionCount> for SessionRegistry {
-    type Result = usize;
-
-    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> usize {
-        self.sessions.len()
     }
 }

@@ -3,11 +3,12 @@
 //! Every change is written to the store; a QoS ≥ 1 publisher is
 //! acknowledged once it is committed. Loaded from the store at start.
 
-use super::messages::{DeliverRetained, LookupRetained, Retain, RetainedCount};
-use super::store::{GroupLinks, LoadRetained, StoreHandle};
-use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
+use super::messages::{LookupRetained, Retain, RetainedMatches};
+use crate::broker::durable::{GroupLinks, LoadRetained, StoreHandle};
+use crate::broker::ops::metrics::Metrics;
+use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
+use crate::message::Message;
 use crate::routing::TopicTree;
-use crate::session::Message;
 use crate::store::Op;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct RetainedStore {
     tree: TopicTree<Message>,
     store: StoreHandle,
     restarts: Arc<RestartTracker>,
+    /// Where the count of retained topics is kept for `$SYS` and `/metrics`.
+    metrics: Arc<Metrics>,
     /// Topics whose last change is in a QoS 2 publisher's `WriteGroup`
     /// still gathering: a later change of the topic follows it.
     links: GroupLinks<crate::protocol::TopicName>,
@@ -35,13 +38,24 @@ impl RetainedStore {
         retained: Vec<Message>,
         store: StoreHandle,
         restarts: Arc<RestartTracker>,
+        metrics: Arc<Metrics>,
     ) -> RetainedStore {
-        RetainedStore {
+        let store = RetainedStore {
             tree: tree_of(retained),
             links: GroupLinks::default(),
             store,
             restarts,
-        }
+            metrics,
+        };
+        store.count();
+        store
+    }
+
+    /// Updates the gauge of retained topics.
+    fn count(&self) {
+        self.metrics
+            .retained_messages
+            .store(self.tree.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn retain(&mut self, Retain { message, ack }: Retain) {
@@ -118,6 +132,7 @@ impl RetainedStore {
             move |loaded, act, _| match loaded {
                 Ok(messages) => {
                     act.tree = tree_of(messages);
+                    act.count();
                     log::warn!(
                         "retained store restarted: {} messages reloaded in {:?}",
                         act.tree.len(),
@@ -139,6 +154,7 @@ impl Handler<Retain> for RetainedStore {
         if guard::<Retain, _>(ActorKind::RetainedStore, &"", || self.retain(msg)).is_err() {
             ctx.stop();
         }
+        self.count();
     }
 }
 
@@ -153,20 +169,12 @@ impl Handler<LookupRetained> for RetainedStore {
             messages
         });
         match found {
-            Ok(messages) if !messages.is_empty() => msg.session.do_send(DeliverRetained {
+            Ok(messages) if !messages.is_empty() => msg.session.do_send(RetainedMatches {
                 messages,
                 qos: msg.qos,
             }),
             Ok(_) => {}
             Err(_) => ctx.stop(),
         }
-    }
-}
-
-impl Handler<RetainedCount> for RetainedStore {
-    type Result = usize;
-
-    fn handle(&mut self, _: RetainedCount, _: &mut Context<Self>) -> usize {
-        self.tree.len()
     }
 }

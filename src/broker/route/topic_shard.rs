@@ -7,10 +7,11 @@
 //! of filters kept beside it (fields survive an actix restart; the trie is
 //! the structure a failure could have left half-changed).
 
-use super::deliveries::Deliveries;
-use super::messages::{AddSubscription, Deliver, RemoveSubscription, Route, SessionId};
-use super::store::{StoreHandle, WriteGroup};
-use super::supervision::{guard, ActorKind, Rebuild, RestartTracker};
+use super::delivery_inbox::{Delivery, InboxHandle};
+use super::messages::{AddSubscription, RemoveSubscription, Route};
+use crate::broker::client::messages::SessionId;
+use crate::broker::durable::{StoreHandle, WriteGroup};
+use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
 use actix::prelude::*;
@@ -18,7 +19,7 @@ use ahash::AHashMap;
 use std::sync::Arc;
 
 struct Subscriber {
-    session: Deliveries,
+    session: InboxHandle,
     durable: bool,
     filters: AHashMap<TopicFilter, QoS>,
 }
@@ -115,7 +116,7 @@ impl TopicShard {
                     }
                 }
                 let ack = if stored { ack.clone() } else { None };
-                s.session.send(Deliver { message, qos, ack });
+                s.session.push(Delivery { message, qos, ack });
             }
         }
         // Routed: the publisher may send one more, and is acknowledged now

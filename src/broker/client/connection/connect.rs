@@ -1,0 +1,149 @@
+//! The CONNECT of a connection: decided by the pure `session::connect`
+//! (with the password, if any, checked off the actor's thread), then the
+//! session found or created and attached, which writes CONNACK.
+
+use super::{may_publish, rand_id, Connection, Identity, Phase};
+use crate::broker::client::messages::Attach;
+use crate::broker::client::registry::Register;
+use crate::broker::ops::metrics::Metrics;
+use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet};
+use crate::session::connect::{self, AuthSettings, Credentials, RefusalKind, Verdict};
+use actix::prelude::*;
+
+impl Connection {
+    /// Refuses CONNECT: CONNACK with `code`, then close.
+    pub(super) fn refuse(&mut self, code: ConnectReturnCode, ctx: &mut Context<Self>) {
+        self.outbound.send(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+        }));
+        self.phase = Phase::Closed;
+        ctx.stop();
+    }
+
+    /// Decides on CONNECT (see `session::connect`): refused with a return
+    /// code, accepted, or accepted once a password is checked.
+    pub(super) fn on_connect(
+        &mut self,
+        connect: Connect,
+        credentials: Credentials,
+        ctx: &mut Context<Self>,
+    ) {
+        let live = self.shared.live.load();
+        let auth = AuthSettings {
+            allow_anonymous: live.allow_anonymous,
+            password_file: live.auth.passwords.is_some(),
+        };
+        if self.identity.is_none() {
+            // Named by its client id in the log lines from here on.
+            self.identity = Some(Box::new(Identity {
+                client_id: connect.client_id.clone(),
+                username: None,
+            }));
+        }
+        let connection_id = self.id;
+        let verdict = connect::accept(
+            &connect,
+            &credentials,
+            &live.limits,
+            auth,
+            // [MQTT-3.1.3-6]: the server assigns a unique id.
+            || format!("roost-{:016x}", rand_id(connection_id)).into(),
+            |user, client, topic| may_publish(&live, user, client, topic),
+        );
+        self.phase = Phase::Connecting;
+        match verdict {
+            Verdict::Accept(accepted) => self.register(accepted, connect, ctx),
+            Verdict::Refuse(refusal) => {
+                let counter = match refusal.kind() {
+                    RefusalKind::Identifier => None,
+                    RefusalKind::Limit => Some(&self.shared.metrics.limits_refused),
+                    RefusalKind::Auth => Some(&self.shared.metrics.auth_failures),
+                    RefusalKind::Acl => Some(&self.shared.metrics.acl_denied),
+                };
+                match counter {
+                    Some(counter) => {
+                        Metrics::inc(counter);
+                        log::warn!("{}: CONNECT refused: {refusal}", self.name());
+                    }
+                    None => log::info!("{}: CONNECT refused: {refusal}", self.name()),
+                }
+                self.refuse(refusal.code(), ctx)
+            }
+            Verdict::VerifyPassword => {
+                // PBKDF2 and argon2 are slow on purpose: check off the actor thread.
+                let Some(passwords) = live.auth.passwords.clone() else {
+                    return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
+                };
+                let user = connect.username.as_deref().unwrap_or_default().to_string();
+                let password = connect.password.clone().unwrap_or_default();
+                let check = tokio::task::spawn_blocking(move || passwords.verify(&user, &password));
+                ctx.wait(check.into_actor(self).map(move |ok, act, ctx| {
+                    let valid = ok.unwrap_or(false);
+                    act.on_connect(connect, Credentials::Password { valid }, ctx);
+                }));
+            }
+        }
+    }
+
+    /// After an accepted CONNECT: find or create the session and attach to
+    /// it (it writes CONNACK).
+    fn register(&mut self, accepted: connect::Accepted, connect: Connect, ctx: &mut Context<Self>) {
+        self.identity = Some(Box::new(Identity {
+            client_id: accepted.client_id.clone(),
+            username: accepted.username.clone(),
+        }));
+        self.will = connect.will.map(Box::new);
+        self.keep_alive_limit = accepted.keep_alive_limit;
+        let (keep_alive, will) = (connect.keep_alive, self.will.as_deref().cloned());
+        let username = accepted.username;
+        let register = Register {
+            client_id: accepted.client_id,
+            clean_session: connect.clean_session,
+            arbiter: actix::Arbiter::current(),
+        };
+        let registry = self.shared.registry.clone();
+        let me = ctx.address().recipient();
+        let (connection_id, outbound) = (self.id, self.outbound.clone());
+        // `wait` holds back every other packet of this client until the
+        // session has written CONNACK, so nothing overtakes it.
+        let attach = async move {
+            let registered = registry.send(register).await.ok()?.ok()?;
+            let attach = Attach {
+                connection_id,
+                keep_alive,
+                will,
+                connection: me,
+                outbound,
+                session_present: registered.session_present,
+                generation: registered.generation,
+                username,
+            };
+            registered.session.send(attach).await.ok()?.ok()?;
+            Some(registered.session)
+        };
+        ctx.wait(
+            attach
+                .into_actor(self)
+                .map(|session, act, ctx| match session {
+                    Some(session) => {
+                        log::debug!("{}: connected", act.name());
+                        Metrics::inc(&act.shared.metrics.clients_connected);
+                        act.phase = Phase::Connected { session };
+                        // The connect timeout has nothing left to check.
+                        if let Some(timer) = act.connect_timer.take() {
+                            ctx.cancel_future(timer);
+                        }
+                        if let Some(limit) = act.keep_alive_limit {
+                            act.schedule_keep_alive(limit, ctx);
+                        }
+                    }
+                    None => {
+                        log::info!("{}: session was taken over while connecting", act.name());
+                        act.phase = Phase::Closed;
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Messages between the client actors (`Connection`, `Session`,
+//! `SessionRegistry`). Each says who sends it to whom; the reply type is on
+//! the type. None names an actor type: where one actor answers another, it
+//! holds a `Recipient` of the message, so no two actor files import each
+//! other. (The registry's own request, `Register`, lives with it: its reply
+//! names the session actor.)
+
+use crate::broker::net::backlog::BacklogToken;
+use crate::broker::net::outbound::Outbound;
+use crate::protocol::{LastWill, Packet, Publish};
+use actix::prelude::*;
+use bytestring::ByteString;
+
+/// Identifies one session instance for its lifetime; a client id that is
+/// discarded and reused gets a new one, so stale messages are recognisable.
+pub type SessionId = u64;
+/// Identifies one accepted socket.
+pub type ConnectionId = u64;
+
+/// SessionRegistry → Session: a new CONNECT replaced this session (clean
+/// session 1, or a persistent client returning to a clean one). Disconnect
+/// its client and discard it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Discard;
+
+/// Session → SessionRegistry: a clean session ended with its connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    pub client_id: ByteString,
+    pub session_id: SessionId,
+}
+
+/// Connection → Session: the client is connected here. The session writes
+/// CONNACK first, then resends in-flight and queued messages, before it
+/// replies, so nothing the connection sends afterwards overtakes CONNACK.
+#[derive(Message)]
+#[rtype(result = "Result<(), Superseded>")]
+pub struct Attach {
+    pub connection_id: ConnectionId,
+    /// For the sessions table.
+    pub keep_alive: u16,
+    pub will: Option<LastWill>,
+    /// Told when another connection takes the session over.
+    pub connection: Recipient<TakenOver>,
+    pub outbound: Outbound,
+    pub session_present: bool,
+    pub generation: u64,
+    /// The user name of CONNECT, for the ACL.
+    pub username: Option<ByteString>,
+}
+
+/// A newer connection for the same client id attached first.
+#[derive(Debug)]
+pub struct Superseded;
+
+/// Connection → Session: the connection ended (for any reason).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub connection_id: ConnectionId,
+}
+
+/// Session → Connection: another connection took the session over; close
+/// (the will is published, as for any close without DISCONNECT).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TakenOver;
+
+/// Connection → Session: a packet the session's state machine handles
+/// (acks, SUBSCRIBE, UNSUBSCRIBE).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromClient {
+    /// Packets from a connection that was since taken over are ignored.
+    pub connection_id: ConnectionId,
+    pub packet: Packet,
+}
+
+/// Connection → Session: a QoS 2 PUBLISH, routed once per packet id until
+/// PUBREL (the session keeps the ids).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishQoS2 {
+    pub connection_id: ConnectionId,
+    pub publish: Publish,
+    pub backlog: BacklogToken,
+    /// The ACL refused it: not routed, only acknowledged (PUBREC), in turn
+    /// with the PUBRECs of earlier QoS 2 PUBLISHes.
+    pub refused: bool,
+}

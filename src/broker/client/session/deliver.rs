@@ -1,0 +1,283 @@
+//! The delivery path of a session: messages the topic shards routed to it
+//! (through its inbox, a batch at a time) and the retained messages of a
+//! new subscription, handed to the state machine ([`Session::deliver`]),
+//! and the actions that come out carried out ([`Session::run`]): packets to
+//! the client, now or once a commit is done, and rows to the store.
+//!
+//! Names: a [`Delivery`] is one routed message; the session's
+//! `on_delivery` takes one from the inbox, `deliver_routed` applies the
+//! ACL and the granted QoS, and `deliver` is the one place a message
+//! enters the state machine (sent, queued, or dropped and counted).
+
+use super::Session;
+use crate::broker::durable::{Abandoned, Acknowledgement, Completion};
+use crate::broker::ops::metrics::Metrics;
+use crate::broker::ops::restart::{guard, ActorKind};
+use crate::broker::route::delivery_inbox::{Delivery, DrainInbox, InboxHandle};
+use crate::broker::route::messages::RetainedMatches;
+use crate::message::Message;
+use crate::protocol::{Packet, QoS};
+use crate::session::{Action, DeliverOutcome};
+use crate::store::Op;
+use actix::prelude::*;
+
+/// How often one session may log that it drops messages.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Session {
+    /// Whether the ACL (if any) lets this client receive a message of
+    /// `topic` now; checked for every delivery, so that a subscription the
+    /// ACL no longer allows stops receiving.
+    fn may_read(&mut self, topic: &crate::protocol::TopicName) -> bool {
+        let allowed = self.live.load().auth.acl.as_ref().is_none_or(|acl| {
+            acl.allows(
+                self.username.as_deref(),
+                &self.client_id,
+                topic.as_str(),
+                crate::acl::Want::Read,
+            )
+        });
+        if !allowed {
+            Metrics::inc(&self.deps.metrics.acl_denied);
+        }
+        allowed
+    }
+
+    /// A completion that sends `packet` to the attached client once what it
+    /// waits for is committed.
+    fn send_later(&self, packet: Packet) -> Option<Completion> {
+        let outbound = self.attached.as_ref()?.outbound.clone();
+        Some(self.held.send_later(outbound, packet))
+    }
+
+    /// Carries out the actions of the last event. `waiting` (a publisher's
+    /// acknowledgement) joins the write of every new row, so it completes
+    /// only once those rows are durable.
+    pub(super) fn run(&mut self, waiting: Option<&Acknowledgement>) {
+        let mut actions = std::mem::take(&mut self.out);
+        for action in actions.drain(..) {
+            // A packet sent later (by a commit's completion, on the store's
+            // thread) must not overtake the packets gathered before it.
+            let sends_later = match &action {
+                Action::Send(Packet::Publish(_) | Packet::PubRel(_)) => self.held.any_held_back(),
+                Action::Send(_) => false,
+                Action::Persist { then, .. } | Action::Forget { then, .. } => then.is_some(),
+            };
+            if sends_later {
+                self.send_gathered();
+            }
+            match action {
+                Action::Send(packet @ (Packet::Publish(_) | Packet::PubRel(_))) if sends_later => {
+                    Metrics::inc(&self.deps.metrics.publishes_sent);
+                    let later = self.send_later(packet);
+                    self.links.barrier(&self.deps.store, later);
+                }
+                Action::Send(packet) => {
+                    if let Some(a) = &self.attached {
+                        if matches!(packet, Packet::Publish(_)) {
+                            Metrics::inc(&self.deps.metrics.publishes_sent);
+                        }
+                        match &mut self.gathered {
+                            Some(g) => {
+                                g.bytes += packet.wire_len();
+                                g.packets.push(packet);
+                            }
+                            None => a.outbound.send(packet),
+                        }
+                    }
+                }
+                Action::Persist { record, new, then } => {
+                    let then = then.and_then(|p| self.send_later(p));
+                    let id = record.id();
+                    let op = Op::PutMessage {
+                        client_id: self.client_id.clone(),
+                        record,
+                        new,
+                    };
+                    match waiting.filter(|_| new) {
+                        Some(ack) => {
+                            if let Some(link) = ack.write(&self.deps.store, op, then) {
+                                self.links.remember(id, link);
+                            }
+                        }
+                        None => self.links.write(&self.deps.store, &id, op, then),
+                    }
+                }
+                Action::Forget { id, then } => {
+                    let then = then.and_then(|p| self.send_later(p));
+                    let op = Op::DeleteMessage {
+                        client_id: self.client_id.clone(),
+                        id,
+                    };
+                    self.links.write(&self.deps.store, &id, op, then);
+                }
+            }
+        }
+        self.out = actions;
+    }
+
+    /// Sends the packets gathered so far to the client.
+    pub(super) fn send_gathered(&mut self) {
+        if let (Some(a), Some(g)) = (&self.attached, &mut self.gathered) {
+            a.outbound
+                .send_all(std::mem::take(&mut g.packets), std::mem::take(&mut g.bytes));
+        }
+    }
+
+    /// Hands one message to the state machine: sent, queued, or dropped at
+    /// a bound (counted, and logged at most every `DROP_LOG_INTERVAL`).
+    fn deliver(&mut self, message: Message, waiting: Option<&Acknowledgement>) {
+        let gathered = self.gathered.as_ref().map_or(0, |g| g.bytes);
+        let writable = self
+            .attached
+            .as_ref()
+            .is_some_and(|a| a.outbound.is_writable(gathered));
+        let id = self.row_id(message.qos);
+        let outcome = self.state.deliver(message, id, writable, &mut self.out);
+        self.run(waiting);
+        let counter = match outcome {
+            DeliverOutcome::Sent | DeliverOutcome::Queued => return,
+            DeliverOutcome::DroppedSlowClient => &self.deps.metrics.dropped_slow_client,
+            DeliverOutcome::DroppedQueueFull => &self.deps.metrics.dropped_queue_full,
+            DeliverOutcome::DroppedOffline => {
+                // QoS 0 for an offline client: expected, counted, not logged.
+                Metrics::inc(&self.deps.metrics.dropped_offline_qos0);
+                return;
+            }
+        };
+        Metrics::inc(counter);
+        self.unlogged_drops = self.unlogged_drops.saturating_add(1);
+        if self
+            .last_drop_log
+            .is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL)
+        {
+            log::warn!(
+                "client {}: dropped {} message(s) at a bound ({:?}; queued {}, see [session] and [limits] in the config)",
+                self.client_id,
+                self.unlogged_drops,
+                outcome,
+                self.state.queued_len()
+            );
+            self.unlogged_drops = 0;
+            self.last_drop_log = Some(std::time::Instant::now());
+        }
+    }
+
+    pub(super) fn log_unlogged_drops(&mut self) {
+        if self.unlogged_drops > 0 {
+            log::warn!(
+                "client {}: dropped {} more message(s) at a bound",
+                self.client_id,
+                self.unlogged_drops
+            );
+            self.unlogged_drops = 0;
+        }
+    }
+}
+
+impl Handler<DrainInbox> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: DrainInbox, _: &mut Context<Self>) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        let batch = inbox.take();
+        self.gathered = Some(Box::default());
+        for delivery in batch {
+            self.on_delivery(delivery);
+        }
+        self.send_gathered();
+        self.gathered = None;
+    }
+}
+
+impl Session {
+    /// The shards' deliveries go through one inbox per session (see
+    /// `delivery_inbox`); made at the first subscription.
+    pub(super) fn inbox_handle(&mut self, me: Addr<Session>) -> InboxHandle {
+        let inbox = self.inbox.get_or_insert_with(Default::default).clone();
+        InboxHandle::new(me.recipient(), inbox)
+    }
+
+    /// One delivery from the inbox, guarded: after a panic the session
+    /// recovers and a QoS 1/2 delivery is tried once more.
+    fn on_delivery(&mut self, msg: Delivery) {
+        // The session's number, not its client id, names it if this panics
+        // (`recover` logs the client id when it rebuilds the session): a
+        // copy of the client id for every delivery was an atomic count on
+        // its buffer.
+        let id = self.id;
+        let Delivery { message, qos, ack } = msg;
+        // The publisher's acknowledgement stays out here, not in the guarded
+        // call. A panic would drop it while unwinding, which abandons it
+        // (see `Completion`), and a retry that succeeds could then never
+        // acknowledge.
+        //
+        // A panic after the first attempt had passed a clone of it to the
+        // store still abandons it: a clone dropped while unwinding abandons
+        // the one callback all clones share.
+        //
+        // A QoS 1/2 delivery is kept to try once more after a failure, or it
+        // would be lost for this subscriber. A QoS 0 one may be lost, and is
+        // not copied: a copy shares the buffers every subscriber shares.
+        let retry = (qos.min(message.qos) != QoS::AtMostOnce).then(|| message.clone());
+        let delivered = guard::<Delivery, _>(ActorKind::Session, &id, || {
+            self.deliver_routed(message, qos, ack.as_ref())
+        });
+        if delivered.is_ok() {
+            return;
+        }
+        self.recover();
+        let retried = retry.is_some_and(|message| {
+            let again = guard::<Delivery, _>(ActorKind::Session, &id, || {
+                self.deliver_routed(message, qos, ack.as_ref())
+            });
+            if again.is_err() {
+                self.recover();
+            }
+            again.is_ok()
+        });
+        if !retried {
+            // Lost for this subscriber: the publisher is not told its
+            // message is safe.
+            if let Some(ack) = &ack {
+                ack.completion.abandon(Abandoned::CutShort);
+            }
+        }
+    }
+
+    /// A routed message: read access checked, delivered at the lower of the
+    /// published and the granted QoS, RETAIN cleared.
+    fn deliver_routed(&mut self, mut message: Message, qos: QoS, ack: Option<&Acknowledgement>) {
+        if !self.may_read(&message.topic) {
+            return;
+        }
+        // Delivered QoS is the lower of published and granted; normal
+        // forwarding clears RETAIN [MQTT-3.3.1-9].
+        message.qos = message.qos.min(qos);
+        message.retain = false;
+        self.deliver(message, ack);
+    }
+}
+
+impl Handler<RetainedMatches> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: RetainedMatches, _: &mut Context<Self>) {
+        let id = self.client_id.clone();
+        let delivered = guard::<RetainedMatches, _>(ActorKind::Session, &id, || {
+            for mut message in msg.messages {
+                if !self.may_read(&message.topic) {
+                    continue;
+                }
+                message.qos = message.qos.min(msg.qos);
+                message.retain = true;
+                self.deliver(message, None);
+            }
+        });
+        if delivered.is_err() {
+            self.recover();
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! What the client sends that its session handles: acknowledgements of
+//! outbound messages (PUBACK, PUBREC, PUBCOMP) and of inbound ones
+//! (PUBREL), SUBSCRIBE and UNSUBSCRIBE, and QoS 2 PUBLISHes, whose packet
+//! ids the session keeps until PUBREL.
+
+use super::Session;
+use crate::broker::client::messages::{FromClient, PublishQoS2};
+use crate::broker::durable::{Acknowledgement, Reply, ReplyThen, WriteGroup};
+use crate::broker::ops::metrics::Metrics;
+use crate::broker::ops::restart::{guard, ActorKind};
+use crate::broker::route::messages::LookupRetained;
+use crate::message::Message;
+use crate::protocol::{Packet, PacketId, QoS, SubAck, Subscribe, TopicFilter, Unsubscribe};
+use crate::session::SubscribeRefusal;
+use crate::store::Op;
+use actix::prelude::*;
+use std::sync::atomic::Ordering;
+
+impl Handler<FromClient> for Session {
+    /// A future only for SUBSCRIBE and UNSUBSCRIBE (the connection waits
+    /// for them); acknowledgements are handled at once, without spawning
+    /// a task per packet.
+    type Result = Response<()>;
+
+    fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
+        let id = self.client_id.clone();
+        match guard::<FromClient, _>(ActorKind::Session, &id, || {
+            self.handle_client_packet(msg, ctx)
+        }) {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.recover();
+                Response::reply(())
+            }
+        }
+    }
+}
+
+impl Session {
+    fn handle_client_packet(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Response<()> {
+        if !self.is_current(msg.connection_id) {
+            return Response::reply(());
+        }
+        match msg.packet {
+            Packet::Subscribe(s) => return Response::fut(self.on_subscribe(s, ctx)),
+            Packet::Unsubscribe(u) => return Response::fut(self.on_unsubscribe(u)),
+            Packet::PubAck(id) => {
+                if !self.state.on_puback(id, &mut self.out) {
+                    log::debug!(
+                        "client {}: PUBACK for unknown packet id {id}",
+                        self.client_id
+                    );
+                }
+            }
+            Packet::PubRec(id) => {
+                if !self.state.on_pubrec(id, &mut self.out) {
+                    log::debug!(
+                        "client {}: PUBREC for unknown packet id {id}",
+                        self.client_id
+                    );
+                }
+            }
+            Packet::PubComp(id) => {
+                if !self.state.on_pubcomp(id, &mut self.out) {
+                    log::debug!(
+                        "client {}: PUBCOMP for unknown packet id {id}",
+                        self.client_id
+                    );
+                }
+            }
+            Packet::PubRel(id) => self.state.on_pubrel(id, &mut self.out),
+            other => log::debug!(
+                "client {}: session ignores {:?}",
+                self.client_id,
+                other.packet_type()
+            ),
+        }
+        self.run(None);
+        Response::reply(())
+    }
+}
+
+impl Session {
+    /// SUBSCRIBE: the state machine decides on each filter (see
+    /// `session::Subscriptions`); the granted ones go to the topic shards
+    /// and, for a durable session, to the store. SUBACK, then the retained
+    /// messages of every granted filter (even a repeated one)
+    /// [MQTT-3.3.1-6] [MQTT-3.8.4-3], go out once the subscriptions are
+    /// committed; the connection reads nothing more until then.
+    fn on_subscribe(&mut self, s: Subscribe, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+        let me = ctx.address();
+        let live = self.deps.live.load();
+        let (username, client_id) = (&self.username, &self.client_id);
+        let outcome = self.state.on_subscribe(&s.topics, &live.limits, |filter| {
+            live.auth.acl.as_ref().is_none_or(|acl| {
+                acl.allows_subscribe(username.as_deref(), client_id, filter.as_str())
+            })
+        });
+        for (filter, refusal) in &outcome.refused {
+            match refusal {
+                // Refused like Mosquitto: SUBACK 0x80.
+                SubscribeRefusal::Acl => {
+                    log::warn!(
+                        "client {}: subscription to {:?} refused by the ACL",
+                        self.client_id,
+                        filter.as_str()
+                    );
+                    Metrics::inc(&self.deps.metrics.acl_denied);
+                }
+                // A limit of [limits]: this filter is refused [MQTT-3.9.3-2].
+                SubscribeRefusal::Limit => {
+                    log::warn!(
+                        "client {}: subscription to {:?} refused by a limit (topic length/levels or subscriptions per client)",
+                        self.client_id,
+                        filter.as_str()
+                    );
+                    Metrics::inc(&self.deps.metrics.limits_refused);
+                }
+            }
+        }
+        let mut inbox = None;
+        for (filter, qos, new) in &outcome.granted {
+            if *new {
+                Metrics::inc(&self.deps.metrics.subscriptions);
+            }
+            let to = match &inbox {
+                Some(to) => to,
+                None => inbox.insert(self.inbox_handle(me.clone())),
+            };
+            self.deps
+                .router
+                .subscribe(self.id, to, filter, *qos, self.durable);
+        }
+        let suback = self.attached.as_ref().map(|a| {
+            let codes = outcome.codes;
+            Reply::new(
+                a.outbound.clone(),
+                Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    codes,
+                }),
+            )
+        });
+        let lookups: Vec<(TopicFilter, QoS)> = outcome
+            .granted
+            .iter()
+            .map(|(f, q, _)| (f.clone(), *q))
+            .collect();
+        let (retained, me) = (self.deps.router.retained().clone(), me.recipient());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = ReplyThen::completion(suback, move || {
+            for (filter, qos) in lookups {
+                retained.do_send(LookupRetained {
+                    filter,
+                    qos,
+                    session: me.clone(),
+                });
+            }
+            let _ = tx.send(());
+        });
+        if self.durable {
+            for (filter, qos, _) in outcome.granted {
+                let op = Op::Subscribe {
+                    client_id: self.client_id.clone(),
+                    filter,
+                    qos,
+                };
+                self.write(op, Some(done.clone()));
+            }
+        }
+        drop(done);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+
+    /// UNSUBSCRIBE: UNSUBACK once the removal is committed (durable).
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> ResponseFuture<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let unsuback = self
+            .attached
+            .as_ref()
+            .map(|a| Reply::new(a.outbound.clone(), Packet::UnsubAck(u.packet_id)));
+        let done = ReplyThen::completion(unsuback, move || {
+            let _ = tx.send(());
+        });
+        for f in u.filters {
+            if self.state.unsubscribe(&f) {
+                self.deps
+                    .metrics
+                    .subscriptions
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.deps.router.unsubscribe(self.id, &f);
+                if self.durable {
+                    self.write(
+                        Op::Unsubscribe {
+                            client_id: self.client_id.clone(),
+                            filter: f,
+                        },
+                        Some(done.clone()),
+                    );
+                }
+            }
+        }
+        drop(done);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<PublishQoS2> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishQoS2, _: &mut Context<Self>) {
+        let id = self.client_id.clone();
+        if guard::<PublishQoS2, _>(ActorKind::Session, &id, || self.publish_qos2(msg)).is_err() {
+            self.recover();
+        }
+    }
+}
+
+impl Session {
+    fn publish_qos2(&mut self, msg: PublishQoS2) {
+        if !self.is_current(msg.connection_id) {
+            return;
+        }
+        let Some(packet_id) = msg.publish.packet_id else {
+            return;
+        };
+        if msg.refused {
+            self.pubrec_in_turn(packet_id);
+            return;
+        }
+        if self.held.take_abandoned_pubrec(packet_id) {
+            // The first PUBLISH with this id was never acknowledged: the
+            // commit of its id and copies failed. This one is stored and
+            // routed as new; acknowledging it as a duplicate would tell
+            // the client a message nobody stored is safe.
+            self.state.forget_inbound_qos2(packet_id, &mut self.out);
+            self.run(None);
+        }
+        let row = self.row_id(QoS::ExactlyOnce);
+        if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
+            // PUBREC once the id and every stored copy are durable, all in
+            // one transaction (see `WriteGroup`).
+            let ack = self.attached.as_ref().map(|a| {
+                let completion = self.held.pubrec_later(a.outbound.clone(), packet_id);
+                self.pubrecs.push(&completion);
+                Acknowledgement {
+                    completion,
+                    group: Some(WriteGroup::new(self.deps.store.clone())),
+                }
+            });
+            self.run(ack.as_ref());
+            self.deps
+                .router
+                .publish(Message::from_publish(&msg.publish), Some(msg.backlog), ack);
+        } else {
+            // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
+            self.pubrec_in_turn(packet_id);
+        }
+    }
+
+    /// A PUBREC that waits for no commit, sent after the PUBRECs of earlier
+    /// QoS 2 PUBLISHes that do.
+    fn pubrec_in_turn(&mut self, packet_id: PacketId) {
+        if let Some(a) = &self.attached {
+            let pubrec = Reply::new(a.outbound.clone(), Packet::PubRec(packet_id));
+            self.pubrecs.push(&pubrec.on_completion());
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! # Acknowledged only after commit
+//!
+//! The promise: roost sends PUBACK or PUBREC for a QoS 1/2 PUBLISH only
+//! once every copy of it stored for a persistent session, and any retained
+//! change it makes, is committed to SQLite; SUBACK and UNSUBACK of a
+//! persistent session only once the subscriptions are committed; a PUBLISH
+//! or PUBREL of a persistent session's QoS 2 handshake only once its step
+//! is committed. If a commit fails, nothing that waited for it is sent, and
+//! the clients that waited are disconnected so that they resend. So kill -9
+//! at any moment loses nothing that roost acknowledged.
+//!
+//! How it is kept, in this folder and nowhere else:
+//! - [`completion`]: a reference-counted callback that runs when the last
+//!   holder lets go, and [`InOrder`], which releases a client's
+//!   acknowledgements in the order of its packets [MQTT-4.6.0-2]
+//!   [MQTT-4.6.0-3];
+//! - [`reply`]: the packet a completion sends ([`Reply`]), and what a
+//!   session holds back behind a commit ([`HeldForCommit`]);
+//! - [`group`]: writes from several actors that commit in one transaction
+//!   (an inbound QoS 2 id and its copies: [`WriteGroup`]), and a
+//!   publisher's [`Acknowledgement`] on its way through routing;
+//! - [`store`]: the Store actor, which commits writes in groups (many
+//!   messages per transaction) and, after each commit, releases its
+//!   completions in arrival order or, after a failed one, abandons them
+//!   ([`Abandoned::CommitFailed`]): each reply then closes its connection.
+//!
+//! The pure state machine says which packet waits for which row
+//! (`session::Action::Persist` with `then`); the actors hand both to this
+//! module.
+
+pub mod completion;
+pub mod group;
+pub mod reply;
+pub mod store;
+
+pub use completion::{Abandoned, Callback, Completion, InOrder};
+pub use group::{Acknowledgement, GroupLinks, WriteGroup};
+pub use reply::{HeldForCommit, Reply, ReplyThen};
+pub use store::{Flush, LoadRetained, Store, StoreHandle, WriteInbox};

@@ -1,0 +1,55 @@
+//! The settings SIGHUP reloads without dropping a connection: the
+//! `[limits]` section, `auth.allow_anonymous`, and the password and ACL
+//! files. Readers take a snapshot with `load()`; a reload swaps in a new
+//! one whole. Everything else in the config is read once, at start.
+
+use crate::acl::AclFile;
+use crate::auth::PasswordFile;
+use crate::config::{Config, LimitsConfig};
+use std::sync::Arc;
+
+/// What SIGHUP reloads; read it through [`Live`].
+pub struct Reloadable {
+    pub limits: LimitsConfig,
+    pub allow_anonymous: bool,
+    pub auth: AuthFiles,
+}
+
+/// The reloadable settings as they are now: `live.load()` for a snapshot.
+pub type Live = Arc<arc_swap::ArcSwap<Reloadable>>;
+
+impl Reloadable {
+    /// Reads the files `config` names; an unreadable file is an error.
+    pub fn load(config: &Config) -> Result<Reloadable, String> {
+        let passwords = match config.auth.password_file() {
+            Some(path) => {
+                let file = PasswordFile::load(path).map_err(|e| e.to_string())?;
+                log::info!("{} users in password file {}", file.len(), path.display());
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+        let acl = match config.auth.acl_file() {
+            Some(path) => {
+                let file = AclFile::load(path).map_err(|e| e.to_string())?;
+                log::info!("ACL file {} loaded", path.display());
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+        Ok(Reloadable {
+            limits: config.limits.clone(),
+            allow_anonymous: config.auth.allow_anonymous,
+            auth: AuthFiles { passwords, acl },
+        })
+    }
+}
+
+/// The files of the `[auth]` section.
+#[derive(Clone, Default)]
+pub struct AuthFiles {
+    /// `auth.password_file`, if one is set.
+    pub passwords: Option<Arc<PasswordFile>>,
+    /// `auth.acl_file`, if one is set: what each client may read and write.
+    pub acl: Option<Arc<AclFile>>,
+}

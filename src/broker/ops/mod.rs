@@ -1,0 +1,11 @@
+//! Running and watching the broker: the supervision tree and the order it
+//! starts in ([`tree`]), the restart policy and panic guard every actor
+//! runs under ([`restart`]), the counters every actor bumps ([`metrics`]),
+//! and the two ways an operator reads them: Prometheus ([`prometheus`]) and
+//! `$SYS` topics ([`sys`]).
+
+pub mod metrics;
+pub mod prometheus;
+pub mod restart;
+pub mod sys;
+pub mod tree;

@@ -1,0 +1,473 @@
+//! Accepting a CONNECT, as a pure decision: the protocol's rules for the
+//! client id, roost's `[limits]`, authentication and the will's ACL, in
+//! that order, with the return code of each refusal. And the takeover
+//! decision for a client id that already has a session.
+//!
+//! The connection calls [`accept`] with what it knows. A password is slow
+//! to check on purpose, so the first call answers [`Verdict::VerifyPassword`]
+//! when one must be checked; the connection checks it off its thread and
+//! calls again with the result. Everything else is decided at once.
+
+use crate::config::LimitsConfig;
+use crate::protocol::{Connect, ConnectReturnCode, ProtocolVersion};
+use bytestring::ByteString;
+use std::time::Duration;
+
+/// The longest client id MQTT 3.1 allows (1 to 23 characters).
+const V31_MAX_CLIENT_ID_CHARS: usize = 23;
+
+/// What is known of the client's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// CONNECT's user name and password, not checked yet.
+    Unchecked,
+    /// The password file's verdict on CONNECT's user name and password.
+    Password { valid: bool },
+    /// The listener takes the client certificate's common name as the user
+    /// name (checked in the TLS handshake); `None`: the certificate has none.
+    Certificate(Option<ByteString>),
+}
+
+/// The `[auth]` settings a CONNECT is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSettings {
+    pub allow_anonymous: bool,
+    /// A password file is set.
+    pub password_file: bool,
+}
+
+/// A CONNECT accepted: who the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// CONNECT's client id, or the one assigned to an empty id.
+    pub client_id: ByteString,
+    /// The user name the ACL knows the client by.
+    pub username: Option<ByteString>,
+    /// 1.5 × the keep-alive [MQTT-3.1.2-24]; `None` when it is 0.
+    pub keep_alive_limit: Option<Duration>,
+}
+
+/// What to do with a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept(Accepted),
+    /// Check CONNECT's user name and password against the password file,
+    /// then decide again with [`Credentials::Password`].
+    VerifyPassword,
+    Refuse(Refusal),
+}
+
+/// Why a CONNECT was refused; its return code is [`Refusal::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("an empty client id needs clean session 1 [MQTT-3.1.3-8]")]
+    EmptyClientIdNeedsCleanSession,
+    #[error("MQTT 3.1 needs a client id of 1 to 23 characters")]
+    V31ClientIdLength,
+    #[error("client id longer than limits.max_client_id_length")]
+    ClientIdTooLong,
+    #[error("keep-alive above limits.max_keepalive")]
+    KeepAliveTooLong,
+    #[error("will topic beyond limits.max_topic_length or max_topic_levels")]
+    WillTopicBeyondLimits,
+    #[error("the client certificate has no common name to use as user name")]
+    NoCommonName,
+    #[error("CONNECT without user name (auth.allow_anonymous is false)")]
+    AnonymousNotAllowed,
+    #[error("no password file and auth.allow_anonymous is false")]
+    NoPasswordFile,
+    #[error("bad user name or password")]
+    BadCredentials,
+    #[error("the ACL does not allow the will topic")]
+    WillNotAllowed,
+}
+
+/// Which counter a refusal adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The client id breaks the protocol's rules.
+    Identifier,
+    /// A limit of `[limits]`.
+    Limit,
+    /// Authentication.
+    Auth,
+    /// The ACL.
+    Acl,
+}
+
+impl Refusal {
+    /// The CONNACK return code. The limits have no better code than 0x02
+    /// in MQTT 3.1.1 (Mosquitto 2 answers the same); a will the ACL refuses
+    /// gets 0x05, as in Mosquitto 2.
+    pub fn code(&self) -> ConnectReturnCode {
+        use Refusal::*;
+        match self {
+            EmptyClientIdNeedsCleanSession
+            | V31ClientIdLength
+            | ClientIdTooLong
+            | KeepAliveTooLong
+            | WillTopicBeyondLimits => ConnectReturnCode::IdentifierRejected,
+            BadCredentials => ConnectReturnCode::BadUsernameOrPassword,
+            NoCommonName | AnonymousNotAllowed | NoPasswordFile | WillNotAllowed => {
+                ConnectReturnCode::NotAuthorized
+            }
+        }
+    }
+
+    pub fn kind(&self) -> RefusalKind {
+        use Refusal::*;
+        match self {
+            EmptyClientIdNeedsCleanSession | V31ClientIdLength => RefusalKind::Identifier,
+            ClientIdTooLong | KeepAliveTooLong | WillTopicBeyondLimits => RefusalKind::Limit,
+            NoCommonName | AnonymousNotAllowed | NoPasswordFile | BadCredentials => {
+                RefusalKind::Auth
+            }
+            WillNotAllowed => RefusalKind::Acl,
+        }
+    }
+}
+
+/// Decides on `connect`. `assign_id` makes a client id for an empty one
+/// [MQTT-3.1.3-6]; `will_allowed(user name, client id, topic)` is the ACL's
+/// answer for the will topic.
+pub fn accept(
+    connect: &Connect,
+    credentials: &Credentials,
+    limits: &LimitsConfig,
+    auth: AuthSettings,
+    assign_id: impl FnOnce() -> ByteString,
+    will_allowed: impl FnOnce(Option<&str>, &str, &str) -> bool,
+) -> Verdict {
+    let refuse = Verdict::Refuse;
+    let v31 = connect.version == ProtocolVersion::V31;
+    let client_id = if connect.client_id.is_empty() {
+        // An empty id needs clean session 1 [MQTT-3.1.3-8]; MQTT 3.1 needs 1-23 characters.
+        if !connect.clean_session {
+            return refuse(Refusal::EmptyClientIdNeedsCleanSession);
+        }
+        if v31 {
+            return refuse(Refusal::V31ClientIdLength);
+        }
+        assign_id()
+    } else {
+        if v31 && connect.client_id.chars().count() > V31_MAX_CLIENT_ID_CHARS {
+            return refuse(Refusal::V31ClientIdLength);
+        }
+        connect.client_id.clone()
+    };
+    if client_id.len() > limits.max_client_id_length {
+        return refuse(Refusal::ClientIdTooLong);
+    }
+    if connect.keep_alive > limits.max_keepalive {
+        return refuse(Refusal::KeepAliveTooLong);
+    }
+    if let Some(will) = &connect.will {
+        if !limits.topic_allowed(will.topic.as_str()) {
+            return refuse(Refusal::WillTopicBeyondLimits);
+        }
+    }
+    let username = match (credentials, &connect.username) {
+        (Credentials::Certificate(None), _) => return refuse(Refusal::NoCommonName),
+        (Credentials::Certificate(Some(cn)), _) => Some(cn.clone()),
+        (_, None) if !auth.allow_anonymous => return refuse(Refusal::AnonymousNotAllowed),
+        (_, Some(_)) if !auth.password_file && !auth.allow_anonymous => {
+            return refuse(Refusal::NoPasswordFile)
+        }
+        (Credentials::Unchecked, Some(_)) if auth.password_file => return Verdict::VerifyPassword,
+        (Credentials::Password { valid: false }, Some(_)) => {
+            return refuse(Refusal::BadCredentials)
+        }
+        (_, username) => username.clone(),
+    };
+    if let Some(will) = &connect.will {
+        if !will_allowed(username.as_deref(), &client_id, will.topic.as_str()) {
+            return refuse(Refusal::WillNotAllowed);
+        }
+    }
+    let keep_alive_limit = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    Verdict::Accept(Accepted {
+        client_id,
+        username,
+        keep_alive_limit,
+    })
+}
+
+/// A CONNECT for a client id that may already have a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// Resume the persistent session [MQTT-3.1.2-4]; session present is 1
+    /// [MQTT-3.2.2-2].
+    Resume,
+    /// Discard the existing session and start a new one: clean session 1
+    /// discards any previous session [MQTT-3.1.2-6], and a clean session
+    /// ends with its connection anyway. Session present is 0.
+    Replace,
+    /// No session yet: start one; session present is 0 [MQTT-3.2.2-1]
+    /// [MQTT-3.2.2-3].
+    New,
+}
+
+/// What a CONNECT with `clean_session` does to the client id's existing
+/// session, if any (`Some(durable)`).
+pub fn takeover(existing_durable: Option<bool>, clean_session: bool) -> Takeover {
+    match existing_durable {
+        Some(true) if !clean_session => Takeover::Resume,
+        Some(_) => Takeover::Replace,
+        None => Takeover::New,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{LastWill, QoS, TopicName};
+
+    fn limits() -> LimitsConfig {
+        crate::config::Config::defaults().limits
+    }
+
+    const OPEN: AuthSettings = AuthSettings {
+        allow_anonymous: true,
+        password_file: false,
+    };
+
+    fn connect(client_id: &str) -> Connect {
+        Connect {
+            version: ProtocolVersion::V311,
+            clean_session: true,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    fn decide(c: &Connect, credentials: Credentials, auth: AuthSettings) -> Verdict {
+        accept(
+            c,
+            &credentials,
+            &limits(),
+            auth,
+            || "assigned".into(),
+            |_, _, t| !t.starts_with("forbidden"),
+        )
+    }
+
+    fn refusal(v: Verdict) -> (Refusal, ConnectReturnCode) {
+        match v {
+            Verdict::Refuse(r) => {
+                let code = r.code();
+                (r, code)
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_connect_is_accepted_with_one_and_a_half_times_its_keep_alive_mqtt_3_1_2_24() {
+        let Verdict::Accept(a) = decide(&connect("c"), Credentials::Unchecked, OPEN) else {
+            panic!()
+        };
+        assert_eq!(a.client_id, "c");
+        assert_eq!(a.username, None);
+        assert_eq!(a.keep_alive_limit, Some(Duration::from_secs(90)));
+        let mut c = connect("c");
+        c.keep_alive = 0;
+        let Verdict::Accept(a) = decide(&c, Credentials::Unchecked, OPEN) else {
+            panic!()
+        };
+        assert_eq!(a.keep_alive_limit, None, "keep-alive 0 turns it off");
+    }
+
+    /// [MQTT-3.1.3-6] [MQTT-3.1.3-8] The table of client id rules.
+    #[test]
+    fn client_id_rules_mqtt_3_1_3_6_and_3_1_3_8() {
+        let Verdict::Accept(a) = decide(&connect(""), Credentials::Unchecked, OPEN) else {
+            panic!()
+        };
+        assert_eq!(a.client_id, "assigned", "an empty id with clean session 1");
+        let mut c = connect("");
+        c.clean_session = false;
+        assert_eq!(
+            refusal(decide(&c, Credentials::Unchecked, OPEN)),
+            (
+                Refusal::EmptyClientIdNeedsCleanSession,
+                ConnectReturnCode::IdentifierRejected
+            )
+        );
+        let mut c = connect("");
+        c.version = ProtocolVersion::V31;
+        assert_eq!(
+            refusal(decide(&c, Credentials::Unchecked, OPEN)).0,
+            Refusal::V31ClientIdLength
+        );
+        let mut c = connect(&"x".repeat(24));
+        c.version = ProtocolVersion::V31;
+        assert_eq!(
+            refusal(decide(&c, Credentials::Unchecked, OPEN)).0,
+            Refusal::V31ClientIdLength
+        );
+        c.version = ProtocolVersion::V311;
+        assert!(matches!(
+            decide(&c, Credentials::Unchecked, OPEN),
+            Verdict::Accept(_)
+        ));
+    }
+
+    #[test]
+    fn limits_refuse_with_identifier_rejected() {
+        let mut l = limits();
+        l.max_client_id_length = 4;
+        l.max_keepalive = 100;
+        l.max_topic_levels = 2;
+        let run = |c: &Connect| {
+            refusal(accept(
+                c,
+                &Credentials::Unchecked,
+                &l,
+                OPEN,
+                || "assigned".into(),
+                |_, _, _| true,
+            ))
+        };
+        assert_eq!(
+            run(&connect("12345")),
+            (
+                Refusal::ClientIdTooLong,
+                ConnectReturnCode::IdentifierRejected
+            )
+        );
+        let mut c = connect("c");
+        c.keep_alive = 101;
+        assert_eq!(run(&c).0, Refusal::KeepAliveTooLong);
+        let mut c = connect("c");
+        c.will = Some(will("a/b/c"));
+        assert_eq!(run(&c).0, Refusal::WillTopicBeyondLimits);
+        assert_eq!(Refusal::WillTopicBeyondLimits.kind(), RefusalKind::Limit);
+    }
+
+    fn will(topic: &str) -> LastWill {
+        LastWill {
+            topic: TopicName::new(topic.to_string()).unwrap(),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        }
+    }
+
+    /// Each row: user name sent, credentials known, settings, and the verdict.
+    #[test]
+    fn authentication_table() {
+        let closed = AuthSettings {
+            allow_anonymous: false,
+            password_file: true,
+        };
+        let no_file = AuthSettings {
+            allow_anonymous: false,
+            password_file: false,
+        };
+        let open_with_file = AuthSettings {
+            allow_anonymous: true,
+            password_file: true,
+        };
+        let with_user = |user: &str| {
+            let mut c = connect("c");
+            c.username = Some(user.into());
+            c.password = Some(bytes::Bytes::from_static(b"pw"));
+            c
+        };
+        let anonymous = connect("c");
+        let accepted_as = |v: Verdict| match v {
+            Verdict::Accept(a) => a.username,
+            other => panic!("{other:?}"),
+        };
+        // Anonymous.
+        assert_eq!(
+            refusal(decide(&anonymous, Credentials::Unchecked, closed)),
+            (
+                Refusal::AnonymousNotAllowed,
+                ConnectReturnCode::NotAuthorized
+            )
+        );
+        assert_eq!(
+            accepted_as(decide(&anonymous, Credentials::Unchecked, open_with_file)),
+            None
+        );
+        // A user name and no password file.
+        assert_eq!(
+            refusal(decide(&with_user("u"), Credentials::Unchecked, no_file)).0,
+            Refusal::NoPasswordFile
+        );
+        assert_eq!(
+            accepted_as(decide(&with_user("u"), Credentials::Unchecked, OPEN)),
+            Some("u".into())
+        );
+        // A user name and a password file: checked, whatever allow_anonymous says.
+        for auth in [closed, open_with_file] {
+            assert_eq!(
+                decide(&with_user("u"), Credentials::Unchecked, auth),
+                Verdict::VerifyPassword
+            );
+            assert_eq!(
+                refusal(decide(
+                    &with_user("u"),
+                    Credentials::Password { valid: false },
+                    auth
+                )),
+                (
+                    Refusal::BadCredentials,
+                    ConnectReturnCode::BadUsernameOrPassword
+                )
+            );
+            assert_eq!(
+                accepted_as(decide(
+                    &with_user("u"),
+                    Credentials::Password { valid: true },
+                    auth
+                )),
+                Some("u".into())
+            );
+        }
+        // A client certificate: its common name is the user name, no password.
+        assert_eq!(
+            accepted_as(decide(
+                &with_user("u"),
+                Credentials::Certificate(Some("cn".into())),
+                closed
+            )),
+            Some("cn".into())
+        );
+        assert_eq!(
+            refusal(decide(&anonymous, Credentials::Certificate(None), OPEN)),
+            (Refusal::NoCommonName, ConnectReturnCode::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn a_will_the_acl_refuses_gets_not_authorized() {
+        let mut c = connect("c");
+        c.will = Some(will("forbidden/t"));
+        assert_eq!(
+            refusal(decide(&c, Credentials::Unchecked, OPEN)),
+            (Refusal::WillNotAllowed, ConnectReturnCode::NotAuthorized)
+        );
+        c.will = Some(will("allowed/t"));
+        assert!(matches!(
+            decide(&c, Credentials::Unchecked, OPEN),
+            Verdict::Accept(_)
+        ));
+    }
+
+    /// [MQTT-3.1.2-4] [MQTT-3.1.2-6] [MQTT-3.2.2-1] [MQTT-3.2.2-2]
+    #[test]
+    fn takeover_table_mqtt_3_1_2_4_and_3_1_2_6() {
+        assert_eq!(takeover(None, false), Takeover::New);
+        assert_eq!(takeover(None, true), Takeover::New);
+        assert_eq!(takeover(Some(true), false), Takeover::Resume);
+        assert_eq!(takeover(Some(true), true), Takeover::Replace);
+        assert_eq!(takeover(Some(false), false), Takeover::Replace);
+        assert_eq!(takeover(Some(false), true), Takeover::Replace);
+    }
+}

@@ -1,0 +1,182 @@
+//! A session's subscriptions, and the decision on each filter of a
+//! SUBSCRIBE: granted at the QoS asked for [MQTT-3.9.3-1], or refused
+//! (return code 0x80) by the ACL or by a limit [MQTT-3.9.3-2]. The actor
+//! acts on the outcome: it logs and counts the refusals, and adds the
+//! granted filters to the topic shards and the store.
+
+use super::map::SharedSeedMap;
+use crate::config::LimitsConfig;
+use crate::protocol::{QoS, SubscribeReturnCode, SubscribeTopic, TopicFilter};
+
+/// The filters of one session, each with its granted QoS.
+#[derive(Default)]
+pub struct Subscriptions(SharedSeedMap<TopicFilter, QoS>);
+
+/// Why a filter of a SUBSCRIBE was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeRefusal {
+    /// The ACL does not let this client read all the filter covers.
+    Acl,
+    /// The filter is beyond `max_topic_length`/`max_topic_levels`, or the
+    /// client holds `max_subscriptions_per_client` already.
+    Limit,
+}
+
+/// What one SUBSCRIBE did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SubscribeOutcome {
+    /// One per filter, in the packet's order, for the SUBACK [MQTT-3.8.4-5].
+    pub codes: Vec<SubscribeReturnCode>,
+    /// The granted filters in the packet's order, each with its QoS and
+    /// whether it is new (not a replacement [MQTT-3.8.4-3]).
+    pub granted: Vec<(TopicFilter, QoS, bool)>,
+    /// The refused filters, with the reason.
+    pub refused: Vec<(TopicFilter, SubscribeRefusal)>,
+}
+
+impl Subscriptions {
+    pub fn restore(filters: Vec<(TopicFilter, QoS)>) -> Subscriptions {
+        Subscriptions(filters.into_iter().collect())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&TopicFilter, QoS)> {
+        self.0.iter().map(|(f, q)| (f, *q))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, filter: &TopicFilter) -> bool {
+        self.0.contains_key(filter)
+    }
+
+    /// Adds or replaces a subscription [MQTT-3.8.4-3]; returns the previous QoS.
+    pub fn insert(&mut self, filter: TopicFilter, qos: QoS) -> Option<QoS> {
+        self.0.insert(filter, qos)
+    }
+
+    pub fn remove(&mut self, filter: &TopicFilter) -> bool {
+        self.0.remove(filter).is_some()
+    }
+
+    /// Decides on each filter of a SUBSCRIBE in order, and adds the granted
+    /// ones. `allowed_by_acl` is the ACL's answer for a filter.
+    pub fn subscribe(
+        &mut self,
+        topics: &[SubscribeTopic],
+        limits: &LimitsConfig,
+        allowed_by_acl: impl Fn(&TopicFilter) -> bool,
+    ) -> SubscribeOutcome {
+        let mut outcome = SubscribeOutcome {
+            codes: Vec::with_capacity(topics.len()),
+            granted: Vec::with_capacity(topics.len()),
+            refused: Vec::new(),
+        };
+        for t in topics {
+            let new = !self.contains(&t.filter);
+            let at_max = limits.max_subscriptions_per_client > 0
+                && self.len() >= limits.max_subscriptions_per_client;
+            let refusal = if !allowed_by_acl(&t.filter) {
+                Some(SubscribeRefusal::Acl)
+            } else if !limits.topic_allowed(t.filter.as_str()) || (new && at_max) {
+                Some(SubscribeRefusal::Limit)
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                outcome.codes.push(SubscribeReturnCode::Failure);
+                outcome.refused.push((t.filter.clone(), refusal));
+                continue;
+            }
+            // roost supports every QoS, so the granted QoS is the requested
+            // one [MQTT-3.9.3-1].
+            self.insert(t.filter.clone(), t.qos);
+            outcome.codes.push(SubscribeReturnCode::Granted(t.qos));
+            outcome.granted.push((t.filter.clone(), t.qos, new));
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(filter: &str, qos: QoS) -> SubscribeTopic {
+        SubscribeTopic {
+            filter: TopicFilter::new(filter.to_string()).unwrap(),
+            qos,
+        }
+    }
+
+    fn limits(max_subscriptions: usize) -> LimitsConfig {
+        let mut l = crate::config::Config::defaults().limits;
+        l.max_subscriptions_per_client = max_subscriptions;
+        l.max_topic_levels = 3;
+        l
+    }
+
+    /// [MQTT-3.9.3-1] [MQTT-3.9.3-2] Each row: the filter, and its return code.
+    #[test]
+    fn each_filter_is_granted_at_its_qos_or_refused_mqtt_3_9_3_1_and_3_9_3_2() {
+        let mut s = Subscriptions::default();
+        let topics = [
+            topic("a/b", QoS::ExactlyOnce),
+            topic("secret/#", QoS::AtLeastOnce),
+            topic("a/b/c/d", QoS::AtMostOnce),
+            topic("a/+", QoS::AtMostOnce),
+        ];
+        let outcome = s.subscribe(&topics, &limits(0), |f| !f.as_str().starts_with("secret"));
+        assert_eq!(
+            outcome.codes,
+            [
+                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
+                SubscribeReturnCode::Failure,
+                SubscribeReturnCode::Failure,
+                SubscribeReturnCode::Granted(QoS::AtMostOnce),
+            ]
+        );
+        let refused: Vec<_> = outcome
+            .refused
+            .iter()
+            .map(|(f, r)| (f.as_str(), *r))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("secret/#", SubscribeRefusal::Acl),
+                ("a/b/c/d", SubscribeRefusal::Limit)
+            ]
+        );
+        assert_eq!(s.len(), 2);
+    }
+
+    /// [MQTT-3.8.4-3] A filter subscribed again replaces the old one: not
+    /// new, and it does not count against the limit.
+    #[test]
+    fn a_repeated_filter_replaces_and_is_not_held_to_the_limit_mqtt_3_8_4_3() {
+        let mut s = Subscriptions::default();
+        let first = s.subscribe(&[topic("t", QoS::AtMostOnce)], &limits(1), |_| true);
+        assert!(first.granted[0].2, "new");
+        let again = s.subscribe(
+            &[topic("t", QoS::ExactlyOnce), topic("u", QoS::AtMostOnce)],
+            &limits(1),
+            |_| true,
+        );
+        assert_eq!(
+            again.codes,
+            [
+                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
+                SubscribeReturnCode::Failure
+            ]
+        );
+        assert!(!again.granted[0].2, "a replacement, not new");
+        assert_eq!(again.refused[0].1, SubscribeRefusal::Limit);
+        assert_eq!(s.iter().next().map(|(_, q)| q), Some(QoS::ExactlyOnce));
+    }
+}
