@@ -5,7 +5,7 @@
 //! tokio-util and rejects anything the spec calls malformed with a
 //! [`ProtocolError`] that names the normative statement it violates. What the
 //! connection does with an error (a CONNACK code, or a plain close) is decided
-//! in one place: `broker::connection::close_action`.
+//! in one place: `broker::client::close::close_action`.
 
 mod ack;
 pub mod codec;
