@@ -20,6 +20,7 @@ mod persistence;
 mod publish;
 mod retained;
 mod sessions;
+mod startup;
 mod subscribe;
 #[cfg(feature = "fault-injection")]
 mod supervision;

@@ -159,8 +159,10 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         .spawn(move || {
             restart::set_thread_broker(id);
             let system = actix::System::new();
-            let tree = system.block_on(async move {
+            let started = system.block_on(async move {
                 let store = &config.store;
+                // Held until the broker's thread ends: one roost per database.
+                let lock = crate::store::lock(&store.db).map_err(std::io::Error::other)?;
                 let (conn, snapshot) =
                     crate::store::open(&store.db, store.synchronous, store.reset_damaged)
                         .await
@@ -186,12 +188,12 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     }
                     actix::System::current().stop();
                 });
-                Ok::<_, std::io::Error>(tree)
+                Ok::<_, std::io::Error>((tree, lock))
             });
-            let tree = match tree {
-                Ok(tree) => {
+            let (tree, _lock) = match started {
+                Ok(started) => {
                     let _ = ready_tx.send(Ok(()));
-                    tree
+                    started
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

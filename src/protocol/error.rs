@@ -1,7 +1,7 @@
 //! Every way a client can violate MQTT 3.1.1, named after the normative
 //! statement it breaks: in the bytes (found by the codec) or in the order
 //! of packets (found by the connection). The connection maps each to its
-//! consequence in one place, `broker::client::connection::close_action`.
+//! consequence in one place, `broker::client::close::close_action`.
 
 use super::PacketType;
 

@@ -56,7 +56,7 @@ impl Subscriptions {
     }
 
     /// Adds or replaces a subscription [MQTT-3.8.4-3]; returns the previous QoS.
-    pub fn insert(&mut self, filter: TopicFilter, qos: QoS) -> Option<QoS> {
+    fn insert(&mut self, filter: TopicFilter, qos: QoS) -> Option<QoS> {
         self.0.insert(filter, qos)
     }
 

@@ -148,12 +148,10 @@ impl Bodies {
                 persistent: true,
             } = op
             {
-                let theirs: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM messages WHERE client_id = ?1 AND body_id IS NOT NULL",
-                )
-                .bind(&**client_id)
-                .fetch_all(&mut *conn)
-                .await?;
+                let theirs: Vec<i64> = sqlx::query_scalar(ROWS_OF_CLIENT)
+                    .bind(&**client_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
                 for id in theirs {
                     self.release_row(id as MessageId, &mut plan);
                 }
@@ -215,9 +213,7 @@ impl Bodies {
     /// Rebuilds the counts from what the database holds.
     async fn reload(&mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         *self = Bodies::default();
-        let rows = sqlx::query("SELECT id, body_id FROM messages WHERE body_id IS NOT NULL")
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = sqlx::query(ROWS_WITH_BODIES).fetch_all(&mut *conn).await?;
         for r in rows {
             let (row, body): (i64, BodyId) = (r.get("id"), r.get("body_id"));
             self.bodies
@@ -230,13 +226,28 @@ impl Bodies {
                 .refs += 1;
             self.rows.insert(row as MessageId, body);
         }
-        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM message_bodies")
-            .fetch_one(&mut *conn)
-            .await?;
+        let max: Option<i64> = sqlx::query_scalar(HIGHEST_ID).fetch_one(&mut *conn).await?;
         self.next_id = max.unwrap_or(0) + 1;
         Ok(())
     }
 }
+
+/// At start and after a failed commit: which rows refer to which body.
+pub(super) const ROWS_WITH_BODIES: &str =
+    "SELECT id, body_id FROM messages WHERE body_id IS NOT NULL";
+/// The highest body id, to number new bodies after it.
+pub(super) const HIGHEST_ID: &str = "SELECT max(id) FROM message_bodies";
+/// At start: bodies no row refers to.
+pub(super) const DELETE_ORPHANS: &str =
+    "DELETE FROM message_bodies WHERE id NOT IN (SELECT body_id FROM messages WHERE body_id IS NOT NULL)";
+/// The rows of a session that is deleted, whose bodies it releases.
+pub(super) const ROWS_OF_CLIENT: &str =
+    "SELECT id FROM messages WHERE client_id = ?1 AND body_id IS NOT NULL";
+/// A body stored with its first row.
+pub(super) const INSERT: &str =
+    "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4)";
+/// A body deleted with its last row.
+pub(super) const DELETE: &str = "DELETE FROM message_bodies WHERE id = ?1";
 
 pub(super) fn insert(
     db: &rusqlite::Connection,
@@ -247,9 +258,7 @@ pub(super) fn insert(
     }
     // One time for the whole commit, as SQL formats it.
     let now: String = db.query_row(concat!("SELECT ", super::now_sql!()), [], |r| r.get(0))?;
-    let mut insert = db.prepare(
-        "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut insert = db.prepare(INSERT)?;
     for (id, topic, payload) in inserts {
         insert.execute((id, topic.as_str(), &payload[..], &now))?;
     }
@@ -257,14 +266,9 @@ pub(super) fn insert(
 }
 
 pub(super) fn delete(db: &rusqlite::Connection, ids: &[BodyId]) -> rusqlite::Result<()> {
-    super::delete_ids(db, "DELETE FROM message_bodies WHERE id = ?1", ids)
+    super::delete_ids(db, DELETE, ids)
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM message_bodies WHERE id NOT IN (SELECT body_id FROM messages WHERE body_id IS NOT NULL)",
-    )
-    .execute(conn)
-    .await
-    .map(|_| ())
+    sqlx::query(DELETE_ORPHANS).execute(conn).await.map(|_| ())
 }

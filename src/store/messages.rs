@@ -32,15 +32,26 @@ fn state_from(name: &str) -> Option<OutboundState> {
     })
 }
 
+/// At start: rows of sessions that no longer exist.
+pub(super) const DELETE_ORPHANS: &str =
+    "DELETE FROM messages WHERE client_id NOT IN (SELECT client_id FROM sessions)";
+/// At start: every row, with its body, in arrival order.
+pub(super) const LOAD: &str =
+    "SELECT m.id, m.client_id, m.direction, m.state, m.packet_id, m.body_id, b.topic, b.payload, m.qos, m.retain \
+     FROM messages m LEFT JOIN message_bodies b ON b.id = m.body_id ORDER BY m.id";
+
+/// A finished row.
+pub(super) const DELETE: &str = "DELETE FROM messages WHERE id = ?1";
+
 /// New rows waiting in a queue: four values each.
-const QUEUED: &str =
+pub(super) const QUEUED: &str =
     "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
      VALUES (?1, ?2, 'outbound', 'queued', NULL, ?3, ?4, 0)";
 
 /// Any other row write, as an upsert. A row's state only moves forward
 /// (queued → sent → PUBREC seen): a write that arrives late must not move
 /// it back.
-const UPSERT: &str =
+pub(super) const UPSERT: &str =
     "INSERT INTO messages (id, client_id, direction, state, packet_id, body_id, qos, retain) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
      ON CONFLICT (id) DO UPDATE SET state = excluded.state, packet_id = excluded.packet_id \
@@ -63,7 +74,7 @@ pub(super) fn write<W>(
         .map(|(id, _)| *id as i64)
         .collect();
     deletes.sort_unstable();
-    super::delete_ids(db, "DELETE FROM messages WHERE id = ?1", &deletes)?;
+    super::delete_ids(db, DELETE, &deletes)?;
     // Most rows are new copies waiting in a queue: they are inserted with
     // four values each. Every other write is a full upsert.
     let mut queued: Vec<(&ByteString, MessageId, &Message)> = Vec::with_capacity(pending.len());
@@ -133,10 +144,7 @@ pub(super) fn write<W>(
 }
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM messages WHERE client_id NOT IN (SELECT client_id FROM sessions)")
-        .execute(conn)
-        .await
-        .map(|_| ())
+    sqlx::query(DELETE_ORPHANS).execute(conn).await.map(|_| ())
 }
 
 pub(super) enum Loaded {
@@ -152,12 +160,7 @@ pub(super) async fn load(
     bodies: &mut Bodies,
     each: &mut dyn FnMut(ByteString, Loaded),
 ) -> Result<MessageId, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT m.id, m.client_id, m.direction, m.state, m.packet_id, m.body_id, b.topic, b.payload, m.qos, m.retain \
-         FROM messages m LEFT JOIN message_bodies b ON b.id = m.body_id ORDER BY m.id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(LOAD).fetch_all(&mut *conn).await?;
     let mut shared: AHashMap<BodyId, (TopicName, Bytes)> = AHashMap::new();
     let mut next = 1u64;
     for r in rows {

@@ -105,13 +105,133 @@ pub enum StoreError {
          the file is then renamed to {path}.damaged-<unix time> and a new one is created."
     )]
     Damaged { path: PathBuf, reason: String },
+    #[error(
+        "database {path} is a directory: store.db (--db) names the database file, \
+         e.g. {path}/roost.db. Nothing was changed."
+    )]
+    Directory { path: PathBuf },
+    #[error(
+        "database {path} was written by a newer roost: its schema has migration {version}, \
+         which this roost does not know. Run the newer roost, or start this one with another \
+         --db. Nothing was changed."
+    )]
+    NewerSchema { path: PathBuf, version: i64 },
+    #[error(
+        "database {path} is in use by another roost process (it holds the lock on {lock}). \
+         Stop it first, or give this one another --db. Nothing was changed."
+    )]
+    InUse { path: PathBuf, lock: PathBuf },
+    #[error(
+        "database {path} is locked by another connection ({reason}): close the other writer \
+         (an sqlite3 shell in a transaction?) and start again. Nothing was changed."
+    )]
+    Busy { path: PathBuf, reason: String },
     #[error("database {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("database {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
     #[error("database write failed: {0}")]
     Sql(#[from] sqlx::Error),
+}
+
+/// The primary SQLite result code of a database error (the low byte of
+/// the extended code sqlx reports).
+fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
+    match e {
+        sqlx::Error::Database(db) => db.code()?.parse::<i32>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
+/// SQLITE_CORRUPT and SQLITE_NOTADB: the file itself is damaged.
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_NOTADB: i32 = 26;
+/// SQLITE_BUSY and SQLITE_LOCKED: another connection holds a lock.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+
+impl StoreError {
+    /// What an error met while opening `path` means. Only a file that is
+    /// not a database, or is corrupt, counts as damaged (and may be reset);
+    /// a lock, a full disk, a permission or a newer schema never does.
+    fn opening(path: &Path, e: sqlx::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match sqlite_code(&e) {
+            Some(SQLITE_CORRUPT | SQLITE_NOTADB) => StoreError::Damaged {
+                path,
+                reason: e.to_string(),
+            },
+            Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::Busy {
+                path,
+                reason: e.to_string(),
+            },
+            _ => StoreError::Open {
+                path,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn migrating(path: &Path, e: sqlx::migrate::MigrateError) -> StoreError {
+        use sqlx::migrate::MigrateError;
+        match e {
+            MigrateError::VersionMissing(version) => StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                version,
+            },
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
+                StoreError::opening(path, e)
+            }
+            other => StoreError::Open {
+                path: path.to_path_buf(),
+                reason: format!("migrating the schema: {other}"),
+            },
+        }
+    }
+}
+
+/// The exclusive lock one roost process holds on its database while it
+/// runs (a file beside it, `PATH.lock`): a second roost on the same file
+/// would write rows with the same ids. The kernel releases it when the
+/// process ends, kill -9 included.
+pub struct DatabaseLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock of the database at `path`, or says who holds it.
+pub fn lock(path: &Path) -> Result<DatabaseLock, StoreError> {
+    if path.is_dir() {
+        return Err(StoreError::Directory {
+            path: path.to_path_buf(),
+        });
+    }
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(DatabaseLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: path.to_path_buf(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// A persistent session as the database holds it.
@@ -243,6 +363,11 @@ async fn try_open(
         path: path.to_path_buf(),
         source,
     };
+    if path.is_dir() {
+        return Err(StoreError::Directory {
+            path: path.to_path_buf(),
+        });
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -256,29 +381,27 @@ async fn try_open(
             .open(path)
             .map_err(io)?;
     }
-    let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let opening = |e| StoreError::opening(path, e);
     let options = connect_options(path, synchronous);
     let mut conn = SqliteConnection::connect_with(&options)
         .await
-        .map_err(|e| damaged(&e))?;
+        .map_err(opening)?;
     let check: String = sqlx::query_scalar("PRAGMA quick_check")
         .fetch_one(&mut conn)
         .await
-        .map_err(|e| damaged(&e))?;
+        .map_err(opening)?;
     if check != "ok" {
-        return Err(damaged(&format!("integrity check: {check}")));
+        return Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason: format!("integrity check: {check}"),
+        });
     }
     sqlx::migrate!("./migrations")
         .run(&mut conn)
         .await
-        .map_err(|e| damaged(&e))?;
-    tidy_after_restart(&mut conn)
-        .await
-        .map_err(|e| damaged(&e))?;
-    let snapshot = load(&mut conn).await.map_err(|e| damaged(&e))?;
+        .map_err(|e| StoreError::migrating(path, e))?;
+    tidy_after_restart(&mut conn).await.map_err(opening)?;
+    let snapshot = load(&mut conn).await.map_err(opening)?;
     Ok((conn, snapshot))
 }
 
@@ -595,6 +718,136 @@ mod tests {
                     "{direction}/{state} must be refused"
                 );
             }
+        });
+    }
+
+    /// Every statement the store runs, with SQLite's plan for it. Those on
+    /// the acknowledgement path find their rows through a key or an index:
+    /// no table is scanned (a scan there blocks every durable
+    /// acknowledgement behind it). Those at start read whole tables on
+    /// purpose, and only the tables named.
+    #[test]
+    fn every_store_statement_uses_an_index_or_scans_only_at_start() {
+        use super::*;
+        let values = |prefix: &str, n: usize| {
+            let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+            format!("{prefix}VALUES ({})", marks.join(", "))
+        };
+        let running: Vec<(&str, String)> = vec![
+            (
+                "sessions::UPSERT_CONNECTED",
+                sessions::UPSERT_CONNECTED.into(),
+            ),
+            ("sessions::DISCONNECTED", sessions::DISCONNECTED.into()),
+            (
+                "sessions::DELETE_MESSAGES",
+                sessions::DELETE_MESSAGES.into(),
+            ),
+            (
+                "sessions::DELETE_SUBSCRIPTIONS",
+                sessions::DELETE_SUBSCRIPTIONS.into(),
+            ),
+            ("sessions::DELETE_SESSION", sessions::DELETE_SESSION.into()),
+            (
+                "subscriptions::UPSERT_PREFIX",
+                values(subscriptions::UPSERT_PREFIX, 3),
+            ),
+            (
+                "subscriptions::DELETE_ONE",
+                subscriptions::DELETE_ONE.into(),
+            ),
+            ("messages::DELETE", messages::DELETE.into()),
+            ("messages::QUEUED", messages::QUEUED.into()),
+            ("messages::UPSERT", messages::UPSERT.into()),
+            ("bodies::ROWS_OF_CLIENT", bodies::ROWS_OF_CLIENT.into()),
+            ("bodies::INSERT", bodies::INSERT.into()),
+            ("bodies::DELETE", bodies::DELETE.into()),
+            (
+                "retained::CLEAR_PREFIX",
+                format!("{}?1, ?2)", retained::CLEAR_PREFIX),
+            ),
+            ("retained::SET_PREFIX", values(retained::SET_PREFIX, 4)),
+        ];
+        let at_start: Vec<(&str, &str, &[&str])> = vec![
+            ("sessions::TIDY_CLEAN", sessions::TIDY_CLEAN, &["sessions"]),
+            (
+                "sessions::TIDY_CONNECTED",
+                sessions::TIDY_CONNECTED,
+                &["sessions"],
+            ),
+            ("sessions::LOAD", sessions::LOAD, &["sessions"]),
+            (
+                "subscriptions::DELETE_ORPHANS",
+                subscriptions::DELETE_ORPHANS,
+                &["subscriptions"],
+            ),
+            (
+                "subscriptions::LOAD",
+                subscriptions::LOAD,
+                &["subscriptions"],
+            ),
+            (
+                "messages::DELETE_ORPHANS",
+                messages::DELETE_ORPHANS,
+                &["messages"],
+            ),
+            ("messages::LOAD", messages::LOAD, &["m"]),
+            (
+                "bodies::ROWS_WITH_BODIES",
+                bodies::ROWS_WITH_BODIES,
+                &["messages"],
+            ),
+            ("bodies::HIGHEST_ID", bodies::HIGHEST_ID, &[]),
+            (
+                "bodies::DELETE_ORPHANS",
+                bodies::DELETE_ORPHANS,
+                &["message_bodies", "messages"],
+            ),
+            ("retained::LOAD", retained::LOAD, &["retained"]),
+        ];
+        async fn plan(conn: &mut SqliteConnection, sql: &str) -> Vec<String> {
+            let sql = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_all(conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            rows.iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+                .collect()
+        }
+        let (_dir, db, runtime) = fresh_database();
+        runtime.block_on(async {
+            let (mut conn, _) = open(&db, Synchronous::Normal, false).await.unwrap();
+            let scanned = |details: &[String]| -> Vec<String> {
+                details
+                    .iter()
+                    .filter_map(|d| d.strip_prefix("SCAN "))
+                    .filter(|t| !t.starts_with("CONSTANT ROW"))
+                    .map(|t| t.split(' ').next().unwrap_or_default().to_string())
+                    .collect()
+            };
+            for (name, sql) in &running {
+                let details = plan(&mut conn, sql).await;
+                assert!(
+                    scanned(&details).is_empty(),
+                    "{name} scans a table on the acknowledgement path: {details:?}"
+                );
+            }
+            for (name, sql, allowed) in &at_start {
+                let details = plan(&mut conn, sql).await;
+                for table in scanned(&details) {
+                    assert!(
+                        allowed.contains(&table.as_str()),
+                        "{name} scans {table}, which it should not: {details:?}"
+                    );
+                }
+            }
+            // The index is what makes a session delete cheap.
+            let details = plan(&mut conn, sessions::DELETE_MESSAGES).await;
+            assert!(
+                details.iter().any(|d| d.contains("messages_by_client")),
+                "{details:?}"
+            );
         });
     }
 }

@@ -7,6 +7,15 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+/// Topics cleared, as `CLEAR_PREFIX ?, ?, … )`.
+pub(super) const CLEAR_PREFIX: &str = "DELETE FROM retained WHERE topic IN (";
+/// Topics set, as `SET_PREFIX VALUES (…), (…)`.
+pub(super) const SET_PREFIX: &str =
+    "INSERT OR REPLACE INTO retained (topic, payload, qos, updated_at) ";
+
+/// At start, and when the retained store restarts: every retained message.
+pub(super) const LOAD: &str = "SELECT topic, payload, qos FROM retained";
+
 pub(super) async fn write(
     conn: &mut SqliteConnection,
     changes: &AHashMap<TopicName, Option<(Bytes, QoS)>>,
@@ -17,7 +26,7 @@ pub(super) async fn write(
         .map(|(t, _)| t)
         .collect();
     for chunk in cleared.chunks(super::rows_per_statement(1)) {
-        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM retained WHERE topic IN (");
+        let mut qb = QueryBuilder::<Sqlite>::new(CLEAR_PREFIX);
         let mut sep = qb.separated(", ");
         for t in chunk {
             sep.push_bind(t.as_str().to_string());
@@ -30,9 +39,7 @@ pub(super) async fn write(
         .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
         .collect();
     for chunk in set.chunks(super::rows_per_statement(3)) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO retained (topic, payload, qos, updated_at) ",
-        );
+        let mut qb = QueryBuilder::<Sqlite>::new(SET_PREFIX);
         qb.push_values(chunk, |mut b, (topic, (payload, qos))| {
             b.push_bind(topic.as_str().to_string())
                 .push_bind(payload.to_vec())
@@ -45,9 +52,7 @@ pub(super) async fn write(
 }
 
 pub(super) async fn load(conn: &mut SqliteConnection) -> Result<Vec<Message>, sqlx::Error> {
-    let rows = sqlx::query("SELECT topic, payload, qos FROM retained")
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(LOAD).fetch_all(conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let topic: String = r.get("topic");

@@ -4,6 +4,28 @@ use super::batch::SessionOp;
 use super::StoredSession;
 use sqlx::{Row, SqliteConnection};
 
+/// A client connected: its row, created or brought up to date.
+pub(super) const UPSERT_CONNECTED: &str =
+    "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
+                           will_topic, will_payload, will_qos, will_retain, username)
+     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (client_id) DO UPDATE SET
+         persistent = excluded.persistent, connected = 1, connected_since = excluded.connected_since,
+         last_seen = NULL, keep_alive = excluded.keep_alive, will_topic = excluded.will_topic,
+         will_payload = excluded.will_payload, will_qos = excluded.will_qos,
+         will_retain = excluded.will_retain, username = excluded.username";
+
+/// A persistent session's client went away.
+pub(super) const DISCONNECTED: &str =
+    "UPDATE sessions SET connected = 0, last_seen = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
+         will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
+     WHERE client_id = ?1";
+
+/// A session ends: its message rows, its subscriptions, its row.
+pub(super) const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE client_id = ?1";
+pub(super) const DELETE_SUBSCRIPTIONS: &str = "DELETE FROM subscriptions WHERE client_id = ?1";
+pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE client_id = ?1";
+
 pub(super) async fn write(
     conn: &mut SqliteConnection,
     ops: &[SessionOp],
@@ -17,36 +39,23 @@ pub(super) async fn write(
                 keep_alive,
                 will,
             } => {
-                sqlx::query(
-                    "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
-                                           will_topic, will_payload, will_qos, will_retain, username)
-                     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (client_id) DO UPDATE SET
-                         persistent = excluded.persistent, connected = 1, connected_since = excluded.connected_since,
-                         last_seen = NULL, keep_alive = excluded.keep_alive, will_topic = excluded.will_topic,
-                         will_payload = excluded.will_payload, will_qos = excluded.will_qos,
-                         will_retain = excluded.will_retain, username = excluded.username",
-                )
-                .bind(client_id.to_string())
-                .bind(*persistent)
-                .bind(i64::from(*keep_alive))
-                .bind(will.as_ref().map(|w| w.topic.as_str().to_string()))
-                .bind(will.as_ref().map(|w| w.payload.to_vec()))
-                .bind(will.as_ref().map(|w| w.qos as i64))
-                .bind(will.as_ref().map(|w| w.retain))
-                .bind(username.as_deref())
-                .execute(&mut *conn)
-                .await?;
+                sqlx::query(UPSERT_CONNECTED)
+                    .bind(client_id.to_string())
+                    .bind(*persistent)
+                    .bind(i64::from(*keep_alive))
+                    .bind(will.as_ref().map(|w| w.topic.as_str().to_string()))
+                    .bind(will.as_ref().map(|w| w.payload.to_vec()))
+                    .bind(will.as_ref().map(|w| w.qos as i64))
+                    .bind(will.as_ref().map(|w| w.retain))
+                    .bind(username.as_deref())
+                    .execute(&mut *conn)
+                    .await?;
             }
             SessionOp::Disconnected { client_id } => {
-                sqlx::query(
-                    "UPDATE sessions SET connected = 0, last_seen = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
-                         will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
-                     WHERE client_id = ?1",
-                )
-                .bind(client_id.to_string())
-                .execute(&mut *conn)
-                .await?;
+                sqlx::query(DISCONNECTED)
+                    .bind(client_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
             }
             SessionOp::Delete {
                 client_id,
@@ -54,16 +63,16 @@ pub(super) async fn write(
             } => {
                 let id = client_id.to_string();
                 if *persistent {
-                    sqlx::query("DELETE FROM messages WHERE client_id = ?1")
+                    sqlx::query(DELETE_MESSAGES)
                         .bind(&id)
                         .execute(&mut *conn)
                         .await?;
-                    sqlx::query("DELETE FROM subscriptions WHERE client_id = ?1")
+                    sqlx::query(DELETE_SUBSCRIPTIONS)
                         .bind(&id)
                         .execute(&mut *conn)
                         .await?;
                 }
-                sqlx::query("DELETE FROM sessions WHERE client_id = ?1")
+                sqlx::query(DELETE_SESSION)
                     .bind(&id)
                     .execute(&mut *conn)
                     .await?;
@@ -73,30 +82,28 @@ pub(super) async fn write(
     Ok(())
 }
 
+/// At start: clean sessions are gone.
+pub(super) const TIDY_CLEAN: &str = "DELETE FROM sessions WHERE persistent = 0";
+/// At start: nobody is connected.
+pub(super) const TIDY_CONNECTED: &str =
+    "UPDATE sessions SET connected = 0, last_seen = COALESCE(last_seen, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+         will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
+     WHERE connected = 1";
+/// At start: the persistent sessions.
+pub(super) const LOAD: &str = "SELECT client_id, username,
+        MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle
+     FROM sessions WHERE persistent = 1 ORDER BY client_id";
+
 pub(super) async fn tidy(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE persistent = 0")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "UPDATE sessions SET connected = 0, last_seen = COALESCE(last_seen, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
-             will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
-         WHERE connected = 1",
-    )
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(TIDY_CLEAN).execute(&mut *conn).await?;
+    sqlx::query(TIDY_CONNECTED).execute(&mut *conn).await?;
     Ok(())
 }
 
 pub(super) async fn load_persistent(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<StoredSession>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT client_id, username,
-                MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle
-         FROM sessions WHERE persistent = 1 ORDER BY client_id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(LOAD).fetch_all(&mut *conn).await?;
     Ok(rows
         .into_iter()
         .map(|r| StoredSession {

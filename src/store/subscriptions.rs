@@ -6,12 +6,19 @@ use ahash::AHashMap;
 use bytestring::ByteString;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+/// Subscriptions set, as `UPSERT_PREFIX VALUES (…), (…)`.
+pub(super) const UPSERT_PREFIX: &str =
+    "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ";
+/// An unsubscribe.
+pub(super) const DELETE_ONE: &str =
+    "DELETE FROM subscriptions WHERE client_id = ?1 AND topic_filter = ?2";
+
 pub(super) async fn write(
     conn: &mut SqliteConnection,
     changes: &AHashMap<(ByteString, TopicFilter), Option<QoS>>,
 ) -> Result<(), sqlx::Error> {
     for ((client_id, filter), _) in changes.iter().filter(|(_, q)| q.is_none()) {
-        sqlx::query("DELETE FROM subscriptions WHERE client_id = ?1 AND topic_filter = ?2")
+        sqlx::query(DELETE_ONE)
             .bind(client_id.to_string())
             .bind(filter.as_str().to_string())
             .execute(&mut *conn)
@@ -22,9 +29,7 @@ pub(super) async fn write(
         .filter_map(|(k, q)| q.map(|q| (k, q)))
         .collect();
     for chunk in upserts.chunks(super::rows_per_statement(3)) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ",
-        );
+        let mut qb = QueryBuilder::<Sqlite>::new(UPSERT_PREFIX);
         qb.push_values(chunk, |mut b, ((client_id, filter), qos)| {
             b.push_bind(client_id.to_string())
                 .push_bind(filter.as_str().to_string())
@@ -35,21 +40,21 @@ pub(super) async fn write(
     Ok(())
 }
 
+/// At start: subscriptions of sessions that no longer exist.
+pub(super) const DELETE_ORPHANS: &str =
+    "DELETE FROM subscriptions WHERE client_id NOT IN (SELECT client_id FROM sessions)";
+/// At start: every subscription.
+pub(super) const LOAD: &str =
+    "SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter";
+
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM subscriptions WHERE client_id NOT IN (SELECT client_id FROM sessions)")
-        .execute(conn)
-        .await
-        .map(|_| ())
+    sqlx::query(DELETE_ORPHANS).execute(conn).await.map(|_| ())
 }
 
 pub(super) async fn load(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<(ByteString, TopicFilter, QoS)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter",
-    )
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query(LOAD).fetch_all(conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let client_id: String = r.get("client_id");

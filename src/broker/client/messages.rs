@@ -7,13 +7,11 @@
 
 use crate::broker::net::backlog::BacklogToken;
 use crate::broker::net::outbound::Outbound;
+pub use crate::broker::route::messages::SessionId;
 use crate::protocol::{LastWill, Packet, Publish};
 use actix::prelude::*;
 use bytestring::ByteString;
 
-/// Identifies one session instance for its lifetime; a client id that is
-/// discarded and reused gets a new one, so stale messages are recognisable.
-pub type SessionId = u64;
 /// Identifies one accepted socket.
 pub type ConnectionId = u64;
 

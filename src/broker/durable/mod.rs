@@ -9,7 +9,9 @@
 //! the clients that waited are disconnected so that they resend. So kill -9
 //! at any moment loses nothing that roost acknowledged.
 //!
-//! How it is kept, in this folder and nowhere else:
+//! How it is kept, in this folder (the SQL layer below it only holds each
+//! write's completion opaquely, in `store::Batch`, and drops them in the
+//! order the writes arrived once their transaction has committed):
 //! - [`completion`]: a reference-counted callback that runs when the last
 //!   holder lets go, and [`InOrder`], which releases a client's
 //!   acknowledgements in the order of its packets [MQTT-4.6.0-2]

@@ -3,12 +3,16 @@
 //! reply type is on the type.
 
 use super::delivery_inbox::InboxHandle;
-use crate::broker::client::messages::SessionId;
 use crate::broker::durable::Acknowledgement;
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
 use actix::prelude::*;
+
+/// Identifies one session instance for its lifetime (the key of the
+/// shards' index); a client id that is discarded and reused gets a new one,
+/// so stale messages are recognisable.
+pub type SessionId = u64;
 
 /// Router → TopicShard: add or replace a subscription.
 #[derive(Message)]

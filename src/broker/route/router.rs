@@ -3,10 +3,9 @@
 //! retained publishes to the `RetainedStore`. Cheap to clone.
 
 use super::delivery_inbox::InboxHandle;
-use super::messages::{AddSubscription, RemoveSubscription, Retain, Route};
+use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
 use super::retained::RetainedStore;
 use super::topic_shard::TopicShard;
-use crate::broker::client::messages::SessionId;
 use crate::broker::durable::Acknowledgement;
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;

@@ -8,8 +8,7 @@
 //! the structure a failure could have left half-changed).
 
 use super::delivery_inbox::{Delivery, InboxHandle};
-use super::messages::{AddSubscription, RemoveSubscription, Route};
-use crate::broker::client::messages::SessionId;
+use super::messages::{AddSubscription, RemoveSubscription, Route, SessionId};
 use crate::broker::durable::{StoreHandle, WriteGroup};
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};

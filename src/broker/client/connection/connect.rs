@@ -5,10 +5,12 @@
 use super::{may_publish, rand_id, Connection, Identity, Phase};
 use crate::broker::client::messages::Attach;
 use crate::broker::client::registry::Register;
+use crate::broker::live::Reloadable;
 use crate::broker::ops::metrics::Metrics;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet};
 use crate::session::connect::{self, AuthSettings, Credentials, RefusalKind, Verdict};
 use actix::prelude::*;
+use std::sync::Arc;
 
 impl Connection {
     /// Refuses CONNECT: CONNACK with `code`, then close.
@@ -22,19 +24,22 @@ impl Connection {
     }
 
     /// Decides on CONNECT (see `session::connect`): refused with a return
-    /// code, accepted, or accepted once a password is checked.
+    /// code, accepted, or accepted once a password is checked. `live` is the
+    /// snapshot of the settings the decision is made on: the same one after
+    /// a password check, so a reload meanwhile does not change the rules
+    /// halfway through a CONNECT.
     pub(super) fn on_connect(
         &mut self,
         connect: Connect,
         credentials: Credentials,
+        live: Arc<Reloadable>,
         ctx: &mut Context<Self>,
     ) {
-        let live = self.shared.live.load();
         let auth = AuthSettings {
             allow_anonymous: live.allow_anonymous,
             password_file: live.auth.passwords.is_some(),
         };
-        if self.identity.is_none() {
+        if self.identity.is_none() && !connect.client_id.is_empty() {
             // Named by its client id in the log lines from here on.
             self.identity = Some(Box::new(Identity {
                 client_id: connect.client_id.clone(),
@@ -80,7 +85,7 @@ impl Connection {
                 let check = tokio::task::spawn_blocking(move || passwords.verify(&user, &password));
                 ctx.wait(check.into_actor(self).map(move |ok, act, ctx| {
                     let valid = ok.unwrap_or(false);
-                    act.on_connect(connect, Credentials::Password { valid }, ctx);
+                    act.on_connect(connect, Credentials::Password { valid }, live, ctx);
                 }));
             }
         }

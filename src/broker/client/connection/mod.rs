@@ -294,7 +294,8 @@ impl Connection {
                             Some(identity) => Credentials::Certificate(*identity),
                             None => Credentials::Unchecked,
                         };
-                        self.on_connect(*c, credentials, ctx)
+                        let live = self.shared.live.load_full();
+                        self.on_connect(*c, credentials, live, ctx)
                     }
                     other => self.protocol_error(
                         ProtocolError::FirstPacketNotConnect(other.packet_type()),

@@ -1,0 +1,129 @@
+//! Start-up on stored state: what roost refuses to start on, and that a
+//! refusal never renames or changes what is stored; and that restored
+//! sessions are complete before the first client is accepted.
+
+use crate::common::raw::{ConnectOptions, CONNACK_PRESENT};
+use crate::common::{persistent, RawClient, TestBroker};
+use sqlx::{Connection, SqliteConnection};
+use std::path::Path;
+
+/// Files beside the database that a reset would have made.
+fn moved_aside(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            name.contains(".damaged-").then_some(name)
+        })
+        .collect()
+}
+
+fn config_on(db: &Path, reset_damaged: bool) -> roost::Config {
+    let mut config = roost::Config::defaults();
+    config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.broker.workers = 1;
+    config.store.db = db.to_path_buf();
+    config.store.reset_damaged = reset_damaged;
+    config
+}
+
+fn start_error(config: roost::Config) -> String {
+    match roost::start(config) {
+        Ok(_) => panic!("roost started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Two roost processes on one database would both write rows with the
+/// same ids: the second is refused, naming the lock, and the first goes on.
+#[tokio::test]
+async fn a_second_roost_on_the_same_database_is_refused() {
+    let broker = TestBroker::start();
+    let mut c = persistent(&broker, "p", &crate::common::raw::CONNACK_OK).await;
+    c.subscribe_ok(1, &[("t", 1)]).await;
+    let error = start_error(config_on(&broker.db_path(), true));
+    assert!(
+        error.contains("in use by another roost process") && error.contains("roost.db.lock"),
+        "{error}"
+    );
+    assert!(moved_aside(broker.dir.path()).is_empty());
+    c.ping().await;
+    // Once the first stops, the database is free again.
+    drop(c);
+    let broker = broker.restart();
+    persistent(&broker, "p", &CONNACK_PRESENT)
+        .await
+        .ping()
+        .await;
+}
+
+/// `--db` naming a directory: a clear error, and with `--reset-damaged-db`
+/// the directory and what is in it stay as they were.
+#[tokio::test]
+async fn a_directory_as_the_database_is_refused_and_never_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state");
+    std::fs::create_dir(&db).unwrap();
+    std::fs::write(db.join("keep.txt"), b"mine").unwrap();
+    let error = start_error(config_on(&db, true));
+    assert!(error.contains("is a directory"), "{error}");
+    assert!(!error.contains("--reset-damaged-db"), "{error}");
+    assert_eq!(std::fs::read(db.join("keep.txt")).unwrap(), b"mine");
+    assert!(moved_aside(dir.path()).is_empty());
+}
+
+/// A database with a migration this roost does not know was written by a
+/// newer roost: refused as such, and never reset.
+#[tokio::test]
+async fn a_database_of_a_newer_roost_is_refused_and_never_reset() {
+    let broker = TestBroker::start();
+    let db = broker.db_path();
+    let dir = broker.dir.clone();
+    broker.handle.stop();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let error = start_error(config_on(&db, true));
+    assert!(
+        error.contains("written by a newer roost") && error.contains("9999"),
+        "{error}"
+    );
+    assert!(moved_aside(dir.path()).is_empty());
+}
+
+/// Another connection holding the write lock (an operator's `sqlite3` in
+/// a transaction) is a lock, not damage: refused as such, never reset.
+#[tokio::test]
+async fn a_database_locked_by_another_writer_is_refused_and_never_reset() {
+    let broker = TestBroker::start();
+    let db = broker.db_path();
+    let dir = broker.dir.clone();
+    broker.handle.stop();
+    let mut other = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let config = config_on(&db, true);
+    let error = tokio::task::spawn_blocking(move || start_error(config))
+        .await
+        .unwrap();
+    assert!(error.contains("locked by another connection"), "{error}");
+    assert!(moved_aside(dir.path()).is_empty());
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    let broker = roost::start(config_on(&db, false)).expect("starts once the lock is gone");
+    let options = ConnectOptions::new("after");
+    let (mut c, _) = RawClient::connect_with(broker.local_addr(), &options).await;
+    c.ping().await;
+}
