@@ -21,6 +21,8 @@ mod publish;
 mod retained;
 mod sessions;
 mod startup;
+#[cfg(feature = "fault-injection")]
+mod store_faults;
 mod subscribe;
 #[cfg(feature = "fault-injection")]
 mod supervision;

@@ -15,8 +15,8 @@ use std::time::Duration;
 /// Publishes `count` QoS 1 messages numbered from `first` on `topic`,
 /// pipelined, and returns the numbers the broker acknowledged. A message
 /// caught in a failure may go unacknowledged. If the broker closed the
-/// connection (it does when a commit fails, so that the client resends),
-/// the publisher is replaced by a new connection with the same client id.
+/// connection, the publisher is replaced by a new connection with the same
+/// client id.
 async fn publish_batch(
     broker: &TestBroker,
     publisher: &mut RawClient,
@@ -191,115 +191,6 @@ async fn fault_in_store_acknowledges_only_committed_rows() {
         Metrics::get(&broker.handle.metrics().restarts) >= 1,
         "no restart was recorded"
     );
-}
-
-/// A QoS 2 PUBLISH whose commit fails gets no PUBREC, and its resend is
-/// taken as a new PUBLISH: stored, acknowledged, and still there for the
-/// offline persistent subscriber after a restart. Acknowledging the resend
-/// as a duplicate of the id (method B of section 4.3.3, [MQTT-4.3.3-2])
-/// would tell the client that a message nobody stored is safe.
-#[tokio::test]
-async fn fault_in_store_a_qos2_publish_not_committed_is_taken_again_when_resent() {
-    let broker = TestBroker::start();
-    let mut subscriber = RawClient::connected(broker.addr(), "offline-sub2", false).await;
-    subscriber.subscribe_ok(1, &[("q2/#", 2)]).await;
-    subscriber.disconnect().await;
-    let mut publisher = RawClient::connected(broker.addr(), "publisher2", false).await;
-    // Acknowledged after a commit: the store has taken every write before.
-    publisher.publish_ok("q2/warm", b"up", 1, 1, false).await;
-    fault::fail_next_commit(broker.handle.id());
-    publisher
-        .send(&raw::publish("q2/a", b"once", 2, 7, false, false))
-        .await;
-    // No PUBREC: the connection is closed, so that the client resends.
-    publisher.expect_closed_silently().await;
-    // The client reconnects to its session and resends it (DUP set).
-    let mut publisher = RawClient::connected(broker.addr(), "publisher2", false).await;
-    publisher
-        .send(&raw::publish("q2/a", b"once", 2, 7, true, false))
-        .await;
-    assert_eq!(publisher.recv().await.bytes(), raw::pubrec(7));
-    publisher.send(&raw::pubrel(7)).await;
-    assert_eq!(publisher.recv().await.bytes(), raw::pubcomp(7));
-    assert_eq!(
-        Metrics::get(&broker.handle.metrics().store_commit_failures),
-        1,
-        "the injected failure did not happen"
-    );
-    // What is acknowledged is in the database: it survives a restart.
-    drop(publisher);
-    let broker = broker.restart();
-    let mut subscriber = RawClient::connected(broker.addr(), "offline-sub2", false).await;
-    let got = subscriber.recv_publishes(2).await;
-    assert_eq!(
-        (got[1].topic.as_str(), got[1].payload.as_slice()),
-        ("q2/a", &b"once"[..])
-    );
-}
-
-/// A QoS 2 PUBLISH held back from a persistent subscriber until its row is
-/// committed is never sent when that commit fails: the subscriber's
-/// connection is closed instead of leaving the message counted in flight,
-/// and when it reconnects its session resends it (DUP set).
-#[tokio::test]
-async fn fault_in_store_a_held_back_publish_is_resent_after_a_reconnect() {
-    let broker = TestBroker::start();
-    let mut subscriber = RawClient::connected(broker.addr(), "held-sub", false).await;
-    subscriber.subscribe_ok(1, &[("held/#", 2)]).await;
-    let mut publisher = RawClient::connected(broker.addr(), "held-pub", true).await;
-    // Acknowledged after a commit: the store has taken every write before.
-    // The subscriber does not acknowledge it, which would be another write.
-    publisher.publish_ok("held/warm", b"up", 1, 1, false).await;
-    assert_eq!(subscriber.recv().await.publish().payload, b"up");
-    fault::fail_next_commit(broker.handle.id());
-    publisher
-        .send(&raw::publish("held/a", b"once", 2, 2, false, false))
-        .await;
-    subscriber.expect_closed_silently().await;
-    let mut subscriber = RawClient::connected(broker.addr(), "held-sub", false).await;
-    let resent = subscriber.recv_publishes(2).await;
-    let once = resent.iter().find(|p| p.topic == "held/a");
-    assert!(
-        once.is_some_and(|p| p.payload == b"once" && p.dup),
-        "not resent with DUP: {resent:?}"
-    );
-    assert_eq!(
-        Metrics::get(&broker.handle.metrics().store_commit_failures),
-        1
-    );
-}
-
-/// A failed commit ends the connection that waited for it, not only its
-/// write side: the broker stops reading from the client and publishes its
-/// will, though the client keeps its socket open and says nothing more.
-#[tokio::test]
-async fn fault_in_store_a_failed_commit_ends_the_waiting_connection_and_publishes_its_will() {
-    let broker = TestBroker::start();
-    let mut durable = RawClient::connected(broker.addr(), "will-sub", false).await;
-    durable.subscribe_ok(1, &[("w/data", 1)]).await;
-    let mut watcher = RawClient::connected(broker.addr(), "will-watcher", true).await;
-    watcher.subscribe_ok(1, &[("w/will", 0)]).await;
-    let options = raw::ConnectOptions {
-        will: Some(raw::Will {
-            topic: "w/will",
-            payload: b"gone",
-            qos: 0,
-            retain: false,
-        }),
-        ..raw::ConnectOptions::new("will-pub")
-    };
-    let mut publisher =
-        RawClient::connected_expecting(broker.addr(), &options, &raw::CONNACK_OK).await;
-    // Acknowledged after a commit: the store has taken every write before.
-    // The subscriber does not acknowledge it, which would be another write.
-    publisher.publish_ok("w/data", b"warm", 1, 1, false).await;
-    assert_eq!(durable.recv().await.publish().payload, b"warm");
-    fault::fail_next_commit(broker.handle.id());
-    publisher
-        .send(&raw::publish("w/data", b"x", 1, 2, false, false))
-        .await;
-    watcher.expect_publish("w/will", b"gone").await;
-    publisher.expect_closed_silently().await;
 }
 
 #[tokio::test]

@@ -28,12 +28,15 @@ pub enum Credentials {
     Certificate(Option<ByteString>),
 }
 
-/// The `[auth]` settings a CONNECT is checked against.
+/// The settings and state a CONNECT is checked against besides its limits.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthSettings {
     pub allow_anonymous: bool,
     /// A password file is set.
     pub password_file: bool,
+    /// The store's commits fail and are being tried again: no new
+    /// persistent session can be kept.
+    pub store_failing: bool,
 }
 
 /// A CONNECT accepted: who the client is.
@@ -80,6 +83,8 @@ pub enum Refusal {
     BadCredentials,
     #[error("the ACL does not allow the will topic")]
     WillNotAllowed,
+    #[error("a persistent session cannot be kept now: the database's commits fail and are being tried again")]
+    StoreFailing,
 }
 
 /// Which counter a refusal adds to.
@@ -93,6 +98,8 @@ pub enum RefusalKind {
     Auth,
     /// The ACL.
     Acl,
+    /// The broker cannot take it now.
+    Unavailable,
 }
 
 impl Refusal {
@@ -111,6 +118,7 @@ impl Refusal {
             NoCommonName | AnonymousNotAllowed | NoPasswordFile | WillNotAllowed => {
                 ConnectReturnCode::NotAuthorized
             }
+            StoreFailing => ConnectReturnCode::ServerUnavailable,
         }
     }
 
@@ -123,6 +131,7 @@ impl Refusal {
                 RefusalKind::Auth
             }
             WillNotAllowed => RefusalKind::Acl,
+            StoreFailing => RefusalKind::Unavailable,
         }
     }
 }
@@ -165,6 +174,11 @@ pub fn accept(
         if !limits.topic_allowed(will.topic.as_str()) {
             return refuse(Refusal::WillTopicBeyondLimits);
         }
+    }
+    if !connect.clean_session && auth.store_failing {
+        // A persistent session is durable state: with commits failing it
+        // could not be kept. 0x03, "server unavailable" (section 3.2.2.3).
+        return refuse(Refusal::StoreFailing);
     }
     let username = match (credentials, &connect.username) {
         (Credentials::Certificate(None), _) => return refuse(Refusal::NoCommonName),
@@ -230,6 +244,7 @@ mod tests {
     const OPEN: AuthSettings = AuthSettings {
         allow_anonymous: true,
         password_file: false,
+        store_failing: false,
     };
 
     fn connect(client_id: &str) -> Connect {
@@ -363,14 +378,17 @@ mod tests {
         let closed = AuthSettings {
             allow_anonymous: false,
             password_file: true,
+            store_failing: false,
         };
         let no_file = AuthSettings {
             allow_anonymous: false,
             password_file: false,
+            store_failing: false,
         };
         let open_with_file = AuthSettings {
             allow_anonymous: true,
             password_file: true,
+            store_failing: false,
         };
         let with_user = |user: &str| {
             let mut c = connect("c");
@@ -469,5 +487,25 @@ mod tests {
         assert_eq!(takeover(Some(true), true), Takeover::Replace);
         assert_eq!(takeover(Some(false), false), Takeover::Replace);
         assert_eq!(takeover(Some(false), true), Takeover::Replace);
+    }
+
+    /// While the store's commits fail, a persistent session is refused with
+    /// 0x03, server unavailable (section 3.2.2.3); a clean one is not.
+    #[test]
+    fn persistent_sessions_are_refused_with_0x03_while_the_store_fails() {
+        let failing = AuthSettings {
+            store_failing: true,
+            ..OPEN
+        };
+        let mut c = connect("p");
+        c.clean_session = false;
+        assert_eq!(
+            refusal(decide(&c, Credentials::Unchecked, failing)),
+            (Refusal::StoreFailing, ConnectReturnCode::ServerUnavailable)
+        );
+        assert!(matches!(
+            decide(&connect("c"), Credentials::Unchecked, failing),
+            Verdict::Accept(_)
+        ));
     }
 }

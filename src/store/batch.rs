@@ -18,11 +18,11 @@ use smallvec::SmallVec;
 
 /// What waits for a write to commit (the broker's `Completion`). The batch
 /// drops it once its commit has succeeded, in the order the writes
-/// arrived; it never looks inside.
+/// arrived; it never looks inside. A batch that fails to commit is kept
+/// and committed again.
 pub trait Waiter {
-    /// The commit failed: nothing the waiter waited for is durable.
-    fn commit_failed(&self);
-    /// The commit was cut short (the store restarted during it).
+    /// The commit was cut short (the store restarted during it): nothing
+    /// may be acknowledged for it.
     fn cut_short(&self);
 }
 
@@ -267,11 +267,6 @@ impl<W: Waiter> Batch<W> {
         }
     }
 
-    /// The commit failed: every waiter hears of it (nothing is acknowledged).
-    pub fn abandon(mut self) {
-        self.each_waiter(W::commit_failed);
-    }
-
     fn each_waiter(&mut self, f: impl Fn(&W)) {
         for (_, w) in self.completions.drain(..) {
             f(&w);
@@ -284,8 +279,8 @@ impl<W: Waiter> Batch<W> {
     }
 }
 
-/// A batch dropped without [`Batch::release`] or [`Batch::abandon`] (a
-/// commit cut short by a restart of the store) acknowledges nothing.
+/// A batch dropped without [`Batch::release`] (a commit cut short by a
+/// restart of the store) acknowledges nothing.
 impl<W: Waiter> Drop for Batch<W> {
     fn drop(&mut self) {
         self.each_waiter(W::cut_short);
@@ -327,9 +322,6 @@ impl OnDrop {
 
 #[cfg(test)]
 impl Waiter for OnDrop {
-    fn commit_failed(&self) {
-        self.0 .0.lock().unwrap().take();
-    }
     fn cut_short(&self) {
         self.0 .0.lock().unwrap().take();
     }
@@ -509,7 +501,7 @@ mod tests {
             },
             Some(c),
         );
-        b.abandon();
+        drop(b);
         assert_eq!(acked.load(Ordering::SeqCst), 0);
     }
 }

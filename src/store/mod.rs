@@ -653,7 +653,7 @@ mod tests {
                 .unwrap();
             let first = batch(&acked);
             assert!(commit(&mut conn, &first, &mut bodies).await.is_err());
-            first.abandon();
+            drop(first);
             assert_eq!(acked.load(Ordering::SeqCst), 0, "nothing acknowledged");
             assert!(bodies.is_stale());
             sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();

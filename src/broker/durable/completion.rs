@@ -3,50 +3,21 @@
 //! A PUBACK waits for every row that holds its message. Each holder keeps a
 //! clone of the same [`Completion`]; when the last clone is dropped (the
 //! shard routed the message, each session handled it, the store committed
-//! each row) the callback's [`Callback::committed`] runs.
+//! each row) the callback runs. A commit that fails does not drop them:
+//! the store keeps the batch and commits it again (see `store`).
 //!
-//! A completion can also be abandoned, and then `committed` never runs:
-//! - [`Abandoned::CommitFailed`]: the store's commit failed. The callback
-//!   is told ([`Callback::commit_failed`]); a reply waiting for it closes
-//!   its connection, so the client reconnects and resends (see `reply`).
-//! - [`Abandoned::CutShort`]: a handler panicked, or the store restarted
-//!   with the commit in flight. The callback is dropped without a word.
-//!
-//! On a connection that stays open, a client's later acknowledgements still
-//! go out (see [`InOrder`]).
+//! A completion can be abandoned: the work it waited for was cut short (a
+//! handler panicked, the store restarted during a commit), and its
+//! callback is dropped without running. Nothing is acknowledged for such
+//! work; the client resends it when it reconnects. On a connection that
+//! stays open, a client's later acknowledgements still go out (see
+//! [`InOrder`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What waits for a commit. A closure is a callback that does nothing more
-/// when the commit fails; a reply (see `reply`) closes its connection then.
-pub trait Callback: Send + 'static {
-    /// Everything the completion waited for is durable.
-    fn committed(self: Box<Self>);
-
-    /// The commit the completion waited for failed: nothing of it is durable.
-    fn commit_failed(self: Box<Self>) {}
-}
-
-impl<F: FnOnce() + Send + 'static> Callback for F {
-    fn committed(self: Box<Self>) {
-        (*self)()
-    }
-}
-
-/// Why a completion's callback will never run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Abandoned {
-    /// The commit it waited for failed (a full disk, an I/O error, a lock
-    /// held too long): the callback is told.
-    CommitFailed,
-    /// The work was cut short (a handler panicked, the store restarted
-    /// during the commit): the callback is dropped unrun.
-    CutShort,
-}
-
 /// What runs when the last holder lets go.
 enum Pending {
-    Run(Box<dyn Callback>),
+    Run(Box<dyn FnOnce() + Send>),
     /// Finishes when both would: dropping them runs each whose last holder
     /// this was. Abandoning it abandons both.
     Both(Completion, Completion),
@@ -61,7 +32,7 @@ pub struct Completion(Arc<Inner>);
 impl Drop for Completion {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.abandon(Abandoned::CutShort);
+            self.abandon();
         }
     }
 }
@@ -88,10 +59,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Completion {
-    /// A completion whose callback runs once every holder has let go;
-    /// `callback` is a closure, or a type that also hears of a failed
-    /// commit (see [`Callback`]).
-    pub fn new(callback: impl Callback) -> Completion {
+    /// A completion whose callback runs once every holder has let go.
+    pub fn new(callback: impl FnOnce() + Send + 'static) -> Completion {
         Completion::with(Pending::Run(Box::new(callback)))
     }
 
@@ -113,21 +82,14 @@ impl Completion {
     }
 
     /// Makes sure the callback never runs, whoever holds the other clones;
-    /// the parts of a [`Completion::both`] are abandoned too. After a
-    /// failed commit the callback is told (see [`Abandoned`]). A completion
+    /// the parts of a [`Completion::both`] are abandoned too. A completion
     /// chained after it (see [`InOrder`]) still runs, once every holder of
     /// this one has let go.
-    pub fn abandon(&self, why: Abandoned) {
+    pub fn abandon(&self) {
         let callback = self.0.state().callback.take();
-        match callback {
-            Some(Pending::Both(a, b)) => {
-                a.abandon(why);
-                b.abandon(why);
-            }
-            Some(Pending::Run(callback)) if why == Abandoned::CommitFailed => {
-                callback.commit_failed()
-            }
-            Some(Pending::Run(_)) | None => {}
+        if let Some(Pending::Both(a, b)) = callback {
+            a.abandon();
+            b.abandon();
         }
     }
 }
@@ -139,7 +101,7 @@ impl Drop for Inner {
         // of, in a loop: a long chain released at once must not recurse.
         loop {
             match state.callback.take() {
-                Some(Pending::Run(callback)) => callback.committed(),
+                Some(Pending::Run(callback)) => callback(),
                 Some(Pending::Both(a, b)) => drop((a, b)),
                 None => {}
             }
@@ -166,14 +128,10 @@ impl Drop for Inner {
 }
 
 /// The store's batch holds a completion with each write: it drops it once
-/// the commit succeeded, and abandons it otherwise.
+/// the commit succeeded, and abandons it when the commit was cut short.
 impl crate::store::Waiter for Completion {
-    fn commit_failed(&self) {
-        self.abandon(Abandoned::CommitFailed);
-    }
-
     fn cut_short(&self) {
-        self.abandon(Abandoned::CutShort);
+        self.abandon();
     }
 }
 
@@ -257,7 +215,7 @@ mod tests {
             r.fetch_add(1, Ordering::SeqCst);
         });
         let b = a.clone();
-        b.abandon(Abandoned::CutShort);
+        b.abandon();
         drop((a, b));
         assert_eq!(runs.load(Ordering::SeqCst), 0);
     }
@@ -329,13 +287,13 @@ mod tests {
     }
 
     /// Abandoning a completion made by `both` abandons its two parts: after
-    /// a failed commit neither the packet sent later nor the publisher's
+    /// work cut short neither the packet sent later nor the publisher's
     /// acknowledgement goes out.
     #[test]
     fn abandoning_both_abandons_its_parts() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let both = Completion::both(Some(recording(&log, 0)), Some(recording(&log, 1))).unwrap();
-        both.abandon(Abandoned::CommitFailed);
+        both.abandon();
         drop(both);
         assert!(log.lock().unwrap().is_empty());
     }
@@ -353,37 +311,10 @@ mod tests {
             order.push(c);
         }
         drop(rest);
-        first.abandon(Abandoned::CutShort);
+        first.abandon();
         drop(first);
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 199_999);
         assert!(log.iter().copied().eq(1..200_000));
-    }
-
-    /// A failed commit tells the callback (a reply closes its connection
-    /// then); work cut short drops it without a word; neither runs it.
-    #[test]
-    fn a_failed_commit_tells_the_callback_and_work_cut_short_does_not() {
-        struct Told(Arc<Mutex<Vec<&'static str>>>);
-        impl Callback for Told {
-            fn committed(self: Box<Self>) {
-                self.0.lock().unwrap().push("committed");
-            }
-            fn commit_failed(self: Box<Self>) {
-                self.0.lock().unwrap().push("failed");
-            }
-        }
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let failed = Completion::new(Told(log.clone()));
-        let held = failed.clone();
-        failed.abandon(Abandoned::CommitFailed);
-        assert_eq!(*log.lock().unwrap(), ["failed"], "told at once");
-        drop((failed, held));
-        let cut = Completion::new(Told(log.clone()));
-        cut.abandon(Abandoned::CutShort);
-        drop(cut);
-        let ok = Completion::new(Told(log.clone()));
-        drop(ok);
-        assert_eq!(*log.lock().unwrap(), ["failed", "committed"]);
     }
 }

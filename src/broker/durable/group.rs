@@ -3,7 +3,7 @@
 //! behind them ([`GroupLink`], [`GroupLinks`]), and a publisher's
 //! [`Acknowledgement`] on its way through routing.
 
-use super::completion::{Abandoned, Completion};
+use super::completion::Completion;
 use super::store::{PendingWrite, StoreHandle};
 use crate::session::SharedSeedMap;
 use crate::store::Op;
@@ -116,7 +116,7 @@ impl Drop for GroupHolder {
         if self.poisoned.load(Ordering::Relaxed) {
             for (_, c) in ops.iter() {
                 if let Some(c) = c {
-                    c.abandon(Abandoned::CutShort);
+                    c.abandon();
                 }
             }
             return;

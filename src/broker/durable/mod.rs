@@ -6,8 +6,9 @@
 //! persistent session only once the subscriptions are committed; a PUBLISH
 //! or PUBREL of a persistent session's QoS 2 handshake only once its step
 //! is committed. If a commit fails, nothing that waited for it is sent, and
-//! the clients that waited are disconnected so that they resend. So kill -9
-//! at any moment loses nothing that roost acknowledged.
+//! the store commits it again until it succeeds: what waits for it waits
+//! longer, and nothing is sent before it is stored. So kill -9 at any
+//! moment loses nothing that roost acknowledged.
 //!
 //! How it is kept, in this folder (the SQL layer below it only holds each
 //! write's completion opaquely, in `store::Batch`, and drops them in the
@@ -23,8 +24,8 @@
 //!   publisher's [`Acknowledgement`] on its way through routing;
 //! - [`store`]: the Store actor, which commits writes in groups (many
 //!   messages per transaction) and, after each commit, releases its
-//!   completions in arrival order or, after a failed one, abandons them
-//!   ([`Abandoned::CommitFailed`]): each reply then closes its connection.
+//!   completions in arrival order; a failed commit is kept and tried again
+//!   until it succeeds, and every later one waits behind it.
 //!
 //! The pure state machine says which packet waits for which row
 //! (`session::Action::Persist` with `then`); the actors hand both to this
@@ -35,7 +36,7 @@ pub mod group;
 pub mod reply;
 pub mod store;
 
-pub use completion::{Abandoned, Callback, Completion, InOrder};
+pub use completion::{Completion, InOrder};
 pub use group::{Acknowledgement, GroupLinks, WriteGroup};
-pub use reply::{HeldForCommit, Reply, ReplyThen};
+pub use reply::{HeldForCommit, Reply};
 pub use store::{Flush, LoadRetained, Store, StoreHandle, WriteInbox};

@@ -2,17 +2,13 @@
 //! PUBCOMP, SUBACK, UNSUBACK) or a PUBLISH/PUBREL that must not reach the
 //! client before its row is durable.
 //!
-//! Each is a [`Reply`] inside a completion. When the commit succeeds the
-//! packet is sent. When it fails, the packet is never sent and the
-//! connection is closed: an MQTT 3.1.1 client resends what was not
-//! acknowledged only when it reconnects, and would otherwise wait for the
-//! acknowledgement forever; a persistent subscriber's session resends what
-//! it holds in flight when the client comes back. A reply abandoned because
-//! a handler panicked leaves the connection open: a message that makes
-//! roost panic would otherwise come back with every reconnect, until the
-//! restarts add up to a storm.
+//! Each is a [`Reply`] inside a completion, sent when the commit has
+//! succeeded (a failed commit is tried again until it does). A reply
+//! abandoned because a handler panicked is never sent, and its connection
+//! stays open: a message that makes roost panic would otherwise come back
+//! with every reconnect, until the restarts add up to a storm.
 
-use super::completion::{Callback, Completion};
+use super::completion::Completion;
 use crate::broker::net::outbound::Outbound;
 use crate::protocol::{Packet, PacketId};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,60 +29,22 @@ impl Reply {
         self.outbound.send(self.packet);
     }
 
-    /// The commit this reply waited for failed: close the connection.
-    fn close_connection(self) {
-        if self.outbound.close() {
-            log::debug!(
-                "closing a connection: the commit its {:?} waited for failed",
-                self.packet.packet_type()
-            );
-        }
-    }
-
     /// A completion that sends this reply when it runs.
     pub fn on_completion(self) -> Completion {
-        Completion::new(self)
-    }
-}
-
-impl Callback for Reply {
-    fn committed(self: Box<Self>) {
-        self.send();
+        Completion::new(move || self.send())
     }
 
-    fn commit_failed(self: Box<Self>) {
-        self.close_connection();
-    }
-}
-
-/// A reply (if the client is attached) and then more work, once a commit
-/// is done: SUBACK and then the retained messages of the new filters, or
-/// UNSUBACK and then the release of the connection that waits for it. If
-/// the commit fails, neither happens and the connection is closed.
-pub struct ReplyThen<F> {
-    reply: Option<Reply>,
-    then: F,
-}
-
-impl<F: FnOnce() + Send + 'static> ReplyThen<F> {
-    /// The completion that sends `reply`, then runs `then`.
-    pub fn completion(reply: Option<Reply>, then: F) -> Completion {
-        Completion::new(ReplyThen { reply, then })
-    }
-}
-
-impl<F: FnOnce() + Send + 'static> Callback for ReplyThen<F> {
-    fn committed(self: Box<Self>) {
-        if let Some(reply) = self.reply {
-            reply.send();
-        }
-        (self.then)();
-    }
-
-    fn commit_failed(self: Box<Self>) {
-        if let Some(reply) = self.reply {
-            reply.close_connection();
-        }
+    /// A completion that sends `reply` (if the client is attached), then
+    /// runs `then`: SUBACK and then the retained messages of the new
+    /// filters, or UNSUBACK and then the release of the connection that
+    /// waits for it.
+    pub fn then(reply: Option<Reply>, then: impl FnOnce() + Send + 'static) -> Completion {
+        Completion::new(move || {
+            if let Some(reply) = reply {
+                reply.send();
+            }
+            then();
+        })
     }
 }
 
@@ -99,9 +57,9 @@ pub struct HeldForCommit {
     /// store, which runs completions in order), so the client sees them in
     /// the order they were produced.
     held_back: AtomicUsize,
-    /// Inbound QoS 2 ids whose PUBREC was never sent: the commit of the id
-    /// and its copies failed. The client's resend of such an id is a new
-    /// PUBLISH, not one already stored.
+    /// Inbound QoS 2 ids whose PUBREC was never sent: the work of the id
+    /// and its copies was cut short. The client's resend of such an id is
+    /// a new PUBLISH, not one already stored.
     abandoned_pubrecs: Mutex<Vec<PacketId>>,
 }
 
@@ -133,9 +91,11 @@ impl HeldForCommit {
     /// A completion that sends `packet` to `outbound` once committed,
     /// counted as held back until it is sent or abandoned.
     pub fn send_later(self: &Arc<Self>, outbound: Outbound, packet: Packet) -> Completion {
-        Completion::new(HeldPacket {
-            reply: Reply::new(outbound, packet),
-            _held: HeldBack::new(self.clone()),
+        let reply = Reply::new(outbound, packet);
+        let held = HeldBack::new(self.clone());
+        Completion::new(move || {
+            reply.send();
+            drop(held);
         })
     }
 
@@ -143,11 +103,12 @@ impl HeldForCommit {
     /// every copy are committed. Abandoned unsent, the id is recorded (see
     /// [`HeldForCommit::take_abandoned_pubrec`]).
     pub fn pubrec_later(self: &Arc<Self>, outbound: Outbound, packet_id: PacketId) -> Completion {
-        Completion::new(PendingPubRec {
+        let pubrec = PendingPubRec {
             reply: Some(Reply::new(outbound, Packet::PubRec(packet_id))),
             packet_id,
             held: HeldBack::new(self.clone()),
-        })
+        };
+        Completion::new(move || pubrec.send())
     }
 }
 
@@ -170,43 +131,18 @@ impl Drop for HeldBack {
     }
 }
 
-/// A PUBLISH or PUBREL held back until its row is committed.
-struct HeldPacket {
-    reply: Reply,
-    _held: HeldBack,
-}
-
-impl Callback for HeldPacket {
-    fn committed(self: Box<Self>) {
-        let HeldPacket { reply, _held } = *self;
-        reply.send();
-    }
-
-    fn commit_failed(self: Box<Self>) {
-        let HeldPacket { reply, _held } = *self;
-        reply.close_connection();
-    }
-}
-
-/// See [`HeldForCommit::pubrec_later`]. Dropped unsent (the commit failed,
-/// or a panic cut the work short), it records the id as abandoned.
+/// See [`HeldForCommit::pubrec_later`]. Dropped unsent (a panic cut the
+/// work short), it records the id as abandoned.
 struct PendingPubRec {
     reply: Option<Reply>,
     packet_id: PacketId,
     held: HeldBack,
 }
 
-impl Callback for PendingPubRec {
-    fn committed(mut self: Box<Self>) {
+impl PendingPubRec {
+    fn send(mut self) {
         if let Some(reply) = self.reply.take() {
             reply.send();
-        }
-    }
-
-    fn commit_failed(mut self: Box<Self>) {
-        if let Some(reply) = self.reply.take() {
-            self.held.0.abandoned_pubrecs().push(self.packet_id);
-            reply.close_connection();
         }
     }
 }

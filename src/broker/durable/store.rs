@@ -15,6 +15,14 @@
 //! more than a tenth of its time. Requests with a reply (`LoadRetained`,
 //! `Flush`) are actor messages; their handlers take the inbox first, so a
 //! request still comes after the writes sent before it.
+//!
+//! A commit that fails (a full disk, an I/O error, a lock held by another
+//! connection for longer than the busy timeout) is kept and committed
+//! again, with a growing pause between tries, until it succeeds: nothing
+//! of it is acknowledged before, and every later batch waits behind it, so
+//! what the sessions hold in memory never runs ahead of what is stored for
+//! good. Meanwhile the broker refuses new persistent sessions
+//! (`Metrics::store_failing`).
 
 use super::completion::Completion;
 use crate::broker::ops::metrics::Metrics;
@@ -27,11 +35,39 @@ use actix::prelude::*;
 use sqlx::SqliteConnection;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Room the store's spare inbox vector keeps between commits; beyond it,
 /// memory is given back.
 const KEPT_INBOX_CAPACITY: usize = 1 << 16;
+
+/// The first pause before a failed commit is tried again; it doubles with
+/// each failure up to `LONGEST_RETRY_PAUSE`.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const LONGEST_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// While a commit keeps failing, one log line this often, not one per try.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The pause before the next try of a commit that failed `failures` times.
+fn retry_pause(failures: u32) -> Duration {
+    FIRST_RETRY_PAUSE
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(LONGEST_RETRY_PAUSE)
+}
+
+/// A batch whose commit failed, kept to be committed again.
+struct FailedBatch {
+    batch: Batch,
+    /// Failed tries so far.
+    failures: u32,
+    /// When the first try failed.
+    since: Instant,
+    /// When a failure was last logged.
+    logged: Instant,
+    /// The pause is over (or the actor restarted): try again.
+    due: bool,
+}
 
 /// A change to make durable, and what to run once it has committed.
 pub type PendingWrite = (Op, Option<Completion>);
@@ -146,6 +182,8 @@ pub struct Store {
     /// The last committed batch, emptied: the next batch reuses its room.
     spare: Option<Batch>,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// A batch whose commit failed: it commits before anything else.
+    failed: Option<FailedBatch>,
     /// Copies the WAL into the database file on a thread of its own;
     /// `None` once the store has flushed for shutdown.
     checkpointer: Option<Checkpointer>,
@@ -179,14 +217,19 @@ impl Store {
             batch: Batch::default(),
             spare: None,
             flush_waiters: Vec::new(),
+            failed: None,
             checkpointer,
             metrics,
         }
     }
 
-    /// Serves retained loads whose earlier writes have all committed.
+    /// Serves retained loads whose earlier writes have all committed (a
+    /// failed batch holds them up too).
     fn serve_loads(&mut self, ctx: &mut Context<Self>) -> bool {
-        if self.conn.is_none() || !self.retained_loads.iter().any(|(n, _)| *n == 0) {
+        if self.conn.is_none()
+            || self.failed.is_some()
+            || !self.retained_loads.iter().any(|(n, _)| *n == 0)
+        {
             return false;
         }
         let Some(mut conn) = self.conn.take() else {
@@ -252,12 +295,24 @@ impl Store {
         !failed
     }
 
-    /// Starts a commit of everything pending, unless one is running.
+    /// Starts a commit, unless one is running: of the failed batch when its
+    /// pause is over, else of everything pending.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        if !self.take_inbox(ctx) || self.conn.is_none() || self.serve_loads(ctx) {
+        if !self.take_inbox(ctx) || self.conn.is_none() {
             return;
         }
-        if self.batch.is_empty() {
+        let retry = match self.failed.take() {
+            Some(failed) if failed.due => Some(failed),
+            Some(waiting) => {
+                self.failed = Some(waiting);
+                return;
+            }
+            None => None,
+        };
+        if retry.is_none() && self.serve_loads(ctx) {
+            return;
+        }
+        if retry.is_none() && self.batch.is_empty() {
             // Nothing before a waiting load is left uncommitted.
             for (n, _) in &mut self.retained_loads {
                 *n = 0;
@@ -271,15 +326,25 @@ impl Store {
             return;
         }
         let Some(mut conn) = self.conn.take() else {
+            self.failed = retry;
             return;
         };
         let mut bodies = self.bodies.take().unwrap_or_else(Bodies::stale);
-        let batch = std::mem::replace(&mut self.batch, self.spare.take().unwrap_or_default());
+        let (batch, mut retry) = match retry {
+            Some(mut failed) => (std::mem::take(&mut failed.batch), Some(failed)),
+            None => {
+                for (n, _) in &mut self.retained_loads {
+                    *n = n.saturating_sub(1);
+                }
+                let next = self.spare.take().unwrap_or_default();
+                (std::mem::replace(&mut self.batch, next), None)
+            }
+        };
         let started = Instant::now();
         self.committing = true;
-        for (n, _) in &mut self.retained_loads {
-            *n = n.saturating_sub(1);
-        }
+        self.metrics
+            .store_commit_attempts
+            .fetch_add(1, Ordering::Relaxed);
         let injected_failure = fault::commit_fails();
         let work = async move {
             let result = match injected_failure {
@@ -288,38 +353,101 @@ impl Store {
             };
             (conn, bodies, batch, result)
         };
-        ctx.spawn(work.into_actor(self).map(move |(conn, bodies, mut batch, result), act, ctx| {
-            act.conn = Some(conn);
-            act.bodies = Some(bodies);
-            act.committing = false;
-            if let (Ok(()), Some(c)) = (&result, &act.checkpointer) {
-                c.committed();
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(conn, bodies, batch, result), act, ctx| {
+                    act.conn = Some(conn);
+                    act.bodies = Some(bodies);
+                    act.committing = false;
+                    let committed = match result {
+                        Ok(()) => {
+                            act.committed(&batch, retry.take(), started);
+                            Some(batch)
+                        }
+                        Err(e) => {
+                            act.commit_failed(batch, retry.take(), &e, ctx);
+                            None
+                        }
+                    };
+                    // The next commit starts before this one's completions run, so
+                    // the database works while they do. Their order is kept: the
+                    // next batch's completions run only after its own commit.
+                    act.commit(ctx);
+                    if let Some(mut batch) = committed {
+                        batch.release();
+                        act.spare = Some(batch);
+                    }
+                }),
+        );
+    }
+
+    /// A commit succeeded: counted, and the end of a failure told.
+    fn committed(&mut self, batch: &Batch, retried: Option<FailedBatch>, started: Instant) {
+        if let Some(c) = &self.checkpointer {
+            c.committed();
+        }
+        if let Some(failed) = retried {
+            log::warn!(
+                "database commit succeeded after {} failed tries over {:.1?}: durable acknowledgements go on, and persistent sessions are accepted again",
+                failed.failures,
+                failed.since.elapsed()
+            );
+            self.metrics.store_failing.store(false, Ordering::Relaxed);
+        }
+        let (m, size, took) = (&self.metrics, batch.len() as u64, started.elapsed());
+        m.store_commits.fetch_add(1, Ordering::Relaxed);
+        m.store_ops_committed.fetch_add(size, Ordering::Relaxed);
+        m.store_commit_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        m.store_commit_seconds.observe(took.as_secs_f64());
+        m.store_batch_changes.observe(size as f64);
+    }
+
+    /// Keeps a batch whose commit failed, to try again after a pause: it is
+    /// not acknowledged, and nothing after it commits first.
+    fn commit_failed(
+        &mut self,
+        batch: Batch,
+        before: Option<FailedBatch>,
+        error: &store::CommitError,
+        ctx: &mut Context<Self>,
+    ) {
+        self.metrics
+            .store_commit_failures
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.store_failing.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut failed = before.unwrap_or(FailedBatch {
+            batch: Batch::default(),
+            failures: 0,
+            since: now,
+            logged: now,
+            due: false,
+        });
+        failed.batch = batch;
+        failed.failures += 1;
+        failed.due = false;
+        let pause = retry_pause(failed.failures);
+        if failed.failures == 1 {
+            log::error!(
+                "database commit of {} changes failed: {error}. Nothing of it is acknowledged yet; roost tries again (after {pause:?}, then up to every {LONGEST_RETRY_PAUSE:?}) until it commits, and refuses new persistent sessions (CONNACK 0x03) meanwhile",
+                failed.batch.len()
+            );
+        } else if failed.logged.elapsed() >= FAILURE_LOG_INTERVAL {
+            log::error!(
+                "database commit still failing after {} tries over {:.0?}: {error}",
+                failed.failures,
+                failed.since.elapsed()
+            );
+            failed.logged = now;
+        }
+        self.failed = Some(failed);
+        ctx.run_later(pause, |act, ctx| {
+            if let Some(failed) = &mut act.failed {
+                failed.due = true;
             }
-            // The next commit starts before this one's completions run, so
-            // the database works while they do. Their order is kept: the
-            // next batch's completions run only after its own commit.
             act.commit(ctx);
-            let size = batch.len() as u64;
-            match result {
-                Ok(()) => {
-                    act.metrics.store_commits.fetch_add(1, Ordering::Relaxed);
-                    act.metrics.store_ops_committed.fetch_add(size, Ordering::Relaxed);
-                    act.metrics.store_commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    act.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
-                    act.metrics.store_batch_changes.observe(size as f64);
-                    batch.release();
-                    act.spare = Some(batch);
-                }
-                Err(e) => {
-                    // Nothing in the batch is acknowledged: every completion
-                    // hears of the failure, and the replies waiting for it
-                    // close their connections, so their clients resend.
-                    log::error!("database commit of {size} changes failed, nothing of it is acknowledged; the clients waiting for it are disconnected and resend: {e}");
-                    act.metrics.store_commit_failures.fetch_add(1, Ordering::Relaxed);
-                    batch.abandon();
-                }
-            }
-        }));
+        });
     }
 }
 
@@ -330,8 +458,12 @@ impl Actor for Store {
         ctx.set_mailbox_capacity(4096);
         // Again after a restart: a restart drops the context's streams.
         ctx.add_stream(InboxStream(self.inbox.clone()));
-        // After a restart, what waited before it (the batch, retained
-        // loads, a flush) goes on without waiting for another write.
+        // After a restart, what waited before it (a failed batch, whose
+        // retry timer the restart dropped, the batch, retained loads, a
+        // flush) goes on without waiting for another write.
+        if let Some(failed) = &mut self.failed {
+            failed.due = true;
+        }
         self.commit(ctx);
     }
 }
@@ -353,22 +485,46 @@ impl Supervised for Store {
         // batch, whose completions were abandoned) with it: reopen.
         if self.committing && self.conn.is_none() {
             self.committing = false;
-            let (path, sync) = self.db.clone();
-            ctx.wait(
-                async move { store::reopen(&path, sync).await }
-                    .into_actor(self)
-                    .map(|conn, act, ctx| match conn {
-                        Ok(conn) => {
-                            log::warn!("store restarted: database reopened");
-                            act.conn = Some(conn);
-                            act.commit(ctx);
-                        }
-                        Err(e) => {
-                            log::error!("store restarted but cannot reopen the database: {e}")
-                        }
-                    }),
-            );
+            self.reopen(ctx);
         }
+    }
+}
+
+/// The pause between tries to reopen the database after a restart.
+const REOPEN_PAUSE: Duration = Duration::from_millis(500);
+
+impl Store {
+    /// Reopens the database after a restart that lost the connection. A
+    /// reopen that fails counts as one more restart: one that keeps failing
+    /// ends in the restart policy's shutdown (exit code 70), rather than a
+    /// store that silently acknowledges nothing while roost runs on.
+    fn reopen(&mut self, ctx: &mut Context<Self>) {
+        let (path, sync) = self.db.clone();
+        let injected_failure = fault::reopen_fails();
+        let reopened = async move {
+            match injected_failure {
+                true => Err(store::StoreError::Open {
+                    path,
+                    reason: "injected failure".into(),
+                }),
+                false => store::reopen(&path, sync).await,
+            }
+        };
+        ctx.wait(reopened.into_actor(self).map(|conn, act, ctx| match conn {
+            Ok(conn) => {
+                log::warn!("store restarted: database reopened");
+                act.conn = Some(conn);
+                act.commit(ctx);
+            }
+            Err(e) => {
+                log::error!(
+                    "store restarted but cannot reopen the database ({e}); trying again in {REOPEN_PAUSE:?}"
+                );
+                if act.restarts.record(ActorKind::Store) {
+                    ctx.run_later(REOPEN_PAUSE, |act, ctx| act.reopen(ctx));
+                }
+            }
+        }));
     }
 }
 

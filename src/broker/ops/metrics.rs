@@ -12,6 +12,9 @@ pub struct Metrics {
     pub limits_refused: AtomicU64,
     /// CONNECTs refused by authentication (CONNACK 0x04 or 0x05).
     pub auth_failures: AtomicU64,
+    /// CONNECTs of persistent sessions refused while the store's commits
+    /// fail (CONNACK 0x03).
+    pub unavailable_refused: AtomicU64,
     /// Refused by the ACL: PUBLISHes dropped, SUBSCRIBE filters (0x80),
     /// wills (CONNACK 0x05) and messages not delivered to a subscriber.
     pub acl_denied: AtomicU64,
@@ -41,9 +44,14 @@ pub struct Metrics {
     /// Store transactions committed, the changes they held, and the time
     /// they took in total (batch size and commit latency are the ratios).
     pub store_commits: AtomicU64,
+    /// Store transactions begun, retries of failed ones included.
+    pub store_commit_attempts: AtomicU64,
     pub store_ops_committed: AtomicU64,
     pub store_commit_micros: AtomicU64,
     pub store_commit_failures: AtomicU64,
+    /// A commit failed and is being tried again: durable acknowledgements
+    /// wait, and new persistent sessions are refused (CONNACK 0x03).
+    pub store_failing: std::sync::atomic::AtomicBool,
     /// Checkpoints run by the checkpoint thread (WAL pages copied into the
     /// database file), counting those that found nothing to copy.
     pub store_checkpoints: AtomicU64,

@@ -25,7 +25,7 @@ fn render(shared: &Shared) -> String {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("roost");
     #[rustfmt::skip]
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 18] = [
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 20] = [
         ("connections_accepted", "TCP connections accepted", &m.connections_accepted),
         ("connections_refused", "Connections closed at once at limits.max_connections", &m.connections_refused),
         ("connections_closed", "Connections closed", &m.connections_closed),
@@ -39,6 +39,8 @@ fn render(shared: &Shared) -> String {
         ("takeovers", "Connections taken over by a new one with the same client id", &m.takeovers),
         ("sessions_expired", "Persistent sessions removed by session.expiry_secs", &m.sessions_expired),
         ("store_commits", "Store transactions committed", &m.store_commits),
+        ("store_commit_attempts", "Store transactions begun, retries of failed ones included", &m.store_commit_attempts),
+        ("connects_refused_unavailable", "CONNECTs of persistent sessions refused (0x03) while store commits fail", &m.unavailable_refused),
         ("store_changes_committed", "Changes committed (batch size = this / store_commits)", &m.store_ops_committed),
         ("store_commit_failures", "Store transactions that failed (nothing of them acknowledged)", &m.store_commit_failures),
         ("store_checkpoints", "WAL checkpoints run by the checkpoint thread", &m.store_checkpoints),
@@ -100,6 +102,11 @@ fn render(shared: &Shared) -> String {
         "subscriptions",
         "Subscriptions held now",
         ConstGauge::new(get(&m.subscriptions) as i64),
+    );
+    r.register(
+        "store_failing",
+        "1 while a store commit fails and is being tried again",
+        ConstGauge::new(i64::from(m.store_failing.load(Ordering::Relaxed))),
     );
     r.register(
         "sessions",

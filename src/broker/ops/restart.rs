@@ -69,7 +69,7 @@ pub enum RestartPolicy {
 /// The supervision tree, in start order (dependencies first, listener
 /// last), with each kind's policy and what its restart rebuilds.
 pub const TREE: &[(ActorKind, RestartPolicy, &str)] = &[
-    (ActorKind::Store, RestartPolicy::Restart, "keeps its connection; the batch being written is abandoned (not acknowledged, clients resend)"),
+    (ActorKind::Store, RestartPolicy::Restart, "keeps its connection, or reopens it (each failed reopen counts as a restart); the batch being written is abandoned (not acknowledged, clients resend)"),
     (ActorKind::RetainedStore, RestartPolicy::Restart, "reloads every retained message from SQLite"),
     (ActorKind::TopicShard, RestartPolicy::Restart, "empties its index; every session sends its subscriptions for this shard again"),
     (ActorKind::SessionRegistry, RestartPolicy::Restart, "drops entries of sessions that no longer run"),
@@ -326,6 +326,35 @@ pub mod fault {
     #[cfg(not(feature = "fault-injection"))]
     #[inline(always)]
     pub fn commit_fails() -> bool {
+        false
+    }
+
+    #[cfg(feature = "fault-injection")]
+    static FAILING_REOPENS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+    /// Makes every later reopen of broker `broker`'s database (after a
+    /// restart of its store) fail, as an unreadable file would.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_reopens(broker: u64) {
+        FAILING_REOPENS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(broker);
+    }
+
+    /// Whether a reopen of the database must fail (see `fail_reopens`).
+    #[cfg(feature = "fault-injection")]
+    pub fn reopen_fails() -> bool {
+        let broker = super::BROKER.with(|b| b.get());
+        FAILING_REOPENS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&broker)
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    pub fn reopen_fails() -> bool {
         false
     }
 }

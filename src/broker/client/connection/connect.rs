@@ -38,6 +38,11 @@ impl Connection {
         let auth = AuthSettings {
             allow_anonymous: live.allow_anonymous,
             password_file: live.auth.passwords.is_some(),
+            store_failing: self
+                .shared
+                .metrics
+                .store_failing
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         if self.identity.is_none() && !connect.client_id.is_empty() {
             // Named by its client id in the log lines from here on.
@@ -65,6 +70,7 @@ impl Connection {
                     RefusalKind::Limit => Some(&self.shared.metrics.limits_refused),
                     RefusalKind::Auth => Some(&self.shared.metrics.auth_failures),
                     RefusalKind::Acl => Some(&self.shared.metrics.acl_denied),
+                    RefusalKind::Unavailable => Some(&self.shared.metrics.unavailable_refused),
                 };
                 match counter {
                     Some(counter) => {

@@ -10,7 +10,7 @@
 //! enters the state machine (sent, queued, or dropped and counted).
 
 use super::Session;
-use crate::broker::durable::{Abandoned, Acknowledgement, Completion};
+use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::route::delivery_inbox::{Delivery, DrainInbox, InboxHandle};
@@ -242,7 +242,7 @@ impl Session {
             // Lost for this subscriber: the publisher is not told its
             // message is safe.
             if let Some(ack) = &ack {
-                ack.completion.abandon(Abandoned::CutShort);
+                ack.completion.abandon();
             }
         }
     }

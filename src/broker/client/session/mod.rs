@@ -15,7 +15,7 @@ mod deliver;
 mod packets;
 
 use super::messages::*;
-use crate::broker::durable::{Completion, GroupLinks, HeldForCommit, InOrder, StoreHandle};
+use crate::broker::durable::{Completion, GroupLinks, HeldForCommit, InOrder, Reply, StoreHandle};
 use crate::broker::live::{Live, Reloadable};
 use crate::broker::net::outbound::Outbound;
 use crate::broker::ops::metrics::Metrics;
@@ -294,22 +294,36 @@ impl Actor for Session {
 }
 
 impl Handler<Attach> for Session {
-    type Result = Result<(), Superseded>;
+    /// Answered once CONNACK is on its way: at once, or for a new
+    /// persistent session once its row is committed.
+    type Result = Response<Result<(), Superseded>>;
 
     fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> Self::Result {
         let id = self.client_id.clone();
         match guard::<Attach, _>(ActorKind::Session, &id, || self.attach(msg)) {
-            Ok(result) => result,
+            Ok(Ok(Some(stored))) => Response::fut(async move {
+                // Dropped unsent only if the work was cut short (a panic):
+                // the connection then closes, and the client reconnects.
+                stored.await.map_err(|_| Superseded)
+            }),
+            Ok(Ok(None)) => Response::reply(Ok(())),
+            Ok(Err(e)) => Response::reply(Err(e)),
             Err(_) => {
                 self.recover();
-                Err(Superseded)
+                Response::reply(Err(Superseded))
             }
         }
     }
 }
 
 impl Session {
-    fn attach(&mut self, msg: Attach) -> Result<(), Superseded> {
+    /// Attaches a connection. For a new persistent session, CONNACK waits
+    /// for the session's row: a client must not be told it has a session
+    /// that a crash could lose. The receiver says when CONNACK went out.
+    fn attach(
+        &mut self,
+        msg: Attach,
+    ) -> Result<Option<tokio::sync::oneshot::Receiver<()>>, Superseded> {
         if msg.generation < self.generation {
             return Err(Superseded);
         }
@@ -323,6 +337,25 @@ impl Session {
             Metrics::inc(&self.deps.metrics.takeovers);
             old.connection.do_send(TakenOver);
         }
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: msg.session_present,
+            code: ConnectReturnCode::Accepted,
+        });
+        let mut stored = None;
+        let after_commit = match self.durable && !msg.session_present {
+            true => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                stored = Some(rx);
+                let reply = Reply::new(msg.outbound.clone(), connack.clone());
+                Some(Reply::then(Some(reply), move || {
+                    let _ = tx.send(());
+                }))
+            }
+            false => {
+                self.out.push(Action::Send(connack));
+                None
+            }
+        };
         self.write(
             Op::SessionConnected {
                 client_id: self.client_id.clone(),
@@ -331,7 +364,7 @@ impl Session {
                 keep_alive: msg.keep_alive,
                 will: msg.will,
             },
-            None,
+            after_commit,
         );
         self.username = msg.username;
         self.attached = Some(Attached {
@@ -339,11 +372,6 @@ impl Session {
             connection: msg.connection,
             outbound: msg.outbound,
         });
-        let connack = ConnAck {
-            session_present: msg.session_present,
-            code: ConnectReturnCode::Accepted,
-        };
-        self.out.push(Action::Send(Packet::ConnAck(connack)));
         // What waited for this session was checked against the ACL when it
         // was routed; check it again for the client taking it up now (its
         // user name, or an ACL reloaded since).
@@ -376,7 +404,7 @@ impl Session {
         // Most clients sit idle after CONNACK: keep no action buffer until
         // there is traffic (a busy session keeps the one it grows then).
         self.out = Vec::new();
-        Ok(())
+        Ok(stored)
     }
 }
 

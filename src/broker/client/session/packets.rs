@@ -5,7 +5,7 @@
 
 use super::Session;
 use crate::broker::client::messages::{FromClient, PublishQoS2};
-use crate::broker::durable::{Acknowledgement, Reply, ReplyThen, WriteGroup};
+use crate::broker::durable::{Acknowledgement, Reply, WriteGroup};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::route::messages::LookupRetained;
@@ -148,7 +148,7 @@ impl Session {
             .collect();
         let (retained, me) = (self.deps.router.retained().clone(), me.recipient());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let done = ReplyThen::completion(suback, move || {
+        let done = Reply::then(suback, move || {
             for (filter, qos) in lookups {
                 retained.do_send(LookupRetained {
                     filter,
@@ -181,7 +181,7 @@ impl Session {
             .attached
             .as_ref()
             .map(|a| Reply::new(a.outbound.clone(), Packet::UnsubAck(u.packet_id)));
-        let done = ReplyThen::completion(unsuback, move || {
+        let done = Reply::then(unsuback, move || {
             let _ = tx.send(());
         });
         for f in u.filters {
