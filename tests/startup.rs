@@ -127,3 +127,66 @@ async fn a_database_locked_by_another_writer_is_refused_and_never_reset() {
     let (mut c, _) = RawClient::connect_with(broker.local_addr(), &options).await;
     c.ping().await;
 }
+
+/// Restored sessions' subscriptions are in the shards before the first
+/// client is accepted: with 5,000 persistent sessions subscribed to `t/#`
+/// (and 4 more filters each), spread over 8 workers, a publisher that
+/// connects the moment the broker accepts gets its PUBACK only once a copy
+/// is stored for every one of them [MQTT-3.1.2-5].
+/// (Before, the listener started while the sessions were still adding
+/// their subscriptions, and an early message missed most of them.)
+#[tokio::test]
+async fn a_publisher_at_start_finds_every_restored_subscription_mqtt_3_1_2_5() {
+    const SESSIONS: usize = 5000;
+    let broker = TestBroker::start();
+    let db = broker.db_path();
+    let mut config = broker.config.clone();
+    config.broker.workers = 8;
+    config.broker.shards = 8;
+    let dir = broker.dir.clone();
+    broker.handle.stop();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    for i in 0..SESSIONS {
+        let id = format!("restored-{i}");
+        sqlx::query(
+            "INSERT INTO sessions (client_id, persistent, connected, keep_alive) VALUES (?1, 1, 0, 60)",
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO subscriptions (client_id, topic_filter, qos) VALUES (?1, 't/#', 1)",
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        for j in 0..4 {
+            sqlx::query(
+                "INSERT INTO subscriptions (client_id, topic_filter, qos) VALUES (?1, ?2, 1)",
+            )
+            .bind(&id)
+            .bind(format!("x/{i}/{j}/+"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    conn.close().await.unwrap();
+
+    let handle = roost::start(config).expect("restarts");
+    let mut publisher = RawClient::connected(handle.local_addr(), "early", true).await;
+    publisher.publish_ok("t/a", b"early", 1, 1, false).await;
+    let rows = crate::persistence::query(
+        &db,
+        "SELECT count(*) AS n FROM queued_messages WHERE topic = 't/a'",
+    )
+    .await;
+    let stored: i64 = sqlx::Row::get(&rows[0], "n");
+    assert_eq!(stored as usize, SESSIONS, "copies stored before PUBACK");
+}

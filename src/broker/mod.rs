@@ -171,7 +171,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     .into_iter()
                     .map(net::listener::Bound::from_bound)
                     .collect::<std::io::Result<Vec<_>>>()?;
-                let tree = ops::tree::start(config, listeners, m, conn, snapshot, id, live);
+                let tree = ops::tree::start(config, listeners, m, conn, snapshot, id, live).await;
                 if let Some(socket) = metrics_listener {
                     let socket = tokio::net::TcpListener::from_std(socket)?;
                     actix_rt::spawn(ops::prometheus::serve(socket, tree.shared.clone()));

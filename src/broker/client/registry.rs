@@ -5,6 +5,7 @@
 
 use super::messages::{Discard, SessionEnded, SessionId};
 use super::session::{Restored, Session, SessionDeps};
+use crate::broker::durable::Completion;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::session::connect::{takeover, Takeover};
 use crate::session::SessionState;
@@ -53,6 +54,9 @@ pub struct SessionRegistry {
     deps: Arc<SessionDeps>,
     /// Persistent sessions from the store, started when the registry starts.
     restore: Vec<StoredSession>,
+    /// Told once every restored session's subscriptions are in the shards
+    /// (the first start only; see `ops::tree`).
+    restored: Option<tokio::sync::oneshot::Sender<()>>,
     /// Arbiters restored sessions are spread over.
     workers: Vec<actix::dev::ArbiterHandle>,
     restarts: Arc<RestartTracker>,
@@ -62,6 +66,7 @@ impl SessionRegistry {
     pub fn new(
         deps: Arc<SessionDeps>,
         restore: Vec<StoredSession>,
+        restored: tokio::sync::oneshot::Sender<()>,
         workers: Vec<actix::dev::ArbiterHandle>,
         restarts: Arc<RestartTracker>,
     ) -> Self {
@@ -70,6 +75,7 @@ impl SessionRegistry {
             next_session_id: 1,
             deps,
             restore,
+            restored: Some(restored),
             workers,
             restarts,
         }
@@ -81,7 +87,7 @@ impl SessionRegistry {
         client_id: ByteString,
         durable: bool,
         state: SessionState,
-        restored: Option<Restored>,
+        restored: Option<(Restored, Completion)>,
         arbiter: &actix::dev::ArbiterHandle,
         generation: u64,
     ) -> Addr<Session> {
@@ -90,8 +96,14 @@ impl SessionRegistry {
         let (id, deps) = (client_id.clone(), self.deps.clone());
         // Sessions recover in place after a failure (`Session::recover`):
         // an actix Supervisor would also restart a session that ended on purpose.
-        let session = Session::start_in_arbiter(arbiter, move |_| {
-            Session::new(session_id, id, durable, state, restored, deps)
+        let session = Session::start_in_arbiter(arbiter, move |ctx| match restored {
+            Some((restored, indexed)) => {
+                let mut session =
+                    Session::new(session_id, id, durable, state, Some(restored), deps);
+                session.restore_subscriptions(ctx.address(), &indexed);
+                session
+            }
+            None => Session::new(session_id, id, durable, state, None, deps),
         });
         self.sessions.insert(
             client_id,
@@ -122,6 +134,19 @@ impl Actor for SessionRegistry {
         ctx.set_mailbox_capacity(1024);
         let restore = std::mem::take(&mut self.restore);
         let count = restore.len();
+        let started = std::time::Instant::now();
+        let restored = self.restored.take();
+        let indexed = Completion::new(move || {
+            if count > 0 {
+                log::info!(
+                    "{count} persistent sessions restored, their subscriptions indexed in {:.1?}",
+                    started.elapsed()
+                );
+            }
+            if let Some(restored) = restored {
+                let _ = restored.send(());
+            }
+        });
         for (i, stored) in restore.into_iter().enumerate() {
             let state = SessionState::restore(
                 self.deps.limits,
@@ -134,16 +159,16 @@ impl Actor for SessionRegistry {
                 stored.client_id,
                 true,
                 state,
-                Some(Restored {
-                    idle_secs: stored.idle_secs,
-                    username: stored.username,
-                }),
+                Some((
+                    Restored {
+                        idle_secs: stored.idle_secs,
+                        username: stored.username,
+                    },
+                    indexed.clone(),
+                )),
                 &arbiter,
                 0,
             );
-        }
-        if count > 0 {
-            log::info!("{count} persistent sessions restored");
         }
     }
 }

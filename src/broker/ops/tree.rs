@@ -44,8 +44,10 @@ pub struct Tree {
 }
 
 /// Starts every actor on an opened database; must run inside the broker's
-/// actix System.
-pub fn start(
+/// actix System. Returns once the listener runs, which is only after every
+/// restored persistent session has its subscriptions in the shards: a
+/// publisher that connects the moment the port accepts must find them.
+pub async fn start(
     config: Config,
     listeners: Vec<Bound>,
     metrics: Arc<Metrics>,
@@ -112,9 +114,10 @@ pub fn start(
     });
     let (restore, h) = (snapshot.sessions, handles.clone());
     let r = restarts.clone();
+    let (restored_tx, restored) = tokio::sync::oneshot::channel();
     let registry = Supervisor::start(move |ctx: &mut Context<SessionRegistry>| {
         let _ = deps.registry.set(ctx.address().recipient());
-        SessionRegistry::new(deps, restore, h, r)
+        SessionRegistry::new(deps, restore, restored_tx, h, r)
     });
     subtree.push(registry.clone().recipient());
     restarts.set_subtree(subtree);
@@ -134,7 +137,8 @@ pub fn start(
             .collect(),
         live,
     });
-    // 4. Listener, last.
+    // 4. Listener, last: once the restored subscriptions are indexed.
+    let _ = restored.await;
     let listener = Listener::new(listeners, handles, shared.clone()).start();
     Tree {
         workers,

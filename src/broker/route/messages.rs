@@ -3,7 +3,7 @@
 //! reply type is on the type.
 
 use super::delivery_inbox::InboxHandle;
-use crate::broker::durable::Acknowledgement;
+use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
@@ -24,6 +24,9 @@ pub struct AddSubscription {
     pub qos: QoS,
     /// The session is persistent: publishers' acknowledgements wait for its copies.
     pub durable: bool,
+    /// For a session restored at start: released once the shard has this
+    /// subscription (the listener waits for every one, see `ops::tree`).
+    pub indexed: Option<Completion>,
 }
 
 /// Router → TopicShard: remove a subscription.

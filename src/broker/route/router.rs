@@ -6,7 +6,7 @@ use super::delivery_inbox::InboxHandle;
 use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
 use super::retained::RetainedStore;
 use super::topic_shard::TopicShard;
-use crate::broker::durable::Acknowledgement;
+use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
@@ -65,6 +65,8 @@ impl Router {
         }
     }
 
+    /// Adds a subscription to the shards that hold it. `indexed`, if
+    /// given, is held until every one of them has it.
     pub fn subscribe(
         &self,
         session_id: SessionId,
@@ -72,6 +74,7 @@ impl Router {
         filter: &TopicFilter,
         qos: QoS,
         durable: bool,
+        indexed: Option<&Completion>,
     ) {
         self.for_shards(filter, |shard| {
             shard.do_send(AddSubscription {
@@ -80,6 +83,7 @@ impl Router {
                 filter: filter.clone(),
                 qos,
                 durable,
+                indexed: indexed.cloned(),
             })
         });
     }

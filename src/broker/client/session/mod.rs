@@ -203,6 +203,25 @@ impl Session {
             .then(|| self.deps.message_ids.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A restored session puts its subscriptions back into the shards;
+    /// `indexed` is held until every shard has them.
+    pub(in crate::broker) fn restore_subscriptions(
+        &mut self,
+        me: Addr<Session>,
+        indexed: &Completion,
+    ) {
+        if self.state.subscriptions().next().is_none() {
+            return;
+        }
+        let inbox = self.inbox_handle(me);
+        for (filter, qos) in self.state.subscriptions() {
+            Metrics::inc(&self.deps.metrics.subscriptions);
+            self.deps
+                .router
+                .subscribe(self.id, &inbox, filter, qos, self.durable, Some(indexed));
+        }
+    }
+
     /// Stops every subscription of this session in the shards.
     fn remove_all_subscriptions(&mut self) {
         let filters: Vec<_> = self.state.subscriptions().map(|(f, _)| f.clone()).collect();
@@ -267,16 +286,6 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // A restored session puts its subscriptions back into the shards.
-        if self.state.subscriptions().next().is_some() {
-            let inbox = self.inbox_handle(ctx.address());
-            for (filter, qos) in self.state.subscriptions() {
-                Metrics::inc(&self.deps.metrics.subscriptions);
-                self.deps
-                    .router
-                    .subscribe(self.id, &inbox, filter, qos, self.durable);
-            }
-        }
         if let (Some(idle), Some(expiry)) = (self.restored_idle, self.deps.expiry) {
             self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle.into())), ctx);
         }

@@ -129,7 +129,7 @@ impl Session {
             };
             self.deps
                 .router
-                .subscribe(self.id, to, filter, *qos, self.durable);
+                .subscribe(self.id, to, filter, *qos, self.durable, None);
         }
         let suback = self.attached.as_ref().map(|a| {
             let codes = outcome.codes;
