@@ -143,7 +143,8 @@ async fn a_publisher_at_start_finds_every_restored_subscription_mqtt_3_1_2_5() {
     let mut config = broker.config.clone();
     config.broker.workers = 8;
     config.broker.shards = 8;
-    let dir = broker.dir.clone();
+    // Holds the database directory until the restarted broker is dropped.
+    let _dir = broker.dir.clone();
     broker.handle.stop();
     let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
