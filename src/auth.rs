@@ -54,26 +54,54 @@ fn b64(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
+/// The length of a SHA-512 digest, and of the PBKDF2-HMAC-SHA512 output
+/// `mosquitto_passwd` writes: a hash of any other length is not one of its.
+const SHA512_LEN: usize = 64;
+
 fn parse_hash(h: &str) -> Result<Hash, String> {
     if h.starts_with("$argon2") {
         PasswordHash::new(h).map_err(|e| format!("invalid argon2 hash: {e}"))?;
         return Ok(Hash::Argon2(h.to_string()));
     }
+    // A hash that is empty or short would be compared with an output cut to
+    // its length: an empty one would accept every password.
+    let salt_and_hash = |salt: &str, hash: &str| -> Result<(Vec<u8>, Vec<u8>), String> {
+        let salt = b64(salt).ok_or("salt is not base64")?;
+        let hash = b64(hash).ok_or("hash is not base64")?;
+        if salt.is_empty() {
+            return Err("empty salt".into());
+        }
+        if hash.len() != SHA512_LEN {
+            return Err(format!("hash of {} bytes, not {SHA512_LEN}", hash.len()));
+        }
+        Ok((salt, hash))
+    };
     let parts: Vec<&str> = h.split('$').collect();
     match parts.as_slice() {
-        ["", "6", salt, hash] => Ok(Hash::Sha512 {
-            salt: b64(salt).ok_or("salt is not base64")?,
-            hash: b64(hash).ok_or("hash is not base64")?,
-        }),
-        ["", "7", iterations, salt, hash] => Ok(Hash::Pbkdf2 {
-            iterations: iterations
+        ["", "6", salt, hash] => {
+            let (salt, hash) = salt_and_hash(salt, hash)?;
+            Ok(Hash::Sha512 { salt, hash })
+        }
+        ["", "7", iterations, salt, hash] => {
+            let iterations = iterations
                 .parse()
-                .map_err(|_| "iterations is not a number")?,
-            salt: b64(salt).ok_or("salt is not base64")?,
-            hash: b64(hash).ok_or("hash is not base64")?,
-        }),
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or("iterations is not a positive number")?;
+            let (salt, hash) = salt_and_hash(salt, hash)?;
+            Ok(Hash::Pbkdf2 {
+                iterations,
+                salt,
+                hash,
+            })
+        }
         _ => Err("unknown hash format (expected $6$, $7$ or $argon2id$)".to_string()),
     }
+}
+
+/// Whether a user name can be written as a line of the file.
+fn valid_user(user: &str) -> bool {
+    !user.is_empty() && !user.contains(':') && !user.chars().any(char::is_control)
 }
 
 /// Compares without stopping at the first difference.
@@ -87,6 +115,17 @@ impl PasswordFile {
             path: path.to_path_buf(),
             source,
         })?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "password file {} can be read by group or others (mode {:o}): make it private with chmod 600",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
         let mut users = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -152,11 +191,11 @@ pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), Auth
         path: path.to_path_buf(),
         source,
     };
-    if user.is_empty() || user.contains(':') {
+    if !valid_user(user) {
         return Err(AuthError::Invalid {
             path: path.to_path_buf(),
             line: 0,
-            reason: "user names must be non-empty and without ':'".into(),
+            reason: "user names must be non-empty, without ':' and without control characters such as a newline".into(),
         });
     }
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
@@ -186,23 +225,50 @@ pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), Auth
     if !replaced {
         lines.push(format!("{user}:{hash}"));
     }
+    write_replacing(path, (lines.join("\n") + "\n").as_bytes()).map_err(io)
+}
+
+/// Replaces `path` with `contents` through a new file beside it: created
+/// exclusively (never one an attacker placed there), given the original's
+/// mode and owner (0600 for a new file), synced, then renamed over it.
+fn write_replacing(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all((lines.join("\n") + "\n").as_bytes())
-        .map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let original = match std::fs::metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut n = 0u32;
+    let (tmp, mut file) = loop {
+        let tmp = PathBuf::from(format!("{}.tmp-{}-{n}", path.display(), std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = (|| {
+        file.write_all(contents)?;
+        if let Some(meta) = &original {
+            file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -245,6 +311,46 @@ carol:$6$FwlqCh48Beafqxjd$DKVRlttI9TU5l86s28ssvmm3blbIJeCp9cih0kcPdAI/UBiCigQGiF
         assert!(f.verify("alice", b"new"));
         assert!(!f.verify("alice", b"s3cret"));
         assert!(f.verify("carol", b"letmein"));
+    }
+
+    /// A `$7$` or `$6$` line whose hash is empty or short would compare an
+    /// output cut to its length and accept any password: such a file is
+    /// refused when it loads, naming the line.
+    #[test]
+    fn an_empty_or_short_hash_is_refused_naming_the_line() {
+        for line in [
+            "eve:$7$101$c2FsdHNhbHQ=$",
+            "eve:$6$c2FsdHNhbHQ=$",
+            "eve:$7$101$c2FsdHNhbHQ=$AAAA",
+            "eve:$7$0$c2FsdHNhbHQ=$GQniOLQWmSEyXP3//VAt93HkRUdohqBrxhuC0Ypb5TWXx5X0SZXvmaGXDySIEGWMnyJOD8WcmUhmZ7+91RFaiw==",
+            "eve:$7$101$$GQniOLQWmSEyXP3//VAt93HkRUdohqBrxhuC0Ypb5TWXx5X0SZXvmaGXDySIEGWMnyJOD8WcmUhmZ7+91RFaiw==",
+        ] {
+            let (_dir, path) = file(&format!("{MOSQUITTO_FILE}{line}\n"));
+            let err = PasswordFile::load(&path).unwrap_err().to_string();
+            assert!(err.contains("line 3"), "{line}: {err}");
+        }
+    }
+
+    /// `roost passwd` refuses user names that would break the file's lines,
+    /// and keeps the file's mode.
+    #[test]
+    fn set_password_refuses_bad_user_names_and_keeps_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = file(MOSQUITTO_FILE);
+        for user in ["", "a:b", "line\nbreak", "bell\u{7}"] {
+            assert!(set_password(&path, user, b"pw").is_err(), "{user:?}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        set_password(&path, "dave", b"pa55").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let dir = path.parent().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
     }
 
     #[test]

@@ -79,7 +79,9 @@ impl MetricsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    pub allow_anonymous: bool,
+    /// Unset: see [`AuthConfig::allow_anonymous`].
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
     /// Empty: no password file.
     pub password_file: PathBuf,
     /// Empty: no ACL (every client may publish and subscribe to anything).
@@ -87,6 +89,27 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// Whether clients without a user name (and, without a password file,
+    /// any user name) are accepted, given the MQTT listeners' addresses.
+    /// Set, `allow_anonymous` decides. Unset, as Mosquitto 2 does: yes when
+    /// every listener is on loopback; with a listener on another address,
+    /// no if there is a password file, and an error if there is none (the
+    /// broker would be open to the network, or closed to everybody).
+    pub fn allow_anonymous(&self, listeners: &[SocketAddr]) -> Result<bool, String> {
+        let exposed = listeners.iter().find(|a| !a.ip().is_loopback());
+        match (self.allow_anonymous, exposed, self.password_file()) {
+            (Some(allow), _, _) => Ok(allow),
+            (None, None, _) => Ok(true),
+            (None, Some(_), Some(_)) => Ok(false),
+            (None, Some(addr), None) => Err(format!(
+                "listener {addr} is not on loopback and there is no password file, so anyone who \
+                 can reach it could connect: set auth.allow_anonymous = true to accept anonymous \
+                 clients from the network, or set auth.password_file (as Mosquitto 2, roost does \
+                 not open itself to the network without being told)"
+            )),
+        }
+    }
+
     pub fn password_file(&self) -> Option<&Path> {
         (!self.password_file.as_os_str().is_empty()).then_some(self.password_file.as_path())
     }

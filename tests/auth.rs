@@ -23,7 +23,7 @@ fn broker_with_passwords(text: &str) -> TestBroker {
     std::fs::write(&path, text).unwrap();
     // The broker reads the file once, at start.
     TestBroker::start_with(|c| {
-        c.auth.allow_anonymous = false;
+        c.auth.allow_anonymous = Some(false);
         c.auth.password_file = path.clone();
     })
 }
@@ -136,7 +136,7 @@ async fn reload_reads_the_password_file_again_and_keeps_settings_on_error() {
     std::fs::write(&path, MOSQUITTO_FILE).unwrap();
     let p = path.clone();
     let broker = TestBroker::start_with(move |c| {
-        c.auth.allow_anonymous = false;
+        c.auth.allow_anonymous = Some(false);
         c.auth.password_file = p;
     });
     assert_eq!(
@@ -162,7 +162,7 @@ async fn reload_reads_the_password_file_again_and_keeps_settings_on_error() {
         CONNACK_OK
     );
     assert_eq!(connack(&broker, None, None).await, raw::connack_refused(5));
-    config.auth.allow_anonymous = true;
+    config.auth.allow_anonymous = Some(true);
     config.auth.password_file = dir.path().join("missing");
     assert!(broker.handle.reload(&config).is_err());
     assert_eq!(
@@ -173,4 +173,59 @@ async fn reload_reads_the_password_file_again_and_keeps_settings_on_error() {
     config.auth.password_file = path;
     broker.handle.reload(&config).unwrap();
     assert_eq!(connack(&broker, None, None).await, CONNACK_OK);
+}
+
+/// A config whose listener is on every interface (not loopback), with a
+/// database in the returned directory.
+fn exposed_config(tweak: impl FnOnce(&mut roost::Config)) -> (tempfile::TempDir, roost::Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = roost::Config::defaults();
+    config.listener.bind = "0.0.0.0:0".parse().unwrap();
+    config.broker.workers = 1;
+    config.store.db = dir.path().join("roost.db");
+    tweak(&mut config);
+    (dir, config)
+}
+
+/// As Mosquitto 2: a listener that is not on loopback, with no password
+/// file, starts only if `auth.allow_anonymous = true` is set explicitly;
+/// the error says so. Set, anonymous clients are accepted.
+#[tokio::test]
+async fn a_listener_off_loopback_without_passwords_needs_allow_anonymous_set() {
+    let (_dir, config) = exposed_config(|_| {});
+    let error = match roost::start(config) {
+        Ok(_) => panic!("started open to the network without being told"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("0.0.0.0") && error.contains("auth.allow_anonymous = true"),
+        "{error}"
+    );
+    let (_dir, config) = exposed_config(|c| c.auth.allow_anonymous = Some(true));
+    let broker = roost::start(config).expect("starts when told");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.local_addr().port()));
+    let (mut c, ack) = RawClient::connect_with(addr, &ConnectOptions::new("anon")).await;
+    assert_eq!(ack.bytes(), CONNACK_OK);
+    c.ping().await;
+}
+
+/// Off loopback with a password file and `allow_anonymous` unset: users
+/// with a password connect, anonymous clients get 0x05.
+#[tokio::test]
+async fn off_loopback_with_a_password_file_anonymous_clients_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passwd");
+    std::fs::write(&path, MOSQUITTO_FILE).unwrap();
+    let (_db_dir, config) = exposed_config(|c| c.auth.password_file = path.clone());
+    let broker = roost::start(config).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.local_addr().port()));
+    let (_c, ack) = RawClient::connect_with(addr, &ConnectOptions::new("anon")).await;
+    assert_eq!(ack.bytes(), raw::connack_refused(5));
+    let options = ConnectOptions {
+        username: Some("alice"),
+        password: Some(b"s3cret"),
+        ..ConnectOptions::new("alice")
+    };
+    let (_c, ack) = RawClient::connect_with(addr, &options).await;
+    assert_eq!(ack.bytes(), CONNACK_OK);
 }

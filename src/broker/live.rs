@@ -6,6 +6,7 @@
 use crate::acl::AclFile;
 use crate::auth::PasswordFile;
 use crate::config::{Config, LimitsConfig};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What SIGHUP reloads; read it through [`Live`].
@@ -19,8 +20,11 @@ pub struct Reloadable {
 pub type Live = Arc<arc_swap::ArcSwap<Reloadable>>;
 
 impl Reloadable {
-    /// Reads the files `config` names; an unreadable file is an error.
-    pub fn load(config: &Config) -> Result<Reloadable, String> {
+    /// Reads the files `config` names; an unreadable file is an error, and
+    /// so is anonymous access left unset on a listener that is not on
+    /// loopback (`listeners`: the addresses bound).
+    pub fn load(config: &Config, listeners: &[SocketAddr]) -> Result<Reloadable, String> {
+        let allow_anonymous = config.auth.allow_anonymous(listeners)?;
         let passwords = match config.auth.password_file() {
             Some(path) => {
                 let file = PasswordFile::load(path).map_err(|e| e.to_string())?;
@@ -39,7 +43,7 @@ impl Reloadable {
         };
         Ok(Reloadable {
             limits: config.limits.clone(),
-            allow_anonymous: config.auth.allow_anonymous,
+            allow_anonymous,
             auth: AuthFiles { passwords, acl },
         })
     }

@@ -69,7 +69,7 @@ impl BrokerHandle {
     /// connections stay; they see the new settings from their next packet.
     /// If a file cannot be read, nothing changes and the error is returned.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
-        let next = Reloadable::load(config)?;
+        let next = Reloadable::load(config, &self.local_addrs)?;
         self.live.store(Arc::new(next));
         log::info!(
             "configuration reloaded: [limits], auth.allow_anonymous, password file, ACL file"
@@ -124,10 +124,6 @@ impl Drop for BrokerHandle {
 /// Binds the listeners, starts the actor system on a new thread and
 /// returns once the broker accepts connections.
 pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
-    let live: Live = Arc::new(arc_swap::ArcSwap::from_pointee(
-        Reloadable::load(&config).map_err(std::io::Error::other)?,
-    ));
-    let handle_live = live.clone();
     // Every listener is bound (and every TLS file read) before anything
     // starts, so a wrong address or certificate fails at once.
     let listeners = net::bind_all(&config)?;
@@ -136,6 +132,10 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         .iter()
         .map(|l| l.socket.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
+    let live: Live = Arc::new(arc_swap::ArcSwap::from_pointee(
+        Reloadable::load(&config, &local_addrs).map_err(std::io::Error::other)?,
+    ));
+    let handle_live = live.clone();
     let local_addr = local_addrs[0];
     let metrics_addr = match &metrics_listener {
         Some(s) => Some(s.local_addr()?),
