@@ -47,6 +47,9 @@ pub struct WebSocketConfig {
     /// TLS (wss://): certificate chain and key, PEM. Empty: plain ws://.
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// Origins (`scheme://host[:port]`) whose pages may connect; empty:
+    /// any. A request without an Origin header (not a browser) is let in.
+    pub allowed_origins: Vec<String>,
 }
 
 impl WebSocketConfig {

@@ -164,3 +164,35 @@ async fn websocket_over_tls_wss() {
         .unwrap();
     assert_eq!(recv_packet(&mut ws).await, CONNACK_OK);
 }
+
+/// `websocket.allowed_origins` (as EMQX's `check_origin`): a page of
+/// another origin is refused with HTTP 403; a page of a listed origin, and
+/// a client that is not a browser (no Origin header), connect.
+#[tokio::test]
+async fn websocket_pages_of_other_origins_are_refused_with_403() {
+    let broker = TestBroker::start_with(|c| {
+        c.websocket.listen = "127.0.0.1:0".into();
+        c.websocket.allowed_origins = vec!["https://dashboard.example".into()];
+    });
+    let addr = ws_addr(&broker);
+    let with_origin = |origin: &'static str| async move {
+        let mut request = format!("ws://{addr}/mqtt").into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        headers.insert("Origin", HeaderValue::from_static(origin));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_tungstenite::client_async(request, tcp).await
+    };
+    let err = with_origin("https://evil.example").await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let (mut ws, _) = with_origin("https://dashboard.example").await.unwrap();
+    ws.send(Message::binary(raw::connect("page", true)))
+        .await
+        .unwrap();
+    assert_eq!(recv_packet(&mut ws).await, CONNACK_OK);
+    let (mut ws, _) = ws_connect(addr, "/mqtt").await.unwrap();
+    ws.send(Message::binary(raw::connect("tool", true)))
+        .await
+        .unwrap();
+    assert_eq!(recv_packet(&mut ws).await, CONNACK_OK);
+}

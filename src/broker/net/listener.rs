@@ -19,6 +19,8 @@ pub struct Bound {
     pub tls: Option<Arc<TlsListener>>,
     /// MQTT inside WebSocket frames (the `[websocket]` listener).
     pub websocket: bool,
+    /// The origins a WebSocket listener lets in (empty: any).
+    pub origins: Arc<[String]>,
     /// How logs and metrics name it (see `net::label`).
     pub label: String,
 }
@@ -30,6 +32,7 @@ impl Bound {
             socket: tokio::net::TcpListener::from_std(bound.socket)?,
             tls: bound.tls,
             websocket: bound.websocket,
+            origins: bound.origins,
             label: bound.label,
         })
     }
@@ -58,12 +61,14 @@ impl Listener {
 
 /// Runs a connection for an accepted socket on a worker: at once for plain
 /// TCP, after the handshake (bounded by the connect timeout) for TLS.
+/// `websocket`: MQTT in WebSocket frames, from pages of these origins
+/// (empty: any).
 async fn run_connection(
     std_stream: std::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     tls: Option<Arc<TlsListener>>,
-    websocket: bool,
+    websocket: Option<Arc<[String]>>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let failed = |shared: &Shared, what: String| {
@@ -78,12 +83,12 @@ async fn run_connection(
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         return match websocket {
-            true => {
-                if let Err(e) = websocket::accept(stream, peer, shared.clone()).await {
+            Some(origins) => {
+                if let Err(e) = websocket::accept(stream, peer, shared.clone(), origins).await {
                     failed(&shared, e);
                 }
             }
-            false => connection::spawn(stream, peer, shared),
+            None => connection::spawn(stream, peer, shared),
         };
     };
     let timeout = Duration::from_secs(shared.live.load().limits.connect_timeout_secs);
@@ -98,8 +103,8 @@ async fn run_connection(
             return failed(&shared, what);
         }
     };
-    if websocket {
-        if let Err(e) = websocket::accept(stream, peer, shared.clone()).await {
+    if let Some(origins) = websocket {
+        if let Err(e) = websocket::accept(stream, peer, shared.clone(), origins).await {
             failed(&shared, e);
         }
         return;
@@ -128,12 +133,14 @@ impl Listener {
             socket: listener,
             tls,
             websocket,
+            origins,
             ..
         }: Bound,
         ctx: &mut Context<Self>,
     ) {
         let workers = self.workers.clone();
         let shared = self.shared.clone();
+        let websocket = websocket.then_some(origins);
         let accept_loop = async move {
             let mut next = 0usize;
             loop {
@@ -175,7 +182,8 @@ impl Listener {
                                 continue;
                             }
                         };
-                        let (shared, tls) = (shared.clone(), tls.clone());
+                        let (shared, tls, websocket) =
+                            (shared.clone(), tls.clone(), websocket.clone());
                         let worker = &workers[next % workers.len()];
                         next = next.wrapping_add(1);
                         worker.spawn(run_connection(std_stream, peer, shared, tls, websocket));

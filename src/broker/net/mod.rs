@@ -32,6 +32,9 @@ pub struct BoundListener {
     pub tls: Option<Arc<TlsListener>>,
     /// MQTT inside WebSocket frames (the `[websocket]` listener).
     pub websocket: bool,
+    /// For a WebSocket listener: the origins whose pages may connect
+    /// (`websocket.allowed_origins`; empty: any).
+    pub origins: Arc<[String]>,
     /// How logs and metrics name it (see [`label`]).
     pub label: String,
 }
@@ -83,6 +86,10 @@ pub fn bind_all(config: &Config) -> std::io::Result<Vec<BoundListener>> {
             socket,
             tls,
             websocket: is_websocket,
+            origins: match is_websocket {
+                true => config.websocket.allowed_origins.clone().into(),
+                false => Arc::new([]),
+            },
             label,
         });
     }

@@ -23,13 +23,44 @@ use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
 /// The path MQTT clients connect to (`ws://HOST:PORT/mqtt`).
 pub const PATH: &str = "/mqtt";
 
+/// Whether a page of `origin` (the request's Origin header; `None` for a
+/// client that is not a browser) may connect, given `allowed` (empty: any).
+/// Origins compare without regard to case, as their scheme and host do.
+fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    match origin {
+        None => true,
+        Some(origin) => {
+            allowed.is_empty()
+                || allowed
+                    .iter()
+                    .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        }
+    }
+}
+
 /// Picks the sub-protocol from the client's offer [MQTT-6.0.0-4]; refuses
-/// any other path.
+/// any other path (404), and a page of an origin `allowed` does not name
+/// (403, as EMQX's `check_origin`).
 #[allow(clippy::result_large_err)] // the type tungstenite's callback returns
-fn handshake(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+fn handshake(
+    request: &Request,
+    mut response: Response,
+    allowed: &[String],
+) -> Result<Response, ErrorResponse> {
     if request.uri().path() != PATH {
         let mut refused = ErrorResponse::new(Some(format!("MQTT is served on {PATH}")));
         *refused.status_mut() = StatusCode::NOT_FOUND;
+        return Err(refused);
+    }
+    let origin = request
+        .headers()
+        .get("Origin")
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    if !origin_allowed(origin, allowed) {
+        let mut refused = ErrorResponse::new(Some(
+            "this page's origin is not in websocket.allowed_origins".to_string(),
+        ));
+        *refused.status_mut() = StatusCode::FORBIDDEN;
         return Err(refused);
     }
     let offered: Vec<&str> = request
@@ -51,8 +82,14 @@ fn handshake(request: &Request, mut response: Response) -> Result<Response, Erro
 }
 
 /// Upgrades `stream` (TCP or TLS) and runs an MQTT connection over it. The
-/// upgrade must finish within the connect timeout.
-pub async fn accept<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> Result<(), String>
+/// upgrade must finish within the connect timeout; a page of an origin not
+/// in `origins` (if any are given) is refused.
+pub async fn accept<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    origins: Arc<[String]>,
+) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -69,7 +106,11 @@ where
     drop(live);
     let ws = match tokio::time::timeout(
         timeout,
-        tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)),
+        tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            |request: &Request, response| handshake(request, response, &origins),
+            Some(config),
+        ),
     )
     .await
     {
@@ -103,4 +144,27 @@ where
     let write = SinkWriter::new(CopyToBytes::new(Box::pin(sink)));
     connection::start_with(read, write, peer, shared, None);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins_allowed_table() {
+        let some = [
+            "https://app.example.com".to_string(),
+            "http://localhost:3000/".to_string(),
+        ];
+        assert!(origin_allowed(None, &some), "not a browser");
+        assert!(
+            origin_allowed(Some("https://evil.example"), &[]),
+            "empty list: any"
+        );
+        assert!(origin_allowed(Some("https://app.example.com"), &some));
+        assert!(origin_allowed(Some("HTTPS://APP.example.com"), &some));
+        assert!(origin_allowed(Some("http://localhost:3000"), &some));
+        assert!(!origin_allowed(Some("https://app.example.com.evil"), &some));
+        assert!(!origin_allowed(Some("null"), &some));
+    }
 }
