@@ -67,3 +67,62 @@ async fn metrics_endpoint_serves_counters_gauges_and_histograms() {
 
     assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
 }
+
+/// The endpoint cannot be held open: connections beyond 8 get 503 at once,
+/// and a client that trickles its request, a byte within every read
+/// timeout, is closed at the request deadline (5 s in all), which frees its
+/// place.
+#[tokio::test]
+async fn metrics_connections_are_capped_and_a_request_has_one_deadline() {
+    let broker = TestBroker::start_with(|c| c.metrics.listen = "127.0.0.1:0".into());
+    let addr = broker.handle.metrics_addr().expect("metrics listener");
+    let started = std::time::Instant::now();
+    let mut holders = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metr").await.unwrap();
+        holders.push(s);
+    }
+    // Every place is held: the next connection is refused at once (a 503,
+    // or a reset when the refusal beats the request to the socket).
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut response = String::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        s.read_to_string(&mut response),
+    )
+    .await
+    .expect("refused at once, not left waiting");
+    assert!(
+        read.is_err() || response.is_empty() || response.starts_with("HTTP/1.1 503"),
+        "{response}"
+    );
+    // One holder keeps sending a byte a second: it is still cut off.
+    let mut trickle = holders.pop().unwrap();
+    let closed = async {
+        let mut byte = [0u8; 1];
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if trickle.write_all(b"i").await.is_err() {
+                return;
+            }
+            if let Ok(Ok(0)) = tokio::time::timeout(
+                std::time::Duration::from_millis(1),
+                trickle.read(&mut byte),
+            )
+            .await
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+        .await
+        .expect("the trickling client is closed at the deadline");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    // The held places are free again.
+    drop(holders);
+    let response = get(addr, "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+}

@@ -19,6 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Scrapes served at once; a connection beyond them gets 503 at once. A
+/// scraper makes one request at a time: more means something else.
+pub const MAX_CONNECTIONS: usize = 8;
+
+/// The whole of one request, from accept to the last byte of the answer:
+/// a client that sends a byte now and then cannot hold a connection open.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The text of one scrape.
 fn render(shared: &Shared) -> String {
     let m = &shared.metrics;
@@ -133,56 +141,75 @@ fn render(shared: &Shared) -> String {
     text
 }
 
-/// Serves `GET /metrics` on `listener` until the broker stops.
+/// Serves `GET /metrics` on `listener` until the broker stops: at most
+/// `MAX_CONNECTIONS` at once, each within `REQUEST_DEADLINE`.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((mut socket, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            log::debug!("metrics: {MAX_CONNECTIONS} connections open, refusing {peer}");
+            // Best effort, never waiting on the client.
+            let _ = socket.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            continue;
+        };
         let shared = shared.clone();
         actix_rt::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            let path = loop {
-                let read =
-                    tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf[len..]))
-                        .await;
-                match read {
-                    Ok(Ok(n)) if n > 0 => len += n,
-                    _ => return,
-                }
-                let mut headers = [httparse::EMPTY_HEADER; 32];
-                let mut request = httparse::Request::new(&mut headers);
-                match request.parse(&buf[..len]) {
-                    Ok(httparse::Status::Complete(_)) => {
-                        break (request.method == Some("GET"))
-                            .then(|| request.path.unwrap_or_default().to_string());
-                    }
-                    Ok(httparse::Status::Partial) if len < buf.len() => continue,
-                    _ => break None,
-                }
-            };
-            let response = match path.as_deref() {
-                Some("/metrics") => {
-                    let body = render(&shared);
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                Some(_) => {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_string()
-                }
-                None => {
-                    log::debug!("metrics: bad request from {peer}");
-                    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_string()
-                }
-            };
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
+            let answered =
+                tokio::time::timeout(REQUEST_DEADLINE, answer(&mut socket, &shared)).await;
+            if answered.is_err() {
+                log::debug!("metrics: {peer} took longer than {REQUEST_DEADLINE:?}, closed");
+            }
+            drop(slot);
         });
     }
+}
+
+/// Reads one request from `socket` and answers it.
+async fn answer(socket: &mut tokio::net::TcpStream, shared: &Shared) {
+    let peer = socket
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    let path = loop {
+        match socket.read(&mut buf[len..]).await {
+            Ok(n) if n > 0 => len += n,
+            _ => return,
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (request.method == Some("GET"))
+                    .then(|| request.path.unwrap_or_default().to_string());
+            }
+            Ok(httparse::Status::Partial) if len < buf.len() => continue,
+            _ => break None,
+        }
+    };
+    let response = match path.as_deref() {
+        Some("/metrics") => {
+            let body = render(shared);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        Some(_) => {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        }
+        None => {
+            log::debug!("metrics: bad request from {peer}");
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        }
+    };
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
 }
