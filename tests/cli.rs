@@ -236,3 +236,54 @@ async fn sighup_reloads_the_acl_without_dropping_connections() {
     .await
     .unwrap();
 }
+
+/// A client id is the client's own text: in the log it is escaped, so one
+/// with a newline cannot start a line of its own that looks like roost's.
+#[tokio::test]
+async fn a_client_id_with_a_newline_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = roost();
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("roost.db"));
+    let (mut child, lines, addr) = spawn_listening(command);
+    let forged = "x\n[2026-01-01T00:00:00Z ERROR roost] FORGED";
+    let mut first = RawClient::connect(addr).await;
+    first.send(&crate::common::raw::connect(forged, true)).await;
+    assert_eq!(first.recv().await.bytes(), CONNACK_OK);
+    // A takeover (logged by the session), then a second CONNECT (a protocol
+    // violation, logged by the connection): both name the client id.
+    let mut c = RawClient::connect(addr).await;
+    c.send(&crate::common::raw::connect(forged, true)).await;
+    assert_eq!(c.recv().await.bytes(), CONNACK_OK);
+    first.expect_closed().await;
+    c.send_lossy(&crate::common::raw::connect(forged, true))
+        .await;
+    c.expect_closed_silently().await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log: Vec<String> = tokio::task::spawn_blocking(move || {
+        let log = lines.map_while(Result::ok).collect();
+        child.wait().unwrap();
+        log
+    })
+    .await
+    .unwrap();
+    let closing = log
+        .iter()
+        .find(|l| l.contains("second CONNECT"))
+        .unwrap_or_else(|| panic!("no line about the second CONNECT: {log:#?}"));
+    assert!(closing.contains(r#""x\n[2026"#), "{closing}");
+    let taken_over = log
+        .iter()
+        .find(|l| l.contains("taken over"))
+        .unwrap_or_else(|| panic!("no line about the takeover: {log:#?}"));
+    assert!(taken_over.contains(r#""x\n[2026"#), "{taken_over}");
+    assert!(
+        !log.iter().any(|l| l.starts_with("[2026-01-01")),
+        "a forged line: {log:#?}"
+    );
+}

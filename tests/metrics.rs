@@ -86,7 +86,9 @@ async fn metrics_connections_are_capped_and_a_request_has_one_deadline() {
     // Every place is held: the next connection is refused at once (a 503,
     // or a reset when the refusal beats the request to the socket).
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let mut response = String::new();
     let read = tokio::time::timeout(
         std::time::Duration::from_secs(1),
@@ -107,11 +109,9 @@ async fn metrics_connections_are_capped_and_a_request_has_one_deadline() {
             if trickle.write_all(b"i").await.is_err() {
                 return;
             }
-            if let Ok(Ok(0)) = tokio::time::timeout(
-                std::time::Duration::from_millis(1),
-                trickle.read(&mut byte),
-            )
-            .await
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(std::time::Duration::from_millis(1), trickle.read(&mut byte))
+                    .await
             {
                 return;
             }

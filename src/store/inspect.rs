@@ -26,10 +26,18 @@ pub struct Table {
 
 impl Table {
     /// Left-aligned columns separated by two spaces, with a rule under the
-    /// header (like `sqlite3 -column`).
+    /// header (like `sqlite3 -column`). Client ids, topics and user names
+    /// are the clients' own text: control characters in them are shown
+    /// escaped (`\n`, `\u{1b}`), so a row cannot move the cursor, clear
+    /// the screen or fake another row.
     pub fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|cell| printable(cell)).collect())
+            .collect();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
@@ -46,9 +54,21 @@ impl Table {
             line(self.headers.iter().map(|h| h.to_string()).collect()),
             line(widths.iter().map(|w| "-".repeat(*w)).collect()),
         ];
-        out.extend(self.rows.iter().map(|r| line(r.clone())));
+        out.extend(rows.into_iter().map(line));
         out.join("\n") + "\n"
     }
+}
+
+/// `text` with its control characters escaped as Rust writes them.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_debug()),
+            false => out.push(c),
+        }
+    }
+    out
 }
 
 /// A payload as text if it is printable UTF-8, else as hex; cut at 40 characters.
@@ -230,5 +250,20 @@ mod tests {
         assert_eq!(preview(b"21.5"), "21.5");
         assert_eq!(preview(&[0, 255]), "00ff");
         assert_eq!(preview(&[b'x'; 50]).chars().count(), 40);
+    }
+
+    /// A client id with a newline and an escape sequence is shown escaped,
+    /// on its own row.
+    #[test]
+    fn render_escapes_control_characters() {
+        let table = Table {
+            headers: vec!["client_id", "topic"],
+            rows: vec![vec!["evil\nroot  admin".into(), "t/\u{1b}[2Jx".into()]],
+        };
+        let text = table.render();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains("evil\\nroot"), "{text}");
+        assert!(text.contains("t/\\u{1b}[2Jx"), "{text}");
+        assert!(!text.contains('\u{1b}'));
     }
 }

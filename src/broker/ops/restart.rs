@@ -136,10 +136,13 @@ pub fn guard<M, R>(
             RestartPolicy::Restart => "restarting it",
             RestartPolicy::Stop => "stopping it",
         };
+        // The id may be a client id, chosen by the client: escaped, so
+        // that it cannot forge log lines.
         log::warn!(
-            "{kind} {id} panicked while handling {}: {}; {what}",
+            "{kind} {} panicked while handling {}: {}; {what}",
+            id.to_string().escape_debug(),
             std::any::type_name::<M>(),
-            panic_message(payload.as_ref())
+            panic_message(payload.as_ref()).escape_debug()
         );
         Panicked
     })

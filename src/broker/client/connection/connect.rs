@@ -6,6 +6,7 @@ use super::{may_publish, rand_id, Connection, Identity, Phase};
 use crate::broker::client::messages::Attach;
 use crate::broker::client::registry::Register;
 use crate::broker::live::Reloadable;
+use crate::broker::ops::log_limit::CONNECT_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet};
 use crate::session::connect::{self, AuthSettings, Credentials, RefusalKind, Verdict};
@@ -72,12 +73,16 @@ impl Connection {
                     RefusalKind::Acl => Some(&self.shared.metrics.acl_denied),
                     RefusalKind::Unavailable => Some(&self.shared.metrics.unavailable_refused),
                 };
+                let log = CONNECT_REFUSALS.allow();
                 match counter {
                     Some(counter) => {
                         Metrics::inc(counter);
-                        log::warn!("{}: CONNECT refused: {refusal}", self.name());
+                        if log {
+                            log::warn!("{}: CONNECT refused: {refusal}", self.name());
+                        }
                     }
-                    None => log::info!("{}: CONNECT refused: {refusal}", self.name()),
+                    None if log => log::info!("{}: CONNECT refused: {refusal}", self.name()),
+                    None => {}
                 }
                 self.refuse(refusal.code(), ctx)
             }

@@ -17,6 +17,7 @@ use crate::broker::durable::{Acknowledgement, Completion, InOrder, Reply};
 use crate::broker::live::Reloadable;
 use crate::broker::net::backlog::RoutingBacklog;
 use crate::broker::net::outbound::{self, Outbound};
+use crate::broker::ops::log_limit::{PROTOCOL_ERRORS, PUBLISH_REFUSALS};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::shared::Shared;
@@ -202,7 +203,7 @@ impl Connection {
     fn refuse_publish(&mut self, p: crate::protocol::Publish, session: &Addr<Session>) {
         Metrics::inc(&self.shared.metrics.acl_denied);
         self.acl_denials += 1;
-        if self.acl_denials == 1 {
+        if self.acl_denials == 1 && PUBLISH_REFUSALS.allow() {
             log::warn!(
                 "{}: PUBLISH to {:?} dropped: not allowed by the ACL (further ones are only counted)",
                 self.name(),
@@ -250,13 +251,18 @@ impl Connection {
             Violation::Limit => &self.shared.metrics.limits_refused,
         };
         Metrics::inc(counter);
+        let log = PROTOCOL_ERRORS.allow();
         match action.connack {
             Some(code) => {
-                log::info!("{}: {error}; CONNACK {code:?}", self.name());
+                if log {
+                    log::info!("{}: {error}; CONNACK {code:?}", self.name());
+                }
                 self.refuse(code, ctx)
             }
             None => {
-                log::warn!("{}: protocol error, closing: {error}", self.name());
+                if log {
+                    log::warn!("{}: protocol error, closing: {error}", self.name());
+                }
                 self.close(ctx)
             }
         }
@@ -452,7 +458,11 @@ impl Actor for Connection {
                 .filter(|w| self.may_publish(&live, w.topic.as_str()));
             if let Some(will) = will {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
-                log::debug!("{}: publishing will to {}", self.name(), will.topic);
+                log::debug!(
+                    "{}: publishing will to {:?}",
+                    self.name(),
+                    will.topic.as_str()
+                );
                 Metrics::inc(&self.shared.metrics.wills_published);
                 let will = Message {
                     topic: will.topic,

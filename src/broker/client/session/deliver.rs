@@ -152,7 +152,7 @@ impl Session {
             .is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL)
         {
             log::warn!(
-                "client {}: dropped {} message(s) at a bound ({:?}; queued {}, see [session] and [limits] in the config)",
+                "client {:?}: dropped {} message(s) at a bound ({:?}; queued {}, see [session] and [limits] in the config)",
                 self.client_id,
                 self.unlogged_drops,
                 outcome,
@@ -166,7 +166,7 @@ impl Session {
     pub(super) fn log_unlogged_drops(&mut self) {
         if self.unlogged_drops > 0 {
             log::warn!(
-                "client {}: dropped {} more message(s) at a bound",
+                "client {:?}: dropped {} more message(s) at a bound",
                 self.client_id,
                 self.unlogged_drops
             );

@@ -258,7 +258,7 @@ impl Session {
         ctx.run_later(after, move |act, ctx| {
             if act.attached.is_none() && act.detach_epoch == epoch {
                 log::info!(
-                    "client {}: persistent session expired after {:?} away",
+                    "client {:?}: persistent session expired after {:?} away",
                     act.client_id,
                     after
                 );
@@ -340,7 +340,7 @@ impl Session {
         if let Some(old) = self.attached.take() {
             // A new connection for the same client id closes the old one [MQTT-3.1.4-2].
             log::info!(
-                "client {}: taken over by a new connection, closing the old one",
+                "client {:?}: taken over by a new connection, closing the old one",
                 self.client_id
             );
             Metrics::inc(&self.deps.metrics.takeovers);
@@ -399,7 +399,7 @@ impl Session {
             );
             if dropped > 0 {
                 log::warn!(
-                    "client {}: {dropped} stored message(s) dropped: the ACL does not let this client read them",
+                    "client {:?}: {dropped} stored message(s) dropped: the ACL does not let this client read them",
                     self.client_id
                 );
                 self.deps
@@ -472,7 +472,7 @@ impl Session {
     fn discard(&mut self, ctx: &mut Context<Self>) {
         if let Some(old) = self.attached.take() {
             log::info!(
-                "client {}: taken over by a new clean session, closing the old connection",
+                "client {:?}: taken over by a new clean session, closing the old connection",
                 self.client_id
             );
             Metrics::inc(&self.deps.metrics.takeovers);

@@ -6,6 +6,7 @@
 use super::Session;
 use crate::broker::client::messages::{FromClient, PublishQoS2};
 use crate::broker::durable::{Acknowledgement, Reply, WriteGroup};
+use crate::broker::ops::log_limit::SUBSCRIBE_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::route::messages::LookupRetained;
@@ -47,7 +48,7 @@ impl Session {
             Packet::PubAck(id) => {
                 if !self.state.on_puback(id, &mut self.out) {
                     log::debug!(
-                        "client {}: PUBACK for unknown packet id {id}",
+                        "client {:?}: PUBACK for unknown packet id {id}",
                         self.client_id
                     );
                 }
@@ -55,7 +56,7 @@ impl Session {
             Packet::PubRec(id) => {
                 if !self.state.on_pubrec(id, &mut self.out) {
                     log::debug!(
-                        "client {}: PUBREC for unknown packet id {id}",
+                        "client {:?}: PUBREC for unknown packet id {id}",
                         self.client_id
                     );
                 }
@@ -63,14 +64,14 @@ impl Session {
             Packet::PubComp(id) => {
                 if !self.state.on_pubcomp(id, &mut self.out) {
                     log::debug!(
-                        "client {}: PUBCOMP for unknown packet id {id}",
+                        "client {:?}: PUBCOMP for unknown packet id {id}",
                         self.client_id
                     );
                 }
             }
             Packet::PubRel(id) => self.state.on_pubrel(id, &mut self.out),
             other => log::debug!(
-                "client {}: session ignores {:?}",
+                "client {:?}: session ignores {:?}",
                 self.client_id,
                 other.packet_type()
             ),
@@ -96,26 +97,26 @@ impl Session {
                 acl.allows_subscribe(username.as_deref(), client_id, filter.as_str())
             })
         });
-        for (filter, refusal) in &outcome.refused {
-            match refusal {
-                // Refused like Mosquitto: SUBACK 0x80.
-                SubscribeRefusal::Acl => {
-                    log::warn!(
-                        "client {}: subscription to {:?} refused by the ACL",
-                        self.client_id,
-                        filter.as_str()
-                    );
-                    Metrics::inc(&self.deps.metrics.acl_denied);
-                }
-                // A limit of [limits]: this filter is refused [MQTT-3.9.3-2].
-                SubscribeRefusal::Limit => {
-                    log::warn!(
-                        "client {}: subscription to {:?} refused by a limit (topic length/levels or subscriptions per client)",
-                        self.client_id,
-                        filter.as_str()
-                    );
-                    Metrics::inc(&self.deps.metrics.limits_refused);
-                }
+        // Refused like Mosquitto, SUBACK 0x80 [MQTT-3.9.3-2]: counted one by
+        // one, logged as one line per packet (see `log_limit`).
+        let by_acl = outcome
+            .refused
+            .iter()
+            .filter(|(_, r)| *r == SubscribeRefusal::Acl)
+            .count();
+        let by_limit = outcome.refused.len() - by_acl;
+        let m = &self.deps.metrics;
+        m.acl_denied.fetch_add(by_acl as u64, Ordering::Relaxed);
+        m.limits_refused
+            .fetch_add(by_limit as u64, Ordering::Relaxed);
+        if let Some((first, _)) = outcome.refused.first() {
+            if SUBSCRIBE_REFUSALS.allow() {
+                log::warn!(
+                    "client {:?}: {} filter(s) refused ({by_acl} by the ACL, {by_limit} by a limit: topic length or levels, or subscriptions per client), the first {:?}",
+                    self.client_id,
+                    outcome.refused.len(),
+                    first.as_str()
+                );
             }
         }
         let mut inbox = None;
