@@ -108,6 +108,8 @@ where
         timeout,
         tokio_tungstenite::accept_hdr_async_with_config(
             stream,
+            // The error type is tungstenite's, large or not.
+            #[allow(clippy::result_large_err)]
             |request: &Request, response| handshake(request, response, &origins),
             Some(config),
         ),
