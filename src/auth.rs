@@ -48,6 +48,42 @@ enum Hash {
 #[derive(Debug, Clone, Default)]
 pub struct PasswordFile {
     users: HashMap<String, Hash>,
+    /// Checked for a user name the file does not have: a hash of the same
+    /// kind and cost as the file's first entry, of no password anyone
+    /// knows. An unknown user then takes as long as a wrong password, so
+    /// the time of a refusal does not tell which user names exist.
+    dummy: Option<Hash>,
+}
+
+/// A hash of the same kind and cost as `like`, of a random password.
+fn dummy_like(like: &Hash) -> Hash {
+    let mut random = [0u8; 32];
+    use argon2::password_hash::rand_core::RngCore;
+    argon2::password_hash::rand_core::OsRng.fill_bytes(&mut random);
+    match like {
+        Hash::Sha512 { .. } => Hash::Sha512 {
+            salt: random[..16].to_vec(),
+            hash: vec![0; SHA512_LEN],
+        },
+        Hash::Pbkdf2 { iterations, .. } => Hash::Pbkdf2 {
+            iterations: *iterations,
+            salt: random[..16].to_vec(),
+            hash: vec![0; SHA512_LEN],
+        },
+        Hash::Argon2(phc) => {
+            let made = PasswordHash::new(phc).ok().and_then(|h| {
+                let params = argon2::Params::try_from(&h).ok()?;
+                let algorithm = argon2::Algorithm::try_from(h.algorithm).ok()?;
+                let version = h.version.and_then(|v| argon2::Version::try_from(v).ok())?;
+                let salt = SaltString::encode_b64(&random[..16]).ok()?;
+                argon2::Argon2::new(algorithm, version, params)
+                    .hash_password(&random[16..], &salt)
+                    .ok()
+                    .map(|h| h.to_string())
+            });
+            Hash::Argon2(made.unwrap_or_else(|| phc.clone()))
+        }
+    }
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
@@ -127,6 +163,7 @@ impl PasswordFile {
             }
         }
         let mut users = HashMap::new();
+        let mut dummy = None;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -140,9 +177,13 @@ impl PasswordFile {
             let (user, hash) = line
                 .split_once(':')
                 .ok_or_else(|| invalid("expected user:hash".into()))?;
-            users.insert(user.to_string(), parse_hash(hash).map_err(invalid)?);
+            let hash = parse_hash(hash).map_err(invalid)?;
+            if dummy.is_none() {
+                dummy = Some(dummy_like(&hash));
+            }
+            users.insert(user.to_string(), hash);
         }
-        Ok(PasswordFile { users })
+        Ok(PasswordFile { users, dummy })
     }
 
     pub fn len(&self) -> usize {
@@ -157,30 +198,44 @@ impl PasswordFile {
     /// PBKDF2 and argon2: call it off the actor threads.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.users.get(user) {
-            None => false,
-            Some(Hash::Sha512 { salt, hash }) => {
-                let mut d = Sha512::new();
-                d.update(password);
-                d.update(salt);
-                same(&d.finalize(), hash)
+            Some(hash) => check(hash, password),
+            None => {
+                // As long as a wrong password (see `dummy`), and false.
+                if let Some(dummy) = &self.dummy {
+                    let _ = check(dummy, password);
+                }
+                false
             }
-            Some(Hash::Pbkdf2 {
-                iterations,
-                salt,
-                hash,
-            }) => {
-                let mut out = vec![0u8; hash.len()];
-                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
-                same(&out, hash)
-            }
-            Some(Hash::Argon2(phc)) => PasswordHash::new(phc)
-                .map(|h| {
-                    argon2::Argon2::default()
-                        .verify_password(password, &h)
-                        .is_ok()
-                })
-                .unwrap_or(false),
         }
+    }
+}
+
+/// Whether `password` hashes to `hash`.
+fn check(hash: &Hash, password: &[u8]) -> bool {
+    match hash {
+        Hash::Sha512 { salt, hash } => {
+            let mut d = Sha512::new();
+            d.update(password);
+            d.update(salt);
+            same(&d.finalize(), hash)
+        }
+        Hash::Pbkdf2 {
+            iterations,
+            salt,
+            hash,
+        } => {
+            let mut out = vec![0u8; hash.len()];
+            pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
+            same(&out, hash)
+        }
+        // The parameters are the hash's own (PasswordHash carries them).
+        Hash::Argon2(phc) => PasswordHash::new(phc)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password, &h)
+                    .is_ok()
+            })
+            .unwrap_or(false),
     }
 }
 
@@ -358,5 +413,59 @@ carol:$6$FwlqCh48Beafqxjd$DKVRlttI9TU5l86s28ssvmm3blbIJeCp9cih0kcPdAI/UBiCigQGiF
         let (_dir, path) = file("alice:$7$101$dgNm\n# comment\nbob\n");
         let err = PasswordFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    /// An unknown user is checked against a hash of the same kind and
+    /// cost as the file's first entry: it takes about as long as a wrong
+    /// password, and is refused.
+    #[test]
+    fn an_unknown_user_costs_as_much_as_a_wrong_password() {
+        let (_dir, path) = file(
+            "alice:$7$60000$c2FsdHNhbHQ=$GQniOLQWmSEyXP3//VAt93HkRUdohqBrxhuC0Ypb5TWXx5X0SZXvmaGXDySIEGWMnyJOD8WcmUhmZ7+91RFaiw==\n",
+        );
+        let f = PasswordFile::load(&path).unwrap();
+        let time = |user: &str| {
+            let started = std::time::Instant::now();
+            assert!(!f.verify(user, b"wrong"));
+            started.elapsed()
+        };
+        // Best of three each, against noise.
+        let wrong = (0..3).map(|_| time("alice")).min().unwrap();
+        let unknown = (0..3).map(|_| time("mallory")).min().unwrap();
+        assert!(
+            unknown * 2 > wrong && unknown < wrong * 2,
+            "wrong password {wrong:?}, unknown user {unknown:?}"
+        );
+        assert!(matches!(
+            f.dummy,
+            Some(Hash::Pbkdf2 {
+                iterations: 60000,
+                ..
+            })
+        ));
+    }
+
+    /// For a file of argon2id entries, the dummy is argon2id with the same
+    /// parameters (memory, rounds, lanes).
+    #[test]
+    fn the_dummy_of_an_argon2id_file_has_the_same_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        set_password(&path, "dave", b"pa55").unwrap();
+        let f = PasswordFile::load(&path).unwrap();
+        let params = |phc: &str| {
+            let h = PasswordHash::new(phc).unwrap();
+            (
+                h.algorithm.to_string(),
+                argon2::Params::try_from(&h).unwrap(),
+            )
+        };
+        let (Some(Hash::Argon2(dummy)), Some(Hash::Argon2(real))) = (&f.dummy, f.users.get("dave"))
+        else {
+            panic!("{:?}", f.dummy)
+        };
+        assert_ne!(dummy, real);
+        assert_eq!(params(dummy), params(real));
+        assert!(!f.verify("nobody", b"pa55"));
     }
 }

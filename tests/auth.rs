@@ -229,3 +229,128 @@ async fn off_loopback_with_a_password_file_anonymous_clients_are_refused() {
     let (_c, ack) = RawClient::connect_with(addr, &options).await;
     assert_eq!(ack.bytes(), CONNACK_OK);
 }
+
+/// RSS of process `pid` in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Password checks are no weapon: 300 concurrent CONNECTs with a wrong
+/// password for a real argon2id user (19 MiB a check, as `roost passwd`
+/// writes it) grow the broker's memory by less than 256 MiB, and meanwhile
+/// another user's CONNECT is answered within 2 s. Every flood CONNECT is
+/// answered (0x04) or closed within the connect timeout and one check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_wrong_passwords_is_bounded_in_memory_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    roost::auth::set_password(&passwd, "alice", b"alice-pw").unwrap();
+    roost::auth::set_password(&passwd, "bob", b"bob-pw").unwrap();
+    let config = dir.path().join("roost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nallow_anonymous = false\npassword_file = {:?}\n[limits]\nconnect_timeout_secs = 3\n",
+            passwd.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(dir.path().join("roost.db"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let addr: std::net::SocketAddr = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().expect("roost logs its address").unwrap();
+            if let Some(rest) = line.split("roost listening on ").nth(1) {
+                break rest.trim().parse().unwrap();
+            }
+        };
+        // Keep reading, so the pipe never fills.
+        std::thread::spawn(move || for _ in lines {});
+        addr
+    })
+    .await
+    .unwrap();
+    let before = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let flood: Vec<_> = (0..300)
+        .map(|i| {
+            tokio::spawn(async move {
+                let id = format!("flood-{i}");
+                let options = ConnectOptions {
+                    username: Some("alice"),
+                    password: Some(b"wrong"),
+                    ..ConnectOptions::new(&id)
+                };
+                let mut c = RawClient::connect(addr).await;
+                c.send(&options.bytes()).await;
+                c.expect_closed().await
+            })
+        })
+        .collect();
+    // Once the flood is in, a legitimate user.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let asked = std::time::Instant::now();
+    let options = ConnectOptions {
+        username: Some("bob"),
+        password: Some(b"bob-pw"),
+        ..ConnectOptions::new("bob")
+    };
+    let (_bob, ack) = RawClient::connect_with(addr, &options).await;
+    let bob_took = asked.elapsed();
+    assert_eq!(ack.bytes(), CONNACK_OK);
+    for answer in flood {
+        let got: Vec<Vec<u8>> = answer.await.unwrap().iter().map(|p| p.bytes()).collect();
+        assert!(
+            got.is_empty() || got == [raw::connack_refused(4)],
+            "a flood CONNECT got {got:?}"
+        );
+    }
+    let flood_took = started.elapsed();
+    sampling.abort();
+    let grew_mib = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before)
+        / 1024;
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("flood of 300: RSS grew {grew_mib} MiB, bob answered in {bob_took:?}, all answered in {flood_took:?}");
+    assert!(
+        bob_took < std::time::Duration::from_secs(2),
+        "bob waited {bob_took:?}"
+    );
+    assert!(grew_mib < 256, "RSS grew by {grew_mib} MiB");
+    assert!(
+        flood_took < std::time::Duration::from_secs(10),
+        "the flood took {flood_took:?}: the connect timeout (3 s) did not apply"
+    );
+}

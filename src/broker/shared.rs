@@ -3,6 +3,7 @@
 //! connection counts.
 
 use super::client::registry::SessionRegistry;
+use super::client::verifier::Verifier;
 use super::live::Live;
 use super::ops::metrics::Metrics;
 use super::route::router::Router;
@@ -22,4 +23,6 @@ pub struct Shared {
     pub listener_accepted: Vec<(String, AtomicU64)>,
     /// Connections open now, for `limits.max_connections`.
     pub open_connections: AtomicUsize,
+    /// Password checks, bounded (see `verifier`).
+    pub verifier: Arc<Verifier>,
 }

@@ -12,3 +12,4 @@ pub mod connection;
 pub mod messages;
 pub mod registry;
 pub mod session;
+pub mod verifier;

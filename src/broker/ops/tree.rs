@@ -18,6 +18,7 @@ use super::restart::{set_thread_broker, Rebuild, RestartTracker, EXIT_SOFTWARE};
 use super::sys::SysTopics;
 use crate::broker::client::registry::SessionRegistry;
 use crate::broker::client::session::SessionDeps;
+use crate::broker::client::verifier::Verifier;
 use crate::broker::durable::{Flush, Store, StoreHandle, WriteInbox};
 use crate::broker::live::Live;
 use crate::broker::net::listener::{Bound, Listener};
@@ -131,6 +132,8 @@ pub async fn start(
         metrics,
         next_connection_id: AtomicU64::new(1),
         open_connections: AtomicUsize::new(0),
+        // As many password checks at once as there are cores.
+        verifier: Verifier::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         listener_accepted: listeners
             .iter()
             .map(|b| (b.label.clone(), AtomicU64::new(0)))

@@ -12,6 +12,7 @@ use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet};
 use crate::session::connect::{self, AuthSettings, Credentials, RefusalKind, Verdict};
 use actix::prelude::*;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Connection {
     /// Refuses CONNECT: CONNACK with `code`, then close.
@@ -87,16 +88,31 @@ impl Connection {
                 self.refuse(refusal.code(), ctx)
             }
             Verdict::VerifyPassword => {
-                // PBKDF2 and argon2 are slow on purpose: check off the actor thread.
+                // PBKDF2 and argon2 are slow on purpose: checked off the actor
+                // thread, in turn (see `verifier`). `wait` holds the client's
+                // later packets back meanwhile; the connect timeout still
+                // applies (the actor's own timer cannot fire during a wait).
                 let Some(passwords) = live.auth.passwords.clone() else {
                     return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
                 };
                 let user = connect.username.as_deref().unwrap_or_default().to_string();
-                let password = connect.password.clone().unwrap_or_default();
-                let check = tokio::task::spawn_blocking(move || passwords.verify(&user, &password));
-                ctx.wait(check.into_actor(self).map(move |ok, act, ctx| {
-                    let valid = ok.unwrap_or(false);
-                    act.on_connect(connect, Credentials::Password { valid }, live, ctx);
+                let password = connect.password.as_deref().unwrap_or_default().to_vec();
+                let verifier = self.shared.verifier.clone();
+                let timeout = Duration::from_secs(live.limits.connect_timeout_secs);
+                let check = tokio::time::timeout(timeout, async move {
+                    verifier.verify(passwords, user, password).await
+                });
+                ctx.wait(check.into_actor(self).map(move |checked, act, ctx| match checked {
+                    Ok(valid) => act.on_connect(connect, Credentials::Password { valid }, live, ctx),
+                    Err(_) => {
+                        if CONNECT_REFUSALS.allow() {
+                            log::warn!(
+                                "{}: its password could not be checked within {timeout:?} (limits.connect_timeout_secs; many checks waiting), closing",
+                                act.name()
+                            );
+                        }
+                        act.close(ctx);
+                    }
                 }));
             }
         }
