@@ -183,6 +183,7 @@ pub struct LimitsConfig {
     pub max_topic_length: usize,
     pub max_topic_levels: usize,
     pub max_subscriptions_per_client: usize,
+    pub max_filters_per_subscribe: usize,
 }
 
 impl LimitsConfig {

@@ -230,18 +230,6 @@ async fn off_loopback_with_a_password_file_anonymous_clients_are_refused() {
     assert_eq!(ack.bytes(), CONNACK_OK);
 }
 
-/// RSS of process `pid` in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Password checks are no weapon: 300 concurrent CONNECTs with a wrong
 /// password for a real argon2id user (19 MiB a check, as `roost passwd`
 /// writes it) grow the broker's memory by less than 256 MiB, and meanwhile
@@ -290,13 +278,16 @@ async fn a_flood_of_wrong_passwords_is_bounded_in_memory_and_time() {
     })
     .await
     .unwrap();
-    let before = rss_kib(pid);
+    let before = crate::common::rss_kib(pid);
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
     let sampling = {
         let peak = peak.clone();
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(
+                    crate::common::rss_kib(pid),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         })

@@ -85,6 +85,11 @@ impl Roost {
         roost
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// SIGKILL (`Child::kill`), and reap.
     pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

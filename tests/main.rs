@@ -5,6 +5,7 @@
 
 mod common;
 
+mod abuse;
 mod acl;
 mod auth;
 mod cli;

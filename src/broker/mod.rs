@@ -207,7 +207,8 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     1
                 }
             };
-            for worker in tree.workers.into_iter().chain([tree.store_arbiter]) {
+            let own = [tree.store_arbiter, tree.retained_arbiter];
+            for worker in tree.workers.into_iter().chain(own) {
                 worker.stop();
                 let _ = worker.join();
             }

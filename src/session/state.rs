@@ -219,6 +219,14 @@ impl SessionState {
         self.queue.len()
     }
 
+    /// How many more QoS 1/2 messages the bounds let this session hold now:
+    /// free in-flight slots plus free places in the queue. More would be
+    /// dropped at the bound (see `deliver`).
+    pub fn room(&self) -> usize {
+        (self.limits.max_inflight + self.limits.max_queued_messages)
+            .saturating_sub(self.inflight.len() + self.queue.len())
+    }
+
     /// A SUBSCRIBE: each filter granted or refused, in order (see
     /// `subscriptions`); `allowed_by_acl` is the ACL as a predicate.
     pub fn on_subscribe(

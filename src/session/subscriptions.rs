@@ -20,6 +20,9 @@ pub enum SubscribeRefusal {
     /// The filter is beyond `max_topic_length`/`max_topic_levels`, or the
     /// client holds `max_subscriptions_per_client` already.
     Limit,
+    /// The packet has more than `max_filters_per_subscribe` filters: those
+    /// beyond are not looked at.
+    TooManyFilters,
 }
 
 /// What one SUBSCRIBE did.
@@ -30,7 +33,8 @@ pub struct SubscribeOutcome {
     /// The granted filters in the packet's order, each with its QoS and
     /// whether it is new (not a replacement [MQTT-3.8.4-3]).
     pub granted: Vec<(TopicFilter, QoS, bool)>,
-    /// The refused filters, with the reason.
+    /// The refused filters, with the reason (a repeat of a refused filter
+    /// is not listed again).
     pub refused: Vec<(TopicFilter, SubscribeRefusal)>,
 }
 
@@ -66,6 +70,13 @@ impl Subscriptions {
 
     /// Decides on each filter of a SUBSCRIBE in order, and adds the granted
     /// ones. `allowed_by_acl` is the ACL's answer for a filter.
+    ///
+    /// A filter repeated within the packet is decided, and added, once:
+    /// as processing the packet in order would leave it, at the QoS of its
+    /// last occurrence, each occurrence answered with its own code. Filters
+    /// beyond `max_filters_per_subscribe` are refused (0x80) without being
+    /// looked at. So one SUBSCRIBE of any size costs at most that many
+    /// subscriptions' work (and retained lookups).
     pub fn subscribe(
         &mut self,
         topics: &[SubscribeTopic],
@@ -74,10 +85,30 @@ impl Subscriptions {
     ) -> SubscribeOutcome {
         let mut outcome = SubscribeOutcome {
             codes: Vec::with_capacity(topics.len()),
-            granted: Vec::with_capacity(topics.len()),
+            granted: Vec::new(),
             refused: Vec::new(),
         };
-        for t in topics {
+        let considered = topics.len().min(limits.max_filters_per_subscribe);
+        // Where each filter occurs last among those considered.
+        let mut last: ahash::AHashMap<&TopicFilter, usize> = ahash::AHashMap::new();
+        for (i, t) in topics[..considered].iter().enumerate() {
+            last.insert(&t.filter, i);
+        }
+        // An earlier occurrence waits for the decision on its last one.
+        let mut repeats = Vec::new();
+        for (i, t) in topics.iter().enumerate() {
+            if i >= considered {
+                outcome.codes.push(SubscribeReturnCode::Failure);
+                outcome
+                    .refused
+                    .push((t.filter.clone(), SubscribeRefusal::TooManyFilters));
+                continue;
+            }
+            if last[&t.filter] != i {
+                repeats.push(i);
+                outcome.codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
             let new = !self.contains(&t.filter);
             let at_max = limits.max_subscriptions_per_client > 0
                 && self.len() >= limits.max_subscriptions_per_client;
@@ -98,6 +129,12 @@ impl Subscriptions {
             self.insert(t.filter.clone(), t.qos);
             outcome.codes.push(SubscribeReturnCode::Granted(t.qos));
             outcome.granted.push((t.filter.clone(), t.qos, new));
+        }
+        for i in repeats {
+            let decided = outcome.codes[last[&topics[i].filter]];
+            if matches!(decided, SubscribeReturnCode::Granted(_)) {
+                outcome.codes[i] = SubscribeReturnCode::Granted(topics[i].qos);
+            }
         }
         outcome
     }
@@ -178,5 +215,73 @@ mod tests {
         assert!(!again.granted[0].2, "a replacement, not new");
         assert_eq!(again.refused[0].1, SubscribeRefusal::Limit);
         assert_eq!(s.iter().next().map(|(_, q)| q), Some(QoS::ExactlyOnce));
+    }
+
+    /// [MQTT-3.8.4-5] one return code per filter, in order, though a filter
+    /// repeated in the packet is decided and added once, at the QoS of its
+    /// last occurrence, as processing the packet in order would leave it.
+    #[test]
+    fn a_filter_repeated_in_one_packet_is_added_once_mqtt_3_8_4_5() {
+        let mut s = Subscriptions::default();
+        let topics = [
+            topic("a/#", QoS::AtMostOnce),
+            topic("b", QoS::AtLeastOnce),
+            topic("a/#", QoS::ExactlyOnce),
+            topic("secret", QoS::AtMostOnce),
+            topic("secret", QoS::AtLeastOnce),
+        ];
+        let outcome = s.subscribe(&topics, &limits(0), |f| f.as_str() != "secret");
+        assert_eq!(
+            outcome.codes,
+            [
+                SubscribeReturnCode::Granted(QoS::AtMostOnce),
+                SubscribeReturnCode::Granted(QoS::AtLeastOnce),
+                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
+                SubscribeReturnCode::Failure,
+                SubscribeReturnCode::Failure,
+            ]
+        );
+        let granted: Vec<_> = outcome
+            .granted
+            .iter()
+            .map(|(f, q, _)| (f.as_str(), *q))
+            .collect();
+        assert_eq!(
+            granted,
+            [("b", QoS::AtLeastOnce), ("a/#", QoS::ExactlyOnce)]
+        );
+        assert_eq!(outcome.refused.len(), 1, "the refused filter listed once");
+        assert_eq!(s.len(), 2);
+    }
+
+    /// Filters beyond `max_filters_per_subscribe` are refused unlooked-at;
+    /// 262,000 copies of one filter are one subscription.
+    #[test]
+    fn filters_beyond_the_limit_are_refused_and_copies_cost_one() {
+        let mut s = Subscriptions::default();
+        let mut l = limits(0);
+        l.max_filters_per_subscribe = 2;
+        let topics = [
+            topic("a", QoS::AtMostOnce),
+            topic("b", QoS::AtMostOnce),
+            topic("c", QoS::AtMostOnce),
+        ];
+        let outcome = s.subscribe(&topics, &l, |_| true);
+        assert_eq!(outcome.codes[2], SubscribeReturnCode::Failure);
+        assert_eq!(outcome.refused[0].1, SubscribeRefusal::TooManyFilters);
+        let copies = vec![topic("#", QoS::AtMostOnce); 262_000];
+        let mut s = Subscriptions::default();
+        let outcome = s.subscribe(&copies, &limits(0), |_| true);
+        assert_eq!(outcome.granted.len(), 1);
+        assert_eq!(outcome.codes.len(), 262_000);
+        assert_eq!(
+            outcome
+                .codes
+                .iter()
+                .filter(|c| **c == SubscribeReturnCode::Granted(QoS::AtMostOnce))
+                .count(),
+            1000,
+            "the first 1000 looked at, the rest refused"
+        );
     }
 }

@@ -93,3 +93,55 @@ pub async fn persistent(broker: &TestBroker, id: &str, expected_connack: &[u8]) 
     };
     RawClient::connected_expecting(broker.addr(), &options, expected_connack).await
 }
+
+/// RSS of process `pid` in KiB, from /proc (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The highest RSS of process `pid` seen while sampling (every 10 ms).
+pub struct PeakRss {
+    pub before_kib: u64,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32) -> PeakRss {
+        let before_kib = rss_kib(pid);
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before_kib));
+        let p = peak.clone();
+        let sampler = tokio::spawn(async move {
+            loop {
+                p.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        PeakRss {
+            before_kib,
+            peak,
+            sampler,
+        }
+    }
+
+    /// How far RSS grew above where it was at the start, in MiB.
+    pub fn grown_mib(&self) -> u64 {
+        self.peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(self.before_kib)
+            / 1024
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
+}

@@ -6,7 +6,7 @@
 //! | # | actor            | where                        | supervised by            |
 //! |---|------------------|------------------------------|--------------------------|
 //! | 0 | Store            | its own arbiter              | actix `Supervisor`       |
-//! | 1 | RetainedStore    | system arbiter               | actix `Supervisor`       |
+//! | 1 | RetainedStore    | its own arbiter              | actix `Supervisor`       |
 //! | 2 | TopicShard × N   | worker arbiters, round robin | actix `Supervisor`       |
 //! | 3 | SessionRegistry  | system arbiter               | actix `Supervisor`       |
 //! | - | Session          | its connection's arbiter     | itself (`Session::recover`): it also ends on purpose |
@@ -37,6 +37,10 @@ use std::sync::Arc;
 pub struct Tree {
     pub workers: Vec<Arbiter>,
     pub store_arbiter: Arbiter,
+    /// The retained store's: a lookup for a wildcard over many retained
+    /// topics must not hold up the accept loops and CONNECTs, which run on
+    /// the system arbiter.
+    pub retained_arbiter: Arbiter,
     pub shared: Arc<Shared>,
     pub store: Addr<Store>,
     pub listener: Addr<Listener>,
@@ -60,7 +64,8 @@ pub async fn start(
     let workers: Vec<Arbiter> = (0..config.workers()).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
     let store_arbiter = Arbiter::new();
-    for arbiter in workers.iter().chain([&store_arbiter]) {
+    let retained_arbiter = Arbiter::new();
+    for arbiter in workers.iter().chain([&store_arbiter, &retained_arbiter]) {
         arbiter.spawn_fn(move || set_thread_broker(broker_id));
     }
     let store_slot: Arc<std::sync::OnceLock<Addr<Store>>> = Arc::new(std::sync::OnceLock::new());
@@ -87,7 +92,9 @@ pub async fn start(
         restarts.clone(),
         metrics.clone(),
     );
-    let retained = Supervisor::start(move |_| RetainedStore::new(retained, s, r, m));
+    let retained = Supervisor::start_in_arbiter(&retained_arbiter.handle(), move |_| {
+        RetainedStore::new(retained, s, r, m)
+    });
     // 2. TopicShard × N, spread over the workers.
     let shards: Vec<Addr<TopicShard>> = (0..config.shards())
         .map(|i| {
@@ -146,6 +153,7 @@ pub async fn start(
     Tree {
         workers,
         store_arbiter,
+        retained_arbiter,
         shared,
         store: store.addr().clone(),
         listener,

@@ -59,21 +59,22 @@ pub struct Retain {
     pub ack: Option<Acknowledgement>,
 }
 
-/// Session → RetainedStore: send the retained messages matching `filter`
-/// back to `session` as [`RetainedMatches`].
+/// Session → RetainedStore: the retained messages matching `filter`, for
+/// a new subscription [MQTT-3.3.1-6], at most `room` of them: the ones a
+/// session's bounds would drop anyway are counted, not copied. A session
+/// asks for one filter at a time, so what it is sent is bounded by its own
+/// bounds, however many filters it subscribes to.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "RetainedMatches")]
 pub struct LookupRetained {
     pub filter: TopicFilter,
-    pub qos: QoS,
-    pub session: Recipient<RetainedMatches>,
+    pub room: usize,
 }
 
-/// RetainedStore → Session: the retained messages matching a new
-/// subscription, to send with RETAIN=1 [MQTT-3.3.1-8].
-#[derive(Message)]
-#[rtype(result = "()")]
+/// RetainedStore → Session, the answer to [`LookupRetained`].
+#[derive(MessageResponse, Default)]
 pub struct RetainedMatches {
     pub messages: Vec<Message>,
-    pub qos: QoS,
+    /// Matches beyond `room`, left out.
+    pub skipped: usize,
 }

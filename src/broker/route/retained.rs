@@ -159,22 +159,21 @@ impl Handler<Retain> for RetainedStore {
 }
 
 impl Handler<LookupRetained> for RetainedStore {
-    type Result = ();
+    type Result = RetainedMatches;
 
-    fn handle(&mut self, msg: LookupRetained, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: LookupRetained, ctx: &mut Context<Self>) -> RetainedMatches {
         let tree = &self.tree;
         let found = guard::<LookupRetained, _>(ActorKind::RetainedStore, &"", || {
-            let mut messages = Vec::new();
-            tree.for_each_match(&msg.filter, |m| messages.push(m.clone()));
-            messages
+            let mut found = RetainedMatches::default();
+            tree.for_each_match(&msg.filter, |m| match found.messages.len() < msg.room {
+                true => found.messages.push(m.clone()),
+                false => found.skipped += 1,
+            });
+            found
         });
-        match found {
-            Ok(messages) if !messages.is_empty() => msg.session.do_send(RetainedMatches {
-                messages,
-                qos: msg.qos,
-            }),
-            Ok(_) => {}
-            Err(_) => ctx.stop(),
-        }
+        found.unwrap_or_else(|_| {
+            ctx.stop();
+            RetainedMatches::default()
+        })
     }
 }

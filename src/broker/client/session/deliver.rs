@@ -14,12 +14,13 @@ use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::route::delivery_inbox::{Delivery, DrainInbox, InboxHandle};
-use crate::broker::route::messages::RetainedMatches;
+use crate::broker::route::messages::{LookupRetained, RetainedMatches};
 use crate::message::Message;
-use crate::protocol::{Packet, QoS};
+use crate::protocol::{Packet, QoS, TopicFilter};
 use crate::session::{Action, DeliverOutcome};
 use crate::store::Op;
 use actix::prelude::*;
+use std::sync::atomic::Ordering;
 
 /// How often one session may log that it drops messages.
 const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -261,23 +262,75 @@ impl Session {
     }
 }
 
-impl Handler<RetainedMatches> for Session {
+/// Session ← itself (the completion of a SUBSCRIBE, once SUBACK is out):
+/// send the retained messages of these granted filters [MQTT-3.3.1-6].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SendRetained(pub Vec<(TopicFilter, QoS)>);
+
+impl Handler<SendRetained> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: RetainedMatches, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SendRetained, ctx: &mut Context<Self>) {
+        let pending = self.retained_pending.get_or_insert_with(Default::default);
+        let idle = pending.is_empty();
+        pending.extend(msg.0);
+        if idle {
+            self.look_up_retained(ctx);
+        }
+    }
+}
+
+impl Session {
+    /// Asks the retained store for the first pending filter's messages, as
+    /// many as the session's bounds have room for now; delivers them when
+    /// they come, then asks for the next filter. One filter at a time: what
+    /// is in flight to the session is one such chunk, however many filters
+    /// a client subscribes to.
+    fn look_up_retained(&mut self, ctx: &mut Context<Self>) {
+        let Some(&(ref filter, _)) = self.retained_pending.as_ref().and_then(|p| p.front()) else {
+            self.retained_pending = None;
+            return;
+        };
+        let lookup = LookupRetained {
+            filter: filter.clone(),
+            room: self.state.room(),
+        };
+        let asked = self.deps.router.retained().send(lookup);
+        ctx.spawn(asked.into_actor(self).map(|found, act, ctx| {
+            let front = act.retained_pending.as_mut().and_then(|p| p.pop_front());
+            if let (Some((_, qos)), Ok(found)) = (front, found) {
+                act.deliver_retained(found, qos);
+            }
+            act.look_up_retained(ctx);
+        }));
+    }
+
+    /// Retained messages of a new subscription, with RETAIN=1
+    /// [MQTT-3.3.1-8], at the lower of their QoS and the granted one;
+    /// those the store left out (no room) are counted as dropped.
+    fn deliver_retained(&mut self, found: RetainedMatches, qos: QoS) {
         let id = self.client_id.clone();
         let delivered = guard::<RetainedMatches, _>(ActorKind::Session, &id, || {
-            for mut message in msg.messages {
+            for mut message in found.messages {
                 if !self.may_read(&message.topic) {
                     continue;
                 }
-                message.qos = message.qos.min(msg.qos);
+                message.qos = message.qos.min(qos);
                 message.retain = true;
                 self.deliver(message, None);
             }
         });
         if delivered.is_err() {
             self.recover();
+        }
+        if found.skipped > 0 {
+            self.deps
+                .metrics
+                .dropped_queue_full
+                .fetch_add(found.skipped as u64, Ordering::Relaxed);
+            self.unlogged_drops = self.unlogged_drops.saturating_add(found.skipped as u32);
+            self.log_unlogged_drops();
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, RestartTracker};
 use crate::broker::route::delivery_inbox::DeliveryInbox;
 use crate::broker::route::router::Router;
-use crate::protocol::{ConnAck, ConnectReturnCode, Packet, QoS};
+use crate::protocol::{ConnAck, ConnectReturnCode, Packet, QoS, TopicFilter};
 use crate::session::{Action, MessageId, SessionLimits, SessionState};
 use crate::store::Op;
 use actix::prelude::*;
@@ -109,6 +109,10 @@ pub struct Session {
     /// PUBRECs go out in the order of the QoS 2 PUBLISHes [MQTT-4.6.0-3],
     /// whichever commit completes first.
     pubrecs: InOrder,
+    /// New subscriptions whose retained messages are still to send, the
+    /// first one being looked up (see `deliver::look_up_retained`); boxed,
+    /// as nearly always there are none.
+    retained_pending: Option<Box<std::collections::VecDeque<(TopicFilter, QoS)>>>,
 }
 
 #[derive(Default)]
@@ -154,6 +158,7 @@ impl Session {
             inbox: None,
             gathered: None,
             pubrecs: InOrder::default(),
+            retained_pending: None,
         }
     }
 

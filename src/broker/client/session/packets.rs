@@ -3,13 +3,13 @@
 //! (PUBREL), SUBSCRIBE and UNSUBSCRIBE, and QoS 2 PUBLISHes, whose packet
 //! ids the session keeps until PUBREL.
 
+use super::deliver::SendRetained;
 use super::Session;
 use crate::broker::client::messages::{FromClient, PublishQoS2};
 use crate::broker::durable::{Acknowledgement, Reply, WriteGroup};
 use crate::broker::ops::log_limit::SUBSCRIBE_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
-use crate::broker::route::messages::LookupRetained;
 use crate::message::Message;
 use crate::protocol::{Packet, PacketId, QoS, SubAck, Subscribe, TopicFilter, Unsubscribe};
 use crate::session::SubscribeRefusal;
@@ -147,15 +147,10 @@ impl Session {
             .iter()
             .map(|(f, q, _)| (f.clone(), *q))
             .collect();
-        let (retained, me) = (self.deps.router.retained().clone(), me.recipient());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = Reply::then(suback, move || {
-            for (filter, qos) in lookups {
-                retained.do_send(LookupRetained {
-                    filter,
-                    qos,
-                    session: me.clone(),
-                });
+            if !lookups.is_empty() {
+                me.do_send(SendRetained(lookups));
             }
             let _ = tx.send(());
         });
