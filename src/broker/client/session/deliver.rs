@@ -288,7 +288,7 @@ impl Session {
     /// is in flight to the session is one such chunk, however many filters
     /// a client subscribes to.
     fn look_up_retained(&mut self, ctx: &mut Context<Self>) {
-        let Some(&(ref filter, _)) = self.retained_pending.as_ref().and_then(|p| p.front()) else {
+        let Some((filter, _)) = self.retained_pending.as_ref().and_then(|p| p.front()) else {
             self.retained_pending = None;
             return;
         };
