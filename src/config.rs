@@ -394,11 +394,16 @@ impl Config {
         (self.session.expiry_secs > 0).then(|| Duration::from_secs(self.session.expiry_secs))
     }
 
+    /// The bounds every session holds a copy of (as `u32`s: beyond 4 Gi
+    /// they are the same as no bound).
     pub fn session_limits(&self) -> crate::session::SessionLimits {
         crate::session::SessionLimits {
-            max_inflight: self.session.max_inflight,
-            max_queued_messages: self.session.max_queued_messages,
-            max_queued_bytes: self.session.max_queued_bytes,
+            max_inflight: clamp(self.session.max_inflight),
+            // What QoS 1/2 messages in flight may hold of a client's
+            // outbound queue: the same bound as for QoS 0.
+            max_inflight_bytes: clamp(self.limits.max_outbound_bytes),
+            max_queued_messages: clamp(self.session.max_queued_messages),
+            max_queued_bytes: clamp(self.session.max_queued_bytes),
             queue_qos0: self.session.queue_qos0,
         }
     }
@@ -503,4 +508,9 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// A session bound as a `u32`: larger values are as good as none.
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -24,15 +24,22 @@ use std::collections::VecDeque;
 /// the broker, increasing, so it also records arrival order.
 pub type MessageId = u64;
 
-/// Bounds of one session, from `[session]` in the config.
+/// Bounds of one session, from `[session]` in the config. Every session
+/// holds a copy: `u32`s, not `usize`s, keep sessions in a smaller
+/// allocation (the config clamps larger values).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
     /// Outbound QoS 1/2 messages sent and not yet acknowledged.
-    pub max_inflight: usize,
+    pub max_inflight: u32,
+    /// The same bound in bytes (topic + payload); one message is let in
+    /// flight whatever its size. Keeps what a client that does not read
+    /// holds in its outbound queue near `limits.max_outbound_bytes`, not at
+    /// `max_inflight` × the packet size.
+    pub max_inflight_bytes: u32,
     /// Messages waiting for a free in-flight slot or for the client to return.
-    pub max_queued_messages: usize,
+    pub max_queued_messages: u32,
     /// The same bound in bytes (topic + payload).
-    pub max_queued_bytes: usize,
+    pub max_queued_bytes: u32,
     /// Whether QoS 0 messages are queued for an offline persistent session.
     pub queue_qos0: bool,
 }
@@ -41,6 +48,7 @@ impl Default for SessionLimits {
     fn default() -> Self {
         SessionLimits {
             max_inflight: 128,
+            max_inflight_bytes: 1 << 20,
             max_queued_messages: 10000,
             max_queued_bytes: 16 << 20,
             queue_qos0: false,
@@ -135,6 +143,8 @@ pub struct SessionState {
     subscriptions: Subscriptions,
     /// Outbound QoS 1/2 messages in the order they were sent.
     inflight: VecDeque<Inflight>,
+    /// Bytes of the messages in `inflight`.
+    inflight_bytes: usize,
     next_packet_id: PacketId,
     /// Messages at their delivery QoS, oldest first.
     queue: VecDeque<Queued>,
@@ -152,6 +162,7 @@ impl SessionState {
             limits,
             subscriptions: Subscriptions::default(),
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
             next_packet_id: PacketId::new(1).expect("1 is non-zero"),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -183,6 +194,7 @@ impl SessionState {
                 }
                 (state, Some(packet_id)) => {
                     highest = highest.max(packet_id.get());
+                    s.inflight_bytes += message.size();
                     s.inflight.push_back(Inflight {
                         id: Some(id),
                         packet_id,
@@ -223,7 +235,7 @@ impl SessionState {
     /// free in-flight slots plus free places in the queue. More would be
     /// dropped at the bound (see `deliver`).
     pub fn room(&self) -> usize {
-        (self.limits.max_inflight + self.limits.max_queued_messages)
+        (self.limits.max_inflight as usize + self.limits.max_queued_messages as usize)
             .saturating_sub(self.inflight.len() + self.queue.len())
     }
 
@@ -287,6 +299,7 @@ impl SessionState {
             if readable(&e.message) {
                 kept.push_back(e);
             } else {
+                self.inflight_bytes -= e.message.size();
                 forget(e.id, out);
             }
         }
@@ -322,7 +335,7 @@ impl SessionState {
             // QoS 0 is queued in memory only.
             return self.enqueue(Queued { id: None, message }, out);
         }
-        if self.online && self.queue.is_empty() && self.inflight.len() < self.limits.max_inflight {
+        if self.online && self.queue.is_empty() && self.window_has_room(&message) {
             self.send_inflight(Queued { id, message }, true, out);
             return DeliverOutcome::Sent;
         }
@@ -331,8 +344,8 @@ impl SessionState {
 
     fn enqueue(&mut self, queued: Queued, out: &mut Vec<Action>) -> DeliverOutcome {
         let size = queued.message.size();
-        if self.queue.len() >= self.limits.max_queued_messages
-            || self.queued_bytes + size > self.limits.max_queued_bytes
+        if self.queue.len() >= self.limits.max_queued_messages as usize
+            || self.queued_bytes + size > self.limits.max_queued_bytes as usize
         {
             return DeliverOutcome::DroppedQueueFull;
         }
@@ -391,6 +404,7 @@ impl SessionState {
             }
             None => out.push(Action::Send(packet)),
         }
+        self.inflight_bytes += message.size();
         self.inflight.push_back(Inflight {
             id,
             packet_id,
@@ -411,9 +425,24 @@ impl SessionState {
         }
     }
 
+    /// Whether `message` may go in flight now: the window has a free slot,
+    /// and room for its bytes (or nothing in flight: one message of any
+    /// size always may).
+    fn window_has_room(&self, message: &Message) -> bool {
+        self.inflight.len() < self.limits.max_inflight as usize
+            && (self.inflight.is_empty()
+                || self.inflight_bytes + message.size() <= self.limits.max_inflight_bytes as usize)
+    }
+
     /// Moves queued messages into the in-flight window while it has room.
     fn fill_window(&mut self, out: &mut Vec<Action>) {
-        while self.online && self.inflight.len() < self.limits.max_inflight {
+        while self.online && self.inflight.len() < self.limits.max_inflight as usize {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            if front.message.qos != QoS::AtMostOnce && !self.window_has_room(&front.message) {
+                break;
+            }
             let Some(queued) = self.queue.pop_front() else {
                 break;
             };
@@ -435,7 +464,9 @@ impl SessionState {
             .inflight
             .iter()
             .position(|e| e.packet_id == packet_id && e.state == state)?;
-        self.inflight.remove(i)
+        let taken = self.inflight.remove(i)?;
+        self.inflight_bytes -= taken.message.size();
+        Some(taken)
     }
 
     /// PUBACK for an outbound QoS 1 message; false if no such message.
@@ -572,7 +603,7 @@ mod tests {
         }
     }
 
-    fn limits(max_inflight: usize, max_queued: usize) -> SessionLimits {
+    fn limits(max_inflight: u32, max_queued: u32) -> SessionLimits {
         SessionLimits {
             max_inflight,
             max_queued_messages: max_queued,
@@ -847,5 +878,35 @@ mod tests {
             !s.on_inbound_qos2(pid(4), Some(99), &mut out),
             "restored inbound id is still awaiting PUBREL"
         );
+    }
+
+    /// QoS 1/2 messages in flight are bounded in bytes too: with
+    /// `max_inflight_bytes` of 250, two 100-byte messages go out and the
+    /// third waits in the queue until a PUBACK frees room; a single message
+    /// larger than the bound still goes out when nothing is in flight.
+    #[test]
+    fn the_window_is_bounded_in_bytes_too() {
+        let mut l = limits(10, 10);
+        l.max_inflight_bytes = 250;
+        let mut s = SessionState::new(l);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        let big = |n: u8, len: usize| Message {
+            payload: Bytes::from(vec![n; len]),
+            ..msg(QoS::AtLeastOnce, n)
+        };
+        for n in 0..3 {
+            s.deliver(big(n, 99), None, true, &mut out);
+        }
+        assert_eq!(publishes(&out).len(), 2, "100 + 100 bytes in flight");
+        assert_eq!(s.queued_len(), 1);
+        out.clear();
+        assert!(s.on_puback(pid(1), &mut out));
+        assert_eq!(publishes(&out), vec![(2, Some(3), false)]);
+        let mut s = SessionState::new(l);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        s.deliver(big(7, 1000), None, true, &mut out);
+        assert_eq!(publishes(&out).len(), 1, "one message of any size");
     }
 }

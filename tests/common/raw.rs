@@ -238,8 +238,13 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(TcpStream::connect(addr).await.expect("tcp connect"))
+    }
+
+    /// A client on a socket the caller connected (with its own options).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         RawClient {
-            stream: TcpStream::connect(addr).await.expect("tcp connect"),
+            stream,
             buf: Vec::new(),
             stash: Default::default(),
         }

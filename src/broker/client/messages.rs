@@ -74,6 +74,10 @@ pub struct FromClient {
     /// Packets from a connection that was since taken over are ignored.
     pub connection_id: ConnectionId,
     pub packet: Packet,
+    /// For an acknowledgement: counts against the client's backlog until
+    /// the session has handled it (SUBSCRIBE and UNSUBSCRIBE are waited
+    /// for instead).
+    pub backlog: Option<BacklogToken>,
 }
 
 /// Connection → Session: a QoS 2 PUBLISH, routed once per packet id until

@@ -34,6 +34,15 @@ impl Reply {
         Completion::new(move || self.send())
     }
 
+    /// The same, holding `held` until the reply is sent (a publisher's
+    /// backlog token: its acknowledgement still counts as work to do).
+    pub fn on_completion_holding(self, held: impl Send + 'static) -> Completion {
+        Completion::new(move || {
+            self.send();
+            drop(held);
+        })
+    }
+
     /// A completion that sends `reply` (if the client is attached), then
     /// runs `then`: SUBACK and then the retained messages of the new
     /// filters, or UNSUBACK and then the release of the connection that
@@ -100,15 +109,24 @@ impl HeldForCommit {
     }
 
     /// The PUBREC of a new inbound QoS 2 PUBLISH, sent once the id and
-    /// every copy are committed. Abandoned unsent, the id is recorded (see
+    /// every copy are committed; `token` (the publisher's backlog token) is
+    /// held until then. Abandoned unsent, the id is recorded (see
     /// [`HeldForCommit::take_abandoned_pubrec`]).
-    pub fn pubrec_later(self: &Arc<Self>, outbound: Outbound, packet_id: PacketId) -> Completion {
+    pub fn pubrec_later(
+        self: &Arc<Self>,
+        outbound: Outbound,
+        packet_id: PacketId,
+        token: impl Send + 'static,
+    ) -> Completion {
         let pubrec = PendingPubRec {
             reply: Some(Reply::new(outbound, Packet::PubRec(packet_id))),
             packet_id,
             held: HeldBack::new(self.clone()),
         };
-        Completion::new(move || pubrec.send())
+        Completion::new(move || {
+            pubrec.send();
+            drop(token);
+        })
     }
 }
 

@@ -1,12 +1,18 @@
-//! Backpressure from routing to a publishing client.
+//! Backpressure from the broker's work to the client that causes it.
 //!
-//! Each connection counts its PUBLISH packets that were handed to the router
-//! and not yet routed by their TopicShard (or, for QoS 2, not yet handled by
-//! its Session). Every packet carries a [`BacklogToken`]; the count drops
-//! when the token is dropped, after routing. While the count is at
-//! `limits.max_routing_backlog`, the connection's `ReadGate` stops reading
-//! the socket, so a client publishing faster than roost routes is slowed by
-//! TCP instead of filling actor mailboxes.
+//! Each connection counts the work its packets have handed on and that is
+//! not done yet, one [`BacklogToken`] per piece:
+//! - a PUBLISH on its way through the router to its shard (and a second
+//!   token to the retained store, if retained);
+//! - a QoS 1/2 PUBLISH whose PUBACK/PUBREC is not sent yet: the token
+//!   travels with the acknowledgement, which may wait for a commit;
+//! - an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP) on its way to the
+//!   session.
+//!
+//! While the count is at `limits.max_routing_backlog`, the connection's
+//! `ReadGate` stops reading the socket, so a client sending faster than
+//! roost routes, commits or acknowledges is slowed by TCP instead of
+//! filling actor mailboxes, the store's inbox or the acknowledgement chain.
 
 use futures::task::AtomicWaker;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,8 +45,16 @@ impl RoutingBacklog {
     }
 }
 
-/// One publish on its way through the router.
+/// One piece of a client's work not done yet (see the module's list).
 pub struct BacklogToken(Arc<RoutingBacklog>);
+
+impl BacklogToken {
+    /// One more piece of the same client's work (the retained store's
+    /// share of a retained PUBLISH).
+    pub fn another(&self) -> BacklogToken {
+        self.0.token()
+    }
+}
 
 impl Drop for BacklogToken {
     fn drop(&mut self) {

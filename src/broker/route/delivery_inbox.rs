@@ -36,39 +36,83 @@ pub struct DrainInbox;
 
 /// Deliveries waiting for one session. The session creates it when it
 /// first subscribes, so a client that never subscribes has none.
-#[derive(Default)]
+///
+/// Bounded like the session it feeds: a session that falls behind (its
+/// thread busy, a flood from many publishers at once) holds at most as
+/// many deliveries, and bytes, here as its in-flight window and queue
+/// could take. Beyond, a delivery is dropped and counted, as the session's
+/// own full queue would drop it.
 pub struct DeliveryInbox {
     state: Mutex<InboxState>,
+    max_count: usize,
+    max_bytes: usize,
 }
 
 #[derive(Default)]
 struct InboxState {
     queue: Vec<Delivery>,
+    /// Bytes (topic and payload) of the deliveries in `queue`.
+    bytes: usize,
+    /// Dropped at the bound since the session last took the inbox.
+    dropped: u64,
     /// The session is gone: nothing will take what is pushed.
     closed: bool,
 }
 
+/// What the session takes from its inbox.
+pub struct Taken {
+    pub deliveries: Vec<Delivery>,
+    /// Dropped at the inbox's bound since the last take.
+    pub dropped: u64,
+}
+
 impl DeliveryInbox {
+    /// An inbox that holds at most `max_count` deliveries and `max_bytes`.
+    pub fn new(max_count: usize, max_bytes: usize) -> DeliveryInbox {
+        DeliveryInbox {
+            state: Mutex::new(InboxState::default()),
+            max_count,
+            max_bytes,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a delivery; true if it is the only one waiting (the session
-    /// must be woken). A closed inbox drops it at once.
+    /// must be woken). A closed inbox drops it at once; a full one drops
+    /// and counts it.
     fn push(&self, delivery: Delivery) -> bool {
         let mut state = self.state();
+        let size = delivery.message.size();
         if state.closed {
             drop(state);
             drop(delivery);
             return false;
         }
+        if state.queue.len() >= self.max_count || state.bytes + size > self.max_bytes {
+            state.dropped += 1;
+            let wake = state.queue.is_empty();
+            drop(state);
+            // Outside the lock: dropping a delivery may run callbacks.
+            drop(delivery);
+            return wake;
+        }
+        state.bytes += size;
         state.queue.push(delivery);
         state.queue.len() == 1
     }
 
-    /// Everything waiting, in the order it was pushed.
-    pub fn take(&self) -> Vec<Delivery> {
-        std::mem::take(&mut self.state().queue)
+    /// Everything waiting, in the order it was pushed, and how many were
+    /// dropped since the last take.
+    pub fn take(&self) -> Taken {
+        let mut state = self.state();
+        state.bytes = 0;
+        Taken {
+            deliveries: std::mem::take(&mut state.queue),
+            dropped: std::mem::take(&mut state.dropped),
+        }
     }
 
     /// The session is being dropped (it ended, or its actor died): what
@@ -145,10 +189,10 @@ mod tests {
     #[test]
     fn the_push_into_an_empty_inbox_wakes() {
         let acked = Arc::new(AtomicUsize::new(0));
-        let inbox = DeliveryInbox::default();
+        let inbox = DeliveryInbox::new(100, 1 << 20);
         assert!(inbox.push(delivery(&acked)));
         assert!(!inbox.push(delivery(&acked)));
-        assert_eq!(inbox.take().len(), 2);
+        assert_eq!(inbox.take().deliveries.len(), 2);
         assert!(inbox.push(delivery(&acked)));
     }
 
@@ -158,7 +202,7 @@ mod tests {
     #[test]
     fn a_closed_inbox_keeps_nothing() {
         let acked = Arc::new(AtomicUsize::new(0));
-        let inbox = DeliveryInbox::default();
+        let inbox = DeliveryInbox::new(100, 1 << 20);
         inbox.push(delivery(&acked));
         inbox.push(delivery(&acked));
         assert_eq!(acked.load(Ordering::SeqCst), 0);
@@ -166,6 +210,25 @@ mod tests {
         assert_eq!(acked.load(Ordering::SeqCst), 2);
         assert!(!inbox.push(delivery(&acked)));
         assert_eq!(acked.load(Ordering::SeqCst), 3);
-        assert!(inbox.take().is_empty());
+        assert!(inbox.take().deliveries.is_empty());
+    }
+
+    /// The inbox holds what its session's bounds could take, no more: a
+    /// delivery beyond is dropped at once (its acknowledgement released,
+    /// as a full queue's) and counted for the session's next take.
+    #[test]
+    fn a_full_inbox_drops_and_counts() {
+        let acked = Arc::new(AtomicUsize::new(0));
+        let inbox = DeliveryInbox::new(2, 1 << 20);
+        assert!(inbox.push(delivery(&acked)));
+        assert!(!inbox.push(delivery(&acked)));
+        assert!(!inbox.push(delivery(&acked)));
+        assert_eq!(acked.load(Ordering::SeqCst), 1, "the third let go at once");
+        let taken = inbox.take();
+        assert_eq!((taken.deliveries.len(), taken.dropped), (2, 1));
+        let by_bytes = DeliveryInbox::new(100, 3);
+        by_bytes.push(delivery(&acked));
+        by_bytes.push(delivery(&acked));
+        assert_eq!(by_bytes.take().dropped, 1, "\"t\" and \"p\": 2 bytes each");
     }
 }

@@ -57,6 +57,8 @@ pub struct Retain {
     pub message: Message,
     /// The publisher's acknowledgement, sent once the change is committed.
     pub ack: Option<Acknowledgement>,
+    /// Counts against the publisher's backlog until handled.
+    pub backlog: Option<BacklogToken>,
 }
 
 /// Session → RetainedStore: the retained messages matching `filter`, for

@@ -58,7 +58,15 @@ impl RetainedStore {
             .store(self.tree.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn retain(&mut self, Retain { message, ack }: Retain) {
+    /// `backlog`, the publisher's token, is dropped when this returns.
+    fn retain(
+        &mut self,
+        Retain {
+            message,
+            ack,
+            backlog: _backlog,
+        }: Retain,
+    ) {
         let topic = message.topic.clone();
         let op = if message.payload.is_empty() {
             self.tree.remove(&message.topic);

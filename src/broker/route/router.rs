@@ -48,6 +48,7 @@ impl Router {
             self.retained.do_send(Retain {
                 message: message.clone(),
                 ack: ack.clone(),
+                backlog: backlog.as_ref().map(BacklogToken::another),
             });
         }
         let shard = self.rule.shard_for_topic(message.topic.as_str());

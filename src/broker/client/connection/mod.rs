@@ -15,7 +15,7 @@ use super::messages::*;
 use super::session::Session;
 use crate::broker::durable::{Acknowledgement, Completion, InOrder, Reply};
 use crate::broker::live::Reloadable;
-use crate::broker::net::backlog::RoutingBacklog;
+use crate::broker::net::backlog::{BacklogToken, RoutingBacklog};
 use crate::broker::net::outbound::{self, Outbound};
 use crate::broker::ops::log_limit::{PROTOCOL_ERRORS, PUBLISH_REFUSALS};
 use crate::broker::ops::metrics::Metrics;
@@ -211,7 +211,10 @@ impl Connection {
             );
         }
         match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => drop(self.puback_in_turn(id)),
+            (QoS::AtLeastOnce, Some(id)) => {
+                let token = self.backlog.token();
+                drop(self.puback_in_turn(id, token))
+            }
             (QoS::ExactlyOnce, Some(_)) => session.do_send(PublishQoS2 {
                 connection_id: self.id,
                 publish: p,
@@ -223,9 +226,10 @@ impl Connection {
     }
 
     /// The completion that sends PUBACK `id` after the PUBACKs of earlier
-    /// PUBLISHes still waiting (see `pubacks`).
-    fn puback_in_turn(&mut self, id: PacketId) -> Completion {
-        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id)).on_completion();
+    /// PUBLISHes still waiting (see `pubacks`), holding `token` until then.
+    fn puback_in_turn(&mut self, id: PacketId, token: BacklogToken) -> Completion {
+        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(id));
+        let puback = puback.on_completion_holding(token);
         self.pubacks.push(&puback);
         puback
     }
@@ -342,16 +346,16 @@ impl Connection {
                     (QoS::AtLeastOnce, Some(id)) => {
                         // PUBACK once every durable copy (and a retained
                         // change) is committed: right after routing if none.
-                        let puback = self.puback_in_turn(id);
+                        // The backlog token goes with it, so that PUBACKs
+                        // waiting for a commit count against the backlog.
+                        let puback = self.puback_in_turn(id, backlog);
                         let ack = Acknowledgement {
                             completion: puback,
                             group: None,
                         };
-                        self.shared.router.publish(
-                            Message::from_publish(&p),
-                            Some(backlog),
-                            Some(ack),
-                        );
+                        self.shared
+                            .router
+                            .publish(Message::from_publish(&p), None, Some(ack));
                     }
                     // QoS 2 needs the session's record of ids awaiting PUBREL.
                     _ => session.do_send(PublishQoS2 {
@@ -374,6 +378,7 @@ impl Connection {
                 session.do_send(FromClient {
                     connection_id: self.id,
                     packet: p,
+                    backlog: Some(self.backlog.token()),
                 })
             }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
@@ -385,6 +390,7 @@ impl Connection {
                     .send(FromClient {
                         connection_id: self.id,
                         packet: p,
+                        backlog: None,
                     })
                     .into_actor(self)
                     .map(|res, act, ctx| {

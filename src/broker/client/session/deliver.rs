@@ -13,7 +13,7 @@ use super::Session;
 use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
-use crate::broker::route::delivery_inbox::{Delivery, DrainInbox, InboxHandle};
+use crate::broker::route::delivery_inbox::{Delivery, DeliveryInbox, DrainInbox, InboxHandle};
 use crate::broker::route::messages::{LookupRetained, RetainedMatches};
 use crate::message::Message;
 use crate::protocol::{Packet, QoS, TopicFilter};
@@ -21,6 +21,7 @@ use crate::session::{Action, DeliverOutcome};
 use crate::store::Op;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// How often one session may log that it drops messages.
 const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -136,18 +137,25 @@ impl Session {
         let id = self.row_id(message.qos);
         let outcome = self.state.deliver(message, id, writable, &mut self.out);
         self.run(waiting);
+        match outcome {
+            DeliverOutcome::Sent | DeliverOutcome::Queued => {}
+            // QoS 0 for an offline client: expected, counted, not logged.
+            DeliverOutcome::DroppedOffline => Metrics::inc(&self.deps.metrics.dropped_offline_qos0),
+            dropped => self.dropped_at_a_bound(1, dropped),
+        }
+    }
+
+    /// Counts `n` messages dropped at a bound, and logs them at most every
+    /// `DROP_LOG_INTERVAL`, with counts, never once per message.
+    pub(super) fn dropped_at_a_bound(&mut self, n: u64, outcome: DeliverOutcome) {
         let counter = match outcome {
-            DeliverOutcome::Sent | DeliverOutcome::Queued => return,
             DeliverOutcome::DroppedSlowClient => &self.deps.metrics.dropped_slow_client,
-            DeliverOutcome::DroppedQueueFull => &self.deps.metrics.dropped_queue_full,
-            DeliverOutcome::DroppedOffline => {
-                // QoS 0 for an offline client: expected, counted, not logged.
-                Metrics::inc(&self.deps.metrics.dropped_offline_qos0);
-                return;
-            }
+            _ => &self.deps.metrics.dropped_queue_full,
         };
-        Metrics::inc(counter);
-        self.unlogged_drops = self.unlogged_drops.saturating_add(1);
+        counter.fetch_add(n, Ordering::Relaxed);
+        self.unlogged_drops = self
+            .unlogged_drops
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         if self
             .last_drop_log
             .is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL)
@@ -183,13 +191,16 @@ impl Handler<DrainInbox> for Session {
         let Some(inbox) = &self.inbox else {
             return;
         };
-        let batch = inbox.take();
+        let taken = inbox.take();
         self.gathered = Some(Box::default());
-        for delivery in batch {
+        for delivery in taken.deliveries {
             self.on_delivery(delivery);
         }
         self.send_gathered();
         self.gathered = None;
+        if taken.dropped > 0 {
+            self.dropped_at_a_bound(taken.dropped, DeliverOutcome::DroppedQueueFull);
+        }
     }
 }
 
@@ -197,7 +208,16 @@ impl Session {
     /// The shards' deliveries go through one inbox per session (see
     /// `delivery_inbox`); made at the first subscription.
     pub(super) fn inbox_handle(&mut self, me: Addr<Session>) -> InboxHandle {
-        let inbox = self.inbox.get_or_insert_with(Default::default).clone();
+        let limits = self.deps.limits;
+        let inbox = self
+            .inbox
+            .get_or_insert_with(|| {
+                Arc::new(DeliveryInbox::new(
+                    limits.max_inflight as usize + limits.max_queued_messages as usize,
+                    limits.max_queued_bytes as usize,
+                ))
+            })
+            .clone();
         InboxHandle::new(me.recipient(), inbox)
     }
 
@@ -325,12 +345,7 @@ impl Session {
             self.recover();
         }
         if found.skipped > 0 {
-            self.deps
-                .metrics
-                .dropped_queue_full
-                .fetch_add(found.skipped as u64, Ordering::Relaxed);
-            self.unlogged_drops = self.unlogged_drops.saturating_add(found.skipped as u32);
-            self.log_unlogged_drops();
+            self.dropped_at_a_bound(found.skipped as u64, DeliverOutcome::DroppedQueueFull);
         }
     }
 }

@@ -495,6 +495,7 @@ mod tests {
     /// 1024. Box what an idle session does not use before adding fields.
     #[test]
     fn an_idle_session_fits_its_task_size_class() {
-        assert!(std::mem::size_of::<super::Session>() <= 456);
+        let size = std::mem::size_of::<super::Session>();
+        assert!(size <= 456, "{size} bytes");
     }
 }

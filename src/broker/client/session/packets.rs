@@ -240,8 +240,10 @@ impl Session {
         if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
             // PUBREC once the id and every stored copy are durable, all in
             // one transaction (see `WriteGroup`).
+            let token = msg.backlog;
             let ack = self.attached.as_ref().map(|a| {
-                let completion = self.held.pubrec_later(a.outbound.clone(), packet_id);
+                let outbound = a.outbound.clone();
+                let completion = self.held.pubrec_later(outbound, packet_id, token);
                 self.pubrecs.push(&completion);
                 Acknowledgement {
                     completion,
@@ -251,7 +253,7 @@ impl Session {
             self.run(ack.as_ref());
             self.deps
                 .router
-                .publish(Message::from_publish(&msg.publish), Some(msg.backlog), ack);
+                .publish(Message::from_publish(&msg.publish), None, ack);
         } else {
             // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
             self.pubrec_in_turn(packet_id);
