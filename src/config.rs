@@ -419,6 +419,11 @@ pub fn default_workers(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
+/// A session bound as a `u32`: larger values are as good as none.
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,9 +513,4 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
-}
-
-/// A session bound as a `u32`: larger values are as good as none.
-fn clamp(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
