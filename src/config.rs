@@ -184,6 +184,10 @@ pub struct LimitsConfig {
     pub max_topic_levels: usize,
     pub max_subscriptions_per_client: usize,
     pub max_filters_per_subscribe: usize,
+    pub max_will_bytes: usize,
+    pub max_persistent_sessions: usize,
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: usize,
 }
 
 impl LimitsConfig {

@@ -94,3 +94,125 @@ async fn connections_beyond_max_connections_are_closed_at_once() {
     a.disconnect().await;
     RawClient::connected(broker.addr(), "d", true).await;
 }
+
+/// `limits.max_will_bytes`: a CONNECT whose will (topic and payload) is
+/// larger is refused with 0x02, as the other CONNECT limits are.
+#[tokio::test]
+async fn a_will_larger_than_max_will_bytes_is_refused_with_0x02() {
+    let broker = TestBroker::start_with(|c| c.limits.max_will_bytes = 16);
+    let payload = [b'w'; 12];
+    let with_will = |topic: &'static str| ConnectOptions {
+        will: Some(raw::Will {
+            topic,
+            payload: &payload,
+            qos: 0,
+            retain: false,
+        }),
+        ..ConnectOptions::new("willing")
+    };
+    let (c, ack) = RawClient::connect_with(broker.addr(), &with_will("w/ab")).await;
+    assert_eq!(ack.bytes(), CONNACK_OK, "4 + 12 bytes fit");
+    drop(c);
+    let (mut c, ack) = RawClient::connect_with(broker.addr(), &with_will("w/abc")).await;
+    assert_eq!(ack.bytes(), raw::connack_refused(2));
+    c.expect_closed().await;
+    assert!(Metrics::get(&broker.handle.metrics().limits_refused) >= 1);
+}
+
+/// `limits.max_persistent_sessions`: a CONNECT that would start one more
+/// persistent session is refused with 0x03 (server unavailable); resuming
+/// one that exists, and clean sessions, go on.
+#[tokio::test]
+async fn persistent_sessions_beyond_the_limit_are_refused_with_0x03() {
+    use crate::common::persistent;
+    let broker = TestBroker::start_with(|c| c.limits.max_persistent_sessions = 2);
+    persistent(&broker, "p1", &CONNACK_OK)
+        .await
+        .disconnect()
+        .await;
+    persistent(&broker, "p2", &CONNACK_OK).await;
+    persistent(&broker, "p3", &raw::connack_refused(3)).await;
+    persistent(&broker, "p1", &raw::CONNACK_PRESENT)
+        .await
+        .ping()
+        .await;
+    RawClient::connected(broker.addr(), "clean", true)
+        .await
+        .ping()
+        .await;
+    assert_eq!(
+        Metrics::get(&broker.handle.metrics().unavailable_refused),
+        1
+    );
+}
+
+/// `limits.max_retained_messages`: a retained PUBLISH on a new topic beyond
+/// the limit is delivered but not retained; replacing a retained message,
+/// and clearing one (which makes room), work as ever.
+#[tokio::test]
+async fn retained_messages_beyond_the_limit_are_delivered_but_not_kept() {
+    let broker = TestBroker::start_with(|c| c.limits.max_retained_messages = 2);
+    let mut live = RawClient::connected(broker.addr(), "live", true).await;
+    live.subscribe_ok(1, &[("r/+", 0)]).await;
+    let mut p = RawClient::connected(broker.addr(), "pub", true).await;
+    p.publish_ok("r/a", b"a", 1, 1, true).await;
+    p.publish_ok("r/b", b"b", 1, 2, true).await;
+    p.publish_ok("r/c", b"c", 1, 3, true).await;
+    for topic in ["r/a", "r/b", "r/c"] {
+        live.expect_publish(topic, &topic.as_bytes()[2..]).await;
+    }
+    p.publish_ok("r/a", b"a2", 1, 4, true).await;
+    let addr = broker.addr();
+    let retained = |n: usize| async move {
+        let mut c = RawClient::connected(addr, "late", true).await;
+        c.subscribe_ok(1, &[("r/+", 0)]).await;
+        let mut got: Vec<(String, Vec<u8>)> = c
+            .recv_publishes(n)
+            .await
+            .into_iter()
+            .map(|p| (p.topic, p.payload))
+            .collect();
+        got.sort();
+        c.ping().await;
+        got
+    };
+    assert_eq!(
+        retained(2).await,
+        [
+            ("r/a".into(), b"a2".to_vec()),
+            ("r/b".into(), b"b".to_vec())
+        ]
+    );
+    assert_eq!(Metrics::get(&broker.handle.metrics().retained_refused), 1);
+    p.publish_ok("r/b", b"", 1, 5, true).await;
+    p.publish_ok("r/c", b"c", 1, 6, true).await;
+    assert_eq!(
+        retained(2).await,
+        [
+            ("r/a".into(), b"a2".to_vec()),
+            ("r/c".into(), b"c".to_vec())
+        ]
+    );
+}
+
+/// The defaults bound what one client may hold: a filter deeper than 32
+/// levels gets 0x80, and so does a subscription beyond 10,000.
+#[tokio::test]
+async fn default_limits_bound_topic_depth_and_subscriptions() {
+    let broker = TestBroker::start();
+    let mut c = RawClient::connected(broker.addr(), "deep", true).await;
+    let deep = vec!["l"; 33].join("/");
+    c.send(&raw::subscribe(1, &[(deep.as_str(), 0), ("ok", 0)]))
+        .await;
+    assert_eq!(c.recv().await.bytes(), raw::suback(1, &[0x80, 0x00]));
+    for batch in 0..10u16 {
+        let filters: Vec<String> = (0..1000).map(|i| format!("many/{batch}/{i}")).collect();
+        let refs: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 0)).collect();
+        c.send(&raw::subscribe(batch + 2, &refs)).await;
+        let suback = c.recv().await;
+        let codes = &suback.body[2..];
+        let granted = codes.iter().filter(|b| **b == 0).count();
+        // "ok" is one of the 10,000: the last batch has room for 999.
+        assert_eq!(granted, if batch < 9 { 1000 } else { 999 }, "batch {batch}");
+    }
+}

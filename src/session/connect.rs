@@ -73,6 +73,8 @@ pub enum Refusal {
     KeepAliveTooLong,
     #[error("will topic beyond limits.max_topic_length or max_topic_levels")]
     WillTopicBeyondLimits,
+    #[error("will larger than limits.max_will_bytes")]
+    WillTooLarge,
     #[error("the client certificate has no common name to use as user name")]
     NoCommonName,
     #[error("CONNECT without user name (auth.allow_anonymous is false)")]
@@ -113,7 +115,8 @@ impl Refusal {
             | V31ClientIdLength
             | ClientIdTooLong
             | KeepAliveTooLong
-            | WillTopicBeyondLimits => ConnectReturnCode::IdentifierRejected,
+            | WillTopicBeyondLimits
+            | WillTooLarge => ConnectReturnCode::IdentifierRejected,
             BadCredentials => ConnectReturnCode::BadUsernameOrPassword,
             NoCommonName | AnonymousNotAllowed | NoPasswordFile | WillNotAllowed => {
                 ConnectReturnCode::NotAuthorized
@@ -126,7 +129,9 @@ impl Refusal {
         use Refusal::*;
         match self {
             EmptyClientIdNeedsCleanSession | V31ClientIdLength => RefusalKind::Identifier,
-            ClientIdTooLong | KeepAliveTooLong | WillTopicBeyondLimits => RefusalKind::Limit,
+            ClientIdTooLong | KeepAliveTooLong | WillTopicBeyondLimits | WillTooLarge => {
+                RefusalKind::Limit
+            }
             NoCommonName | AnonymousNotAllowed | NoPasswordFile | BadCredentials => {
                 RefusalKind::Auth
             }
@@ -173,6 +178,9 @@ pub fn accept(
     if let Some(will) = &connect.will {
         if !limits.topic_allowed(will.topic.as_str()) {
             return refuse(Refusal::WillTopicBeyondLimits);
+        }
+        if will.topic.as_str().len() + will.payload.len() > limits.max_will_bytes {
+            return refuse(Refusal::WillTooLarge);
         }
     }
     if !connect.clean_session && auth.store_failing {
@@ -361,6 +369,26 @@ mod tests {
         c.will = Some(will("a/b/c"));
         assert_eq!(run(&c).0, Refusal::WillTopicBeyondLimits);
         assert_eq!(Refusal::WillTopicBeyondLimits.kind(), RefusalKind::Limit);
+        let mut l = limits();
+        l.max_will_bytes = 8;
+        let mut c = connect("c");
+        c.will = Some(will("a/b"));
+        let decide = |c: &Connect| {
+            accept(
+                c,
+                &Credentials::Unchecked,
+                &l,
+                OPEN,
+                || "x".into(),
+                |_, _, _| true,
+            )
+        };
+        assert!(matches!(decide(&c), Verdict::Accept(_)), "3 + 4 bytes");
+        c.will = Some(will("a/bcd"));
+        assert_eq!(
+            refusal(decide(&c)),
+            (Refusal::WillTooLarge, ConnectReturnCode::IdentifierRejected)
+        );
     }
 
     fn will(topic: &str) -> LastWill {

@@ -37,8 +37,9 @@ pub struct ChurnArgs {
     /// Filters each churning client subscribes to.
     #[arg(long, default_value_t = 5)]
     filters: usize,
-    /// Distinct filters subscribed and unsubscribed per round by one client.
-    #[arg(long, default_value_t = 20_000)]
+    /// Distinct filters subscribed and unsubscribed per round by one client
+    /// (roost's default `limits.max_subscriptions_per_client`).
+    #[arg(long, default_value_t = 10_000)]
     subscriptions: usize,
     /// Clients churning at once.
     #[arg(long, default_value_t = 64)]

@@ -30,6 +30,8 @@ pub struct Register {
 pub enum RegistryError {
     #[error("the session registry failed while handling this connect (it restarts; the client may retry)")]
     Failed,
+    #[error("{max} persistent sessions are kept already (limits.max_persistent_sessions)")]
+    TooManyPersistentSessions { max: usize },
 }
 
 pub struct Registered {
@@ -50,6 +52,9 @@ struct Entry {
 
 pub struct SessionRegistry {
     sessions: AHashMap<ByteString, Entry>,
+    /// How many of `sessions` are persistent, for
+    /// `limits.max_persistent_sessions`.
+    durable: usize,
     next_session_id: SessionId,
     deps: Arc<SessionDeps>,
     /// Persistent sessions from the store, started when the registry starts.
@@ -72,6 +77,7 @@ impl SessionRegistry {
     ) -> Self {
         SessionRegistry {
             sessions: AHashMap::new(),
+            durable: 0,
             next_session_id: 1,
             deps,
             restore,
@@ -105,15 +111,16 @@ impl SessionRegistry {
             }
             None => Session::new(session_id, id, durable, state, None, deps),
         });
-        self.sessions.insert(
-            client_id,
-            Entry {
-                session_id,
-                session: session.clone(),
-                durable,
-                generation,
-            },
-        );
+        let entry = Entry {
+            session_id,
+            session: session.clone(),
+            durable,
+            generation,
+        };
+        if let Some(replaced) = self.sessions.insert(client_id, entry) {
+            self.durable -= usize::from(replaced.durable);
+        }
+        self.durable += usize::from(durable);
         self.count();
         session
     }
@@ -194,6 +201,7 @@ impl SessionRegistry {
     fn sweep(&mut self) {
         let before = self.sessions.len();
         self.sessions.retain(|_, e| e.session.connected());
+        self.durable = self.sessions.values().filter(|e| e.durable).count();
         self.count();
         log::warn!(
             "session registry restarted: {} sessions kept, {} stale entries dropped",
@@ -229,6 +237,11 @@ impl SessionRegistry {
         let mut discard = None;
         let existing = self.sessions.get_mut(&msg.client_id);
         let decision = takeover(existing.as_ref().map(|e| e.durable), msg.clean_session);
+        let max = self.deps.live.load().limits.max_persistent_sessions;
+        if decision != Takeover::Resume && !msg.clean_session && max > 0 && self.durable >= max {
+            let refused = Err(RegistryError::TooManyPersistentSessions { max });
+            return AtomicResponse::new(Box::pin(fut::ready(refused)));
+        }
         if let Some(entry) = existing {
             entry.generation += 1;
             generation = entry.generation;
@@ -277,13 +290,15 @@ impl Handler<SessionEnded> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: SessionEnded, ctx: &mut Context<Self>) {
-        let sessions = &mut self.sessions;
+        let (sessions, durable) = (&mut self.sessions, &mut self.durable);
         let ended = guard::<SessionEnded, _>(ActorKind::SessionRegistry, &msg.client_id, || {
             if sessions
                 .get(&msg.client_id)
                 .is_some_and(|e| e.session_id == msg.session_id)
             {
-                sessions.remove(&msg.client_id);
+                if let Some(gone) = sessions.remove(&msg.client_id) {
+                    *durable -= usize::from(gone.durable);
+                }
             }
         });
         self.count();

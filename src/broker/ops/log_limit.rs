@@ -28,6 +28,7 @@ pub static CONNECT_REFUSALS: LogLimit = LogLimit::new("CONNECT refusals");
 pub static PROTOCOL_ERRORS: LogLimit = LogLimit::new("protocol violations");
 pub static SUBSCRIBE_REFUSALS: LogLimit = LogLimit::new("refused subscriptions");
 pub static PUBLISH_REFUSALS: LogLimit = LogLimit::new("PUBLISHes refused by the ACL");
+pub static RETAINED_REFUSALS: LogLimit = LogLimit::new("retained messages not kept at a bound");
 
 impl LogLimit {
     pub const fn new(what: &'static str) -> LogLimit {

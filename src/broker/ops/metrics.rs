@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Topics holding a retained message now (a gauge, set by the retained
     /// store).
     pub retained_messages: AtomicU64,
+    /// Retained PUBLISHes delivered but not retained: the retained store
+    /// was at `limits.max_retained_messages` or `max_retained_bytes`.
+    pub retained_refused: AtomicU64,
     /// TLS handshakes that failed or timed out (bad or missing certificates).
     pub tls_handshake_failures: AtomicU64,
     pub clients_connected: AtomicU64,

@@ -33,7 +33,7 @@ fn render(shared: &Shared) -> String {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("roost");
     #[rustfmt::skip]
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 20] = [
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 21] = [
         ("connections_accepted", "TCP connections accepted", &m.connections_accepted),
         ("connections_refused", "Connections closed at once at limits.max_connections", &m.connections_refused),
         ("connections_closed", "Connections closed", &m.connections_closed),
@@ -48,7 +48,8 @@ fn render(shared: &Shared) -> String {
         ("sessions_expired", "Persistent sessions removed by session.expiry_secs", &m.sessions_expired),
         ("store_commits", "Store transactions committed", &m.store_commits),
         ("store_commit_attempts", "Store transactions begun, retries of failed ones included", &m.store_commit_attempts),
-        ("connects_refused_unavailable", "CONNECTs of persistent sessions refused (0x03) while store commits fail", &m.unavailable_refused),
+        ("connects_refused_unavailable", "CONNECTs of persistent sessions refused (0x03): store commits failing, or max_persistent_sessions", &m.unavailable_refused),
+        ("retained_refused", "Retained PUBLISHes delivered but not retained, at max_retained_messages or max_retained_bytes", &m.retained_refused),
         ("store_changes_committed", "Changes committed (batch size = this / store_commits)", &m.store_ops_committed),
         ("store_commit_failures", "Store transactions that failed (nothing of them acknowledged)", &m.store_commit_failures),
         ("store_checkpoints", "WAL checkpoints run by the checkpoint thread", &m.store_checkpoints),

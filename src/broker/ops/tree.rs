@@ -86,14 +86,15 @@ pub async fn start(
     let _ = store_slot.set(store.clone());
     let store = StoreHandle::new(store, inbox);
     // 1. RetainedStore, loaded from the store.
-    let (retained, s, r, m) = (
+    let (retained, s, r, m, l) = (
         snapshot.retained,
         store.clone(),
         restarts.clone(),
         metrics.clone(),
+        live.clone(),
     );
     let retained = Supervisor::start_in_arbiter(&retained_arbiter.handle(), move |_| {
-        RetainedStore::new(retained, s, r, m)
+        RetainedStore::new(retained, s, r, m, l)
     });
     // 2. TopicShard × N, spread over the workers.
     let shards: Vec<Addr<TopicShard>> = (0..config.shards())

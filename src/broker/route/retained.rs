@@ -2,9 +2,17 @@
 //! topic levels so that a wildcard subscribe walks only matching branches.
 //! Every change is written to the store; a QoS ≥ 1 publisher is
 //! acknowledged once it is committed. Loaded from the store at start.
+//!
+//! Bounded by `limits.max_retained_messages` and `max_retained_bytes`: a
+//! retained PUBLISH that would take the store beyond either is delivered
+//! to subscribers as usual but not retained (the topic keeps what it had),
+//! counted and logged. Clearing a topic always works; `$SYS` topics, the
+//! broker's own, are not counted.
 
 use super::messages::{LookupRetained, Retain, RetainedMatches};
 use crate::broker::durable::{GroupLinks, LoadRetained, StoreHandle};
+use crate::broker::live::Live;
+use crate::broker::ops::log_limit::RETAINED_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::message::Message;
@@ -15,6 +23,12 @@ use std::sync::Arc;
 
 pub struct RetainedStore {
     tree: TopicTree<Message>,
+    /// Topics of `tree` that count against the bounds (not `$SYS`), and
+    /// their bytes (topic and payload).
+    counted: usize,
+    bytes: usize,
+    /// The bounds (`[limits]`, reloaded on SIGHUP).
+    live: Live,
     store: StoreHandle,
     restarts: Arc<RestartTracker>,
     /// Where the count of retained topics is kept for `$SYS` and `/metrics`.
@@ -24,13 +38,24 @@ pub struct RetainedStore {
     links: GroupLinks<crate::protocol::TopicName>,
 }
 
-fn tree_of(retained: Vec<Message>) -> TopicTree<Message> {
+/// Whether a retained topic is the broker's own (`$SYS`): not written to
+/// the store, not counted against the bounds.
+fn is_sys(topic: &crate::protocol::TopicName) -> bool {
+    topic.as_str().starts_with("$SYS/")
+}
+
+/// The index of `retained`, their count and their bytes (`$SYS` is never
+/// stored).
+fn tree_of(retained: Vec<Message>) -> (TopicTree<Message>, usize, usize) {
     let mut tree = TopicTree::new();
+    let mut bytes = 0;
     for m in retained {
         let topic = m.topic.clone();
+        bytes += m.size();
         tree.insert(&topic, m);
     }
-    tree
+    let count = tree.len();
+    (tree, count, bytes)
 }
 
 impl RetainedStore {
@@ -39,9 +64,14 @@ impl RetainedStore {
         store: StoreHandle,
         restarts: Arc<RestartTracker>,
         metrics: Arc<Metrics>,
+        live: Live,
     ) -> RetainedStore {
+        let (tree, counted, bytes) = tree_of(retained);
         let store = RetainedStore {
-            tree: tree_of(retained),
+            tree,
+            counted,
+            bytes,
+            live,
             links: GroupLinks::default(),
             store,
             restarts,
@@ -49,6 +79,19 @@ impl RetainedStore {
         };
         store.count();
         store
+    }
+
+    /// Whether a message of `size` bytes may replace one of `old` bytes (or,
+    /// `None`, become a new retained topic) within the bounds.
+    fn has_room(&self, old: Option<usize>, size: usize) -> bool {
+        let live = self.live.load();
+        let (max_count, max_bytes) = (
+            live.limits.max_retained_messages,
+            live.limits.max_retained_bytes,
+        );
+        let count_ok = old.is_some() || max_count == 0 || self.counted < max_count;
+        let bytes_ok = max_bytes == 0 || self.bytes - old.unwrap_or(0) + size <= max_bytes;
+        count_ok && bytes_ok
     }
 
     /// Updates the gauge of retained topics.
@@ -68,12 +111,34 @@ impl RetainedStore {
         }: Retain,
     ) {
         let topic = message.topic.clone();
+        let sys = is_sys(&topic);
         let op = if message.payload.is_empty() {
-            self.tree.remove(&message.topic);
+            if let Some(old) = self.tree.remove(&message.topic).filter(|_| !sys) {
+                self.counted -= 1;
+                self.bytes -= old.size();
+            }
             Op::ClearRetained {
                 topic: message.topic,
             }
         } else {
+            let old = self.tree.get(&topic).map(Message::size);
+            if !sys && !self.has_room(old, message.size()) {
+                Metrics::inc(&self.metrics.retained_refused);
+                if RETAINED_REFUSALS.allow() {
+                    log::warn!(
+                        "retained message on {:?} not kept: limits.max_retained_messages or max_retained_bytes reached ({} messages, {} bytes); it was delivered",
+                        topic.as_str(),
+                        self.counted,
+                        self.bytes
+                    );
+                }
+                // The publisher's acknowledgement, if any, goes out now.
+                return;
+            }
+            if !sys {
+                self.counted += usize::from(old.is_none());
+                self.bytes = self.bytes - old.unwrap_or(0) + message.size();
+            }
             let op = Op::SetRetained {
                 topic: message.topic.clone(),
                 payload: message.payload.clone(),
@@ -82,7 +147,7 @@ impl RetainedStore {
             self.tree.insert(&topic, message);
             op
         };
-        if topic.as_str().starts_with("$SYS/") {
+        if sys {
             // `$SYS` topics are the broker's own, refreshed every interval:
             // kept in memory only.
             return;
@@ -139,7 +204,7 @@ impl RetainedStore {
         ctx.wait(self.store.addr().send(LoadRetained).into_actor(self).map(
             move |loaded, act, _| match loaded {
                 Ok(messages) => {
-                    act.tree = tree_of(messages);
+                    (act.tree, act.counted, act.bytes) = tree_of(messages);
                     act.count();
                     log::warn!(
                         "retained store restarted: {} messages reloaded in {:?}",

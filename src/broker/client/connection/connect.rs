@@ -4,7 +4,7 @@
 
 use super::{may_publish, rand_id, Connection, Identity, Phase};
 use crate::broker::client::messages::Attach;
-use crate::broker::client::registry::Register;
+use crate::broker::client::registry::{Register, RegistryError};
 use crate::broker::live::Reloadable;
 use crate::broker::ops::log_limit::CONNECT_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
@@ -140,7 +140,11 @@ impl Connection {
         // `wait` holds back every other packet of this client until the
         // session has written CONNACK, so nothing overtakes it.
         let attach = async move {
-            let registered = registry.send(register).await.ok()?.ok()?;
+            let registered = match registry.send(register).await {
+                Ok(Ok(registered)) => registered,
+                Ok(Err(e)) => return Err(Some(e)),
+                Err(_) => return Err(None),
+            };
             let attach = Attach {
                 connection_id,
                 keep_alive,
@@ -151,14 +155,16 @@ impl Connection {
                 generation: registered.generation,
                 username,
             };
-            registered.session.send(attach).await.ok()?.ok()?;
-            Some(registered.session)
+            match registered.session.send(attach).await {
+                Ok(Ok(())) => Ok(registered.session),
+                _ => Err(None),
+            }
         };
         ctx.wait(
             attach
                 .into_actor(self)
                 .map(|session, act, ctx| match session {
-                    Some(session) => {
+                    Ok(session) => {
                         log::debug!("{}: connected", act.name());
                         Metrics::inc(&act.shared.metrics.clients_connected);
                         act.phase = Phase::Connected { session };
@@ -170,7 +176,14 @@ impl Connection {
                             act.schedule_keep_alive(limit, ctx);
                         }
                     }
-                    None => {
+                    Err(Some(e @ RegistryError::TooManyPersistentSessions { .. })) => {
+                        Metrics::inc(&act.shared.metrics.unavailable_refused);
+                        if CONNECT_REFUSALS.allow() {
+                            log::warn!("{}: CONNECT refused: {e}", act.name());
+                        }
+                        act.refuse(ConnectReturnCode::ServerUnavailable, ctx);
+                    }
+                    Err(_) => {
                         log::info!("{}: session was taken over while connecting", act.name());
                         act.phase = Phase::Closed;
                         ctx.stop();
