@@ -416,3 +416,68 @@ async fn crash_harness_20_kill_9_rounds_loses_and_duplicates_nothing() {
         kept.display()
     );
 }
+
+/// [MQTT-3.1.2-8] A client whose connection ends without DISCONNECT has
+/// its will published; a kill -9 of roost ends every connection so. At the
+/// next start roost publishes the wills of the clients that were connected:
+/// a persistent subscriber gets it, and a retained will is retained. A
+/// client that had sent DISCONNECT [MQTT-3.14.4-3] has none published.
+#[tokio::test]
+async fn wills_of_clients_connected_at_a_kill_9_are_published_at_the_next_start_mqtt_3_1_2_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roost.db");
+    let mut roost = Roost::start(&db, &[]).await;
+    let watch = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new("watch")
+    };
+    let mut w = RawClient::connected_expecting(roost.addr, &watch, &CONNACK_OK).await;
+    w.subscribe_ok(1, &[("status/#", 1)]).await;
+    w.disconnect().await;
+    let with_will = |id: &'static str, topic: &'static str| ConnectOptions {
+        will: Some(crate::common::raw::Will {
+            topic,
+            payload: b"offline",
+            qos: 1,
+            retain: true,
+        }),
+        ..ConnectOptions::new(id)
+    };
+    let _dev =
+        RawClient::connected_expecting(roost.addr, &with_will("dev", "status/dev"), &CONNACK_OK)
+            .await;
+    let mut tidy =
+        RawClient::connected_expecting(roost.addr, &with_will("tidy", "status/tidy"), &CONNACK_OK)
+            .await;
+    tidy.disconnect().await;
+    // Both rows written: "dev" connected with its will, "tidy" gone.
+    eventually(
+        &db,
+        "SELECT client_id FROM sessions WHERE persistent = 0 ORDER BY client_id",
+        |rows| {
+            rows.iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect::<Vec<_>>()
+        },
+        |ids| ids == &["dev"],
+    )
+    .await;
+    roost.kill9();
+
+    let roost = Roost::start(&db, &[]).await;
+    let mut w = RawClient::connected_expecting(roost.addr, &watch, &CONNACK_PRESENT).await;
+    let got = w.recv_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_slice()),
+        ("status/dev", &b"offline"[..])
+    );
+    w.send(&crate::common::raw::puback(got.packet_id.unwrap()))
+        .await;
+    w.ping().await;
+    let mut late = RawClient::connected(roost.addr, "late", true).await;
+    late.subscribe_ok(1, &[("status/#", 0)]).await;
+    let retained = late.recv_publish().await;
+    assert!(retained.retain);
+    assert_eq!(retained.topic, "status/dev");
+    late.ping().await;
+}

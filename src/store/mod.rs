@@ -249,10 +249,21 @@ pub struct StoredSession {
     pub inbound: Vec<(PacketId, MessageId)>,
 }
 
+/// The will of a client that was connected when roost stopped.
+#[derive(Debug)]
+pub struct StoredWill {
+    pub client_id: ByteString,
+    /// The user name it connected with (for the ACL).
+    pub username: Option<ByteString>,
+    pub will: Message,
+}
+
 /// Everything the broker rebuilds from at start.
 #[derive(Default)]
 pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
+    /// Wills of clients that were connected when roost stopped, to publish.
+    pub wills: Vec<StoredWill>,
     pub retained: Vec<Message>,
     /// The first free message row id.
     pub next_message_id: MessageId,
@@ -400,8 +411,13 @@ async fn try_open(
         .run(&mut conn)
         .await
         .map_err(|e| StoreError::migrating(path, e))?;
+    // Before the tidy, which forgets who was connected.
+    let wills = sessions::wills_of_connected(&mut conn)
+        .await
+        .map_err(opening)?;
     tidy_after_restart(&mut conn).await.map_err(opening)?;
-    let snapshot = load(&mut conn).await.map_err(opening)?;
+    let mut snapshot = load(&mut conn).await.map_err(opening)?;
+    snapshot.wills = wills;
     Ok((conn, snapshot))
 }
 
@@ -447,6 +463,7 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
     let retained = retained::load(conn).await?;
     Ok(Snapshot {
         sessions,
+        wills: Vec::new(),
         retained,
         next_message_id,
         bodies,
@@ -769,6 +786,11 @@ mod tests {
             ("retained::SET_PREFIX", values(retained::SET_PREFIX, 4)),
         ];
         let at_start: Vec<(&str, &str, &[&str])> = vec![
+            (
+                "sessions::WILLS_OF_CONNECTED",
+                sessions::WILLS_OF_CONNECTED,
+                &["sessions"],
+            ),
             ("sessions::TIDY_CLEAN", sessions::TIDY_CLEAN, &["sessions"]),
             (
                 "sessions::TIDY_CONNECTED",

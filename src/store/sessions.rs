@@ -1,7 +1,9 @@
 //! The `sessions` table: one row per connected client and per persistent session.
 
 use super::batch::SessionOp;
-use super::StoredSession;
+use super::{StoredSession, StoredWill};
+use crate::message::Message;
+use crate::protocol::TopicName;
 use sqlx::{Row, SqliteConnection};
 
 /// A client connected: its row, created or brought up to date.
@@ -82,6 +84,12 @@ pub(super) async fn write(
     Ok(())
 }
 
+/// At start, before `TIDY_*`: the wills of the clients that were connected
+/// when roost stopped.
+pub(super) const WILLS_OF_CONNECTED: &str =
+    "SELECT client_id, username, will_topic, will_payload, will_qos, will_retain
+     FROM sessions WHERE connected = 1 AND will_topic IS NOT NULL ORDER BY client_id";
+
 /// At start: clean sessions are gone.
 pub(super) const TIDY_CLEAN: &str = "DELETE FROM sessions WHERE persistent = 0";
 /// At start: nobody is connected.
@@ -93,6 +101,42 @@ pub(super) const TIDY_CONNECTED: &str =
 pub(super) const LOAD: &str = "SELECT client_id, username,
         MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle
      FROM sessions WHERE persistent = 1 ORDER BY client_id";
+
+/// The wills of the clients that were connected when roost stopped: it
+/// ended (a crash, kill -9, a stop) without their connections ending, so
+/// their wills were never published.
+pub(super) async fn wills_of_connected(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<StoredWill>, sqlx::Error> {
+    let rows = sqlx::query(WILLS_OF_CONNECTED)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut wills = Vec::with_capacity(rows.len());
+    for r in rows {
+        let client_id: String = r.get("client_id");
+        let topic: String = r.get("will_topic");
+        let qos = super::qos_from(r.get::<Option<i64>, _>("will_qos").unwrap_or(0));
+        match (TopicName::new(topic.clone()), qos) {
+            (Ok(topic), Some(qos)) => wills.push(StoredWill {
+                client_id: client_id.into(),
+                username: r.get::<Option<String>, _>("username").map(Into::into),
+                will: Message {
+                    topic,
+                    payload: r
+                        .get::<Option<Vec<u8>>, _>("will_payload")
+                        .unwrap_or_default()
+                        .into(),
+                    qos,
+                    retain: r.get::<Option<bool>, _>("will_retain").unwrap_or(false),
+                },
+            }),
+            _ => {
+                log::warn!("database: skipping the invalid will {topic:?} of client {client_id:?}")
+            }
+        }
+    }
+    Ok(wills)
+}
 
 pub(super) async fn tidy(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::query(TIDY_CLEAN).execute(&mut *conn).await?;

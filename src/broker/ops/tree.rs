@@ -16,6 +16,7 @@
 use super::metrics::Metrics;
 use super::restart::{set_thread_broker, Rebuild, RestartTracker, EXIT_SOFTWARE};
 use super::sys::SysTopics;
+use crate::broker::client::connection::may_publish;
 use crate::broker::client::registry::SessionRegistry;
 use crate::broker::client::session::SessionDeps;
 use crate::broker::client::verifier::Verifier;
@@ -150,6 +151,7 @@ pub async fn start(
     });
     // 4. Listener, last: once the restored subscriptions are indexed.
     let _ = restored.await;
+    publish_wills_left(snapshot.wills, &shared);
     let listener = Listener::new(listeners, handles, shared.clone()).start();
     Tree {
         workers,
@@ -160,6 +162,38 @@ pub async fn start(
         listener,
         sys,
     }
+}
+
+/// Publishes the wills of the clients that were connected when roost last
+/// stopped (a crash, kill -9, a stop): their connections ended without
+/// DISCONNECT, so their wills are due [MQTT-3.1.2-8]. After the restored
+/// subscriptions are indexed, so persistent subscribers queue them; before
+/// the listener, so they come before the clients' own new messages. Each
+/// is checked against the ACL as it is now.
+fn publish_wills_left(wills: Vec<crate::store::StoredWill>, shared: &Shared) {
+    if wills.is_empty() {
+        return;
+    }
+    let live = shared.live.load();
+    let mut published = 0;
+    for w in wills {
+        let user = w.username.as_deref();
+        if !may_publish(&live, user, &w.client_id, w.will.topic.as_str()) {
+            log::warn!(
+                "will of client {:?} to {:?} not published: the ACL no longer allows it",
+                w.client_id,
+                w.will.topic.as_str()
+            );
+            continue;
+        }
+        shared.router.publish(w.will, None, None);
+        published += 1;
+    }
+    shared
+        .metrics
+        .wills_published
+        .fetch_add(published, std::sync::atomic::Ordering::Relaxed);
+    log::info!("{published} wills published of clients connected when roost last stopped");
 }
 
 /// The restart limit of `[supervision]`: past it, roost commits what it

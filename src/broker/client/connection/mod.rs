@@ -414,7 +414,12 @@ impl Connection {
 
 /// Whether the ACL of `live` (if any) lets a client publish to `topic`;
 /// `$SYS` is the broker's own tree, as in Mosquitto.
-fn may_publish(live: &Reloadable, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+pub(in crate::broker) fn may_publish(
+    live: &Reloadable,
+    username: Option<&str>,
+    client_id: &str,
+    topic: &str,
+) -> bool {
     if topic.starts_with("$SYS") {
         return false;
     }
