@@ -1132,3 +1132,43 @@ async fn database_from_before_message_bodies_is_migrated_and_delivers_its_queue(
     .await;
     drop(broker);
 }
+
+/// [MQTT-3.1.2-6] A clean CONNECT discards a persistent session: its
+/// subscriptions, queued and in-flight rows (and their bodies) leave the
+/// database with it, whether committed long ago or waiting in the batch.
+#[tokio::test]
+async fn a_discarded_persistent_session_leaves_no_rows_mqtt_3_1_2_6() {
+    let broker = TestBroker::start();
+    let mut c = persistent(&broker, "gone", &CONNACK_OK).await;
+    c.subscribe_ok(1, &[("gone/#", 1)]).await;
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher
+        .publish_ok("gone/a", b"in flight", 1, 1, false)
+        .await;
+    let _ = c.recv().await.publish();
+    c.disconnect().await;
+    for n in 2..=20 {
+        publisher.publish_ok("gone/b", b"queued", 1, n, false).await;
+    }
+    let db = broker.db_path();
+    let count = |table: &'static str| {
+        let db = db.clone();
+        async move {
+            let rows = query(&db, &format!("SELECT count(*) AS n FROM {table}")).await;
+            sqlx::Row::get::<i64, _>(&rows[0], "n")
+        }
+    };
+    assert_eq!(count("messages").await, 20);
+    // A clean CONNECT with the same client id discards it.
+    let mut clean = RawClient::connected(broker.addr(), "gone", true).await;
+    clean.ping().await;
+    drop(clean);
+    eventually(
+        &db,
+        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM message_bodies) \
+         + (SELECT count(*) FROM subscriptions) AS n",
+        |rows| sqlx::Row::get::<i64, _>(&rows[0], "n"),
+        |n| *n == 0,
+    )
+    .await;
+}

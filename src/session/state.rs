@@ -569,6 +569,15 @@ impl SessionState {
         }
     }
 
+    /// The ids of every row this session holds: queued, in flight, and
+    /// inbound QoS 2 ids awaiting PUBREL (what deleting it must delete).
+    pub fn row_ids(&self) -> Vec<MessageId> {
+        let queued = self.queue.iter().filter_map(|q| q.id);
+        let inflight = self.inflight.iter().filter_map(|e| e.id);
+        let inbound = self.inbound_awaiting_rel.values().filter_map(|id| *id);
+        queued.chain(inflight).chain(inbound).collect()
+    }
+
     pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = (PacketId, Option<MessageId>)> + '_ {
         self.inbound_awaiting_rel.iter().map(|(p, id)| (*p, *id))
     }

@@ -44,6 +44,9 @@ pub(super) enum SessionOp {
     Delete {
         client_id: ByteString,
         persistent: bool,
+        /// Its message rows, by id: those the session held, and those of
+        /// this batch that the delete purged.
+        rows: Vec<MessageId>,
     },
 }
 
@@ -130,11 +133,13 @@ impl<W: Waiter> Batch<W> {
             Op::DeleteSession {
                 client_id,
                 persistent,
+                mut rows,
             } => {
-                self.purge(&client_id, persistent);
+                self.purge(&client_id, persistent, &mut rows);
                 self.sessions.push(SessionOp::Delete {
                     client_id,
                     persistent,
+                    rows,
                 });
             }
             Op::Subscribe {
@@ -232,11 +237,19 @@ impl<W: Waiter> Batch<W> {
 
     /// Drops pending rows of a session that is being deleted: they belong to
     /// the discarded session, and the delete removes what was committed.
+    /// The ids of the message rows dropped join `rows`: one may have been
+    /// written by an earlier commit and be waiting here to be deleted.
     /// Only persistent sessions write rows, so only their deletes look.
-    fn purge(&mut self, client_id: &ByteString, persistent: bool) {
+    fn purge(&mut self, client_id: &ByteString, persistent: bool, rows: &mut Vec<MessageId>) {
         if persistent {
             self.subscriptions.retain(|(c, _), _| c != client_id);
-            self.messages.retain(|_, m| m.client_id != *client_id);
+            self.messages.retain(|id, m| {
+                let theirs = m.client_id == *client_id;
+                if theirs {
+                    rows.push(*id);
+                }
+                !theirs
+            });
         }
     }
 
@@ -458,11 +471,16 @@ mod tests {
             Op::DeleteSession {
                 client_id: "a".into(),
                 persistent: true,
+                rows: vec![7],
             },
             None,
         );
         assert_eq!(b.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
         assert!(b.subscriptions.is_empty());
+        let Some(SessionOp::Delete { rows, .. }) = b.sessions.last() else {
+            panic!()
+        };
+        assert_eq!(rows, &[7, 1], "its own rows and the pending one purged");
         put(&mut b, "a", 3, true, None);
         assert_eq!(
             b.messages.len(),

@@ -138,22 +138,18 @@ impl Bodies {
             row_body: AHashMap::with_capacity(batch.messages.len()),
             ..Plan::default()
         };
-        // Session deletes run first in SQL and remove the committed rows of
-        // a persistent session (see `sessions::write`); others have none.
-        // They are rare, so their rows are looked up in the database rather
-        // than indexed by session here.
+        // Session deletes run first in SQL and remove the rows of a
+        // persistent session, which it names (see `sessions::write`);
+        // others have none.
         for op in &batch.sessions {
             if let SessionOp::Delete {
-                client_id,
                 persistent: true,
+                rows,
+                ..
             } = op
             {
-                let theirs: Vec<i64> = sqlx::query_scalar(ROWS_OF_CLIENT)
-                    .bind(&**client_id)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                for id in theirs {
-                    self.release_row(id as MessageId, &mut plan);
+                for id in rows {
+                    self.release_row(*id, &mut plan);
                 }
             }
         }
@@ -240,9 +236,6 @@ pub(super) const HIGHEST_ID: &str = "SELECT max(id) FROM message_bodies";
 /// At start: bodies no row refers to.
 pub(super) const DELETE_ORPHANS: &str =
     "DELETE FROM message_bodies WHERE id NOT IN (SELECT body_id FROM messages WHERE body_id IS NOT NULL)";
-/// The rows of a session that is deleted, whose bodies it releases.
-pub(super) const ROWS_OF_CLIENT: &str =
-    "SELECT id FROM messages WHERE client_id = ?1 AND body_id IS NOT NULL";
 /// A body stored with its first row.
 pub(super) const INSERT: &str =
     "INSERT OR REPLACE INTO message_bodies (id, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4)";

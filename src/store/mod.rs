@@ -22,6 +22,7 @@
 mod batch;
 mod bodies;
 pub mod checkpointer;
+mod error;
 pub mod inspect;
 mod messages;
 mod retained;
@@ -31,6 +32,7 @@ mod subscriptions;
 pub use batch::{Batch, Waiter};
 pub use bodies::Bodies;
 pub use checkpointer::Checkpointer;
+pub use error::StoreError;
 
 use crate::config::Synchronous;
 use crate::message::Message;
@@ -60,9 +62,12 @@ pub enum Op {
         client_id: ByteString,
     },
     /// A session ended: clean session disconnected, discarded, or expired.
+    /// A persistent one names its message rows (it holds them all), which
+    /// are deleted by id: no look through the table for them.
     DeleteSession {
         client_id: ByteString,
         persistent: bool,
+        rows: Vec<MessageId>,
     },
     Subscribe {
         client_id: ByteString,
@@ -94,103 +99,6 @@ pub enum Op {
     /// Writes nothing: its completion runs after the completions of every
     /// write that arrived before it (keeps a session's packets in order).
     Barrier,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "database {path} is damaged or is not a roost database: {reason}\n\
-         roost will not start on it, and will not silently start empty.\n\
-         To keep it for inspection and start with an empty database, run roost with --reset-damaged-db:\n\
-         the file is then renamed to {path}.damaged-<unix time> and a new one is created."
-    )]
-    Damaged { path: PathBuf, reason: String },
-    #[error(
-        "database {path} is a directory: store.db (--db) names the database file, \
-         e.g. {path}/roost.db. Nothing was changed."
-    )]
-    Directory { path: PathBuf },
-    #[error(
-        "database {path} was written by a newer roost: its schema has migration {version}, \
-         which this roost does not know. Run the newer roost, or start this one with another \
-         --db. Nothing was changed."
-    )]
-    NewerSchema { path: PathBuf, version: i64 },
-    #[error(
-        "database {path} is in use by another roost process (it holds the lock on {lock}). \
-         Stop it first, or give this one another --db. Nothing was changed."
-    )]
-    InUse { path: PathBuf, lock: PathBuf },
-    #[error(
-        "database {path} is locked by another connection ({reason}): close the other writer \
-         (an sqlite3 shell in a transaction?) and start again. Nothing was changed."
-    )]
-    Busy { path: PathBuf, reason: String },
-    #[error("database {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("database {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("database write failed: {0}")]
-    Sql(#[from] sqlx::Error),
-}
-
-/// The primary SQLite result code of a database error (the low byte of
-/// the extended code sqlx reports).
-fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
-    match e {
-        sqlx::Error::Database(db) => db.code()?.parse::<i32>().ok().map(|c| c & 0xff),
-        _ => None,
-    }
-}
-
-/// SQLITE_CORRUPT and SQLITE_NOTADB: the file itself is damaged.
-const SQLITE_CORRUPT: i32 = 11;
-const SQLITE_NOTADB: i32 = 26;
-/// SQLITE_BUSY and SQLITE_LOCKED: another connection holds a lock.
-const SQLITE_BUSY: i32 = 5;
-const SQLITE_LOCKED: i32 = 6;
-
-impl StoreError {
-    /// What an error met while opening `path` means. Only a file that is
-    /// not a database, or is corrupt, counts as damaged (and may be reset);
-    /// a lock, a full disk, a permission or a newer schema never does.
-    fn opening(path: &Path, e: sqlx::Error) -> StoreError {
-        let path = path.to_path_buf();
-        match sqlite_code(&e) {
-            Some(SQLITE_CORRUPT | SQLITE_NOTADB) => StoreError::Damaged {
-                path,
-                reason: e.to_string(),
-            },
-            Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::Busy {
-                path,
-                reason: e.to_string(),
-            },
-            _ => StoreError::Open {
-                path,
-                reason: e.to_string(),
-            },
-        }
-    }
-
-    fn migrating(path: &Path, e: sqlx::migrate::MigrateError) -> StoreError {
-        use sqlx::migrate::MigrateError;
-        match e {
-            MigrateError::VersionMissing(version) => StoreError::NewerSchema {
-                path: path.to_path_buf(),
-                version,
-            },
-            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
-                StoreError::opening(path, e)
-            }
-            other => StoreError::Open {
-                path: path.to_path_buf(),
-                reason: format!("migrating the schema: {other}"),
-            },
-        }
-    }
 }
 
 /// The exclusive lock one roost process holds on its database while it
@@ -758,7 +666,7 @@ mod tests {
             ("sessions::DISCONNECTED", sessions::DISCONNECTED.into()),
             (
                 "sessions::DELETE_MESSAGES",
-                sessions::DELETE_MESSAGES.into(),
+                format!("{}?1, ?2)", sessions::DELETE_MESSAGES),
             ),
             (
                 "sessions::DELETE_SUBSCRIPTIONS",
@@ -776,7 +684,6 @@ mod tests {
             ("messages::DELETE", messages::DELETE.into()),
             ("messages::QUEUED", messages::QUEUED.into()),
             ("messages::UPSERT", messages::UPSERT.into()),
-            ("bodies::ROWS_OF_CLIENT", bodies::ROWS_OF_CLIENT.into()),
             ("bodies::INSERT", bodies::INSERT.into()),
             ("bodies::DELETE", bodies::DELETE.into()),
             (
@@ -864,10 +771,11 @@ mod tests {
                     );
                 }
             }
-            // The index is what makes a session delete cheap.
-            let details = plan(&mut conn, sessions::DELETE_MESSAGES).await;
+            // A session's rows go by id, their primary key.
+            let sql = format!("{}?1, ?2)", sessions::DELETE_MESSAGES);
+            let details = plan(&mut conn, &sql).await;
             assert!(
-                details.iter().any(|d| d.contains("messages_by_client")),
+                details.iter().any(|d| d.contains("INTEGER PRIMARY KEY")),
                 "{details:?}"
             );
         });

@@ -253,6 +253,10 @@ impl Session {
             Op::DeleteSession {
                 client_id: self.client_id.clone(),
                 persistent: self.durable,
+                rows: match self.durable {
+                    true => self.state.row_ids(),
+                    false => Vec::new(),
+                },
             },
             None,
         );
