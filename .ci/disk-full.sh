@@ -36,7 +36,7 @@ fi
 ROOST="${ROOST_BIN:-}"
 if [[ -z "$ROOST" ]]; then
     (cd "$REPO" && cargo build --release --quiet)
-    ROOST="$REPO/target/release/roost"
+    ROOST="${CARGO_TARGET_DIR:-$REPO/target}/release/roost"
 fi
 
 if ! python3 -m venv "$WORK/venv" >/dev/null 2>&1; then

@@ -8,7 +8,8 @@
 # Debian machine: it installs its own clients. Prints PASS/FAIL per check and
 # ends with "N passed, M failed"; exits non-zero if any check failed.
 #
-# Environment: ROOST_BIN (use this binary instead of building),
+# Environment: ROOST_BIN (use this binary instead of building; otherwise
+# it is built into $CARGO_TARGET_DIR or target/),
 # ROOST_PORT (first port to try, default 18883).
 set -euo pipefail
 
@@ -67,9 +68,9 @@ if [[ -n "${ROOST_BIN:-}" ]]; then
 elif command -v cargo >/dev/null; then
     log "building roost (release)"
     (cd "$REPO" && cargo build --release --bin roost --quiet)
-    ROOST="$REPO/target/release/roost"
+    ROOST="${CARGO_TARGET_DIR:-$REPO/target}/release/roost"
 else
-    ROOST="$REPO/target/release/roost"
+    ROOST="${CARGO_TARGET_DIR:-$REPO/target}/release/roost"
 fi
 [[ -x "$ROOST" ]] || { echo "interop: no roost binary at $ROOST"; exit 1; }
 
