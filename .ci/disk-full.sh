@@ -2,7 +2,9 @@
 # A real full disk (ENOSPC): roost's database on a small tmpfs, a persistent
 # subscriber's queue filled with QoS 1 messages until the commits fail, then
 # space freed. Every message roost acknowledged must be delivered after a
-# restart, with the session and its subscription still there. Needs root
+# restart, with the session and its subscription still there. A persistent
+# session that connects while the disk is full is refused (0x03) or kept,
+# never accepted and then lost. Needs root
 # (mount); CI runs as root. Uses paho-mqtt as the client (.ci/disk_full.py).
 #
 # Environment: ROOST_BIN (the release binary; built if unset),
@@ -75,7 +77,7 @@ stop_roost() {
 
 start_roost 1
 log "roost $("$ROOST" --version) on $HOST:$PORT, database on a 6 MiB tmpfs"
-if ! ACKED="$("$PY" "$REPO/.ci/disk_full.py" fill "$HOST" "$PORT" "$DISK/filler")"; then
+if ! OUT="$("$PY" "$REPO/.ci/disk_full.py" fill "$HOST" "$PORT" "$DISK/filler")"; then
     log "FAIL while filling the disk; roost's log:"
     tail -20 "$WORK/roost.log"
     exit 1
@@ -85,12 +87,15 @@ if ! grep -q "database commit of .* failed" "$WORK/roost.log"; then
     tail -20 "$WORK/roost.log"
     exit 1
 fi
+ACKED="$(echo "$OUT" | sed -n 1p)"
+LATE_ACKED="$(echo "$OUT" | sed -n 2p)"
 grep -m1 "database commit of .* failed" "$WORK/roost.log" | sed 's/^/disk-full: roost: /'
 grep -m1 "database commit succeeded after" "$WORK/roost.log" | sed 's/^/disk-full: roost: /' || true
 log "$(echo "$ACKED" | tr ',' '\n' | wc -l) messages acknowledged; restarting roost"
 stop_roost
 start_roost 2
-if ! "$PY" "$REPO/.ci/disk_full.py" drain "$HOST" "$PORT" "$ACKED"; then
+if ! "$PY" "$REPO/.ci/disk_full.py" drain "$HOST" "$PORT" full-sub "$ACKED" \
+    || ! "$PY" "$REPO/.ci/disk_full.py" drain "$HOST" "$PORT" late-sub "$LATE_ACKED"; then
     log "FAIL after the restart; roost's log:"
     tail -20 "$WORK/roost.log"
     exit 1

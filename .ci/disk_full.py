@@ -2,11 +2,16 @@
 
   disk_full.py fill HOST PORT FILLER
       publishes numbered QoS 1 messages for the persistent session "full-sub"
-      until the broker stops acknowledging (the disk is full), deletes
-      FILLER to free space, waits for the acknowledgements that were held
-      back, and prints the acknowledged numbers, one line, comma-separated.
-  disk_full.py drain HOST PORT ACKED
-      reconnects "full-sub" (clean session 0) and checks that the session is
+      until the broker stops acknowledging (the disk is full). While the
+      disk is full, a new persistent session "late-sub" connects: roost must
+      refuse it (0x03) rather than accept a session it cannot store
+      [MQTT-3.1.2-4]; an accepted one must be kept. Then deletes FILLER to
+      free space, waits for the acknowledgements that were held back, makes
+      "late-sub" subscribe once it is accepted, publishes a few more, and
+      prints two lines of acknowledged numbers, comma-separated: those for
+      "full-sub" (all) and those for "late-sub" (after it subscribed).
+  disk_full.py drain HOST PORT CLIENT ACKED
+      reconnects CLIENT (clean session 0) and checks that the session is
       present and that every number in ACKED arrives.
 """
 
@@ -53,10 +58,30 @@ def connect(c, host, port):
     return flags["present"]
 
 
-def subscribe_once(host, port):
-    """Makes the persistent session and its subscription, then leaves."""
-    c = client("full-sub", False)
-    connect(c, host, port)
+def try_connect(client_id, host, port):
+    """One CONNECT with clean session 0: the client if accepted, else None."""
+    c = client(client_id, False)
+    connected = threading.Event()
+    result = {}
+
+    def on_connect(_c, _u, _f, reason, _p):
+        result["reason"] = reason
+        connected.set()
+
+    c.on_connect = on_connect
+    c.connect(host, port, keepalive=60)
+    c.loop_start()
+    if not connected.wait(10):
+        sys.exit(f"{client_id}: no CONNACK")
+    if result["reason"].is_failure:
+        c.loop_stop()
+        c.disconnect()
+        print(f"{client_id}: CONNACK refused ({result['reason']})", file=sys.stderr)
+        return None
+    return c
+
+
+def subscribe(c):
     done = threading.Event()
     c.on_subscribe = lambda *_: done.set()
     c.subscribe(TOPIC, qos=1)
@@ -64,6 +89,31 @@ def subscribe_once(host, port):
         sys.exit("no SUBACK")
     c.disconnect()
     c.loop_stop()
+
+
+def subscribe_once(host, port):
+    """Makes the persistent session and its subscription, then leaves."""
+    c = client("full-sub", False)
+    connect(c, host, port)
+    subscribe(c)
+
+
+def publish(c, n):
+    info = c.publish(TOPIC, str(n).encode() + b":" + PAYLOAD_PAD, qos=1)
+    info.wait_for_publish(TIMEOUT)
+    if not info.is_published():
+        sys.exit(f"message {n} not acknowledged with space free")
+
+
+def fill_to_the_brim(path):
+    """Writes PATH until the disk is full, if a file can still be made."""
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
 
 
 def fill(host, port, filler):
@@ -81,8 +131,15 @@ def fill(host, port, filler):
             continue
         # Not acknowledged: the commit of this message failed (disk full)
         # and is being tried again. Free space; it must then be acknowledged.
-        print(f"disk full after {len(acked)} acknowledged messages; freeing space",
-              file=sys.stderr)
+        print(f"disk full after {len(acked)} acknowledged messages", file=sys.stderr)
+        # Fill the last free bytes too, so that even a session's small row
+        # cannot be written while "late-sub" connects.
+        top_up = filler + ".top-up"
+        fill_to_the_brim(top_up)
+        late = try_connect("late-sub", host, port)
+        print("freeing space", file=sys.stderr)
+        if os.path.exists(top_up):
+            os.remove(top_up)
         os.remove(filler)
         info.wait_for_publish(TIMEOUT)
         if not info.is_published():
@@ -91,12 +148,26 @@ def fill(host, port, filler):
         break
     if len(acked) < 2:
         sys.exit("the disk filled before anything was acknowledged: make the filler smaller")
+    deadline = time.monotonic() + TIMEOUT
+    while late is None:
+        if time.monotonic() > deadline:
+            sys.exit("late-sub still refused with space free")
+        time.sleep(0.2)
+        late = try_connect("late-sub", host, port)
+    subscribe(late)
+    late_acked = []
+    for _ in range(5):
+        n += 1
+        publish(c, n)
+        acked.append(n)
+        late_acked.append(n)
     c.disconnect()
     c.loop_stop()
     print(",".join(map(str, acked)))
+    print(",".join(map(str, late_acked)))
 
 
-def drain(host, port, acked):
+def drain(host, port, client_id, acked):
     want = set(int(x) for x in acked.split(","))
     got = set()
     all_in = threading.Event()
@@ -106,19 +177,19 @@ def drain(host, port, acked):
         if want <= got:
             all_in.set()
 
-    c = client("full-sub", False)
+    c = client(client_id, False)
     c.on_message = on_message
     present = connect(c, host, port)
     if not present:
-        sys.exit("the persistent session was lost (CONNACK session present 0)")
+        sys.exit(f"{client_id}: the persistent session was lost (CONNACK session present 0)")
     if not all_in.wait(TIMEOUT):
         missing = sorted(want - got)
-        sys.exit(f"{len(missing)} acknowledged messages never delivered: {missing[:20]}")
+        sys.exit(f"{client_id}: {len(missing)} acknowledged messages never delivered: {missing[:20]}")
     c.disconnect()
     c.loop_stop()
-    print(f"all {len(want)} acknowledged messages delivered after the restart")
+    print(f"{client_id}: all {len(want)} acknowledged messages delivered after the restart")
 
 
 if __name__ == "__main__":
-    mode, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    {"fill": fill, "drain": drain}[mode](host, port, arg)
+    mode, host, port, args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    {"fill": fill, "drain": drain}[mode](host, port, *args)
