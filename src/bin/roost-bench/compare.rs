@@ -166,7 +166,10 @@ fn median_and_range(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
 
 /// Columns worth comparing: rates, latencies and memory per connection.
 fn compared(column: &str) -> bool {
-    column.contains("/s") || column.contains("µs") || column.contains("per connection")
+    column.contains("/s")
+        || column.contains("µs")
+        || column.contains("per connection")
+        || column.contains("per offline session")
 }
 
 fn short(x: f64) -> String {

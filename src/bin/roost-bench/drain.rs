@@ -14,11 +14,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Queue then drain: S persistent subscribers subscribe and leave; one
-/// publisher sends M messages, each acknowledged; the subscribers return
+/// Queue then drain: S persistent subscribers subscribe and leave; P
+/// publishers send M messages in all, each acknowledged; the subscribers return
 /// together and receive everything. Prints the queueing rate (acknowledged
 /// publishes/s) and the drain rate (deliveries/s), with loss counted.
-pub async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> std::io::Result<()> {
+pub async fn drain(
+    cli: &Cli,
+    subscribers: usize,
+    publishers: usize,
+    qos: QoS,
+    messages: u64,
+) -> std::io::Result<()> {
+    let publishers = publishers.max(1);
     let run_id = std::process::id();
     let ids: Vec<String> = (0..subscribers)
         .map(|s| format!("bench-{run_id}-drain-{s}"))
@@ -31,56 +38,35 @@ pub async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> st
         Packet::Disconnect.encode(&mut buf);
         conn.write.write_all(&buf).await?;
     }
-    // Publish with at most `window` unacknowledged.
+    // Each publisher has at most `window` unacknowledged.
     let start = Instant::now();
-    let Conn {
-        read: mut acks,
-        mut write,
-    } = connect(cli.host, &format!("bench-{run_id}-drain-pub")).await?;
-    let topic = TopicName::new(topic_name.clone()).map_err(std::io::Error::other)?;
-    let (mut sent, mut acked) = (0u64, 0u64);
-    let mut buf = BytesMut::new();
-    while acked < messages {
-        while sent < messages && sent - acked < cli.window {
-            let mut payload = BytesMut::with_capacity(cli.payload);
-            payload.put_u32(0);
-            payload.put_u64(sent);
-            payload.resize(cli.payload, b'x');
-            let packet_id = PacketId::new((sent % 65535) as u16 + 1);
-            Packet::Publish(Publish {
-                dup: false,
-                qos,
-                retain: false,
-                topic: topic.clone(),
-                packet_id,
-                payload: payload.freeze(),
-            })
-            .encode(&mut buf);
-            sent += 1;
-        }
-        if !buf.is_empty() {
-            write.write_all(&buf).await?;
-            buf.clear();
-        }
-        match tokio::time::timeout(Duration::from_secs(cli.idle_timeout), acks.next()).await {
-            Ok(Some(Ok(Packet::PubAck(_)))) | Ok(Some(Ok(Packet::PubComp(_)))) => acked += 1,
-            Ok(Some(Ok(Packet::PubRec(id)))) => {
-                Packet::PubRel(id).encode(&mut buf);
-            }
-            Ok(Some(Ok(_))) => {}
-            other => {
-                return Err(std::io::Error::other(format!(
-                    "publisher: no acknowledgement: {other:?}"
-                )))
-            }
-        }
+    let per_publisher = messages / publishers as u64;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let conn = connect(cli.host, &format!("bench-{run_id}-drain-pub-{p}")).await?;
+        let topic = TopicName::new(topic_name.clone()).map_err(std::io::Error::other)?;
+        tasks.push(tokio::spawn(publish(
+            conn,
+            topic,
+            qos,
+            p as u32,
+            per_publisher,
+            cli.window,
+            cli.payload,
+            cli.idle_timeout,
+        )));
+    }
+    for t in tasks {
+        t.await.map_err(std::io::Error::other)??;
     }
     let queued_in = start.elapsed().as_secs_f64();
     // All subscribers return at once.
     let progress = Arc::new(Progress {
-        reached: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+        reached: (0..subscribers * publishers)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         delivered: AtomicU64::new(0),
-        publishers: 1,
+        publishers,
         subscribers,
         changed: Notify::new(),
         stop: CancellationToken::new(),
@@ -92,12 +78,12 @@ pub async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> st
         subs.push(tokio::spawn(subscriber(
             stream,
             s,
-            1,
-            messages,
+            publishers,
+            per_publisher,
             progress.clone(),
         )));
     }
-    let expected = messages * subscribers as u64;
+    let expected = per_publisher * publishers as u64 * subscribers as u64;
     let mut last = (0, Instant::now());
     loop {
         let notified = progress.changed.notified();
@@ -136,17 +122,75 @@ pub async fn drain(cli: &Cli, subscribers: usize, qos: QoS, messages: u64) -> st
         println!("|---|---|---|---|---|---|---|---|---|");
     }
     println!(
-        "| {} | drain {}x{} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        "| {} | drain {}->{}x{} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
         cli.label,
+        publishers,
         subscribers,
-        messages,
+        per_publisher * publishers as u64,
         qos as u8,
-        messages as f64 / queued_in,
+        (per_publisher * publishers as u64) as f64 / queued_in,
         result.unique as f64 / drained_in,
         expected,
         result.unique,
         expected - result.unique.min(expected),
         result.duplicates
     );
+    Ok(())
+}
+
+/// One publisher: `count` messages numbered from 0 under publisher number
+/// `p`, with at most `window` unacknowledged; returns once all are.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    conn: Conn,
+    topic: TopicName,
+    qos: QoS,
+    p: u32,
+    count: u64,
+    window: u64,
+    payload_len: usize,
+    idle_timeout: u64,
+) -> std::io::Result<()> {
+    let Conn {
+        read: mut acks,
+        mut write,
+    } = conn;
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let mut buf = BytesMut::new();
+    while acked < count {
+        while sent < count && sent - acked < window {
+            let mut payload = BytesMut::with_capacity(payload_len);
+            payload.put_u32(p);
+            payload.put_u64(sent);
+            payload.resize(payload_len, b'x');
+            let packet_id = PacketId::new((sent % 65535) as u16 + 1);
+            Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: topic.clone(),
+                packet_id,
+                payload: payload.freeze(),
+            })
+            .encode(&mut buf);
+            sent += 1;
+        }
+        if !buf.is_empty() {
+            write.write_all(&buf).await?;
+            buf.clear();
+        }
+        match tokio::time::timeout(Duration::from_secs(idle_timeout), acks.next()).await {
+            Ok(Some(Ok(Packet::PubAck(_)))) | Ok(Some(Ok(Packet::PubComp(_)))) => acked += 1,
+            Ok(Some(Ok(Packet::PubRec(id)))) => {
+                Packet::PubRel(id).encode(&mut buf);
+            }
+            Ok(Some(Ok(_))) => {}
+            other => {
+                return Err(std::io::Error::other(format!(
+                    "publisher {p}: no acknowledgement: {other:?}"
+                )))
+            }
+        }
+    }
     Ok(())
 }

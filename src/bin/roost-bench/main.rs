@@ -9,6 +9,7 @@
 //!
 //! Example: `roost-bench --host 127.0.0.1:1883 fan-in --publishers 4 --qos 1`
 
+mod backlog;
 mod churn;
 mod client;
 mod compare;
@@ -16,6 +17,7 @@ mod connections;
 mod crash;
 mod drain;
 mod latency;
+mod offline;
 mod sink;
 mod throughput;
 
@@ -79,6 +81,13 @@ enum Scenario {
     Latency(latency::LatencyArgs),
     /// Connection rate and resident memory per idle connection.
     Connections(connections::ConnectionsArgs),
+    /// Resident memory per offline persistent session (each subscribed to
+    /// a topic of its own).
+    Offline(offline::OfflineArgs),
+    /// A restart with a large backlog queued for persistent sessions: time
+    /// to the first CONNACK, memory after start, and every message
+    /// delivered afterwards.
+    Backlog(backlog::BacklogArgs),
     /// P publishers, each on its own topic, into one subscriber on `bench/+/data`.
     FanIn {
         #[arg(long, default_value_t = 4)]
@@ -95,9 +104,13 @@ enum Scenario {
     Drain {
         #[arg(long, default_value_t = 10)]
         subscribers: usize,
+        /// Publishers, all on the subscribers' topic, each with at most
+        /// `--window` messages unacknowledged.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
         #[arg(long, default_value_t = 1)]
         qos: u8,
-        /// Messages published, each queued for every subscriber.
+        /// Messages published (in all), each queued for every subscriber.
         #[arg(long, default_value_t = 10_000)]
         messages: u64,
     },
@@ -145,6 +158,14 @@ async fn main() {
         } => (1, *subscribers, *qos, *messages, "bench/fanout"),
         Scenario::Crash(args) => std::process::exit(crash::run(args).await),
         Scenario::Compare(args) => std::process::exit(compare::run(args).await),
+        Scenario::Backlog(args) => std::process::exit(backlog::run(args).await),
+        Scenario::Offline(args) => {
+            if let Err(e) = offline::run(cli.host, &cli.label, args, cli.header).await {
+                eprintln!("roost-bench: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Scenario::Sink(args) => {
             if let Err(e) = sink::run(args).await {
                 eprintln!("roost-bench sink: {e}");
@@ -182,6 +203,7 @@ async fn main() {
         }
         Scenario::Drain {
             subscribers,
+            publishers,
             qos,
             messages,
         } => {
@@ -189,7 +211,7 @@ async fn main() {
                 eprintln!("--qos must be 1 or 2 for drain");
                 std::process::exit(2);
             };
-            if let Err(e) = drain::drain(&cli, *subscribers, qos, *messages).await {
+            if let Err(e) = drain::drain(&cli, *subscribers, *publishers, qos, *messages).await {
                 eprintln!("roost-bench: {e}");
                 std::process::exit(1);
             }
