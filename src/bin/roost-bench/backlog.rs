@@ -191,7 +191,7 @@ async fn drain_one(
 
 pub async fn run(args: &BacklogArgs) -> i32 {
     match measure(args).await {
-        Ok(missing) if missing == 0 => 0,
+        Ok(0) => 0,
         Ok(_) => 1,
         Err(e) => {
             eprintln!("roost-bench backlog: {e}");
