@@ -213,6 +213,8 @@ pub struct SessionConfig {
 pub struct StoreConfig {
     pub db: PathBuf,
     pub synchronous: Synchronous,
+    /// MiB of recent queued messages kept in memory.
+    pub log_cache_mib: usize,
     /// `--reset-damaged-db`: move a damaged database aside and start empty.
     #[serde(skip)]
     pub reset_damaged: bool,

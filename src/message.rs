@@ -3,7 +3,7 @@
 //! session, into the store and the retained index. One type for the whole
 //! routing core, whatever the protocol version of the clients at either end.
 
-use crate::protocol::{Publish, QoS, TopicName};
+use crate::protocol::{PacketId, Publish, QoS, TopicName};
 use bytes::Bytes;
 
 /// An application message as it travels through the broker. Cloning is
@@ -27,8 +27,28 @@ impl Message {
         }
     }
 
+    /// The PUBLISH of this message, taking its buffers. A QoS 0 message is
+    /// kept by no one once sent, so it is passed in, not copied: each copy
+    /// is an atomic count on the buffer that every copy of a fan-out shares.
+    pub fn into_publish(self, packet_id: Option<PacketId>, dup: bool) -> Publish {
+        Publish {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic,
+            packet_id,
+            payload: self.payload,
+        }
+    }
+
     /// Bytes this message holds in a queue, for the byte bounds.
     pub fn size(&self) -> usize {
         self.topic.as_str().len() + self.payload.len()
+    }
+
+    /// The same, as the store counts it (saturating: a message is at most
+    /// 256 MiB).
+    pub fn stored_size(&self) -> u32 {
+        u32::try_from(self.size()).unwrap_or(u32::MAX)
     }
 }

@@ -70,14 +70,21 @@ pub(crate) fn is_iso8601_utc(s: &str) -> bool {
 }
 
 /// (state, packet_id, topic, payload, qos) of a client's messages in one
-/// direction, in order of arrival.
+/// direction, in order of arrival: outbound from the view of its queue,
+/// inbound (QoS 2 ids awaiting PUBREL) from `inbound_qos2`.
 type MessageRow = (String, Option<i64>, Option<String>, Option<Vec<u8>>, i64);
 
 async fn messages(db: &Path, client_id: &str, direction: &str) -> Vec<MessageRow> {
-    let sql = format!(
-        "SELECT state, packet_id, topic, payload, qos FROM queued_messages \
-         WHERE client_id = '{client_id}' AND direction = '{direction}' ORDER BY id"
-    );
+    let sql = match direction {
+        "outbound" => format!(
+            "SELECT state, packet_id, topic, payload, qos FROM queued_messages \
+             WHERE client_id = '{client_id}' ORDER BY message_id"
+        ),
+        _ => format!(
+            "SELECT 'awaiting_pubrel' AS state, packet_id, NULL AS topic, NULL AS payload, \
+             2 AS qos FROM inbound_qos2 WHERE client_id = '{client_id}' ORDER BY packet_id"
+        ),
+    };
     query(db, &sql)
         .await
         .iter()
@@ -946,11 +953,11 @@ async fn receive_and_ack(client: &mut RawClient, n: usize) -> Vec<(String, Vec<u
 }
 
 /// A message queued for several persistent sessions is stored once in
-/// `message_bodies`, with one small row per session in `messages`; the body
-/// stays while any row refers to it (also across a restart, where the rows
-/// of one body share it again) and goes with the last one.
+/// `message_log`; each session's queue is a run of message ids in
+/// `queue_runs`. The message stays while any queue refers to it (also
+/// across a restart) and leaves the log with the last one.
 #[tokio::test]
-async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_row() {
+async fn a_message_is_stored_once_for_all_sessions_and_leaves_with_its_last_reference() {
     let broker = TestBroker::start();
     let db = broker.db_path();
     let expected = queue_two_messages_for_three_sessions(&broker, "body").await;
@@ -958,13 +965,13 @@ async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_
     assert_eq!(receive_and_ack(&mut first, 2).await, expected);
     eventually(
         &db,
-        "SELECT COUNT(*) AS n FROM messages",
+        "SELECT COUNT(*) AS n FROM queued_messages",
         |rows| rows[0].get::<i64, _>("n"),
         |n| *n == 4,
     )
     .await;
     assert_eq!(
-        count(&db, "message_bodies").await,
+        count(&db, "message_log").await,
         2,
         "two sessions still need them"
     );
@@ -983,9 +990,10 @@ async fn message_body_is_stored_once_for_all_sessions_and_removed_with_its_last_
     assert_eq!(bodies, (0, 0));
 }
 
-/// Rows in `messages` and in `message_bodies`, read by `rows_and_bodies`.
+/// Queued copies (the view `queued_messages`) and messages in
+/// `message_log`, read by `rows_and_bodies`.
 const ROWS_AND_BODIES: &str =
-    "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM message_bodies) AS b";
+    "SELECT (SELECT COUNT(*) FROM queued_messages) AS m, (SELECT COUNT(*) FROM message_log) AS b";
 
 fn rows_and_bodies(rows: &[SqliteRow]) -> (i64, i64) {
     (rows[0].get::<i64, _>("m"), rows[0].get::<i64, _>("b"))
@@ -1014,17 +1022,19 @@ async fn queue_two_messages_for_three_sessions(
             .publish_ok(topic, payload, 1, packet_id, false)
             .await;
     }
-    // PUBACK follows the commit of every copy: one body, three rows each.
-    assert_eq!(count(&db, "messages").await, 6);
-    assert_eq!(count(&db, "message_bodies").await, 2);
+    // PUBACK follows the commit of every copy: each message once in the
+    // log, each session's two in one run.
+    assert_eq!(count(&db, "queued_messages").await, 6);
+    assert_eq!(count(&db, "message_log").await, 2);
+    assert_eq!(count(&db, "queue_runs").await, 3);
     expected
 }
 
 /// A persistent session discarded with its queue (its client returns with
-/// clean session 1 [MQTT-3.1.2-6]) takes its rows with it; a body goes only
-/// with the last session that still has it queued.
+/// clean session 1 [MQTT-3.1.2-6]) takes its rows with it; a message leaves
+/// the log only with the last session that still has it queued.
 #[tokio::test]
-async fn discarded_sessions_release_their_message_bodies() {
+async fn discarded_sessions_release_their_messages_from_the_log() {
     let broker = TestBroker::start();
     let db = broker.db_path();
     queue_two_messages_for_three_sessions(&broker, "drop").await;
@@ -1032,7 +1042,7 @@ async fn discarded_sessions_release_their_message_bodies() {
     let mut clean = RawClient::connected(broker.addr(), "drop-1", true).await;
     clean.disconnect().await;
     let after_one = eventually(&db, ROWS_AND_BODIES, rows_and_bodies, |(m, _)| *m == 4).await;
-    assert_eq!(after_one, (4, 2), "two sessions still need both bodies");
+    assert_eq!(after_one, (4, 2), "two sessions still need both messages");
 
     // The bookkeeping survives a restart: the last two discards remove them.
     let broker = broker.restart();
@@ -1048,9 +1058,9 @@ async fn discarded_sessions_release_their_message_bodies() {
 }
 
 /// A database written before `0002_message_bodies.sql` (messages holding
-/// their own topic and payload) is migrated at start: a queued message
-/// moves to `message_bodies` and is delivered, and an inbound QoS 2 id
-/// awaiting PUBREL stays an inbound row.
+/// their own topic and payload) is migrated at start, through every later
+/// migration: a queued message moves to `message_log` and is delivered,
+/// and an inbound QoS 2 id awaiting PUBREL stays one.
 #[tokio::test]
 async fn database_from_before_message_bodies_is_migrated_and_delivers_its_queue() {
     let old = tempfile::tempdir().unwrap();
@@ -1086,7 +1096,7 @@ async fn database_from_before_message_bodies_is_migrated_and_delivers_its_queue(
     let broker = TestBroker::start_with(move |c| c.store.db = db_path);
     let bodies: Vec<(i64, String, Vec<u8>, String)> = query(
         &db,
-        "SELECT id, topic, payload, created_at FROM message_bodies",
+        "SELECT id, topic, payload, created_at FROM message_log",
     )
     .await
     .iter()
@@ -1108,15 +1118,12 @@ async fn database_from_before_message_bodies_is_migrated_and_delivers_its_queue(
             "2026-11-25T10:00:00Z".to_string()
         )]
     );
-    let inbound: Vec<(i64, Option<i64>)> = query(
-        &db,
-        "SELECT packet_id, body_id FROM messages WHERE direction = 'inbound'",
-    )
-    .await
-    .iter()
-    .map(|r| (r.get("packet_id"), r.get("body_id")))
-    .collect();
-    assert_eq!(inbound, [(5, None)]);
+    let inbound: Vec<(String, i64)> = query(&db, "SELECT client_id, packet_id FROM inbound_qos2")
+        .await
+        .iter()
+        .map(|r| (r.get("client_id"), r.get("packet_id")))
+        .collect();
+    assert_eq!(inbound, [("old-sub".to_string(), 5)]);
 
     let mut sub = persistent(&broker, "old-sub", &CONNACK_PRESENT).await;
     assert_eq!(
@@ -1125,9 +1132,106 @@ async fn database_from_before_message_bodies_is_migrated_and_delivers_its_queue(
     );
     eventually(
         &db,
-        "SELECT COUNT(*) AS n FROM message_bodies",
+        "SELECT COUNT(*) AS n FROM message_log",
         |rows| rows[0].get::<i64, _>("n"),
         |n| *n == 0,
+    )
+    .await;
+    drop(broker);
+}
+
+/// A database written by the previous release (`0004`: a row per queued
+/// copy in `messages`, each message's content once in `message_bodies`)
+/// is migrated at start and nothing queued is lost: queued copies are
+/// delivered in order, a QoS 1 message in flight is resent with DUP set and
+/// its packet id, a QoS 2 one whose PUBREC had come gets PUBREL
+/// [MQTT-4.4.0-1], and an inbound QoS 2 id awaiting PUBREL is still not
+/// routed twice [MQTT-4.3.3-2].
+#[tokio::test]
+async fn database_of_the_previous_release_is_migrated_without_losing_a_message_mqtt_4_4_0_1() {
+    let old = tempfile::tempdir().unwrap();
+    let migrations = old.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    for m in [
+        "0001_initial.sql",
+        "0002_message_bodies.sql",
+        "0003_session_username.sql",
+        "0004_messages_checks.sql",
+    ] {
+        std::fs::copy(
+            format!("{}/migrations/{m}", env!("CARGO_MANIFEST_DIR")),
+            migrations.join(m),
+        )
+        .unwrap();
+    }
+    let db = old.path().join("roost.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&db)
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations.as_path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO sessions (client_id, persistent, connected, keep_alive) VALUES ('s1', 1, 0, 60), ('s2', 1, 0, 60)",
+        "INSERT INTO subscriptions VALUES ('s1', 'up/#', 1), ('s2', 'up/#', 2)",
+        "INSERT INTO message_bodies VALUES (10, 'up/a', X'61', '2026-12-01T10:00:00Z'), \
+             (11, 'up/b', X'62', '2026-12-01T10:00:01Z'), (12, 'up/c', X'63', '2026-12-01T10:00:02Z')",
+        // s1: a in flight (QoS 1, packet id 7), b and c queued.
+        "INSERT INTO messages VALUES (100, 's1', 'outbound', 'awaiting_puback', 7, 10, 1, 0), \
+             (101, 's1', 'outbound', 'queued', NULL, 11, 1, 0), \
+             (102, 's1', 'outbound', 'queued', NULL, 12, 1, 0)",
+        // s2: a past PUBREC (QoS 2, packet id 3), c queued; inbound id 9.
+        "INSERT INTO messages VALUES (103, 's2', 'outbound', 'awaiting_pubcomp', 3, 10, 2, 0), \
+             (104, 's2', 'outbound', 'queued', NULL, 12, 2, 0), \
+             (105, 's2', 'inbound', 'awaiting_pubrel', 9, NULL, 2, 0)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let db_path = db.clone();
+    let broker = TestBroker::start_with(move |c| c.store.db = db_path);
+    assert_eq!(count(&db, "message_log").await, 3, "each message once");
+    assert_eq!(count(&db, "queued_messages").await, 5, "every queued copy");
+
+    // (recv_publishes acknowledges each.)
+    let mut s1 = persistent(&broker, "s1", &CONNACK_PRESENT).await;
+    let seen: Vec<_> = s1
+        .recv_publishes(3)
+        .await
+        .iter()
+        .map(|p| (text(p), p.dup, p.packet_id))
+        .collect();
+    assert_eq!(
+        seen[0],
+        ("a".to_string(), true, Some(7)),
+        "resent with its packet id"
+    );
+    assert_eq!((seen[1].0.as_str(), seen[2].0.as_str()), ("b", "c"));
+    s1.disconnect().await;
+
+    let mut s2 = persistent(&broker, "s2", &CONNACK_PRESENT).await;
+    assert_eq!(
+        s2.recv().await.bytes(),
+        raw::pubrel(3),
+        "PUBREL, not the PUBLISH"
+    );
+    s2.send(&raw::pubcomp(3)).await;
+    let c = s2.recv().await.publish();
+    assert_eq!((text(&c), c.qos), ("c".to_string(), 2));
+    s2.send(&raw::pubrec(c.packet_id.unwrap())).await;
+    assert_eq!(s2.recv().await.bytes(), raw::pubrel(c.packet_id.unwrap()));
+    // The inbound id is still awaiting PUBREL: a resent PUBLISH is not routed.
+    s2.send(&raw::publish("up/dup", b"x", 2, 9, false, true))
+        .await;
+    assert_eq!(s2.recv().await.bytes(), raw::pubrec(9));
+    s2.expect_nothing_within(
+        Duration::from_millis(200),
+        "the resent PUBLISH is not routed again",
     )
     .await;
     drop(broker);
@@ -1158,14 +1262,16 @@ async fn a_discarded_persistent_session_leaves_no_rows_mqtt_3_1_2_6() {
             sqlx::Row::get::<i64, _>(&rows[0], "n")
         }
     };
-    assert_eq!(count("messages").await, 20);
+    assert_eq!(count("queued_messages").await, 20);
+    assert_eq!(count("message_log").await, 20);
     // A clean CONNECT with the same client id discards it.
     let mut clean = RawClient::connected(broker.addr(), "gone", true).await;
     clean.ping().await;
     drop(clean);
     eventually(
         &db,
-        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM message_bodies) \
+        "SELECT (SELECT count(*) FROM queue_runs) + (SELECT count(*) FROM message_log) \
+         + (SELECT count(*) FROM inflight) + (SELECT count(*) FROM inbound_qos2) \
          + (SELECT count(*) FROM subscriptions) AS n",
         |rows| sqlx::Row::get::<i64, _>(&rows[0], "n"),
         |n| *n == 0,

@@ -8,14 +8,15 @@
 //! Also pure, and beside it: whether a CONNECT is accepted, and what it
 //! does to an existing session ([`connect`]).
 
+mod action;
 pub mod connect;
+mod limits;
 mod map;
 mod state;
 mod subscriptions;
 
+pub use action::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Paged, Queued};
+pub use limits::SessionLimits;
 pub use map::SharedSeedMap;
-pub use state::{
-    Action, DeliverOutcome, Inflight, MessageId, OutboundState, Queued, Record, SessionLimits,
-    SessionState,
-};
+pub use state::{SessionState, READ_AHEAD};
 pub use subscriptions::{SubscribeOutcome, SubscribeRefusal, Subscriptions};

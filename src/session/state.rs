@@ -1,141 +1,50 @@
 //! The session state machine. Methods take an event and push [`Action`]s
 //! into `out`: packets to send, and, for a durable (persistent) session,
-//! rows to write or delete before a packet may go out. They never block and
-//! never fail on client input that the codec already validated.
+//! changes to its queue in the store, some of which a packet must wait for.
+//! They never block and never fail on client input that the codec already
+//! validated.
+//!
+//! A durable session's queue lives in the store (see `store::queues`); the
+//! session holds a window of it in memory: the messages in flight and up to
+//! [`READ_AHEAD`] more. Messages that arrive while that is full wait in the
+//! store only, and are paged in ([`Action::PageIn`], [`SessionState::paged`])
+//! as the window drains. A session restored after a restart holds nothing
+//! until its client returns.
 //!
 //! Durability rules (what must be committed before what is sent):
-//! - a QoS 2 PUBLISH with its packet id, before it is first sent: after a
-//!   crash it is resent with the same id, never as a new message;
+//! - a QoS 2 PUBLISH's packet id, before it is first sent: after a crash it
+//!   is resent with the same id, never as a new message;
 //! - the PUBREC → awaiting-PUBCOMP step, before PUBREL is sent: after a
 //!   crash PUBREL is resent, not the PUBLISH;
-//! - an inbound QoS 2 id's removal, before PUBCOMP is sent;
-//! - QoS 1 rows are written but nothing waits for them here (a QoS 1
-//!   duplicate after a crash is allowed); the publisher's PUBACK waits, in
-//!   the broker, for the row holding the message.
+//! - an inbound QoS 2 id's release, before PUBCOMP is sent;
+//! - a QoS 1 message's packet id is written but nothing waits for it (a
+//!   QoS 1 duplicate after a crash is allowed); the publisher's PUBACK
+//!   waits, in the broker, for the message to be in every durable queue.
 
+use super::action::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Paged, Queued};
+use super::limits::SessionLimits;
 use super::map::SharedSeedMap;
 use super::subscriptions::{SubscribeOutcome, Subscriptions};
 use crate::config::LimitsConfig;
 use crate::message::Message;
-use crate::protocol::{Packet, PacketId, Publish, QoS, SubscribeTopic, TopicFilter};
+use crate::protocol::{Packet, PacketId, QoS, SubscribeTopic, TopicFilter};
 use std::collections::VecDeque;
 
-/// Identifies a message row of a durable session in the store; allocated by
-/// the broker, increasing, so it also records arrival order.
-pub type MessageId = u64;
+/// Messages of its queue a durable session reads ahead into memory, beyond
+/// those in flight; it asks for more when fewer than half are left.
+pub const READ_AHEAD: usize = 256;
 
-/// Bounds of one session, from `[session]` in the config. Every session
-/// holds a copy: `u32`s, not `usize`s, keep sessions in a smaller
-/// allocation (the config clamps larger values).
-#[derive(Debug, Clone, Copy)]
-pub struct SessionLimits {
-    /// Outbound QoS 1/2 messages sent and not yet acknowledged.
-    pub max_inflight: u32,
-    /// The same bound in bytes (topic + payload); one message is let in
-    /// flight whatever its size. Keeps what a client that does not read
-    /// holds in its outbound queue near `limits.max_outbound_bytes`, not at
-    /// `max_inflight` × the packet size.
-    pub max_inflight_bytes: u32,
-    /// Messages waiting for a free in-flight slot or for the client to return.
-    pub max_queued_messages: u32,
-    /// The same bound in bytes (topic + payload).
-    pub max_queued_bytes: u32,
-    /// Whether QoS 0 messages are queued for an offline persistent session.
-    pub queue_qos0: bool,
-}
-
-impl Default for SessionLimits {
-    fn default() -> Self {
-        SessionLimits {
-            max_inflight: 128,
-            max_inflight_bytes: 1 << 20,
-            max_queued_messages: 10000,
-            max_queued_bytes: 16 << 20,
-            queue_qos0: false,
-        }
-    }
-}
-
-/// Where an outbound message is (section 4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundState {
-    /// Not sent yet (client offline, or the in-flight window is full).
-    Queued,
-    /// QoS 1 PUBLISH sent, waiting for PUBACK.
-    AwaitingPubAck,
-    /// QoS 2 PUBLISH sent, waiting for PUBREC.
-    AwaitingPubRec,
-    /// PUBREL sent, waiting for PUBCOMP.
-    AwaitingPubComp,
-}
-
-/// An outbound QoS 1/2 message in the in-flight window.
-#[derive(Debug, Clone)]
-pub struct Inflight {
-    /// The row holding it, for a durable session.
-    pub id: Option<MessageId>,
-    pub packet_id: PacketId,
-    pub message: Message,
-    pub state: OutboundState,
-}
-
-/// A message waiting for the window or for the client.
-#[derive(Debug, Clone)]
-pub struct Queued {
-    pub id: Option<MessageId>,
-    pub message: Message,
-}
-
-/// A row of a durable session, as the store writes it.
-#[derive(Debug, Clone)]
-pub enum Record {
-    Outbound {
-        id: MessageId,
-        state: OutboundState,
-        packet_id: Option<PacketId>,
-        message: Message,
-    },
-    /// An inbound QoS 2 packet id routed and awaiting PUBREL.
-    InboundAwaitingRel { id: MessageId, packet_id: PacketId },
-}
-
-impl Record {
-    /// The row's id.
-    pub fn id(&self) -> MessageId {
-        match self {
-            Record::Outbound { id, .. } | Record::InboundAwaitingRel { id, .. } => *id,
-        }
-    }
-}
-
-/// What the session actor does for an event, in order.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Send this packet to the client now.
-    Send(Packet),
-    /// Write this row (a new one when `new`); if `then` is set, send that
-    /// packet only once the write has committed.
-    Persist {
-        record: Record,
-        new: bool,
-        then: Option<Packet>,
-    },
-    /// Delete this row; if `then` is set, send that packet once the delete
-    /// has committed.
-    Forget { id: MessageId, then: Option<Packet> },
-}
-
-/// What became of one message handed to [`SessionState::deliver`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliverOutcome {
-    Sent,
-    Queued,
-    /// QoS 0 to a client whose outbound buffer is full: dropped, as QoS 0 allows.
-    DroppedSlowClient,
-    /// The queue is at `max_queued_messages` or `max_queued_bytes`.
-    DroppedQueueFull,
-    /// QoS 0 for an offline session with `queue_qos0` off.
-    DroppedOffline,
+/// A durable session's view of the part of its queue kept in the store.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pager {
+    durable: bool,
+    /// The store may hold messages of the queue that are not in memory.
+    in_store: bool,
+    /// A page was asked for and has not come.
+    asking: bool,
+    /// A message went to the store while a page was being asked for: the
+    /// answer cannot say whether that one is left.
+    grew_while_asking: bool,
 }
 
 pub struct SessionState {
@@ -146,18 +55,21 @@ pub struct SessionState {
     /// Bytes of the messages in `inflight`.
     inflight_bytes: usize,
     next_packet_id: PacketId,
-    /// Messages at their delivery QoS, oldest first.
+    /// Messages at their delivery QoS, oldest first (for a durable
+    /// session: the part of its queue read into memory).
     queue: VecDeque<Queued>,
     queued_bytes: usize,
-    /// Inbound QoS 2 packet ids whose PUBLISH was routed and whose PUBREL has
-    /// not arrived (with their row, if durable): a resent PUBLISH with one of
-    /// these ids is not routed again (section 4.3.3, method B).
-    inbound_awaiting_rel: SharedSeedMap<PacketId, Option<MessageId>>,
+    /// Inbound QoS 2 packet ids whose PUBLISH was routed and whose PUBREL
+    /// has not arrived: a resent PUBLISH with one of these ids is not
+    /// routed again (section 4.3.3, method B).
+    inbound_awaiting_rel: SharedSeedMap<PacketId, ()>,
     online: bool,
+    pager: Pager,
 }
 
 impl SessionState {
-    pub fn new(limits: SessionLimits) -> SessionState {
+    /// A new session; `durable` for a persistent one (clean session 0).
+    pub fn new(limits: SessionLimits, durable: bool) -> SessionState {
         SessionState {
             limits,
             subscriptions: Subscriptions::default(),
@@ -168,51 +80,34 @@ impl SessionState {
             queued_bytes: 0,
             inbound_awaiting_rel: SharedSeedMap::default(),
             online: false,
+            pager: Pager {
+                durable,
+                ..Pager::default()
+            },
         }
     }
 
-    /// A durable session as the store kept it: `messages` in arrival order
-    /// (queued ones are queued again, in-flight ones go back in flight with
-    /// their packet ids), `inbound` the QoS 2 ids awaiting PUBREL.
+    /// A durable session as the store kept it: its subscriptions and the
+    /// inbound QoS 2 ids awaiting PUBREL. Its queue stays in the store
+    /// until the client returns (see [`SessionState::paged`]).
     pub fn restore(
         limits: SessionLimits,
         subscriptions: Vec<(TopicFilter, QoS)>,
-        messages: Vec<(MessageId, OutboundState, Option<PacketId>, Message)>,
-        inbound: Vec<(PacketId, MessageId)>,
+        inbound: Vec<PacketId>,
     ) -> SessionState {
-        let mut s = SessionState::new(limits);
+        let mut s = SessionState::new(limits, true);
         s.subscriptions = Subscriptions::restore(subscriptions);
-        let mut highest = 0u16;
-        for (id, state, packet_id, message) in messages {
-            match (state, packet_id) {
-                (OutboundState::Queued, _) | (_, None) => {
-                    s.queued_bytes += message.size();
-                    s.queue.push_back(Queued {
-                        id: Some(id),
-                        message,
-                    });
-                }
-                (state, Some(packet_id)) => {
-                    highest = highest.max(packet_id.get());
-                    s.inflight_bytes += message.size();
-                    s.inflight.push_back(Inflight {
-                        id: Some(id),
-                        packet_id,
-                        message,
-                        state,
-                    });
-                }
-            }
-        }
-        if let Some(p) = PacketId::new(highest) {
-            s.next_packet_id = p.next();
-        }
-        s.inbound_awaiting_rel = inbound.into_iter().map(|(p, id)| (p, Some(id))).collect();
+        s.inbound_awaiting_rel = inbound.into_iter().map(|p| (p, ())).collect();
+        s.pager.in_store = true;
         s
     }
 
     pub fn is_online(&self) -> bool {
         self.online
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.pager.durable
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, QoS)> {
@@ -227,6 +122,7 @@ impl SessionState {
         self.queue.iter()
     }
 
+    /// Messages queued in memory.
     pub fn queued_len(&self) -> usize {
         self.queue.len()
     }
@@ -257,63 +153,87 @@ impl SessionState {
 
     /// The client connected: resend what was in flight with DUP set
     /// [MQTT-4.4.0-1], PUBREL for QoS 2 messages already received, then
-    /// queued messages as the window allows.
+    /// queued messages as the window allows (a durable session asks the
+    /// store for its queue).
     pub fn attach(&mut self, out: &mut Vec<Action>) {
         self.online = true;
         for entry in &self.inflight {
-            out.push(Action::Send(match entry.state {
-                OutboundState::AwaitingPubComp => Packet::PubRel(entry.packet_id),
-                _ => Packet::Publish(publish(entry.message.clone(), Some(entry.packet_id), true)),
-            }));
+            out.push(Action::Send(entry.resend()));
         }
         self.fill_window(out);
     }
 
     /// Drops the queued and in-flight outbound messages whose topic
     /// `readable` refuses (the ACL, checked again when a client takes up a
-    /// stored session), forgetting their rows. Returns how many it dropped.
+    /// stored session), dequeuing them. Returns how many it dropped.
     pub fn drop_unreadable(
         &mut self,
         readable: impl Fn(&Message) -> bool,
         out: &mut Vec<Action>,
     ) -> usize {
         let mut dropped = 0;
-        let mut forget = |id: Option<MessageId>, out: &mut Vec<Action>| {
+        let mut forget = |id: Option<MessageId>, message: &Message, out: &mut Vec<Action>| {
             dropped += 1;
             if let Some(id) = id {
-                out.push(Action::Forget { id, then: None });
+                out.push(Action::Dequeue {
+                    id,
+                    size: message.stored_size(),
+                });
             }
         };
-        let mut kept = std::collections::VecDeque::with_capacity(self.queue.len());
+        let mut kept = VecDeque::with_capacity(self.queue.len());
         for q in self.queue.drain(..) {
             if readable(&q.message) {
                 kept.push_back(q);
             } else {
                 self.queued_bytes -= q.message.size();
-                forget(q.id, out);
+                forget(q.id, &q.message, out);
             }
         }
         self.queue = kept;
-        let mut kept = std::collections::VecDeque::with_capacity(self.inflight.len());
+        let mut kept = VecDeque::with_capacity(self.inflight.len());
         for e in self.inflight.drain(..) {
             if readable(&e.message) {
                 kept.push_back(e);
             } else {
                 self.inflight_bytes -= e.message.size();
-                forget(e.id, out);
+                forget(e.id, &e.message, out);
             }
         }
         self.inflight = kept;
         dropped
     }
 
-    pub fn detach(&mut self) {
+    /// The client went away. A durable session lets go of the messages of
+    /// its queue it holds, in flight or read ahead: they are in the store,
+    /// with the packet ids of those sent, and are paged in again (and
+    /// resent) when the client returns.
+    pub fn detach(&mut self, out: &mut Vec<Action>) {
         self.online = false;
+        self.pager.asking = false;
+        if self.pager.durable {
+            let held = self
+                .queue
+                .iter()
+                .filter_map(|q| q.id)
+                .chain(self.inflight.iter().filter_map(|e| e.id));
+            for id in held {
+                out.push(Action::Unhold { id });
+                self.pager.in_store = true;
+            }
+            self.queue.retain(|q| q.id.is_none());
+            self.inflight.retain(|e| e.id.is_none());
+            self.queued_bytes = self.queue.iter().map(|q| q.message.size()).sum();
+            self.inflight_bytes = self.inflight.iter().map(|e| e.message.size()).sum();
+            self.queue.shrink_to_fit();
+            self.inflight.shrink_to_fit();
+        }
     }
 
     /// A message routed to this session. `qos` is already min(published,
-    /// granted); `id` is its row for a durable session (QoS 1/2 only);
-    /// `writable` is false when the client's outbound buffer is full.
+    /// granted); `id` is its place in the store's log for a durable session
+    /// (QoS 1/2 only); `writable` is false when the client's outbound
+    /// buffer is full.
     pub fn deliver(
         &mut self,
         message: Message,
@@ -326,80 +246,164 @@ impl SessionState {
                 if !writable {
                     return DeliverOutcome::DroppedSlowClient;
                 }
-                out.push(Action::Send(Packet::Publish(publish(message, None, false))));
+                out.push(Action::Send(Packet::Publish(
+                    message.into_publish(None, false),
+                )));
                 return DeliverOutcome::Sent;
             }
             if !self.limits.queue_qos0 {
                 return DeliverOutcome::DroppedOffline;
             }
             // QoS 0 is queued in memory only.
-            return self.enqueue(Queued { id: None, message }, out);
+            return self.enqueue_in_memory(Queued { id: None, message });
         }
-        if self.online && self.queue.is_empty() && self.window_has_room(&message) {
-            self.send_inflight(Queued { id, message }, true, out);
+        let Some(id) = id else {
+            if self.online && self.queue.is_empty() && self.window_has_room(&message) {
+                self.send_inflight(Queued { id: None, message }, out);
+                return DeliverOutcome::Sent;
+            }
+            return self.enqueue_in_memory(Queued { id: None, message });
+        };
+        let size = message.size();
+        let held = !self.pager.in_store;
+        let enqueue = |held: bool| Action::Enqueue {
+            id,
+            qos: message.qos,
+            retain: message.retain,
+            size: message.stored_size(),
+            held,
+        };
+        if held && self.online && self.queue.is_empty() && self.window_has_room(&message) {
+            out.push(enqueue(true));
+            self.send_inflight(
+                Queued {
+                    id: Some(id),
+                    message,
+                },
+                out,
+            );
             return DeliverOutcome::Sent;
         }
-        self.enqueue(Queued { id, message }, out)
+        let read_ahead = self.read_ahead();
+        if held
+            && self.online
+            && self.queue.len() < read_ahead
+            && self.queued_bytes + size <= self.limits.max_queued_bytes as usize
+        {
+            out.push(enqueue(true));
+            self.queued_bytes += size;
+            self.queue.push_back(Queued {
+                id: Some(id),
+                message,
+            });
+            return DeliverOutcome::Queued;
+        }
+        // The rest of the queue (all of it while the client is away) waits
+        // in the store, which applies the queue's bounds to it.
+        out.push(enqueue(false));
+        self.pager.in_store = true;
+        if self.pager.asking {
+            self.pager.grew_while_asking = true;
+        }
+        DeliverOutcome::Queued
     }
 
-    fn enqueue(&mut self, queued: Queued, out: &mut Vec<Action>) -> DeliverOutcome {
+    fn enqueue_in_memory(&mut self, queued: Queued) -> DeliverOutcome {
         let size = queued.message.size();
         if self.queue.len() >= self.limits.max_queued_messages as usize
             || self.queued_bytes + size > self.limits.max_queued_bytes as usize
         {
             return DeliverOutcome::DroppedQueueFull;
         }
-        if let Some(id) = queued.id {
-            let record = Record::Outbound {
-                id,
-                state: OutboundState::Queued,
-                packet_id: None,
-                message: queued.message.clone(),
-            };
-            out.push(Action::Persist {
-                record,
-                new: true,
-                then: None,
-            });
-        }
         self.queued_bytes += size;
         self.queue.push_back(queued);
         DeliverOutcome::Queued
     }
 
-    /// Puts a message in flight. `new`: its row does not exist yet.
-    fn send_inflight(&mut self, queued: Queued, new: bool, out: &mut Vec<Action>) {
+    /// Messages of the queue the store handed out after an
+    /// [`Action::PageIn`], in order; `more`: the store holds more. Those
+    /// that had been sent go back in flight with their packet ids and are
+    /// resent with DUP set [MQTT-4.4.0-1].
+    pub fn paged(&mut self, messages: Vec<Paged>, more: bool, out: &mut Vec<Action>) {
+        self.pager.asking = false;
+        if !self.online {
+            // The client left while the page was on its way: let go of it.
+            self.pager.in_store = true;
+            out.extend(messages.into_iter().map(|p| Action::Unhold { id: p.id }));
+            return;
+        }
+        self.pager.in_store = more || self.pager.grew_while_asking;
+        self.pager.grew_while_asking = false;
+        for Paged { id, message, sent } in messages {
+            match sent {
+                Some((packet_id, state)) if state != OutboundState::Queued => {
+                    let entry = Inflight {
+                        id: Some(id),
+                        packet_id,
+                        message,
+                        state,
+                    };
+                    if self.online {
+                        out.push(Action::Send(entry.resend()));
+                    }
+                    self.inflight_bytes += entry.message.size();
+                    self.inflight.push_back(entry);
+                }
+                _ => {
+                    self.queued_bytes += message.size();
+                    self.queue.push_back(Queued {
+                        id: Some(id),
+                        message,
+                    });
+                }
+            }
+        }
+        self.fill_window(out);
+    }
+
+    /// A page could not be read (the store restarted): ask again later.
+    pub fn page_failed(&mut self) {
+        self.pager.asking = false;
+        self.pager.in_store = true;
+    }
+
+    /// The store has more of the queue than the session last heard.
+    pub fn more_in_store(&mut self, out: &mut Vec<Action>) {
+        if self.pager.durable {
+            self.pager.in_store = true;
+            if self.pager.asking {
+                self.pager.grew_while_asking = true;
+            }
+            self.fill_window(out);
+        }
+    }
+
+    /// Puts a message in flight (for a durable one, its queue entry was
+    /// already written).
+    fn send_inflight(&mut self, queued: Queued, out: &mut Vec<Action>) {
         let Queued { id, message } = queued;
         let packet_id = self.allocate_packet_id();
-        let packet = Packet::Publish(publish(message.clone(), Some(packet_id), false));
+        let packet = Packet::Publish(message.clone().into_publish(Some(packet_id), false));
         let state = match message.qos {
             QoS::ExactlyOnce => OutboundState::AwaitingPubRec,
             _ => OutboundState::AwaitingPubAck,
         };
-        let record = |id| Record::Outbound {
-            id,
-            state,
-            packet_id: Some(packet_id),
-            message: message.clone(),
-        };
         match id {
             // QoS 2: the id must be durable before the client can see it.
-            Some(id) if state == OutboundState::AwaitingPubRec => {
-                out.push(Action::Persist {
-                    record: record(id),
-                    new,
-                    then: Some(packet),
-                });
-            }
-            // QoS 1: write the row if it is new; a stale state is harmless.
+            Some(id) if state == OutboundState::AwaitingPubRec => out.push(Action::Sent {
+                id,
+                packet_id,
+                state,
+                then: Some(packet),
+            }),
+            // QoS 1: the packet id is written, but nothing waits for it.
             Some(id) => {
-                if new {
-                    out.push(Action::Persist {
-                        record: record(id),
-                        new,
-                        then: None,
-                    });
-                }
+                out.push(Action::Sent {
+                    id,
+                    packet_id,
+                    state,
+                    then: None,
+                });
                 out.push(Action::Send(packet));
             }
             None => out.push(Action::Send(packet)),
@@ -434,7 +438,8 @@ impl SessionState {
                 || self.inflight_bytes + message.size() <= self.limits.max_inflight_bytes as usize)
     }
 
-    /// Moves queued messages into the in-flight window while it has room.
+    /// Moves queued messages into the in-flight window while it has room;
+    /// a durable session then asks the store for more if it is running low.
     fn fill_window(&mut self, out: &mut Vec<Action>) {
         while self.online && self.inflight.len() < self.limits.max_inflight as usize {
             let Some(front) = self.queue.front() else {
@@ -448,15 +453,32 @@ impl SessionState {
             };
             self.queued_bytes -= queued.message.size();
             if queued.message.qos == QoS::AtMostOnce {
-                out.push(Action::Send(Packet::Publish(publish(
-                    queued.message,
-                    None,
-                    false,
-                ))));
+                out.push(Action::Send(Packet::Publish(
+                    queued.message.into_publish(None, false),
+                )));
             } else {
-                self.send_inflight(queued, false, out);
+                self.send_inflight(queued, out);
             }
         }
+        let read_ahead = self.read_ahead();
+        let p = &mut self.pager;
+        if p.durable && self.online && p.in_store && !p.asking && self.queue.len() < read_ahead / 2
+        {
+            p.asking = true;
+            p.grew_while_asking = false;
+            // Room to read ahead, and to refill the window: a session taken
+            // up again gets everything it had in flight in its first page.
+            let window = (self.limits.max_inflight as usize).saturating_sub(self.inflight.len());
+            out.push(Action::PageIn {
+                max: (read_ahead.saturating_sub(self.queue.len()) + window).max(1) as u32,
+            });
+        }
+    }
+
+    /// Messages of the queue a durable session holds in memory beyond
+    /// those in flight, at most.
+    fn read_ahead(&self) -> usize {
+        READ_AHEAD.min(self.limits.max_queued_messages as usize)
     }
 
     fn take(&mut self, packet_id: PacketId, state: OutboundState) -> Option<Inflight> {
@@ -475,7 +497,10 @@ impl SessionState {
             return false;
         };
         if let Some(id) = entry.id {
-            out.push(Action::Forget { id, then: None });
+            out.push(Action::Dequeue {
+                id,
+                size: entry.message.stored_size(),
+            });
         }
         self.fill_window(out);
         true
@@ -493,19 +518,12 @@ impl SessionState {
         entry.state = OutboundState::AwaitingPubComp;
         let rel = Packet::PubRel(packet_id);
         match entry.id {
-            Some(id) => {
-                let record = Record::Outbound {
-                    id,
-                    state: OutboundState::AwaitingPubComp,
-                    packet_id: Some(packet_id),
-                    message: entry.message.clone(),
-                };
-                out.push(Action::Persist {
-                    record,
-                    new: false,
-                    then: Some(rel),
-                });
-            }
+            Some(id) => out.push(Action::Sent {
+                id,
+                packet_id,
+                state: OutboundState::AwaitingPubComp,
+                then: Some(rel),
+            }),
             None => out.push(Action::Send(rel)),
         }
         true
@@ -517,30 +535,27 @@ impl SessionState {
             return false;
         };
         if let Some(id) = entry.id {
-            out.push(Action::Forget { id, then: None });
+            out.push(Action::Dequeue {
+                id,
+                size: entry.message.stored_size(),
+            });
         }
         self.fill_window(out);
         true
     }
 
     /// An inbound QoS 2 PUBLISH: true if it is new and must be routed, false
-    /// if it repeats one still awaiting PUBREL. `id` is the row to record it
-    /// in for a durable session. The caller answers PUBREC either way
-    /// [MQTT-4.3.3-2].
-    pub fn on_inbound_qos2(
-        &mut self,
-        packet_id: PacketId,
-        id: Option<MessageId>,
-        out: &mut Vec<Action>,
-    ) -> bool {
+    /// if it repeats one still awaiting PUBREL. A durable session records
+    /// the id. The caller answers PUBREC either way [MQTT-4.3.3-2].
+    pub fn on_inbound_qos2(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
         if self.inbound_awaiting_rel.contains_key(&packet_id) {
             return false;
         }
-        self.inbound_awaiting_rel.insert(packet_id, id);
-        if let Some(id) = id {
-            out.push(Action::Persist {
-                record: Record::InboundAwaitingRel { id, packet_id },
-                new: true,
+        self.inbound_awaiting_rel.insert(packet_id, ());
+        if self.pager.durable {
+            out.push(Action::Inbound {
+                packet_id,
+                awaiting: true,
                 then: None,
             });
         }
@@ -549,51 +564,34 @@ impl SessionState {
 
     /// Forgets an inbound QoS 2 id whose PUBREC was never sent (the commit
     /// of the id and its copies failed), so that the client's resend is
-    /// taken as a new PUBLISH. Its row is deleted in case it was written.
+    /// taken as a new PUBLISH.
     pub fn forget_inbound_qos2(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
-        if let Some(Some(id)) = self.inbound_awaiting_rel.remove(&packet_id) {
-            out.push(Action::Forget { id, then: None });
+        if self.inbound_awaiting_rel.remove(&packet_id).is_some() && self.pager.durable {
+            out.push(Action::Inbound {
+                packet_id,
+                awaiting: false,
+                then: None,
+            });
         }
     }
 
     /// PUBREL releases an inbound QoS 2 id; PUBCOMP is sent whether or not
     /// the id is known, so a client retrying after a lost PUBCOMP finishes.
+    /// A durable session sends it once the release is stored.
     pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
         let comp = Packet::PubComp(packet_id);
         match self.inbound_awaiting_rel.remove(&packet_id) {
-            Some(Some(id)) => out.push(Action::Forget {
-                id,
+            Some(()) if self.pager.durable => out.push(Action::Inbound {
+                packet_id,
+                awaiting: false,
                 then: Some(comp),
             }),
             _ => out.push(Action::Send(comp)),
         }
     }
 
-    /// The ids of every row this session holds: queued, in flight, and
-    /// inbound QoS 2 ids awaiting PUBREL (what deleting it must delete).
-    pub fn row_ids(&self) -> Vec<MessageId> {
-        let queued = self.queue.iter().filter_map(|q| q.id);
-        let inflight = self.inflight.iter().filter_map(|e| e.id);
-        let inbound = self.inbound_awaiting_rel.values().filter_map(|id| *id);
-        queued.chain(inflight).chain(inbound).collect()
-    }
-
-    pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = (PacketId, Option<MessageId>)> + '_ {
-        self.inbound_awaiting_rel.iter().map(|(p, id)| (*p, *id))
-    }
-}
-
-/// The PUBLISH of `message`, taking its buffers. A QoS 0 message is kept
-/// by no one once sent, so it is passed in, not copied: each copy is an
-/// atomic count on the buffer that every copy of a fan-out shares.
-fn publish(message: Message, packet_id: Option<PacketId>, dup: bool) -> Publish {
-    Publish {
-        dup,
-        qos: message.qos,
-        retain: message.retain,
-        topic: message.topic,
-        packet_id,
-        payload: message.payload,
+    pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = PacketId> + '_ {
+        self.inbound_awaiting_rel.keys().copied()
     }
 }
 
@@ -647,7 +645,7 @@ mod tests {
 
     #[test]
     fn window_limits_inflight_and_acks_release_queue_in_order() {
-        let mut s = SessionState::new(limits(2, 10));
+        let mut s = SessionState::new(limits(2, 10), false);
         let mut out = Vec::new();
         s.attach(&mut out);
         for n in 0..4 {
@@ -666,11 +664,11 @@ mod tests {
 
     #[test]
     fn offline_queue_then_resend_with_dup_on_reconnect() {
-        let mut s = SessionState::new(limits(1, 10));
+        let mut s = SessionState::new(limits(1, 10), false);
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::ExactlyOnce, 7), None, true, &mut out);
-        s.detach();
+        s.detach(&mut out);
         assert_eq!(
             s.deliver(msg(QoS::AtLeastOnce, 8), None, true, &mut out),
             DeliverOutcome::Queued
@@ -690,7 +688,7 @@ mod tests {
         s.on_pubrec(pid(1), &mut out);
         assert_eq!(sent(&out), vec![Packet::PubRel(pid(1))]);
         out.clear();
-        s.detach();
+        s.detach(&mut out);
         s.attach(&mut out);
         assert_eq!(
             sent(&out),
@@ -704,7 +702,7 @@ mod tests {
 
     #[test]
     fn queue_bounds_drop_and_report() {
-        let mut s = SessionState::new(limits(1, 2));
+        let mut s = SessionState::new(limits(1, 2), false);
         let mut out = Vec::new();
         for n in 0..2 {
             assert_eq!(
@@ -713,15 +711,15 @@ mod tests {
             );
         }
         assert_eq!(
-            s.deliver(msg(QoS::AtLeastOnce, 2), Some(9), true, &mut out),
+            s.deliver(msg(QoS::AtLeastOnce, 2), None, true, &mut out),
             DeliverOutcome::DroppedQueueFull
         );
-        assert!(out.is_empty(), "a dropped message writes no row");
+        assert!(out.is_empty());
     }
 
     #[test]
     fn qos0_to_full_outbound_buffer_is_dropped() {
-        let mut s = SessionState::new(limits(1, 2));
+        let mut s = SessionState::new(limits(1, 2), false);
         let mut out = Vec::new();
         s.attach(&mut out);
         assert_eq!(
@@ -733,24 +731,24 @@ mod tests {
 
     #[test]
     fn inbound_qos2_is_routed_once_until_pubrel() {
-        let mut s = SessionState::new(SessionLimits::default());
+        let mut s = SessionState::new(SessionLimits::default(), false);
         let mut out = Vec::new();
-        assert!(s.on_inbound_qos2(pid(5), None, &mut out));
+        assert!(s.on_inbound_qos2(pid(5), &mut out));
         assert!(
-            !s.on_inbound_qos2(pid(5), None, &mut out),
+            !s.on_inbound_qos2(pid(5), &mut out),
             "a resent PUBLISH is not routed twice"
         );
         s.on_pubrel(pid(5), &mut out);
         assert_eq!(sent(&out), vec![Packet::PubComp(pid(5))]);
         assert!(
-            s.on_inbound_qos2(pid(5), None, &mut out),
+            s.on_inbound_qos2(pid(5), &mut out),
             "after PUBREL the id is free again"
         );
     }
 
     #[test]
     fn packet_ids_skip_ids_in_flight() {
-        let mut s = SessionState::new(limits(3, 10));
+        let mut s = SessionState::new(limits(3, 10), false);
         s.next_packet_id = pid(u16::MAX);
         let mut out = Vec::new();
         s.attach(&mut out);
@@ -763,29 +761,27 @@ mod tests {
     }
 
     #[test]
-    fn durable_qos2_is_persisted_before_it_is_sent_and_before_pubrel() {
-        let mut s = SessionState::new(limits(10, 10));
+    fn durable_qos2_is_stored_before_it_is_sent_and_before_pubrel() {
+        let mut s = SessionState::new(limits(10, 10), true);
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::ExactlyOnce, 1), Some(41), true, &mut out);
         assert!(
             publishes(&out).is_empty(),
-            "nothing is sent before the row commits"
+            "nothing is sent before its packet id is stored"
         );
         match &out[..] {
-            [Action::Persist {
-                record:
-                    Record::Outbound {
-                        id: 41,
-                        state,
-                        packet_id: Some(p),
-                        ..
-                    },
-                new: true,
+            [Action::Enqueue {
+                id: 41,
+                held: true,
+                qos: QoS::ExactlyOnce,
+                ..
+            }, Action::Sent {
+                id: 41,
+                packet_id,
+                state: OutboundState::AwaitingPubRec,
                 then: Some(Packet::Publish(_)),
-            }] => {
-                assert_eq!((*state, p.get()), (OutboundState::AwaitingPubRec, 1));
-            }
+            }] => assert_eq!(packet_id.get(), 1),
             other => panic!("{other:?}"),
         }
         out.clear();
@@ -793,13 +789,10 @@ mod tests {
         assert!(
             matches!(
                 &out[..],
-                [Action::Persist {
-                    record: Record::Outbound {
-                        state: OutboundState::AwaitingPubComp,
-                        ..
-                    },
-                    new: false,
-                    then: Some(Packet::PubRel(_))
+                [Action::Sent {
+                    state: OutboundState::AwaitingPubComp,
+                    then: Some(Packet::PubRel(_)),
+                    ..
                 }]
             ),
             "{out:?}"
@@ -807,38 +800,37 @@ mod tests {
         out.clear();
         s.on_pubcomp(pid(1), &mut out);
         assert!(
-            matches!(&out[..], [Action::Forget { id: 41, then: None }]),
+            matches!(&out[..], [Action::Dequeue { id: 41, size: 2 }]),
             "{out:?}"
         );
     }
 
     #[test]
-    fn durable_qos1_is_sent_at_once_and_its_row_written() {
-        let mut s = SessionState::new(limits(10, 10));
+    fn durable_qos1_is_sent_at_once_and_its_packet_id_written() {
+        let mut s = SessionState::new(limits(10, 10), true);
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::AtLeastOnce, 1), Some(7), true, &mut out);
         assert!(matches!(
-            &out[0],
-            Action::Persist {
-                new: true,
-                then: None,
-                ..
-            }
+            &out[..2],
+            [
+                Action::Enqueue { held: true, .. },
+                Action::Sent { then: None, .. }
+            ]
         ));
         assert_eq!(publishes(&out), vec![(1, Some(1), false)]);
     }
 
     #[test]
-    fn durable_inbound_qos2_pubcomp_waits_for_the_delete() {
-        let mut s = SessionState::new(SessionLimits::default());
+    fn durable_inbound_qos2_pubcomp_waits_for_the_release() {
+        let mut s = SessionState::new(SessionLimits::default(), true);
         let mut out = Vec::new();
-        assert!(s.on_inbound_qos2(pid(3), Some(12), &mut out));
+        assert!(s.on_inbound_qos2(pid(3), &mut out));
         assert!(matches!(
             &out[..],
-            [Action::Persist {
-                record: Record::InboundAwaitingRel { id: 12, .. },
-                new: true,
+            [Action::Inbound {
+                awaiting: true,
+                then: None,
                 ..
             }]
         ));
@@ -847,46 +839,159 @@ mod tests {
         assert!(
             matches!(
                 &out[..],
-                [Action::Forget {
-                    id: 12,
-                    then: Some(Packet::PubComp(_))
+                [Action::Inbound {
+                    awaiting: false,
+                    then: Some(Packet::PubComp(_)),
+                    ..
                 }]
             ),
             "{out:?}"
         );
     }
 
+    fn paged(id: MessageId, m: Message, sent: Option<(u16, OutboundState)>) -> Paged {
+        Paged {
+            id,
+            message: m,
+            sent: sent.map(|(p, s)| (pid(p), s)),
+        }
+    }
+
+    /// A restored session holds nothing until its client returns; then it
+    /// asks for its queue, and what had been sent goes back in flight and
+    /// is resent with DUP set (PUBREL once PUBREC was seen) [MQTT-4.4.0-1].
     #[test]
-    fn restore_requeues_and_resends_in_flight_with_dup() {
-        let messages = vec![
-            (
-                1,
-                OutboundState::AwaitingPubComp,
-                Some(pid(9)),
-                msg(QoS::ExactlyOnce, 1),
-            ),
-            (
-                2,
-                OutboundState::AwaitingPubAck,
-                Some(pid(10)),
-                msg(QoS::AtLeastOnce, 2),
-            ),
-            (3, OutboundState::Queued, None, msg(QoS::AtLeastOnce, 3)),
-        ];
-        let mut s = SessionState::restore(limits(10, 10), vec![], messages, vec![(pid(4), 5)]);
+    fn restore_pages_the_queue_in_and_resends_in_flight_with_dup() {
+        let mut s = SessionState::restore(limits(10, 10), vec![], vec![pid(4)]);
         let mut out = Vec::new();
         s.attach(&mut out);
-        let packets = sent(&out);
-        assert_eq!(packets[0], Packet::PubRel(pid(9)));
+        assert!(
+            matches!(&out[..], [Action::PageIn { max: 20 }]),
+            "{out:?}"
+        );
+        out.clear();
+        s.paged(
+            vec![
+                paged(
+                    1,
+                    msg(QoS::ExactlyOnce, 1),
+                    Some((9, OutboundState::AwaitingPubComp)),
+                ),
+                paged(
+                    2,
+                    msg(QoS::AtLeastOnce, 2),
+                    Some((10, OutboundState::AwaitingPubAck)),
+                ),
+                paged(3, msg(QoS::AtLeastOnce, 3), None),
+            ],
+            false,
+            &mut out,
+        );
+        assert_eq!(sent(&out)[0], Packet::PubRel(pid(9)));
         assert_eq!(
             publishes(&out),
-            vec![(2, Some(10), true), (3, Some(11), false)]
+            vec![(2, Some(10), true), (3, Some(1), false)]
         );
         out.clear();
         assert!(
-            !s.on_inbound_qos2(pid(4), Some(99), &mut out),
+            !s.on_inbound_qos2(pid(4), &mut out),
             "restored inbound id is still awaiting PUBREL"
         );
+    }
+
+    /// Beyond the window and the read-ahead, a durable session's messages
+    /// wait in the store only; they are paged in as the window drains, in
+    /// order, and a page that comes back short leaves nothing pending.
+    #[test]
+    fn a_durable_queue_beyond_the_read_ahead_waits_in_the_store() {
+        let mut s = SessionState::new(limits(1, 100_000), true);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        let total = READ_AHEAD as u64 + 11;
+        for id in 1..=total {
+            s.deliver(msg(QoS::AtLeastOnce, id as u8), Some(id), true, &mut out);
+        }
+        let held: Vec<_> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Enqueue { id, held, .. } => Some((*id, *held)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(held.len() as u64, total);
+        assert!(
+            held[..=READ_AHEAD].iter().all(|(_, h)| *h),
+            "1 in flight, the read-ahead full"
+        );
+        assert!(held[READ_AHEAD + 1..].iter().all(|(_, h)| !*h));
+        assert_eq!(s.queued_len(), READ_AHEAD);
+        // The window drains: once half the read-ahead is gone, a page is asked for.
+        let mut asked = None;
+        for p in 1..=(READ_AHEAD / 2 + 1) as u16 {
+            out.clear();
+            s.on_puback(pid(p), &mut out);
+            if let Some(Action::PageIn { max }) =
+                out.iter().find(|a| matches!(a, Action::PageIn { .. }))
+            {
+                asked = Some(*max);
+                break;
+            }
+        }
+        let Some(max) = asked else {
+            panic!("no page asked for")
+        };
+        assert!(max as usize >= 10);
+        let page: Vec<_> = (READ_AHEAD as u64 + 2..=total)
+            .map(|id| paged(id, msg(QoS::AtLeastOnce, id as u8), None))
+            .collect();
+        out.clear();
+        s.paged(page, false, &mut out);
+        let queued: Vec<_> = s.queued().filter_map(|q| q.id).collect();
+        assert_eq!(queued.last(), Some(&total), "in order, after what was held");
+        // Nothing more in the store: draining asks for nothing.
+        loop {
+            let Some(p) = s.inflight().next().map(|e| e.packet_id) else {
+                break;
+            };
+            out.clear();
+            s.on_puback(p, &mut out);
+            assert!(!out.iter().any(|a| matches!(a, Action::PageIn { .. })));
+        }
+        assert_eq!(s.queued_len(), 0);
+    }
+
+    /// A durable session lets go of its queue when its client leaves; a
+    /// delivery while away goes to the store only.
+    #[test]
+    fn a_durable_session_holds_nothing_while_its_client_is_away() {
+        let mut s = SessionState::new(limits(2, 10), true);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        for id in 1..=4 {
+            s.deliver(msg(QoS::AtLeastOnce, id as u8), Some(id), true, &mut out);
+        }
+        out.clear();
+        s.detach(&mut out);
+        assert_eq!(s.inflight().count() + s.queued_len(), 0);
+        assert_eq!(
+            out.iter()
+                .filter(|a| matches!(a, Action::Unhold { .. }))
+                .count(),
+            4
+        );
+        out.clear();
+        s.deliver(msg(QoS::AtLeastOnce, 5), Some(5), true, &mut out);
+        assert!(matches!(
+            &out[..],
+            [Action::Enqueue {
+                id: 5,
+                held: false,
+                ..
+            }]
+        ));
+        out.clear();
+        s.attach(&mut out);
+        assert!(matches!(&out[..], [Action::PageIn { .. }]));
     }
 
     /// QoS 1/2 messages in flight are bounded in bytes too: with
@@ -897,7 +1002,7 @@ mod tests {
     fn the_window_is_bounded_in_bytes_too() {
         let mut l = limits(10, 10);
         l.max_inflight_bytes = 250;
-        let mut s = SessionState::new(l);
+        let mut s = SessionState::new(l, false);
         let mut out = Vec::new();
         s.attach(&mut out);
         let big = |n: u8, len: usize| Message {
@@ -912,7 +1017,7 @@ mod tests {
         out.clear();
         assert!(s.on_puback(pid(1), &mut out));
         assert_eq!(publishes(&out), vec![(2, Some(3), false)]);
-        let mut s = SessionState::new(l);
+        let mut s = SessionState::new(l, false);
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(big(7, 1000), None, true, &mut out);

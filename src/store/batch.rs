@@ -1,20 +1,20 @@
 //! One group commit's worth of writes, merged by key before any SQL runs.
 //!
-//! Writes arrive as typed [`Op`]s from many actors. The batch keeps only
-//! the last word on each key (a message row, a subscription, a retained
-//! topic), and a message that is written and deleted within one batch (it
-//! was delivered and acknowledged before its batch committed) is never
-//! written at all: its completions run at once. Session-level operations
-//! keep their order. What is left becomes a handful of multi-row
+//! Writes arrive as typed [`Op`]s from many actors. Queue changes (the log,
+//! the runs, sent states) are applied to the store's [`Queues`] as they
+//! arrive, and the rows they come to are taken from it when the batch
+//! commits (see [`Batch::plan`]). Of the rest, the batch keeps only the last
+//! word on each key (a subscription, a retained topic); session-level
+//! operations keep their order. What is left becomes a handful of
 //! statements in one transaction (see `commit`).
 
+use super::queue_rows::QueueWrites;
+use super::queues::Queues;
 use super::Op;
 use crate::protocol::{LastWill, QoS, TopicFilter, TopicName};
-use crate::session::{MessageId, OutboundState, Record};
 use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
-use smallvec::SmallVec;
 
 /// What waits for a write to commit (the broker's `Completion`). The batch
 /// drops it once its commit has succeeded, in the order the writes
@@ -26,7 +26,7 @@ pub trait Waiter {
     fn cut_short(&self);
 }
 
-/// Rows (and completions) whose room an emptied batch keeps at most.
+/// Completions whose room an emptied batch keeps at most.
 const KEPT_CAPACITY: usize = 1 << 16;
 
 /// Session rows, applied in the order they were asked for.
@@ -41,39 +41,39 @@ pub(super) enum SessionOp {
     Disconnected {
         client_id: ByteString,
     },
+    /// Its row, and for a persistent one its subscriptions and queue.
     Delete {
         client_id: ByteString,
         persistent: bool,
-        /// Its message rows, by id: those the session held, and those of
-        /// this batch that the delete purged.
-        rows: Vec<MessageId>,
     },
 }
 
-pub(super) enum MessageWrite {
-    Upsert { record: Record, new: bool },
-    Delete,
+/// The bounds of every queue, as `[session]` sets them.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    pub max_messages: u64,
+    pub max_bytes: u64,
 }
 
-pub(super) struct PendingMessage<W> {
-    pub client_id: ByteString,
-    pub write: MessageWrite,
-    /// Mostly one: kept inline, so a row costs no allocation of its own.
-    completions: SmallVec<[(u64, W); 1]>,
+/// What one queue change did to the bounded queue (for metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// A copy was dropped because its queue was full.
+    pub dropped_full: bool,
 }
 
 pub struct Batch<W: Waiter> {
     pub(super) sessions: Vec<SessionOp>,
     /// `None`: delete the subscription.
     pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<QoS>>,
-    pub(super) messages: AHashMap<MessageId, PendingMessage<W>>,
     /// `None`: clear the topic's retained message.
     pub(super) retained: AHashMap<TopicName, Option<(Bytes, QoS)>>,
-    /// Run after the commit (those of message rows live with the row), each
-    /// numbered in arrival order: completions run in the order their writes
-    /// arrived, so packets held back for a commit keep their order.
-    completions: Vec<(u64, W)>,
-    next_seq: u64,
+    /// The queue rows of this batch, taken from `Queues` when it first
+    /// commits (and kept for another try if that fails).
+    pub queue_writes: Option<QueueWrites>,
+    /// Run after the commit, in the order their writes arrived, so packets
+    /// held back for a commit keep their order.
+    completions: Vec<W>,
     /// Operations merged into this batch, for metrics.
     pub(super) ops: usize,
 }
@@ -83,10 +83,9 @@ impl<W: Waiter> Default for Batch<W> {
         Batch {
             sessions: Vec::new(),
             subscriptions: AHashMap::new(),
-            messages: AHashMap::new(),
             retained: AHashMap::new(),
+            queue_writes: None,
             completions: Vec::new(),
-            next_seq: 0,
             ops: 0,
         }
     }
@@ -101,17 +100,21 @@ impl<W: Waiter> Batch<W> {
         self.ops
     }
 
-    /// Nothing but message rows (and barriers) to write.
-    pub(super) fn only_messages(&self) -> bool {
+    /// Nothing but queue rows (and barriers) to write.
+    pub(super) fn only_queues(&self) -> bool {
         self.sessions.is_empty() && self.subscriptions.is_empty() && self.retained.is_empty()
     }
 
-    pub fn push(&mut self, op: Op, completion: Option<W>) {
+    /// Adds a write: queue changes go into `queues` at once.
+    pub fn push(
+        &mut self,
+        op: Op,
+        completion: Option<W>,
+        queues: &mut Queues,
+        bounds: QueueBounds,
+    ) -> Applied {
         self.ops += 1;
-        let completion = completion.map(|c| {
-            self.next_seq += 1;
-            (self.next_seq, c)
-        });
+        let mut applied = Applied::default();
         match op {
             Op::Barrier => {}
             Op::SessionConnected {
@@ -130,16 +133,20 @@ impl<W: Waiter> Batch<W> {
             Op::SessionDisconnected { client_id } => {
                 self.sessions.push(SessionOp::Disconnected { client_id })
             }
+            Op::Unhold { client_id, id } => queues.unhold_ids(&client_id, &[id]),
             Op::DeleteSession {
                 client_id,
                 persistent,
-                mut rows,
             } => {
-                self.purge(&client_id, persistent, &mut rows);
+                if persistent {
+                    // Subscriptions of this batch belong to the discarded
+                    // session; the delete removes what was committed.
+                    self.subscriptions.retain(|(c, _), _| *c != client_id);
+                    queues.delete_client(&client_id);
+                }
                 self.sessions.push(SessionOp::Delete {
                     client_id,
                     persistent,
-                    rows,
                 });
             }
             Op::Subscribe {
@@ -152,57 +159,50 @@ impl<W: Waiter> Batch<W> {
             Op::Unsubscribe { client_id, filter } => {
                 self.subscriptions.insert((client_id, filter), None);
             }
-            Op::PutMessage {
+            Op::Append {
+                id,
+                message,
+                copies,
+            } => queues.append(id, &message, copies),
+            Op::Release { id } => queues.release(id),
+            Op::Enqueue {
                 client_id,
-                record,
-                new,
+                id,
+                qos,
+                retain,
+                size,
+                held,
             } => {
-                let id = record.id();
-                match self.messages.get_mut(&id) {
-                    Some(entry) => {
-                        // A row first written in this batch is still new when
-                        // updated; a state never moves back (a late first
-                        // write from a `WriteGroup` keeps the newer state).
-                        let (new, keep) = match &entry.write {
-                            MessageWrite::Upsert { new, record: old } => {
-                                (*new, rank(old) > rank(&record))
-                            }
-                            // Ids are never reused: a write after a delete is stale.
-                            MessageWrite::Delete => (false, true),
-                        };
-                        if !keep {
-                            entry.write = MessageWrite::Upsert { record, new };
-                        }
-                        entry.completions.extend(completion);
-                    }
-                    None => self.insert_pending(
-                        id,
-                        client_id,
-                        MessageWrite::Upsert { record, new },
-                        completion,
-                    ),
-                }
-                return;
+                let outcome = queues.enqueue(
+                    &client_id,
+                    id,
+                    qos,
+                    retain,
+                    u64::from(size),
+                    held,
+                    bounds.max_messages,
+                    bounds.max_bytes,
+                );
+                applied.dropped_full = outcome == super::queues::Enqueued::Full;
             }
-            Op::DeleteMessage { client_id, id } => {
-                match self.messages.get_mut(&id) {
-                    Some(PendingMessage {
-                        write: MessageWrite::Upsert { new: true, .. },
-                        ..
-                    }) => {
-                        // Written and finished within one batch: nothing to
-                        // write, and whoever waited for the row may go on.
-                        self.messages.remove(&id);
-                        drop(completion);
-                    }
-                    Some(entry) => {
-                        entry.write = MessageWrite::Delete;
-                        entry.completions.extend(completion);
-                    }
-                    None => self.insert_pending(id, client_id, MessageWrite::Delete, completion),
-                }
-                return;
+            Op::Dequeue {
+                client_id,
+                id,
+                size,
+            } => {
+                queues.dequeue(&client_id, id, u64::from(size));
             }
+            Op::Sent {
+                client_id,
+                id,
+                packet_id,
+                state,
+            } => queues.set_sent(&client_id, id, packet_id, state),
+            Op::Inbound {
+                client_id,
+                packet_id,
+                awaiting,
+            } => queues.set_inbound(&client_id, packet_id, awaiting),
             Op::SetRetained {
                 topic,
                 payload,
@@ -215,79 +215,38 @@ impl<W: Waiter> Batch<W> {
             }
         }
         self.completions.extend(completion);
+        applied
     }
 
-    fn insert_pending(
-        &mut self,
-        id: MessageId,
-        client_id: ByteString,
-        write: MessageWrite,
-        completion: Option<(u64, W)>,
-    ) {
-        let completions = completion.into_iter().collect();
-        self.messages.insert(
-            id,
-            PendingMessage {
-                client_id,
-                write,
-                completions,
-            },
-        );
-    }
-
-    /// Drops pending rows of a session that is being deleted: they belong to
-    /// the discarded session, and the delete removes what was committed.
-    /// The ids of the message rows dropped join `rows`: one may have been
-    /// written by an earlier commit and be waiting here to be deleted.
-    /// Only persistent sessions write rows, so only their deletes look.
-    fn purge(&mut self, client_id: &ByteString, persistent: bool, rows: &mut Vec<MessageId>) {
-        if persistent {
-            self.subscriptions.retain(|(c, _), _| c != client_id);
-            self.messages.retain(|id, m| {
-                let theirs = m.client_id == *client_id;
-                if theirs {
-                    rows.push(*id);
-                }
-                !theirs
-            });
+    /// Takes the queue rows of this batch from `queues`, once: a batch
+    /// tried again writes the same rows.
+    pub fn plan(&mut self, queues: &mut Queues) {
+        if self.queue_writes.is_none() {
+            self.queue_writes = Some(queues.take_writes());
         }
+    }
+
+    /// The log messages this batch appends (to mark them committed).
+    pub fn appended(&self) -> impl Iterator<Item = super::queues::MessageId> + '_ {
+        self.queue_writes
+            .iter()
+            .flat_map(|w| w.log_inserts.iter().map(|(id, ..)| *id))
     }
 
     /// The commit succeeded: run every completion, in arrival order. The
-    /// batch is left empty, with its tables' room kept for the next batch
-    /// (a fresh batch grew its tables, and faulted their pages in, anew for
-    /// every commit), unless they grew beyond `KEPT_CAPACITY`.
+    /// batch is left empty, with its room kept for the next batch, unless
+    /// it grew beyond `KEPT_CAPACITY`.
     pub fn release(&mut self) {
-        let mut all = std::mem::take(&mut self.completions);
-        for (_, m) in self.messages.drain() {
-            all.extend(m.completions);
-        }
-        all.sort_unstable_by_key(|(seq, _)| *seq);
-        for (_, c) in all.drain(..) {
+        for c in self.completions.drain(..) {
             drop(c);
         }
-        self.completions = all;
         self.sessions.clear();
         self.subscriptions.clear();
         self.retained.clear();
-        self.next_seq = 0;
+        self.queue_writes = None;
         self.ops = 0;
-        if self.messages.capacity() > KEPT_CAPACITY {
-            self.messages = AHashMap::new();
-        }
         if self.completions.capacity() > KEPT_CAPACITY {
             self.completions = Vec::new();
-        }
-    }
-
-    fn each_waiter(&mut self, f: impl Fn(&W)) {
-        for (_, w) in self.completions.drain(..) {
-            f(&w);
-        }
-        for (_, m) in self.messages.drain() {
-            for (_, w) in &m.completions {
-                f(w);
-            }
         }
     }
 }
@@ -296,22 +255,9 @@ impl<W: Waiter> Batch<W> {
 /// restart of the store) acknowledges nothing.
 impl<W: Waiter> Drop for Batch<W> {
     fn drop(&mut self) {
-        self.each_waiter(W::cut_short);
-    }
-}
-
-/// How far a row's handshake has come; it never goes back.
-fn rank(record: &Record) -> u8 {
-    match record {
-        Record::Outbound {
-            state: OutboundState::Queued,
-            ..
-        } => 0,
-        Record::Outbound {
-            state: OutboundState::AwaitingPubComp,
-            ..
-        } => 2,
-        _ => 1,
+        for w in self.completions.drain(..) {
+            w.cut_short();
+        }
     }
 }
 
@@ -353,28 +299,16 @@ impl Drop for OnDropInner {
 mod tests {
     use super::*;
     use crate::message::Message;
-    use crate::protocol::PacketId;
-    use crate::session::OutboundState;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    fn record(id: MessageId) -> Record {
-        let message = Message {
-            topic: TopicName::new("t".to_string()).unwrap(),
-            payload: Bytes::from_static(b"x"),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        };
-        Record::Outbound {
-            id,
-            state: OutboundState::AwaitingPubAck,
-            packet_id: PacketId::new(1),
-            message,
-        }
-    }
-
     type Completion = OnDrop;
     type Batch = super::Batch<OnDrop>;
+
+    const BOUNDS: QueueBounds = QueueBounds {
+        max_messages: 100,
+        max_bytes: 1 << 20,
+    };
 
     fn counter() -> (Arc<AtomicUsize>, Completion) {
         let n = Arc::new(AtomicUsize::new(0));
@@ -387,78 +321,47 @@ mod tests {
         )
     }
 
-    fn put(b: &mut Batch, client: &str, id: MessageId, new: bool, c: Option<Completion>) {
+    fn message() -> Message {
+        Message {
+            topic: TopicName::new("t".to_string()).unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    fn enqueue(b: &mut Batch, q: &mut Queues, client: &str, id: u64, c: Option<Completion>) {
         b.push(
-            Op::PutMessage {
+            Op::Append {
+                id,
+                message: message(),
+                copies: 1,
+            },
+            None,
+            q,
+            BOUNDS,
+        );
+        b.push(
+            Op::Enqueue {
                 client_id: client.into(),
-                record: record(id),
-                new,
+                id,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                size: 2,
+                held: false,
             },
             c,
+            q,
+            BOUNDS,
         );
     }
 
     #[test]
-    fn written_and_deleted_in_one_batch_is_never_written() {
+    fn deleting_a_session_purges_its_pending_subscriptions_and_queue() {
+        let mut q = Queues::default();
         let mut b = Batch::default();
-        let (acked, c) = counter();
-        put(&mut b, "a", 1, true, Some(c));
-        b.push(
-            Op::DeleteMessage {
-                client_id: "a".into(),
-                id: 1,
-            },
-            None,
-        );
-        assert!(b.messages.is_empty());
-        assert_eq!(
-            acked.load(Ordering::SeqCst),
-            1,
-            "the publisher is acknowledged at once"
-        );
-    }
-
-    #[test]
-    fn delete_of_a_committed_row_is_kept_and_completes_after_commit() {
-        let mut b = Batch::default();
-        let (done, c) = counter();
-        b.push(
-            Op::DeleteMessage {
-                client_id: "a".into(),
-                id: 1,
-            },
-            Some(c),
-        );
-        assert!(matches!(b.messages[&1].write, MessageWrite::Delete));
-        assert_eq!(done.load(Ordering::SeqCst), 0);
-        b.release();
-        assert_eq!(done.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn update_of_a_new_row_stays_new_and_then_delete_cancels() {
-        let mut b = Batch::default();
-        put(&mut b, "a", 1, true, None);
-        put(&mut b, "a", 1, false, None);
-        assert!(matches!(
-            b.messages[&1].write,
-            MessageWrite::Upsert { new: true, .. }
-        ));
-        b.push(
-            Op::DeleteMessage {
-                client_id: "a".into(),
-                id: 1,
-            },
-            None,
-        );
-        assert!(b.messages.is_empty());
-    }
-
-    #[test]
-    fn deleting_a_session_purges_its_pending_rows_only() {
-        let mut b = Batch::default();
-        put(&mut b, "a", 1, true, None);
-        put(&mut b, "b", 2, true, None);
+        enqueue(&mut b, &mut q, "a", 1, None);
+        enqueue(&mut b, &mut q, "b", 2, None);
         b.push(
             Op::Subscribe {
                 client_id: "a".into(),
@@ -466,40 +369,74 @@ mod tests {
                 qos: QoS::AtMostOnce,
             },
             None,
+            &mut q,
+            BOUNDS,
         );
         b.push(
             Op::DeleteSession {
                 client_id: "a".into(),
                 persistent: true,
-                rows: vec![7],
             },
             None,
+            &mut q,
+            BOUNDS,
         );
-        assert_eq!(b.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
         assert!(b.subscriptions.is_empty());
-        let Some(SessionOp::Delete { rows, .. }) = b.sessions.last() else {
-            panic!()
+        b.plan(&mut q);
+        let w = b.queue_writes.as_ref().unwrap();
+        assert_eq!(w.log_inserts.len(), 1, "only b's message is written");
+        assert_eq!(w.runs.len(), 1);
+        assert_eq!(&*w.runs[0].0, "b");
+    }
+
+    #[test]
+    fn a_full_queue_is_reported() {
+        let mut q = Queues::default();
+        let mut b = Batch::default();
+        let bounds = QueueBounds {
+            max_messages: 1,
+            max_bytes: 100,
         };
-        assert_eq!(rows, &[7, 1], "its own rows and the pending one purged");
-        put(&mut b, "a", 3, true, None);
-        assert_eq!(
-            b.messages.len(),
-            2,
-            "rows of the new session after the delete are kept"
-        );
+        for id in 1..=2 {
+            b.push(
+                Op::Append {
+                    id,
+                    message: message(),
+                    copies: 1,
+                },
+                None,
+                &mut q,
+                bounds,
+            );
+            let applied = b.push(
+                Op::Enqueue {
+                    client_id: "a".into(),
+                    id,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    size: 2,
+                    held: false,
+                },
+                None,
+                &mut q,
+                bounds,
+            );
+            assert_eq!(applied.dropped_full, id == 2);
+        }
     }
 
     #[test]
     fn completions_run_in_arrival_order() {
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut q = Queues::default();
         let mut b = Batch::default();
         for i in 0..20u64 {
             let o = order.clone();
             let c = Completion::new(move || o.lock().unwrap().push(i));
             if i % 3 == 0 {
-                b.push(Op::Barrier, Some(c));
+                b.push(Op::Barrier, Some(c), &mut q, BOUNDS);
             } else {
-                put(&mut b, "a", 100 + i, true, Some(c));
+                enqueue(&mut b, &mut q, "a", 100 + i, Some(c));
             }
         }
         b.release();
@@ -508,9 +445,10 @@ mod tests {
 
     #[test]
     fn abandoned_batch_acknowledges_nothing() {
+        let mut q = Queues::default();
         let mut b = Batch::default();
         let (acked, c) = counter();
-        put(&mut b, "a", 1, true, Some(c.clone()));
+        enqueue(&mut b, &mut q, "a", 1, Some(c.clone()));
         b.push(
             Op::SetRetained {
                 topic: TopicName::new("r".to_string()).unwrap(),
@@ -518,6 +456,8 @@ mod tests {
                 qos: QoS::AtLeastOnce,
             },
             Some(c),
+            &mut q,
+            BOUNDS,
         );
         drop(b);
         assert_eq!(acked.load(Ordering::SeqCst), 0);

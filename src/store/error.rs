@@ -83,6 +83,32 @@ impl StoreError {
         }
     }
 
+    /// As [`StoreError::opening`], for an error of the direct SQLite
+    /// handle as well as of sqlx.
+    pub(super) fn opening_any(path: &Path, e: super::CommitError) -> StoreError {
+        use rusqlite::ErrorCode;
+        match e {
+            super::CommitError::Sqlx(e) => StoreError::opening(path, e),
+            super::CommitError::Sqlite(e) => {
+                let path = path.to_path_buf();
+                let reason = e.to_string();
+                match e.sqlite_error_code() {
+                    Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                        StoreError::Damaged { path, reason }
+                    }
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                        StoreError::Busy { path, reason }
+                    }
+                    _ => StoreError::Open { path, reason },
+                }
+            }
+            super::CommitError::Injected => StoreError::Open {
+                path: path.to_path_buf(),
+                reason: "injected failure".into(),
+            },
+        }
+    }
+
     pub(super) fn migrating(path: &Path, e: sqlx::migrate::MigrateError) -> StoreError {
         use sqlx::migrate::MigrateError;
         match e {

@@ -111,12 +111,12 @@ pub async fn table(
             "SELECT s.client_id, s.persistent, s.connected, s.username, s.connected_since, s.last_seen,
                     s.keep_alive,
                     (SELECT COUNT(*) FROM subscriptions x WHERE x.client_id = s.client_id) AS subscriptions,
-                    (SELECT COUNT(*) FROM messages m WHERE m.client_id = s.client_id
-                        AND m.direction = 'outbound' AND m.state = 'queued') AS queued,
-                    (SELECT COUNT(*) FROM messages m WHERE m.client_id = s.client_id
-                        AND m.direction = 'outbound' AND m.state <> 'queued') AS in_flight,
-                    (SELECT COUNT(*) FROM messages m WHERE m.client_id = s.client_id
-                        AND m.direction = 'inbound') AS awaiting_pubrel
+                    (SELECT COALESCE(SUM(r.last_id - r.first_id + 1), 0) FROM queue_runs r
+                        WHERE r.client_id = s.client_id)
+                      - (SELECT COUNT(*) FROM inflight i WHERE i.client_id = s.client_id) AS queued,
+                    (SELECT COUNT(*) FROM inflight i WHERE i.client_id = s.client_id) AS in_flight,
+                    (SELECT COUNT(*) FROM inbound_qos2 q WHERE q.client_id = s.client_id)
+                        AS awaiting_pubrel
              FROM sessions s WHERE ?1 IS NULL OR s.client_id = ?1 ORDER BY s.client_id"
         }
         View::Subscriptions => {
@@ -124,8 +124,8 @@ pub async fn table(
              WHERE ?1 IS NULL OR client_id = ?1 ORDER BY client_id, topic_filter"
         }
         View::Queued => {
-            "SELECT client_id, id, direction, state, packet_id, qos, topic, payload, created_at
-             FROM queued_messages WHERE ?1 IS NULL OR client_id = ?1 ORDER BY client_id, id"
+            "SELECT client_id, message_id, state, packet_id, qos, topic, payload, created_at
+             FROM queued_messages WHERE ?1 IS NULL OR client_id = ?1 ORDER BY client_id, message_id"
         }
         View::Retained => "SELECT topic, qos, payload, updated_at FROM retained ORDER BY topic",
     };
@@ -181,8 +181,7 @@ pub async fn table(
         View::Queued => Table {
             headers: vec![
                 "client_id",
-                "id",
-                "direction",
+                "message_id",
                 "state",
                 "packet_id",
                 "qos",
@@ -197,8 +196,7 @@ pub async fn table(
                     let payload: Option<Vec<u8>> = r.get("payload");
                     vec![
                         r.get("client_id"),
-                        r.get::<i64, _>("id").to_string(),
-                        r.get("direction"),
+                        r.get::<i64, _>("message_id").to_string(),
                         r.get("state"),
                         opt(r.get::<Option<i64>, _>("packet_id")),
                         r.get::<i64, _>("qos").to_string(),

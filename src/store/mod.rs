@@ -3,16 +3,22 @@
 //! The broker describes every change as a typed [`Op`]; a [`Batch`] merges
 //! the ops of one group commit and [`commit`] writes them in one `BEGIN
 //! IMMEDIATE` transaction. Sessions, subscriptions and retained messages go
-//! through sqlx as multi-row statements; message rows, thousands per commit,
-//! go straight to the connection's SQLite handle on the store's own thread
-//! (see `direct`). At start, [`open`]
-//! creates or checks the file, applies `migrations/`, tidies what a crash
-//! left behind and loads a [`Snapshot`] to rebuild sessions and retained
-//! messages from. One file per table: `sessions.rs`, `subscriptions.rs`,
-//! `messages.rs`, `bodies.rs` (`message_bodies`: each message's topic and
-//! payload, stored once for all its rows), `retained.rs`; the batch of one
-//! group commit in `batch.rs`, the checkpoint thread in `checkpointer.rs`,
-//! the read-only views of `roost inspect` in `inspect.rs`.
+//! through sqlx; the queues of persistent sessions, thousands of changes
+//! per commit, go straight to the connection's SQLite handle on the store's
+//! own thread (see `direct`). At start, [`open`] creates or checks the
+//! file, applies `migrations/`, tidies what a crash left behind and loads a
+//! [`Snapshot`] to rebuild sessions and retained messages from: the queues
+//! as runs of message ids, never a message's content, so that a start
+//! costs the same however much is queued.
+//!
+//! One file per table: `sessions.rs`, `subscriptions.rs`, `message_log.rs`
+//! (`message_log`: each queued message, once, with the cache of recent
+//! ones), `queue_rows.rs` (`queue_runs`, `inflight`, `inbound_qos2`: what each
+//! session still has to receive; its in-memory index in `queues.rs`, with
+//! `coverage.rs` counting the references to each message), `retained.rs`;
+//! the batch of one group commit in `batch.rs`, the checkpoint thread in
+//! `checkpointer.rs`, the read-only views of `roost inspect` in
+//! `inspect.rs`.
 //!
 //! Journal mode is WAL, so `sqlite3 -readonly` may read the file while roost
 //! runs. `synchronous` is configurable: NORMAL (the default) survives a
@@ -20,24 +26,27 @@
 //! power loss, at the cost of an fsync per commit.
 
 mod batch;
-mod bodies;
 pub mod checkpointer;
+mod coverage;
 mod error;
 pub mod inspect;
-mod messages;
+mod message_log;
+mod queue_rows;
+mod queues;
 mod retained;
 mod sessions;
 mod subscriptions;
 
-pub use batch::{Batch, Waiter};
-pub use bodies::Bodies;
+pub use batch::{Applied, Batch, QueueBounds, Waiter};
 pub use checkpointer::Checkpointer;
 pub use error::StoreError;
+pub use message_log::{read_ranges, LogCache, Logged};
+pub use queue_rows::{QueueWrites, Run};
+pub use queues::{MessageId, OutboundState, Paged, Queues};
 
 use crate::config::Synchronous;
 use crate::message::Message;
 use crate::protocol::{LastWill, PacketId, QoS, TopicFilter, TopicName};
-use crate::session::{MessageId, OutboundState, Record};
 use bytes::Bytes;
 use bytestring::ByteString;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -62,12 +71,10 @@ pub enum Op {
         client_id: ByteString,
     },
     /// A session ended: clean session disconnected, discarded, or expired.
-    /// A persistent one names its message rows (it holds them all), which
-    /// are deleted by id: no look through the table for them.
+    /// A persistent one's subscriptions and queue go with it.
     DeleteSession {
         client_id: ByteString,
         persistent: bool,
-        rows: Vec<MessageId>,
     },
     Subscribe {
         client_id: ByteString,
@@ -78,15 +85,54 @@ pub enum Op {
         client_id: ByteString,
         filter: TopicFilter,
     },
-    /// Write a message row (`new`: it does not exist yet).
-    PutMessage {
-        client_id: ByteString,
-        record: Record,
-        new: bool,
+    /// A message enters the log, with one reference for each durable copy
+    /// on its way to a queue; each copy is then queued or released.
+    Append {
+        id: MessageId,
+        message: Message,
+        copies: u32,
     },
-    DeleteMessage {
+    /// A copy of message `id` did not reach its queue (dropped on the way).
+    Release {
+        id: MessageId,
+    },
+    /// A copy of message `id` joins `client_id`'s queue, delivered at `qos`
+    /// with `retain`; `size` is its topic and payload bytes. `held`: the
+    /// session holds it in memory too (it is not dropped at the queue's
+    /// bound); otherwise it waits in the database to be paged in.
+    Enqueue {
         client_id: ByteString,
         id: MessageId,
+        qos: QoS,
+        retain: bool,
+        size: u32,
+        held: bool,
+    },
+    /// Message `id` leaves `client_id`'s queue: acknowledged, or dropped.
+    Dequeue {
+        client_id: ByteString,
+        id: MessageId,
+        size: u32,
+    },
+    /// Queued message `id` was sent with `packet_id`, or moved on to `state`.
+    Sent {
+        client_id: ByteString,
+        id: MessageId,
+        packet_id: PacketId,
+        state: OutboundState,
+    },
+    /// The session no longer holds message `id` in memory (its client
+    /// left): the next page hands it out again.
+    Unhold {
+        client_id: ByteString,
+        id: MessageId,
+    },
+    /// An inbound QoS 2 packet id routed and awaiting PUBREL (`awaiting`),
+    /// or released.
+    Inbound {
+        client_id: ByteString,
+        packet_id: PacketId,
+        awaiting: bool,
     },
     SetRetained {
         topic: TopicName,
@@ -151,10 +197,8 @@ pub struct StoredSession {
     /// Seconds since the client was last seen (for session expiry).
     pub idle_secs: u64,
     pub subscriptions: Vec<(TopicFilter, QoS)>,
-    /// Outbound messages in arrival order.
-    pub messages: Vec<(MessageId, OutboundState, Option<PacketId>, Message)>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
-    pub inbound: Vec<(PacketId, MessageId)>,
+    pub inbound: Vec<PacketId>,
 }
 
 /// The will of a client that was connected when roost stopped.
@@ -173,10 +217,10 @@ pub struct Snapshot {
     /// Wills of clients that were connected when roost stopped, to publish.
     pub wills: Vec<StoredWill>,
     pub retained: Vec<Message>,
-    /// The first free message row id.
+    /// The first free message id of the log.
     pub next_message_id: MessageId,
-    /// Which rows refer to which message bodies.
-    pub bodies: Bodies,
+    /// Every session's queue, as runs of message ids.
+    pub queues: Queues,
 }
 
 /// Opens (creating if needed) the database at `path`, applies migrations,
@@ -323,8 +367,9 @@ async fn try_open(
     let wills = sessions::wills_of_connected(&mut conn)
         .await
         .map_err(opening)?;
-    tidy_after_restart(&mut conn).await.map_err(opening)?;
-    let mut snapshot = load(&mut conn).await.map_err(opening)?;
+    let opening_any = |e| StoreError::opening_any(path, e);
+    tidy_after_restart(&mut conn).await.map_err(opening_any)?;
+    let mut snapshot = load(&mut conn).await.map_err(opening_any)?;
     snapshot.wills = wills;
     Ok((conn, snapshot))
 }
@@ -332,16 +377,16 @@ async fn try_open(
 /// Nobody is connected at start: clean sessions are gone, persistent ones
 /// are offline (seen last now, if roost stopped while they were connected),
 /// and rows of sessions that no longer exist are removed.
-async fn tidy_after_restart(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+async fn tidy_after_restart(conn: &mut SqliteConnection) -> Result<(), CommitError> {
     let mut tx = conn.begin().await?;
     sessions::tidy(&mut tx).await?;
     subscriptions::delete_orphans(&mut tx).await?;
-    messages::delete_orphans(&mut tx).await?;
-    bodies::delete_orphans(&mut tx).await?;
-    tx.commit().await
+    direct(&mut tx, queue_rows::delete_orphans).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
-async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
+async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, CommitError> {
     let mut sessions = sessions::load_persistent(conn).await?;
     let mut index: ahash::AHashMap<ByteString, usize> = sessions
         .iter()
@@ -353,62 +398,71 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, sqlx::Error> {
             sessions[i].subscriptions.push((filter, qos));
         }
     }
-    let mut bodies = Bodies::default();
-    let next_message_id = messages::load(conn, &mut bodies, &mut |client_id, row| {
-        if let Some(&i) = index.get(&client_id) {
-            match row {
-                messages::Loaded::Outbound(id, state, packet_id, message) => {
-                    sessions[i].messages.push((id, state, packet_id, message))
-                }
-                messages::Loaded::Inbound(packet_id, id) => {
-                    sessions[i].inbound.push((packet_id, id))
-                }
-            }
-        }
+    let (loaded, highest) = direct(conn, |db| {
+        let loaded = queue_rows::load(db)?;
+        let highest = db.query_row(message_log::HIGHEST_ID, [], |r| r.get::<_, Option<i64>>(0))?;
+        Ok((loaded, highest.unwrap_or(0).max(0) as MessageId))
     })
     .await?;
+    let mut queues = Queues::default();
+    for (client_id, run) in loaded.runs {
+        queues.load_run(client_id, run);
+    }
+    for (client_id, id, packet_id, state) in loaded.sent {
+        queues.load_sent(&client_id, id, packet_id, state);
+    }
+    for (client_id, packet_id) in loaded.inbound {
+        queues.load_inbound(client_id, packet_id);
+    }
+    for s in &mut sessions {
+        s.inbound = queues.inbound(&s.client_id);
+    }
     index.clear();
+    // Messages no queue refers to (their last reference went in a commit
+    // that a crash cut short from deleting them) leave the log now.
+    let unreferenced = queues.unreferenced(1, highest);
+    if !unreferenced.is_empty() {
+        direct(conn, |db| message_log::delete_ranges(db, &unreferenced)).await?;
+    }
     let retained = retained::load(conn).await?;
     Ok(Snapshot {
         sessions,
         wills: Vec::new(),
         retained,
-        next_message_id,
-        bodies,
+        next_message_id: highest + 1,
+        queues,
     })
 }
 
-/// Writes one batch in one transaction. If it fails, `bodies` is reloaded
-/// from the database before the next commit.
+/// Writes one batch in one transaction; its queue rows must have been
+/// taken (see [`Batch::plan`]).
 pub async fn commit<W: Waiter>(
     conn: &mut SqliteConnection,
     batch: &Batch<W>,
-    bodies: &mut Bodies,
 ) -> Result<(), CommitError> {
-    let result = if batch.only_messages() && !bodies.is_stale() {
-        write_messages(conn, batch, bodies).await
+    let result = if batch.only_queues() {
+        write_queues(conn, batch).await
     } else {
-        write_all(conn, batch, bodies).await
+        write_all(conn, batch).await
     };
     if result.is_err() {
         // Nothing to roll back if no transaction was begun: that error is moot.
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        bodies.mark_stale();
     }
     result
 }
 
-/// The usual batch, message rows only: its plan needs no SQL, and all of it
-/// runs on the store's thread.
-async fn write_messages<W: Waiter>(
+/// The usual batch, queue rows only: all of it runs on the store's thread.
+async fn write_queues<W: Waiter>(
     conn: &mut SqliteConnection,
     batch: &Batch<W>,
-    bodies: &mut Bodies,
 ) -> Result<(), CommitError> {
-    let plan = bodies.plan(conn, batch).await?;
+    let Some(writes) = batch.queue_writes.as_ref().filter(|w| !w.is_empty()) else {
+        return Ok(());
+    };
     direct(conn, |db| {
         db.execute_batch("BEGIN IMMEDIATE")?;
-        messages::write(db, &batch.messages, &plan)?;
+        queue_rows::write(db, writes)?;
         db.execute_batch("COMMIT")
     })
     .await
@@ -417,16 +471,43 @@ async fn write_messages<W: Waiter>(
 async fn write_all<W: Waiter>(
     conn: &mut SqliteConnection,
     batch: &Batch<W>,
-    bodies: &mut Bodies,
 ) -> Result<(), CommitError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let plan = bodies.plan(conn, batch).await?;
     sessions::write(conn, &batch.sessions).await?;
+    let deleted: Vec<&str> = batch
+        .sessions
+        .iter()
+        .filter_map(|op| match op {
+            batch::SessionOp::Delete {
+                client_id,
+                persistent: true,
+            } => Some(&**client_id),
+            _ => None,
+        })
+        .collect();
+    direct(conn, |db| {
+        for client_id in &deleted {
+            queue_rows::delete_client(db, client_id)?;
+        }
+        Ok(())
+    })
+    .await?;
     subscriptions::write(conn, &batch.subscriptions).await?;
-    direct(conn, |db| messages::write(db, &batch.messages, &plan)).await?;
+    if let Some(writes) = &batch.queue_writes {
+        direct(conn, |db| queue_rows::write(db, writes)).await?;
+    }
     retained::write(conn, &batch.retained).await?;
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(())
+}
+
+/// Reads the messages of the log with ids in `ranges` (for queues paged
+/// in), on the store's thread.
+pub async fn read_log(
+    conn: &mut SqliteConnection,
+    ranges: &[(MessageId, MessageId)],
+) -> Result<Vec<(MessageId, Logged)>, CommitError> {
+    direct(conn, |db| message_log::read_ranges(db, ranges)).await
 }
 
 /// A commit that failed, in sqlx or in SQLite directly.
@@ -462,18 +543,6 @@ async fn direct<R>(
     drop(db);
     drop(locked);
     Ok(result?)
-}
-
-/// Deletes the rows of `ids` with `sql` (`DELETE FROM t WHERE id = ?1`).
-fn delete_ids(db: &rusqlite::Connection, sql: &str, ids: &[i64]) -> rusqlite::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut delete = db.prepare(sql)?;
-    for id in ids {
-        delete.execute([id])?;
-    }
-    Ok(())
 }
 
 /// Moves every committed page from the WAL into the database file and
@@ -527,45 +596,56 @@ mod tests {
 
     /// A commit that cannot take the write lock fails whole: nothing of it
     /// is written and nothing is acknowledged (the client resends); once the
-    /// lock is free, the next commit writes the row and its body.
+    /// lock is free, the same batch commits the message and its run.
     #[test]
     fn a_commit_that_fails_writes_nothing_and_acknowledges_nothing() {
         use super::*;
-        use crate::session::OutboundState;
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
 
         let (_dir, db, runtime) = fresh_database();
         runtime.block_on(async {
             let (mut conn, snapshot) = open(&db, Synchronous::Normal, false).await.unwrap();
-            let mut bodies = snapshot.bodies;
+            let mut queues = snapshot.queues;
+            let bounds = QueueBounds {
+                max_messages: 10,
+                max_bytes: 1000,
+            };
             let acked = Arc::new(AtomicUsize::new(0));
-            let batch = |acked: &Arc<AtomicUsize>| {
-                let acked = acked.clone();
-                let mut batch = Batch::<batch::OnDrop>::default();
-                let message = Message {
-                    topic: TopicName::new("t/1".to_string()).unwrap(),
-                    payload: Bytes::from_static(b"payload"),
+            let mut batch = Batch::<batch::OnDrop>::default();
+            let message = Message {
+                topic: TopicName::new("t/1".to_string()).unwrap(),
+                payload: Bytes::from_static(b"payload"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            };
+            batch.push(
+                Op::Append {
+                    id: 1,
+                    message,
+                    copies: 1,
+                },
+                None,
+                &mut queues,
+                bounds,
+            );
+            let a = acked.clone();
+            batch.push(
+                Op::Enqueue {
+                    client_id: "c".into(),
+                    id: 1,
                     qos: QoS::AtLeastOnce,
                     retain: false,
-                };
-                batch.push(
-                    Op::PutMessage {
-                        client_id: "c".into(),
-                        record: Record::Outbound {
-                            id: 1,
-                            state: OutboundState::Queued,
-                            packet_id: None,
-                            message,
-                        },
-                        new: true,
-                    },
-                    Some(batch::OnDrop::new(move || {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                    })),
-                );
-                batch
-            };
+                    size: 10,
+                    held: false,
+                },
+                Some(batch::OnDrop::new(move || {
+                    a.fetch_add(1, Ordering::SeqCst);
+                })),
+                &mut queues,
+                bounds,
+            );
+            batch.plan(&mut queues);
 
             // Another writer holds the lock past the busy timeout.
             let mut other =
@@ -576,27 +656,24 @@ mod tests {
                 .execute(&mut other)
                 .await
                 .unwrap();
-            let first = batch(&acked);
-            assert!(commit(&mut conn, &first, &mut bodies).await.is_err());
-            drop(first);
+            assert!(commit(&mut conn, &batch).await.is_err());
             assert_eq!(acked.load(Ordering::SeqCst), 0, "nothing acknowledged");
-            assert!(bodies.is_stale());
             sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
             for sql in [
-                "SELECT COUNT(*) FROM messages",
-                "SELECT COUNT(*) FROM message_bodies",
+                "SELECT COUNT(*) FROM message_log",
+                "SELECT COUNT(*) FROM queue_runs",
             ] {
                 let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut other).await.unwrap();
                 assert_eq!(n, 0, "{sql}: nothing written");
             }
 
-            let mut second = batch(&acked);
-            commit(&mut conn, &second, &mut bodies).await.unwrap();
-            second.release();
+            commit(&mut conn, &batch).await.unwrap();
+            batch.release();
             assert_eq!(acked.load(Ordering::SeqCst), 1);
             for sql in [
-                "SELECT COUNT(*) FROM messages",
-                "SELECT COUNT(*) FROM message_bodies",
+                "SELECT COUNT(*) FROM message_log",
+                "SELECT COUNT(*) FROM queue_runs",
+                "SELECT COUNT(*) FROM queued_messages",
             ] {
                 let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut other).await.unwrap();
                 assert_eq!(n, 1, "{sql}");
@@ -604,43 +681,30 @@ mod tests {
         });
     }
 
-    /// `0004_messages_checks.sql` rewrote the CHECK constraints of
-    /// `messages` without `IN` lists: every documented direction and state
-    /// is still accepted, and nothing else.
+    /// `inflight` accepts the three states of a handshake under way, and
+    /// nothing else.
     #[test]
-    fn messages_accept_only_the_documented_directions_and_states() {
+    fn inflight_accepts_only_the_documented_states() {
         let (_dir, db, runtime) = fresh_database();
         runtime.block_on(async {
             let (mut conn, _) = super::open(&db, super::Synchronous::Normal, false)
                 .await
                 .unwrap();
-            let insert = |direction: &'static str, state: &'static str| {
+            let insert = |id: i64, state: &'static str| {
                 sqlx::query(
-                    "INSERT INTO messages (client_id, direction, state, qos, retain) \
-                     VALUES ('c', ?1, ?2, 1, 0)",
+                    "INSERT INTO inflight (client_id, message_id, packet_id, state) VALUES ('c', ?1, 1, ?2)",
                 )
-                .bind(direction)
+                .bind(id)
                 .bind(state)
             };
-            for (direction, state) in [
-                ("outbound", "queued"),
-                ("outbound", "awaiting_puback"),
-                ("outbound", "awaiting_pubrec"),
-                ("outbound", "awaiting_pubcomp"),
-                ("inbound", "awaiting_pubrel"),
-            ] {
-                insert(direction, state).execute(&mut conn).await.unwrap();
+            for (id, state) in [(1, "awaiting_puback"), (2, "awaiting_pubrec"), (3, "awaiting_pubcomp")] {
+                insert(id, state).execute(&mut conn).await.unwrap();
             }
-            for (direction, state) in [
-                ("sideways", "queued"),
-                ("outbound", "sent"),
-                ("Outbound", "queued"),
-                ("inbound", ""),
-            ] {
-                let error = insert(direction, state).execute(&mut conn).await;
+            for (id, state) in [(4, "queued"), (5, "sent"), (6, "")] {
+                let error = insert(id, state).execute(&mut conn).await;
                 assert!(
                     error.is_err_and(|e| e.to_string().contains("CHECK constraint failed")),
-                    "{direction}/{state} must be refused"
+                    "{state} must be refused"
                 );
             }
         });
@@ -665,10 +729,6 @@ mod tests {
             ),
             ("sessions::DISCONNECTED", sessions::DISCONNECTED.into()),
             (
-                "sessions::DELETE_MESSAGES",
-                format!("{}?1, ?2)", sessions::DELETE_MESSAGES),
-            ),
-            (
                 "sessions::DELETE_SUBSCRIPTIONS",
                 sessions::DELETE_SUBSCRIPTIONS.into(),
             ),
@@ -681,11 +741,36 @@ mod tests {
                 "subscriptions::DELETE_ONE",
                 subscriptions::DELETE_ONE.into(),
             ),
-            ("messages::DELETE", messages::DELETE.into()),
-            ("messages::QUEUED", messages::QUEUED.into()),
-            ("messages::UPSERT", messages::UPSERT.into()),
-            ("bodies::INSERT", bodies::INSERT.into()),
-            ("bodies::DELETE", bodies::DELETE.into()),
+            ("message_log::INSERT", message_log::INSERT.into()),
+            (
+                "message_log::DELETE_RANGE",
+                message_log::DELETE_RANGE.into(),
+            ),
+            ("message_log::READ_RANGE", message_log::READ_RANGE.into()),
+            ("queue_rows::RUN_UPSERT", queue_rows::RUN_UPSERT.into()),
+            ("queue_rows::RUN_DELETE", queue_rows::RUN_DELETE.into()),
+            ("queue_rows::SENT_UPSERT", queue_rows::SENT_UPSERT.into()),
+            ("queue_rows::SENT_DELETE", queue_rows::SENT_DELETE.into()),
+            (
+                "queue_rows::INBOUND_INSERT",
+                queue_rows::INBOUND_INSERT.into(),
+            ),
+            (
+                "queue_rows::INBOUND_DELETE",
+                queue_rows::INBOUND_DELETE.into(),
+            ),
+            (
+                "queue_rows::DELETE_CLIENT_RUNS",
+                queue_rows::DELETE_CLIENT_RUNS.into(),
+            ),
+            (
+                "queue_rows::DELETE_CLIENT_SENT",
+                queue_rows::DELETE_CLIENT_SENT.into(),
+            ),
+            (
+                "queue_rows::DELETE_CLIENT_INBOUND",
+                queue_rows::DELETE_CLIENT_INBOUND.into(),
+            ),
             (
                 "retained::CLEAR_PREFIX",
                 format!("{}?1, ?2)", retained::CLEAR_PREFIX),
@@ -716,22 +801,36 @@ mod tests {
                 &["subscriptions"],
             ),
             (
-                "messages::DELETE_ORPHANS",
-                messages::DELETE_ORPHANS,
-                &["messages"],
+                "queue_rows::DELETE_ORPHAN_RUNS",
+                queue_rows::DELETE_ORPHAN_RUNS,
+                &["queue_runs"],
             ),
-            ("messages::LOAD", messages::LOAD, &["m"]),
             (
-                "bodies::ROWS_WITH_BODIES",
-                bodies::ROWS_WITH_BODIES,
-                &["messages"],
+                "queue_rows::DELETE_ORPHAN_SENT",
+                queue_rows::DELETE_ORPHAN_SENT,
+                &["inflight"],
             ),
-            ("bodies::HIGHEST_ID", bodies::HIGHEST_ID, &[]),
             (
-                "bodies::DELETE_ORPHANS",
-                bodies::DELETE_ORPHANS,
-                &["message_bodies", "messages"],
+                "queue_rows::DELETE_ORPHAN_INBOUND",
+                queue_rows::DELETE_ORPHAN_INBOUND,
+                &["inbound_qos2"],
             ),
+            (
+                "queue_rows::LOAD_RUNS",
+                queue_rows::LOAD_RUNS,
+                &["queue_runs"],
+            ),
+            (
+                "queue_rows::LOAD_SENT",
+                queue_rows::LOAD_SENT,
+                &["inflight"],
+            ),
+            (
+                "queue_rows::LOAD_INBOUND",
+                queue_rows::LOAD_INBOUND,
+                &["inbound_qos2"],
+            ),
+            ("message_log::HIGHEST_ID", message_log::HIGHEST_ID, &[]),
             ("retained::LOAD", retained::LOAD, &["retained"]),
         ];
         async fn plan(conn: &mut SqliteConnection, sql: &str) -> Vec<String> {
@@ -771,9 +870,8 @@ mod tests {
                     );
                 }
             }
-            // A session's rows go by id, their primary key.
-            let sql = format!("{}?1, ?2)", sessions::DELETE_MESSAGES);
-            let details = plan(&mut conn, &sql).await;
+            // A range of the log goes by its primary key.
+            let details = plan(&mut conn, message_log::DELETE_RANGE).await;
             assert!(
                 details.iter().any(|d| d.contains("INTEGER PRIMARY KEY")),
                 "{details:?}"

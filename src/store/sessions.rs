@@ -4,7 +4,7 @@ use super::batch::SessionOp;
 use super::{StoredSession, StoredWill};
 use crate::message::Message;
 use crate::protocol::TopicName;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 
 /// A client connected: its row, created or brought up to date.
 pub(super) const UPSERT_CONNECTED: &str =
@@ -23,10 +23,8 @@ pub(super) const DISCONNECTED: &str =
          will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
      WHERE client_id = ?1";
 
-/// A session ends: its message rows (by id, as `DELETE_MESSAGES ?, ?, … )`:
-/// the session names them, so the table is not searched for them), its
-/// subscriptions, its row.
-pub(super) const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE id IN (";
+/// A session ends: its subscriptions, its row (and its queue, see
+/// `queues::delete_client`).
 pub(super) const DELETE_SUBSCRIPTIONS: &str = "DELETE FROM subscriptions WHERE client_id = ?1";
 pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE client_id = ?1";
 
@@ -64,19 +62,9 @@ pub(super) async fn write(
             SessionOp::Delete {
                 client_id,
                 persistent,
-                rows,
             } => {
                 let id = client_id.to_string();
                 if *persistent {
-                    for chunk in rows.chunks(super::rows_per_statement(1)) {
-                        let mut qb = QueryBuilder::<Sqlite>::new(DELETE_MESSAGES);
-                        let mut ids = qb.separated(", ");
-                        for row in chunk {
-                            ids.push_bind(*row as i64);
-                        }
-                        qb.push(")");
-                        qb.build().execute(&mut *conn).await?;
-                    }
                     sqlx::query(DELETE_SUBSCRIPTIONS)
                         .bind(&id)
                         .execute(&mut *conn)
@@ -163,7 +151,6 @@ pub(super) async fn load_persistent(
             username: r.get::<Option<String>, _>("username").map(Into::into),
             idle_secs: r.get::<i64, _>("idle").max(0) as u64,
             subscriptions: Vec::new(),
-            messages: Vec::new(),
             inbound: Vec::new(),
         })
         .collect())

@@ -104,12 +104,11 @@ impl SessionRegistry {
         // an actix Supervisor would also restart a session that ended on purpose.
         let session = Session::start_in_arbiter(arbiter, move |ctx| match restored {
             Some((restored, indexed)) => {
-                let mut session =
-                    Session::new(session_id, id, durable, state, Some(restored), deps);
+                let mut session = Session::new(session_id, id, state, Some(restored), deps);
                 session.restore_subscriptions(ctx.address(), &indexed);
                 session
             }
-            None => Session::new(session_id, id, durable, state, None, deps),
+            None => Session::new(session_id, id, state, None, deps),
         });
         let entry = Entry {
             session_id,
@@ -155,12 +154,8 @@ impl Actor for SessionRegistry {
             }
         });
         for (i, stored) in restore.into_iter().enumerate() {
-            let state = SessionState::restore(
-                self.deps.limits,
-                stored.subscriptions,
-                stored.messages,
-                stored.inbound,
-            );
+            let state =
+                SessionState::restore(self.deps.limits, stored.subscriptions, stored.inbound);
             let arbiter = self.workers[i % self.workers.len()].clone();
             self.start_session(
                 stored.client_id,
@@ -265,7 +260,7 @@ impl SessionRegistry {
         AtomicResponse::new(Box::pin(discarded.into_actor(self).map(
             move |(), act, _| {
                 let durable = !msg.clean_session;
-                let state = SessionState::new(act.deps.limits);
+                let state = SessionState::new(act.deps.limits, durable);
                 let session = act.start_session(
                     msg.client_id,
                     durable,

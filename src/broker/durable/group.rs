@@ -196,20 +196,29 @@ impl GroupLink {
         }
     }
 
-    /// Replaces `client_id`'s row writes in the group by barriers that keep
-    /// their completions (the session is being deleted).
+    /// Replaces `client_id`'s queue writes in the group by barriers that
+    /// keep their completions (the session is being deleted); a copy that
+    /// was to join its queue releases its message instead.
     fn withdraw(&self, client_id: &str) {
         let mut state = self.0.state();
         match &mut *state {
             GroupState::Gathering(ops) => {
                 for (op, _) in ops.iter_mut() {
-                    let theirs = match op {
-                        Op::PutMessage { client_id: c, .. }
-                        | Op::DeleteMessage { client_id: c, .. } => &**c == client_id,
-                        _ => false,
-                    };
-                    if theirs {
-                        *op = Op::Barrier;
+                    match op {
+                        Op::Enqueue {
+                            client_id: c, id, ..
+                        } if &**c == client_id => {
+                            *op = Op::Release { id: *id };
+                        }
+                        Op::Dequeue { client_id: c, .. }
+                        | Op::Sent { client_id: c, .. }
+                        | Op::Unhold { client_id: c, .. }
+                        | Op::Inbound { client_id: c, .. }
+                            if &**c == client_id =>
+                        {
+                            *op = Op::Barrier;
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -381,7 +390,14 @@ mod tests {
             let inbox = Arc::new(WriteInbox::default());
             let addr = Store::new(
                 conn,
-                snapshot.bodies,
+                snapshot.queues,
+                crate::broker::durable::QueueSettings {
+                    bounds: crate::store::QueueBounds {
+                        max_messages: 100,
+                        max_bytes: 1 << 20,
+                    },
+                    cache_bytes: 1 << 20,
+                },
                 (db, Synchronous::Normal),
                 metrics,
                 restarts,

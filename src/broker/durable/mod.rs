@@ -25,11 +25,13 @@
 //! - [`store`]: the Store actor, which commits writes in groups (many
 //!   messages per transaction) and, after each commit, releases its
 //!   completions in arrival order; a failed commit is kept and tried again
-//!   until it succeeds, and every later one waits behind it.
+//!   until it succeeds, and every later one waits behind it. It also owns
+//!   the queues of persistent sessions, which sessions read a page at a
+//!   time ([`PageIn`]).
 //!
-//! The pure state machine says which packet waits for which row
-//! (`session::Action::Persist` with `then`); the actors hand both to this
-//! module.
+//! The pure state machine says which packet waits for which change
+//! (`session::Action::Sent` and `Inbound` with `then`); the actors hand
+//! both to this module.
 
 pub mod completion;
 pub mod group;
@@ -39,4 +41,6 @@ pub mod store;
 pub use completion::{Completion, InOrder};
 pub use group::{Acknowledgement, GroupLinks, WriteGroup};
 pub use reply::{HeldForCommit, Reply};
-pub use store::{Flush, LoadRetained, Store, StoreHandle, WriteInbox};
+pub use store::{
+    Flush, LoadRetained, MoreQueued, Page, PageIn, QueueSettings, Store, StoreHandle, WriteInbox,
+};

@@ -16,6 +16,11 @@
 //! `Flush`) are actor messages; their handlers take the inbox first, so a
 //! request still comes after the writes sent before it.
 //!
+//! The store also owns the queues of persistent sessions (`store::Queues`):
+//! queue changes are applied to that index as they are taken from the
+//! inbox, and a session reads its queue with [`PageIn`], answered from the
+//! index and the cache of recent messages, or the database.
+//!
 //! A commit that fails (a full disk, an I/O error, a lock held by another
 //! connection for longer than the busy timeout) is kept and committed
 //! again, with a growing pause between tries, until it succeeds: nothing
@@ -24,14 +29,23 @@
 //! good. Meanwhile the broker refuses new persistent sessions
 //! (`Metrics::store_failing`).
 
+mod inbox;
+mod pages;
+mod restart;
+
+pub use inbox::{PendingWrite, StoreHandle, WriteInbox};
+
 use super::completion::Completion;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::fault;
 use crate::broker::ops::restart::{guard, ActorKind, RestartTracker};
 use crate::config::Synchronous;
 use crate::message::Message;
-use crate::store::{self, Bodies, Checkpointer, Op};
+use crate::session::Paged;
+use crate::store::{self, Checkpointer, LogCache, Logged, Op, QueueBounds, Queues};
 use actix::prelude::*;
+use bytestring::ByteString;
+use inbox::InboxStream;
 use sqlx::SqliteConnection;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -69,93 +83,8 @@ struct FailedBatch {
     due: bool,
 }
 
-/// A change to make durable, and what to run once it has committed.
-pub type PendingWrite = (Op, Option<Completion>);
-
 /// One group commit's writes, each with the completion that waits for it.
 type Batch = store::Batch<Completion>;
-
-/// Writes sent to the store and not yet in its batch, in the order sent.
-#[derive(Default)]
-pub struct WriteInbox {
-    writes: std::sync::Mutex<Vec<PendingWrite>>,
-    /// The store's task, woken when the inbox stops being empty.
-    store: futures::task::AtomicWaker,
-}
-
-impl WriteInbox {
-    fn writes(&self) -> std::sync::MutexGuard<'_, Vec<PendingWrite>> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Everything waiting; `spare` (emptied, with its room) takes its place.
-    fn take(&self, spare: Vec<PendingWrite>) -> Vec<PendingWrite> {
-        std::mem::replace(&mut *self.writes(), spare)
-    }
-}
-
-/// How actors reach the store: writes go into its inbox; requests with a
-/// reply go to the actor's address.
-#[derive(Clone)]
-pub struct StoreHandle {
-    addr: Addr<Store>,
-    inbox: Arc<WriteInbox>,
-}
-
-impl StoreHandle {
-    pub fn new(addr: Addr<Store>, inbox: Arc<WriteInbox>) -> StoreHandle {
-        StoreHandle { addr, inbox }
-    }
-
-    pub fn addr(&self) -> &Addr<Store> {
-        &self.addr
-    }
-
-    /// Makes `op` durable; runs `completion` after it commits.
-    pub fn write(&self, op: Op, completion: Option<Completion>) {
-        self.add(|writes| writes.push((op, completion)));
-    }
-
-    /// Writes that must commit in one transaction (see `WriteGroup`).
-    pub(super) fn write_all(&self, mut ops: Vec<PendingWrite>) {
-        if !ops.is_empty() {
-            self.add(|writes| writes.append(&mut ops));
-        }
-    }
-
-    /// Adds to the inbox; wakes the store if the inbox was empty (if not,
-    /// the store is awake already or about to take it).
-    fn add(&self, add: impl FnOnce(&mut Vec<PendingWrite>)) {
-        let was_empty = {
-            let mut writes = self.inbox.writes();
-            let was_empty = writes.is_empty();
-            add(&mut writes);
-            was_empty
-        };
-        if was_empty {
-            self.inbox.store.wake();
-        }
-    }
-}
-
-/// The store's side of its inbox: yields everything waiting, whenever the
-/// inbox is not empty.
-struct InboxStream(Arc<WriteInbox>);
-
-impl futures::Stream for InboxStream {
-    type Item = ();
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<()>> {
-        self.0.store.register(cx.waker());
-        match self.0.writes().is_empty() {
-            true => std::task::Poll::Pending,
-            false => std::task::Poll::Ready(Some(())),
-        }
-    }
-}
 
 /// Shutdown → Store: reply once everything written so far has committed,
 /// then checkpoint and stop writing.
@@ -163,14 +92,64 @@ impl futures::Stream for InboxStream {
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// Session → Store: up to `max` messages of the session's queue that it
+/// does not hold yet, after the writes sent before this request. When the
+/// answer says there are no more, the store tells `more` once there are.
+#[derive(Message)]
+#[rtype(result = "Page")]
+pub struct PageIn {
+    pub client_id: ByteString,
+    pub max: u32,
+    pub more: Recipient<MoreQueued>,
+}
+
+/// Store → Session, the answer to [`PageIn`].
+#[derive(MessageResponse, Default)]
+pub struct Page {
+    pub messages: Vec<Paged>,
+    /// The store holds more of the queue.
+    pub more: bool,
+    /// The page could not be read (the database failed): ask again later.
+    pub failed: bool,
+}
+
+/// Store → Session: messages were queued for the session in the store
+/// after it was last told there were none.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MoreQueued;
+
+/// A page whose messages are partly in the database.
+struct PendingPage {
+    client_id: ByteString,
+    paged: Vec<store::Paged>,
+    reply: tokio::sync::oneshot::Sender<Page>,
+    more: Recipient<MoreQueued>,
+}
+
+/// What the store needs to know of sessions' queues.
+pub struct QueueSettings {
+    pub bounds: QueueBounds,
+    /// Bytes of recent messages kept in memory.
+    pub cache_bytes: usize,
+}
+
 pub struct Store {
     /// `None` while a commit holds it.
     conn: Option<SqliteConnection>,
     inbox: Arc<WriteInbox>,
     /// The inbox's last contents, emptied, for it to fill again.
     spare_writes: Vec<PendingWrite>,
-    /// Which rows refer to which message bodies; travels with `conn`.
-    bodies: Option<Bodies>,
+    /// Every persistent session's queue.
+    queues: Queues,
+    bounds: QueueBounds,
+    /// Recent messages of the log.
+    cache: LogCache,
+    /// Sessions told their queue has nothing more in the store, to tell
+    /// when it has.
+    starved: ahash::AHashMap<ByteString, Recipient<MoreQueued>>,
+    /// Pages waiting to read the database.
+    pending_pages: Vec<PendingPage>,
     /// Where to reopen the database after a restart that lost the connection.
     db: (std::path::PathBuf, Synchronous),
     /// Set while a commit runs: a restart then lost the connection with it.
@@ -193,7 +172,8 @@ pub struct Store {
 impl Store {
     pub fn new(
         conn: SqliteConnection,
-        bodies: Bodies,
+        queues: Queues,
+        settings: QueueSettings,
         db: (std::path::PathBuf, Synchronous),
         metrics: Arc<Metrics>,
         restarts: Arc<RestartTracker>,
@@ -209,7 +189,11 @@ impl Store {
             conn: Some(conn),
             inbox,
             spare_writes: Vec::new(),
-            bodies: Some(bodies),
+            queues,
+            bounds: settings.bounds,
+            cache: LogCache::new(settings.cache_bytes),
+            starved: ahash::AHashMap::new(),
+            pending_pages: Vec::new(),
             db,
             committing: false,
             retained_loads: Vec::new(),
@@ -270,7 +254,13 @@ impl Store {
             self.spare_writes = writes;
             return true;
         }
-        let batch = &mut self.batch;
+        let (batch, queues, cache, starved) = (
+            &mut self.batch,
+            &mut self.queues,
+            &mut self.cache,
+            &mut self.starved,
+        );
+        let (bounds, metrics) = (self.bounds, &self.metrics);
         let mut failed = false;
         let mut rest = writes.drain(..);
         // Each call pushes until a push panics. The write being pushed is
@@ -278,7 +268,32 @@ impl Store {
         // call goes on with the rest.
         while guard::<PendingWrite, _>(ActorKind::Store, &"", || {
             for (op, completion) in rest.by_ref() {
-                batch.push(op, completion);
+                match &op {
+                    Op::Append { id, message, .. } => cache.appended(
+                        *id,
+                        Logged {
+                            topic: message.topic.clone(),
+                            payload: message.payload.clone(),
+                            qos: message.qos,
+                        },
+                    ),
+                    Op::Enqueue {
+                        client_id,
+                        held: false,
+                        ..
+                    } => {
+                        if let Some(session) = starved.remove(client_id) {
+                            session.do_send(MoreQueued);
+                        }
+                    }
+                    Op::SessionDisconnected { client_id } | Op::DeleteSession { client_id, .. } => {
+                        starved.remove(client_id);
+                    }
+                    _ => {}
+                }
+                if batch.push(op, completion, queues, bounds).dropped_full {
+                    Metrics::inc(&metrics.dropped_queue_full);
+                }
             }
         })
         .is_err()
@@ -309,7 +324,7 @@ impl Store {
             }
             None => None,
         };
-        if retry.is_none() && self.serve_loads(ctx) {
+        if retry.is_none() && (self.serve_loads(ctx) || self.serve_pages(ctx)) {
             return;
         }
         if retry.is_none() && self.batch.is_empty() {
@@ -317,7 +332,7 @@ impl Store {
             for (n, _) in &mut self.retained_loads {
                 *n = 0;
             }
-            if self.serve_loads(ctx) {
+            if self.serve_loads(ctx) || self.serve_pages(ctx) {
                 return;
             }
             for w in self.flush_waiters.drain(..) {
@@ -329,8 +344,7 @@ impl Store {
             self.failed = retry;
             return;
         };
-        let mut bodies = self.bodies.take().unwrap_or_else(Bodies::stale);
-        let (batch, mut retry) = match retry {
+        let (mut batch, mut retry) = match retry {
             Some(mut failed) => (std::mem::take(&mut failed.batch), Some(failed)),
             None => {
                 for (n, _) in &mut self.retained_loads {
@@ -340,6 +354,14 @@ impl Store {
                 (std::mem::replace(&mut self.batch, next), None)
             }
         };
+        // The queue rows of this batch: taken once, kept for a retry. What
+        // no queue refers to any more leaves the cache now.
+        batch.plan(&mut self.queues);
+        if let Some(w) = &batch.queue_writes {
+            for &(first, last) in &w.forgotten {
+                self.cache.forget(first, last);
+            }
+        }
         let started = Instant::now();
         self.committing = true;
         self.metrics
@@ -349,18 +371,18 @@ impl Store {
         let work = async move {
             let result = match injected_failure {
                 true => Err(store::CommitError::Injected),
-                false => store::commit(&mut conn, &batch, &mut bodies).await,
+                false => store::commit(&mut conn, &batch).await,
             };
-            (conn, bodies, batch, result)
+            (conn, batch, result)
         };
         ctx.spawn(
             work.into_actor(self)
-                .map(move |(conn, bodies, batch, result), act, ctx| {
+                .map(move |(conn, batch, result), act, ctx| {
                     act.conn = Some(conn);
-                    act.bodies = Some(bodies);
                     act.committing = false;
                     let committed = match result {
                         Ok(()) => {
+                            act.cache.committed(batch.appended());
                             act.committed(&batch, retry.take(), started);
                             Some(batch)
                         }
@@ -476,56 +498,6 @@ impl StreamHandler<()> for Store {
 
     /// The inbox never ends; the store stops only by `Flush` or a failure.
     fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-impl Supervised for Store {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        self.restarts.record(ActorKind::Store);
-        // A commit cut short by the restart took the connection (and its
-        // batch, whose completions were abandoned) with it: reopen.
-        if self.committing && self.conn.is_none() {
-            self.committing = false;
-            self.reopen(ctx);
-        }
-    }
-}
-
-/// The pause between tries to reopen the database after a restart.
-const REOPEN_PAUSE: Duration = Duration::from_millis(500);
-
-impl Store {
-    /// Reopens the database after a restart that lost the connection. A
-    /// reopen that fails counts as one more restart: one that keeps failing
-    /// ends in the restart policy's shutdown (exit code 70), rather than a
-    /// store that silently acknowledges nothing while roost runs on.
-    fn reopen(&mut self, ctx: &mut Context<Self>) {
-        let (path, sync) = self.db.clone();
-        let injected_failure = fault::reopen_fails();
-        let reopened = async move {
-            match injected_failure {
-                true => Err(store::StoreError::Open {
-                    path,
-                    reason: "injected failure".into(),
-                }),
-                false => store::reopen(&path, sync).await,
-            }
-        };
-        ctx.wait(reopened.into_actor(self).map(|conn, act, ctx| match conn {
-            Ok(conn) => {
-                log::warn!("store restarted: database reopened");
-                act.conn = Some(conn);
-                act.commit(ctx);
-            }
-            Err(e) => {
-                log::error!(
-                    "store restarted but cannot reopen the database ({e}); trying again in {REOPEN_PAUSE:?}"
-                );
-                if act.restarts.record(ActorKind::Store) {
-                    ctx.run_later(REOPEN_PAUSE, |act, ctx| act.reopen(ctx));
-                }
-            }
-        }));
-    }
 }
 
 /// RetainedStore → Store: every retained message as committed, after the

@@ -20,7 +20,7 @@ use crate::broker::client::connection::may_publish;
 use crate::broker::client::registry::SessionRegistry;
 use crate::broker::client::session::SessionDeps;
 use crate::broker::client::verifier::Verifier;
-use crate::broker::durable::{Flush, Store, StoreHandle, WriteInbox};
+use crate::broker::durable::{Flush, QueueSettings, Store, StoreHandle, WriteInbox};
 use crate::broker::live::Live;
 use crate::broker::net::listener::{Bound, Listener};
 use crate::broker::route::retained::RetainedStore;
@@ -28,7 +28,7 @@ use crate::broker::route::router::Router;
 use crate::broker::route::topic_shard::TopicShard;
 use crate::broker::shared::Shared;
 use crate::config::Config;
-use crate::store::Snapshot;
+use crate::store::{QueueBounds, Snapshot};
 use actix::prelude::*;
 use sqlx::SqliteConnection;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -73,16 +73,24 @@ pub async fn start(
     let restarts = restart_tracker(&config, metrics.clone(), store_slot.clone());
 
     // 0. Store, on its own arbiter: SQL encoding never delays a session.
-    let (m, r, db, bodies) = (
+    let limits = config.session_limits();
+    let settings = QueueSettings {
+        bounds: QueueBounds {
+            max_messages: u64::from(limits.max_queued_messages),
+            max_bytes: u64::from(limits.max_queued_bytes),
+        },
+        cache_bytes: config.store.log_cache_mib.saturating_mul(1 << 20),
+    };
+    let (m, r, db, queues) = (
         metrics.clone(),
         restarts.clone(),
         (config.store.db.clone(), config.store.synchronous),
-        snapshot.bodies,
+        snapshot.queues,
     );
     let inbox = Arc::new(WriteInbox::default());
     let i = inbox.clone();
     let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
-        Store::new(conn, bodies, db, m, r, i)
+        Store::new(conn, queues, settings, db, m, r, i)
     });
     let _ = store_slot.set(store.clone());
     let store = StoreHandle::new(store, inbox);
@@ -97,12 +105,14 @@ pub async fn start(
     let retained = Supervisor::start_in_arbiter(&retained_arbiter.handle(), move |_| {
         RetainedStore::new(retained, s, r, m, l)
     });
-    // 2. TopicShard × N, spread over the workers.
+    // 2. TopicShard × N, spread over the workers. They number the messages
+    // they route to persistent sessions (ids of the store's log).
+    let message_ids = Arc::new(AtomicU64::new(snapshot.next_message_id));
     let shards: Vec<Addr<TopicShard>> = (0..config.shards())
         .map(|i| {
-            let (r, store) = (restarts.clone(), store.clone());
+            let (r, store, ids) = (restarts.clone(), store.clone(), message_ids.clone());
             Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| {
-                TopicShard::new(i, r, store)
+                TopicShard::new(i, r, store, ids)
             })
         })
         .collect();
@@ -117,7 +127,7 @@ pub async fn start(
         metrics: metrics.clone(),
         limits: config.session_limits(),
         expiry: config.session_expiry(),
-        message_ids: Arc::new(AtomicU64::new(snapshot.next_message_id)),
+        message_ids,
         restarts: restarts.clone(),
         live: live.clone(),
         registry: std::sync::OnceLock::new(),

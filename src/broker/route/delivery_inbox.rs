@@ -12,9 +12,11 @@
 //! one shard reach the session in the order the shard routed them
 //! [MQTT-4.6.0-6].
 
-use crate::broker::durable::Acknowledgement;
+use crate::broker::durable::{Acknowledgement, StoreHandle};
 use crate::message::Message;
 use crate::protocol::QoS;
+use crate::session::MessageId;
+use crate::store::Op;
 use actix::prelude::*;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -27,6 +29,29 @@ pub struct Delivery {
     /// The publisher's acknowledgement, for a durable subscriber at QoS ≥ 1:
     /// it is sent once the subscriber's copy is committed.
     pub ack: Option<Acknowledgement>,
+    /// For a durable copy: the message's id in the store's log, which holds
+    /// one reference for this copy until it is queued or released.
+    pub log_id: Option<MessageId>,
+}
+
+/// Gives back the log reference of a durable copy that will not be queued
+/// (dropped on its way), after the message's append: through the
+/// publisher's group if it has one.
+pub fn release(store: &StoreHandle, id: MessageId, ack: Option<&Acknowledgement>) {
+    let op = Op::Release { id };
+    match ack {
+        Some(ack) => {
+            ack.write(store, op, None);
+        }
+        None => store.write(op, None),
+    }
+}
+
+/// Releases the log reference of a delivery dropped on its way.
+pub fn drop_delivery(store: &StoreHandle, delivery: Delivery) {
+    if let Some(id) = delivery.log_id {
+        release(store, id, delivery.ack.as_ref());
+    }
 }
 
 /// Session ← itself: deliveries wait in the inbox; take them all.
@@ -80,28 +105,24 @@ impl DeliveryInbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a delivery; true if it is the only one waiting (the session
-    /// must be woken). A closed inbox drops it at once; a full one drops
-    /// and counts it.
-    fn push(&self, delivery: Delivery) -> bool {
+    /// Queues a delivery: `Ok(true)` if it is the only one waiting (the
+    /// session must be woken). A closed inbox hands it back; a full one
+    /// counts it and hands it back (to be dropped by the caller, outside
+    /// the lock: dropping a delivery may run callbacks).
+    fn push(&self, delivery: Delivery) -> Result<bool, (Delivery, bool)> {
         let mut state = self.state();
         let size = delivery.message.size();
         if state.closed {
-            drop(state);
-            drop(delivery);
-            return false;
+            return Err((delivery, false));
         }
         if state.queue.len() >= self.max_count || state.bytes + size > self.max_bytes {
             state.dropped += 1;
             let wake = state.queue.is_empty();
-            drop(state);
-            // Outside the lock: dropping a delivery may run callbacks.
-            drop(delivery);
-            return wake;
+            return Err((delivery, wake));
         }
         state.bytes += size;
         state.queue.push(delivery);
-        state.queue.len() == 1
+        Ok(state.queue.len() == 1)
     }
 
     /// Everything waiting, in the order it was pushed, and how many were
@@ -119,14 +140,12 @@ impl DeliveryInbox {
     /// waits is dropped now, and so is whatever is pushed later, until the
     /// shards let go of the inbox. As with a message to a stopped actor,
     /// the publisher's acknowledgement is then no longer held by the copy.
-    pub fn close(&self) {
-        let left = {
-            let mut state = self.state();
-            state.closed = true;
-            std::mem::take(&mut state.queue)
-        };
-        // Dropped outside the lock: dropping a delivery may run callbacks.
-        drop(left);
+    pub fn close(&self) -> Vec<Delivery> {
+        let mut state = self.state();
+        state.closed = true;
+        // Handed back, to be dropped outside the lock: dropping a delivery
+        // may run callbacks.
+        std::mem::take(&mut state.queue)
     }
 }
 
@@ -151,9 +170,22 @@ impl InboxHandle {
     /// one take), so no delivery waits without one. A session that stops
     /// drops its mailbox, then closes the inbox when it is dropped; what
     /// waited is dropped then.
-    pub fn push(&self, delivery: Delivery) {
-        if self.inbox.push(delivery) {
-            self.session.do_send(DrainInbox);
+    /// A delivery refused (the session is gone, or its inbox full) is
+    /// handed back.
+    pub fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
+        match self.inbox.push(delivery) {
+            Ok(wake) => {
+                if wake {
+                    self.session.do_send(DrainInbox);
+                }
+                Ok(())
+            }
+            Err((delivery, wake)) => {
+                if wake {
+                    self.session.do_send(DrainInbox);
+                }
+                Err(delivery)
+            }
         }
     }
 }
@@ -181,6 +213,7 @@ mod tests {
                 }),
                 group: None,
             }),
+            log_id: None,
         }
     }
 
@@ -190,10 +223,10 @@ mod tests {
     fn the_push_into_an_empty_inbox_wakes() {
         let acked = Arc::new(AtomicUsize::new(0));
         let inbox = DeliveryInbox::new(100, 1 << 20);
-        assert!(inbox.push(delivery(&acked)));
-        assert!(!inbox.push(delivery(&acked)));
+        assert!(matches!(inbox.push(delivery(&acked)), Ok(true)));
+        assert!(matches!(inbox.push(delivery(&acked)), Ok(false)));
         assert_eq!(inbox.take().deliveries.len(), 2);
-        assert!(inbox.push(delivery(&acked)));
+        assert!(matches!(inbox.push(delivery(&acked)), Ok(true)));
     }
 
     /// A closed inbox (its session is gone) lets go of what waited and of
@@ -203,12 +236,12 @@ mod tests {
     fn a_closed_inbox_keeps_nothing() {
         let acked = Arc::new(AtomicUsize::new(0));
         let inbox = DeliveryInbox::new(100, 1 << 20);
-        inbox.push(delivery(&acked));
-        inbox.push(delivery(&acked));
+        assert!(inbox.push(delivery(&acked)).is_ok());
+        assert!(inbox.push(delivery(&acked)).is_ok());
         assert_eq!(acked.load(Ordering::SeqCst), 0);
-        inbox.close();
+        drop(inbox.close());
         assert_eq!(acked.load(Ordering::SeqCst), 2);
-        assert!(!inbox.push(delivery(&acked)));
+        assert!(matches!(inbox.push(delivery(&acked)), Err((_, false))));
         assert_eq!(acked.load(Ordering::SeqCst), 3);
         assert!(inbox.take().deliveries.is_empty());
     }
@@ -220,15 +253,15 @@ mod tests {
     fn a_full_inbox_drops_and_counts() {
         let acked = Arc::new(AtomicUsize::new(0));
         let inbox = DeliveryInbox::new(2, 1 << 20);
-        assert!(inbox.push(delivery(&acked)));
-        assert!(!inbox.push(delivery(&acked)));
-        assert!(!inbox.push(delivery(&acked)));
+        assert!(matches!(inbox.push(delivery(&acked)), Ok(true)));
+        assert!(matches!(inbox.push(delivery(&acked)), Ok(false)));
+        assert!(matches!(inbox.push(delivery(&acked)), Err((_, false))));
         assert_eq!(acked.load(Ordering::SeqCst), 1, "the third let go at once");
         let taken = inbox.take();
         assert_eq!((taken.deliveries.len(), taken.dropped), (2, 1));
         let by_bytes = DeliveryInbox::new(100, 3);
-        by_bytes.push(delivery(&acked));
-        by_bytes.push(delivery(&acked));
+        assert!(by_bytes.push(delivery(&acked)).is_ok());
+        assert!(by_bytes.push(delivery(&acked)).is_err());
         assert_eq!(by_bytes.take().dropped, 1, "\"t\" and \"p\": 2 bytes each");
     }
 }

@@ -7,14 +7,16 @@
 //! of filters kept beside it (fields survive an actix restart; the trie is
 //! the structure a failure could have left half-changed).
 
-use super::delivery_inbox::{Delivery, InboxHandle};
+use super::delivery_inbox::{drop_delivery, Delivery, InboxHandle};
 use super::messages::{AddSubscription, RemoveSubscription, Route, SessionId};
 use crate::broker::durable::{StoreHandle, WriteGroup};
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
+use crate::store::Op;
 use actix::prelude::*;
 use ahash::AHashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 struct Subscriber {
@@ -34,10 +36,21 @@ pub struct TopicShard {
     restarts: Arc<RestartTracker>,
     /// Where the durable copies of one publish go, as one group.
     store: StoreHandle,
+    /// Numbers the messages routed to persistent sessions (their ids in
+    /// the store's log); shared by every shard.
+    message_ids: Arc<AtomicU64>,
+    /// Subscribed sessions that are durable: while there are none, routing
+    /// does not look for durable copies.
+    durable_sessions: usize,
 }
 
 impl TopicShard {
-    pub fn new(index: usize, restarts: Arc<RestartTracker>, store: StoreHandle) -> TopicShard {
+    pub fn new(
+        index: usize,
+        restarts: Arc<RestartTracker>,
+        store: StoreHandle,
+        message_ids: Arc<AtomicU64>,
+    ) -> TopicShard {
         TopicShard {
             index,
             trie: SubscriptionTrie::new(),
@@ -45,20 +58,23 @@ impl TopicShard {
             matches: Vec::new(),
             restarts,
             store,
+            message_ids,
+            durable_sessions: 0,
         }
     }
 
     /// Records a subscription in the list the trie is rebuilt from; plain
     /// map operations, done outside the guarded part.
     fn record_add(&mut self, msg: &AddSubscription) {
-        let entry = self
-            .sessions
-            .entry(msg.session_id)
-            .or_insert_with(|| Subscriber {
+        let durable = &mut self.durable_sessions;
+        let entry = self.sessions.entry(msg.session_id).or_insert_with(|| {
+            *durable += usize::from(msg.durable);
+            Subscriber {
                 session: msg.session.clone(),
                 durable: msg.durable,
                 filters: AHashMap::new(),
-            });
+            }
+        });
         entry.filters.insert(msg.filter.clone(), msg.qos);
     }
 
@@ -66,7 +82,9 @@ impl TopicShard {
         if let Some(entry) = self.sessions.get_mut(&msg.session_id) {
             entry.filters.remove(&msg.filter);
             if entry.filters.is_empty() {
-                self.sessions.remove(&msg.session_id);
+                if let Some(gone) = self.sessions.remove(&msg.session_id) {
+                    self.durable_sessions -= usize::from(gone.durable);
+                }
             }
         }
     }
@@ -89,7 +107,38 @@ impl TopicShard {
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             matches.dedup_by_key(|m| m.0);
         }
-        let mut stored_copies = 0;
+        // Durable copies first: the message enters the store's log once,
+        // with a reference for each, before any copy can be queued.
+        let published = message.qos;
+        let stored = |s: &Subscriber, qos: QoS| s.durable && qos.min(published) != QoS::AtMostOnce;
+        let copies = match self.durable_sessions {
+            0 => 0,
+            _ => matches
+                .iter()
+                .filter(|(id, qos)| self.sessions.get(id).is_some_and(|s| stored(s, *qos)))
+                .count() as u32,
+        };
+        let log_id = (copies > 0).then(|| {
+            let id = self.message_ids.fetch_add(1, Ordering::Relaxed);
+            // Several durable copies: the sessions add their writes to one
+            // group, which reaches the store as one message instead of one
+            // per copy (see `WriteGroup`).
+            if let Some(ack) = ack.as_mut().filter(|a| copies >= 2 && a.group.is_none()) {
+                ack.group = Some(WriteGroup::new(self.store.clone()));
+            }
+            let append = Op::Append {
+                id,
+                message: message.clone(),
+                copies,
+            };
+            match &ack {
+                Some(ack) => {
+                    ack.write(&self.store, append, None);
+                }
+                None => self.store.write(append, None),
+            }
+            id
+        });
         // The last copy takes the message itself: one share of its buffers
         // fewer (an atomic count each), which is every copy in a fan-in.
         let last = matches.len().saturating_sub(1);
@@ -100,22 +149,16 @@ impl TopicShard {
                 false => message.clone(),
             };
             if let (Some(s), Some(message)) = (self.sessions.get(&id), copy) {
-                let stored = s.durable && qos.min(message.qos) != QoS::AtMostOnce;
-                if stored {
-                    stored_copies += 1;
-                    // Several durable copies: from the second on, the
-                    // sessions add their rows to one group, which reaches
-                    // the store as one message instead of one per copy
-                    // (see `WriteGroup`).
-                    if let Some(ack) = ack
-                        .as_mut()
-                        .filter(|a| stored_copies == 2 && a.group.is_none())
-                    {
-                        ack.group = Some(WriteGroup::new(self.store.clone()));
-                    }
+                let durable_copy = log_id.is_some() && stored(s, qos);
+                let delivery = Delivery {
+                    message,
+                    qos,
+                    ack: if durable_copy { ack.clone() } else { None },
+                    log_id: if durable_copy { log_id } else { None },
+                };
+                if let Err(refused) = s.session.push(delivery) {
+                    drop_delivery(&self.store, refused);
                 }
-                let ack = if stored { ack.clone() } else { None };
-                s.session.push(Delivery { message, qos, ack });
             }
         }
         // Routed: the publisher may send one more, and is acknowledged now

@@ -9,15 +9,17 @@
 //! ACL and the granted QoS, and `deliver` is the one place a message
 //! enters the state machine (sent, queued, or dropped and counted).
 
-use super::Session;
+use super::{LinkKey, Session};
 use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
-use crate::broker::route::delivery_inbox::{Delivery, DeliveryInbox, DrainInbox, InboxHandle};
+use crate::broker::route::delivery_inbox::{
+    release, Delivery, DeliveryInbox, DrainInbox, InboxHandle,
+};
 use crate::broker::route::messages::{LookupRetained, RetainedMatches};
 use crate::message::Message;
 use crate::protocol::{Packet, QoS, TopicFilter};
-use crate::session::{Action, DeliverOutcome};
+use crate::session::{Action, DeliverOutcome, MessageId};
 use crate::store::Op;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
@@ -30,7 +32,7 @@ impl Session {
     /// Whether the ACL (if any) lets this client receive a message of
     /// `topic` now; checked for every delivery, so that a subscription the
     /// ACL no longer allows stops receiving.
-    fn may_read(&mut self, topic: &crate::protocol::TopicName) -> bool {
+    pub(super) fn may_read(&mut self, topic: &crate::protocol::TopicName) -> bool {
         let allowed = self.live.load().auth.acl.as_ref().is_none_or(|acl| {
             acl.allows(
                 self.username.as_deref(),
@@ -53,8 +55,8 @@ impl Session {
     }
 
     /// Carries out the actions of the last event. `waiting` (a publisher's
-    /// acknowledgement) joins the write of every new row, so it completes
-    /// only once those rows are durable.
+    /// acknowledgement) joins every write that puts a message in the
+    /// session's queue, so it completes only once those are durable.
     pub(super) fn run(&mut self, waiting: Option<&Acknowledgement>) {
         let mut actions = std::mem::take(&mut self.out);
         for action in actions.drain(..) {
@@ -63,11 +65,13 @@ impl Session {
             let sends_later = match &action {
                 Action::Send(Packet::Publish(_) | Packet::PubRel(_)) => self.held.any_held_back(),
                 Action::Send(_) => false,
-                Action::Persist { then, .. } | Action::Forget { then, .. } => then.is_some(),
+                Action::Sent { then, .. } | Action::Inbound { then, .. } => then.is_some(),
+                _ => false,
             };
             if sends_later {
                 self.send_gathered();
             }
+            let client_id = || self.client_id.clone();
             match action {
                 Action::Send(packet @ (Packet::Publish(_) | Packet::PubRel(_))) if sends_later => {
                     Metrics::inc(&self.deps.metrics.publishes_sent);
@@ -88,31 +92,86 @@ impl Session {
                         }
                     }
                 }
-                Action::Persist { record, new, then } => {
-                    let then = then.and_then(|p| self.send_later(p));
-                    let id = record.id();
-                    let op = Op::PutMessage {
-                        client_id: self.client_id.clone(),
-                        record,
-                        new,
+                Action::Enqueue {
+                    id,
+                    qos,
+                    retain,
+                    size,
+                    held,
+                } => {
+                    let op = Op::Enqueue {
+                        client_id: client_id(),
+                        id,
+                        qos,
+                        retain,
+                        size,
+                        held,
                     };
-                    match waiting.filter(|_| new) {
+                    let key = LinkKey::Message(id);
+                    match waiting {
                         Some(ack) => {
-                            if let Some(link) = ack.write(&self.deps.store, op, then) {
-                                self.links.remember(id, link);
+                            if let Some(link) = ack.write(&self.deps.store, op, None) {
+                                self.links.remember(key, link);
                             }
                         }
-                        None => self.links.write(&self.deps.store, &id, op, then),
+                        None => self.links.write(&self.deps.store, &key, op, None),
                     }
                 }
-                Action::Forget { id, then } => {
+                Action::Sent {
+                    id,
+                    packet_id,
+                    state,
+                    then,
+                } => {
                     let then = then.and_then(|p| self.send_later(p));
-                    let op = Op::DeleteMessage {
-                        client_id: self.client_id.clone(),
+                    let op = Op::Sent {
+                        client_id: client_id(),
+                        id,
+                        packet_id,
+                        state,
+                    };
+                    self.links
+                        .write(&self.deps.store, &LinkKey::Message(id), op, then);
+                }
+                Action::Dequeue { id, size } => {
+                    let op = Op::Dequeue {
+                        client_id: client_id(),
+                        id,
+                        size,
+                    };
+                    self.links
+                        .write(&self.deps.store, &LinkKey::Message(id), op, None);
+                }
+                Action::Unhold { id } => {
+                    let op = Op::Unhold {
+                        client_id: client_id(),
                         id,
                     };
-                    self.links.write(&self.deps.store, &id, op, then);
+                    self.links
+                        .write(&self.deps.store, &LinkKey::Message(id), op, None);
                 }
+                Action::Inbound {
+                    packet_id,
+                    awaiting,
+                    then,
+                } => {
+                    let then = then.and_then(|p| self.send_later(p));
+                    let op = Op::Inbound {
+                        client_id: client_id(),
+                        packet_id,
+                        awaiting,
+                    };
+                    let key = LinkKey::Inbound(packet_id);
+                    match waiting.filter(|_| awaiting) {
+                        Some(ack) => {
+                            if let Some(link) = ack.write(&self.deps.store, op, then) {
+                                self.links.remember(key, link);
+                            }
+                        }
+                        None => self.links.write(&self.deps.store, &key, op, then),
+                    }
+                }
+                Action::PageIn { max } => self.page_wanted = max,
             }
         }
         self.out = actions;
@@ -128,13 +187,18 @@ impl Session {
 
     /// Hands one message to the state machine: sent, queued, or dropped at
     /// a bound (counted, and logged at most every `DROP_LOG_INTERVAL`).
-    fn deliver(&mut self, message: Message, waiting: Option<&Acknowledgement>) {
+    /// `id` is its place in the store's log, for a durable copy.
+    fn deliver(
+        &mut self,
+        message: Message,
+        id: Option<MessageId>,
+        waiting: Option<&Acknowledgement>,
+    ) {
         let gathered = self.gathered.as_ref().map_or(0, |g| g.bytes);
         let writable = self
             .attached
             .as_ref()
             .is_some_and(|a| a.outbound.is_writable(gathered));
-        let id = self.row_id(message.qos);
         let outcome = self.state.deliver(message, id, writable, &mut self.out);
         self.run(waiting);
         match outcome {
@@ -187,7 +251,7 @@ impl Session {
 impl Handler<DrainInbox> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: DrainInbox, _: &mut Context<Self>) {
+    fn handle(&mut self, _: DrainInbox, ctx: &mut Context<Self>) {
         let Some(inbox) = &self.inbox else {
             return;
         };
@@ -201,6 +265,7 @@ impl Handler<DrainInbox> for Session {
         if taken.dropped > 0 {
             self.dropped_at_a_bound(taken.dropped, DeliverOutcome::DroppedQueueFull);
         }
+        self.request_page(ctx);
     }
 }
 
@@ -229,7 +294,12 @@ impl Session {
         // copy of the client id for every delivery was an atomic count on
         // its buffer.
         let id = self.id;
-        let Delivery { message, qos, ack } = msg;
+        let Delivery {
+            message,
+            qos,
+            ack,
+            log_id,
+        } = msg;
         // The publisher's acknowledgement stays out here, not in the guarded
         // call. A panic would drop it while unwinding, which abandons it
         // (see `Completion`), and a retry that succeeds could then never
@@ -244,7 +314,7 @@ impl Session {
         // not copied: a copy shares the buffers every subscriber shares.
         let retry = (qos.min(message.qos) != QoS::AtMostOnce).then(|| message.clone());
         let delivered = guard::<Delivery, _>(ActorKind::Session, &id, || {
-            self.deliver_routed(message, qos, ack.as_ref())
+            self.deliver_routed(message, qos, log_id, ack.as_ref())
         });
         if delivered.is_ok() {
             return;
@@ -252,7 +322,7 @@ impl Session {
         self.recover();
         let retried = retry.is_some_and(|message| {
             let again = guard::<Delivery, _>(ActorKind::Session, &id, || {
-                self.deliver_routed(message, qos, ack.as_ref())
+                self.deliver_routed(message, qos, log_id, ack.as_ref())
             });
             if again.is_err() {
                 self.recover();
@@ -269,16 +339,26 @@ impl Session {
     }
 
     /// A routed message: read access checked, delivered at the lower of the
-    /// published and the granted QoS, RETAIN cleared.
-    fn deliver_routed(&mut self, mut message: Message, qos: QoS, ack: Option<&Acknowledgement>) {
+    /// published and the granted QoS, RETAIN cleared. A durable copy the
+    /// ACL refuses releases its place in the log.
+    fn deliver_routed(
+        &mut self,
+        mut message: Message,
+        qos: QoS,
+        log_id: Option<MessageId>,
+        ack: Option<&Acknowledgement>,
+    ) {
         if !self.may_read(&message.topic) {
+            if let Some(id) = log_id {
+                release(&self.deps.store, id, ack);
+            }
             return;
         }
         // Delivered QoS is the lower of published and granted; normal
         // forwarding clears RETAIN [MQTT-3.3.1-9].
         message.qos = message.qos.min(qos);
         message.retain = false;
-        self.deliver(message, ack);
+        self.deliver(message, log_id, ack);
     }
 }
 
@@ -322,6 +402,7 @@ impl Session {
             if let (Some((_, qos)), Ok(found)) = (front, found) {
                 act.deliver_retained(found, qos);
             }
+            act.request_page(ctx);
             act.look_up_retained(ctx);
         }));
     }
@@ -338,7 +419,19 @@ impl Session {
                 }
                 message.qos = message.qos.min(qos);
                 message.retain = true;
-                self.deliver(message, None);
+                // A durable copy enters the log first, as a routed one does.
+                let id = self.new_message_id(message.qos);
+                if let Some(id) = id {
+                    self.write(
+                        Op::Append {
+                            id,
+                            message: message.clone(),
+                            copies: 1,
+                        },
+                        None,
+                    );
+                }
+                self.deliver(message, id, None);
             }
         });
         if delivered.is_err() {

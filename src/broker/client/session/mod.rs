@@ -6,13 +6,15 @@
 //! and holds back what must wait for a commit.
 //!
 //! This file holds the actor and its life: attach, detach, takeover,
-//! expiry, recovery after a panic. The two paths through it each have a
-//! file: [`deliver`] (messages routed to this session, and the actions of
-//! the state machine) and [`packets`] (what the client sends: acks,
-//! SUBSCRIBE, UNSUBSCRIBE, QoS 2 PUBLISH).
+//! expiry, recovery after a panic. The paths through it each have a file:
+//! [`deliver`] (messages routed to this session, and the actions of the
+//! state machine), [`packets`] (what the client sends: acks, SUBSCRIBE,
+//! UNSUBSCRIBE, QoS 2 PUBLISH) and [`paging`] (a durable session reading
+//! its queue from the store).
 
 mod deliver;
 mod packets;
+mod paging;
 
 use super::messages::*;
 use crate::broker::durable::{Completion, GroupLinks, HeldForCommit, InOrder, Reply, StoreHandle};
@@ -20,8 +22,9 @@ use crate::broker::live::{Live, Reloadable};
 use crate::broker::net::outbound::Outbound;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, RestartTracker};
-use crate::broker::route::delivery_inbox::DeliveryInbox;
+use crate::broker::route::delivery_inbox::{drop_delivery, DeliveryInbox};
 use crate::broker::route::router::Router;
+use crate::protocol::PacketId;
 use crate::protocol::{ConnAck, ConnectReturnCode, Packet, QoS, TopicFilter};
 use crate::session::{Action, MessageId, SessionLimits, SessionState};
 use crate::store::Op;
@@ -39,7 +42,8 @@ pub struct SessionDeps {
     pub limits: SessionLimits,
     /// Persistent sessions whose client is away this long are removed.
     pub expiry: Option<Duration>,
-    /// Next message row id, shared by all sessions (rows are ordered by it).
+    /// Next id of the store's log, shared with the topic shards (it orders
+    /// the messages of persistent sessions).
     pub message_ids: Arc<AtomicU64>,
     pub restarts: Arc<RestartTracker>,
     /// Topic length/level and subscription-count limits, and the ACL
@@ -58,6 +62,16 @@ pub struct Restored {
     pub username: Option<ByteString>,
 }
 
+/// What a later write of the same thing follows, while the first one is in
+/// a publisher's group that has not gone to the store yet.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum LinkKey {
+    /// A message of the session's queue.
+    Message(MessageId),
+    /// An inbound QoS 2 packet id.
+    Inbound(PacketId),
+}
+
 struct Attached {
     connection_id: ConnectionId,
     /// Told when another connection takes the session over.
@@ -68,8 +82,8 @@ struct Attached {
 pub struct Session {
     id: SessionId,
     client_id: ByteString,
-    /// Clean session 0: kept across disconnects and restarts, in the store.
-    durable: bool,
+    /// Durable (clean session 0: kept across disconnects and restarts, in
+    /// the store) or not: see `SessionState::is_durable`.
     state: SessionState,
     attached: Option<Attached>,
     /// The newest registration generation seen (see `Register`).
@@ -94,9 +108,13 @@ pub struct Session {
     out: Vec<Action>,
     /// Shared with the completions that send packets after a commit.
     held: Arc<HeldForCommit>,
-    /// Rows whose first write is in a publisher's `WriteGroup` still
-    /// gathering: their later writes follow it.
-    links: GroupLinks<MessageId>,
+    /// Queue entries and inbound ids whose first write is in a publisher's
+    /// `WriteGroup` still gathering: their later writes follow it.
+    links: GroupLinks<LinkKey>,
+    /// The size of the page of the queue the state machine asked for, to
+    /// request from the store at the end of the current handler (see
+    /// `paging`); 0: none.
+    page_wanted: u32,
     /// Where the shards push this session's deliveries; made at the first
     /// subscription.
     inbox: Option<Arc<DeliveryInbox>>,
@@ -127,7 +145,6 @@ impl Session {
     pub(in crate::broker) fn new(
         id: SessionId,
         client_id: ByteString,
-        durable: bool,
         state: SessionState,
         restored: Option<Restored>,
         deps: Arc<SessionDeps>,
@@ -142,7 +159,6 @@ impl Session {
         Session {
             id,
             client_id,
-            durable,
             state,
             attached: None,
             generation: 0,
@@ -150,6 +166,7 @@ impl Session {
             restored_idle,
             username,
             links: GroupLinks::default(),
+            page_wanted: 0,
             live: arc_swap::Cache::new(deps.live.clone()),
             deps,
             unlogged_drops: 0,
@@ -172,7 +189,7 @@ impl Session {
         }
         self.out.clear();
         if self.attached.is_some() {
-            self.state.detach();
+            self.state.detach(&mut self.out);
             self.state.attach(&mut self.out);
             self.run(None);
         }
@@ -203,9 +220,10 @@ impl Session {
         self.deps.store.write(op, completion);
     }
 
-    /// A row id for a QoS 1/2 message of a durable session.
-    fn row_id(&self, qos: QoS) -> Option<MessageId> {
-        (self.durable && qos != QoS::AtMostOnce)
+    /// An id in the store's log for a QoS 1/2 message of a durable session
+    /// that the session itself adds (a retained message on subscribe).
+    fn new_message_id(&self, qos: QoS) -> Option<MessageId> {
+        (self.state.is_durable() && qos != QoS::AtMostOnce)
             .then(|| self.deps.message_ids.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -222,9 +240,14 @@ impl Session {
         let inbox = self.inbox_handle(me);
         for (filter, qos) in self.state.subscriptions() {
             Metrics::inc(&self.deps.metrics.subscriptions);
-            self.deps
-                .router
-                .subscribe(self.id, &inbox, filter, qos, self.durable, Some(indexed));
+            self.deps.router.subscribe(
+                self.id,
+                &inbox,
+                filter,
+                qos,
+                self.state.is_durable(),
+                Some(indexed),
+            );
         }
     }
 
@@ -252,11 +275,7 @@ impl Session {
         self.write(
             Op::DeleteSession {
                 client_id: self.client_id.clone(),
-                persistent: self.durable,
-                rows: match self.durable {
-                    true => self.state.row_ids(),
-                    false => Vec::new(),
-                },
+                persistent: self.state.is_durable(),
             },
             None,
         );
@@ -287,7 +306,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(inbox) = &self.inbox {
-            inbox.close();
+            for left in inbox.close() {
+                drop_delivery(&self.deps.store, left);
+            }
         }
     }
 }
@@ -303,7 +324,7 @@ impl Actor for Session {
             "session {} for {:?} started (durable: {})",
             self.id,
             self.client_id,
-            self.durable
+            self.state.is_durable()
         );
     }
 
@@ -317,9 +338,11 @@ impl Handler<Attach> for Session {
     /// persistent session once its row is committed.
     type Result = Response<Result<(), Superseded>>;
 
-    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.client_id.clone();
-        match guard::<Attach, _>(ActorKind::Session, &id, || self.attach(msg)) {
+        let attached = guard::<Attach, _>(ActorKind::Session, &id, || self.attach(msg));
+        self.request_page(ctx);
+        match attached {
             Ok(Ok(Some(stored))) => Response::fut(async move {
                 // Dropped unsent only if the work was cut short (a panic):
                 // the connection then closes, and the client reconnects.
@@ -361,7 +384,7 @@ impl Session {
             code: ConnectReturnCode::Accepted,
         });
         let mut stored = None;
-        let after_commit = match self.durable && !msg.session_present {
+        let after_commit = match self.state.is_durable() && !msg.session_present {
             true => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 stored = Some(rx);
@@ -379,7 +402,7 @@ impl Session {
             Op::SessionConnected {
                 client_id: self.client_id.clone(),
                 username: msg.username.clone(),
-                persistent: self.durable,
+                persistent: self.state.is_durable(),
                 keep_alive: msg.keep_alive,
                 will: msg.will,
             },
@@ -445,9 +468,11 @@ impl Session {
         }
         self.attached = None;
         self.detach_epoch += 1;
-        self.state.detach();
+        self.state.detach(&mut self.out);
+        self.run(None);
+        self.page_wanted = 0;
         self.log_unlogged_drops();
-        if !self.durable {
+        if !self.state.is_durable() {
             // Delete first: a new session for this client id, which the
             // registry may start once it hears of the end, writes after it.
             self.end(ctx);

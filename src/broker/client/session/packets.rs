@@ -25,7 +25,7 @@ impl Handler<FromClient> for Session {
 
     fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.client_id.clone();
-        match guard::<FromClient, _>(ActorKind::Session, &id, || {
+        let reply = match guard::<FromClient, _>(ActorKind::Session, &id, || {
             self.handle_client_packet(msg, ctx)
         }) {
             Ok(reply) => reply,
@@ -33,7 +33,9 @@ impl Handler<FromClient> for Session {
                 self.recover();
                 Response::reply(())
             }
-        }
+        };
+        self.request_page(ctx);
+        reply
     }
 }
 
@@ -130,7 +132,7 @@ impl Session {
             };
             self.deps
                 .router
-                .subscribe(self.id, to, filter, *qos, self.durable, None);
+                .subscribe(self.id, to, filter, *qos, self.state.is_durable(), None);
         }
         let suback = self.attached.as_ref().map(|a| {
             let codes = outcome.codes;
@@ -154,7 +156,7 @@ impl Session {
             }
             let _ = tx.send(());
         });
-        if self.durable {
+        if self.state.is_durable() {
             for (filter, qos, _) in outcome.granted {
                 let op = Op::Subscribe {
                     client_id: self.client_id.clone(),
@@ -187,7 +189,7 @@ impl Session {
                     .subscriptions
                     .fetch_sub(1, Ordering::Relaxed);
                 self.deps.router.unsubscribe(self.id, &f);
-                if self.durable {
+                if self.state.is_durable() {
                     self.write(
                         Op::Unsubscribe {
                             client_id: self.client_id.clone(),
@@ -236,8 +238,7 @@ impl Session {
             self.state.forget_inbound_qos2(packet_id, &mut self.out);
             self.run(None);
         }
-        let row = self.row_id(QoS::ExactlyOnce);
-        if self.state.on_inbound_qos2(packet_id, row, &mut self.out) {
+        if self.state.on_inbound_qos2(packet_id, &mut self.out) {
             // PUBREC once the id and every stored copy are durable, all in
             // one transaction (see `WriteGroup`).
             let token = msg.backlog;

@@ -1,0 +1,140 @@
+//! Sessions reading their queues: a [`PageIn`] request is answered from
+//! the store's index of the queues and its cache of recent messages, or,
+//! for messages no longer cached, from the database between commits.
+//! When the answer says a queue has nothing more in the store, the store
+//! tells the session once it has ([`MoreQueued`]).
+
+use super::{Page, PageIn, PendingPage, Store};
+use crate::message::Message;
+use crate::session::{MessageId, Paged};
+use crate::store::{self, Logged};
+use actix::prelude::*;
+
+impl Handler<PageIn> for Store {
+    type Result = ResponseFuture<Page>;
+
+    fn handle(&mut self, msg: PageIn, ctx: &mut Context<Self>) -> Self::Result {
+        // The writes sent before the request first, so that the session's
+        // own queue changes are in the index.
+        self.take_inbox(ctx);
+        let paged = self.queues.page(&msg.client_id, msg.max as usize);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pending = PendingPage {
+            client_id: msg.client_id,
+            paged,
+            reply: tx,
+            more: msg.more,
+        };
+        if pending.paged.iter().all(|p| self.cache.get(p.id).is_some()) {
+            self.answer(pending, &ahash::AHashMap::new());
+        } else {
+            self.pending_pages.push(pending);
+            if !self.committing {
+                self.commit(ctx);
+            }
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or(Page {
+                failed: true,
+                ..Page::default()
+            })
+        })
+    }
+}
+
+impl Store {
+    /// Answers a page with the messages from the cache and `read` (those
+    /// read from the database). A message found in neither (its row is
+    /// gone) leaves the queue.
+    fn answer(&mut self, page: PendingPage, read: &ahash::AHashMap<MessageId, Logged>) {
+        let mut messages = Vec::with_capacity(page.paged.len());
+        for p in page.paged {
+            let Some(logged) = read.get(&p.id).or_else(|| self.cache.get(p.id)) else {
+                log::warn!(
+                    "client {:?}: queued message {} is missing from the log; dropped",
+                    page.client_id,
+                    p.id
+                );
+                self.queues.dequeue(&page.client_id, p.id, 0);
+                continue;
+            };
+            messages.push(Paged {
+                id: p.id,
+                message: Message {
+                    topic: logged.topic.clone(),
+                    payload: logged.payload.clone(),
+                    qos: p.qos,
+                    retain: p.retain,
+                },
+                sent: p.sent,
+            });
+        }
+        let more = self.queues.unheld(&page.client_id) > 0;
+        if !more {
+            self.starved.insert(page.client_id.clone(), page.more);
+        }
+        let _ = page.reply.send(Page {
+            messages,
+            more,
+            failed: false,
+        });
+    }
+
+    /// Reads the messages of waiting pages from the database, between
+    /// commits. True if it started (the connection is taken).
+    pub(super) fn serve_pages(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.pending_pages.is_empty() {
+            return false;
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return false;
+        };
+        let pages = std::mem::take(&mut self.pending_pages);
+        let mut ids: Vec<MessageId> = pages
+            .iter()
+            .flat_map(|p| p.paged.iter().map(|p| p.id))
+            .filter(|id| self.cache.get(*id).is_none())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut ranges: Vec<(MessageId, MessageId)> = Vec::new();
+        for id in ids {
+            match ranges.last_mut() {
+                Some((_, last)) if *last + 1 == id => *last = id,
+                _ => ranges.push((id, id)),
+            }
+        }
+        self.committing = true;
+        let work = async move {
+            let read = store::read_log(&mut conn, &ranges).await;
+            (conn, read)
+        };
+        ctx.spawn(work.into_actor(self).map(move |(conn, read), act, ctx| {
+            act.conn = Some(conn);
+            act.committing = false;
+            match read {
+                Ok(read) => {
+                    let read: ahash::AHashMap<MessageId, Logged> = read.into_iter().collect();
+                    for page in pages {
+                        act.answer(page, &read);
+                    }
+                    for (id, logged) in read {
+                        act.cache.read(id, logged);
+                    }
+                }
+                Err(e) => {
+                    log::error!("reading queued messages from the database failed: {e}");
+                    for page in pages {
+                        act.queues.unhold_ids(
+                            &page.client_id,
+                            &page.paged.iter().map(|p| p.id).collect::<Vec<_>>(),
+                        );
+                        // Dropped unanswered: the session hears the page failed.
+                    }
+                }
+            }
+            act.commit(ctx);
+        }));
+        true
+    }
+}

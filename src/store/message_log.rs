@@ -1,0 +1,247 @@
+//! The `message_log` table: every message queued for a persistent session,
+//! stored once however many sessions it is queued for, until no queue
+//! refers to it (see `queues` and `coverage`).
+//!
+//! [`LogCache`] keeps the most recent messages in memory, within a byte
+//! budget, so that sessions reading their queues mostly do not read the
+//! database; messages not committed yet are always in it.
+
+use crate::protocol::{QoS, TopicName};
+use crate::session::MessageId;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// A message of the log, as it is read back.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub topic: TopicName,
+    pub payload: Bytes,
+    /// As published.
+    pub qos: QoS,
+}
+
+impl Logged {
+    /// Topic and payload bytes.
+    pub fn size(&self) -> usize {
+        self.topic.as_str().len() + self.payload.len()
+    }
+}
+
+/// Memory one cached message costs beyond its topic and payload: the
+/// B-tree entry and the buffers' headers, roughly.
+const ENTRY_OVERHEAD: usize = 96;
+
+struct Cached {
+    message: Logged,
+    /// Written by a commit that succeeded: may leave the cache.
+    committed: bool,
+}
+
+pub struct LogCache {
+    entries: BTreeMap<MessageId, Cached>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl LogCache {
+    pub fn new(budget: usize) -> LogCache {
+        LogCache {
+            entries: BTreeMap::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A message just appended (not committed yet: it stays until it is).
+    pub fn appended(&mut self, id: MessageId, message: Logged) {
+        self.bytes += message.size() + ENTRY_OVERHEAD;
+        if let Some(old) = self.entries.insert(
+            id,
+            Cached {
+                message,
+                committed: false,
+            },
+        ) {
+            self.bytes -= old.message.size() + ENTRY_OVERHEAD;
+        }
+    }
+
+    /// A message read from the database.
+    pub fn read(&mut self, id: MessageId, message: Logged) {
+        if self.entries.contains_key(&id) {
+            return;
+        }
+        self.bytes += message.size() + ENTRY_OVERHEAD;
+        self.entries.insert(
+            id,
+            Cached {
+                message,
+                committed: true,
+            },
+        );
+        self.trim();
+    }
+
+    pub fn get(&self, id: MessageId) -> Option<&Logged> {
+        self.entries.get(&id).map(|c| &c.message)
+    }
+
+    /// The appended messages `ids` are committed: the oldest committed
+    /// messages leave while the cache is over its budget.
+    pub fn committed(&mut self, ids: impl Iterator<Item = MessageId>) {
+        for id in ids {
+            if let Some(c) = self.entries.get_mut(&id) {
+                c.committed = true;
+            }
+        }
+        self.trim();
+    }
+
+    /// Messages no queue refers to any more.
+    pub fn forget(&mut self, first: MessageId, last: MessageId) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let ids: Vec<MessageId> = self
+            .entries
+            .range(first..=last)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(c) = self.entries.remove(&id) {
+                self.bytes -= c.message.size() + ENTRY_OVERHEAD;
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        while self.bytes > self.budget {
+            let Some(id) = self
+                .entries
+                .iter()
+                .find(|(_, c)| c.committed)
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            if let Some(c) = self.entries.remove(&id) {
+                self.bytes -= c.message.size() + ENTRY_OVERHEAD;
+            }
+        }
+    }
+}
+
+/// The highest id, to number new messages after it.
+pub(super) const HIGHEST_ID: &str = "SELECT max(id) FROM message_log";
+/// A message appended.
+pub(super) const INSERT: &str =
+    "INSERT OR REPLACE INTO message_log (id, topic, payload, qos, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// Messages no queue refers to, in a range of ids.
+pub(super) const DELETE_RANGE: &str = "DELETE FROM message_log WHERE id BETWEEN ?1 AND ?2";
+/// The messages of a range of ids (for a queue read from the database).
+pub(super) const READ_RANGE: &str =
+    "SELECT id, topic, payload, qos FROM message_log WHERE id BETWEEN ?1 AND ?2";
+
+pub(super) fn insert(
+    db: &rusqlite::Connection,
+    rows: &[(MessageId, TopicName, Bytes, QoS)],
+) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // One time for the whole commit, as SQL formats it.
+    let now: String = db.query_row(concat!("SELECT ", super::now_sql!()), [], |r| r.get(0))?;
+    let mut insert = db.prepare(INSERT)?;
+    for (id, topic, payload, qos) in rows {
+        insert.execute((*id as i64, topic.as_str(), &payload[..], *qos as i64, &now))?;
+    }
+    Ok(())
+}
+
+pub(super) fn delete_ranges(
+    db: &rusqlite::Connection,
+    ranges: &[(MessageId, MessageId)],
+) -> rusqlite::Result<()> {
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let mut delete = db.prepare(DELETE_RANGE)?;
+    for (first, last) in ranges {
+        delete.execute((*first as i64, *last as i64))?;
+    }
+    Ok(())
+}
+
+/// The messages with ids in the given ranges, in id order; ids without a
+/// row are left out.
+pub fn read_ranges(
+    db: &rusqlite::Connection,
+    ranges: &[(MessageId, MessageId)],
+) -> rusqlite::Result<Vec<(MessageId, Logged)>> {
+    let mut out = Vec::new();
+    let mut read = db.prepare(READ_RANGE)?;
+    for (first, last) in ranges {
+        let mut rows = read.query((*first as i64, *last as i64))?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let topic: String = row.get(1)?;
+            let payload: Vec<u8> = row.get(2)?;
+            let qos: i64 = row.get(3)?;
+            let (Ok(topic), Some(qos)) = (TopicName::new(topic), super::qos_from(qos)) else {
+                log::warn!("database: skipping invalid message {id} of the log");
+                continue;
+            };
+            out.push((
+                id as MessageId,
+                Logged {
+                    topic,
+                    payload: Bytes::from(payload),
+                    qos,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(n: usize) -> Logged {
+        Logged {
+            topic: TopicName::new("t".to_string()).unwrap(),
+            payload: Bytes::from(vec![0; n]),
+            qos: QoS::AtLeastOnce,
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_uncommitted_messages_and_drops_the_oldest_committed() {
+        let per = 1 + 99 + ENTRY_OVERHEAD;
+        let mut cache = LogCache::new(3 * per);
+        for id in 1..=5 {
+            cache.appended(id, logged(99));
+        }
+        assert_eq!(cache.len(), 5, "over budget, but nothing is committed yet");
+        cache.committed(1..=4);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(1).is_none() && cache.get(2).is_none());
+        assert!(cache.get(5).is_some());
+        cache.forget(3, 4);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.bytes(), per);
+    }
+}

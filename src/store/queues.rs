@@ -1,0 +1,822 @@
+//! The queues of persistent sessions: for each client, the messages of the
+//! log (see `message_log`) it has not acknowledged yet, as runs of consecutive
+//! message ids, and the state of those it has been sent.
+//!
+//! A message published to 10 persistent subscribers of one topic is one
+//! row in `message_log`; each subscriber's queue grows its last run by one
+//! id, in memory, and the run's row is written once per commit, however
+//! many messages the commit holds. An acknowledgement moves the run's
+//! first id on; the message leaves the log, in a range with its
+//! neighbours, once no queue refers to it (see `coverage`).
+//!
+//! Three tables hold it (see `migrations/0005_message_log.sql`):
+//! `queue_runs` (the runs), `inflight` (messages sent and not yet
+//! acknowledged, with their packet ids) and `inbound_qos2` (QoS 2 packet
+//! ids received and not yet released).
+//!
+//! [`Queues`] is the in-memory index of all of them, owned by the store
+//! actor. Changes are applied to it as they arrive; [`Queues::take_writes`]
+//! turns what changed since the last commit into rows to write, which
+//! `queue_rows` writes (and loads at start).
+
+use super::coverage::Coverage;
+use super::queue_rows::{QueueWrites, Run};
+use crate::message::Message;
+use crate::protocol::{PacketId, QoS, TopicName};
+use ahash::{AHashMap, AHashSet};
+use bytes::Bytes;
+use bytestring::ByteString;
+
+pub use crate::session::{MessageId, OutboundState};
+
+/// How far a handshake has come: later steps rank higher, and a state
+/// never moves back.
+fn rank(state: OutboundState) -> u8 {
+    match state {
+        OutboundState::Queued => 0,
+        OutboundState::AwaitingPubAck | OutboundState::AwaitingPubRec => 1,
+        OutboundState::AwaitingPubComp => 2,
+    }
+}
+
+/// A sent message's packet id and state, and whether its row is written.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    packet_id: PacketId,
+    state: OutboundState,
+    stored: bool,
+}
+
+#[derive(Default)]
+struct ClientQueue {
+    /// Sorted by `first`; disjoint.
+    runs: Vec<Run>,
+    /// The runs (by first id) whose rows exist in the database.
+    stored: AHashSet<MessageId>,
+    count: u64,
+    bytes: u64,
+    /// Ids the session holds in memory (sent, or read ahead).
+    held: AHashSet<MessageId>,
+    sent: AHashMap<MessageId, Sent>,
+    /// QoS 2 packet ids received and not released, and whether stored.
+    inbound: AHashMap<PacketId, bool>,
+}
+
+impl ClientQueue {
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.inbound.is_empty() && self.sent.is_empty()
+    }
+
+    /// The index of the run holding `id`.
+    fn find(&self, id: MessageId) -> Option<usize> {
+        let i = self.runs.partition_point(|r| r.first <= id);
+        (i > 0 && self.runs[i - 1].last >= id).then(|| i - 1)
+    }
+
+    /// The run that starts at `first`.
+    fn starting_at(&self, first: MessageId) -> Option<&Run> {
+        let i = self.runs.partition_point(|r| r.first < first);
+        self.runs.get(i).filter(|r| r.first == first)
+    }
+}
+
+/// A message handed to a session from its queue (see [`Queues::page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paged {
+    pub id: MessageId,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Its packet id and state, if it was sent before.
+    pub sent: Option<(PacketId, OutboundState)>,
+}
+
+/// What happened to a message offered to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// The queue is at its bound: dropped (its reference released).
+    Full,
+}
+
+#[derive(Default)]
+pub struct Queues {
+    clients: AHashMap<ByteString, ClientQueue>,
+    coverage: Coverage,
+    /// Runs changed since the last `take_writes`.
+    dirty_runs: AHashSet<(ByteString, MessageId)>,
+    dirty_sent: AHashSet<(ByteString, MessageId)>,
+    dirty_inbound: AHashSet<(ByteString, PacketId)>,
+    /// Log rows to insert: appended since the last `take_writes`.
+    appended: Vec<(MessageId, TopicName, Bytes, QoS)>,
+    /// Ids whose last reference went, since the last `take_writes`.
+    freed: Vec<(MessageId, MessageId)>,
+}
+
+impl Queues {
+    /// A message enters the log with `copies` references, one for each
+    /// durable copy on its way to a queue: each is either queued
+    /// ([`Queues::enqueue`]) or released ([`Queues::release`]).
+    pub fn append(&mut self, id: MessageId, message: &Message, copies: u32) {
+        self.coverage.add(id, id, copies);
+        self.appended.push((
+            id,
+            message.topic.clone(),
+            message.payload.clone(),
+            message.qos,
+        ));
+    }
+
+    /// One of a message's copies was dropped before reaching a queue.
+    pub fn release(&mut self, id: MessageId) {
+        self.coverage.sub(id, id, 1, &mut self.freed);
+    }
+
+    /// Queues a copy of message `id` for `client_id` (its reference moves
+    /// to the queue). `held`: the session holds it in memory, and is not
+    /// dropped at a bound; otherwise it is dropped at `max_count` messages
+    /// or `max_bytes` bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue(
+        &mut self,
+        client_id: &ByteString,
+        id: MessageId,
+        qos: QoS,
+        retain: bool,
+        size: u64,
+        held: bool,
+        max_count: u64,
+        max_bytes: u64,
+    ) -> Enqueued {
+        let queue = self.clients.entry(client_id.clone()).or_default();
+        if !held && (queue.count >= max_count || queue.bytes + size > max_bytes) {
+            self.coverage.sub(id, id, 1, &mut self.freed);
+            return Enqueued::Full;
+        }
+        if queue.find(id).is_some() {
+            // Already queued (a resend of the same copy): one reference is enough.
+            self.coverage.sub(id, id, 1, &mut self.freed);
+            if held {
+                queue.held.insert(id);
+            }
+            return Enqueued::Queued;
+        }
+        queue.count += 1;
+        queue.bytes += size;
+        if held {
+            queue.held.insert(id);
+        }
+        let dirty = &mut self.dirty_runs;
+        let i = queue.runs.partition_point(|r| r.first < id);
+        let joins_prev = i > 0 && {
+            let p = &queue.runs[i - 1];
+            p.last + 1 == id && p.qos == qos && p.retain == retain
+        };
+        let joins_next = i < queue.runs.len() && {
+            let n = &queue.runs[i];
+            n.first == id + 1 && n.qos == qos && n.retain == retain
+        };
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                let next = queue.runs.remove(i);
+                let prev = &mut queue.runs[i - 1];
+                prev.last = next.last;
+                prev.bytes += size + next.bytes;
+                dirty.insert((client_id.clone(), prev.first));
+                dirty.insert((client_id.clone(), next.first));
+            }
+            (true, false) => {
+                let prev = &mut queue.runs[i - 1];
+                prev.last = id;
+                prev.bytes += size;
+                dirty.insert((client_id.clone(), prev.first));
+            }
+            (false, true) => {
+                // The run's key (its first id) changes: a row goes, one comes.
+                let next = &mut queue.runs[i];
+                dirty.insert((client_id.clone(), next.first));
+                next.first = id;
+                next.bytes += size;
+                dirty.insert((client_id.clone(), id));
+            }
+            (false, false) => {
+                queue.runs.insert(
+                    i,
+                    Run {
+                        first: id,
+                        last: id,
+                        qos,
+                        retain,
+                        bytes: size,
+                    },
+                );
+                dirty.insert((client_id.clone(), id));
+            }
+        }
+        Enqueued::Queued
+    }
+
+    /// Message `id` leaves `client_id`'s queue (acknowledged, or dropped);
+    /// `size` is its topic and payload bytes. False if it was not queued.
+    pub fn dequeue(&mut self, client_id: &ByteString, id: MessageId, size: u64) -> bool {
+        let Some(queue) = self.clients.get_mut(client_id) else {
+            return false;
+        };
+        queue.held.remove(&id);
+        if let Some(sent) = queue.sent.remove(&id) {
+            match sent.stored {
+                true => self.dirty_sent.insert((client_id.clone(), id)),
+                false => self.dirty_sent.remove(&(client_id.clone(), id)),
+            };
+        }
+        let Some(i) = queue.find(id) else {
+            return false;
+        };
+        queue.count -= 1;
+        queue.bytes = queue.bytes.saturating_sub(size);
+        let dirty = &mut self.dirty_runs;
+        let run = &mut queue.runs[i];
+        dirty.insert((client_id.clone(), run.first));
+        run.bytes = run.bytes.saturating_sub(size);
+        if run.first == run.last {
+            queue.runs.remove(i);
+        } else if id == run.first {
+            run.first += 1;
+            dirty.insert((client_id.clone(), run.first));
+        } else if id == run.last {
+            run.last -= 1;
+        } else {
+            // Out of order: the run splits in two around `id`.
+            let right = Run {
+                first: id + 1,
+                last: run.last,
+                qos: run.qos,
+                retain: run.retain,
+                bytes: 0,
+            };
+            run.last = id - 1;
+            let total = run.bytes;
+            let left_len = run.messages();
+            let share = total * left_len / (left_len + right.messages());
+            run.bytes = share;
+            let right = Run {
+                bytes: total - share,
+                ..right
+            };
+            dirty.insert((client_id.clone(), right.first));
+            queue.runs.insert(i + 1, right);
+        }
+        self.coverage.sub(id, id, 1, &mut self.freed);
+        if queue.is_empty() && queue.stored.is_empty() {
+            self.clients.remove(client_id);
+        }
+        true
+    }
+
+    /// Records that message `id` was sent to `client_id` with `packet_id`,
+    /// or moved on to `state`. A state never moves back.
+    pub fn set_sent(
+        &mut self,
+        client_id: &ByteString,
+        id: MessageId,
+        packet_id: PacketId,
+        state: OutboundState,
+    ) {
+        let Some(queue) = self.clients.get_mut(client_id) else {
+            return;
+        };
+        if queue.find(id).is_none() {
+            return;
+        }
+        let entry = queue.sent.entry(id).or_insert(Sent {
+            packet_id,
+            state,
+            stored: false,
+        });
+        if rank(state) >= rank(entry.state) {
+            entry.packet_id = packet_id;
+            entry.state = state;
+        }
+        self.dirty_sent.insert((client_id.clone(), id));
+    }
+
+    /// A QoS 2 packet id received (`awaiting` true) or released.
+    pub fn set_inbound(&mut self, client_id: &ByteString, packet_id: PacketId, awaiting: bool) {
+        let queue = self.clients.entry(client_id.clone()).or_default();
+        if awaiting {
+            queue.inbound.entry(packet_id).or_insert(false);
+            self.dirty_inbound.insert((client_id.clone(), packet_id));
+        } else if let Some(stored) = queue.inbound.remove(&packet_id) {
+            if stored {
+                self.dirty_inbound.insert((client_id.clone(), packet_id));
+            } else {
+                self.dirty_inbound.remove(&(client_id.clone(), packet_id));
+            }
+            if queue.is_empty() && queue.stored.is_empty() {
+                self.clients.remove(client_id);
+            }
+        }
+    }
+
+    /// A session is deleted: its queue goes, and its rows with it (the
+    /// caller deletes them by client id). Its messages lose a reference each.
+    pub fn delete_client(&mut self, client_id: &ByteString) {
+        let Some(queue) = self.clients.remove(client_id) else {
+            return;
+        };
+        for run in &queue.runs {
+            self.coverage.sub(run.first, run.last, 1, &mut self.freed);
+        }
+        if !queue.runs.is_empty() || !queue.stored.is_empty() {
+            self.dirty_runs.retain(|(c, _)| c != client_id);
+        }
+        if !queue.sent.is_empty() {
+            self.dirty_sent.retain(|(c, _)| c != client_id);
+        }
+        if !queue.inbound.is_empty() {
+            self.dirty_inbound.retain(|(c, _)| c != client_id);
+        }
+    }
+
+    /// The session no longer holds anything in memory (its client went
+    /// away, or a new session actor starts): every message is to be paged
+    /// in again.
+    pub fn unhold(&mut self, client_id: &ByteString) {
+        if let Some(q) = self.clients.get_mut(client_id) {
+            q.held.clear();
+            q.held.shrink_to_fit();
+        }
+    }
+
+    /// Gives back ids handed out by `page` that the caller did not take.
+    pub fn unhold_ids(&mut self, client_id: &ByteString, ids: &[MessageId]) {
+        if let Some(q) = self.clients.get_mut(client_id) {
+            for id in ids {
+                q.held.remove(id);
+            }
+        }
+    }
+
+    /// The first `max` messages of `client_id`'s queue the session does not
+    /// hold yet, in id order; they count as held from now on.
+    pub fn page(&mut self, client_id: &ByteString, max: usize) -> Vec<Paged> {
+        let Some(queue) = self.clients.get_mut(client_id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        'runs: for run in &queue.runs {
+            for id in run.first..=run.last {
+                if out.len() >= max {
+                    break 'runs;
+                }
+                if queue.held.contains(&id) {
+                    continue;
+                }
+                out.push(Paged {
+                    id,
+                    qos: run.qos,
+                    retain: run.retain,
+                    sent: queue.sent.get(&id).map(|s| (s.packet_id, s.state)),
+                });
+            }
+        }
+        for p in &out {
+            queue.held.insert(p.id);
+        }
+        out
+    }
+
+    /// Messages queued for `client_id`, and their bytes.
+    pub fn len(&self, client_id: &ByteString) -> (u64, u64) {
+        self.clients
+            .get(client_id)
+            .map_or((0, 0), |q| (q.count, q.bytes))
+    }
+
+    /// Messages of `client_id`'s queue the session does not hold.
+    pub fn unheld(&self, client_id: &ByteString) -> u64 {
+        self.clients
+            .get(client_id)
+            .map_or(0, |q| q.count.saturating_sub(q.held.len() as u64))
+    }
+
+    /// Messages queued for all clients (copies), for metrics.
+    pub fn total(&self) -> u64 {
+        self.clients.values().map(|q| q.count).sum()
+    }
+
+    /// The inbound QoS 2 packet ids of `client_id` awaiting PUBREL.
+    pub fn inbound(&self, client_id: &ByteString) -> Vec<PacketId> {
+        self.clients
+            .get(client_id)
+            .map(|q| q.inbound.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The spans of the log's reference counts (memory use, for metrics).
+    pub fn coverage_spans(&self) -> usize {
+        self.coverage.spans()
+    }
+
+    /// Whether any queue still refers to message `id`.
+    pub fn is_referenced(&self, id: MessageId) -> bool {
+        self.coverage.count(id) > 0
+    }
+
+    /// Ranges of ids whose last reference went since the last call (the
+    /// caller forgets their contents), without taking them.
+    pub fn freed(&self) -> &[(MessageId, MessageId)] {
+        &self.freed
+    }
+
+    /// Rows to write for everything that changed since the last call, which
+    /// then count as written (a failed commit is tried again with the same
+    /// rows, until it commits).
+    pub fn take_writes(&mut self) -> QueueWrites {
+        let mut w = QueueWrites::default();
+        // A message appended and released within one commit is never written.
+        let appended = std::mem::take(&mut self.appended);
+        let inserted: AHashSet<MessageId> = appended
+            .iter()
+            .filter(|(id, ..)| self.coverage.count(*id) > 0)
+            .map(|(id, ..)| *id)
+            .collect();
+        let written_now: AHashSet<MessageId> = appended.iter().map(|(id, ..)| *id).collect();
+        w.log_inserts = appended
+            .into_iter()
+            .filter(|(id, ..)| inserted.contains(id))
+            .collect();
+        w.log_inserts.sort_unstable_by_key(|(id, ..)| *id);
+        w.forgotten = std::mem::take(&mut self.freed);
+        for &(first, last) in &w.forgotten {
+            if written_now.is_empty() {
+                w.log_deletes.push((first, last));
+                continue;
+            }
+            // Only the ids of the range that an earlier commit wrote.
+            let mut start = None;
+            for id in first..=last {
+                match (written_now.contains(&id), start) {
+                    (false, None) => start = Some(id),
+                    (true, Some(s)) => {
+                        w.log_deletes.push((s, id - 1));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                w.log_deletes.push((s, last));
+            }
+        }
+        for (client_id, first) in std::mem::take(&mut self.dirty_runs) {
+            let Some(queue) = self.clients.get_mut(&client_id) else {
+                continue;
+            };
+            match queue.starting_at(first).copied() {
+                Some(run) => {
+                    queue.stored.insert(first);
+                    w.runs.push((client_id, run));
+                }
+                None => {
+                    if queue.stored.remove(&first) {
+                        w.run_deletes.push((client_id.clone(), first));
+                    }
+                    if queue.is_empty() && queue.stored.is_empty() {
+                        self.clients.remove(&client_id);
+                    }
+                }
+            }
+        }
+        for (client_id, id) in std::mem::take(&mut self.dirty_sent) {
+            let entry = self
+                .clients
+                .get_mut(&client_id)
+                .and_then(|q| q.sent.get_mut(&id));
+            match entry {
+                Some(sent) => {
+                    sent.stored = true;
+                    w.sent
+                        .push((client_id, id, Some((sent.packet_id, sent.state))));
+                }
+                None => w.sent.push((client_id, id, None)),
+            }
+        }
+        for (client_id, packet_id) in std::mem::take(&mut self.dirty_inbound) {
+            let entry = self
+                .clients
+                .get_mut(&client_id)
+                .and_then(|q| q.inbound.get_mut(&packet_id));
+            match entry {
+                Some(stored) => {
+                    if !*stored {
+                        *stored = true;
+                        w.inbound.push((client_id, packet_id, true));
+                    }
+                }
+                None => w.inbound.push((client_id, packet_id, false)),
+            }
+        }
+        w
+    }
+
+    /// At start: a run as stored.
+    pub fn load_run(&mut self, client_id: ByteString, run: Run) {
+        self.coverage.add(run.first, run.last, 1);
+        let queue = self.clients.entry(client_id).or_default();
+        queue.count += run.messages();
+        queue.bytes += run.bytes;
+        queue.stored.insert(run.first);
+        let i = queue.runs.partition_point(|r| r.first < run.first);
+        queue.runs.insert(i, run);
+    }
+
+    /// At start: a sent message's state as stored.
+    pub fn load_sent(
+        &mut self,
+        client_id: &ByteString,
+        id: MessageId,
+        packet_id: PacketId,
+        state: OutboundState,
+    ) {
+        if let Some(queue) = self.clients.get_mut(client_id) {
+            queue.sent.insert(
+                id,
+                Sent {
+                    packet_id,
+                    state,
+                    stored: true,
+                },
+            );
+        }
+    }
+
+    /// At start: an inbound QoS 2 packet id as stored.
+    pub fn load_inbound(&mut self, client_id: ByteString, packet_id: PacketId) {
+        self.clients
+            .entry(client_id)
+            .or_default()
+            .inbound
+            .insert(packet_id, true);
+    }
+
+    /// At start: the ids in `from..=to` no queue refers to.
+    pub fn unreferenced(&self, from: MessageId, to: MessageId) -> Vec<(MessageId, MessageId)> {
+        self.coverage.gaps(from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u8) -> Message {
+        Message {
+            topic: TopicName::new("t".to_string()).unwrap(),
+            payload: Bytes::from(vec![n; 9]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    fn c(s: &str) -> ByteString {
+        ByteString::from(s.to_string())
+    }
+
+    fn enqueue(q: &mut Queues, client: &str, id: MessageId) -> Enqueued {
+        q.enqueue(
+            &c(client),
+            id,
+            QoS::AtLeastOnce,
+            false,
+            10,
+            false,
+            100_000,
+            1 << 30,
+        )
+    }
+
+    /// One message for ten offline sessions: one log row, one run row per
+    /// session; a thousand more: still one run row each, updated.
+    #[test]
+    fn a_topic_queued_for_ten_sessions_is_one_run_each() {
+        let mut q = Queues::default();
+        for id in 1..=1000 {
+            q.append(id, &msg(1), 10);
+            for s in 0..10 {
+                assert_eq!(enqueue(&mut q, &format!("s{s}"), id), Enqueued::Queued);
+            }
+        }
+        let w = q.take_writes();
+        assert_eq!(w.log_inserts.len(), 1000);
+        assert_eq!(w.runs.len(), 10);
+        assert!(w
+            .runs
+            .iter()
+            .all(|(_, r)| (r.first, r.last, r.bytes) == (1, 1000, 10_000)));
+        assert_eq!(q.len(&c("s3")), (1000, 10_000));
+        assert_eq!(q.coverage_spans(), 1);
+    }
+
+    /// Acknowledged in order, by every session: the log's rows go in one
+    /// range, and the runs' rows are deleted.
+    #[test]
+    fn acknowledged_messages_leave_the_log_in_ranges() {
+        let mut q = Queues::default();
+        for id in 1..=100 {
+            q.append(id, &msg(1), 2);
+            enqueue(&mut q, "a", id);
+            enqueue(&mut q, "b", id);
+        }
+        q.take_writes();
+        for id in 1..=60 {
+            assert!(q.dequeue(&c("a"), id, 10));
+        }
+        let w = q.take_writes();
+        assert!(w.log_deletes.is_empty(), "b still needs them");
+        assert_eq!(w.runs.len(), 1);
+        assert_eq!((w.runs[0].1.first, w.runs[0].1.last), (61, 100));
+        for id in 1..=100 {
+            q.dequeue(&c("b"), id, 10);
+        }
+        for id in 61..=100 {
+            q.dequeue(&c("a"), id, 10);
+        }
+        let w = q.take_writes();
+        assert_eq!(w.log_deletes, [(1, 100)]);
+        assert_eq!(w.run_deletes.len(), 2);
+        assert!(w.runs.is_empty());
+        assert_eq!(q.total(), 0);
+        assert_eq!(q.coverage_spans(), 0);
+    }
+
+    /// Queued and acknowledged before a commit: nothing is written at all.
+    #[test]
+    fn a_message_acknowledged_before_its_commit_writes_nothing() {
+        let mut q = Queues::default();
+        q.append(1, &msg(1), 1);
+        q.enqueue(&c("a"), 1, QoS::AtLeastOnce, false, 10, true, 100, 1000);
+        q.set_sent(
+            &c("a"),
+            1,
+            PacketId::new(7).unwrap(),
+            OutboundState::AwaitingPubAck,
+        );
+        q.dequeue(&c("a"), 1, 10);
+        let w = q.take_writes();
+        assert!(
+            w.is_empty(),
+            "{:?} {:?} {:?}",
+            w.log_deletes,
+            w.run_deletes,
+            w.sent
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_out_of_order_splits_a_run() {
+        let mut q = Queues::default();
+        for id in 1..=10 {
+            q.append(id, &msg(1), 1);
+            enqueue(&mut q, "a", id);
+        }
+        q.take_writes();
+        q.dequeue(&c("a"), 5, 10);
+        let w = q.take_writes();
+        let mut runs: Vec<_> = w
+            .runs
+            .iter()
+            .map(|(_, r)| (r.first, r.last, r.bytes))
+            .collect();
+        runs.sort();
+        assert_eq!(runs, [(1, 4, 40), (6, 10, 50)]);
+        assert_eq!(w.log_deletes, [(5, 5)]);
+        let paged: Vec<_> = q.page(&c("a"), 100).iter().map(|p| p.id).collect();
+        assert_eq!(paged, [1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn page_skips_what_the_session_holds_and_a_late_lower_id_is_still_paged() {
+        let mut q = Queues::default();
+        for id in [1, 2, 3, 5, 6] {
+            q.append(id, &msg(1), 1);
+            enqueue(&mut q, "a", id);
+        }
+        assert_eq!(
+            q.page(&c("a"), 2).iter().map(|p| p.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // Message 4 was routed before 5 but reaches the queue after it.
+        q.append(4, &msg(1), 1);
+        enqueue(&mut q, "a", 4);
+        assert_eq!(
+            q.page(&c("a"), 10).iter().map(|p| p.id).collect::<Vec<_>>(),
+            [3, 4, 5, 6]
+        );
+        assert!(q.page(&c("a"), 10).is_empty());
+        q.unhold(&c("a"));
+        assert_eq!(q.page(&c("a"), 10).len(), 6);
+        let w = q.take_writes();
+        assert_eq!(w.runs.len(), 1, "4 joined the runs on both sides");
+        assert_eq!((w.runs[0].1.first, w.runs[0].1.last), (1, 6));
+    }
+
+    #[test]
+    fn a_full_queue_drops_new_messages_but_not_what_the_session_holds() {
+        let mut q = Queues::default();
+        for id in 1..=3 {
+            q.append(id, &msg(1), 1);
+            assert_eq!(
+                q.enqueue(&c("a"), id, QoS::AtLeastOnce, false, 10, false, 2, 1000),
+                if id <= 2 {
+                    Enqueued::Queued
+                } else {
+                    Enqueued::Full
+                }
+            );
+        }
+        q.append(4, &msg(1), 1);
+        assert_eq!(
+            q.enqueue(&c("a"), 4, QoS::AtLeastOnce, false, 10, true, 2, 1000),
+            Enqueued::Queued
+        );
+        let w = q.take_writes();
+        assert_eq!(
+            w.log_inserts.iter().map(|(id, ..)| *id).collect::<Vec<_>>(),
+            [1, 2, 4],
+            "the dropped message is never written"
+        );
+    }
+
+    #[test]
+    fn sent_state_moves_forward_and_is_paged_with_the_message() {
+        let mut q = Queues::default();
+        q.append(1, &msg(1), 1);
+        q.enqueue(&c("a"), 1, QoS::ExactlyOnce, false, 10, true, 10, 1000);
+        let pid = PacketId::new(3).unwrap();
+        q.set_sent(&c("a"), 1, pid, OutboundState::AwaitingPubComp);
+        q.set_sent(&c("a"), 1, pid, OutboundState::AwaitingPubRec);
+        let w = q.take_writes();
+        assert_eq!(w.sent.len(), 1);
+        assert_eq!(w.sent[0].2, Some((pid, OutboundState::AwaitingPubComp)));
+        q.unhold(&c("a"));
+        assert_eq!(
+            q.page(&c("a"), 1)[0].sent,
+            Some((pid, OutboundState::AwaitingPubComp))
+        );
+        q.dequeue(&c("a"), 1, 10);
+        let w = q.take_writes();
+        assert_eq!(w.sent[0].2, None, "the stored row is deleted");
+    }
+
+    #[test]
+    fn deleting_a_session_releases_its_messages() {
+        let mut q = Queues::default();
+        for id in 1..=5 {
+            q.append(id, &msg(1), 2);
+            enqueue(&mut q, "a", id);
+            enqueue(&mut q, "b", id);
+        }
+        q.set_inbound(&c("a"), PacketId::new(1).unwrap(), true);
+        q.take_writes();
+        q.delete_client(&c("a"));
+        let w = q.take_writes();
+        assert!(w.log_deletes.is_empty());
+        assert!(
+            w.runs.is_empty() && w.run_deletes.is_empty(),
+            "the caller deletes by client"
+        );
+        q.delete_client(&c("b"));
+        assert_eq!(q.take_writes().log_deletes, [(1, 5)]);
+        assert!(q.inbound(&c("a")).is_empty());
+    }
+
+    #[test]
+    fn loaded_runs_are_counted_and_unreferenced_ids_found() {
+        let mut q = Queues::default();
+        let run = Run {
+            first: 4,
+            last: 9,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            bytes: 60,
+        };
+        q.load_run(c("a"), run);
+        q.load_run(
+            c("b"),
+            Run {
+                first: 12,
+                last: 12,
+                bytes: 5,
+                ..run
+            },
+        );
+        assert_eq!(q.len(&c("a")), (6, 60));
+        assert_eq!(q.unreferenced(1, 14), [(1, 3), (10, 11), (13, 14)]);
+        for id in 4..=9 {
+            q.dequeue(&c("a"), id, 10);
+        }
+        let w = q.take_writes();
+        assert_eq!(w.run_deletes, [(c("a"), 4)]);
+        assert_eq!(w.log_deletes, [(4, 9)]);
+    }
+}
