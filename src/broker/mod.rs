@@ -177,9 +177,15 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     actix_rt::spawn(ops::prometheus::serve(socket, tree.shared.clone()));
                 }
                 let store = tree.store.clone();
+                let registry = tree.shared.registry.clone();
                 actix_rt::spawn(async move {
                     let _ = stop_rx.await;
-                    // Commit what was acknowledged, then stop.
+                    // Sessions write what they keep only in memory, then
+                    // everything is committed, then roost stops.
+                    let saved = registry.send(client::messages::SaveInflight);
+                    if tokio::time::timeout(shutdown_timeout, saved).await.is_err() {
+                        log::warn!("sessions did not save their state within {shutdown_timeout:?}");
+                    }
                     match tokio::time::timeout(shutdown_timeout, store.send(durable::Flush)).await {
                         Ok(_) => log::info!("database flushed"),
                         Err(_) => {

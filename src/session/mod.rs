@@ -12,11 +12,13 @@ mod action;
 pub mod connect;
 mod limits;
 mod map;
+mod pager;
 mod state;
 mod subscriptions;
 
 pub use action::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Paged, Queued};
 pub use limits::SessionLimits;
 pub use map::SharedSeedMap;
-pub use state::{SessionState, READ_AHEAD};
+pub use pager::READ_AHEAD;
+pub use state::SessionState;
 pub use subscriptions::{SubscribeOutcome, SubscribeRefusal, Subscriptions};

@@ -17,35 +17,21 @@
 //! - the PUBREC → awaiting-PUBCOMP step, before PUBREL is sent: after a
 //!   crash PUBREL is resent, not the PUBLISH;
 //! - an inbound QoS 2 id's release, before PUBCOMP is sent;
-//! - a QoS 1 message's packet id is written but nothing waits for it (a
-//!   QoS 1 duplicate after a crash is allowed); the publisher's PUBACK
+//! - a QoS 1 message's packet id is written when its client leaves (so a
+//!   client that returns gets it with the same id), not when it is sent:
+//!   after a crash, a QoS 1 message that was in flight is sent again with a
+//!   new id, a duplicate delivery QoS 1 allows; the publisher's PUBACK
 //!   waits, in the broker, for the message to be in every durable queue.
 
 use super::action::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Paged, Queued};
 use super::limits::SessionLimits;
 use super::map::SharedSeedMap;
+use super::pager::{Pager, READ_AHEAD};
 use super::subscriptions::{SubscribeOutcome, Subscriptions};
 use crate::config::LimitsConfig;
 use crate::message::Message;
 use crate::protocol::{Packet, PacketId, QoS, SubscribeTopic, TopicFilter};
 use std::collections::VecDeque;
-
-/// Messages of its queue a durable session reads ahead into memory, beyond
-/// those in flight; it asks for more when fewer than half are left.
-pub const READ_AHEAD: usize = 256;
-
-/// A durable session's view of the part of its queue kept in the store.
-#[derive(Debug, Default, Clone, Copy)]
-struct Pager {
-    durable: bool,
-    /// The store may hold messages of the queue that are not in memory.
-    in_store: bool,
-    /// A page was asked for and has not come.
-    asking: bool,
-    /// A message went to the store while a page was being asked for: the
-    /// answer cannot say whether that one is left.
-    grew_while_asking: bool,
-}
 
 pub struct SessionState {
     limits: SessionLimits,
@@ -80,10 +66,7 @@ impl SessionState {
             queued_bytes: 0,
             inbound_awaiting_rel: SharedSeedMap::default(),
             online: false,
-            pager: Pager {
-                durable,
-                ..Pager::default()
-            },
+            pager: Pager::new(durable),
         }
     }
 
@@ -98,7 +81,7 @@ impl SessionState {
         let mut s = SessionState::new(limits, true);
         s.subscriptions = Subscriptions::restore(subscriptions);
         s.inbound_awaiting_rel = inbound.into_iter().map(|p| (p, ())).collect();
-        s.pager.in_store = true;
+        s.pager.reset();
         s
     }
 
@@ -107,7 +90,7 @@ impl SessionState {
     }
 
     pub fn is_durable(&self) -> bool {
-        self.pager.durable
+        self.pager.is_durable()
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, QoS)> {
@@ -210,8 +193,9 @@ impl SessionState {
     /// resent) when the client returns.
     pub fn detach(&mut self, out: &mut Vec<Action>) {
         self.online = false;
-        self.pager.asking = false;
-        if self.pager.durable {
+        if self.pager.is_durable() {
+            self.pager.reset();
+            self.save_inflight(out);
             let held = self
                 .queue
                 .iter()
@@ -219,7 +203,6 @@ impl SessionState {
                 .chain(self.inflight.iter().filter_map(|e| e.id));
             for id in held {
                 out.push(Action::Unhold { id });
-                self.pager.in_store = true;
             }
             self.queue.retain(|q| q.id.is_none());
             self.inflight.retain(|e| e.id.is_none());
@@ -227,6 +210,22 @@ impl SessionState {
             self.inflight_bytes = self.inflight.iter().map(|e| e.message.size()).sum();
             self.queue.shrink_to_fit();
             self.inflight.shrink_to_fit();
+        }
+    }
+
+    /// Durable: writes the packet ids of the QoS 1 messages in flight, to
+    /// be resent with them [MQTT-4.4.0-1] (when the client leaves, and
+    /// before roost stops).
+    pub fn save_inflight(&self, out: &mut Vec<Action>) {
+        for e in &self.inflight {
+            if let (Some(id), OutboundState::AwaitingPubAck) = (e.id, e.state) {
+                out.push(Action::Sent {
+                    id,
+                    packet_id: e.packet_id,
+                    state: e.state,
+                    then: None,
+                });
+            }
         }
     }
 
@@ -265,7 +264,7 @@ impl SessionState {
             return self.enqueue_in_memory(Queued { id: None, message });
         };
         let size = message.size();
-        let held = !self.pager.in_store;
+        let held = self.pager.may_hold();
         let enqueue = |held: bool| Action::Enqueue {
             id,
             qos: message.qos,
@@ -301,10 +300,7 @@ impl SessionState {
         // The rest of the queue (all of it while the client is away) waits
         // in the store, which applies the queue's bounds to it.
         out.push(enqueue(false));
-        self.pager.in_store = true;
-        if self.pager.asking {
-            self.pager.grew_while_asking = true;
-        }
+        self.pager.stored();
         DeliverOutcome::Queued
     }
 
@@ -325,15 +321,13 @@ impl SessionState {
     /// that had been sent go back in flight with their packet ids and are
     /// resent with DUP set [MQTT-4.4.0-1].
     pub fn paged(&mut self, messages: Vec<Paged>, more: bool, out: &mut Vec<Action>) {
-        self.pager.asking = false;
         if !self.online {
             // The client left while the page was on its way: let go of it.
-            self.pager.in_store = true;
+            self.pager.reset();
             out.extend(messages.into_iter().map(|p| Action::Unhold { id: p.id }));
             return;
         }
-        self.pager.in_store = more || self.pager.grew_while_asking;
-        self.pager.grew_while_asking = false;
+        self.pager.answered(more);
         for Paged { id, message, sent } in messages {
             match sent {
                 Some((packet_id, state)) if state != OutboundState::Queued => {
@@ -363,19 +357,13 @@ impl SessionState {
 
     /// A page could not be read (the store restarted): ask again later.
     pub fn page_failed(&mut self) {
-        self.pager.asking = false;
-        self.pager.in_store = true;
+        self.pager.reset();
     }
 
     /// The store has more of the queue than the session last heard.
     pub fn more_in_store(&mut self, out: &mut Vec<Action>) {
-        if self.pager.durable {
-            self.pager.in_store = true;
-            if self.pager.asking {
-                self.pager.grew_while_asking = true;
-            }
-            self.fill_window(out);
-        }
+        self.pager.stored();
+        self.fill_window(out);
     }
 
     /// Puts a message in flight (for a durable one, its queue entry was
@@ -396,17 +384,9 @@ impl SessionState {
                 state,
                 then: Some(packet),
             }),
-            // QoS 1: the packet id is written, but nothing waits for it.
-            Some(id) => {
-                out.push(Action::Sent {
-                    id,
-                    packet_id,
-                    state,
-                    then: None,
-                });
-                out.push(Action::Send(packet));
-            }
-            None => out.push(Action::Send(packet)),
+            // QoS 1: sent at once; its packet id is written when the client
+            // leaves (see `detach`).
+            Some(_) | None => out.push(Action::Send(packet)),
         }
         self.inflight_bytes += message.size();
         self.inflight.push_back(Inflight {
@@ -461,11 +441,7 @@ impl SessionState {
             }
         }
         let read_ahead = self.read_ahead();
-        let p = &mut self.pager;
-        if p.durable && self.online && p.in_store && !p.asking && self.queue.len() < read_ahead / 2
-        {
-            p.asking = true;
-            p.grew_while_asking = false;
+        if self.pager.ask(self.online, self.queue.len(), read_ahead) {
             // Room to read ahead, and to refill the window: a session taken
             // up again gets everything it had in flight in its first page.
             let window = (self.limits.max_inflight as usize).saturating_sub(self.inflight.len());
@@ -552,7 +528,7 @@ impl SessionState {
             return false;
         }
         self.inbound_awaiting_rel.insert(packet_id, ());
-        if self.pager.durable {
+        if self.pager.is_durable() {
             out.push(Action::Inbound {
                 packet_id,
                 awaiting: true,
@@ -566,7 +542,7 @@ impl SessionState {
     /// of the id and its copies failed), so that the client's resend is
     /// taken as a new PUBLISH.
     pub fn forget_inbound_qos2(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
-        if self.inbound_awaiting_rel.remove(&packet_id).is_some() && self.pager.durable {
+        if self.inbound_awaiting_rel.remove(&packet_id).is_some() && self.pager.is_durable() {
             out.push(Action::Inbound {
                 packet_id,
                 awaiting: false,
@@ -581,7 +557,7 @@ impl SessionState {
     pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
         let comp = Packet::PubComp(packet_id);
         match self.inbound_awaiting_rel.remove(&packet_id) {
-            Some(()) if self.pager.durable => out.push(Action::Inbound {
+            Some(()) if self.pager.is_durable() => out.push(Action::Inbound {
                 packet_id,
                 awaiting: false,
                 then: Some(comp),
@@ -806,19 +782,33 @@ mod tests {
     }
 
     #[test]
-    fn durable_qos1_is_sent_at_once_and_its_packet_id_written() {
+    fn durable_qos1_is_sent_at_once_and_its_packet_id_written_when_the_client_leaves() {
         let mut s = SessionState::new(limits(10, 10), true);
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::AtLeastOnce, 1), Some(7), true, &mut out);
         assert!(matches!(
-            &out[..2],
-            [
-                Action::Enqueue { held: true, .. },
-                Action::Sent { then: None, .. }
-            ]
+            &out[..],
+            [Action::Enqueue { held: true, .. }, Action::Send(_)]
         ));
         assert_eq!(publishes(&out), vec![(1, Some(1), false)]);
+        out.clear();
+        s.detach(&mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Action::Sent {
+                        id: 7,
+                        state: OutboundState::AwaitingPubAck,
+                        then: None,
+                        ..
+                    },
+                    Action::Unhold { id: 7 }
+                ]
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -865,10 +855,7 @@ mod tests {
         let mut s = SessionState::restore(limits(10, 10), vec![], vec![pid(4)]);
         let mut out = Vec::new();
         s.attach(&mut out);
-        assert!(
-            matches!(&out[..], [Action::PageIn { max: 20 }]),
-            "{out:?}"
-        );
+        assert!(matches!(&out[..], [Action::PageIn { max: 20 }]), "{out:?}");
         out.clear();
         s.paged(
             vec![

@@ -22,6 +22,14 @@ pub type ConnectionId = u64;
 #[rtype(result = "()")]
 pub struct Discard;
 
+/// Shutdown → SessionRegistry → every persistent Session: store the packet
+/// ids of the QoS 1 messages in flight (written only when a client leaves
+/// otherwise), so that they are resent with them after the restart
+/// [MQTT-4.4.0-1]. Answered once the writes are on their way to the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveInflight;
+
 /// Session → SessionRegistry: a clean session ended with its connection.
 #[derive(Message)]
 #[rtype(result = "()")]

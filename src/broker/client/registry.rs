@@ -3,7 +3,7 @@
 //! whether CONNACK says "session present". At start it brings back the
 //! persistent sessions the store kept.
 
-use super::messages::{Discard, SessionEnded, SessionId};
+use super::messages::{Discard, SaveInflight, SessionEnded, SessionId};
 use super::session::{Restored, Session, SessionDeps};
 use crate::broker::durable::Completion;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
@@ -278,6 +278,22 @@ impl SessionRegistry {
                 })
             },
         )))
+    }
+}
+
+impl Handler<SaveInflight> for SessionRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: SaveInflight, _: &mut Context<Self>) -> Self::Result {
+        let asked: Vec<_> = self
+            .sessions
+            .values()
+            .filter(|e| e.durable)
+            .map(|e| e.session.send(SaveInflight))
+            .collect();
+        Box::pin(async move {
+            futures::future::join_all(asked).await;
+        })
     }
 }
 

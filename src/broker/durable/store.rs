@@ -32,6 +32,7 @@
 mod inbox;
 mod pages;
 mod restart;
+mod retry;
 
 pub use inbox::{PendingWrite, StoreHandle, WriteInbox};
 
@@ -46,6 +47,7 @@ use crate::store::{self, Checkpointer, LogCache, Logged, Op, QueueBounds, Queues
 use actix::prelude::*;
 use bytestring::ByteString;
 use inbox::InboxStream;
+use retry::FailedBatch;
 use sqlx::SqliteConnection;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,33 +57,13 @@ use std::time::{Duration, Instant};
 /// memory is given back.
 const KEPT_INBOX_CAPACITY: usize = 1 << 16;
 
-/// The first pause before a failed commit is tried again; it doubles with
-/// each failure up to `LONGEST_RETRY_PAUSE`.
-const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
-const LONGEST_RETRY_PAUSE: Duration = Duration::from_secs(5);
-
-/// While a commit keeps failing, one log line this often, not one per try.
-const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The pause before the next try of a commit that failed `failures` times.
-fn retry_pause(failures: u32) -> Duration {
-    FIRST_RETRY_PAUSE
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(LONGEST_RETRY_PAUSE)
-}
-
-/// A batch whose commit failed, kept to be committed again.
-struct FailedBatch {
-    batch: Batch,
-    /// Failed tries so far.
-    failures: u32,
-    /// When the first try failed.
-    since: Instant,
-    /// When a failure was last logged.
-    logged: Instant,
-    /// The pause is over (or the actor restarted): try again.
-    due: bool,
-}
+/// How long a small batch waits for more writes under load (see
+/// `Store::should_linger`), and the size at which it stops waiting.
+const LINGER: Duration = Duration::from_millis(3);
+const LINGER_UNTIL_OPS: usize = 4096;
+/// Writes that arrived while a commit ran from which the store counts as
+/// under load.
+const LOAD_OPS: usize = 256;
 
 /// One group commit's writes, each with the completion that waits for it.
 type Batch = store::Batch<Completion>;
@@ -161,6 +143,11 @@ pub struct Store {
     /// The last committed batch, emptied: the next batch reuses its room.
     spare: Option<Batch>,
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// At least `LOAD_OPS` writes arrived while the last commit ran.
+    under_load: bool,
+    /// Until when the pending batch waits for more writes (see
+    /// `should_linger`).
+    lingering: Option<Instant>,
     /// A batch whose commit failed: it commits before anything else.
     failed: Option<FailedBatch>,
     /// Copies the WAL into the database file on a thread of its own;
@@ -201,6 +188,8 @@ impl Store {
             batch: Batch::default(),
             spare: None,
             flush_waiters: Vec::new(),
+            under_load: false,
+            lingering: None,
             failed: None,
             checkpointer,
             metrics,
@@ -340,6 +329,9 @@ impl Store {
             }
             return;
         }
+        if retry.is_none() && self.should_linger(ctx) {
+            return;
+        }
         let Some(mut conn) = self.conn.take() else {
             self.failed = retry;
             return;
@@ -391,6 +383,9 @@ impl Store {
                             None
                         }
                     };
+                    // Load: writes kept coming while this commit ran.
+                    act.take_inbox(ctx);
+                    act.under_load = act.batch.len() >= LOAD_OPS;
                     // The next commit starts before this one's completions run, so
                     // the database works while they do. Their order is kept: the
                     // next batch's completions run only after its own commit.
@@ -401,6 +396,29 @@ impl Store {
                     }
                 }),
         );
+    }
+
+    /// Under load (writes kept arriving while the last commit ran), a small
+    /// batch waits up to `LINGER` for more to join it: a commit costs about
+    /// the same whether it holds ten messages or a thousand (every page it
+    /// touches is written whole), and a message acknowledged before its
+    /// commit is never written at all. Without load (a single client
+    /// waiting for its acknowledgements) nothing waits. True if it waits.
+    fn should_linger(&mut self, ctx: &mut Context<Self>) -> bool {
+        let full = self.batch.len() >= LINGER_UNTIL_OPS || !self.flush_waiters.is_empty();
+        match self.lingering {
+            Some(until) if !full && Instant::now() < until => true,
+            Some(_) => {
+                self.lingering = None;
+                false
+            }
+            None if self.under_load && !full => {
+                self.lingering = Some(Instant::now() + LINGER);
+                ctx.run_later(LINGER, |act, ctx| act.commit(ctx));
+                true
+            }
+            None => false,
+        }
     }
 
     /// A commit succeeded: counted, and the end of a failure told.
@@ -423,53 +441,6 @@ impl Store {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         m.store_commit_seconds.observe(took.as_secs_f64());
         m.store_batch_changes.observe(size as f64);
-    }
-
-    /// Keeps a batch whose commit failed, to try again after a pause: it is
-    /// not acknowledged, and nothing after it commits first.
-    fn commit_failed(
-        &mut self,
-        batch: Batch,
-        before: Option<FailedBatch>,
-        error: &store::CommitError,
-        ctx: &mut Context<Self>,
-    ) {
-        self.metrics
-            .store_commit_failures
-            .fetch_add(1, Ordering::Relaxed);
-        self.metrics.store_failing.store(true, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut failed = before.unwrap_or(FailedBatch {
-            batch: Batch::default(),
-            failures: 0,
-            since: now,
-            logged: now,
-            due: false,
-        });
-        failed.batch = batch;
-        failed.failures += 1;
-        failed.due = false;
-        let pause = retry_pause(failed.failures);
-        if failed.failures == 1 {
-            log::error!(
-                "database commit of {} changes failed: {error}. Nothing of it is acknowledged yet; roost tries again (after {pause:?}, then up to every {LONGEST_RETRY_PAUSE:?}) until it commits, and refuses new persistent sessions (CONNACK 0x03) meanwhile",
-                failed.batch.len()
-            );
-        } else if failed.logged.elapsed() >= FAILURE_LOG_INTERVAL {
-            log::error!(
-                "database commit still failing after {} tries over {:.0?}: {error}",
-                failed.failures,
-                failed.since.elapsed()
-            );
-            failed.logged = now;
-        }
-        self.failed = Some(failed);
-        ctx.run_later(pause, |act, ctx| {
-            if let Some(failed) = &mut act.failed {
-                failed.due = true;
-            }
-            act.commit(ctx);
-        });
     }
 }
 

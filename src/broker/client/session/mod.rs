@@ -491,6 +491,15 @@ impl Session {
     }
 }
 
+impl Handler<SaveInflight> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: SaveInflight, _: &mut Context<Self>) {
+        self.state.save_inflight(&mut self.out);
+        self.run(None);
+    }
+}
+
 impl Handler<Discard> for Session {
     type Result = ();
 
