@@ -333,3 +333,101 @@ async fn returning_client_keeps_its_session_despite_expiry_setting() {
     c.expect_publish("expiry/back", b"still subscribed").await;
     assert_eq!(Metrics::get(&broker.handle.metrics().sessions_expired), 0);
 }
+
+/// Polls the broker's metrics until `check` holds (a gauge has no event to
+/// wait for), for at most 5 s.
+async fn metrics_until(broker: &TestBroker, what: &str, check: impl Fn(&Metrics) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check(broker.handle.metrics()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// [MQTT-3.1.2-4] A persistent session whose client is away sleeps: no
+/// actor, its messages queued in the store. The client's return wakes it
+/// with session present 1 [MQTT-3.2.2-2], every message in order, and the
+/// subscription still routing.
+#[tokio::test]
+async fn a_persistent_session_sleeps_while_its_client_is_away_and_wakes_with_its_queue_mqtt_3_1_2_4(
+) {
+    let broker = TestBroker::start();
+    let mut c = persistent(&broker, "sleeper", &CONNACK_OK).await;
+    c.subscribe_ok(1, &[("sleep/#", 1)]).await;
+    c.disconnect().await;
+    metrics_until(&broker, "the session sleeps", |m| {
+        Metrics::get(&m.sessions_asleep) == 1
+    })
+    .await;
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    for i in 1..=5u16 {
+        publisher
+            .publish_ok("sleep/t", format!("m{i}").as_bytes(), 1, i, false)
+            .await;
+    }
+    let mut c = persistent(&broker, "sleeper", &CONNACK_PRESENT).await;
+    let got: Vec<_> = c
+        .recv_publishes(5)
+        .await
+        .iter()
+        .map(|p| String::from_utf8(p.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(Metrics::get(&broker.handle.metrics().sessions_asleep), 0);
+    publisher.publish_ok("sleep/t", b"awake", 1, 9, false).await;
+    c.expect_publish("sleep/t", b"awake").await;
+}
+
+/// [MQTT-3.1.2-6] A clean CONNECT for the client id of a sleeping session
+/// removes it, its queue with it: the next persistent CONNECT finds no
+/// session (session present 0) and no message.
+#[tokio::test]
+async fn a_clean_connect_removes_a_sleeping_session_mqtt_3_1_2_6() {
+    let broker = TestBroker::start();
+    let mut c = persistent(&broker, "napper", &CONNACK_OK).await;
+    c.subscribe_ok(1, &[("nap/t", 1)]).await;
+    c.disconnect().await;
+    metrics_until(&broker, "the session sleeps", |m| {
+        Metrics::get(&m.sessions_asleep) == 1
+    })
+    .await;
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("nap/t", b"lost", 1, 1, false).await;
+    let mut clean = RawClient::connected(broker.addr(), "napper", true).await;
+    clean.disconnect().await;
+    let mut c = persistent(&broker, "napper", &CONNACK_OK).await;
+    c.expect_nothing_within(
+        std::time::Duration::from_millis(300),
+        "the discarded session's queue went with it",
+    )
+    .await;
+    publisher
+        .publish_ok("nap/t", b"unrouted", 1, 2, false)
+        .await;
+    c.expect_nothing_within(
+        std::time::Duration::from_millis(300),
+        "its subscription went too",
+    )
+    .await;
+}
+
+/// Persistent sessions restored at start sleep until their clients return.
+#[tokio::test]
+async fn restored_sessions_sleep_until_their_clients_return() {
+    let broker = TestBroker::start();
+    for i in 0..3 {
+        let mut c = persistent(&broker, &format!("r{i}"), &CONNACK_OK).await;
+        c.subscribe_ok(1, &[("restored/t", 1)]).await;
+        c.disconnect().await;
+    }
+    let broker = broker.restart();
+    assert_eq!(Metrics::get(&broker.handle.metrics().sessions_asleep), 3);
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("restored/t", b"x", 1, 1, false).await;
+    let mut c = persistent(&broker, "r1", &CONNACK_PRESENT).await;
+    c.expect_publish("restored/t", b"x").await;
+    assert_eq!(Metrics::get(&broker.handle.metrics().sessions_asleep), 2);
+}

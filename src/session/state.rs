@@ -231,8 +231,9 @@ impl SessionState {
 
     /// A message routed to this session. `qos` is already min(published,
     /// granted); `id` is its place in the store's log for a durable session
-    /// (QoS 1/2 only); `writable` is false when the client's outbound
-    /// buffer is full.
+    /// (QoS 1/2, and QoS 0 while the client is away with `queue_qos0`: the
+    /// caller releases the id of a QoS 0 message for an online client);
+    /// `writable` is false when the client's outbound buffer is full.
     pub fn deliver(
         &mut self,
         message: Message,
@@ -253,8 +254,22 @@ impl SessionState {
             if !self.limits.queue_qos0 {
                 return DeliverOutcome::DroppedOffline;
             }
-            // QoS 0 is queued in memory only.
-            return self.enqueue_in_memory(Queued { id: None, message });
+            // `queue_qos0`: a durable session queues it in the store (the
+            // shard gave it an id), any other in memory.
+            return match id {
+                Some(id) => {
+                    out.push(Action::Enqueue {
+                        id,
+                        qos: QoS::AtMostOnce,
+                        retain: message.retain,
+                        size: message.stored_size(),
+                        held: false,
+                    });
+                    self.pager.stored();
+                    DeliverOutcome::Queued
+                }
+                None => self.enqueue_in_memory(Queued { id: None, message }),
+            };
         }
         let Some(id) = id else {
             if self.online && self.queue.is_empty() && self.window_has_room(&message) {
@@ -433,6 +448,13 @@ impl SessionState {
             };
             self.queued_bytes -= queued.message.size();
             if queued.message.qos == QoS::AtMostOnce {
+                // No acknowledgement comes: once sent, it leaves the queue.
+                if let Some(id) = queued.id {
+                    out.push(Action::Dequeue {
+                        id,
+                        size: queued.message.stored_size(),
+                    });
+                }
                 out.push(Action::Send(Packet::Publish(
                     queued.message.into_publish(None, false),
                 )));

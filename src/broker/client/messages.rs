@@ -7,10 +7,12 @@
 
 use crate::broker::net::backlog::BacklogToken;
 use crate::broker::net::outbound::Outbound;
+use crate::broker::route::delivery_inbox::DeliveryInbox;
 pub use crate::broker::route::messages::SessionId;
-use crate::protocol::{LastWill, Packet, Publish};
+use crate::protocol::{LastWill, Packet, PacketId, Publish, QoS, TopicFilter};
 use actix::prelude::*;
 use bytestring::ByteString;
+use std::sync::Arc;
 
 /// Identifies one accepted socket.
 pub type ConnectionId = u64;
@@ -29,6 +31,33 @@ pub struct Discard;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SaveInflight;
+
+/// Session → SessionRegistry: the client of this persistent session is
+/// away; keep it asleep, without an actor. Refused (false) if a newer
+/// connection registered since the session's last attach: its attach is on
+/// its way, and the session stays awake for it.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Retire {
+    pub client_id: ByteString,
+    pub session_id: SessionId,
+    pub generation: u64,
+    pub dormant: Dormant,
+}
+
+/// A persistent session asleep (its client away): what waking it needs.
+/// Its queue is in the store; its subscriptions stay in the shards, which
+/// deliver through its inbox into that queue.
+pub struct Dormant {
+    pub username: Option<ByteString>,
+    pub subscriptions: Box<[(TopicFilter, QoS)]>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub inbound: Box<[PacketId]>,
+    /// None if it never subscribed.
+    pub inbox: Option<Arc<DeliveryInbox>>,
+    /// When it is removed unless its client returns (`session.expiry_secs`).
+    pub expires_at: Option<std::time::Instant>,
+}
 
 /// Session → SessionRegistry: a clean session ended with its connection.
 #[derive(Message)]

@@ -2,18 +2,37 @@
 //! the client resumes its persistent session or starts a fresh one, and
 //! whether CONNACK says "session present". At start it brings back the
 //! persistent sessions the store kept.
+//!
+//! A persistent session whose client is away sleeps: it has no actor, only
+//! an entry here ([`Dormant`]) and its subscriptions in the shards, which
+//! deliver through its inbox straight into its queue in the store. The
+//! session goes to sleep itself once its client has left ([`Retire`]); the
+//! registry wakes it (starts an actor for it again) when its client
+//! returns, removes it when it expires or a clean session replaces it, and
+//! starts every session restored from the store asleep.
 
-use super::messages::{Discard, SaveInflight, SessionEnded, SessionId};
-use super::session::{Restored, Session, SessionDeps};
+use super::messages::{Discard, Dormant, Retire, SaveInflight, SessionEnded, SessionId};
+use super::session::{Session, SessionDeps};
 use crate::broker::durable::Completion;
+use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
+use crate::broker::route::delivery_inbox::{
+    drop_delivery, DeliveryInbox, DormantSink, InboxHandle,
+};
 use crate::session::connect::{takeover, Takeover};
 use crate::session::SessionState;
-use crate::store::StoredSession;
+use crate::store::{Op, StoredSession};
 use actix::prelude::*;
 use ahash::AHashMap;
 use bytestring::ByteString;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often sleeping sessions are checked for expiry.
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
 /// Connection → SessionRegistry, after a valid CONNECT: find or create the
 /// session for this client id.
@@ -45,9 +64,15 @@ pub struct Registered {
 
 struct Entry {
     session_id: SessionId,
-    session: Addr<Session>,
+    held: Held,
     durable: bool,
     generation: u64,
+}
+
+/// A session with an actor, or one asleep.
+enum Held {
+    Awake(Addr<Session>),
+    Asleep(Box<Dormant>),
 }
 
 pub struct SessionRegistry {
@@ -55,6 +80,8 @@ pub struct SessionRegistry {
     /// How many of `sessions` are persistent, for
     /// `limits.max_persistent_sessions`.
     durable: usize,
+    /// How many of `sessions` are asleep.
+    asleep: usize,
     next_session_id: SessionId,
     deps: Arc<SessionDeps>,
     /// Persistent sessions from the store, started when the registry starts.
@@ -62,9 +89,12 @@ pub struct SessionRegistry {
     /// Told once every restored session's subscriptions are in the shards
     /// (the first start only; see `ops::tree`).
     restored: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Arbiters restored sessions are spread over.
-    workers: Vec<actix::dev::ArbiterHandle>,
     restarts: Arc<RestartTracker>,
+    /// What sleeping sessions' inboxes write through.
+    sink: Arc<DormantSink>,
+    /// When sleeping sessions expire, soonest first (entries of sessions
+    /// woken or removed since are skipped when they come up).
+    expiries: BinaryHeap<Reverse<(Instant, SessionId, ByteString)>>,
 }
 
 impl SessionRegistry {
@@ -72,64 +102,193 @@ impl SessionRegistry {
         deps: Arc<SessionDeps>,
         restore: Vec<StoredSession>,
         restored: tokio::sync::oneshot::Sender<()>,
-        workers: Vec<actix::dev::ArbiterHandle>,
         restarts: Arc<RestartTracker>,
     ) -> Self {
+        let sink = Arc::new(DormantSink {
+            store: deps.store.clone(),
+            metrics: deps.metrics.clone(),
+        });
         SessionRegistry {
             sessions: AHashMap::new(),
             durable: 0,
+            asleep: 0,
             next_session_id: 1,
             deps,
             restore,
             restored: Some(restored),
-            workers,
             restarts,
+            sink,
+            expiries: BinaryHeap::new(),
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // one call for new sessions, one for restored ones
+    /// Starts a session actor: a new one (`woken` None), or one woken
+    /// from sleep, which keeps its session id (the shards' key) and inbox.
+    #[allow(clippy::too_many_arguments)]
     fn start_session(
         &mut self,
         client_id: ByteString,
         durable: bool,
         state: SessionState,
-        restored: Option<(Restored, Completion)>,
+        woken: Option<(SessionId, Box<Dormant>)>,
         arbiter: &actix::dev::ArbiterHandle,
         generation: u64,
     ) -> Addr<Session> {
-        let session_id = self.next_session_id;
-        self.next_session_id += 1;
+        let (session_id, username, inbox) = match woken {
+            Some((id, dormant)) => (id, dormant.username, dormant.inbox),
+            None => {
+                self.next_session_id += 1;
+                (self.next_session_id - 1, None, None)
+            }
+        };
         let (id, deps) = (client_id.clone(), self.deps.clone());
         // Sessions recover in place after a failure (`Session::recover`):
         // an actix Supervisor would also restart a session that ended on purpose.
-        let session = Session::start_in_arbiter(arbiter, move |ctx| match restored {
-            Some((restored, indexed)) => {
-                let mut session = Session::new(session_id, id, state, Some(restored), deps);
-                session.restore_subscriptions(ctx.address(), &indexed);
-                session
-            }
-            None => Session::new(session_id, id, state, None, deps),
+        let session = Session::start_in_arbiter(arbiter, move |_| {
+            Session::new(session_id, id, state, username, inbox, deps)
         });
         let entry = Entry {
             session_id,
-            session: session.clone(),
+            held: Held::Awake(session.clone()),
             durable,
             generation,
         };
-        if let Some(replaced) = self.sessions.insert(client_id, entry) {
-            self.durable -= usize::from(replaced.durable);
-        }
-        self.durable += usize::from(durable);
-        self.count();
+        self.insert(client_id, entry);
         session
+    }
+
+    /// Wakes a sleeping session for its returning client: an actor again,
+    /// its queue paged in from the store once it attaches.
+    fn wake(
+        &mut self,
+        client_id: ByteString,
+        session_id: SessionId,
+        dormant: Box<Dormant>,
+        arbiter: &actix::dev::ArbiterHandle,
+        generation: u64,
+    ) -> Addr<Session> {
+        let state = SessionState::restore(
+            self.deps.limits,
+            dormant.subscriptions.to_vec(),
+            dormant.inbound.to_vec(),
+        );
+        self.start_session(
+            client_id,
+            true,
+            state,
+            Some((session_id, dormant)),
+            arbiter,
+            generation,
+        )
+    }
+
+    /// Puts a session to sleep, or starts a restored one asleep.
+    fn put_to_sleep(&mut self, client_id: ByteString, session_id: SessionId, dormant: Dormant) {
+        if let Some(inbox) = &dormant.inbox {
+            inbox.go_dormant(client_id.clone(), self.sink.clone());
+        }
+        if let Some(at) = dormant.expires_at {
+            self.expiries
+                .push(Reverse((at, session_id, client_id.clone())));
+        }
+        if let Some(entry) = self.sessions.get_mut(&client_id) {
+            if matches!(entry.held, Held::Awake(_)) {
+                self.asleep += 1;
+            }
+            entry.held = Held::Asleep(Box::new(dormant));
+        }
+        self.count();
+    }
+
+    /// Removes a sleeping session for good: its subscriptions leave the
+    /// shards, its rows the store.
+    fn remove_asleep(
+        &mut self,
+        client_id: &ByteString,
+        session_id: SessionId,
+        dormant: Dormant,
+    ) {
+        for (filter, _) in dormant.subscriptions.iter() {
+            self.deps.router.unsubscribe(session_id, filter);
+            self.deps
+                .metrics
+                .subscriptions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(inbox) = dormant.inbox {
+            for left in inbox.close() {
+                drop_delivery(&self.deps.store, left);
+            }
+        }
+        self.deps.store.write(
+            Op::DeleteSession {
+                client_id: client_id.clone(),
+                persistent: true,
+            },
+            None,
+        );
+    }
+
+    /// Removes the sleeping sessions whose time is up.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, session_id, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let (at, session_id) = (*at, *session_id);
+            let Some(Reverse((_, _, client_id))) = self.expiries.pop() else {
+                break;
+            };
+            let still = self.sessions.get(&client_id).is_some_and(|e| {
+                e.session_id == session_id
+                    && matches!(&e.held, Held::Asleep(d) if d.expires_at == Some(at))
+            });
+            if !still {
+                continue;
+            }
+            if let Some(Entry {
+                held: Held::Asleep(dormant),
+                ..
+            }) = self.remove(&client_id)
+            {
+                log::info!("client {client_id:?}: persistent session expired");
+                Metrics::inc(&self.deps.metrics.sessions_expired);
+                self.remove_asleep(&client_id, session_id, *dormant);
+            }
+        }
+    }
+
+    /// Adds (or replaces) an entry, keeping the counts.
+    fn insert(&mut self, client_id: ByteString, entry: Entry) {
+        self.durable += usize::from(entry.durable);
+        self.asleep += usize::from(matches!(entry.held, Held::Asleep(_)));
+        if let Some(replaced) = self.sessions.insert(client_id, entry) {
+            self.forget(&replaced);
+        }
+        self.count();
+    }
+
+    /// Removes an entry, keeping the counts.
+    fn remove(&mut self, client_id: &ByteString) -> Option<Entry> {
+        let gone = self.sessions.remove(client_id)?;
+        self.forget(&gone);
+        self.count();
+        Some(gone)
+    }
+
+    fn forget(&mut self, gone: &Entry) {
+        self.durable -= usize::from(gone.durable);
+        self.asleep -= usize::from(matches!(gone.held, Held::Asleep(_)));
     }
 
     /// Updates the gauge of sessions held.
     fn count(&self) {
-        self.deps.metrics.sessions.store(
-            self.sessions.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let m = &self.deps.metrics;
+        m.sessions
+            .store(self.sessions.len() as u64, Ordering::Relaxed);
+        m.sessions_asleep
+            .store(self.asleep as u64, Ordering::Relaxed);
     }
 }
 
@@ -138,9 +297,10 @@ impl Actor for SessionRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(EXPIRY_CHECK, |act, _| act.expire());
         let restore = std::mem::take(&mut self.restore);
         let count = restore.len();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let restored = self.restored.take();
         let indexed = Completion::new(move || {
             if count > 0 {
@@ -153,25 +313,56 @@ impl Actor for SessionRegistry {
                 let _ = restored.send(());
             }
         });
-        for (i, stored) in restore.into_iter().enumerate() {
-            let state =
-                SessionState::restore(self.deps.limits, stored.subscriptions, stored.inbound);
-            let arbiter = self.workers[i % self.workers.len()].clone();
-            self.start_session(
-                stored.client_id,
-                true,
-                state,
-                Some((
-                    Restored {
-                        idle_secs: stored.idle_secs,
-                        username: stored.username,
-                    },
-                    indexed.clone(),
-                )),
-                &arbiter,
-                0,
-            );
+        // Restored sessions start asleep: no actor until their clients return.
+        for stored in restore {
+            self.restore_asleep(stored, &indexed);
         }
+    }
+}
+
+impl SessionRegistry {
+    /// A persistent session from the store, asleep: its subscriptions go
+    /// back into the shards (`indexed` is held until every shard has them).
+    fn restore_asleep(&mut self, stored: StoredSession, indexed: &Completion) {
+        self.next_session_id += 1;
+        let session_id = self.next_session_id - 1;
+        let inbox = (!stored.subscriptions.is_empty())
+            .then(|| Arc::new(DeliveryInbox::for_limits(&self.deps.limits)));
+        if let Some(inbox) = &inbox {
+            let handle = InboxHandle::new(inbox.clone());
+            for (filter, qos) in &stored.subscriptions {
+                Metrics::inc(&self.deps.metrics.subscriptions);
+                self.deps
+                    .router
+                    .subscribe(session_id, &handle, filter, *qos, true, Some(indexed));
+            }
+        }
+        let away = Duration::from_secs(stored.idle_secs);
+        let dormant = Dormant {
+            username: stored.username,
+            subscriptions: stored.subscriptions.into_boxed_slice(),
+            inbound: stored.inbound.into_boxed_slice(),
+            inbox,
+            expires_at: self
+                .deps
+                .expiry
+                .map(|e| Instant::now() + e.saturating_sub(away)),
+        };
+        // A placeholder that `put_to_sleep` replaces.
+        let entry = Entry {
+            session_id,
+            held: Held::Asleep(Box::new(Dormant {
+                username: None,
+                subscriptions: Box::new([]),
+                inbound: Box::new([]),
+                inbox: None,
+                expires_at: None,
+            })),
+            durable: true,
+            generation: 0,
+        };
+        self.insert(stored.client_id.clone(), entry);
+        self.put_to_sleep(stored.client_id, session_id, dormant);
     }
 }
 
@@ -195,8 +386,16 @@ impl Handler<Rebuild> for SessionRegistry {
 impl SessionRegistry {
     fn sweep(&mut self) {
         let before = self.sessions.len();
-        self.sessions.retain(|_, e| e.session.connected());
+        self.sessions.retain(|_, e| match &e.held {
+            Held::Awake(session) => session.connected(),
+            Held::Asleep(_) => true,
+        });
         self.durable = self.sessions.values().filter(|e| e.durable).count();
+        self.asleep = self
+            .sessions
+            .values()
+            .filter(|e| matches!(e.held, Held::Asleep(_)))
+            .count();
         self.count();
         log::warn!(
             "session registry restarted: {} sessions kept, {} stale entries dropped",
@@ -240,15 +439,39 @@ impl SessionRegistry {
         if let Some(entry) = existing {
             entry.generation += 1;
             generation = entry.generation;
-            if decision == Takeover::Resume {
-                let registered = Registered {
-                    session: entry.session.clone(),
-                    session_present: true,
-                    generation,
-                };
-                return AtomicResponse::new(Box::pin(fut::ready(Ok(registered))));
+            let session_id = entry.session_id;
+            match (&entry.held, decision) {
+                (Held::Awake(session), Takeover::Resume) => {
+                    let registered = Registered {
+                        session: session.clone(),
+                        session_present: true,
+                        generation,
+                    };
+                    return AtomicResponse::new(Box::pin(fut::ready(Ok(registered))));
+                }
+                (Held::Awake(session), _) => discard = Some(session.clone()),
+                (Held::Asleep(_), decision) => {
+                    let Some(Entry {
+                        held: Held::Asleep(dormant),
+                        ..
+                    }) = self.remove(&msg.client_id)
+                    else {
+                        unreachable!("the entry was just matched asleep");
+                    };
+                    if decision == Takeover::Resume {
+                        let session =
+                            self.wake(msg.client_id, session_id, dormant, &msg.arbiter, generation);
+                        let registered = Registered {
+                            session,
+                            session_present: true,
+                            generation,
+                        };
+                        return AtomicResponse::new(Box::pin(fut::ready(Ok(registered))));
+                    }
+                    // Replaced by a clean session: removed before it starts.
+                    self.remove_asleep(&msg.client_id, session_id, *dormant);
+                }
             }
-            discard = Some(entry.session.clone());
         }
         // The old session finishes (its last store writes go out) before the
         // new one starts, so the new session's rows are never deleted by it.
@@ -288,8 +511,10 @@ impl Handler<SaveInflight> for SessionRegistry {
         let asked: Vec<_> = self
             .sessions
             .values()
-            .filter(|e| e.durable)
-            .map(|e| e.session.send(SaveInflight))
+            .filter_map(|e| match &e.held {
+                Held::Awake(session) if e.durable => Some(session.send(SaveInflight)),
+                _ => None,
+            })
             .collect();
         Box::pin(async move {
             futures::future::join_all(asked).await;
@@ -297,22 +522,49 @@ impl Handler<SaveInflight> for SessionRegistry {
     }
 }
 
+impl Handler<Retire> for SessionRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Retire, ctx: &mut Context<Self>) -> bool {
+        let Retire {
+            client_id,
+            session_id,
+            generation,
+            dormant,
+        } = msg;
+        let current = self.sessions.get(&client_id).is_some_and(|e| {
+            e.session_id == session_id
+                && e.generation == generation
+                && matches!(e.held, Held::Awake(_))
+        });
+        if !current {
+            return false;
+        }
+        let id = client_id.clone();
+        let slept = guard::<Retire, _>(ActorKind::SessionRegistry, &id, || {
+            self.put_to_sleep(client_id, session_id, dormant)
+        });
+        if slept.is_err() {
+            ctx.stop();
+            return false;
+        }
+        true
+    }
+}
+
 impl Handler<SessionEnded> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: SessionEnded, ctx: &mut Context<Self>) {
-        let (sessions, durable) = (&mut self.sessions, &mut self.durable);
         let ended = guard::<SessionEnded, _>(ActorKind::SessionRegistry, &msg.client_id, || {
-            if sessions
+            if self
+                .sessions
                 .get(&msg.client_id)
                 .is_some_and(|e| e.session_id == msg.session_id)
             {
-                if let Some(gone) = sessions.remove(&msg.client_id) {
-                    *durable -= usize::from(gone.durable);
-                }
+                self.remove(&msg.client_id);
             }
         });
-        self.count();
         if ended.is_err() {
             ctx.stop();
         }

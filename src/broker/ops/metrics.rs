@@ -24,6 +24,9 @@ pub struct Metrics {
     /// Sessions held now, connected ones and persistent ones away (a gauge,
     /// set by the session registry).
     pub sessions: AtomicU64,
+    /// Of those, persistent sessions asleep (their client away): no actor,
+    /// their queue in the store (a gauge, set by the session registry).
+    pub sessions_asleep: AtomicU64,
     /// Topics holding a retained message now (a gauge, set by the retained
     /// store).
     pub retained_messages: AtomicU64,

@@ -122,6 +122,11 @@ fn render(shared: &Shared) -> String {
         "Sessions held now (connected, and persistent ones away)",
         ConstGauge::new(get(&m.sessions) as i64),
     );
+    r.register(
+        "sessions_asleep",
+        "Persistent sessions whose client is away, kept without an actor",
+        ConstGauge::new(get(&m.sessions_asleep) as i64),
+    );
     let g = Gauge::<i64>::default();
     g.set(get(&m.retained_messages) as i64);
     r.register("retained_messages", "Retained messages held now", g);

@@ -111,8 +111,9 @@ pub async fn start(
     let shards: Vec<Addr<TopicShard>> = (0..config.shards())
         .map(|i| {
             let (r, store, ids) = (restarts.clone(), store.clone(), message_ids.clone());
+            let queue_qos0 = limits.queue_qos0;
             Supervisor::start_in_arbiter(&handles[i % handles.len()], move |_| {
-                TopicShard::new(i, r, store, ids)
+                TopicShard::new(i, r, store, ids, queue_qos0)
             })
         })
         .collect();
@@ -132,12 +133,13 @@ pub async fn start(
         live: live.clone(),
         registry: std::sync::OnceLock::new(),
     });
-    let (restore, h) = (snapshot.sessions, handles.clone());
+    let restore = snapshot.sessions;
     let r = restarts.clone();
     let (restored_tx, restored) = tokio::sync::oneshot::channel();
     let registry = Supervisor::start(move |ctx: &mut Context<SessionRegistry>| {
-        let _ = deps.registry.set(ctx.address().recipient());
-        SessionRegistry::new(deps, restore, restored_tx, h, r)
+        let me = ctx.address();
+        let _ = deps.registry.set((me.clone().recipient(), me.recipient()));
+        SessionRegistry::new(deps, restore, restored_tx, r)
     });
     subtree.push(registry.clone().recipient());
     restarts.set_subtree(subtree);

@@ -11,13 +11,20 @@
 //! Order: one queue per session, first in first out, so the deliveries of
 //! one shard reach the session in the order the shard routed them
 //! [MQTT-4.6.0-6].
+//!
+//! A persistent session whose client is away has no actor (it is dormant,
+//! see `client::registry`): its inbox then writes each durable delivery
+//! into its queue in the store, and the session reads them from there when
+//! its client returns.
 
 use crate::broker::durable::{Acknowledgement, StoreHandle};
+use crate::broker::ops::metrics::Metrics;
 use crate::message::Message;
 use crate::protocol::QoS;
 use crate::session::MessageId;
 use crate::store::Op;
 use actix::prelude::*;
+use bytestring::ByteString;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// TopicShard → Session, through the session's inbox: a message matched
@@ -59,8 +66,28 @@ pub fn drop_delivery(store: &StoreHandle, delivery: Delivery) {
 #[rtype(result = "()")]
 pub struct DrainInbox;
 
+/// Where an inbox's deliveries go.
+enum Target {
+    /// To a running session actor, woken when the first one waits.
+    Live(Recipient<DrainInbox>),
+    /// The session is persistent and its client away: it has no actor, and
+    /// each delivery goes straight into its queue in the store.
+    Dormant(ByteString, Arc<DormantSink>),
+    /// Not yet attached to a session (a new inbox).
+    Nowhere,
+}
+
+/// What every dormant session's inbox writes through: one for the broker,
+/// so that a dormant session costs no store handle of its own (each clone
+/// of an actix address is an allocation).
+pub struct DormantSink {
+    pub store: StoreHandle,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Deliveries waiting for one session. The session creates it when it
-/// first subscribes, so a client that never subscribes has none.
+/// first subscribes, so a client that never subscribes has none; it stays
+/// the same while the session sleeps (dormant) and wakes.
 ///
 /// Bounded like the session it feeds: a session that falls behind (its
 /// thread busy, a flood from many publishers at once) holds at most as
@@ -69,11 +96,10 @@ pub struct DrainInbox;
 /// own full queue would drop it.
 pub struct DeliveryInbox {
     state: Mutex<InboxState>,
-    max_count: usize,
-    max_bytes: usize,
+    max_count: u32,
+    max_bytes: u32,
 }
 
-#[derive(Default)]
 struct InboxState {
     queue: Vec<Delivery>,
     /// Bytes (topic and payload) of the deliveries in `queue`.
@@ -82,6 +108,7 @@ struct InboxState {
     dropped: u64,
     /// The session is gone: nothing will take what is pushed.
     closed: bool,
+    target: Target,
 }
 
 /// What the session takes from its inbox.
@@ -95,34 +122,61 @@ impl DeliveryInbox {
     /// An inbox that holds at most `max_count` deliveries and `max_bytes`.
     pub fn new(max_count: usize, max_bytes: usize) -> DeliveryInbox {
         DeliveryInbox {
-            state: Mutex::new(InboxState::default()),
-            max_count,
-            max_bytes,
+            state: Mutex::new(InboxState {
+                queue: Vec::new(),
+                bytes: 0,
+                dropped: 0,
+                closed: false,
+                target: Target::Nowhere,
+            }),
+            max_count: u32::try_from(max_count).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The inbox of a session with these bounds (see the type's doc).
+    pub fn for_limits(limits: &crate::session::SessionLimits) -> DeliveryInbox {
+        DeliveryInbox::new(
+            limits.max_inflight as usize + limits.max_queued_messages as usize,
+            limits.max_queued_bytes as usize,
+        )
     }
 
     fn state(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a delivery: `Ok(true)` if it is the only one waiting (the
-    /// session must be woken). A closed inbox hands it back; a full one
-    /// counts it and hands it back (to be dropped by the caller, outside
-    /// the lock: dropping a delivery may run callbacks).
-    fn push(&self, delivery: Delivery) -> Result<bool, (Delivery, bool)> {
+    /// Queues a delivery for a live session (waking it if it is the only
+    /// one waiting), or writes it to a dormant session's queue in the
+    /// store. A closed inbox hands it back; a full one counts it and hands
+    /// it back (to be dropped by the caller, outside the lock: dropping a
+    /// delivery may run callbacks).
+    pub fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
         let mut state = self.state();
-        let size = delivery.message.size();
         if state.closed {
-            return Err((delivery, false));
+            return Err(delivery);
         }
-        if state.queue.len() >= self.max_count || state.bytes + size > self.max_bytes {
+        if let Target::Dormant(client_id, sink) = &state.target {
+            to_store(client_id, sink, delivery);
+            return Ok(());
+        }
+        let size = delivery.message.size();
+        let wake = state.queue.is_empty();
+        if state.queue.len() >= self.max_count as usize
+            || state.bytes + size > self.max_bytes as usize
+        {
             state.dropped += 1;
-            let wake = state.queue.is_empty();
-            return Err((delivery, wake));
+            if wake {
+                state.wake();
+            }
+            return Err(delivery);
         }
         state.bytes += size;
         state.queue.push(delivery);
-        Ok(state.queue.len() == 1)
+        if wake {
+            state.wake();
+        }
+        Ok(())
     }
 
     /// Everything waiting, in the order it was pushed, and how many were
@@ -136,57 +190,101 @@ impl DeliveryInbox {
         }
     }
 
+    /// A session (new, or woken) takes deliveries from now on.
+    pub fn go_live(&self, session: Recipient<DrainInbox>) {
+        let mut state = self.state();
+        state.target = Target::Live(session);
+        if !state.queue.is_empty() {
+            state.wake();
+        }
+    }
+
+    /// The session sleeps: what waits, and whatever comes later, goes to
+    /// its queue in the store.
+    pub fn go_dormant(&self, client_id: ByteString, sink: Arc<DormantSink>) {
+        let mut state = self.state();
+        for d in std::mem::take(&mut state.queue) {
+            to_store(&client_id, &sink, d);
+        }
+        state.bytes = 0;
+        state.queue.shrink_to_fit();
+        state.target = Target::Dormant(client_id, sink);
+    }
+
     /// The session is being dropped (it ended, or its actor died): what
-    /// waits is dropped now, and so is whatever is pushed later, until the
-    /// shards let go of the inbox. As with a message to a stopped actor,
-    /// the publisher's acknowledgement is then no longer held by the copy.
+    /// waits is handed back now, and whatever is pushed later is refused,
+    /// until the shards let go of the inbox. As with a message to a stopped
+    /// actor, the publisher's acknowledgement is then no longer held by the
+    /// copy.
     pub fn close(&self) -> Vec<Delivery> {
         let mut state = self.state();
         state.closed = true;
+        state.target = Target::Nowhere;
         // Handed back, to be dropped outside the lock: dropping a delivery
         // may run callbacks.
         std::mem::take(&mut state.queue)
     }
 }
 
-/// What a shard holds to deliver to one session: its inbox, and the
-/// session's address to wake it (as a `Recipient`, so routing needs no
-/// knowledge of the session actor).
+impl InboxState {
+    fn wake(&self) {
+        if let Target::Live(session) = &self.target {
+            session.do_send(DrainInbox);
+        }
+    }
+}
+
+/// A delivery for a dormant session: a durable copy joins its queue in the
+/// store, held by no one (paged in when the client returns); anything else
+/// (QoS 0) is dropped, as for any session whose client is away.
+fn to_store(client_id: &ByteString, sink: &DormantSink, delivery: Delivery) {
+    let Delivery {
+        message,
+        qos,
+        ack,
+        log_id,
+    } = delivery;
+    let Some(id) = log_id else {
+        Metrics::inc(&sink.metrics.dropped_offline_qos0);
+        return;
+    };
+    let op = Op::Enqueue {
+        client_id: client_id.clone(),
+        id,
+        qos: qos.min(message.qos),
+        retain: false,
+        size: message.stored_size(),
+        held: false,
+    };
+    match &ack {
+        Some(ack) => {
+            ack.write(&sink.store, op, None);
+        }
+        None => sink.store.write(op, None),
+    }
+}
+
+/// What a shard holds to deliver to one session: its inbox, which knows
+/// where its deliveries go (so routing needs no knowledge of the session
+/// actor, or of whether it is running).
 #[derive(Clone)]
 pub struct InboxHandle {
-    session: Recipient<DrainInbox>,
     inbox: Arc<DeliveryInbox>,
 }
 
 impl InboxHandle {
-    pub fn new(session: Recipient<DrainInbox>, inbox: Arc<DeliveryInbox>) -> InboxHandle {
-        InboxHandle { session, inbox }
+    pub fn new(inbox: Arc<DeliveryInbox>) -> InboxHandle {
+        InboxHandle { inbox }
     }
 
-    /// Queues a delivery; wakes the session if nothing was waiting.
+    /// A delivery refused (the session is gone, or its inbox full) is
+    /// handed back.
     ///
     /// While the queue is not empty and the session runs, a `DrainInbox`
     /// is in its mailbox or being handled (the handler empties the queue in
-    /// one take), so no delivery waits without one. A session that stops
-    /// drops its mailbox, then closes the inbox when it is dropped; what
-    /// waited is dropped then.
-    /// A delivery refused (the session is gone, or its inbox full) is
-    /// handed back.
+    /// one take), so no delivery waits without one.
     pub fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
-        match self.inbox.push(delivery) {
-            Ok(wake) => {
-                if wake {
-                    self.session.do_send(DrainInbox);
-                }
-                Ok(())
-            }
-            Err((delivery, wake)) => {
-                if wake {
-                    self.session.do_send(DrainInbox);
-                }
-                Err(delivery)
-            }
-        }
+        self.inbox.push(delivery)
     }
 }
 
@@ -217,16 +315,47 @@ mod tests {
         }
     }
 
-    /// Only the push into an empty inbox asks for a wake-up; a take empties
-    /// it, so the next push asks again.
+    /// Counts the wake-ups it gets.
+    struct Woken(Arc<AtomicUsize>);
+
+    impl Actor for Woken {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<DrainInbox> for Woken {
+        type Result = ();
+        fn handle(&mut self, _: DrainInbox, _: &mut Context<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Only the push into an empty inbox wakes the session; a take empties
+    /// it, so the next push wakes it again. An inbox that went live with
+    /// deliveries waiting wakes its session at once.
     #[test]
     fn the_push_into_an_empty_inbox_wakes() {
-        let acked = Arc::new(AtomicUsize::new(0));
-        let inbox = DeliveryInbox::new(100, 1 << 20);
-        assert!(matches!(inbox.push(delivery(&acked)), Ok(true)));
-        assert!(matches!(inbox.push(delivery(&acked)), Ok(false)));
-        assert_eq!(inbox.take().deliveries.len(), 2);
-        assert!(matches!(inbox.push(delivery(&acked)), Ok(true)));
+        let system = actix::System::new();
+        let (woken, acked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let w = woken.clone();
+        system.block_on(async move {
+            let inbox = DeliveryInbox::new(100, 1 << 20);
+            assert!(
+                inbox.push(delivery(&acked)).is_ok(),
+                "kept until a session comes"
+            );
+            let session = Woken(w.clone()).start();
+            inbox.go_live(session.clone().recipient());
+            assert!(inbox.push(delivery(&acked)).is_ok());
+            assert_eq!(inbox.take().deliveries.len(), 2);
+            assert!(inbox.push(delivery(&acked)).is_ok());
+            // Both wake-ups are in the mailbox before this round trip.
+            session.send(DrainInbox).await.unwrap();
+        });
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            3,
+            "go_live, the push after the take, the probe"
+        );
     }
 
     /// A closed inbox (its session is gone) lets go of what waited and of
@@ -241,7 +370,7 @@ mod tests {
         assert_eq!(acked.load(Ordering::SeqCst), 0);
         drop(inbox.close());
         assert_eq!(acked.load(Ordering::SeqCst), 2);
-        assert!(matches!(inbox.push(delivery(&acked)), Err((_, false))));
+        assert!(inbox.push(delivery(&acked)).is_err());
         assert_eq!(acked.load(Ordering::SeqCst), 3);
         assert!(inbox.take().deliveries.is_empty());
     }
@@ -253,9 +382,9 @@ mod tests {
     fn a_full_inbox_drops_and_counts() {
         let acked = Arc::new(AtomicUsize::new(0));
         let inbox = DeliveryInbox::new(2, 1 << 20);
-        assert!(matches!(inbox.push(delivery(&acked)), Ok(true)));
-        assert!(matches!(inbox.push(delivery(&acked)), Ok(false)));
-        assert!(matches!(inbox.push(delivery(&acked)), Err((_, false))));
+        assert!(inbox.push(delivery(&acked)).is_ok());
+        assert!(inbox.push(delivery(&acked)).is_ok());
+        assert!(inbox.push(delivery(&acked)).is_err());
         assert_eq!(acked.load(Ordering::SeqCst), 1, "the third let go at once");
         let taken = inbox.take();
         assert_eq!((taken.deliveries.len(), taken.dropped), (2, 1));

@@ -42,6 +42,9 @@ pub struct TopicShard {
     /// Subscribed sessions that are durable: while there are none, routing
     /// does not look for durable copies.
     durable_sessions: usize,
+    /// `session.queue_qos0`: QoS 0 copies for persistent sessions are
+    /// stored too (for clients that are away).
+    queue_qos0: bool,
 }
 
 impl TopicShard {
@@ -50,6 +53,7 @@ impl TopicShard {
         restarts: Arc<RestartTracker>,
         store: StoreHandle,
         message_ids: Arc<AtomicU64>,
+        queue_qos0: bool,
     ) -> TopicShard {
         TopicShard {
             index,
@@ -60,6 +64,7 @@ impl TopicShard {
             store,
             message_ids,
             durable_sessions: 0,
+            queue_qos0,
         }
     }
 
@@ -109,8 +114,10 @@ impl TopicShard {
         }
         // Durable copies first: the message enters the store's log once,
         // with a reference for each, before any copy can be queued.
-        let published = message.qos;
-        let stored = |s: &Subscriber, qos: QoS| s.durable && qos.min(published) != QoS::AtMostOnce;
+        let (published, queue_qos0) = (message.qos, self.queue_qos0);
+        let stored = |s: &Subscriber, qos: QoS| {
+            s.durable && (queue_qos0 || qos.min(published) != QoS::AtMostOnce)
+        };
         let copies = match self.durable_sessions {
             0 => 0,
             _ => matches

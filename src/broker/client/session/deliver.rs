@@ -199,6 +199,14 @@ impl Session {
             .attached
             .as_ref()
             .is_some_and(|a| a.outbound.is_writable(gathered));
+        // QoS 0 to a client that is here is sent, never queued in the store.
+        let id = match id {
+            Some(id) if message.qos == QoS::AtMostOnce && self.state.is_online() => {
+                release(&self.deps.store, id, waiting);
+                None
+            }
+            id => id,
+        };
         let outcome = self.state.deliver(message, id, writable, &mut self.out);
         self.run(waiting);
         match outcome {
@@ -277,13 +285,12 @@ impl Session {
         let inbox = self
             .inbox
             .get_or_insert_with(|| {
-                Arc::new(DeliveryInbox::new(
-                    limits.max_inflight as usize + limits.max_queued_messages as usize,
-                    limits.max_queued_bytes as usize,
-                ))
+                let inbox = DeliveryInbox::for_limits(&limits);
+                inbox.go_live(me.recipient());
+                Arc::new(inbox)
             })
             .clone();
-        InboxHandle::new(me.recipient(), inbox)
+        InboxHandle::new(inbox)
     }
 
     /// One delivery from the inbox, guarded: after a panic the session

@@ -49,17 +49,11 @@ pub struct SessionDeps {
     /// Topic length/level and subscription-count limits, and the ACL
     /// (what each client may read); reloaded on SIGHUP.
     pub live: Live,
-    /// Where a session that ended tells the registry; set when the registry
-    /// is created. One for all sessions: each clone of an actix address or
-    /// recipient is an allocation.
-    pub registry: std::sync::OnceLock<Recipient<SessionEnded>>,
-}
-
-/// What a session restored from the store starts with.
-pub struct Restored {
-    /// Seconds its client had already been away.
-    pub idle_secs: u64,
-    pub username: Option<ByteString>,
+    /// Where a session that ended tells the registry, and where a
+    /// persistent one whose client left goes to sleep; set when the
+    /// registry is created. One for all sessions: each clone of an actix
+    /// address or recipient is an allocation.
+    pub registry: std::sync::OnceLock<(Recipient<SessionEnded>, Recipient<Retire>)>,
 }
 
 /// What a later write of the same thing follows, while the first one is in
@@ -90,8 +84,9 @@ pub struct Session {
     generation: u64,
     /// Counts detaches, so an expiry timer knows whether the client came back.
     detach_epoch: u64,
-    /// Seconds the client had already been away when the session was restored.
-    restored_idle: Option<u32>,
+    /// A page of the queue was asked for and has not come: the session
+    /// cannot go to sleep before it has let go of it.
+    paging: bool,
     /// The user name of the client (from its CONNECT, or as stored), for
     /// the ACL's read checks.
     username: Option<ByteString>,
@@ -142,20 +137,16 @@ struct Gathered {
 }
 
 impl Session {
+    /// A new session, or one woken from sleep (see `client::registry`):
+    /// then with its user name and the inbox the shards deliver to.
     pub(in crate::broker) fn new(
         id: SessionId,
         client_id: ByteString,
         state: SessionState,
-        restored: Option<Restored>,
+        username: Option<ByteString>,
+        inbox: Option<Arc<DeliveryInbox>>,
         deps: Arc<SessionDeps>,
     ) -> Session {
-        let (restored_idle, username) = match restored {
-            Some(r) => (
-                Some(u32::try_from(r.idle_secs).unwrap_or(u32::MAX)),
-                r.username,
-            ),
-            None => (None, None),
-        };
         Session {
             id,
             client_id,
@@ -163,7 +154,7 @@ impl Session {
             attached: None,
             generation: 0,
             detach_epoch: 0,
-            restored_idle,
+            paging: false,
             username,
             links: GroupLinks::default(),
             page_wanted: 0,
@@ -173,7 +164,7 @@ impl Session {
             last_drop_log: None,
             out: Vec::new(),
             held: Arc::default(),
-            inbox: None,
+            inbox,
             gathered: None,
             pubrecs: InOrder::default(),
             retained_pending: None,
@@ -200,7 +191,7 @@ impl Session {
     }
 
     fn tell_registry_ended(&self) {
-        if let Some(registry) = self.deps.registry.get() {
+        if let Some((registry, _)) = self.deps.registry.get() {
             registry.do_send(SessionEnded {
                 client_id: self.client_id.clone(),
                 session_id: self.id,
@@ -225,30 +216,6 @@ impl Session {
     fn new_message_id(&self, qos: QoS) -> Option<MessageId> {
         (self.state.is_durable() && qos != QoS::AtMostOnce)
             .then(|| self.deps.message_ids.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// A restored session puts its subscriptions back into the shards;
-    /// `indexed` is held until every shard has them.
-    pub(in crate::broker) fn restore_subscriptions(
-        &mut self,
-        me: Addr<Session>,
-        indexed: &Completion,
-    ) {
-        if self.state.subscriptions().next().is_none() {
-            return;
-        }
-        let inbox = self.inbox_handle(me);
-        for (filter, qos) in self.state.subscriptions() {
-            Metrics::inc(&self.deps.metrics.subscriptions);
-            self.deps.router.subscribe(
-                self.id,
-                &inbox,
-                filter,
-                qos,
-                self.state.is_durable(),
-                Some(indexed),
-            );
-        }
     }
 
     /// Stops every subscription of this session in the shards.
@@ -317,8 +284,9 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let (Some(idle), Some(expiry)) = (self.restored_idle, self.deps.expiry) {
-            self.schedule_expiry(expiry.saturating_sub(Duration::from_secs(idle.into())), ctx);
+        // Woken from sleep: the shards' deliveries come here again.
+        if let Some(inbox) = &self.inbox {
+            inbox.go_live(ctx.address().recipient());
         }
         log::debug!(
             "session {} for {:?} started (durable: {})",
@@ -488,6 +456,53 @@ impl Session {
         if let Some(expiry) = self.deps.expiry {
             self.schedule_expiry(expiry, ctx);
         }
+        self.sleep(ctx);
+    }
+
+    /// A persistent session whose client is away goes to sleep: the
+    /// registry keeps what it needs to wake it (subscriptions, inbound QoS 2
+    /// ids, user name), the shards' deliveries go to its queue in the store,
+    /// and the actor stops, holding no memory while the client is away.
+    /// Not while a page of its queue is on its way (it lets go of it first),
+    /// and not if a new connection registered meanwhile (the registry says).
+    fn sleep(&mut self, ctx: &mut Context<Self>) {
+        if self.attached.is_some() || self.paging || !self.state.is_durable() {
+            return;
+        }
+        let Some((_, registry)) = self.deps.registry.get() else {
+            return;
+        };
+        let dormant = Dormant {
+            username: self.username.clone(),
+            subscriptions: self
+                .state
+                .subscriptions()
+                .map(|(f, q)| (f.clone(), q))
+                .collect(),
+            inbound: self.state.inbound_awaiting_rel().collect(),
+            inbox: self.inbox.clone(),
+            expires_at: self.deps.expiry.map(|e| std::time::Instant::now() + e),
+        };
+        let retire = Retire {
+            client_id: self.client_id.clone(),
+            session_id: self.id,
+            generation: self.generation,
+            dormant,
+        };
+        let epoch = self.detach_epoch;
+        ctx.spawn(
+            registry
+                .send(retire)
+                .into_actor(self)
+                .map(move |accepted, act, ctx| {
+                    if accepted == Ok(true) && act.attached.is_none() && act.detach_epoch == epoch {
+                        // The inbox is the sleeping session's now: not closed
+                        // when this actor is dropped.
+                        act.inbox = None;
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 }
 

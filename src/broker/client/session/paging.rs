@@ -31,6 +31,7 @@ impl Session {
             max,
             more: ctx.address().recipient(),
         };
+        self.paging = true;
         let asked = self.deps.store.addr().send(request);
         ctx.spawn(asked.into_actor(self).map(|page, act, ctx| {
             let page = page.unwrap_or(Page {
@@ -42,6 +43,7 @@ impl Session {
     }
 
     fn on_page(&mut self, page: Page, ctx: &mut Context<Self>) {
+        self.paging = false;
         if page.failed {
             self.state.page_failed();
             ctx.run_later(PAGE_RETRY_PAUSE, |act, ctx| {
@@ -71,6 +73,8 @@ impl Session {
             self.recover();
         }
         self.request_page(ctx);
+        // The client left while the page was on its way: now it may sleep.
+        self.sleep(ctx);
     }
 }
 
