@@ -6,6 +6,9 @@
 use crate::protocol::{PacketId, Publish, QoS, TopicName};
 use bytes::Bytes;
 
+/// Payloads up to this size are copied by [`Message::detached`].
+const DETACH_UP_TO: usize = 16 * 1024;
+
 /// An application message as it travels through the broker. Cloning is
 /// cheap: topic and payload are reference-counted and shared by every
 /// subscriber of a fan-out.
@@ -38,6 +41,24 @@ impl Message {
             topic: self.topic,
             packet_id,
             payload: self.payload,
+        }
+    }
+
+    /// The same message in allocations of its own, for one kept long (a
+    /// retained message, a queued one): a message decoded from a packet is
+    /// a slice of the publisher's read buffer, and would keep the whole
+    /// buffer alive, kilobytes for a few bytes of payload. A payload over
+    /// `DETACH_UP_TO` is kept as it is: a packet that large filled its
+    /// buffer about alone, and copying it would cost more than it saves.
+    pub fn detached(&self) -> Message {
+        Message {
+            topic: self.topic.detached(),
+            payload: match self.payload.len() {
+                n if n <= DETACH_UP_TO => Bytes::copy_from_slice(&self.payload),
+                _ => self.payload.clone(),
+            },
+            qos: self.qos,
+            retain: self.retain,
         }
     }
 

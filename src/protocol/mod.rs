@@ -26,7 +26,7 @@ pub use error::ProtocolError;
 pub use publish::Publish;
 pub use suback::{SubAck, SubscribeReturnCode};
 pub use subscribe::{Subscribe, SubscribeTopic};
-pub use topic::{filter_covers, TopicFilter, TopicName};
+pub use topic::{detached, filter_covers, TopicFilter, TopicName};
 pub use unsubscribe::Unsubscribe;
 
 use bytes::{BufMut, BytesMut};

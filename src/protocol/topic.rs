@@ -10,6 +10,12 @@ use std::fmt;
 pub struct TopicName(ByteString);
 
 impl TopicName {
+    /// The same name in an allocation of its own (see
+    /// [`TopicFilter::detached`]).
+    pub fn detached(&self) -> TopicName {
+        TopicName(detached(&self.0))
+    }
+
     pub fn new(s: impl Into<ByteString>) -> Result<TopicName, ProtocolError> {
         let s = s.into();
         if s.is_empty() {
@@ -57,6 +63,14 @@ impl fmt::Display for TopicName {
 pub struct TopicFilter(ByteString);
 
 impl TopicFilter {
+    /// The same filter in an allocation of its own. A filter decoded from
+    /// a packet is a slice of the connection's read buffer, and keeping it
+    /// (a subscription lives on after its connection) would keep the whole
+    /// buffer, kilobytes, alive with it.
+    pub fn detached(&self) -> TopicFilter {
+        TopicFilter(detached(&self.0))
+    }
+
     pub fn new(s: impl Into<ByteString>) -> Result<TopicFilter, ProtocolError> {
         let s = s.into();
         if s.is_empty() {
@@ -131,6 +145,12 @@ impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// `s` in an allocation of its own, not a slice of a larger buffer (see
+/// [`TopicFilter::detached`]).
+pub fn detached(s: &ByteString) -> ByteString {
+    ByteString::from(s.to_string())
 }
 
 #[cfg(test)]

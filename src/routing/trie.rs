@@ -5,6 +5,37 @@
 
 use crate::protocol::{QoS, TopicFilter, TopicName};
 use ahash::AHashMap;
+use smallvec::SmallVec;
+
+/// The subscriber lists of a node, for `remove_at`.
+trait TakeList<K> {
+    fn items(&self) -> &[(K, QoS)];
+    fn swap_remove_at(&mut self, i: usize);
+}
+
+impl<K> TakeList<K> for Vec<(K, QoS)> {
+    fn items(&self) -> &[(K, QoS)] {
+        self
+    }
+    fn swap_remove_at(&mut self, i: usize) {
+        self.swap_remove(i);
+        if self.is_empty() {
+            self.shrink_to_fit();
+        }
+    }
+}
+
+impl<K> TakeList<K> for SmallVec<[(K, QoS); 1]> {
+    fn items(&self) -> &[(K, QoS)] {
+        self
+    }
+    fn swap_remove_at(&mut self, i: usize) {
+        self.swap_remove(i);
+        if self.is_empty() {
+            self.shrink_to_fit();
+        }
+    }
+}
 
 /// Subscribers keyed by `K` (a session id), each filter with its granted QoS.
 pub struct SubscriptionTrie<K> {
@@ -12,12 +43,15 @@ pub struct SubscriptionTrie<K> {
     len: usize,
 }
 
+/// One level of the trie. Most nodes are leaves of one subscriber's
+/// filter (`devices/17/cmd`), so a node is kept small: no map until it has
+/// children, and its first exact subscriber inline.
 struct Node<K> {
-    children: AHashMap<Box<str>, Node<K>>,
+    children: Option<Box<AHashMap<Box<str>, Node<K>>>>,
     /// The child for a `+` level.
     plus: Option<Box<Node<K>>>,
     /// Subscribers whose filter ends at this node.
-    exact: Vec<(K, QoS)>,
+    exact: SmallVec<[(K, QoS); 1]>,
     /// Subscribers whose filter is this node followed by `#`.
     multi: Vec<(K, QoS)>,
 }
@@ -25,17 +59,27 @@ struct Node<K> {
 impl<K> Default for Node<K> {
     fn default() -> Self {
         Node {
-            children: AHashMap::new(),
+            children: None,
             plus: None,
-            exact: Vec::new(),
+            exact: SmallVec::new(),
             multi: Vec::new(),
         }
     }
 }
 
 impl<K> Node<K> {
+    fn child(&self, level: &str) -> Option<&Node<K>> {
+        self.children.as_ref()?.get(level)
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<K>> {
+        self.children.as_mut()?.get_mut(level)
+    }
+}
+
+impl<K> Node<K> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
+        self.children.as_ref().is_none_or(|c| c.is_empty())
             && self.plus.is_none()
             && self.exact.is_empty()
             && self.multi.is_empty()
@@ -76,24 +120,21 @@ impl<K: Copy + Eq> SubscriptionTrie<K> {
                     break;
                 }
                 "+" => node = node.plus.get_or_insert_with(Default::default),
-                l => node = node.children.entry(l.into()).or_default(),
+                l => {
+                    node = node
+                        .children
+                        .get_or_insert_with(Default::default)
+                        .entry(l.into())
+                        .or_default()
+                }
             }
         }
-        let list = match slot {
-            Some(list) => list,
-            None => &mut node.exact,
+        let new = match slot {
+            Some(list) => upsert(list, key, qos),
+            None => upsert(&mut node.exact, key, qos),
         };
-        match list.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => {
-                entry.1 = qos;
-                false
-            }
-            None => {
-                list.push((key, qos));
-                self.len += 1;
-                true
-            }
-        }
+        self.len += usize::from(new);
+        new
     }
 
     /// Removes `key`'s subscription to `filter`; true when there was one.
@@ -115,14 +156,30 @@ impl<K: Copy + Eq> SubscriptionTrie<K> {
     }
 }
 
+/// Sets `key`'s QoS in a subscriber list, adding it if missing; true when
+/// it is new.
+fn upsert<K: Eq, L: Extend<(K, QoS)> + std::ops::DerefMut<Target = [(K, QoS)]>>(
+    list: &mut L,
+    key: K,
+    qos: QoS,
+) -> bool {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some(entry) => {
+            entry.1 = qos;
+            false
+        }
+        None => {
+            list.extend([(key, qos)]);
+            true
+        }
+    }
+}
+
 fn remove_at<K: Copy + Eq>(node: &mut Node<K>, levels: &[&str], key: K) -> bool {
-    fn take<K: Eq>(list: &mut Vec<(K, QoS)>, key: K) -> bool {
-        match list.iter().position(|(k, _)| *k == key) {
+    fn take<K: Eq, L: TakeList<K>>(list: &mut L, key: K) -> bool {
+        match list.items().iter().position(|(k, _)| *k == key) {
             Some(i) => {
-                list.swap_remove(i);
-                if list.is_empty() {
-                    list.shrink_to_fit();
-                }
+                list.swap_remove_at(i);
                 true
             }
             None => false,
@@ -142,12 +199,17 @@ fn remove_at<K: Copy + Eq>(node: &mut Node<K>, levels: &[&str], key: K) -> bool 
             removed
         }
         Some((level, rest)) => {
-            let Some(child) = node.children.get_mut(*level) else {
+            let Some(child) = node.child_mut(level) else {
                 return false;
             };
             let removed = remove_at(child, rest, key);
             if child.is_empty() {
-                node.children.remove(*level);
+                if let Some(children) = &mut node.children {
+                    children.remove(*level);
+                    if children.is_empty() {
+                        node.children = None;
+                    }
+                }
             }
             removed
         }
@@ -174,7 +236,7 @@ fn match_at<K: Copy>(
         }
         return;
     };
-    if let Some(child) = node.children.get(*level) {
+    if let Some(child) = node.child(level) {
         match_at(child, rest, false, f);
     }
     if !system_root {

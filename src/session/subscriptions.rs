@@ -125,10 +125,11 @@ impl Subscriptions {
                 continue;
             }
             // roost supports every QoS, so the granted QoS is the requested
-            // one [MQTT-3.9.3-1].
-            self.insert(t.filter.clone(), t.qos);
+            // one [MQTT-3.9.3-1]. Kept apart from the packet's buffer.
+            let filter = t.filter.detached();
+            self.insert(filter.clone(), t.qos);
             outcome.codes.push(SubscribeReturnCode::Granted(t.qos));
-            outcome.granted.push((t.filter.clone(), t.qos, new));
+            outcome.granted.push((filter, t.qos, new));
         }
         for i in repeats {
             let decided = outcome.codes[last[&topics[i].filter]];

@@ -24,11 +24,25 @@ pub struct OfflineArgs {
     /// The broker's pid, to read its resident memory from /proc.
     #[arg(long)]
     pid: Option<u32>,
+    /// Control: clean sessions (nothing should be kept).
+    #[arg(long)]
+    clean: bool,
+    /// Control: persistent sessions without a subscription.
+    #[arg(long)]
+    no_subscribe: bool,
 }
 
-async fn leave_one(host: SocketAddr, client_id: String, topic: String) -> std::io::Result<()> {
-    let conn = connect_with(host, &client_id, false).await?;
-    let mut conn = subscribe(conn, &topic, QoS::AtLeastOnce).await?;
+async fn leave_one(
+    host: SocketAddr,
+    client_id: String,
+    topic: String,
+    args: &OfflineArgs,
+) -> std::io::Result<()> {
+    let conn = connect_with(host, &client_id, args.clean).await?;
+    let mut conn = match args.no_subscribe {
+        true => conn,
+        false => subscribe(conn, &topic, QoS::AtLeastOnce).await?,
+    };
     let mut buf = BytesMut::new();
     Packet::Disconnect.encode(&mut buf);
     conn.write.write_all(&buf).await?;
@@ -53,6 +67,7 @@ pub async fn run(
                 host,
                 format!("bench-{run}-off-{i}"),
                 format!("off/{run}/{i}"),
+                args,
             )
         })
         .buffer_unordered(args.parallel.max(1))

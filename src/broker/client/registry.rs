@@ -202,12 +202,7 @@ impl SessionRegistry {
 
     /// Removes a sleeping session for good: its subscriptions leave the
     /// shards, its rows the store.
-    fn remove_asleep(
-        &mut self,
-        client_id: &ByteString,
-        session_id: SessionId,
-        dormant: Dormant,
-    ) {
+    fn remove_asleep(&mut self, client_id: &ByteString, session_id: SessionId, dormant: Dormant) {
         for (filter, _) in dormant.subscriptions.iter() {
             self.deps.router.unsubscribe(session_id, filter);
             self.deps

@@ -258,14 +258,18 @@ impl Store {
         while guard::<PendingWrite, _>(ActorKind::Store, &"", || {
             for (op, completion) in rest.by_ref() {
                 match &op {
-                    Op::Append { id, message, .. } => cache.appended(
-                        *id,
-                        Logged {
-                            topic: message.topic.clone(),
-                            payload: message.payload.clone(),
-                            qos: message.qos,
-                        },
-                    ),
+                    Op::Append { id, message, .. } => {
+                        // Cached apart from the publisher's read buffer.
+                        let message = message.detached();
+                        cache.appended(
+                            *id,
+                            Logged {
+                                topic: message.topic,
+                                payload: message.payload,
+                                qos: message.qos,
+                            },
+                        )
+                    }
                     Op::Enqueue {
                         client_id,
                         held: false,

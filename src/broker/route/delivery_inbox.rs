@@ -100,15 +100,16 @@ pub struct DeliveryInbox {
     max_bytes: u32,
 }
 
+/// Small on purpose: every subscribed session, asleep ones included, has one.
 struct InboxState {
     queue: Vec<Delivery>,
+    target: Target,
     /// Bytes (topic and payload) of the deliveries in `queue`.
-    bytes: usize,
+    bytes: u32,
     /// Dropped at the bound since the session last took the inbox.
-    dropped: u64,
+    dropped: u32,
     /// The session is gone: nothing will take what is pushed.
     closed: bool,
-    target: Target,
 }
 
 /// What the session takes from its inbox.
@@ -160,12 +161,12 @@ impl DeliveryInbox {
             to_store(client_id, sink, delivery);
             return Ok(());
         }
-        let size = delivery.message.size();
+        let size = delivery.message.stored_size();
         let wake = state.queue.is_empty();
         if state.queue.len() >= self.max_count as usize
-            || state.bytes + size > self.max_bytes as usize
+            || state.bytes.saturating_add(size) > self.max_bytes
         {
-            state.dropped += 1;
+            state.dropped = state.dropped.saturating_add(1);
             if wake {
                 state.wake();
             }
@@ -186,7 +187,7 @@ impl DeliveryInbox {
         state.bytes = 0;
         Taken {
             deliveries: std::mem::take(&mut state.queue),
-            dropped: std::mem::take(&mut state.dropped),
+            dropped: u64::from(std::mem::take(&mut state.dropped)),
         }
     }
 

@@ -139,6 +139,8 @@ impl RetainedStore {
                 self.counted += usize::from(old.is_none());
                 self.bytes = self.bytes - old.unwrap_or(0) + message.size();
             }
+            // Kept until replaced: apart from the publisher's read buffer.
+            let message = message.detached();
             let op = Op::SetRetained {
                 topic: message.topic.clone(),
                 payload: message.payload.clone(),

@@ -16,13 +16,15 @@ use crate::routing::SubscriptionTrie;
 use crate::store::Op;
 use actix::prelude::*;
 use ahash::AHashMap;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 struct Subscriber {
     session: InboxHandle,
     durable: bool,
-    filters: AHashMap<TopicFilter, QoS>,
+    /// Its filters in this shard (most sessions have one: kept inline).
+    filters: SmallVec<[(TopicFilter, QoS); 1]>,
 }
 
 pub struct TopicShard {
@@ -77,15 +79,18 @@ impl TopicShard {
             Subscriber {
                 session: msg.session.clone(),
                 durable: msg.durable,
-                filters: AHashMap::new(),
+                filters: SmallVec::new(),
             }
         });
-        entry.filters.insert(msg.filter.clone(), msg.qos);
+        match entry.filters.iter_mut().find(|(f, _)| *f == msg.filter) {
+            Some(existing) => existing.1 = msg.qos,
+            None => entry.filters.push((msg.filter.clone(), msg.qos)),
+        }
     }
 
     fn record_remove(&mut self, msg: &RemoveSubscription) {
         if let Some(entry) = self.sessions.get_mut(&msg.session_id) {
-            entry.filters.remove(&msg.filter);
+            entry.filters.retain(|(f, _)| *f != msg.filter);
             if entry.filters.is_empty() {
                 if let Some(gone) = self.sessions.remove(&msg.session_id) {
                     self.durable_sessions -= usize::from(gone.durable);

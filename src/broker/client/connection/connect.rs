@@ -120,7 +120,15 @@ impl Connection {
 
     /// After an accepted CONNECT: find or create the session and attach to
     /// it (it writes CONNACK).
-    fn register(&mut self, accepted: connect::Accepted, connect: Connect, ctx: &mut Context<Self>) {
+    fn register(
+        &mut self,
+        mut accepted: connect::Accepted,
+        connect: Connect,
+        ctx: &mut Context<Self>,
+    ) {
+        // Kept as long as the session, apart from the CONNECT's buffer.
+        accepted.client_id = crate::protocol::detached(&accepted.client_id);
+        accepted.username = accepted.username.as_ref().map(crate::protocol::detached);
         self.identity = Some(Box::new(Identity {
             client_id: accepted.client_id.clone(),
             username: accepted.username.clone(),

@@ -488,10 +488,16 @@ impl Actor for Connection {
             });
         }
         self.outbound.close();
-        if let Some(writer) = self.writer.take() {
+        if let Some(mut writer) = self.writer.take() {
+            // Ends with the writer: nothing of a closed connection is kept
+            // longer than its flush takes.
             actix_rt::spawn(async move {
-                tokio::time::sleep(CLOSE_LINGER).await;
-                writer.abort();
+                if tokio::time::timeout(CLOSE_LINGER, &mut writer)
+                    .await
+                    .is_err()
+                {
+                    writer.abort();
+                }
             });
         }
     }
