@@ -1278,3 +1278,72 @@ async fn a_discarded_persistent_session_leaves_no_rows_mqtt_3_1_2_6() {
     )
     .await;
 }
+
+/// A restart with a backlog loads none of it: the queues come back as runs
+/// of message ids, the messages stay in the database until their sessions
+/// return (queued copies counted, no queued message in memory), and then
+/// every one is delivered, in order. One message shared by many sessions is
+/// read once. (The 1,000,000-copy version is `roost-bench backlog`.)
+#[tokio::test]
+async fn a_restart_with_a_backlog_loads_no_message_and_delivers_every_one() {
+    use roost::broker::ops::metrics::Metrics;
+    let broker = TestBroker::start();
+    for i in 0..10 {
+        let mut s = persistent(&broker, &format!("many-{i}"), &CONNACK_OK).await;
+        s.subscribe_ok(1, &[("backlog/many", 1)]).await;
+        s.disconnect().await;
+    }
+    for i in 0..40 {
+        let mut s = persistent(&broker, &format!("big-{i}"), &CONNACK_OK).await;
+        s.subscribe_ok(1, &[("backlog/big", 1)]).await;
+        s.disconnect().await;
+    }
+    let mut publisher = RawClient::connected(broker.addr(), "backlog-pub", true).await;
+    let payload = vec![b'x'; 1000];
+    for n in 0..300u16 {
+        let mut p = n.to_be_bytes().to_vec();
+        p.extend_from_slice(&payload);
+        publisher
+            .publish_ok("backlog/many", &p, 1, n + 1, false)
+            .await;
+    }
+    let big = vec![b'B'; 200 * 1024];
+    publisher
+        .publish_ok("backlog/big", &big, 1, 1000, false)
+        .await;
+    publisher.disconnect().await;
+
+    let broker = broker.restart();
+    let m = broker.handle.metrics();
+    assert_eq!(Metrics::get(&m.queued_messages), 10 * 300 + 40);
+    assert_eq!(
+        Metrics::get(&m.log_cache_bytes),
+        0,
+        "no queued message is read at start"
+    );
+    for i in 0..10 {
+        let mut s = persistent(&broker, &format!("many-{i}"), &CONNACK_PRESENT).await;
+        let got: Vec<u16> = s
+            .recv_publishes(300)
+            .await
+            .iter()
+            .map(|p| u16::from_be_bytes([p.payload[0], p.payload[1]]))
+            .collect();
+        assert_eq!(got, (0..300).collect::<Vec<_>>(), "many-{i}");
+        s.disconnect().await;
+    }
+    for i in 0..40 {
+        let mut s = persistent(&broker, &format!("big-{i}"), &CONNACK_PRESENT).await;
+        let p = s.recv_publishes(1).await.remove(0);
+        assert_eq!(p.payload.len(), big.len(), "big-{i}");
+        s.disconnect().await;
+    }
+    let db = broker.db_path();
+    eventually(
+        &db,
+        "SELECT (SELECT COUNT(*) FROM queue_runs) + (SELECT COUNT(*) FROM message_log) AS n",
+        |rows| rows[0].get::<i64, _>("n"),
+        |n| *n == 0,
+    )
+    .await;
+}

@@ -379,6 +379,7 @@ impl Store {
                     let committed = match result {
                         Ok(()) => {
                             act.cache.committed(batch.appended());
+                            act.gauge_queues();
                             act.committed(&batch, retry.take(), started);
                             Some(batch)
                         }
@@ -425,6 +426,15 @@ impl Store {
         }
     }
 
+    /// The queue gauges, after a commit.
+    fn gauge_queues(&self) {
+        let m = &self.metrics;
+        m.queued_messages
+            .store(self.queues.total(), Ordering::Relaxed);
+        m.log_cache_bytes
+            .store(self.cache.bytes() as u64, Ordering::Relaxed);
+    }
+
     /// A commit succeeded: counted, and the end of a failure told.
     fn committed(&mut self, batch: &Batch, retried: Option<FailedBatch>, started: Instant) {
         if let Some(c) = &self.checkpointer {
@@ -453,6 +463,7 @@ impl Actor for Store {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
+        self.gauge_queues();
         // Again after a restart: a restart drops the context's streams.
         ctx.add_stream(InboxStream(self.inbox.clone()));
         // After a restart, what waited before it (a failed batch, whose

@@ -55,6 +55,11 @@ pub struct Metrics {
     pub store_ops_committed: AtomicU64,
     pub store_commit_micros: AtomicU64,
     pub store_commit_failures: AtomicU64,
+    /// Copies queued for persistent sessions in the store, and the bytes of
+    /// queued messages held in memory by the store's cache (gauges, set by
+    /// the store after each commit).
+    pub queued_messages: AtomicU64,
+    pub log_cache_bytes: AtomicU64,
     /// A commit failed and is being tried again: durable acknowledgements
     /// wait, and new persistent sessions are refused (CONNACK 0x03).
     pub store_failing: std::sync::atomic::AtomicBool,

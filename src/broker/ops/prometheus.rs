@@ -113,6 +113,16 @@ fn render(shared: &Shared) -> String {
         ConstGauge::new(get(&m.subscriptions) as i64),
     );
     r.register(
+        "queued_messages",
+        "Copies queued for persistent sessions in the store",
+        ConstGauge::new(get(&m.queued_messages) as i64),
+    );
+    r.register(
+        "log_cache_bytes",
+        "Bytes of queued messages the store keeps in memory",
+        ConstGauge::new(get(&m.log_cache_bytes) as i64),
+    );
+    r.register(
         "store_failing",
         "1 while a store commit fails and is being tried again",
         ConstGauge::new(i64::from(m.store_failing.load(Ordering::Relaxed))),
