@@ -117,19 +117,22 @@ impl<W: Waiter> Batch<W> {
         let mut applied = Applied::default();
         match op {
             Op::Barrier => {}
-            Op::SessionConnected {
-                client_id,
-                username,
-                persistent,
-                keep_alive,
-                will,
-            } => self.sessions.push(SessionOp::Connected {
-                client_id,
-                username,
-                persistent,
-                keep_alive,
-                will,
-            }),
+            Op::SessionConnected(connected) => {
+                let super::Connected {
+                    client_id,
+                    username,
+                    persistent,
+                    keep_alive,
+                    will,
+                } = *connected;
+                self.sessions.push(SessionOp::Connected {
+                    client_id,
+                    username,
+                    persistent,
+                    keep_alive,
+                    will,
+                })
+            }
             Op::SessionDisconnected { client_id } => {
                 self.sessions.push(SessionOp::Disconnected { client_id })
             }

@@ -37,6 +37,9 @@ impl Coverage {
         if n == 0 || first > last {
             return;
         }
+        if first == last && self.add_after_last(first, n) {
+            return;
+        }
         self.split_at(first);
         self.split_at(last.saturating_add(1));
         // Walk the ids of the range: existing spans grow, gaps get new spans.
@@ -59,11 +62,73 @@ impl Coverage {
         self.merge_around(first, last);
     }
 
+    /// The common case of `add`, without the general splitting: a new id
+    /// past every span (a message just appended). False if it is not that.
+    fn add_after_last(&mut self, id: Id, n: u32) -> bool {
+        let Some((&start, &mut (ref mut end, count))) = self.spans.iter_mut().next_back() else {
+            self.spans.insert(id, (id, n));
+            return true;
+        };
+        if *end >= id {
+            return false;
+        }
+        if *end + 1 == id && count == n {
+            *end = id;
+        } else {
+            let _ = start;
+            self.spans.insert(id, (id, n));
+        }
+        true
+    }
+
+    /// Takes one reference from `id` alone, the common case of `sub` (one
+    /// acknowledgement), without its general splitting and merging.
+    fn sub_one(&mut self, id: Id, freed: &mut Vec<(Id, Id)>) {
+        let Some((&start, &(end, count))) = self.spans.range(..=id).next_back() else {
+            return;
+        };
+        if end < id {
+            return;
+        }
+        if count > 1 {
+            // Split out `id` with one reference less, then join neighbours.
+            self.split_at(id);
+            self.split_at(id + 1);
+            self.spans.insert(id, (id, count - 1));
+            self.merge_around(id, id);
+            return;
+        }
+        match (start == id, end == id) {
+            (true, true) => {
+                self.spans.remove(&start);
+            }
+            (true, false) => {
+                self.spans.remove(&start);
+                self.spans.insert(id + 1, (end, count));
+            }
+            (false, true) => {
+                self.spans.insert(start, (id - 1, count));
+            }
+            (false, false) => {
+                self.spans.insert(start, (id - 1, count));
+                self.spans.insert(id + 1, (end, count));
+            }
+        }
+        match freed.last_mut() {
+            Some((_, prev_end)) if prev_end.saturating_add(1) == id => *prev_end = id,
+            _ => freed.push((id, id)),
+        }
+    }
+
     /// Takes `n` references from every id in `first..=last`; the ranges whose
     /// count fell to zero are pushed to `freed` (ids without references are
     /// left alone).
     pub fn sub(&mut self, first: Id, last: Id, n: u32, freed: &mut Vec<(Id, Id)>) {
         if n == 0 || first > last {
+            return;
+        }
+        if first == last && n == 1 {
+            self.sub_one(first, freed);
             return;
         }
         self.split_at(first);
@@ -129,30 +194,31 @@ impl Coverage {
     /// Joins neighbours of equal count from just before `first` to just
     /// after `last`.
     fn merge_around(&mut self, first: Id, last: Id) {
-        let from = self
+        let mut at = self
             .spans
             .range(..first)
             .next_back()
             .map_or(first, |(k, _)| *k);
-        let keys: Vec<Id> = self
-            .spans
-            .range(from..=last.saturating_add(1))
-            .map(|(k, _)| *k)
-            .collect();
-        let mut prev: Option<Id> = None;
-        for key in keys {
-            let Some(&(end, count)) = self.spans.get(&key) else {
-                continue;
-            };
-            if let Some(p) = prev {
-                let (p_end, p_count) = self.spans[&p];
-                if p_end.saturating_add(1) == key && p_count == count {
-                    self.spans.remove(&key);
-                    self.spans.insert(p, (end, count));
-                    continue;
-                }
+        let stop = last.saturating_add(1);
+        // Walks the spans from the one before `first` to the one after
+        // `last`, joining each into the one before it where they touch with
+        // equal counts.
+        while let Some((&key, &(end, count))) = self.spans.range(at..).next() {
+            if key > stop {
+                break;
             }
-            prev = Some(key);
+            match self.spans.range(key.saturating_add(1)..).next() {
+                Some((&next, &(next_end, next_count)))
+                    if next <= stop.saturating_add(1)
+                        && end.saturating_add(1) == next
+                        && next_count == count =>
+                {
+                    self.spans.remove(&next);
+                    self.spans.insert(key, (next_end, count));
+                }
+                Some((&next, _)) => at = next,
+                None => break,
+            }
         }
     }
 }

@@ -58,14 +58,9 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum Op {
     /// A client connected (clean session or not): its row says so.
-    SessionConnected {
-        client_id: ByteString,
-        /// The user name of CONNECT, if any.
-        username: Option<ByteString>,
-        persistent: bool,
-        keep_alive: u16,
-        will: Option<LastWill>,
-    },
+    /// Boxed: one per CONNECT, and the largest change; every change of the
+    /// store's inbox is as large as the largest one.
+    SessionConnected(Box<Connected>),
     /// A persistent session's client went away.
     SessionDisconnected {
         client_id: ByteString,
@@ -145,6 +140,17 @@ pub enum Op {
     /// Writes nothing: its completion runs after the completions of every
     /// write that arrived before it (keeps a session's packets in order).
     Barrier,
+}
+
+/// A client connected (see [`Op::SessionConnected`]).
+#[derive(Debug)]
+pub struct Connected {
+    pub client_id: ByteString,
+    /// The user name of CONNECT, if any.
+    pub username: Option<ByteString>,
+    pub persistent: bool,
+    pub keep_alive: u16,
+    pub will: Option<LastWill>,
 }
 
 /// The exclusive lock one roost process holds on its database while it

@@ -60,11 +60,26 @@ struct ClientQueue {
     sent: AHashMap<MessageId, Sent>,
     /// QoS 2 packet ids received and not released, and whether stored.
     inbound: AHashMap<PacketId, bool>,
+    /// What changed since the last `take_writes` (ids may repeat): runs by
+    /// their first id, sent states, and the stored sent states and inbound
+    /// ids that went; `dirty` once the client is on the list of changed ones.
+    changed_runs: Vec<MessageId>,
+    changed_sent: Vec<MessageId>,
+    gone_sent: Vec<MessageId>,
+    changed_inbound: Vec<PacketId>,
+    gone_inbound: Vec<PacketId>,
+    dirty: bool,
 }
 
 impl ClientQueue {
     fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.inbound.is_empty() && self.sent.is_empty()
+    }
+
+    /// Marks the client changed; true the first time since the last
+    /// `take_writes` (the caller then lists it).
+    fn touch(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
     }
 
     /// The index of the run holding `id`.
@@ -77,6 +92,63 @@ impl ClientQueue {
     fn starting_at(&self, first: MessageId) -> Option<&Run> {
         let i = self.runs.partition_point(|r| r.first < first);
         self.runs.get(i).filter(|r| r.first == first)
+    }
+}
+
+/// The rows of one client's changes since the last `take_writes`.
+fn changes_of(client_id: &ByteString, queue: &mut ClientQueue, w: &mut QueueWrites) {
+    let mut runs = std::mem::take(&mut queue.changed_runs);
+    runs.sort_unstable();
+    runs.dedup();
+    for first in runs {
+        match queue.starting_at(first).copied() {
+            Some(run) => {
+                queue.stored.insert(first);
+                w.runs.push((client_id.clone(), run));
+            }
+            None => {
+                if queue.stored.remove(&first) {
+                    w.run_deletes.push((client_id.clone(), first));
+                }
+            }
+        }
+    }
+    let mut sent = std::mem::take(&mut queue.changed_sent);
+    sent.sort_unstable();
+    sent.dedup();
+    for id in sent {
+        if let Some(s) = queue.sent.get_mut(&id) {
+            s.stored = true;
+            w.sent
+                .push((client_id.clone(), id, Some((s.packet_id, s.state))));
+        }
+    }
+    let mut gone = std::mem::take(&mut queue.gone_sent);
+    gone.sort_unstable();
+    gone.dedup();
+    for id in gone {
+        if !queue.sent.contains_key(&id) {
+            w.sent.push((client_id.clone(), id, None));
+        }
+    }
+    let mut inbound = std::mem::take(&mut queue.changed_inbound);
+    inbound.sort_unstable();
+    inbound.dedup();
+    for packet_id in inbound {
+        if let Some(stored) = queue.inbound.get_mut(&packet_id) {
+            if !*stored {
+                *stored = true;
+                w.inbound.push((client_id.clone(), packet_id, true));
+            }
+        }
+    }
+    let mut gone = std::mem::take(&mut queue.gone_inbound);
+    gone.sort_unstable();
+    gone.dedup();
+    for packet_id in gone {
+        if !queue.inbound.contains_key(&packet_id) {
+            w.inbound.push((client_id.clone(), packet_id, false));
+        }
     }
 }
 
@@ -104,10 +176,8 @@ pub struct Queues {
     /// Messages queued in all (the sum of the clients' counts).
     total: u64,
     coverage: Coverage,
-    /// Runs changed since the last `take_writes`.
-    dirty_runs: AHashSet<(ByteString, MessageId)>,
-    dirty_sent: AHashSet<(ByteString, MessageId)>,
-    dirty_inbound: AHashSet<(ByteString, PacketId)>,
+    /// Clients whose queues changed since the last `take_writes`.
+    dirty: Vec<ByteString>,
     /// Log rows to insert: appended since the last `take_writes`.
     appended: Vec<(MessageId, TopicName, Bytes, QoS)>,
     /// Ids whose last reference went, since the last `take_writes`.
@@ -168,7 +238,10 @@ impl Queues {
         if held {
             queue.held.insert(id);
         }
-        let dirty = &mut self.dirty_runs;
+        if queue.touch() {
+            self.dirty.push(client_id.clone());
+        }
+        let dirty = &mut queue.changed_runs;
         let i = queue.runs.partition_point(|r| r.first < id);
         let joins_prev = i > 0 && {
             let p = &queue.runs[i - 1];
@@ -184,22 +257,22 @@ impl Queues {
                 let prev = &mut queue.runs[i - 1];
                 prev.last = next.last;
                 prev.bytes += size + next.bytes;
-                dirty.insert((client_id.clone(), prev.first));
-                dirty.insert((client_id.clone(), next.first));
+                dirty.push(prev.first);
+                dirty.push(next.first);
             }
             (true, false) => {
                 let prev = &mut queue.runs[i - 1];
                 prev.last = id;
                 prev.bytes += size;
-                dirty.insert((client_id.clone(), prev.first));
+                dirty.push(prev.first);
             }
             (false, true) => {
                 // The run's key (its first id) changes: a row goes, one comes.
                 let next = &mut queue.runs[i];
-                dirty.insert((client_id.clone(), next.first));
+                dirty.push(next.first);
                 next.first = id;
                 next.bytes += size;
-                dirty.insert((client_id.clone(), id));
+                dirty.push(id);
             }
             (false, false) => {
                 queue.runs.insert(
@@ -212,7 +285,7 @@ impl Queues {
                         bytes: size,
                     },
                 );
-                dirty.insert((client_id.clone(), id));
+                dirty.push(id);
             }
         }
         Enqueued::Queued
@@ -224,12 +297,14 @@ impl Queues {
         let Some(queue) = self.clients.get_mut(client_id) else {
             return false;
         };
+        if queue.touch() {
+            self.dirty.push(client_id.clone());
+        }
         queue.held.remove(&id);
         if let Some(sent) = queue.sent.remove(&id) {
-            match sent.stored {
-                true => self.dirty_sent.insert((client_id.clone(), id)),
-                false => self.dirty_sent.remove(&(client_id.clone(), id)),
-            };
+            if sent.stored {
+                queue.gone_sent.push(id);
+            }
         }
         let Some(i) = queue.find(id) else {
             return false;
@@ -237,15 +312,15 @@ impl Queues {
         queue.count -= 1;
         self.total -= 1;
         queue.bytes = queue.bytes.saturating_sub(size);
-        let dirty = &mut self.dirty_runs;
+        let dirty = &mut queue.changed_runs;
         let run = &mut queue.runs[i];
-        dirty.insert((client_id.clone(), run.first));
+        dirty.push(run.first);
         run.bytes = run.bytes.saturating_sub(size);
         if run.first == run.last {
             queue.runs.remove(i);
         } else if id == run.first {
             run.first += 1;
-            dirty.insert((client_id.clone(), run.first));
+            dirty.push(run.first);
         } else if id == run.last {
             run.last -= 1;
         } else {
@@ -266,13 +341,10 @@ impl Queues {
                 bytes: total - share,
                 ..right
             };
-            dirty.insert((client_id.clone(), right.first));
+            dirty.push(right.first);
             queue.runs.insert(i + 1, right);
         }
         self.coverage.sub(id, id, 1, &mut self.freed);
-        if queue.is_empty() && queue.stored.is_empty() {
-            self.clients.remove(client_id);
-        }
         true
     }
 
@@ -300,24 +372,23 @@ impl Queues {
             entry.packet_id = packet_id;
             entry.state = state;
         }
-        self.dirty_sent.insert((client_id.clone(), id));
+        queue.changed_sent.push(id);
+        if queue.touch() {
+            self.dirty.push(client_id.clone());
+        }
     }
 
     /// A QoS 2 packet id received (`awaiting` true) or released.
     pub fn set_inbound(&mut self, client_id: &ByteString, packet_id: PacketId, awaiting: bool) {
         let queue = self.clients.entry(client_id.clone()).or_default();
+        if queue.touch() {
+            self.dirty.push(client_id.clone());
+        }
         if awaiting {
             queue.inbound.entry(packet_id).or_insert(false);
-            self.dirty_inbound.insert((client_id.clone(), packet_id));
-        } else if let Some(stored) = queue.inbound.remove(&packet_id) {
-            if stored {
-                self.dirty_inbound.insert((client_id.clone(), packet_id));
-            } else {
-                self.dirty_inbound.remove(&(client_id.clone(), packet_id));
-            }
-            if queue.is_empty() && queue.stored.is_empty() {
-                self.clients.remove(client_id);
-            }
+            queue.changed_inbound.push(packet_id);
+        } else if let Some(true) = queue.inbound.remove(&packet_id) {
+            queue.gone_inbound.push(packet_id);
         }
     }
 
@@ -331,15 +402,7 @@ impl Queues {
         for run in &queue.runs {
             self.coverage.sub(run.first, run.last, 1, &mut self.freed);
         }
-        if !queue.runs.is_empty() || !queue.stored.is_empty() {
-            self.dirty_runs.retain(|(c, _)| c != client_id);
-        }
-        if !queue.sent.is_empty() {
-            self.dirty_sent.retain(|(c, _)| c != client_id);
-        }
-        if !queue.inbound.is_empty() {
-            self.dirty_inbound.retain(|(c, _)| c != client_id);
-        }
+        // Its changes go with it: its rows are deleted by client id.
     }
 
     /// The session no longer holds anything in memory (its client went
@@ -473,52 +536,16 @@ impl Queues {
                 w.log_deletes.push((s, last));
             }
         }
-        for (client_id, first) in std::mem::take(&mut self.dirty_runs) {
+        for client_id in std::mem::take(&mut self.dirty) {
             let Some(queue) = self.clients.get_mut(&client_id) else {
-                continue;
+                continue; // deleted since
             };
-            match queue.starting_at(first).copied() {
-                Some(run) => {
-                    queue.stored.insert(first);
-                    w.runs.push((client_id, run));
-                }
-                None => {
-                    if queue.stored.remove(&first) {
-                        w.run_deletes.push((client_id.clone(), first));
-                    }
-                    if queue.is_empty() && queue.stored.is_empty() {
-                        self.clients.remove(&client_id);
-                    }
-                }
+            if !std::mem::take(&mut queue.dirty) {
+                continue; // listed twice (deleted and made again)
             }
-        }
-        for (client_id, id) in std::mem::take(&mut self.dirty_sent) {
-            let entry = self
-                .clients
-                .get_mut(&client_id)
-                .and_then(|q| q.sent.get_mut(&id));
-            match entry {
-                Some(sent) => {
-                    sent.stored = true;
-                    w.sent
-                        .push((client_id, id, Some((sent.packet_id, sent.state))));
-                }
-                None => w.sent.push((client_id, id, None)),
-            }
-        }
-        for (client_id, packet_id) in std::mem::take(&mut self.dirty_inbound) {
-            let entry = self
-                .clients
-                .get_mut(&client_id)
-                .and_then(|q| q.inbound.get_mut(&packet_id));
-            match entry {
-                Some(stored) => {
-                    if !*stored {
-                        *stored = true;
-                        w.inbound.push((client_id, packet_id, true));
-                    }
-                }
-                None => w.inbound.push((client_id, packet_id, false)),
+            changes_of(&client_id, queue, &mut w);
+            if queue.is_empty() && queue.stored.is_empty() {
+                self.clients.remove(&client_id);
             }
         }
         w

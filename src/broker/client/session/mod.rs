@@ -367,13 +367,13 @@ impl Session {
             }
         };
         self.write(
-            Op::SessionConnected {
+            Op::SessionConnected(Box::new(crate::store::Connected {
                 client_id: self.client_id.clone(),
                 username: msg.username.clone(),
                 persistent: self.state.is_durable(),
                 keep_alive: msg.keep_alive,
                 will: msg.will,
-            },
+            })),
             after_commit,
         );
         self.username = msg.username;
