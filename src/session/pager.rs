@@ -4,7 +4,7 @@
 
 /// Messages of its queue a durable session reads ahead into memory, beyond
 /// those in flight; it asks for more when fewer than half are left.
-pub const READ_AHEAD: usize = 256;
+pub const READ_AHEAD: usize = 1024;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Pager {

@@ -8,8 +8,10 @@
 //! mosquitto, rumqttd, roost, ...) so that a noisy moment on the machine
 //! does not fall on one broker only. For every scenario the table shows,
 //! per broker, the median and range of each rate or latency column, the
-//! broker's peak resident memory, and each broker's figure as a ratio to
-//! the first broker's.
+//! broker's peak resident memory, where the scenario counts delivered
+//! messages the broker's CPU time (user and system, all threads, from
+//! `/proc/PID/stat`) per delivered message, and each broker's figure as a
+//! ratio to the first broker's.
 //!
 //! Example (pinned, one core each):
 //!
@@ -70,11 +72,24 @@ impl Drop for StateDir {
     }
 }
 
-/// One measurement: the child's header and row cells, and the broker's peak RSS.
+/// One measurement: the child's header and row cells, the broker's peak
+/// RSS, and the CPU time the broker used during it.
 struct Measurement {
     header: Vec<String>,
     cells: Vec<String>,
     peak_rss_mib: Option<f64>,
+    cpu_seconds: Option<f64>,
+}
+
+/// User and system CPU time of a process and all its threads so far, from
+/// `/proc/PID/stat` (in clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn cells(line: &str) -> Vec<String> {
@@ -128,11 +143,15 @@ async fn measure(
                 .replace("{pid}", &pid.to_string())
                 .split_whitespace(),
         );
+    let cpu_before = cpu_seconds(pid);
     let output = tokio::task::spawn_blocking(move || child.output())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
     let peak_rss_mib = peak_rss_mib(pid);
+    let cpu_seconds = cpu_seconds(pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     broker.kill();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
@@ -141,6 +160,7 @@ async fn measure(
             header: cells(header),
             cells: cells(row),
             peak_rss_mib,
+            cpu_seconds,
         }),
         _ => Err(format!(
             "{name}, `{scenario}`: the measurement failed ({}): {}{}",
@@ -233,9 +253,23 @@ pub async fn run(args: &CompareArgs) -> i32 {
         for &i in &columns {
             head.push_str(&format!(" {} |", header[i]));
         }
+        // Broker CPU per delivered message, where the scenario counts them.
+        let delivered = header.iter().position(|h| h == "delivered");
+        let cpu_per_msg = |m: &Measurement| -> Option<f64> {
+            let n: f64 = m.cells.get(delivered?)?.parse().ok()?;
+            let cpu = m.cpu_seconds?;
+            (n > 0.0).then(|| cpu * 1e6 / n)
+        };
+        let with_cpu = delivered.is_some();
         head.push_str(" peak RSS MiB | lost or missing |");
+        if with_cpu {
+            head.push_str(" broker CPU µs per msg |");
+        }
         println!("{head}");
-        println!("{}", "|---".repeat(columns.len() + 4) + "|");
+        println!(
+            "{}",
+            "|---".repeat(columns.len() + 4 + usize::from(with_cpu)) + "|"
+        );
         // stats[broker][column]: median, min, max over the runs.
         let stats: Vec<Vec<Option<(f64, f64, f64)>>> = results
             .iter()
@@ -284,6 +318,12 @@ pub async fn run(args: &CompareArgs) -> i32 {
                     lost.join(", ")
                 }
             ));
+            if with_cpu {
+                match median_and_range(ms.iter().filter_map(cpu_per_msg).collect()) {
+                    Some((med, lo, hi)) => row.push_str(&format!(" {med:.2} ({lo:.2}–{hi:.2}) |")),
+                    None => row.push_str(" - |"),
+                }
+            }
             println!("{row}");
         }
         // Ratios against the first broker, per compared column.
@@ -295,6 +335,19 @@ pub async fn run(args: &CompareArgs) -> i32 {
                     let (ours, theirs) = (stats[0][k]?.0, stats[b][k]?.0);
                     (theirs > 0.0).then(|| format!("{} {:.2}×", header[i], ours / theirs))
                 })
+                .chain(with_cpu.then(|| {
+                    let cpu = |b: usize| {
+                        median_and_range(results[b].iter().filter_map(cpu_per_msg).collect())
+                            .map(|s| s.0)
+                    };
+                    match (cpu(0), cpu(b)) {
+                        (Some(ours), Some(theirs)) if theirs > 0.0 => {
+                            format!("broker CPU per msg {:.2}×", ours / theirs)
+                        }
+                        _ => String::new(),
+                    }
+                }))
+                .filter(|s| !s.is_empty())
                 .collect();
             println!();
             println!("{} ÷ {name}: {}", brokers[0].0, ratios.join(", "));

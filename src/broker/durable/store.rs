@@ -51,15 +51,15 @@ use retry::FailedBatch;
 use sqlx::SqliteConnection;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Room the store's spare inbox vector keeps between commits; beyond it,
 /// memory is given back.
 const KEPT_INBOX_CAPACITY: usize = 1 << 16;
 
-/// How long a small batch waits for more writes under load (see
-/// `Store::should_linger`), and the size at which it stops waiting.
-const LINGER: Duration = Duration::from_millis(3);
+/// How many times a small batch under load lets writers run first (see
+/// `Store::linger`), and the size at which it stops.
+const LINGER_YIELDS: usize = 16;
 const LINGER_UNTIL_OPS: usize = 4096;
 /// Writes that arrived while a commit ran from which the store counts as
 /// under load.
@@ -145,9 +145,6 @@ pub struct Store {
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// At least `LOAD_OPS` writes arrived while the last commit ran.
     under_load: bool,
-    /// Until when the pending batch waits for more writes (see
-    /// `should_linger`).
-    lingering: Option<Instant>,
     /// A batch whose commit failed: it commits before anything else.
     failed: Option<FailedBatch>,
     /// Copies the WAL into the database file on a thread of its own;
@@ -189,7 +186,6 @@ impl Store {
             spare: None,
             flush_waiters: Vec::new(),
             under_load: false,
-            lingering: None,
             failed: None,
             checkpointer,
             metrics,
@@ -333,8 +329,8 @@ impl Store {
             }
             return;
         }
-        if retry.is_none() && self.should_linger(ctx) {
-            return;
+        if retry.is_none() {
+            self.linger(ctx);
         }
         let Some(mut conn) = self.conn.take() else {
             self.failed = retry;
@@ -404,25 +400,25 @@ impl Store {
     }
 
     /// Under load (writes kept arriving while the last commit ran), a small
-    /// batch waits up to `LINGER` for more to join it: a commit costs about
-    /// the same whether it holds ten messages or a thousand (every page it
-    /// touches is written whole), and a message acknowledged before its
-    /// commit is never written at all. Without load (a single client
-    /// waiting for its acknowledgements) nothing waits. True if it waits.
-    fn should_linger(&mut self, ctx: &mut Context<Self>) -> bool {
-        let full = self.batch.len() >= LINGER_UNTIL_OPS || !self.flush_waiters.is_empty();
-        match self.lingering {
-            Some(until) if !full && Instant::now() < until => true,
-            Some(_) => {
-                self.lingering = None;
-                false
+    /// batch lets the threads that are making writes run first, as long
+    /// as the batch keeps growing: a commit costs about the same whether it
+    /// holds ten messages or a thousand (every page it touches is written
+    /// whole), and a message acknowledged before its commit is never
+    /// written at all. When nothing else has work (a client waiting for its
+    /// acknowledgements), the yield returns at once and the commit starts.
+    fn linger(&mut self, ctx: &mut Context<Self>) {
+        if !self.under_load {
+            return;
+        }
+        for _ in 0..LINGER_YIELDS {
+            let before = self.batch.len();
+            if before >= LINGER_UNTIL_OPS {
+                return;
             }
-            None if self.under_load && !full => {
-                self.lingering = Some(Instant::now() + LINGER);
-                ctx.run_later(LINGER, |act, ctx| act.commit(ctx));
-                true
+            std::thread::yield_now();
+            if !self.take_inbox(ctx) || self.batch.len() == before {
+                return;
             }
-            None => false,
         }
     }
 
