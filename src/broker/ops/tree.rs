@@ -87,6 +87,11 @@ pub async fn start(
         (config.store.db.clone(), config.store.synchronous),
         snapshot.queues,
     );
+    // Set here, before `start` returns, not when the store's actor first
+    // runs on its thread: the gauge is read as soon as the broker is up.
+    metrics
+        .queued_messages
+        .store(queues.total(), std::sync::atomic::Ordering::Relaxed);
     let inbox = Arc::new(WriteInbox::default());
     let i = inbox.clone();
     let store = Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
