@@ -12,6 +12,7 @@ mod action;
 pub mod connect;
 mod limits;
 mod map;
+mod packet_ids;
 mod pager;
 mod state;
 mod subscriptions;

@@ -26,6 +26,7 @@
 use super::action::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, Paged, Queued};
 use super::limits::SessionLimits;
 use super::map::SharedSeedMap;
+use super::packet_ids::PacketIds;
 use super::pager::{Pager, READ_AHEAD};
 use super::subscriptions::{SubscribeOutcome, Subscriptions};
 use crate::config::LimitsConfig;
@@ -40,7 +41,7 @@ pub struct SessionState {
     inflight: VecDeque<Inflight>,
     /// Bytes of the messages in `inflight`.
     inflight_bytes: usize,
-    next_packet_id: PacketId,
+    packet_ids: PacketIds,
     /// Messages at their delivery QoS, oldest first (for a durable
     /// session: the part of its queue read into memory).
     queue: VecDeque<Queued>,
@@ -61,7 +62,7 @@ impl SessionState {
             subscriptions: Subscriptions::default(),
             inflight: VecDeque::new(),
             inflight_bytes: 0,
-            next_packet_id: PacketId::new(1).expect("1 is non-zero"),
+            packet_ids: PacketIds::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             inbound_awaiting_rel: SharedSeedMap::default(),
@@ -357,6 +358,7 @@ impl SessionState {
                     }
                     self.inflight_bytes += entry.message.size();
                     self.inflight.push_back(entry);
+                    self.packet_ids.taken_elsewhere();
                 }
                 _ => {
                     self.queued_bytes += message.size();
@@ -415,13 +417,9 @@ impl SessionState {
     /// The next id not used by an in-flight message: ids are unique per
     /// direction while in use [MQTT-2.3.1-2].
     fn allocate_packet_id(&mut self) -> PacketId {
-        loop {
-            let id = self.next_packet_id;
-            self.next_packet_id = id.next();
-            if !self.inflight.iter().any(|e| e.packet_id == id) {
-                return id;
-            }
-        }
+        let inflight = &self.inflight;
+        self.packet_ids
+            .allocate(|| inflight.iter().map(|e| e.packet_id))
     }
 
     /// Whether `message` may go in flight now: the window has a free slot,
@@ -744,10 +742,43 @@ mod tests {
         );
     }
 
+    /// [MQTT-2.3.1-2]: over several wraps of the 65,535 ids, with one
+    /// message left in flight the whole time and the others acknowledged
+    /// out of order, no id is handed out while it is in flight.
+    #[test]
+    fn packet_ids_stay_unique_over_wraps_mqtt_2_3_1_2() {
+        let mut s = SessionState::new(limits(5, 10), false);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        let mut in_flight: Vec<u16> = Vec::new();
+        let (mut last, mut wraps) = (0u16, 0);
+        for n in 0..200_000u32 {
+            out.clear();
+            s.deliver(msg(QoS::AtLeastOnce, n as u8), None, true, &mut out);
+            for (_, id, _) in publishes(&out) {
+                let id = id.expect("QoS 1 has an id");
+                assert!(
+                    !in_flight.contains(&id),
+                    "id {id} handed out while in flight"
+                );
+                wraps += usize::from(id < last);
+                last = id;
+                in_flight.push(id);
+            }
+            if in_flight.len() == 5 {
+                // The first stays; the others leave in an order that varies.
+                let id = in_flight.remove(1 + n as usize % 4);
+                assert!(s.on_puback(pid(id), &mut out));
+            }
+        }
+        assert_eq!(in_flight[0], 1, "the first message stayed in flight");
+        assert!(wraps >= 3, "the ids wrapped {wraps} times");
+    }
+
     #[test]
     fn packet_ids_skip_ids_in_flight() {
         let mut s = SessionState::new(limits(3, 10), false);
-        s.next_packet_id = pid(u16::MAX);
+        s.packet_ids = PacketIds::starting_at(pid(u16::MAX));
         let mut out = Vec::new();
         s.attach(&mut out);
         s.deliver(msg(QoS::AtLeastOnce, 0), None, true, &mut out);

@@ -76,6 +76,19 @@ pub struct Batch<W: Waiter> {
     completions: Vec<W>,
     /// Operations merged into this batch, for metrics.
     pub(super) ops: usize,
+    /// Acknowledged messages of one queue with ids in a row, not yet taken
+    /// out of `Queues`: a session's PUBACKs come in order, and a row of them
+    /// leaves the queue in one step ([`Queues::dequeue_range`]). Applied
+    /// before any other write and by [`Batch::settle`].
+    dequeued: Option<Dequeued>,
+}
+
+/// See `Batch::dequeued`.
+struct Dequeued {
+    client_id: ByteString,
+    first: super::queues::MessageId,
+    last: super::queues::MessageId,
+    bytes: u64,
 }
 
 impl<W: Waiter> Default for Batch<W> {
@@ -87,6 +100,7 @@ impl<W: Waiter> Default for Batch<W> {
             queue_writes: None,
             completions: Vec::new(),
             ops: 0,
+            dequeued: None,
         }
     }
 }
@@ -115,6 +129,9 @@ impl<W: Waiter> Batch<W> {
     ) -> Applied {
         self.ops += 1;
         let mut applied = Applied::default();
+        if !matches!(op, Op::Dequeue { .. }) {
+            self.settle(queues);
+        }
         match op {
             Op::Barrier => {}
             Op::SessionConnected(connected) => {
@@ -192,9 +209,21 @@ impl<W: Waiter> Batch<W> {
                 client_id,
                 id,
                 size,
-            } => {
-                queues.dequeue(&client_id, id, u64::from(size));
-            }
+            } => match &mut self.dequeued {
+                Some(d) if d.client_id == client_id && d.last + 1 == id => {
+                    d.last = id;
+                    d.bytes += u64::from(size);
+                }
+                _ => {
+                    self.settle(queues);
+                    self.dequeued = Some(Dequeued {
+                        client_id,
+                        first: id,
+                        last: id,
+                        bytes: u64::from(size),
+                    });
+                }
+            },
             Op::Sent {
                 client_id,
                 id,
@@ -221,9 +250,18 @@ impl<W: Waiter> Batch<W> {
         applied
     }
 
+    /// Applies the acknowledgements held back to join a row (see
+    /// `Batch::dequeued`): after it, `queues` holds every write pushed.
+    pub fn settle(&mut self, queues: &mut Queues) {
+        if let Some(d) = self.dequeued.take() {
+            queues.dequeue_range(&d.client_id, d.first, d.last, d.bytes);
+        }
+    }
+
     /// Takes the queue rows of this batch from `queues`, once: a batch
     /// tried again writes the same rows.
     pub fn plan(&mut self, queues: &mut Queues) {
+        self.settle(queues);
         if self.queue_writes.is_none() {
             self.queue_writes = Some(queues.take_writes());
         }

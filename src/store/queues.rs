@@ -19,6 +19,8 @@
 //! turns what changed since the last commit into rows to write, which
 //! `queue_rows` writes (and loads at start).
 
+mod dequeue;
+
 use super::coverage::Coverage;
 use super::queue_rows::{QueueWrites, Run};
 use crate::message::Message;
@@ -289,63 +291,6 @@ impl Queues {
             }
         }
         Enqueued::Queued
-    }
-
-    /// Message `id` leaves `client_id`'s queue (acknowledged, or dropped);
-    /// `size` is its topic and payload bytes. False if it was not queued.
-    pub fn dequeue(&mut self, client_id: &ByteString, id: MessageId, size: u64) -> bool {
-        let Some(queue) = self.clients.get_mut(client_id) else {
-            return false;
-        };
-        if queue.touch() {
-            self.dirty.push(client_id.clone());
-        }
-        queue.held.remove(&id);
-        if let Some(sent) = queue.sent.remove(&id) {
-            if sent.stored {
-                queue.gone_sent.push(id);
-            }
-        }
-        let Some(i) = queue.find(id) else {
-            return false;
-        };
-        queue.count -= 1;
-        self.total -= 1;
-        queue.bytes = queue.bytes.saturating_sub(size);
-        let dirty = &mut queue.changed_runs;
-        let run = &mut queue.runs[i];
-        dirty.push(run.first);
-        run.bytes = run.bytes.saturating_sub(size);
-        if run.first == run.last {
-            queue.runs.remove(i);
-        } else if id == run.first {
-            run.first += 1;
-            dirty.push(run.first);
-        } else if id == run.last {
-            run.last -= 1;
-        } else {
-            // Out of order: the run splits in two around `id`.
-            let right = Run {
-                first: id + 1,
-                last: run.last,
-                qos: run.qos,
-                retain: run.retain,
-                bytes: 0,
-            };
-            run.last = id - 1;
-            let total = run.bytes;
-            let left_len = run.messages();
-            let share = total * left_len / (left_len + right.messages());
-            run.bytes = share;
-            let right = Run {
-                bytes: total - share,
-                ..right
-            };
-            dirty.push(right.first);
-            queue.runs.insert(i + 1, right);
-        }
-        self.coverage.sub(id, id, 1, &mut self.freed);
-        true
     }
 
     /// Records that message `id` was sent to `client_id` with `packet_id`,
@@ -725,6 +670,88 @@ mod tests {
         assert_eq!(w.log_deletes, [(5, 5)]);
         let paged: Vec<_> = q.page(&c("a"), 100).iter().map(|p| p.id).collect();
         assert_eq!(paged, [1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    }
+
+    /// A row of acknowledgements taken in one step leaves the queues, the
+    /// log and the coverage exactly as the same acknowledgements one by one.
+    mod dequeue_range {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Two sessions queued for some of 40 messages (gaps make several
+        /// runs), then rows of acknowledgements of either.
+        fn build(queued: &[(bool, bool)]) -> Queues {
+            let mut q = Queues::default();
+            for (i, &(a, b)) in queued.iter().enumerate() {
+                let id = i as MessageId + 1;
+                q.append(id, &msg(1), u32::from(a) + u32::from(b));
+                if a {
+                    enqueue(&mut q, "a", id);
+                }
+                if b {
+                    enqueue(&mut q, "b", id);
+                }
+            }
+            q.take_writes();
+            q
+        }
+
+        fn log_deletes(w: &QueueWrites) -> Vec<MessageId> {
+            let mut ids: Vec<_> = w.log_deletes.iter().flat_map(|&(a, b)| a..=b).collect();
+            ids.sort_unstable();
+            ids
+        }
+
+        proptest! {
+            #[test]
+            fn same_as_one_by_one(
+                queued in proptest::collection::vec((any::<bool>(), any::<bool>()), 40),
+                rows in proptest::collection::vec((any::<bool>(), 1u64..=40, 0u64..12), 0..8),
+            ) {
+                let (mut one, mut range) = (build(&queued), build(&queued));
+                for &(to_a, first, len) in &rows {
+                    let client = c(if to_a { "a" } else { "b" });
+                    let last = (first + len).min(40);
+                    let mut size = 0;
+                    for id in first..=last {
+                        if one.dequeue(&client, id, 10) {
+                            size += 10;
+                        }
+                    }
+                    range.dequeue_range(&client, first, last, size);
+                }
+                for client in ["a", "b"] {
+                    let client = c(client);
+                    prop_assert_eq!(one.len(&client), range.len(&client));
+                    let ids = |q: &mut Queues| q.page(&client, 100).iter().map(|p| p.id).collect::<Vec<_>>();
+                    prop_assert_eq!(ids(&mut one), ids(&mut range));
+                }
+                prop_assert_eq!(one.total(), range.total());
+                prop_assert_eq!(one.coverage_spans(), range.coverage_spans());
+                prop_assert_eq!(log_deletes(&one.take_writes()), log_deletes(&range.take_writes()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_of_acknowledgements_cuts_the_run_once() {
+        let mut q = Queues::default();
+        for id in 1..=10 {
+            q.append(id, &msg(1), 1);
+            enqueue(&mut q, "a", id);
+        }
+        q.take_writes();
+        q.dequeue_range(&c("a"), 4, 6, 30);
+        let w = q.take_writes();
+        let mut runs: Vec<_> = w
+            .runs
+            .iter()
+            .map(|(_, r)| (r.first, r.last, r.bytes))
+            .collect();
+        runs.sort();
+        assert_eq!(runs, [(1, 3, 30), (7, 10, 40)]);
+        assert_eq!(w.log_deletes, [(4, 6)]);
+        assert_eq!(q.len(&c("a")), (7, 70));
     }
 
     #[test]

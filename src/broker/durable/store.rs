@@ -290,6 +290,8 @@ impl Store {
             failed = true;
         }
         drop(rest);
+        // Nothing held back past this call: pages and metrics read `queues`.
+        batch.settle(queues);
         if writes.capacity() <= KEPT_INBOX_CAPACITY {
             self.spare_writes = writes;
         }

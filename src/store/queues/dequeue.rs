@@ -1,0 +1,157 @@
+//! Messages leaving a queue: acknowledged, or dropped. One at a time, or
+//! a row of them at once (a session's acknowledgements come in order).
+
+use super::{MessageId, Queues, Run};
+use bytestring::ByteString;
+
+impl Queues {
+    /// Message `id` leaves `client_id`'s queue (acknowledged, or dropped);
+    /// `size` is its topic and payload bytes. False if it was not queued.
+    pub fn dequeue(&mut self, client_id: &ByteString, id: MessageId, size: u64) -> bool {
+        let Some(queue) = self.clients.get_mut(client_id) else {
+            return false;
+        };
+        if queue.touch() {
+            self.dirty.push(client_id.clone());
+        }
+        queue.held.remove(&id);
+        if let Some(sent) = queue.sent.remove(&id) {
+            if sent.stored {
+                queue.gone_sent.push(id);
+            }
+        }
+        let Some(i) = queue.find(id) else {
+            return false;
+        };
+        queue.count -= 1;
+        self.total -= 1;
+        queue.bytes = queue.bytes.saturating_sub(size);
+        let dirty = &mut queue.changed_runs;
+        let run = &mut queue.runs[i];
+        dirty.push(run.first);
+        run.bytes = run.bytes.saturating_sub(size);
+        if run.first == run.last {
+            queue.runs.remove(i);
+        } else if id == run.first {
+            run.first += 1;
+            dirty.push(run.first);
+        } else if id == run.last {
+            run.last -= 1;
+        } else {
+            // Out of order: the run splits in two around `id`.
+            let right = Run {
+                first: id + 1,
+                last: run.last,
+                qos: run.qos,
+                retain: run.retain,
+                bytes: 0,
+            };
+            run.last = id - 1;
+            let total = run.bytes;
+            let left_len = run.messages();
+            let share = total * left_len / (left_len + right.messages());
+            run.bytes = share;
+            let right = Run {
+                bytes: total - share,
+                ..right
+            };
+            dirty.push(right.first);
+            queue.runs.insert(i + 1, right);
+        }
+        self.coverage.sub(id, id, 1, &mut self.freed);
+        true
+    }
+
+    /// Messages `first..=last` leave `client_id`'s queue at once (a
+    /// session's acknowledgements in a row); `size` is their bytes in all.
+    /// The same as one [`Queues::dequeue`] per id, but each run they touch
+    /// is cut once and the log's coverage lowered once per run, not once
+    /// per message. Ids in the range that are not queued are skipped.
+    pub fn dequeue_range(
+        &mut self,
+        client_id: &ByteString,
+        first: MessageId,
+        last: MessageId,
+        size: u64,
+    ) {
+        if first >= last {
+            if first == last {
+                self.dequeue(client_id, first, size);
+            }
+            return;
+        }
+        let Some(queue) = self.clients.get_mut(client_id) else {
+            return;
+        };
+        if queue.touch() {
+            self.dirty.push(client_id.clone());
+        }
+        for id in first..=last {
+            queue.held.remove(&id);
+            if let Some(sent) = queue.sent.remove(&id) {
+                if sent.stored {
+                    queue.gone_sent.push(id);
+                }
+            }
+        }
+        // The runs that overlap the range, and the part of each inside it.
+        let start = queue.runs.partition_point(|r| r.last < first);
+        let overlaps: Vec<(usize, MessageId, MessageId)> = queue.runs[start..]
+            .iter()
+            .take_while(|r| r.first <= last)
+            .enumerate()
+            .map(|(k, r)| (start + k, r.first.max(first), r.last.min(last)))
+            .collect();
+        let gone: u64 = overlaps.iter().map(|(_, a, b)| b - a + 1).sum();
+        if gone == 0 {
+            return;
+        }
+        queue.count -= gone;
+        self.total -= gone;
+        queue.bytes = queue.bytes.saturating_sub(size);
+        // From the last run back, so that a removed or split run does not
+        // move the ones still to cut.
+        let mut size_left = size;
+        for (k, &(i, a, b)) in overlaps.iter().enumerate().rev() {
+            let share = if k == 0 {
+                size_left
+            } else {
+                size * (b - a + 1) / gone
+            };
+            size_left = size_left.saturating_sub(share);
+            let dirty = &mut queue.changed_runs;
+            let run = &mut queue.runs[i];
+            dirty.push(run.first);
+            run.bytes = run.bytes.saturating_sub(share);
+            if a == run.first && b == run.last {
+                queue.runs.remove(i);
+            } else if a == run.first {
+                run.first = b + 1;
+                dirty.push(run.first);
+            } else if b == run.last {
+                run.last = a - 1;
+            } else {
+                // Inside the run: it splits in two around the range.
+                let right = Run {
+                    first: b + 1,
+                    last: run.last,
+                    qos: run.qos,
+                    retain: run.retain,
+                    bytes: 0,
+                };
+                run.last = a - 1;
+                let total = run.bytes;
+                let left_len = run.messages();
+                let share = total * left_len / (left_len + right.messages());
+                run.bytes = share;
+                let right = Run {
+                    bytes: total - share,
+                    ..right
+                };
+                dirty.push(right.first);
+                queue.runs.insert(i + 1, right);
+            }
+            self.coverage.sub(a, b, 1, &mut self.freed);
+        }
+    }
+}
