@@ -11,6 +11,47 @@ use crate::session::MessageId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+/// Steps a [`Cursor`] walks before it searches instead.
+const CURSOR_WALK: usize = 8;
+
+/// See [`LogCache::cursor`].
+pub struct Cursor<'a> {
+    cache: &'a LogCache,
+    ahead: std::collections::btree_map::Range<'a, MessageId, Cached>,
+}
+
+impl<'a> Cursor<'a> {
+    /// The cached message `id`, if any.
+    pub fn get(&mut self, id: MessageId) -> Option<&'a Logged> {
+        for _ in 0..CURSOR_WALK {
+            let mut next = self.ahead.clone();
+            match next.next() {
+                Some((&k, cached)) if k == id => {
+                    self.ahead = next;
+                    return Some(&cached.message);
+                }
+                Some((&k, _)) if k < id => self.ahead = next,
+                // Behind the cursor (asked out of order), or not cached.
+                _ => return self.cache.get(id),
+            }
+        }
+        // A wide gap: search from `id` on.
+        self.ahead = self.cache.entries.range(id..);
+        self.get_here(id)
+    }
+
+    fn get_here(&mut self, id: MessageId) -> Option<&'a Logged> {
+        let mut next = self.ahead.clone();
+        match next.next() {
+            Some((&k, cached)) if k == id => {
+                self.ahead = next;
+                Some(&cached.message)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A message of the log, as it is read back.
 #[derive(Debug, Clone)]
 pub struct Logged {
@@ -96,6 +137,16 @@ impl LogCache {
 
     pub fn get(&self, id: MessageId) -> Option<&Logged> {
         self.entries.get(&id).map(|c| &c.message)
+    }
+
+    /// Looks up many ids, from `first` on: ids asked in ascending order, as
+    /// a queue pages them, are found by walking the cache instead of a
+    /// search each.
+    pub fn cursor(&self, first: MessageId) -> Cursor<'_> {
+        Cursor {
+            cache: self,
+            ahead: self.entries.range(first..),
+        }
     }
 
     /// The appended messages `ids` are committed: the oldest committed
@@ -243,5 +294,30 @@ mod tests {
         cache.forget(3, 4);
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.bytes(), per);
+    }
+
+    proptest::proptest! {
+        /// A cursor finds what `get` finds, whatever the order of the ids
+        /// asked and the gaps between the cached ones.
+        #[test]
+        fn a_cursor_finds_what_get_finds(
+            cached in proptest::collection::btree_set(1u64..300, 0..120),
+            asked in proptest::collection::vec(1u64..300, 0..60),
+            sorted in proptest::bool::ANY,
+        ) {
+            let mut cache = LogCache::new(usize::MAX);
+            for &id in &cached {
+                cache.appended(id, logged(id as usize));
+            }
+            let mut asked = asked;
+            if sorted {
+                asked.sort_unstable();
+            }
+            let mut cursor = cache.cursor(asked.first().copied().unwrap_or(1));
+            for id in asked {
+                let found = cursor.get(id).map(|l| l.payload.len());
+                proptest::prop_assert_eq!(found, cache.get(id).map(|l| l.payload.len()), "id {}", id);
+            }
+        }
     }
 }

@@ -25,12 +25,13 @@ impl Handler<PageIn> for Store {
             reply: tx,
             more: msg.more,
         };
-        if pending.paged.iter().all(|p| self.cache.get(p.id).is_some()) {
-            self.answer(pending, &ahash::AHashMap::new());
-        } else {
-            self.pending_pages.push(pending);
-            if !self.committing {
-                self.commit(ctx);
+        match self.cached_page(&pending.paged) {
+            Some(messages) => self.reply(pending, messages),
+            None => {
+                self.pending_pages.push(pending);
+                if !self.committing {
+                    self.commit(ctx);
+                }
             }
         }
         Box::pin(async move {
@@ -43,32 +44,39 @@ impl Handler<PageIn> for Store {
 }
 
 impl Store {
+    /// The messages of a page, if every one is in the cache.
+    fn cached_page(&self, paged: &[store::Paged]) -> Option<Vec<Paged>> {
+        let mut cached = self.cache.cursor(paged.first().map_or(0, |p| p.id));
+        paged
+            .iter()
+            .map(|p| cached.get(p.id).map(|logged| page_entry(p, logged)))
+            .collect()
+    }
+
     /// Answers a page with the messages from the cache and `read` (those
     /// read from the database). A message found in neither (its row is
     /// gone) leaves the queue.
     fn answer(&mut self, page: PendingPage, read: &ahash::AHashMap<MessageId, Logged>) {
         let mut messages = Vec::with_capacity(page.paged.len());
-        for p in page.paged {
-            let Some(logged) = read.get(&p.id).or_else(|| self.cache.get(p.id)) else {
-                log::warn!(
-                    "client {:?}: queued message {} is missing from the log; dropped",
-                    page.client_id,
-                    p.id
-                );
-                self.queues.dequeue(&page.client_id, p.id, 0);
-                continue;
-            };
-            messages.push(Paged {
-                id: p.id,
-                message: Message {
-                    topic: logged.topic.clone(),
-                    payload: logged.payload.clone(),
-                    qos: p.qos,
-                    retain: p.retain,
-                },
-                sent: p.sent,
-            });
+        let mut cached = self.cache.cursor(page.paged.first().map_or(0, |p| p.id));
+        let mut missing = Vec::new();
+        for p in &page.paged {
+            match read.get(&p.id).or_else(|| cached.get(p.id)) {
+                Some(logged) => messages.push(page_entry(p, logged)),
+                None => missing.push(p.id),
+            }
         }
+        for id in missing {
+            log::warn!(
+                "client {:?}: queued message {id} is missing from the log; dropped",
+                page.client_id,
+            );
+            self.queues.dequeue(&page.client_id, id, 0);
+        }
+        self.reply(page, messages);
+    }
+
+    fn reply(&mut self, page: PendingPage, messages: Vec<Paged>) {
         let more = self.queues.unheld(&page.client_id) > 0;
         if !more {
             self.starved.insert(page.client_id.clone(), page.more);
@@ -136,5 +144,19 @@ impl Store {
             act.commit(ctx);
         }));
         true
+    }
+}
+
+/// A paged message with its content, at its delivery QoS and RETAIN flag.
+fn page_entry(p: &store::Paged, logged: &Logged) -> Paged {
+    Paged {
+        id: p.id,
+        message: Message {
+            topic: logged.topic.clone(),
+            payload: logged.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+        },
+        sent: p.sent,
     }
 }
