@@ -27,12 +27,13 @@ impl Handler<PageIn> for Store {
         };
         match self.cached_page(&pending.paged) {
             Some(messages) => self.reply(pending, messages),
-            None => {
-                self.pending_pages.push(pending);
-                if !self.committing {
-                    self.commit(ctx);
-                }
-            }
+            None => self.pending_pages.push(pending),
+        }
+        // The writes just taken from the inbox are the batch's now: their
+        // wake-up found the inbox empty, so this commits them (or sets the
+        // timer of a batch that can wait), as the page read waits for.
+        if !self.committing {
+            self.commit(ctx);
         }
         Box::pin(async move {
             rx.await.unwrap_or(Page {
@@ -158,5 +159,95 @@ fn page_entry(p: &store::Paged, logged: &Logged) -> Paged {
             retain: p.retain,
         },
         sent: p.sent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::durable::store::{MoreQueued, StoreHandle, WriteInbox};
+    use crate::broker::durable::{Completion, QueueSettings};
+    use crate::broker::ops::metrics::Metrics;
+    use crate::broker::ops::restart::RestartTracker;
+    use crate::config::Synchronous;
+    use crate::protocol::{QoS, TopicName};
+    use crate::store::Op;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct Nobody;
+    impl Actor for Nobody {
+        type Context = Context<Self>;
+    }
+    impl Handler<MoreQueued> for Nobody {
+        type Result = ();
+        fn handle(&mut self, _: MoreQueued, _: &mut Context<Self>) {}
+    }
+
+    /// A page request that the store takes before the wake-up of a write
+    /// just sent takes the write from the inbox with the session's own; the
+    /// wake-up then finds the inbox empty. The write still commits (before,
+    /// it waited for the next write to arrive: a PUBREC held forever).
+    #[test]
+    fn a_write_taken_from_the_inbox_by_a_page_request_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("roost.db");
+        let system = actix::System::new();
+        system.block_on(async move {
+            let (conn, snapshot) = crate::store::open(&db, Synchronous::Normal, false)
+                .await
+                .unwrap();
+            let metrics = Arc::new(Metrics::default());
+            let restarts = RestartTracker::new(
+                10,
+                Duration::from_secs(60),
+                metrics.clone(),
+                Box::new(|_| {}),
+            );
+            let inbox = Arc::new(WriteInbox::default());
+            let settings = QueueSettings {
+                bounds: crate::store::QueueBounds {
+                    max_messages: 100,
+                    max_bytes: 1 << 20,
+                },
+                cache_bytes: 1 << 20,
+            };
+            let addr = Store::new(
+                conn,
+                snapshot.queues,
+                settings,
+                (db, Synchronous::Normal),
+                metrics,
+                restarts,
+                inbox.clone(),
+            )
+            .start();
+            let store = StoreHandle::new(addr.clone(), inbox);
+            // Let the store start and go idle.
+            let (idle, idled) = tokio::sync::oneshot::channel();
+            store.write(
+                Op::Barrier,
+                Some(Completion::new(move || drop(idle.send(())))),
+            );
+            idled.await.unwrap();
+            // The write and, before the store runs again, a page request.
+            let (tx, committed) = tokio::sync::oneshot::channel();
+            let op = Op::SetRetained {
+                topic: TopicName::new("r/t".to_string()).unwrap(),
+                payload: bytes::Bytes::from_static(b"v"),
+                qos: QoS::AtLeastOnce,
+            };
+            store.write(op, Some(Completion::new(move || drop(tx.send(())))));
+            let page = addr.send(PageIn {
+                client_id: "nobody".into(),
+                max: 10,
+                more: Nobody.start().recipient(),
+            });
+            assert!(page.await.unwrap().messages.is_empty());
+            tokio::time::timeout(Duration::from_secs(5), committed)
+                .await
+                .expect("the write taken by the page request committed")
+                .unwrap();
+        });
     }
 }
