@@ -81,6 +81,9 @@ pub struct Batch<W: Waiter> {
     /// leaves the queue in one step ([`Queues::dequeue_range`]). Applied
     /// before any other write and by [`Batch::settle`].
     dequeued: Option<Dequeued>,
+    /// Something other than a subscriber's acknowledgement or a page given
+    /// back, or a write someone waits for: see [`Batch::can_wait`].
+    urgent: bool,
 }
 
 /// See `Batch::dequeued`.
@@ -101,6 +104,7 @@ impl<W: Waiter> Default for Batch<W> {
             completions: Vec::new(),
             ops: 0,
             dequeued: None,
+            urgent: false,
         }
     }
 }
@@ -112,6 +116,16 @@ impl<W: Waiter> Batch<W> {
 
     pub fn len(&self) -> usize {
         self.ops
+    }
+
+    /// Nothing in the batch but messages leaving queues (acknowledged by
+    /// their subscribers, or dropped) and pages given back, with nobody
+    /// waiting for them: its commit may wait for more. A crash before it
+    /// commits sends those messages again (QoS 1 allows it; a QoS 2
+    /// message's PUBREC step committed before PUBREL was sent, so only
+    /// PUBREL is sent again).
+    pub fn can_wait(&self) -> bool {
+        self.ops > 0 && !self.urgent
     }
 
     /// Nothing but queue rows (and barriers) to write.
@@ -132,6 +146,7 @@ impl<W: Waiter> Batch<W> {
         if !matches!(op, Op::Dequeue { .. }) {
             self.settle(queues);
         }
+        self.urgent |= completion.is_some() || !op.can_wait();
         match op {
             Op::Barrier => {}
             Op::SessionConnected(connected) => {
@@ -286,6 +301,7 @@ impl<W: Waiter> Batch<W> {
         self.retained.clear();
         self.queue_writes = None;
         self.ops = 0;
+        self.urgent = false;
         if self.completions.capacity() > KEPT_CAPACITY {
             self.completions = Vec::new();
         }
@@ -502,5 +518,39 @@ mod tests {
         );
         drop(b);
         assert_eq!(acked.load(Ordering::SeqCst), 0);
+    }
+
+    /// Only messages leaving queues and pages given back, with nobody
+    /// waiting, may wait for their commit; anything else, or a completion,
+    /// makes the batch urgent until it is released.
+    #[test]
+    fn a_batch_of_acknowledgements_only_can_wait() {
+        let mut q = Queues::default();
+        let mut b = Batch::default();
+        assert!(!b.can_wait(), "an empty batch has nothing to commit");
+        let dequeue = |id| Op::Dequeue {
+            client_id: "c".into(),
+            id,
+            size: 1,
+        };
+        b.push(dequeue(1), None, &mut q, BOUNDS);
+        b.push(
+            Op::Unhold {
+                client_id: "c".into(),
+                id: 2,
+            },
+            None,
+            &mut q,
+            BOUNDS,
+        );
+        assert!(b.can_wait());
+        let (_, waiter) = counter();
+        b.push(dequeue(3), Some(waiter), &mut q, BOUNDS);
+        assert!(!b.can_wait(), "someone waits for it");
+        b.release();
+        b.push(dequeue(4), None, &mut q, BOUNDS);
+        assert!(b.can_wait(), "released: urgent no more");
+        b.push(Op::Barrier, None, &mut q, BOUNDS);
+        assert!(!b.can_wait(), "a barrier is not an acknowledgement");
     }
 }

@@ -142,6 +142,14 @@ pub enum Op {
     Barrier,
 }
 
+impl Op {
+    /// A message leaving a subscriber's queue, or a page given back: with
+    /// nobody waiting for it, its commit may wait (see `Batch::can_wait`).
+    pub fn can_wait(&self) -> bool {
+        matches!(self, Op::Dequeue { .. } | Op::Unhold { .. })
+    }
+}
+
 /// A client connected (see [`Op::SessionConnected`]).
 #[derive(Debug)]
 pub struct Connected {

@@ -64,6 +64,11 @@ const LINGER_UNTIL_OPS: usize = 4096;
 /// Writes that arrived while a commit ran from which the store counts as
 /// under load.
 const LOAD_OPS: usize = 256;
+/// How long a batch that can wait (see `Batch::can_wait`: subscribers'
+/// acknowledgements only) waits after the last commit began before it
+/// commits: a session draining its queue acknowledges thousands of
+/// messages a second, each batch a commit of its own without this.
+const WAITING_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One group commit's writes, each with the completion that waits for it.
 type Batch = store::Batch<Completion>;
@@ -145,6 +150,10 @@ pub struct Store {
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// At least `LOAD_OPS` writes arrived while the last commit ran.
     under_load: bool,
+    /// When the last commit began, and whether a batch that can wait has
+    /// a timer set for its commit.
+    last_commit: Instant,
+    commit_timer: bool,
     /// A batch whose commit failed: it commits before anything else.
     failed: Option<FailedBatch>,
     /// Copies the WAL into the database file on a thread of its own;
@@ -186,6 +195,8 @@ impl Store {
             spare: None,
             flush_waiters: Vec::new(),
             under_load: false,
+            last_commit: Instant::now(),
+            commit_timer: false,
             failed: None,
             checkpointer,
             metrics,
@@ -331,6 +342,21 @@ impl Store {
             }
             return;
         }
+        if retry.is_none() && self.batch.can_wait() && self.flush_waiters.is_empty() {
+            let since = self.last_commit.elapsed();
+            if since < WAITING_COMMIT_AFTER {
+                if !self.commit_timer {
+                    self.commit_timer = true;
+                    self.inbox.timer_set.store(true, Ordering::SeqCst);
+                    ctx.run_later(WAITING_COMMIT_AFTER - since, |act, ctx| {
+                        act.commit_timer = false;
+                        act.inbox.timer_set.store(false, Ordering::SeqCst);
+                        act.commit(ctx);
+                    });
+                }
+                return;
+            }
+        }
         if retry.is_none() {
             self.linger(ctx);
         }
@@ -357,6 +383,7 @@ impl Store {
             }
         }
         let started = Instant::now();
+        self.last_commit = started;
         self.committing = true;
         self.metrics
             .store_commit_attempts
@@ -470,6 +497,9 @@ impl Actor for Store {
         if let Some(failed) = &mut self.failed {
             failed.due = true;
         }
+        // A commit timer went with the context.
+        self.commit_timer = false;
+        self.inbox.timer_set.store(false, Ordering::SeqCst);
         self.commit(ctx);
     }
 }

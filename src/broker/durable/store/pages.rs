@@ -188,48 +188,86 @@ mod tests {
     /// just sent takes the write from the inbox with the session's own; the
     /// wake-up then finds the inbox empty. The write still commits (before,
     /// it waited for the next write to arrive: a PUBREC held forever).
+    /// A store on a fresh database, idle, with its address and handle.
+    async fn idle_store(db: std::path::PathBuf) -> (Addr<Store>, StoreHandle, Arc<Metrics>) {
+        let (conn, snapshot) = crate::store::open(&db, Synchronous::Normal, false)
+            .await
+            .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let restarts = RestartTracker::new(
+            10,
+            Duration::from_secs(60),
+            metrics.clone(),
+            Box::new(|_| {}),
+        );
+        let inbox = Arc::new(WriteInbox::default());
+        let settings = QueueSettings {
+            bounds: crate::store::QueueBounds {
+                max_messages: 100,
+                max_bytes: 1 << 20,
+            },
+            cache_bytes: 1 << 20,
+        };
+        let addr = Store::new(
+            conn,
+            snapshot.queues,
+            settings,
+            (db, Synchronous::Normal),
+            metrics.clone(),
+            restarts,
+            inbox.clone(),
+        )
+        .start();
+        let store = StoreHandle::new(addr.clone(), inbox);
+        let (idle, idled) = tokio::sync::oneshot::channel();
+        store.write(
+            Op::Barrier,
+            Some(Completion::new(move || {
+                let _ = idle.send(());
+            })),
+        );
+        idled.await.unwrap();
+        (addr, store, metrics)
+    }
+
+    /// Acknowledgements alone wake nobody for their commit, yet commit on
+    /// their own, soon, with no other write to carry them.
+    #[test]
+    fn acknowledgements_alone_commit_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("roost.db");
+        actix::System::new().block_on(async move {
+            let (_addr, store, metrics) = idle_store(db).await;
+            let commits = || {
+                metrics
+                    .store_commits
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let before = commits();
+            for id in 1..=3 {
+                let op = Op::Dequeue {
+                    client_id: "c".into(),
+                    id,
+                    size: 1,
+                };
+                store.write(op, None);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while commits() == before {
+                assert!(std::time::Instant::now() < deadline, "never committed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(commits(), before + 1, "three acknowledgements, one commit");
+        });
+    }
+
     #[test]
     fn a_write_taken_from_the_inbox_by_a_page_request_commits() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("roost.db");
         let system = actix::System::new();
         system.block_on(async move {
-            let (conn, snapshot) = crate::store::open(&db, Synchronous::Normal, false)
-                .await
-                .unwrap();
-            let metrics = Arc::new(Metrics::default());
-            let restarts = RestartTracker::new(
-                10,
-                Duration::from_secs(60),
-                metrics.clone(),
-                Box::new(|_| {}),
-            );
-            let inbox = Arc::new(WriteInbox::default());
-            let settings = QueueSettings {
-                bounds: crate::store::QueueBounds {
-                    max_messages: 100,
-                    max_bytes: 1 << 20,
-                },
-                cache_bytes: 1 << 20,
-            };
-            let addr = Store::new(
-                conn,
-                snapshot.queues,
-                settings,
-                (db, Synchronous::Normal),
-                metrics,
-                restarts,
-                inbox.clone(),
-            )
-            .start();
-            let store = StoreHandle::new(addr.clone(), inbox);
-            // Let the store start and go idle.
-            let (idle, idled) = tokio::sync::oneshot::channel();
-            store.write(
-                Op::Barrier,
-                Some(Completion::new(move || drop(idle.send(())))),
-            );
-            idled.await.unwrap();
+            let (addr, store, _) = idle_store(db).await;
             // The write and, before the store runs again, a page request.
             let (tx, committed) = tokio::sync::oneshot::channel();
             let op = Op::SetRetained {
@@ -237,7 +275,12 @@ mod tests {
                 payload: bytes::Bytes::from_static(b"v"),
                 qos: QoS::AtLeastOnce,
             };
-            store.write(op, Some(Completion::new(move || drop(tx.send(())))));
+            store.write(
+                op,
+                Some(Completion::new(move || {
+                    let _ = tx.send(());
+                })),
+            );
             let page = addr.send(PageIn {
                 client_id: "nobody".into(),
                 max: 10,
