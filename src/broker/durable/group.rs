@@ -344,14 +344,9 @@ impl Acknowledgement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::durable::store::{LoadRetained, Store, WriteInbox};
-    use crate::broker::ops::metrics::Metrics;
-    use crate::broker::ops::restart::RestartTracker;
-    use crate::config::Synchronous;
+    use crate::broker::durable::store::LoadRetained;
     use crate::protocol::{QoS, TopicName};
-    use actix::Actor;
     use bytes::Bytes;
-    use std::time::Duration;
 
     fn set(topic: &str, value: &'static [u8]) -> Op {
         Op::SetRetained {
@@ -377,34 +372,7 @@ mod tests {
         let db = dir.path().join("roost.db");
         let system = actix::System::new();
         let loaded = system.block_on(async move {
-            let (conn, snapshot) = crate::store::open(&db, Synchronous::Normal, false)
-                .await
-                .unwrap();
-            let metrics = Arc::new(Metrics::default());
-            let restarts = RestartTracker::new(
-                10,
-                Duration::from_secs(60),
-                metrics.clone(),
-                Box::new(|_| {}),
-            );
-            let inbox = Arc::new(WriteInbox::default());
-            let addr = Store::new(
-                conn,
-                snapshot.queues,
-                crate::broker::durable::QueueSettings {
-                    bounds: crate::store::QueueBounds {
-                        max_messages: 100,
-                        max_bytes: 1 << 20,
-                    },
-                    cache_bytes: 1 << 20,
-                },
-                (db, Synchronous::Normal),
-                metrics,
-                restarts,
-                inbox.clone(),
-            )
-            .start();
-            let store = StoreHandle::new(addr, inbox);
+            let (_, store, _) = crate::broker::durable::store::start_for_test(db).await;
             let first = WriteGroup::new(store.clone());
             let second = WriteGroup::new(store.clone());
             let first_link = first.add(set("r/t", b"v1"), None);

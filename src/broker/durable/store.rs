@@ -580,3 +580,40 @@ impl Handler<Flush> for Store {
         )
     }
 }
+
+/// A store on the database at `db` (created if need be), started on the
+/// current system, for tests of the store and what talks to it.
+#[cfg(test)]
+pub(crate) async fn start_for_test(
+    db: std::path::PathBuf,
+) -> (Addr<Store>, StoreHandle, Arc<Metrics>) {
+    let (conn, snapshot) = store::open(&db, Synchronous::Normal, false)
+        .await
+        .expect("a test database opens");
+    let metrics = Arc::new(Metrics::default());
+    let restarts = RestartTracker::new(
+        10,
+        std::time::Duration::from_secs(60),
+        metrics.clone(),
+        Box::new(|_| {}),
+    );
+    let inbox = Arc::new(WriteInbox::default());
+    let settings = QueueSettings {
+        bounds: QueueBounds {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+        },
+        cache_bytes: 1 << 20,
+    };
+    let addr = Store::new(
+        conn,
+        snapshot.queues,
+        settings,
+        (db, Synchronous::Normal),
+        metrics.clone(),
+        restarts,
+        inbox.clone(),
+    )
+    .start();
+    (addr.clone(), StoreHandle::new(addr, inbox), metrics)
+}

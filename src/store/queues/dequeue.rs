@@ -1,7 +1,7 @@
 //! Messages leaving a queue: acknowledged, or dropped. One at a time, or
 //! a row of them at once (a session's acknowledgements come in order).
 
-use super::{MessageId, Queues, Run};
+use super::{ClientQueue, MessageId, Queues, Run};
 use bytestring::ByteString;
 
 impl Queues {
@@ -26,38 +26,7 @@ impl Queues {
         queue.count -= 1;
         self.total -= 1;
         queue.bytes = queue.bytes.saturating_sub(size);
-        let dirty = &mut queue.changed_runs;
-        let run = &mut queue.runs[i];
-        dirty.push(run.first);
-        run.bytes = run.bytes.saturating_sub(size);
-        if run.first == run.last {
-            queue.runs.remove(i);
-        } else if id == run.first {
-            run.first += 1;
-            dirty.push(run.first);
-        } else if id == run.last {
-            run.last -= 1;
-        } else {
-            // Out of order: the run splits in two around `id`.
-            let right = Run {
-                first: id + 1,
-                last: run.last,
-                qos: run.qos,
-                retain: run.retain,
-                bytes: 0,
-            };
-            run.last = id - 1;
-            let total = run.bytes;
-            let left_len = run.messages();
-            let share = total * left_len / (left_len + right.messages());
-            run.bytes = share;
-            let right = Run {
-                bytes: total - share,
-                ..right
-            };
-            dirty.push(right.first);
-            queue.runs.insert(i + 1, right);
-        }
+        queue.cut(i, id, id, size);
         self.coverage.sub(id, id, 1, &mut self.freed);
         true
     }
@@ -119,39 +88,51 @@ impl Queues {
                 size * (b - a + 1) / gone
             };
             size_left = size_left.saturating_sub(share);
-            let dirty = &mut queue.changed_runs;
-            let run = &mut queue.runs[i];
+            queue.cut(i, a, b, share);
+            self.coverage.sub(a, b, 1, &mut self.freed);
+        }
+    }
+}
+
+impl ClientQueue {
+    /// Takes messages `a..=b` (all inside run `i`) out of the run, with
+    /// `bytes` of its bytes: the run shrinks from an end, goes, or splits
+    /// in two around them. The runs changed are listed for the next write.
+    fn cut(&mut self, i: usize, a: MessageId, b: MessageId, bytes: u64) {
+        let dirty = &mut self.changed_runs;
+        let run = &mut self.runs[i];
+        dirty.push(run.first);
+        run.bytes = run.bytes.saturating_sub(bytes);
+        if a == run.first && b == run.last {
+            self.runs.remove(i);
+        } else if a == run.first {
+            run.first = b + 1;
             dirty.push(run.first);
-            run.bytes = run.bytes.saturating_sub(share);
-            if a == run.first && b == run.last {
-                queue.runs.remove(i);
-            } else if a == run.first {
-                run.first = b + 1;
-                dirty.push(run.first);
-            } else if b == run.last {
-                run.last = a - 1;
-            } else {
-                // Inside the run: it splits in two around the range.
-                let right = Run {
-                    first: b + 1,
-                    last: run.last,
-                    qos: run.qos,
-                    retain: run.retain,
-                    bytes: 0,
-                };
-                run.last = a - 1;
-                let total = run.bytes;
-                let left_len = run.messages();
-                let share = total * left_len / (left_len + right.messages());
-                run.bytes = share;
-                let right = Run {
+        } else if b == run.last {
+            run.last = a - 1;
+        } else {
+            // Out of order: the run splits in two around `a..=b`, its
+            // bytes shared in proportion.
+            let right = Run {
+                first: b + 1,
+                last: run.last,
+                qos: run.qos,
+                retain: run.retain,
+                bytes: 0,
+            };
+            run.last = a - 1;
+            let total = run.bytes;
+            let left_len = run.messages();
+            let share = total * left_len / (left_len + right.messages());
+            run.bytes = share;
+            dirty.push(right.first);
+            self.runs.insert(
+                i + 1,
+                Run {
                     bytes: total - share,
                     ..right
-                };
-                dirty.push(right.first);
-                queue.runs.insert(i + 1, right);
-            }
-            self.coverage.sub(a, b, 1, &mut self.freed);
+                },
+            );
         }
     }
 }

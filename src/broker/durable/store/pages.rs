@@ -165,11 +165,9 @@ fn page_entry(p: &store::Paged, logged: &Logged) -> Paged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::durable::store::{MoreQueued, StoreHandle, WriteInbox};
-    use crate::broker::durable::{Completion, QueueSettings};
+    use crate::broker::durable::store::{MoreQueued, StoreHandle};
+    use crate::broker::durable::Completion;
     use crate::broker::ops::metrics::Metrics;
-    use crate::broker::ops::restart::RestartTracker;
-    use crate::config::Synchronous;
     use crate::protocol::{QoS, TopicName};
     use crate::store::Op;
     use std::sync::Arc;
@@ -190,35 +188,7 @@ mod tests {
     /// it waited for the next write to arrive: a PUBREC held forever).
     /// A store on a fresh database, idle, with its address and handle.
     async fn idle_store(db: std::path::PathBuf) -> (Addr<Store>, StoreHandle, Arc<Metrics>) {
-        let (conn, snapshot) = crate::store::open(&db, Synchronous::Normal, false)
-            .await
-            .unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let restarts = RestartTracker::new(
-            10,
-            Duration::from_secs(60),
-            metrics.clone(),
-            Box::new(|_| {}),
-        );
-        let inbox = Arc::new(WriteInbox::default());
-        let settings = QueueSettings {
-            bounds: crate::store::QueueBounds {
-                max_messages: 100,
-                max_bytes: 1 << 20,
-            },
-            cache_bytes: 1 << 20,
-        };
-        let addr = Store::new(
-            conn,
-            snapshot.queues,
-            settings,
-            (db, Synchronous::Normal),
-            metrics.clone(),
-            restarts,
-            inbox.clone(),
-        )
-        .start();
-        let store = StoreHandle::new(addr.clone(), inbox);
+        let (addr, store, metrics) = super::super::start_for_test(db).await;
         let (idle, idled) = tokio::sync::oneshot::channel();
         store.write(
             Op::Barrier,
