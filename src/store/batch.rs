@@ -81,17 +81,24 @@ pub struct Batch<W: Waiter> {
     /// leaves the queue in one step ([`Queues::dequeue_range`]). Applied
     /// before any other write and by [`Batch::settle`].
     dequeued: Option<Dequeued>,
+    /// The sizes' room of the last row applied, for the next row.
+    spare_sizes: Vec<u32>,
     /// Something other than a subscriber's acknowledgement or a page given
     /// back, or a write someone waits for: see [`Batch::can_wait`].
     urgent: bool,
 }
 
-/// See `Batch::dequeued`.
+/// See `Batch::dequeued`: the ids from `first` on, one size each.
 struct Dequeued {
     client_id: ByteString,
     first: super::queues::MessageId,
-    last: super::queues::MessageId,
-    bytes: u64,
+    sizes: Vec<u32>,
+}
+
+impl Dequeued {
+    fn next(&self) -> super::queues::MessageId {
+        self.first + self.sizes.len() as u64
+    }
 }
 
 impl<W: Waiter> Default for Batch<W> {
@@ -104,6 +111,7 @@ impl<W: Waiter> Default for Batch<W> {
             completions: Vec::new(),
             ops: 0,
             dequeued: None,
+            spare_sizes: Vec::new(),
             urgent: false,
         }
     }
@@ -225,17 +233,15 @@ impl<W: Waiter> Batch<W> {
                 id,
                 size,
             } => match &mut self.dequeued {
-                Some(d) if d.client_id == client_id && d.last + 1 == id => {
-                    d.last = id;
-                    d.bytes += u64::from(size);
-                }
+                Some(d) if d.client_id == client_id && d.next() == id => d.sizes.push(size),
                 _ => {
                     self.settle(queues);
+                    let mut sizes = std::mem::take(&mut self.spare_sizes);
+                    sizes.push(size);
                     self.dequeued = Some(Dequeued {
                         client_id,
                         first: id,
-                        last: id,
-                        bytes: u64::from(size),
+                        sizes,
                     });
                 }
             },
@@ -268,8 +274,10 @@ impl<W: Waiter> Batch<W> {
     /// Applies the acknowledgements held back to join a row (see
     /// `Batch::dequeued`): after it, `queues` holds every write pushed.
     pub fn settle(&mut self, queues: &mut Queues) {
-        if let Some(d) = self.dequeued.take() {
-            queues.dequeue_range(&d.client_id, d.first, d.last, d.bytes);
+        if let Some(mut d) = self.dequeued.take() {
+            queues.dequeue_range(&d.client_id, d.first, &d.sizes);
+            d.sizes.clear();
+            self.spare_sizes = d.sizes;
         }
     }
 

@@ -712,13 +712,12 @@ mod tests {
                 for &(to_a, first, len) in &rows {
                     let client = c(if to_a { "a" } else { "b" });
                     let last = (first + len).min(40);
-                    let mut size = 0;
-                    for id in first..=last {
-                        if one.dequeue(&client, id, 10) {
-                            size += 10;
-                        }
+                    // Sizes that differ from message to message.
+                    let sizes: Vec<u32> = (first..=last).map(|id| (id % 7 + 1) as u32).collect();
+                    for (id, &size) in (first..=last).zip(&sizes) {
+                        one.dequeue(&client, id, u64::from(size));
                     }
-                    range.dequeue_range(&client, first, last, size);
+                    range.dequeue_range(&client, first, &sizes);
                 }
                 for client in ["a", "b"] {
                     let client = c(client);
@@ -733,6 +732,34 @@ mod tests {
         }
     }
 
+    /// A row across two runs of different sizes takes from each run the
+    /// bytes of its own messages (the runs' bytes are what a restart
+    /// counts the queue's bytes from).
+    #[test]
+    fn a_row_across_runs_takes_each_runs_own_bytes() {
+        let mut q = Queues::default();
+        for id in 1..=10 {
+            q.append(id, &msg(1), 1);
+            let (qos, size) = if id <= 6 {
+                (QoS::AtLeastOnce, 1000)
+            } else {
+                (QoS::ExactlyOnce, 10)
+            };
+            q.enqueue(&c("a"), id, qos, false, size, false, 100, 1 << 20);
+        }
+        q.take_writes();
+        q.dequeue_range(&c("a"), 5, &[1000, 1000, 10, 10]);
+        let w = q.take_writes();
+        let mut runs: Vec<_> = w
+            .runs
+            .iter()
+            .map(|(_, r)| (r.first, r.last, r.bytes))
+            .collect();
+        runs.sort();
+        assert_eq!(runs, [(1, 4, 4000), (9, 10, 20)]);
+        assert_eq!(q.len(&c("a")), (6, 4020));
+    }
+
     #[test]
     fn a_row_of_acknowledgements_cuts_the_run_once() {
         let mut q = Queues::default();
@@ -741,7 +768,7 @@ mod tests {
             enqueue(&mut q, "a", id);
         }
         q.take_writes();
-        q.dequeue_range(&c("a"), 4, 6, 30);
+        q.dequeue_range(&c("a"), 4, &[10, 10, 10]);
         let w = q.take_writes();
         let mut runs: Vec<_> = w
             .runs

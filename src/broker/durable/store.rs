@@ -315,7 +315,10 @@ impl Store {
     /// Starts a commit, unless one is running: of the failed batch when its
     /// pause is over, else of everything pending.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        if !self.take_inbox(ctx) || self.conn.is_none() {
+        // A store stopping for a restart (a push panicked) starts nothing:
+        // a commit spawned now would be dropped with the context, and the
+        // batch with it; the restart commits what waits.
+        if !ctx.state().alive() || !self.take_inbox(ctx) || self.conn.is_none() {
             return;
         }
         let retry = match self.failed.take() {

@@ -31,24 +31,21 @@ impl Queues {
         true
     }
 
-    /// Messages `first..=last` leave `client_id`'s queue at once (a
-    /// session's acknowledgements in a row); `size` is their bytes in all.
-    /// The same as one [`Queues::dequeue`] per id, but each run they touch
-    /// is cut once and the log's coverage lowered once per run, not once
-    /// per message. Ids in the range that are not queued are skipped.
-    pub fn dequeue_range(
-        &mut self,
-        client_id: &ByteString,
-        first: MessageId,
-        last: MessageId,
-        size: u64,
-    ) {
-        if first >= last {
-            if first == last {
-                self.dequeue(client_id, first, size);
+    /// Messages `first`, `first + 1`, ... leave `client_id`'s queue at once
+    /// (a session's acknowledgements in a row), `sizes` giving each one's
+    /// topic and payload bytes. The same as one [`Queues::dequeue`] per id,
+    /// but each run they touch is cut once and the log's coverage lowered
+    /// once per run, not once per message. Ids that are not queued are
+    /// skipped, their sizes with them.
+    pub fn dequeue_range(&mut self, client_id: &ByteString, first: MessageId, sizes: &[u32]) {
+        let last = match sizes.len() {
+            0 => return,
+            1 => {
+                self.dequeue(client_id, first, u64::from(sizes[0]));
+                return;
             }
-            return;
-        }
+            n => first + n as u64 - 1,
+        };
         let Some(queue) = self.clients.get_mut(client_id) else {
             return;
         };
@@ -71,24 +68,18 @@ impl Queues {
             .enumerate()
             .map(|(k, r)| (start + k, r.first.max(first), r.last.min(last)))
             .collect();
-        let gone: u64 = overlaps.iter().map(|(_, a, b)| b - a + 1).sum();
-        if gone == 0 {
-            return;
-        }
-        queue.count -= gone;
-        self.total -= gone;
-        queue.bytes = queue.bytes.saturating_sub(size);
         // From the last run back, so that a removed or split run does not
         // move the ones still to cut.
-        let mut size_left = size;
-        for (k, &(i, a, b)) in overlaps.iter().enumerate().rev() {
-            let share = if k == 0 {
-                size_left
-            } else {
-                size * (b - a + 1) / gone
-            };
-            size_left = size_left.saturating_sub(share);
-            queue.cut(i, a, b, share);
+        for &(i, a, b) in overlaps.iter().rev() {
+            let bytes: u64 = sizes[(a - first) as usize..=(b - first) as usize]
+                .iter()
+                .map(|&s| u64::from(s))
+                .sum();
+            let gone = b - a + 1;
+            queue.count -= gone;
+            self.total -= gone;
+            queue.bytes = queue.bytes.saturating_sub(bytes);
+            queue.cut(i, a, b, bytes);
             self.coverage.sub(a, b, 1, &mut self.freed);
         }
     }

@@ -15,8 +15,16 @@ impl Handler<PageIn> for Store {
 
     fn handle(&mut self, msg: PageIn, ctx: &mut Context<Self>) -> Self::Result {
         // The writes sent before the request first, so that the session's
-        // own queue changes are in the index.
-        self.take_inbox(ctx);
+        // own queue changes are in the index. If that fails, the store
+        // restarts: the session hears the page failed and asks again.
+        if !self.take_inbox(ctx) {
+            return Box::pin(async {
+                Page {
+                    failed: true,
+                    ..Page::default()
+                }
+            });
+        }
         let paged = self.queues.page(&msg.client_id, msg.max as usize);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pending = PendingPage {
@@ -182,10 +190,6 @@ mod tests {
         fn handle(&mut self, _: MoreQueued, _: &mut Context<Self>) {}
     }
 
-    /// A page request that the store takes before the wake-up of a write
-    /// just sent takes the write from the inbox with the session's own; the
-    /// wake-up then finds the inbox empty. The write still commits (before,
-    /// it waited for the next write to arrive: a PUBREC held forever).
     /// A store on a fresh database, idle, with its address and handle.
     async fn idle_store(db: std::path::PathBuf) -> (Addr<Store>, StoreHandle, Arc<Metrics>) {
         let (addr, store, metrics) = super::super::start_for_test(db).await;
@@ -231,6 +235,10 @@ mod tests {
         });
     }
 
+    /// A page request that the store takes before the wake-up of a write
+    /// just sent takes the write from the inbox with the session's own; the
+    /// wake-up then finds the inbox empty. The write still commits (before,
+    /// it waited for the next write to arrive: a PUBREC held forever).
     #[test]
     fn a_write_taken_from_the_inbox_by_a_page_request_commits() {
         let dir = tempfile::tempdir().unwrap();
