@@ -79,16 +79,16 @@ pub struct Batch<W: Waiter> {
     /// Acknowledged messages of one queue with ids in a row, not yet taken
     /// out of `Queues`: a session's PUBACKs come in order, and a row of them
     /// leaves the queue in one step ([`Queues::dequeue_range`]). Applied
-    /// before any other write and by [`Batch::settle`].
-    dequeued: Option<Dequeued>,
-    /// The sizes' room of the last row applied, for the next row.
-    spare_sizes: Vec<u32>,
+    /// before any other write and by [`Batch::settle`]; none while
+    /// `sizes` is empty.
+    dequeued: Dequeued,
     /// Something other than a subscriber's acknowledgement or a page given
     /// back, or a write someone waits for: see [`Batch::can_wait`].
     urgent: bool,
 }
 
 /// See `Batch::dequeued`: the ids from `first` on, one size each.
+#[derive(Default)]
 struct Dequeued {
     client_id: ByteString,
     first: super::queues::MessageId,
@@ -110,8 +110,7 @@ impl<W: Waiter> Default for Batch<W> {
             queue_writes: None,
             completions: Vec::new(),
             ops: 0,
-            dequeued: None,
-            spare_sizes: Vec::new(),
+            dequeued: Dequeued::default(),
             urgent: false,
         }
     }
@@ -232,19 +231,15 @@ impl<W: Waiter> Batch<W> {
                 client_id,
                 id,
                 size,
-            } => match &mut self.dequeued {
-                Some(d) if d.client_id == client_id && d.next() == id => d.sizes.push(size),
-                _ => {
+            } => {
+                let d = &self.dequeued;
+                if d.sizes.is_empty() || d.client_id != client_id || d.next() != id {
                     self.settle(queues);
-                    let mut sizes = std::mem::take(&mut self.spare_sizes);
-                    sizes.push(size);
-                    self.dequeued = Some(Dequeued {
-                        client_id,
-                        first: id,
-                        sizes,
-                    });
+                    self.dequeued.client_id = client_id;
+                    self.dequeued.first = id;
                 }
-            },
+                self.dequeued.sizes.push(size);
+            }
             Op::Sent {
                 client_id,
                 id,
@@ -274,10 +269,10 @@ impl<W: Waiter> Batch<W> {
     /// Applies the acknowledgements held back to join a row (see
     /// `Batch::dequeued`): after it, `queues` holds every write pushed.
     pub fn settle(&mut self, queues: &mut Queues) {
-        if let Some(mut d) = self.dequeued.take() {
+        let d = &mut self.dequeued;
+        if !d.sizes.is_empty() {
             queues.dequeue_range(&d.client_id, d.first, &d.sizes);
             d.sizes.clear();
-            self.spare_sizes = d.sizes;
         }
     }
 

@@ -23,31 +23,23 @@ pub struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     /// The cached message `id`, if any.
     pub fn get(&mut self, id: MessageId) -> Option<&'a Logged> {
-        for _ in 0..CURSOR_WALK {
+        let mut walked = 0;
+        loop {
             let mut next = self.ahead.clone();
             match next.next() {
                 Some((&k, cached)) if k == id => {
                     self.ahead = next;
                     return Some(&cached.message);
                 }
-                Some((&k, _)) if k < id => self.ahead = next,
+                Some((&k, _)) if k < id && walked < CURSOR_WALK => {
+                    self.ahead = next;
+                    walked += 1;
+                }
+                // A wide gap: search from `id` on.
+                Some((&k, _)) if k < id => self.ahead = self.cache.entries.range(id..),
                 // Behind the cursor (asked out of order), or not cached.
                 _ => return self.cache.get(id),
             }
-        }
-        // A wide gap: search from `id` on.
-        self.ahead = self.cache.entries.range(id..);
-        self.get_here(id)
-    }
-
-    fn get_here(&mut self, id: MessageId) -> Option<&'a Logged> {
-        let mut next = self.ahead.clone();
-        match next.next() {
-            Some((&k, cached)) if k == id => {
-                self.ahead = next;
-                Some(&cached.message)
-            }
-            _ => None,
         }
     }
 }

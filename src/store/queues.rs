@@ -573,6 +573,17 @@ mod tests {
         )
     }
 
+    /// The runs a write holds, as (first, last, bytes), in order.
+    fn runs_written(w: &QueueWrites) -> Vec<(MessageId, MessageId, u64)> {
+        let mut runs: Vec<_> = w
+            .runs
+            .iter()
+            .map(|(_, r)| (r.first, r.last, r.bytes))
+            .collect();
+        runs.sort();
+        runs
+    }
+
     /// One message for ten offline sessions: one log row, one run row per
     /// session; a thousand more: still one run row each, updated.
     #[test]
@@ -660,13 +671,7 @@ mod tests {
         q.take_writes();
         q.dequeue(&c("a"), 5, 10);
         let w = q.take_writes();
-        let mut runs: Vec<_> = w
-            .runs
-            .iter()
-            .map(|(_, r)| (r.first, r.last, r.bytes))
-            .collect();
-        runs.sort();
-        assert_eq!(runs, [(1, 4, 40), (6, 10, 50)]);
+        assert_eq!(runs_written(&w), [(1, 4, 40), (6, 10, 50)]);
         assert_eq!(w.log_deletes, [(5, 5)]);
         let paged: Vec<_> = q.page(&c("a"), 100).iter().map(|p| p.id).collect();
         assert_eq!(paged, [1, 2, 3, 4, 6, 7, 8, 9, 10]);
@@ -715,7 +720,7 @@ mod tests {
                     // Sizes that differ from message to message.
                     let sizes: Vec<u32> = (first..=last).map(|id| (id % 7 + 1) as u32).collect();
                     for (id, &size) in (first..=last).zip(&sizes) {
-                        one.dequeue(&client, id, u64::from(size));
+                        one.dequeue(&client, id, size);
                     }
                     range.dequeue_range(&client, first, &sizes);
                 }
@@ -750,13 +755,7 @@ mod tests {
         q.take_writes();
         q.dequeue_range(&c("a"), 5, &[1000, 1000, 10, 10]);
         let w = q.take_writes();
-        let mut runs: Vec<_> = w
-            .runs
-            .iter()
-            .map(|(_, r)| (r.first, r.last, r.bytes))
-            .collect();
-        runs.sort();
-        assert_eq!(runs, [(1, 4, 4000), (9, 10, 20)]);
+        assert_eq!(runs_written(&w), [(1, 4, 4000), (9, 10, 20)]);
         assert_eq!(q.len(&c("a")), (6, 4020));
     }
 
@@ -770,13 +769,7 @@ mod tests {
         q.take_writes();
         q.dequeue_range(&c("a"), 4, &[10, 10, 10]);
         let w = q.take_writes();
-        let mut runs: Vec<_> = w
-            .runs
-            .iter()
-            .map(|(_, r)| (r.first, r.last, r.bytes))
-            .collect();
-        runs.sort();
-        assert_eq!(runs, [(1, 3, 30), (7, 10, 40)]);
+        assert_eq!(runs_written(&w), [(1, 3, 30), (7, 10, 40)]);
         assert_eq!(w.log_deletes, [(4, 6)]);
         assert_eq!(q.len(&c("a")), (7, 70));
     }

@@ -150,10 +150,9 @@ pub struct Store {
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// At least `LOAD_OPS` writes arrived while the last commit ran.
     under_load: bool,
-    /// When the last commit began, and whether a batch that can wait has
-    /// a timer set for its commit.
+    /// When the last commit began (a batch that can wait commits
+    /// `WAITING_COMMIT_AFTER` later; `inbox.timer_set` while it waits).
     last_commit: Instant,
-    commit_timer: bool,
     /// A batch whose commit failed: it commits before anything else.
     failed: Option<FailedBatch>,
     /// Copies the WAL into the database file on a thread of its own;
@@ -196,7 +195,6 @@ impl Store {
             flush_waiters: Vec::new(),
             under_load: false,
             last_commit: Instant::now(),
-            commit_timer: false,
             failed: None,
             checkpointer,
             metrics,
@@ -348,11 +346,8 @@ impl Store {
         if retry.is_none() && self.batch.can_wait() && self.flush_waiters.is_empty() {
             let since = self.last_commit.elapsed();
             if since < WAITING_COMMIT_AFTER {
-                if !self.commit_timer {
-                    self.commit_timer = true;
-                    self.inbox.timer_set.store(true, Ordering::SeqCst);
+                if !self.inbox.timer_set.swap(true, Ordering::SeqCst) {
                     ctx.run_later(WAITING_COMMIT_AFTER - since, |act, ctx| {
-                        act.commit_timer = false;
                         act.inbox.timer_set.store(false, Ordering::SeqCst);
                         act.commit(ctx);
                     });
@@ -501,7 +496,6 @@ impl Actor for Store {
             failed.due = true;
         }
         // A commit timer went with the context.
-        self.commit_timer = false;
         self.inbox.timer_set.store(false, Ordering::SeqCst);
         self.commit(ctx);
     }

@@ -7,28 +7,8 @@ use bytestring::ByteString;
 impl Queues {
     /// Message `id` leaves `client_id`'s queue (acknowledged, or dropped);
     /// `size` is its topic and payload bytes. False if it was not queued.
-    pub fn dequeue(&mut self, client_id: &ByteString, id: MessageId, size: u64) -> bool {
-        let Some(queue) = self.clients.get_mut(client_id) else {
-            return false;
-        };
-        if queue.touch() {
-            self.dirty.push(client_id.clone());
-        }
-        queue.held.remove(&id);
-        if let Some(sent) = queue.sent.remove(&id) {
-            if sent.stored {
-                queue.gone_sent.push(id);
-            }
-        }
-        let Some(i) = queue.find(id) else {
-            return false;
-        };
-        queue.count -= 1;
-        self.total -= 1;
-        queue.bytes = queue.bytes.saturating_sub(size);
-        queue.cut(i, id, id, size);
-        self.coverage.sub(id, id, 1, &mut self.freed);
-        true
+    pub fn dequeue(&mut self, client_id: &ByteString, id: MessageId, size: u32) -> bool {
+        self.dequeue_range(client_id, id, &[size]) > 0
     }
 
     /// Messages `first`, `first + 1`, ... leave `client_id`'s queue at once
@@ -36,18 +16,18 @@ impl Queues {
     /// topic and payload bytes. The same as one [`Queues::dequeue`] per id,
     /// but each run they touch is cut once and the log's coverage lowered
     /// once per run, not once per message. Ids that are not queued are
-    /// skipped, their sizes with them.
-    pub fn dequeue_range(&mut self, client_id: &ByteString, first: MessageId, sizes: &[u32]) {
-        let last = match sizes.len() {
-            0 => return,
-            1 => {
-                self.dequeue(client_id, first, u64::from(sizes[0]));
-                return;
-            }
-            n => first + n as u64 - 1,
+    /// skipped, their sizes with them. Returns how many were queued.
+    pub fn dequeue_range(
+        &mut self,
+        client_id: &ByteString,
+        first: MessageId,
+        sizes: &[u32],
+    ) -> u64 {
+        let Some(last) = (sizes.len() as u64).checked_sub(1).map(|n| first + n) else {
+            return 0;
         };
         let Some(queue) = self.clients.get_mut(client_id) else {
-            return;
+            return 0;
         };
         if queue.touch() {
             self.dirty.push(client_id.clone());
@@ -60,28 +40,26 @@ impl Queues {
                 }
             }
         }
-        // The runs that overlap the range, and the part of each inside it.
+        // The runs that overlap the range, from the last back, so that a
+        // removed or split run does not move the ones still to cut.
         let start = queue.runs.partition_point(|r| r.last < first);
-        let overlaps: Vec<(usize, MessageId, MessageId)> = queue.runs[start..]
-            .iter()
-            .take_while(|r| r.first <= last)
-            .enumerate()
-            .map(|(k, r)| (start + k, r.first.max(first), r.last.min(last)))
-            .collect();
-        // From the last run back, so that a removed or split run does not
-        // move the ones still to cut.
-        for &(i, a, b) in overlaps.iter().rev() {
+        let end = queue.runs.partition_point(|r| r.first <= last);
+        let mut dequeued = 0;
+        for i in (start..end).rev() {
+            let (a, b) = (queue.runs[i].first.max(first), queue.runs[i].last.min(last));
             let bytes: u64 = sizes[(a - first) as usize..=(b - first) as usize]
                 .iter()
                 .map(|&s| u64::from(s))
                 .sum();
             let gone = b - a + 1;
+            dequeued += gone;
             queue.count -= gone;
             self.total -= gone;
             queue.bytes = queue.bytes.saturating_sub(bytes);
             queue.cut(i, a, b, bytes);
             self.coverage.sub(a, b, 1, &mut self.freed);
         }
+        dequeued
     }
 }
 

@@ -68,19 +68,18 @@ impl Store {
     fn answer(&mut self, page: PendingPage, read: &ahash::AHashMap<MessageId, Logged>) {
         let mut messages = Vec::with_capacity(page.paged.len());
         let mut cached = self.cache.cursor(page.paged.first().map_or(0, |p| p.id));
-        let mut missing = Vec::new();
         for p in &page.paged {
             match read.get(&p.id).or_else(|| cached.get(p.id)) {
                 Some(logged) => messages.push(page_entry(p, logged)),
-                None => missing.push(p.id),
+                None => {
+                    log::warn!(
+                        "client {:?}: queued message {} is missing from the log; dropped",
+                        page.client_id,
+                        p.id
+                    );
+                    self.queues.dequeue(&page.client_id, p.id, 0);
+                }
             }
-        }
-        for id in missing {
-            log::warn!(
-                "client {:?}: queued message {id} is missing from the log; dropped",
-                page.client_id,
-            );
-            self.queues.dequeue(&page.client_id, id, 0);
         }
         self.reply(page, messages);
     }
