@@ -103,29 +103,18 @@ pub struct Detach {
 #[rtype(result = "()")]
 pub struct TakenOver;
 
-/// Connection → Session: SUBSCRIBE or UNSUBSCRIBE (the connection waits
-/// for the session to handle it).
+/// Connection → Session: a packet the session's state machine handles
+/// (acks, SUBSCRIBE, UNSUBSCRIBE).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FromClient {
     /// Packets from a connection that was since taken over are ignored.
     pub connection_id: ConnectionId,
     pub packet: Packet,
-}
-
-/// Connection → Session: the client's acknowledgements (PUBACK, PUBREC,
-/// PUBREL, PUBCOMP) read one after another, handled as one event (see
-/// `connection::acks`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ClientAcks {
-    /// Acknowledgements from a connection that was since taken over are
-    /// ignored.
-    pub connection_id: ConnectionId,
-    pub acks: Vec<Packet>,
-    /// Counts against the client's backlog until the session has handled
-    /// them.
-    pub backlog: BacklogToken,
+    /// For an acknowledgement: counts against the client's backlog until
+    /// the session has handled it (SUBSCRIBE and UNSUBSCRIBE are waited
+    /// for instead).
+    pub backlog: Option<BacklogToken>,
 }
 
 /// Connection → Session: a QoS 2 PUBLISH, routed once per packet id until

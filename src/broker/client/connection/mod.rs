@@ -8,11 +8,9 @@
 //!
 //! A connection is never restarted: any failure is a disconnect.
 
-mod acks;
 mod connect;
 
 use super::close::{close_action, Violation};
-use acks::{AckRuns, Read};
 use super::messages::*;
 use super::session::Session;
 use crate::broker::durable::{Acknowledgement, Completion, InOrder, Reply};
@@ -164,8 +162,7 @@ pub(in crate::broker) fn start_with<R, W>(
         };
         // A small first buffer: most connections sit idle after CONNECT, and
         // the buffer grows as needed for larger packets.
-        let packets = FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL);
-        ctx.add_stream(AckRuns::new(gate.wrap(packets)));
+        ctx.add_stream(gate.wrap(FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL)));
         Connection {
             id,
             peer,
@@ -378,10 +375,10 @@ impl Connection {
             }
             p
             @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
-                session.do_send(ClientAcks {
+                session.do_send(FromClient {
                     connection_id: self.id,
-                    acks: vec![p],
-                    backlog: self.backlog.token(),
+                    packet: p,
+                    backlog: Some(self.backlog.token()),
                 })
             }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
@@ -393,6 +390,7 @@ impl Connection {
                     .send(FromClient {
                         connection_id: self.id,
                         packet: p,
+                        backlog: None,
                     })
                     .into_actor(self)
                     .map(|res, act, ctx| {
@@ -505,8 +503,8 @@ impl Actor for Connection {
     }
 }
 
-impl StreamHandler<Read> for Connection {
-    fn handle(&mut self, item: Read, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Packet, CodecError>> for Connection {
+    fn handle(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
@@ -529,11 +527,7 @@ impl StreamHandler<Read> for Connection {
 }
 
 impl Connection {
-    fn on_item(&mut self, item: Read, ctx: &mut Context<Self>) {
-        let item = match item {
-            Read::One(item) => item,
-            Read::Acks(acks) => return self.on_acks(acks, ctx),
-        };
+    fn on_item(&mut self, item: Result<Packet, CodecError>, ctx: &mut Context<Self>) {
         match item {
             Ok(packet) => {
                 self.last_packet = self.last_read.get();
@@ -543,27 +537,6 @@ impl Connection {
             Err(CodecError::Io(e)) => {
                 log::debug!("{}: read error: {e}", self.name());
                 self.close(ctx);
-            }
-        }
-    }
-}
-
-impl Connection {
-    /// Acknowledgements read one after another go to the session in one
-    /// message (see `acks`); before CONNECT, each is the protocol error
-    /// it is alone.
-    fn on_acks(&mut self, acks: Vec<Packet>, ctx: &mut Context<Self>) {
-        self.last_packet = self.last_read.get();
-        match &self.phase {
-            Phase::Connected { session } => session.do_send(ClientAcks {
-                connection_id: self.id,
-                acks,
-                backlog: self.backlog.token(),
-            }),
-            _ => {
-                for ack in acks {
-                    self.on_packet(ack, ctx);
-                }
             }
         }
     }
