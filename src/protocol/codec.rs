@@ -21,8 +21,9 @@ pub enum CodecError {
 
 #[derive(Debug, Clone)]
 pub struct MqttCodec {
-    /// Largest whole packet (fixed header included) the decoder accepts.
-    max_packet_size: usize,
+    /// Largest whole packet (fixed header included) the decoder accepts; at
+    /// most 256 MiB and 5 bytes. A `u32`: every connection holds a codec.
+    max_packet_size: u32,
     /// The last packet was a CONNECT or PINGREQ with nothing read after it:
     /// the client is likely to stay quiet, and its read buffer was given
     /// back (see `READ_AHEAD`).
@@ -32,7 +33,8 @@ pub struct MqttCodec {
 impl MqttCodec {
     pub fn new(max_packet_size: usize) -> MqttCodec {
         MqttCodec {
-            max_packet_size: max_packet_size.min(MAX_REMAINING_LENGTH + 5),
+            max_packet_size: u32::try_from(max_packet_size.min(MAX_REMAINING_LENGTH + 5))
+                .unwrap_or(u32::MAX),
             quiet: false,
         }
     }
@@ -105,10 +107,10 @@ impl Decoder for MqttCodec {
             return Ok(None);
         };
         let total = 1 + len_bytes + remaining;
-        if total > self.max_packet_size {
+        if total > self.max_packet_size as usize {
             return Err(ProtocolError::PacketTooLarge {
                 size: total,
-                max: self.max_packet_size,
+                max: self.max_packet_size as usize,
             }
             .into());
         }

@@ -103,18 +103,29 @@ pub struct Detach {
 #[rtype(result = "()")]
 pub struct TakenOver;
 
-/// Connection → Session: a packet the session's state machine handles
-/// (acks, SUBSCRIBE, UNSUBSCRIBE).
+/// Connection → Session: SUBSCRIBE or UNSUBSCRIBE (the connection waits
+/// for the session to handle it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FromClient {
     /// Packets from a connection that was since taken over are ignored.
     pub connection_id: ConnectionId,
     pub packet: Packet,
-    /// For an acknowledgement: counts against the client's backlog until
-    /// the session has handled it (SUBSCRIBE and UNSUBSCRIBE are waited
-    /// for instead).
-    pub backlog: Option<BacklogToken>,
+}
+
+/// Connection → Session: the client's acknowledgements (PUBACK, PUBREC,
+/// PUBREL, PUBCOMP) read one after another, handled as one event (see
+/// `connection::acks`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientAcks {
+    /// Acknowledgements from a connection that was since taken over are
+    /// ignored.
+    pub connection_id: ConnectionId,
+    pub acks: Vec<Packet>,
+    /// Counts against the client's backlog until the session has handled
+    /// them.
+    pub backlog: BacklogToken,
 }
 
 /// Connection → Session: a QoS 2 PUBLISH, routed once per packet id until

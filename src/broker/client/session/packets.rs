@@ -5,7 +5,7 @@
 
 use super::deliver::SendRetained;
 use super::Session;
-use crate::broker::client::messages::{FromClient, PublishQoS2};
+use crate::broker::client::messages::{ClientAcks, FromClient, PublishQoS2};
 use crate::broker::durable::{Acknowledgement, Reply, WriteGroup};
 use crate::broker::ops::log_limit::SUBSCRIBE_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
@@ -39,47 +39,78 @@ impl Handler<FromClient> for Session {
     }
 }
 
+impl Handler<ClientAcks> for Session {
+    type Result = ();
+
+    /// A run of acknowledgements is one event: the messages they free room
+    /// for, and the store's writes, go out once for the run.
+    fn handle(&mut self, msg: ClientAcks, ctx: &mut Context<Self>) {
+        if !self.is_current(msg.connection_id) {
+            return;
+        }
+        let id = self.client_id.clone();
+        let handled = guard::<ClientAcks, _>(ActorKind::Session, &id, || {
+            self.gathered = Some(Box::default());
+            for ack in msg.acks {
+                self.on_ack(ack);
+            }
+            self.run(None);
+        });
+        if handled.is_err() {
+            self.recover();
+        }
+        self.send_gathered();
+        self.gathered = None;
+        self.request_page(ctx);
+    }
+}
+
 impl Session {
     fn handle_client_packet(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Response<()> {
         if !self.is_current(msg.connection_id) {
             return Response::reply(());
         }
         match msg.packet {
-            Packet::Subscribe(s) => return Response::fut(self.on_subscribe(s, ctx)),
-            Packet::Unsubscribe(u) => return Response::fut(self.on_unsubscribe(u)),
-            Packet::PubAck(id) => {
-                if !self.state.on_puback(id, &mut self.out) {
-                    log::debug!(
-                        "client {:?}: PUBACK for unknown packet id {id}",
-                        self.client_id
-                    );
-                }
+            Packet::Subscribe(s) => Response::fut(self.on_subscribe(s, ctx)),
+            Packet::Unsubscribe(u) => Response::fut(self.on_unsubscribe(u)),
+            other => {
+                log::debug!(
+                    "client {:?}: session ignores {:?}",
+                    self.client_id,
+                    other.packet_type()
+                );
+                Response::reply(())
             }
-            Packet::PubRec(id) => {
-                if !self.state.on_pubrec(id, &mut self.out) {
-                    log::debug!(
-                        "client {:?}: PUBREC for unknown packet id {id}",
-                        self.client_id
-                    );
-                }
-            }
-            Packet::PubComp(id) => {
-                if !self.state.on_pubcomp(id, &mut self.out) {
-                    log::debug!(
-                        "client {:?}: PUBCOMP for unknown packet id {id}",
-                        self.client_id
-                    );
-                }
-            }
-            Packet::PubRel(id) => self.state.on_pubrel(id, &mut self.out),
-            other => log::debug!(
-                "client {:?}: session ignores {:?}",
-                self.client_id,
-                other.packet_type()
-            ),
         }
-        self.run(None);
-        Response::reply(())
+    }
+
+    /// One acknowledgement, into the state machine (the caller runs its
+    /// actions).
+    fn on_ack(&mut self, ack: Packet) {
+        let (known, name) = match ack {
+            Packet::PubAck(id) => (self.state.on_puback(id, &mut self.out), ("PUBACK", id)),
+            Packet::PubRec(id) => (self.state.on_pubrec(id, &mut self.out), ("PUBREC", id)),
+            Packet::PubComp(id) => (self.state.on_pubcomp(id, &mut self.out), ("PUBCOMP", id)),
+            Packet::PubRel(id) => {
+                self.state.on_pubrel(id, &mut self.out);
+                return;
+            }
+            other => {
+                log::debug!(
+                    "client {:?}: session ignores {:?}",
+                    self.client_id,
+                    other.packet_type()
+                );
+                return;
+            }
+        };
+        if !known {
+            let (packet, id) = name;
+            log::debug!(
+                "client {:?}: {packet} for unknown packet id {id}",
+                self.client_id
+            );
+        }
     }
 }
 
