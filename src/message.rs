@@ -53,12 +53,17 @@ impl Message {
     pub fn detached(&self) -> Message {
         Message {
             topic: self.topic.detached(),
-            payload: match self.payload.len() {
-                n if n <= DETACH_UP_TO => Bytes::copy_from_slice(&self.payload),
-                _ => self.payload.clone(),
-            },
+            payload: self.detached_payload(),
             qos: self.qos,
             retain: self.retain,
+        }
+    }
+
+    /// The payload of [`Message::detached`].
+    pub fn detached_payload(&self) -> Bytes {
+        match self.payload.len() {
+            n if n <= DETACH_UP_TO => Bytes::copy_from_slice(&self.payload),
+            _ => self.payload.clone(),
         }
     }
 

@@ -265,15 +265,12 @@ impl Store {
                 match &op {
                     Op::Append { id, message, .. } => {
                         // Cached apart from the publisher's read buffer.
-                        let message = message.detached();
-                        cache.appended(
-                            *id,
-                            Logged {
-                                topic: message.topic,
-                                payload: message.payload,
-                                qos: message.qos,
-                            },
-                        )
+                        let logged = Logged {
+                            topic: cache.shared_topic(&message.topic),
+                            payload: message.detached_payload(),
+                            qos: message.qos,
+                        };
+                        cache.appended(*id, logged)
                     }
                     Op::Enqueue {
                         client_id,
