@@ -376,13 +376,10 @@ impl Connection {
                 log::debug!("{}: DISCONNECT", self.name());
                 ctx.stop();
             }
+            // Read in runs (see `acks`); one alone is a run of one.
             p
             @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
-                session.do_send(ClientAcks {
-                    connection_id: self.id,
-                    acks: vec![p],
-                    backlog: self.backlog.token(),
-                })
+                self.on_acks(vec![p], ctx)
             }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
                 // Later packets of this client wait until the session has

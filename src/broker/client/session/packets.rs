@@ -18,9 +18,8 @@ use actix::prelude::*;
 use std::sync::atomic::Ordering;
 
 impl Handler<FromClient> for Session {
-    /// A future only for SUBSCRIBE and UNSUBSCRIBE (the connection waits
-    /// for them); acknowledgements are handled at once, without spawning
-    /// a task per packet.
+    /// A future for SUBSCRIBE and UNSUBSCRIBE: the connection waits for
+    /// them (acknowledgements come as `ClientAcks`).
     type Result = Response<()>;
 
     fn handle(&mut self, msg: FromClient, ctx: &mut Context<Self>) -> Self::Result {
@@ -42,8 +41,9 @@ impl Handler<FromClient> for Session {
 impl Handler<ClientAcks> for Session {
     type Result = ();
 
-    /// A run of acknowledgements is one event: the messages they free room
-    /// for, and the store's writes, go out once for the run.
+    /// A run of acknowledgements is one event: the packets it sends (the
+    /// messages it frees room for, PUBRELs, PUBCOMPs) go to the client
+    /// together, with one wake-up of its writer.
     fn handle(&mut self, msg: ClientAcks, ctx: &mut Context<Self>) {
         if !self.is_current(msg.connection_id) {
             return;
@@ -87,10 +87,10 @@ impl Session {
     /// One acknowledgement, into the state machine (the caller runs its
     /// actions).
     fn on_ack(&mut self, ack: Packet) {
-        let (known, name) = match ack {
-            Packet::PubAck(id) => (self.state.on_puback(id, &mut self.out), ("PUBACK", id)),
-            Packet::PubRec(id) => (self.state.on_pubrec(id, &mut self.out), ("PUBREC", id)),
-            Packet::PubComp(id) => (self.state.on_pubcomp(id, &mut self.out), ("PUBCOMP", id)),
+        let (known, packet, id) = match ack {
+            Packet::PubAck(id) => (self.state.on_puback(id, &mut self.out), "PUBACK", id),
+            Packet::PubRec(id) => (self.state.on_pubrec(id, &mut self.out), "PUBREC", id),
+            Packet::PubComp(id) => (self.state.on_pubcomp(id, &mut self.out), "PUBCOMP", id),
             Packet::PubRel(id) => {
                 self.state.on_pubrel(id, &mut self.out);
                 return;
@@ -105,7 +105,6 @@ impl Session {
             }
         };
         if !known {
-            let (packet, id) = name;
             log::debug!(
                 "client {:?}: {packet} for unknown packet id {id}",
                 self.client_id
