@@ -230,8 +230,10 @@ pub(super) fn insert(
         return Ok(());
     }
     // One time for the whole commit, as SQL formats it.
-    let now: String = db.query_row(concat!("SELECT ", super::now_sql!()), [], |r| r.get(0))?;
-    let mut insert = db.prepare(INSERT)?;
+    let now: String = db
+        .prepare_cached(concat!("SELECT ", super::now_sql!()))?
+        .query_row([], |r| r.get(0))?;
+    let mut insert = db.prepare_cached(INSERT)?;
     for (id, topic, payload, qos) in rows {
         insert.execute((*id as i64, topic.as_str(), &payload[..], *qos as i64, &now))?;
     }
@@ -245,7 +247,7 @@ pub(super) fn delete_ranges(
     if ranges.is_empty() {
         return Ok(());
     }
-    let mut delete = db.prepare(DELETE_RANGE)?;
+    let mut delete = db.prepare_cached(DELETE_RANGE)?;
     for (first, last) in ranges {
         delete.execute((*first as i64, *last as i64))?;
     }
@@ -259,7 +261,7 @@ pub fn read_ranges(
     ranges: &[(MessageId, MessageId)],
 ) -> rusqlite::Result<Vec<(MessageId, Logged)>> {
     let mut out = Vec::new();
-    let mut read = db.prepare(READ_RANGE)?;
+    let mut read = db.prepare_cached(READ_RANGE)?;
     for (first, last) in ranges {
         let mut rows = read.query((*first as i64, *last as i64))?;
         while let Some(row) = rows.next()? {

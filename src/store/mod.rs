@@ -5,7 +5,8 @@
 //! IMMEDIATE` transaction. Sessions, subscriptions and retained messages go
 //! through sqlx; the queues of persistent sessions, thousands of changes
 //! per commit, go straight to the connection's SQLite handle on the store's
-//! own thread (see `direct`). At start, [`open`] creates or checks the
+//! own thread (see `direct`), through statements prepared once for the
+//! connection's life (see `db.rs`). At start, [`open`] creates or checks the
 //! file, applies `migrations/`, tidies what a crash left behind and loads a
 //! [`Snapshot`] to rebuild sessions and retained messages from: the queues
 //! as runs of message ids, never a message's content, so that a start
@@ -28,6 +29,7 @@
 mod batch;
 pub mod checkpointer;
 mod coverage;
+mod db;
 mod error;
 pub mod inspect;
 mod message_log;
@@ -39,6 +41,7 @@ mod subscriptions;
 
 pub use batch::{Applied, Batch, QueueBounds, Waiter};
 pub use checkpointer::Checkpointer;
+pub use db::Db;
 pub use error::StoreError;
 pub use message_log::{read_ranges, LogCache, Logged};
 pub use queue_rows::{QueueWrites, Run};
@@ -450,44 +453,35 @@ async fn load(conn: &mut SqliteConnection) -> Result<Snapshot, CommitError> {
 
 /// Writes one batch in one transaction; its queue rows must have been
 /// taken (see [`Batch::plan`]).
-pub async fn commit<W: Waiter>(
-    conn: &mut SqliteConnection,
-    batch: &Batch<W>,
-) -> Result<(), CommitError> {
+pub async fn commit<W: Waiter>(db: &mut Db, batch: &Batch<W>) -> Result<(), CommitError> {
     let result = if batch.only_queues() {
-        write_queues(conn, batch).await
+        write_queues(db, batch).await
     } else {
-        write_all(conn, batch).await
+        write_all(db, batch).await
     };
     if result.is_err() {
         // Nothing to roll back if no transaction was begun: that error is moot.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        let _ = sqlx::query("ROLLBACK").execute(db.sqlx()).await;
     }
     result
 }
 
 /// The usual batch, queue rows only: all of it runs on the store's thread.
-async fn write_queues<W: Waiter>(
-    conn: &mut SqliteConnection,
-    batch: &Batch<W>,
-) -> Result<(), CommitError> {
+async fn write_queues<W: Waiter>(db: &mut Db, batch: &Batch<W>) -> Result<(), CommitError> {
     let Some(writes) = batch.queue_writes.as_ref().filter(|w| !w.is_empty()) else {
         return Ok(());
     };
-    direct(conn, |db| {
-        db.execute_batch("BEGIN IMMEDIATE")?;
+    db.direct(|db| {
+        db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         queue_rows::write(db, writes)?;
-        db.execute_batch("COMMIT")
+        db.prepare_cached("COMMIT")?.execute([]).map(|_| ())
     })
     .await
 }
 
-async fn write_all<W: Waiter>(
-    conn: &mut SqliteConnection,
-    batch: &Batch<W>,
-) -> Result<(), CommitError> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    sessions::write(conn, &batch.sessions).await?;
+async fn write_all<W: Waiter>(db: &mut Db, batch: &Batch<W>) -> Result<(), CommitError> {
+    sqlx::query("BEGIN IMMEDIATE").execute(db.sqlx()).await?;
+    sessions::write(db.sqlx(), &batch.sessions).await?;
     let deleted: Vec<&str> = batch
         .sessions
         .iter()
@@ -499,29 +493,29 @@ async fn write_all<W: Waiter>(
             _ => None,
         })
         .collect();
-    direct(conn, |db| {
+    db.direct(|db| {
         for client_id in &deleted {
             queue_rows::delete_client(db, client_id)?;
         }
         Ok(())
     })
     .await?;
-    subscriptions::write(conn, &batch.subscriptions).await?;
+    subscriptions::write(db.sqlx(), &batch.subscriptions).await?;
     if let Some(writes) = &batch.queue_writes {
-        direct(conn, |db| queue_rows::write(db, writes)).await?;
+        db.direct(|db| queue_rows::write(db, writes)).await?;
     }
-    retained::write(conn, &batch.retained).await?;
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    retained::write(db.sqlx(), &batch.retained).await?;
+    sqlx::query("COMMIT").execute(db.sqlx()).await?;
     Ok(())
 }
 
 /// Reads the messages of the log with ids in `ranges` (for queues paged
 /// in), on the store's thread.
 pub async fn read_log(
-    conn: &mut SqliteConnection,
+    db: &mut Db,
     ranges: &[(MessageId, MessageId)],
 ) -> Result<Vec<(MessageId, Logged)>, CommitError> {
-    direct(conn, |db| message_log::read_ranges(db, ranges)).await
+    db.direct(|db| message_log::read_ranges(db, ranges)).await
 }
 
 /// A commit that failed, in sqlx or in SQLite directly.
@@ -542,7 +536,9 @@ pub enum CommitError {
 /// back, with its values copied into sqlx's argument list on the way: for
 /// the thousands of message rows of a commit that cost more than SQLite's
 /// own work (measured: 1.0 µs per row waiting on sqlx, against 0.3 µs for
-/// SQLite). Here the handle is borrowed once per commit instead.
+/// SQLite). Here the handle is borrowed once per commit instead. This one
+/// prepares its statements for the call only (at start); the store's
+/// commits keep theirs (`Db::direct`).
 async fn direct<R>(
     conn: &mut SqliteConnection,
     write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
@@ -619,7 +615,10 @@ mod tests {
 
         let (_dir, db, runtime) = fresh_database();
         runtime.block_on(async {
-            let (mut conn, snapshot) = open(&db, Synchronous::Normal, false).await.unwrap();
+            let (conn, snapshot) = open(&db, Synchronous::Normal, false).await.unwrap();
+            // Through `Db`, as the store commits: a failed commit leaves
+            // its kept statements fit for the next one.
+            let mut conn = Db::new(conn);
             let mut queues = snapshot.queues;
             let bounds = QueueBounds {
                 max_messages: 10,

@@ -119,13 +119,13 @@ pub(super) const LOAD_INBOUND: &str = "SELECT client_id, packet_id FROM inbound_
 pub(super) fn write(db: &rusqlite::Connection, w: &QueueWrites) -> rusqlite::Result<()> {
     message_log::insert(db, &w.log_inserts)?;
     if !w.run_deletes.is_empty() {
-        let mut delete = db.prepare(RUN_DELETE)?;
+        let mut delete = db.prepare_cached(RUN_DELETE)?;
         for (client_id, first) in &w.run_deletes {
             delete.execute((&**client_id, *first as i64))?;
         }
     }
     if !w.runs.is_empty() {
-        let mut upsert = db.prepare(RUN_UPSERT)?;
+        let mut upsert = db.prepare_cached(RUN_UPSERT)?;
         for (client_id, run) in &w.runs {
             upsert.execute((
                 &**client_id,
@@ -138,7 +138,10 @@ pub(super) fn write(db: &rusqlite::Connection, w: &QueueWrites) -> rusqlite::Res
         }
     }
     if !w.sent.is_empty() {
-        let (mut upsert, mut delete) = (db.prepare(SENT_UPSERT)?, db.prepare(SENT_DELETE)?);
+        let (mut upsert, mut delete) = (
+            db.prepare_cached(SENT_UPSERT)?,
+            db.prepare_cached(SENT_DELETE)?,
+        );
         for (client_id, id, sent) in &w.sent {
             match sent {
                 Some((packet_id, state)) => upsert.execute((
@@ -152,7 +155,10 @@ pub(super) fn write(db: &rusqlite::Connection, w: &QueueWrites) -> rusqlite::Res
         }
     }
     if !w.inbound.is_empty() {
-        let (mut insert, mut delete) = (db.prepare(INBOUND_INSERT)?, db.prepare(INBOUND_DELETE)?);
+        let (mut insert, mut delete) = (
+            db.prepare_cached(INBOUND_INSERT)?,
+            db.prepare_cached(INBOUND_DELETE)?,
+        );
         for (client_id, packet_id, awaiting) in &w.inbound {
             let statement = if *awaiting { &mut insert } else { &mut delete };
             statement.execute((&**client_id, i64::from(packet_id.get())))?;

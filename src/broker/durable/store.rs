@@ -123,7 +123,7 @@ pub struct QueueSettings {
 
 pub struct Store {
     /// `None` while a commit holds it.
-    conn: Option<SqliteConnection>,
+    conn: Option<store::Db>,
     inbox: Arc<WriteInbox>,
     /// The inbox's last contents, emptied, for it to fill again.
     spare_writes: Vec<PendingWrite>,
@@ -178,7 +178,7 @@ impl Store {
         .map_err(|e| log::error!("cannot start the checkpoint thread ({e}); the WAL is checkpointed by the writer only"))
         .ok();
         Store {
-            conn: Some(conn),
+            conn: Some(store::Db::new(conn)),
             inbox,
             spare_writes: Vec::new(),
             queues,
@@ -219,7 +219,7 @@ impl Store {
         self.retained_loads = waiting;
         self.committing = true;
         let work = async move {
-            let loaded = store::load_retained(&mut conn).await;
+            let loaded = store::load_retained(conn.sqlx()).await;
             (conn, loaded)
         };
         ctx.spawn(work.into_actor(self).map(move |(conn, loaded), act, ctx| {
@@ -563,10 +563,10 @@ impl Handler<Flush> for Store {
                 act.checkpointer = None; // its thread ends
                 async move {
                     if let Some(mut conn) = conn {
-                        if let Err(e) = store::truncate_wal(&mut conn).await {
+                        if let Err(e) = store::truncate_wal(conn.sqlx()).await {
                             log::warn!("database checkpoint at shutdown failed: {e}");
                         }
-                        let _ = sqlx::Connection::close(conn).await;
+                        let _ = conn.close().await;
                     }
                 }
                 .into_actor(act)

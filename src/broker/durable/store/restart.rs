@@ -43,7 +43,7 @@ impl Store {
         ctx.wait(reopened.into_actor(self).map(|conn, act, ctx| match conn {
             Ok(conn) => {
                 log::warn!("store restarted: database reopened");
-                act.conn = Some(conn);
+                act.conn = Some(store::Db::new(conn));
                 act.commit(ctx);
             }
             Err(e) => {
