@@ -37,6 +37,7 @@ mod retry;
 pub use inbox::{PendingWrite, StoreHandle, WriteInbox};
 
 use super::completion::Completion;
+use crate::broker::net::outbound::WakesHeldBack;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::fault;
 use crate::broker::ops::restart::{guard, ActorKind, RestartTracker};
@@ -416,6 +417,9 @@ impl Store {
                     // next batch's completions run only after its own commit.
                     act.commit(ctx);
                     if let Some(mut batch) = committed {
+                        // One wake-up per client for all of the batch's
+                        // replies, after the last of them is queued.
+                        let _held = WakesHeldBack::new();
                         batch.release();
                         act.spare = Some(batch);
                     }
