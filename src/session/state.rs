@@ -6,9 +6,9 @@
 //!
 //! A durable session's queue lives in the store (see `store::queues`); the
 //! session holds a window of it in memory: the messages in flight and up to
-//! [`READ_AHEAD`] more. Messages that arrive while that is full wait in the
-//! store only, and are paged in ([`Action::PageIn`], [`SessionState::paged`])
-//! as the window drains. A session restored after a restart holds nothing
+//! [`HOLD_AHEAD`] more as they arrive. Messages that arrive while that is
+//! full wait in the store only, and are paged in, [`READ_AHEAD`] at a time
+//! ([`Action::PageIn`], [`SessionState::paged`]), as the window drains. A session restored after a restart holds nothing
 //! until its client returns.
 //!
 //! Durability rules (what must be committed before what is sent):
@@ -27,7 +27,7 @@ use super::action::{Action, DeliverOutcome, Inflight, MessageId, OutboundState, 
 use super::limits::SessionLimits;
 use super::map::SharedSeedMap;
 use super::packet_ids::PacketIds;
-use super::pager::{Pager, READ_AHEAD};
+use super::pager::{Pager, HOLD_AHEAD, READ_AHEAD};
 use super::subscriptions::{SubscribeOutcome, Subscriptions};
 use crate::config::LimitsConfig;
 use crate::message::Message;
@@ -299,10 +299,9 @@ impl SessionState {
             );
             return DeliverOutcome::Sent;
         }
-        let read_ahead = self.read_ahead();
         if held
             && self.online
-            && self.queue.len() < read_ahead
+            && self.queue.len() < self.hold_ahead()
             && self.queued_bytes + size <= self.limits.max_queued_bytes as usize
         {
             out.push(enqueue(true));
@@ -475,6 +474,13 @@ impl SessionState {
     /// those in flight, at most.
     fn read_ahead(&self) -> usize {
         READ_AHEAD.min(self.limits.max_queued_messages as usize)
+    }
+
+    /// Messages arriving for an online durable session that it holds in
+    /// memory beyond those in flight, while none of its queue waits in the
+    /// store, at most (see [`HOLD_AHEAD`]).
+    fn hold_ahead(&self) -> usize {
+        HOLD_AHEAD.min(self.limits.max_queued_messages as usize)
     }
 
     fn take(&mut self, packet_id: PacketId, state: OutboundState) -> Option<Inflight> {
@@ -939,15 +945,16 @@ mod tests {
         );
     }
 
-    /// Beyond the window and the read-ahead, a durable session's messages
-    /// wait in the store only; they are paged in as the window drains, in
+    /// Beyond the window and what it may hold ahead (`HOLD_AHEAD`), a
+    /// durable session's messages wait in the store only; they are paged in
+    /// (`READ_AHEAD` at a time) once fewer than half a page are held, in
     /// order, and a page that comes back short leaves nothing pending.
     #[test]
     fn a_durable_queue_beyond_the_read_ahead_waits_in_the_store() {
         let mut s = SessionState::new(limits(1, 100_000), true);
         let mut out = Vec::new();
         s.attach(&mut out);
-        let total = READ_AHEAD as u64 + 11;
+        let total = HOLD_AHEAD as u64 + 11;
         for id in 1..=total {
             s.deliver(msg(QoS::AtLeastOnce, id as u8), Some(id), true, &mut out);
         }
@@ -960,14 +967,15 @@ mod tests {
             .collect();
         assert_eq!(held.len() as u64, total);
         assert!(
-            held[..=READ_AHEAD].iter().all(|(_, h)| *h),
-            "1 in flight, the read-ahead full"
+            held[..=HOLD_AHEAD].iter().all(|(_, h)| *h),
+            "1 in flight, the hold full"
         );
-        assert!(held[READ_AHEAD + 1..].iter().all(|(_, h)| !*h));
-        assert_eq!(s.queued_len(), READ_AHEAD);
-        // The window drains: once half the read-ahead is gone, a page is asked for.
+        assert!(held[HOLD_AHEAD + 1..].iter().all(|(_, h)| !*h));
+        assert_eq!(s.queued_len(), HOLD_AHEAD);
+        // The window drains: once fewer than half a page are held, a page
+        // is asked for, and not before.
         let mut asked = None;
-        for p in 1..=(READ_AHEAD / 2 + 1) as u16 {
+        for p in 1..=HOLD_AHEAD as u16 {
             out.clear();
             s.on_puback(pid(p), &mut out);
             if let Some(Action::PageIn { max }) =
@@ -980,8 +988,9 @@ mod tests {
         let Some(max) = asked else {
             panic!("no page asked for")
         };
+        assert_eq!(s.queued_len(), READ_AHEAD / 2 - 1);
         assert!(max as usize >= 10);
-        let page: Vec<_> = (READ_AHEAD as u64 + 2..=total)
+        let page: Vec<_> = (HOLD_AHEAD as u64 + 2..=total)
             .map(|id| paged(id, msg(QoS::AtLeastOnce, id as u8), None))
             .collect();
         out.clear();
