@@ -20,6 +20,7 @@
 //! `queue_rows` writes (and loads at start).
 
 mod dequeue;
+mod held;
 
 use super::coverage::Coverage;
 use super::queue_rows::{QueueWrites, Run};
@@ -58,7 +59,7 @@ struct ClientQueue {
     count: u64,
     bytes: u64,
     /// Ids the session holds in memory (sent, or read ahead).
-    held: AHashSet<MessageId>,
+    held: held::Held,
     sent: AHashMap<MessageId, Sent>,
     /// QoS 2 packet ids received and not released, and whether stored.
     inbound: AHashMap<PacketId, bool>,
@@ -356,7 +357,6 @@ impl Queues {
     pub fn unhold(&mut self, client_id: &ByteString) {
         if let Some(q) = self.clients.get_mut(client_id) {
             q.held.clear();
-            q.held.shrink_to_fit();
         }
     }
 
@@ -364,7 +364,7 @@ impl Queues {
     pub fn unhold_ids(&mut self, client_id: &ByteString, ids: &[MessageId]) {
         if let Some(q) = self.clients.get_mut(client_id) {
             for id in ids {
-                q.held.remove(id);
+                q.held.remove(*id);
             }
         }
     }
@@ -377,12 +377,10 @@ impl Queues {
         };
         let mut out = Vec::new();
         'runs: for run in &queue.runs {
-            for id in run.first..=run.last {
+            let mut id = queue.held.next_absent(run.first);
+            while id <= run.last {
                 if out.len() >= max {
                     break 'runs;
-                }
-                if queue.held.contains(&id) {
-                    continue;
                 }
                 out.push(Paged {
                     id,
@@ -390,6 +388,7 @@ impl Queues {
                     retain: run.retain,
                     sent: queue.sent.get(&id).map(|s| (s.packet_id, s.state)),
                 });
+                id = queue.held.next_absent(id + 1);
             }
         }
         for p in &out {
@@ -409,7 +408,7 @@ impl Queues {
     pub fn unheld(&self, client_id: &ByteString) -> u64 {
         self.clients
             .get(client_id)
-            .map_or(0, |q| q.count.saturating_sub(q.held.len() as u64))
+            .map_or(0, |q| q.count.saturating_sub(q.held.len()))
     }
 
     /// Messages queued for all clients (copies), for metrics.

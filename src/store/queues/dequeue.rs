@@ -33,7 +33,7 @@ impl Queues {
             self.dirty.push(client_id.clone());
         }
         for id in first..=last {
-            queue.held.remove(&id);
+            queue.held.remove(id);
             if let Some(sent) = queue.sent.remove(&id) {
                 if sent.stored {
                     queue.gone_sent.push(id);
