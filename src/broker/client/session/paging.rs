@@ -54,6 +54,9 @@ impl Session {
             return;
         }
         let id = self.client_id.clone();
+        // The page's packets go to the client together, with one wake-up
+        // of its writer (as for a run of acknowledgements).
+        self.gathered = Some(Box::default());
         let handled = guard::<Page, _>(ActorKind::Session, &id, || {
             let mut readable = Vec::with_capacity(page.messages.len());
             for p in page.messages {
@@ -72,6 +75,8 @@ impl Session {
         if handled.is_err() {
             self.recover();
         }
+        self.send_gathered();
+        self.gathered = None;
         self.request_page(ctx);
         // The client left while the page was on its way: now it may sleep.
         self.sleep(ctx);
