@@ -102,6 +102,17 @@ static size_t put_str(uint8_t *p, const char *s)
     return n + 2;
 }
 
+/* Sends one packet: its first byte, the remaining length, then `body`. */
+static void send_packet(int fd, uint8_t first, const uint8_t *body, size_t len)
+{
+    uint8_t pkt[300];
+    size_t n = 0;
+    pkt[n++] = first;
+    n += put_len(pkt + n, len);
+    memcpy(pkt + n, body, len);
+    write_all(fd, pkt, n + len);
+}
+
 /* Connects, sends CONNECT (3.1.1, clean session) and waits for CONNACK 0. */
 static int mqtt_connect(const char *client_id)
 {
@@ -114,18 +125,14 @@ static int mqtt_connect(const char *client_id)
         die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    uint8_t body[256], pkt[300];
+    uint8_t body[256];
     size_t b = put_str(body, "MQTT");
     body[b++] = 4;    /* protocol level 3.1.1 */
     body[b++] = 0x02; /* clean session */
     body[b++] = 0;
     body[b++] = 60; /* keep-alive */
     b += put_str(body + b, client_id);
-    size_t n = 0;
-    pkt[n++] = 0x10;
-    n += put_len(pkt + n, b);
-    memcpy(pkt + n, body, b);
-    write_all(fd, pkt, n + b);
+    send_packet(fd, 0x10, body, b);
     uint8_t ack[4];
     read_exact(fd, ack, 4);
     if (ack[0] != 0x20 || ack[3] != 0) {
@@ -137,17 +144,13 @@ static int mqtt_connect(const char *client_id)
 
 static void mqtt_subscribe(int fd, const char *filter, uint8_t qos)
 {
-    uint8_t body[256], pkt[300];
+    uint8_t body[256];
     size_t b = 0;
     body[b++] = 0;
     body[b++] = 1; /* packet id */
     b += put_str(body + b, filter);
     body[b++] = qos;
-    size_t n = 0;
-    pkt[n++] = 0x82;
-    n += put_len(pkt + n, b);
-    memcpy(pkt + n, body, b);
-    write_all(fd, pkt, n + b);
+    send_packet(fd, 0x82, body, b);
     uint8_t ack[5];
     read_exact(fd, ack, 5);
     if (ack[0] != 0x90 || ack[4] > 2) {
