@@ -177,6 +177,19 @@ impl Session {
         self.out = actions;
     }
 
+    /// From now on, packets for the client are gathered, to go out
+    /// together (see `end_gathering`).
+    pub(super) fn begin_gathering(&mut self) {
+        self.gathered = Some(Box::default());
+    }
+
+    /// Sends what was gathered, with one wake-up of the client's writer,
+    /// and sends each packet at once again.
+    pub(super) fn end_gathering(&mut self) {
+        self.send_gathered();
+        self.gathered = None;
+    }
+
     /// Sends the packets gathered so far to the client.
     pub(super) fn send_gathered(&mut self) {
         if let (Some(a), Some(g)) = (&self.attached, &mut self.gathered) {
@@ -264,12 +277,11 @@ impl Handler<DrainInbox> for Session {
             return;
         };
         let taken = inbox.take();
-        self.gathered = Some(Box::default());
+        self.begin_gathering();
         for delivery in taken.deliveries {
             self.on_delivery(delivery);
         }
-        self.send_gathered();
-        self.gathered = None;
+        self.end_gathering();
         if taken.dropped > 0 {
             self.dropped_at_a_bound(taken.dropped, DeliverOutcome::DroppedQueueFull);
         }

@@ -50,7 +50,7 @@ impl Handler<ClientAcks> for Session {
         }
         let id = self.client_id.clone();
         let handled = guard::<ClientAcks, _>(ActorKind::Session, &id, || {
-            self.gathered = Some(Box::default());
+            self.begin_gathering();
             for ack in msg.acks {
                 self.on_ack(ack);
             }
@@ -59,8 +59,7 @@ impl Handler<ClientAcks> for Session {
         if handled.is_err() {
             self.recover();
         }
-        self.send_gathered();
-        self.gathered = None;
+        self.end_gathering();
         self.request_page(ctx);
     }
 }

@@ -56,7 +56,7 @@ impl Session {
         let id = self.client_id.clone();
         // The page's packets go to the client together, with one wake-up
         // of its writer (as for a run of acknowledgements).
-        self.gathered = Some(Box::default());
+        self.begin_gathering();
         let handled = guard::<Page, _>(ActorKind::Session, &id, || {
             let mut readable = Vec::with_capacity(page.messages.len());
             for p in page.messages {
@@ -75,8 +75,7 @@ impl Session {
         if handled.is_err() {
             self.recover();
         }
-        self.send_gathered();
-        self.gathered = None;
+        self.end_gathering();
         self.request_page(ctx);
         // The client left while the page was on its way: now it may sleep.
         self.sleep(ctx);
