@@ -10,8 +10,9 @@
 //! - [`ops`]: the supervision tree and restart policy, metrics,
 //!   Prometheus, `$SYS`.
 //!
-//! Beside them: [`live`] (what SIGHUP reloads) and [`shared`] (what every
-//! connection needs).
+//! Beside them: [`live`] (what SIGHUP reloads), [`shared`] (what every
+//! connection needs) and [`held_back`] (hand-offs to other tasks held to
+//! the end of a handler, so each task is woken once).
 //!
 //! Flow of a publish: `Connection` decodes it and, for QoS 0/1, hands it to
 //! the `Router`, which sends it to the one `TopicShard` that owns its topic
@@ -24,6 +25,7 @@
 
 pub mod client;
 pub mod durable;
+pub mod held_back;
 pub mod live;
 pub mod net;
 pub mod ops;

@@ -115,7 +115,7 @@ pub struct FromClient {
 
 /// Connection → Session: the client's acknowledgements (PUBACK, PUBREC,
 /// PUBREL, PUBCOMP) read one after another, handled as one event (see
-/// `connection::acks`).
+/// `connection::runs`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClientAcks {

@@ -38,6 +38,12 @@ impl RoutingBacklog {
         self.pending.load(Ordering::Relaxed) < self.limit
     }
 
+    /// How many more pieces of work fit before the backlog is full.
+    pub fn room(&self) -> usize {
+        self.limit
+            .saturating_sub(self.pending.load(Ordering::Relaxed))
+    }
+
     /// Counts one publish until the returned token is dropped.
     pub fn token(self: &Arc<Self>) -> BacklogToken {
         self.pending.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@
 //! client that sends faster than it reads is slowed by TCP, not buffered.
 
 use super::backlog::RoutingBacklog;
+use crate::broker::held_back::{self, HeldBack};
 use crate::protocol::Packet;
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
@@ -148,63 +149,40 @@ thread_local! {
 const HELD_WAKES_CHECKED: usize = 8;
 
 /// While one lives, packets sent on this thread are queued at once, but
-/// their writers are woken only when it ends, each once.
+/// their writers are woken only when it ends, each once (see `held_back`).
 ///
 /// For the store's thread, which runs a commit's completions one after
 /// another, most of them one PUBACK to a publisher: woken per packet, a
 /// writer on a worker that shares the core preempts the store, writes that
 /// one packet and sleeps again, once per completion (measured: 37 context
-/// switches per round of a publisher with 64 messages in flight).
+/// switches per round of a publisher with 64 messages in flight). And for
+/// a shard's run of routes, each of which may complete a PUBACK.
 pub struct WakesHeldBack {
-    /// The outermost one on its thread, which wakes the writers.
-    outermost: bool,
+    _scope: HeldBack<Arc<Queue>>,
 }
 
 impl WakesHeldBack {
     #[allow(clippy::new_without_default)] // made for a scope, not a value
     pub fn new() -> WakesHeldBack {
-        let outermost = HELD_WAKES.with(|held| {
-            let mut held = held.borrow_mut();
-            held.is_none() && {
-                *held = Some(Vec::new());
-                true
-            }
-        });
-        WakesHeldBack { outermost }
-    }
-}
-
-impl Drop for WakesHeldBack {
-    /// Also when the scope ends in a panic: no writer is left asleep with
-    /// packets queued.
-    fn drop(&mut self) {
-        if !self.outermost {
-            return;
-        }
-        let queues = HELD_WAKES.with(|held| held.borrow_mut().take());
-        for queue in queues.into_iter().flatten() {
-            queue.writer.wake();
+        WakesHeldBack {
+            _scope: HeldBack::new(&HELD_WAKES, |queue| queue.writer.wake()),
         }
     }
 }
 
 /// Wakes `queue`'s writer now, or when the thread's [`WakesHeldBack`] ends.
 fn wake_writer(queue: &Arc<Queue>) {
-    let held = HELD_WAKES.with(|held| match &mut *held.borrow_mut() {
-        Some(list) => {
-            let listed = list
-                .iter()
-                .rev()
-                .take(HELD_WAKES_CHECKED)
-                .any(|q| Arc::ptr_eq(q, queue));
-            if !listed {
-                list.push(queue.clone());
-            }
-            true
+    let held = held_back::hold(&HELD_WAKES, |list| {
+        let listed = list
+            .iter()
+            .rev()
+            .take(HELD_WAKES_CHECKED)
+            .any(|q| Arc::ptr_eq(q, queue));
+        if !listed {
+            list.push(queue.clone());
         }
-        None => false,
     });
-    if !held {
+    if held.is_none() {
         queue.writer.wake();
     }
 }
@@ -365,6 +343,15 @@ pub struct Gated<S> {
     gate: ReadGate,
 }
 
+impl<S> Gated<S> {
+    /// How many more PUBLISHes may be read before the gate shuts for the
+    /// routing backlog: each takes a piece of it once handled, so a reader
+    /// that gathers packets before handing them on reads no more than this.
+    pub fn room(&self) -> usize {
+        self.gate.backlog.as_ref().map_or(usize::MAX, |b| b.room())
+    }
+}
+
 impl<S: Stream + Unpin> Stream for Gated<S> {
     type Item = S::Item;
 
@@ -415,15 +402,24 @@ mod tests {
     #[test]
     fn held_back_wakes_come_once_per_writer_at_the_end() {
         let queues = [Queue::new(1 << 20), Queue::new(1 << 20)];
-        let counters: Vec<Arc<Counter>> =
-            (0..2).map(|_| Arc::new(Counter(AtomicUsize::new(0)))).collect();
+        let counters: Vec<Arc<Counter>> = (0..2)
+            .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
+            .collect();
         let register = || {
             for (q, c) in queues.iter().zip(&counters) {
                 q.writer.register(&futures::task::waker(c.clone()));
             }
         };
-        let woken = || -> Vec<usize> { counters.iter().map(|c| c.0.load(Ordering::SeqCst)).collect() };
-        let outbounds: Vec<Outbound> = queues.iter().map(|q| Outbound { queue: q.clone() }).collect();
+        let woken = || -> Vec<usize> {
+            counters
+                .iter()
+                .map(|c| c.0.load(Ordering::SeqCst))
+                .collect()
+        };
+        let outbounds: Vec<Outbound> = queues
+            .iter()
+            .map(|q| Outbound { queue: q.clone() })
+            .collect();
         register();
         {
             let _held = WakesHeldBack::new();

@@ -18,6 +18,7 @@
 //! its client returns.
 
 use crate::broker::durable::{Acknowledgement, StoreHandle};
+use crate::broker::held_back::{self, HeldBack};
 use crate::broker::ops::metrics::Metrics;
 use crate::message::Message;
 use crate::protocol::QoS;
@@ -153,31 +154,45 @@ impl DeliveryInbox {
     /// it back (to be dropped by the caller, outside the lock: dropping a
     /// delivery may run callbacks).
     pub fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
+        self.push_holding(delivery, false).0
+    }
+
+    /// As `push`; with `hold`, a wake-up the push owes the session is not
+    /// sent but reported (`true`), for the caller to send later with
+    /// `wake_owed`.
+    fn push_holding(&self, delivery: Delivery, hold: bool) -> (Result<(), Delivery>, bool) {
         let mut state = self.state();
         if state.closed {
-            return Err(delivery);
+            return (Err(delivery), false);
         }
         if let Target::Dormant(client_id, sink) = &state.target {
             to_store(client_id, sink, delivery);
-            return Ok(());
+            return (Ok(()), false);
         }
         let size = delivery.message.stored_size();
-        let wake = state.queue.is_empty();
+        let wake = state.queue.is_empty() && matches!(state.target, Target::Live(_));
+        let owed = wake && hold;
+        if wake && !hold {
+            state.wake();
+        }
         if state.queue.len() >= self.max_count as usize
             || state.bytes.saturating_add(size) > self.max_bytes
         {
             state.dropped = state.dropped.saturating_add(1);
-            if wake {
-                state.wake();
-            }
-            return Err(delivery);
+            return (Err(delivery), owed);
         }
         state.bytes += size;
         state.queue.push(delivery);
-        if wake {
+        (Ok(()), owed)
+    }
+
+    /// Sends a wake-up held back by `push_holding`, unless the session has
+    /// taken everything since.
+    fn wake_owed(&self) {
+        let state = self.state();
+        if !state.queue.is_empty() || state.dropped > 0 {
             state.wake();
         }
-        Ok(())
     }
 
     /// Everything waiting, in the order it was pushed, and how many were
@@ -283,9 +298,43 @@ impl InboxHandle {
     ///
     /// While the queue is not empty and the session runs, a `DrainInbox`
     /// is in its mailbox or being handled (the handler empties the queue in
-    /// one take), so no delivery waits without one.
+    /// one take), or held back by a [`DrainsHeldBack`] of the pushing
+    /// thread until it ends; so no delivery waits without one.
     pub fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
-        self.inbox.push(delivery)
+        let hold = held_back::holding(&HELD_DRAINS);
+        let (pushed, owed) = self.inbox.push_holding(delivery, hold);
+        if owed {
+            held_back::hold(&HELD_DRAINS, |list| list.push(self.inbox.clone()));
+        }
+        pushed
+    }
+}
+
+thread_local! {
+    /// The inboxes whose session is owed a `DrainInbox` when this thread's
+    /// [`DrainsHeldBack`] ends; `None` while there is none.
+    static HELD_DRAINS: std::cell::RefCell<Option<Vec<Arc<DeliveryInbox>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While one lives, a push on this thread that finds a live session's
+/// inbox empty does not wake the session at once: it is woken when this
+/// ends, with everything pushed meanwhile waiting (see `held_back`).
+///
+/// For a shard's `RouteMany`: woken at its first delivery, a session on
+/// another worker would take that one delivery, and be woken again for the
+/// next; each wake-up of an idle worker is a write to its eventfd and a
+/// switch to its thread.
+pub struct DrainsHeldBack {
+    _scope: HeldBack<Arc<DeliveryInbox>>,
+}
+
+impl DrainsHeldBack {
+    #[allow(clippy::new_without_default)] // made for a scope, not a value
+    pub fn new() -> DrainsHeldBack {
+        DrainsHeldBack {
+            _scope: HeldBack::new(&HELD_DRAINS, |inbox| inbox.wake_owed()),
+        }
     }
 }
 
@@ -393,5 +442,56 @@ mod tests {
         assert!(by_bytes.push(delivery(&acked)).is_ok());
         assert!(by_bytes.push(delivery(&acked)).is_err());
         assert_eq!(by_bytes.take().dropped, 1, "\"t\" and \"p\": 2 bytes each");
+    }
+
+    /// Under a `DrainsHeldBack`, pushes into empty inboxes wake no session
+    /// until it ends; then each session is woken once, with everything
+    /// pushed meanwhile waiting. An inbox its session emptied meanwhile is
+    /// not woken for nothing.
+    #[test]
+    fn held_back_drains_wake_each_session_once_at_the_end() {
+        let system = actix::System::new();
+        let woken: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let counts = woken.clone();
+        system.block_on(async move {
+            let sessions: Vec<_> = counts.iter().map(|w| Woken(w.clone()).start()).collect();
+            let inboxes: Vec<InboxHandle> = sessions
+                .iter()
+                .map(|s| {
+                    let inbox = Arc::new(DeliveryInbox::new(100, 1 << 20));
+                    inbox.go_live(s.clone().recipient());
+                    InboxHandle::new(inbox)
+                })
+                .collect();
+            {
+                let _held = DrainsHeldBack::new();
+                for _ in 0..5 {
+                    for inbox in &inboxes[..2] {
+                        assert!(inbox.push(delivery(&acked)).is_ok());
+                    }
+                }
+                assert!(inboxes[2].push(delivery(&acked)).is_ok());
+                assert_eq!(inboxes[2].inbox.take().deliveries.len(), 1);
+                for (i, s) in sessions.iter().enumerate() {
+                    s.send(DrainInbox).await.unwrap();
+                    assert_eq!(
+                        counts[i].load(Ordering::SeqCst),
+                        1,
+                        "only the probe, while held"
+                    );
+                }
+            }
+            for s in &sessions {
+                s.send(DrainInbox).await.unwrap();
+            }
+            assert_eq!(inboxes[0].inbox.take().deliveries.len(), 5);
+        });
+        let woken: Vec<usize> = woken.iter().map(|w| w.load(Ordering::SeqCst)).collect();
+        assert_eq!(
+            woken,
+            [3, 3, 2],
+            "two probes each, and one wake-up where something waits"
+        );
     }
 }

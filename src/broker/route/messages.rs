@@ -49,6 +49,14 @@ pub struct Route {
     pub ack: Option<Acknowledgement>,
 }
 
+/// Router → TopicShard: routes held back together (see
+/// `router::RoutesHeldBack`), handled in order as one event.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RouteMany {
+    pub routes: Vec<Route>,
+}
+
 /// Router → RetainedStore: set (or, with an empty payload, clear) the
 /// retained message of a topic.
 #[derive(Message)]

@@ -1,9 +1,14 @@
 //! The handle every actor uses to publish and subscribe: it applies the
 //! sharding rule of `routing::shard` to pick the `TopicShard`s, and sends
 //! retained publishes to the `RetainedStore`. Cheap to clone.
+//!
+//! Publishes made under a [`RoutesHeldBack`] (a connection's run of
+//! PUBLISHes) go to their shard together, as one [`RouteMany`]: one
+//! envelope and one mailbox hand-off per shard instead of one per message,
+//! and when the shard runs on another worker, one wake-up of its thread.
 
 use super::delivery_inbox::InboxHandle;
-use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, SessionId};
+use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, RouteMany, SessionId};
 use super::retained::RetainedStore;
 use super::topic_shard::TopicShard;
 use crate::broker::durable::{Acknowledgement, Completion};
@@ -12,6 +17,7 @@ use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::{FilterShards, ShardRule};
 use actix::Addr;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -52,11 +58,38 @@ impl Router {
             });
         }
         let shard = self.rule.shard_for_topic(message.topic.as_str());
-        self.shards[shard].do_send(Route {
+        let route = Route {
             message,
             backlog,
             ack,
+        };
+        let unheld = HELD_ROUTES.with(|held| match &mut *held.borrow_mut() {
+            Some(held) => {
+                // Routes for one shard in a row go together; a route for
+                // another shard sends what is held first, so each shard
+                // still gets this publisher's messages in order.
+                if held.shard != shard || held.routes.len() >= MAX_HELD_ROUTES {
+                    self.send(held.shard, std::mem::take(&mut held.routes));
+                }
+                held.shard = shard;
+                held.routes.push(route);
+                None
+            }
+            None => Some(route),
         });
+        if let Some(route) = unheld {
+            self.shards[shard].do_send(route);
+        }
+    }
+
+    /// Sends routes held for `shard`: alone as a `Route`, several as one
+    /// `RouteMany`.
+    fn send(&self, shard: usize, mut routes: Vec<Route>) {
+        match routes.len() {
+            0 => {}
+            1 => self.shards[shard].do_send(routes.pop().expect("one route")),
+            _ => self.shards[shard].do_send(RouteMany { routes }),
+        }
     }
 
     fn for_shards(&self, filter: &TopicFilter, mut f: impl FnMut(&Addr<TopicShard>)) {
@@ -96,5 +129,60 @@ impl Router {
                 filter: filter.clone(),
             })
         });
+    }
+}
+
+/// Most routes held for one shard: the shard handles a `RouteMany` as one
+/// event, and its sessions wait for the whole of it.
+const MAX_HELD_ROUTES: usize = 64;
+
+struct HeldRoutes {
+    shard: usize,
+    routes: Vec<Route>,
+}
+
+thread_local! {
+    /// The routes held by this thread's [`RoutesHeldBack`], if one lives.
+    static HELD_ROUTES: RefCell<Option<HeldRoutes>> = const { RefCell::new(None) };
+}
+
+/// While one lives, [`Router::publish`] on this thread holds each route
+/// back and sends the routes for one shard together: when a route for
+/// another shard comes, when `MAX_HELD_ROUTES` are held, and when it ends.
+/// For a connection's run of PUBLISHes (see `connection::runs`).
+pub struct RoutesHeldBack {
+    /// Sends what is held at the end; `None` for one inside another,
+    /// which leaves that to the outermost.
+    router: Option<Router>,
+}
+
+impl RoutesHeldBack {
+    pub fn new(router: &Router) -> RoutesHeldBack {
+        let outermost = HELD_ROUTES.with(|held| {
+            let mut held = held.borrow_mut();
+            held.is_none() && {
+                *held = Some(HeldRoutes {
+                    shard: 0,
+                    routes: Vec::new(),
+                });
+                true
+            }
+        });
+        RoutesHeldBack {
+            router: outermost.then(|| router.clone()),
+        }
+    }
+}
+
+impl Drop for RoutesHeldBack {
+    /// Also when the scope ends in a panic: the routes read before it are
+    /// still routed.
+    fn drop(&mut self) {
+        let Some(router) = &self.router else {
+            return;
+        };
+        if let Some(held) = HELD_ROUTES.with(|held| held.borrow_mut().take()) {
+            router.send(held.shard, held.routes);
+        }
     }
 }

@@ -7,9 +7,10 @@
 //! of filters kept beside it (fields survive an actix restart; the trie is
 //! the structure a failure could have left half-changed).
 
-use super::delivery_inbox::{drop_delivery, Delivery, InboxHandle};
-use super::messages::{AddSubscription, RemoveSubscription, Route, SessionId};
+use super::delivery_inbox::{drop_delivery, Delivery, DrainsHeldBack, InboxHandle};
+use super::messages::{AddSubscription, RemoveSubscription, Route, RouteMany, SessionId};
 use crate::broker::durable::{StoreHandle, WriteGroup};
+use crate::broker::net::outbound::WakesHeldBack;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
 use crate::routing::SubscriptionTrie;
@@ -267,6 +268,25 @@ impl Handler<Route> for TopicShard {
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
         let index = self.index;
         if guard::<Route, _>(ActorKind::TopicShard, &index, || self.route(msg)).is_err() {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<RouteMany> for TopicShard {
+    type Result = ();
+
+    /// Each session is woken once, at the end, with all its deliveries
+    /// waiting; the publishers' PUBACKs that routing completes are written
+    /// at once, and each publisher's writer is woken once, at the end.
+    fn handle(&mut self, msg: RouteMany, ctx: &mut Context<Self>) {
+        let index = self.index;
+        let _writers = WakesHeldBack::new();
+        let _sessions = DrainsHeldBack::new();
+        let routed = guard::<RouteMany, _>(ActorKind::TopicShard, &index, || {
+            msg.routes.into_iter().for_each(|route| self.route(route))
+        });
+        if routed.is_err() {
             ctx.stop();
         }
     }

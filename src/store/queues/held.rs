@@ -55,7 +55,10 @@ impl Held {
             return; // already in
         };
         let joins_prev = i > 0 && self.ranges[i - 1].1 + 1 == id;
-        let joins_next = self.ranges.get(i).is_some_and(|&(first, _)| first == id + 1);
+        let joins_next = self
+            .ranges
+            .get(i)
+            .is_some_and(|&(first, _)| first == id + 1);
         match (joins_prev, joins_next) {
             (true, true) => {
                 self.ranges[i - 1].1 = self.ranges[i].1;

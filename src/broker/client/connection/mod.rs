@@ -8,8 +8,8 @@
 //!
 //! A connection is never restarted: any failure is a disconnect.
 
-mod acks;
 mod connect;
+mod runs;
 
 use super::close::{close_action, Violation};
 use super::messages::*;
@@ -21,14 +21,15 @@ use crate::broker::net::outbound::{self, Outbound};
 use crate::broker::ops::log_limit::{PROTOCOL_ERRORS, PUBLISH_REFUSALS};
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
+use crate::broker::route::router::RoutesHeldBack;
 use crate::broker::shared::Shared;
 use crate::message::Message;
 use crate::protocol::codec::CodecError;
 use crate::protocol::{LastWill, MqttCodec, Packet, PacketId, ProtocolError, QoS};
 use crate::session::connect::Credentials;
-use acks::{AckRuns, Read};
 use actix::prelude::*;
 use bytestring::ByteString;
+use runs::{Read, Runs};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -165,7 +166,7 @@ pub(in crate::broker) fn start_with<R, W>(
         // A small first buffer: most connections sit idle after CONNECT, and
         // the buffer grows as needed for larger packets.
         let packets = FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL);
-        ctx.add_stream(AckRuns::new(gate.wrap(packets)));
+        ctx.add_stream(Runs::new(gate.wrap(packets)));
         Connection {
             id,
             peer,
@@ -530,6 +531,7 @@ impl Connection {
         let item = match item {
             Read::One(item) => item,
             Read::Acks(acks) => return self.on_acks(acks, ctx),
+            Read::Publishes(publishes) => return self.on_publishes(publishes, ctx),
         };
         match item {
             Ok(packet) => {
@@ -549,6 +551,21 @@ impl Connection {
     /// Acknowledgements read one after another go to the session in one
     /// message (see `acks`); before CONNECT, each is the protocol error
     /// it is alone.
+    /// A run of QoS 0/1 PUBLISHes: each handled as if alone, their routes
+    /// sent to each shard together (see `route::router::RoutesHeldBack`).
+    fn on_publishes(&mut self, publishes: Vec<Packet>, ctx: &mut Context<Self>) {
+        self.last_packet = self.last_read.get();
+        let _held = RoutesHeldBack::new(&self.shared.router);
+        for packet in publishes {
+            // One of them closed the connection: the rest are not handled,
+            // as they would not have been read.
+            if ctx.state() != ActorState::Running {
+                break;
+            }
+            self.on_packet(packet, ctx);
+        }
+    }
+
     fn on_acks(&mut self, acks: Vec<Packet>, ctx: &mut Context<Self>) {
         self.last_packet = self.last_read.get();
         match &self.phase {
@@ -597,7 +614,7 @@ mod tests {
             super::Stamped<tokio::net::tcp::OwnedReadHalf>,
             crate::protocol::MqttCodec,
         >;
-        type Stream = super::AckRuns<crate::broker::net::outbound::Gated<Packets>>;
+        type Stream = super::Runs<crate::broker::net::outbound::Gated<Packets>>;
         assert!(std::mem::size_of::<Stream>() <= 88);
     }
 }
