@@ -73,7 +73,11 @@ impl Kind {
     /// 1.52–1.60M in runs of 32; live fan-in at QoS 1 was as fast with runs
     /// of 16 as one by one.
     ///
-    /// Publishes: RUN_PUBLISHES_MEASURED
+    /// Publishes (pinned, 5 alternating runs): fan-out 1 → 100 at QoS 0
+    /// did 5.74M deliveries/s in runs of 64, 3.58M in runs of 16 and 3.45M
+    /// one by one; each session then takes 64 deliveries at a time and its
+    /// writer writes them in one call. Fan-in at QoS 1 cost 1.02 µs of
+    /// broker CPU per message in runs of 64, 1.10 in runs of 16.
     fn max_run(self) -> usize {
         match self {
             Kind::Acks => 16,
