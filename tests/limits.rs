@@ -48,6 +48,31 @@ async fn publish_topic_beyond_max_levels_closes_only_that_client() {
     sub.expect_publish("a/b/c/d", b"four levels").await;
 }
 
+/// Publishes read together are handled together (a run), but one that
+/// closes the connection still ends it there: the one before it is
+/// routed, the one after it never is, as if each had been read alone.
+#[tokio::test]
+async fn a_publish_that_closes_the_connection_ends_its_run_there() {
+    let broker = TestBroker::start_with(|c| c.limits.max_topic_levels = 4);
+    let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
+    sub.subscribe_ok(1, &[("a/#", 0)]).await;
+    let mut deep = RawClient::connected(broker.addr(), "deep", true).await;
+    let one_write = [
+        raw::publish("a/before", b"before", 0, 0, false, false),
+        raw::publish("a/b/c/d/e", b"too deep", 0, 0, false, false),
+        raw::publish("a/after", b"after", 0, 0, false, false),
+    ]
+    .concat();
+    deep.send(&one_write).await;
+    deep.expect_closed().await;
+    sub.expect_publish("a/before", b"before").await;
+    // "a/after" would have been routed before the close; the next message
+    // the subscriber gets is one published after it.
+    let mut ok = RawClient::connected(broker.addr(), "ok", true).await;
+    ok.publish_ok("a/later", b"later", 1, 1, false).await;
+    sub.expect_publish("a/later", b"later").await;
+}
+
 #[tokio::test]
 async fn filter_beyond_max_length_gets_suback_0x80_and_others_are_granted() {
     let broker = TestBroker::start_with(|c| c.limits.max_topic_length = 10);

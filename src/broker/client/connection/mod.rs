@@ -548,9 +548,6 @@ impl Connection {
 }
 
 impl Connection {
-    /// Acknowledgements read one after another go to the session in one
-    /// message (see `acks`); before CONNECT, each is the protocol error
-    /// it is alone.
     /// A run of QoS 0/1 PUBLISHes: each handled as if alone, their routes
     /// sent to each shard together (see `route::router::RoutesHeldBack`).
     fn on_publishes(&mut self, publishes: Vec<Packet>, ctx: &mut Context<Self>) {
@@ -566,6 +563,9 @@ impl Connection {
         }
     }
 
+    /// Acknowledgements read one after another go to the session in one
+    /// message (see `runs`); before CONNECT, each is the protocol error
+    /// it is alone.
     fn on_acks(&mut self, acks: Vec<Packet>, ctx: &mut Context<Self>) {
         self.last_packet = self.last_read.get();
         match &self.phase {
