@@ -12,6 +12,7 @@ use super::messages::{AddSubscription, RemoveSubscription, Retain, Route, RouteM
 use super::retained::RetainedStore;
 use super::topic_shard::TopicShard;
 use crate::broker::durable::{Acknowledgement, Completion};
+use crate::broker::held_back::{self, HeldBack};
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
@@ -58,37 +59,31 @@ impl Router {
             });
         }
         let shard = self.rule.shard_for_topic(message.topic.as_str());
-        let route = Route {
+        let mut route = Some(Route {
             message,
             backlog,
             ack,
-        };
-        let unheld = HELD_ROUTES.with(|held| match &mut *held.borrow_mut() {
-            Some(held) => {
-                // Routes for one shard in a row go together; a route for
-                // another shard sends what is held first, so each shard
-                // still gets this publisher's messages in order.
-                if held.shard != shard || held.routes.len() >= MAX_HELD_ROUTES {
-                    self.send(held.shard, std::mem::take(&mut held.routes));
-                }
-                held.shard = shard;
-                held.routes.push(route);
-                None
-            }
-            None => Some(route),
         });
-        if let Some(route) = unheld {
-            self.shards[shard].do_send(route);
-        }
-    }
-
-    /// Sends routes held for `shard`: alone as a `Route`, several as one
-    /// `RouteMany`.
-    fn send(&self, shard: usize, mut routes: Vec<Route>) {
-        match routes.len() {
-            0 => {}
-            1 => self.shards[shard].do_send(routes.pop().expect("one route")),
-            _ => self.shards[shard].do_send(RouteMany { routes }),
+        let held = held_back::hold(&HELD_ROUTES, |held| {
+            let route = route.take().expect("taken once");
+            // Routes for one shard in a row go together; a route for
+            // another shard sends what is held first, so each shard still
+            // gets this publisher's messages in order.
+            let full = held.pop_if(|h| h.index != shard || h.routes.len() >= MAX_HELD_ROUTES);
+            match held.last_mut() {
+                Some(h) => h.routes.push(route),
+                None => held.push(HeldRoutes {
+                    index: shard,
+                    shard: self.shards[shard].clone(),
+                    routes: vec![route],
+                }),
+            }
+            full
+        });
+        match (held, route) {
+            (Some(Some(full)), _) => full.send(),
+            (None, Some(route)) => self.shards[shard].do_send(route),
+            _ => {}
         }
     }
 
@@ -136,53 +131,46 @@ impl Router {
 /// event, and its sessions wait for the whole of it.
 const MAX_HELD_ROUTES: usize = 64;
 
-struct HeldRoutes {
-    shard: usize,
+/// Routes held for one shard, in the order they were made.
+pub struct HeldRoutes {
+    index: usize,
+    shard: Addr<TopicShard>,
     routes: Vec<Route>,
 }
 
-thread_local! {
-    /// The routes held by this thread's [`RoutesHeldBack`], if one lives.
-    static HELD_ROUTES: RefCell<Option<HeldRoutes>> = const { RefCell::new(None) };
-}
-
-/// While one lives, [`Router::publish`] on this thread holds each route
-/// back and sends the routes for one shard together: when a route for
-/// another shard comes, when `MAX_HELD_ROUTES` are held, and when it ends.
-/// For a connection's run of PUBLISHes (see `connection::runs`).
-pub struct RoutesHeldBack {
-    /// Sends what is held at the end; `None` for one inside another,
-    /// which leaves that to the outermost.
-    router: Option<Router>,
-}
-
-impl RoutesHeldBack {
-    pub fn new(router: &Router) -> RoutesHeldBack {
-        let outermost = HELD_ROUTES.with(|held| {
-            let mut held = held.borrow_mut();
-            held.is_none() && {
-                *held = Some(HeldRoutes {
-                    shard: 0,
-                    routes: Vec::new(),
-                });
-                true
-            }
-        });
-        RoutesHeldBack {
-            router: outermost.then(|| router.clone()),
+impl HeldRoutes {
+    /// Sends the routes: alone as a `Route`, several as one `RouteMany`.
+    fn send(mut self) {
+        match self.routes.len() {
+            0 => {}
+            1 => self.shard.do_send(self.routes.pop().expect("one route")),
+            _ => self.shard.do_send(RouteMany {
+                routes: self.routes,
+            }),
         }
     }
 }
 
-impl Drop for RoutesHeldBack {
-    /// Also when the scope ends in a panic: the routes read before it are
-    /// still routed.
-    fn drop(&mut self) {
-        let Some(router) = &self.router else {
-            return;
-        };
-        if let Some(held) = HELD_ROUTES.with(|held| held.borrow_mut().take()) {
-            router.send(held.shard, held.routes);
+thread_local! {
+    /// The routes held by this thread's [`RoutesHeldBack`] (at most one
+    /// shard's at a time), if one lives.
+    static HELD_ROUTES: RefCell<Option<Vec<HeldRoutes>>> = const { RefCell::new(None) };
+}
+
+/// While one lives, [`Router::publish`] on this thread holds each route
+/// back and sends the routes for one shard together: when a route for
+/// another shard comes, when `MAX_HELD_ROUTES` are held, and when it ends
+/// (also in a panic: the routes read before it are still routed). For a
+/// connection's run of PUBLISHes (see `connection::runs`).
+pub struct RoutesHeldBack {
+    _scope: HeldBack<HeldRoutes>,
+}
+
+impl RoutesHeldBack {
+    #[allow(clippy::new_without_default)] // made for a scope, not a value
+    pub fn new() -> RoutesHeldBack {
+        RoutesHeldBack {
+            _scope: HeldBack::new(&HELD_ROUTES, HeldRoutes::send),
         }
     }
 }

@@ -552,7 +552,7 @@ impl Connection {
     /// sent to each shard together (see `route::router::RoutesHeldBack`).
     fn on_publishes(&mut self, publishes: Vec<Packet>, ctx: &mut Context<Self>) {
         self.last_packet = self.last_read.get();
-        let _held = RoutesHeldBack::new(&self.shared.router);
+        let _held = RoutesHeldBack::new();
         for packet in publishes {
             // One of them closed the connection: the rest are not handled,
             // as they would not have been read.
