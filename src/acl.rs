@@ -175,6 +175,11 @@ impl AclFile {
     }
 
     /// Whether the client may read or write the topic `topic` (no wildcards).
+    /// The named users the file has rules for.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
     pub fn allows(&self, user: Option<&str>, client_id: &str, topic: &str, want: Want) -> bool {
         let mut granted = false;
         for (access, filter) in self.rules(user, client_id) {

@@ -28,6 +28,14 @@ pub enum AuthError {
         line: usize,
         reason: String,
     },
+    #[error("user name {user:?}: user names must be non-empty, without ':' and without control characters such as a newline")]
+    BadUser { user: String },
+    #[error("password file {path}: user {user:?} is not in it")]
+    NoSuchUser { path: PathBuf, user: String },
+    #[error("password file {path}: its directory {dir} does not exist (create it first)")]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("hashing the password: {0}")]
+    Hashing(String),
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +159,7 @@ impl PasswordFile {
             path: path.to_path_buf(),
             source,
         })?;
+        let file = Self::parse(&text, path)?;
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode();
@@ -162,6 +171,12 @@ impl PasswordFile {
                 );
             }
         }
+        Ok(file)
+    }
+
+    /// The users of `text`, the contents of the file at `path`; a line that
+    /// cannot be read is an error naming its number (from 1).
+    fn parse(text: &str, path: &Path) -> Result<PasswordFile, AuthError> {
         let mut users = HashMap::new();
         let mut dummy = None;
         for (i, line) in text.lines().enumerate() {
@@ -188,6 +203,12 @@ impl PasswordFile {
 
     pub fn len(&self) -> usize {
         self.users.len()
+    }
+
+    /// Whether the file has a line for `user` (for log lines, which may say
+    /// which of user name and password was wrong; a client is never told).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -240,37 +261,23 @@ fn check(hash: &Hash, password: &[u8]) -> bool {
 }
 
 /// `roost passwd FILE USER`: adds or changes `user` with an argon2id hash,
-/// keeping every other line of the file (created with mode 0600 if missing).
+/// keeping every other line of the file (created with mode 0600 if
+/// missing; its directory must exist). A file with a line that cannot be
+/// read is left as it is, and the error names the line.
 pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), AuthError> {
-    let io = |source| AuthError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     if !valid_user(user) {
-        return Err(AuthError::Invalid {
-            path: path.to_path_buf(),
-            line: 0,
-            reason: "user names must be non-empty, without ':' and without control characters such as a newline".into(),
-        });
+        return Err(AuthError::BadUser { user: user.into() });
     }
+    let existing = read_valid(path, true)?;
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     let hash = argon2::Argon2::default()
         .hash_password(password, &salt)
-        .map_err(|e| AuthError::Invalid {
-            path: path.to_path_buf(),
-            line: 0,
-            reason: e.to_string(),
-        })?
+        .map_err(|e| AuthError::Hashing(e.to_string()))?
         .to_string();
-    let existing = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(e)),
-    };
     let mut lines: Vec<String> = Vec::new();
     let mut replaced = false;
     for line in existing.lines() {
-        if line.split_once(':').is_some_and(|(u, _)| u == user) {
+        if user_of(line) == Some(user) {
             lines.push(format!("{user}:{hash}"));
             replaced = true;
         } else {
@@ -280,18 +287,77 @@ pub fn set_password(path: &Path, user: &str, password: &[u8]) -> Result<(), Auth
     if !replaced {
         lines.push(format!("{user}:{hash}"));
     }
-    write_replacing(path, (lines.join("\n") + "\n").as_bytes()).map_err(io)
+    write_replacing(path, (lines.join("\n") + "\n").as_bytes())
+}
+
+/// `roost passwd -D FILE USER`: removes `user`'s line, keeping every other
+/// line. The file must exist, be valid and have the user.
+pub fn delete_user(path: &Path, user: &str) -> Result<(), AuthError> {
+    let existing = read_valid(path, false)?;
+    let kept: Vec<&str> = existing
+        .lines()
+        .filter(|line| user_of(line) != Some(user))
+        .collect();
+    if kept.len() == existing.lines().count() {
+        return Err(AuthError::NoSuchUser {
+            path: path.to_path_buf(),
+            user: user.into(),
+        });
+    }
+    let mut text = kept.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    write_replacing(path, text.as_bytes())
+}
+
+/// The user name of a line of the file, if it is a user's line.
+fn user_of(line: &str) -> Option<&str> {
+    let line = line.trim();
+    if line.starts_with('#') {
+        return None;
+    }
+    line.split_once(':').map(|(u, _)| u)
+}
+
+/// The text of the password file at `path`, checked line by line before
+/// anything changes it. Missing: empty if `may_be_missing`, else an error.
+fn read_valid(path: &Path, may_be_missing: bool) -> Result<String, AuthError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_be_missing => String::new(),
+        Err(source) => {
+            return Err(AuthError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    PasswordFile::parse(&text, path)?;
+    Ok(text)
 }
 
 /// Replaces `path` with `contents` through a new file beside it: created
 /// exclusively (never one an attacker placed there), given the original's
 /// mode and owner (0600 for a new file), synced, then renamed over it.
-fn write_replacing(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+fn write_replacing(path: &Path, contents: &[u8]) -> Result<(), AuthError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(AuthError::NoDirectory {
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+            });
+        }
+    }
+    write_through_new_file(path, contents).map_err(|source| AuthError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_through_new_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     let original = match std::fs::metadata(path) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -406,6 +472,50 @@ carol:$6$FwlqCh48Beafqxjd$DKVRlttI9TU5l86s28ssvmm3blbIJeCp9cih0kcPdAI/UBiCigQGiF
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// `roost passwd` checks the file before it changes it: a file with a
+    /// bad line is left as it is, and the error names that line's number
+    /// (comments and blank lines counted), never "line 0".
+    #[test]
+    fn a_change_to_an_invalid_file_names_the_line_and_changes_nothing() {
+        let text = format!("# users\n\n{MOSQUITTO_FILE}bob-without-hash\n");
+        let (_dir, path) = file(&text);
+        let err = set_password(&path, "dave", b"pw").unwrap_err().to_string();
+        assert!(err.contains("line 5"), "{err}");
+        let err = delete_user(&path, "alice").unwrap_err().to_string();
+        assert!(err.contains("line 5"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let err = set_password(&path, "a:b", b"pw").unwrap_err().to_string();
+        assert!(!err.contains("line 0") && err.contains("\"a:b\""), "{err}");
+    }
+
+    /// `-D USER`, as mosquitto_passwd: the user's line goes, the others and
+    /// the comments stay; a user not in the file is an error.
+    #[test]
+    fn delete_user_removes_only_that_line() {
+        let (_dir, path) = file(&format!("# users\n{MOSQUITTO_FILE}"));
+        delete_user(&path, "alice").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# users\ncarol:$6$"), "{text}");
+        let f = PasswordFile::load(&path).unwrap();
+        assert!(!f.has_user("alice") && f.verify("carol", b"letmein"));
+        let err = delete_user(&path, "alice").unwrap_err().to_string();
+        assert!(err.contains("\"alice\" is not in it"), "{err}");
+        let missing = path.with_file_name("missing");
+        assert!(delete_user(&missing, "carol").is_err());
+        assert!(!missing.exists());
+    }
+
+    /// A password file in a directory that does not exist is an error, not
+    /// a directory made silently (a typo would otherwise go unnoticed).
+    #[test]
+    fn a_missing_directory_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("passwd");
+        let err = set_password(&path, "dave", b"pw").unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!path.parent().unwrap().exists());
     }
 
     #[test]

@@ -10,6 +10,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod log;
+mod reload;
+
+pub use log::{LogConfig, LogLevel, Timestamps};
+pub use reload::needs_restart;
+
 /// The defaults, the same text as `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -17,11 +23,18 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// The file of `--config`: unreadable, not TOML, or with a key or
+    /// value that is not right. `path` is as the user gave it.
+    #[error("configuration file {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    /// A `ROOST__SECTION__KEY` variable with a key or value that is not right.
+    #[error("configuration from the environment (ROOST__SECTION__KEY variables): {0}")]
+    Environment(config::ConfigError),
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The first listener.
@@ -37,9 +50,50 @@ pub struct Config {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub websocket: WebSocketConfig,
+    pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The message for a value that is none of `valid`.
+pub(crate) fn one_of(value: &str, valid: &[&str]) -> String {
+    let valid: Vec<String> = valid.iter().map(|v| format!("\"{v}\"")).collect();
+    format!("{value:?} is not one of {}", valid.join(", "))
+}
+
+/// A listener address as the config and `--listen` take it, resolved once:
+/// - `HOST:PORT` with an IP address (`0.0.0.0:1883`, `[::1]:1883`);
+/// - `NAME:PORT` with a host name (`localhost:1883`): its first address;
+/// - a bare `PORT`: loopback (`127.0.0.1:PORT`), as Mosquitto 2's `-p`.
+pub fn resolve_bind(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let port: u16 = text
+            .parse()
+            .map_err(|_| format!("{text:?}: a port is 0 to 65535"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!(
+            "{text:?}: expected HOST:PORT (e.g. localhost:1883 or 0.0.0.0:1883) or a port"
+        ));
+    }
+    let mut found = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("{text:?}: the host name has no address"))
+}
+
+fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_bind(&text).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
     /// `HOST:PORT` for MQTT over WebSocket (path `/mqtt`); empty: off.
@@ -56,7 +110,7 @@ impl WebSocketConfig {
     /// The WebSocket listener as a listener entry (no client certificates).
     pub fn listener(&self) -> Option<ListenerConfig> {
         Some(ListenerConfig {
-            bind: self.listen.parse().ok()?,
+            bind: resolve_bind(&self.listen).ok()?,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: PathBuf::new(),
@@ -65,7 +119,7 @@ impl WebSocketConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `HOST:PORT` for Prometheus' `GET /metrics`; empty: off.
@@ -75,11 +129,11 @@ pub struct MetricsConfig {
 impl MetricsConfig {
     /// The address to serve metrics on, if set (checked by `validate`).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen.parse().ok()
+        resolve_bind(&self.listen).ok()
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Unset: see [`AuthConfig::allow_anonymous`].
@@ -122,7 +176,7 @@ impl AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisionConfig {
     pub max_restarts: usize,
@@ -130,9 +184,12 @@ pub struct SupervisionConfig {
     pub shutdown_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
+    /// `HOST:PORT`, a host name such as `localhost:1883`, or a bare port
+    /// (on loopback): see [`resolve_bind`].
+    #[serde(deserialize_with = "deserialize_bind")]
     pub bind: SocketAddr,
     /// TLS: certificate chain (PEM). Empty: plain TCP.
     #[serde(default)]
@@ -152,6 +209,17 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// A plain TCP listener on `bind` (what `--listen` adds).
+    pub fn plain(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            bind,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            use_identity_as_username: false,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         !self.tls_cert.as_os_str().is_empty()
     }
@@ -161,7 +229,7 @@ impl ListenerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     pub workers: usize,
@@ -170,7 +238,7 @@ pub struct BrokerConfig {
     pub sys_interval_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_packet_size: usize,
@@ -198,7 +266,7 @@ impl LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     pub max_inflight: usize,
@@ -208,7 +276,7 @@ pub struct SessionConfig {
     pub expiry_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub db: PathBuf,
@@ -222,12 +290,33 @@ pub struct StoreConfig {
 
 /// `store.synchronous` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum Synchronous {
     /// Survives a crash of roost (kill -9); a power loss may lose the last commits.
     Normal,
     /// Survives a power loss too: one fsync per commit.
     Full,
+}
+
+impl Synchronous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "normal",
+            Synchronous::Full => "full",
+        }
+    }
+}
+
+impl TryFrom<String> for Synchronous {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Synchronous::Normal),
+            "full" => Ok(Synchronous::Full),
+            _ => Err(one_of(&s, &["normal", "full"])),
+        }
+    }
 }
 
 impl Config {
@@ -237,19 +326,39 @@ impl Config {
     }
 
     fn load_with_env(file: Option<&Path>, env: config::Environment) -> Result<Config, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
+        let defaults = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
         ));
-        if let Some(path) = file {
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
+        // The file is read here, not by the config crate, so that every
+        // error about it names it as the user wrote it.
+        let file = match file {
+            Some(path) => {
+                let failed = |reason: String| ConfigError::File {
+                    path: path.to_path_buf(),
+                    reason,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+                let layer = config::File::from_str(&text, config::FileFormat::Toml);
+                // Unknown keys and bad values of the file, named as its own.
+                let alone = defaults.clone().add_source(layer.clone()).build();
+                if let Err(e) = alone.and_then(|c| c.try_deserialize::<Config>()) {
+                    return Err(failed(e.to_string()));
+                }
+                Some(layer)
+            }
+            None => None,
+        };
         let env = env.prefix_separator("__").separator("__").try_parsing(true);
-        let config: Config = builder.add_source(env).build()?.try_deserialize()?;
+        let layered = match file {
+            Some(file) => defaults.add_source(file),
+            None => defaults,
+        };
+        let config: Config = layered
+            .add_source(env)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(ConfigError::Environment)?;
         config.validate()?;
         Ok(config)
     }

@@ -54,5 +54,5 @@ pub mod routing;
 pub mod session;
 pub mod store;
 
-pub use broker::{start, BrokerHandle};
+pub use broker::{start, BrokerHandle, Restored};
 pub use config::Config;

@@ -17,6 +17,7 @@ mod layout;
 mod limits;
 mod malformed;
 mod metrics;
+mod operator;
 mod persistence;
 mod publish;
 mod retained;

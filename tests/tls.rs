@@ -264,3 +264,23 @@ fn unreadable_certificate_fails_the_start_naming_the_file() {
     let err = roost::start(config).err().expect("start fails");
     assert!(err.to_string().contains("missing.pem"), "{err}");
 }
+
+/// An X.509 v1 certificate (what `openssl x509 -req` makes without an
+/// `-extfile`) stops the start with a sentence that says so and what to
+/// do, not rustls' `UnsupportedCertVersion`.
+#[test]
+fn a_v1_certificate_is_refused_in_words() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut config = roost::Config::defaults();
+    config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config.store.db = dir.path().join("roost.db");
+    config.listener.tls_cert = fixtures.join("x509-v1-server.pem");
+    config.listener.tls_key = fixtures.join("x509-v1-server.key");
+    let err = roost::start(config).err().expect("start fails").to_string();
+    assert!(
+        err.contains("the server certificate is X.509 v1; rustls needs v3 (see the README"),
+        "{err}"
+    );
+    assert!(!err.contains("UnsupportedCertVersion"), "{err}");
+}

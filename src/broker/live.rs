@@ -28,7 +28,6 @@ impl Reloadable {
         let passwords = match config.auth.password_file() {
             Some(path) => {
                 let file = PasswordFile::load(path).map_err(|e| e.to_string())?;
-                log::info!("{} users in password file {}", file.len(), path.display());
                 Some(Arc::new(file))
             }
             None => None,
@@ -36,7 +35,6 @@ impl Reloadable {
         let acl = match config.auth.acl_file() {
             Some(path) => {
                 let file = AclFile::load(path).map_err(|e| e.to_string())?;
-                log::info!("ACL file {} loaded", path.display());
                 Some(Arc::new(file))
             }
             None => None,
@@ -47,6 +45,43 @@ impl Reloadable {
             auth: AuthFiles { passwords, acl },
         })
     }
+}
+
+impl Reloadable {
+    /// Who may connect and do what, in words, for the start-up block and
+    /// the reload line; `config` gives the files' paths.
+    pub fn describe_auth(&self, config: &Config) -> String {
+        let anonymous = if self.allow_anonymous {
+            "anonymous clients allowed"
+        } else {
+            "anonymous clients refused"
+        };
+        let passwords = match (&self.auth.passwords, config.auth.password_file()) {
+            (Some(file), Some(path)) => {
+                format!("password file {} ({} users)", absolute(path), file.len())
+            }
+            _ if self.allow_anonymous => "no password file: any user name accepted".to_string(),
+            _ => "no password file: only certificate identities accepted".to_string(),
+        };
+        let acl = match (&self.auth.acl, config.auth.acl_file()) {
+            (Some(file), Some(path)) => format!(
+                "ACL file {} (rules for {} users, and patterns)",
+                absolute(path),
+                file.users()
+            ),
+            _ => "no ACL file: every client may publish and subscribe to anything".to_string(),
+        };
+        format!("{anonymous}; {passwords}; {acl}")
+    }
+}
+
+/// `path` made absolute against the working directory, for log lines that
+/// must not leave the reader guessing where a relative path points.
+pub fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The files of the `[auth]` section.

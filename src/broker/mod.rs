@@ -40,10 +40,25 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+/// What a start found in the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Persistent sessions, connected or not when roost last stopped.
+    pub sessions: usize,
+    /// Messages queued or in flight for them (a message queued for two
+    /// sessions counts twice).
+    pub queued: u64,
+    pub retained: usize,
+}
+
 /// A running broker. Dropping the handle stops it.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
     local_addrs: Vec<SocketAddr>,
+    /// Every listener as the start-up line names it (`ADDR (TLS)`, ...),
+    /// metrics included.
+    described: Vec<String>,
+    restored: Restored,
     metrics_addr: Option<SocketAddr>,
     live: Live,
     metrics: Arc<Metrics>,
@@ -66,17 +81,32 @@ impl BrokerHandle {
         &self.local_addrs
     }
 
+    /// Every listener as the start-up line names it: `ADDR`, `ADDR (TLS)`,
+    /// `ADDR (WebSocket)`, `ADDR (Prometheus /metrics)`, ...
+    pub fn listeners(&self) -> &[String] {
+        &self.described
+    }
+
+    /// What the start found in the database.
+    pub fn restored(&self) -> Restored {
+        self.restored
+    }
+
     /// Applies the reloadable part of `config` (SIGHUP): `[limits]`,
     /// `auth.allow_anonymous`, the password file and the ACL file. Existing
     /// connections stay; they see the new settings from their next packet.
     /// If a file cannot be read, nothing changes and the error is returned.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
         let next = Reloadable::load(config, &self.local_addrs)?;
+        let auth = next.describe_auth(config);
         self.live.store(Arc::new(next));
-        log::info!(
-            "configuration reloaded: [limits], auth.allow_anonymous, password file, ACL file"
-        );
+        log::info!("configuration reloaded: [limits], and auth: {auth}");
         Ok(())
+    }
+
+    /// Who may connect and do what, in words (see `Reloadable::describe_auth`).
+    pub fn describe_auth(&self, config: &Config) -> String {
+        self.live.load().describe_auth(config)
     }
 
     /// Where `GET /metrics` is served, if `metrics.listen` is set.
@@ -149,7 +179,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     }
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<Restored>>();
     let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<i32>();
     let m = metrics.clone();
     let shutdown_timeout = std::time::Duration::from_secs(config.supervision.shutdown_timeout_secs);
@@ -169,6 +199,11 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     crate::store::open(&store.db, store.synchronous, store.reset_damaged)
                         .await
                         .map_err(std::io::Error::other)?;
+                let restored = Restored {
+                    sessions: snapshot.sessions.len(),
+                    queued: snapshot.queues.total(),
+                    retained: snapshot.retained.len(),
+                };
                 let listeners = listeners
                     .into_iter()
                     .map(net::listener::Bound::from_bound)
@@ -196,12 +231,12 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     }
                     actix::System::current().stop();
                 });
-                Ok::<_, std::io::Error>((tree, lock))
+                Ok::<_, std::io::Error>((tree, lock, restored))
             });
             let (tree, _lock) = match started {
-                Ok(started) => {
-                    let _ = ready_tx.send(Ok(()));
-                    started
+                Ok((tree, lock, restored)) => {
+                    let _ = ready_tx.send(Ok(restored));
+                    (tree, lock)
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -222,15 +257,17 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             }
             let _ = exited_tx.send(code);
         })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
+    let restored = match ready_rx.recv() {
+        Ok(Ok(restored)) => restored,
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
-    }
-    log::info!("roost listening on {}", described.join(", "));
+    };
+    log::debug!("roost listening on {}", described.join(", "));
     Ok(BrokerHandle {
         local_addr,
         local_addrs,
+        described,
+        restored,
         metrics_addr,
         live: handle_live,
         metrics,

@@ -15,6 +15,23 @@ pub enum ConnectReturnCode {
     NotAuthorized = 5,
 }
 
+/// The code and its meaning, as the spec's table words it:
+/// `0x04 (bad user name or password)`.
+impl std::fmt::Display for ConnectReturnCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use ConnectReturnCode::*;
+        let meaning = match self {
+            Accepted => "accepted",
+            UnacceptableProtocolVersion => "unacceptable protocol version",
+            IdentifierRejected => "identifier rejected",
+            ServerUnavailable => "server unavailable",
+            BadUsernameOrPassword => "bad user name or password",
+            NotAuthorized => "not authorized",
+        };
+        write!(f, "0x{:02x} ({meaning})", *self as u8)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnAck {
     pub session_present: bool,

@@ -9,18 +9,18 @@ use super::PacketType;
 pub enum ProtocolError {
     #[error("reserved packet type {0} [MQTT-2.2.1]")]
     ReservedPacketType(u8),
-    #[error("invalid fixed header flags {flags:#06b} for {packet:?} [MQTT-2.2.2-2]")]
+    #[error("invalid fixed header flags {flags:#06b} for {packet} [MQTT-2.2.2-2]")]
     InvalidHeaderFlags { packet: PacketType, flags: u8 },
     #[error("remaining length longer than four bytes [MQTT-2.2.3]")]
     MalformedRemainingLength,
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge { size: usize, max: usize },
-    #[error("{packet:?} ends before its fields do (remaining length {remaining})")]
+    #[error("{packet} ends before its fields do (remaining length {remaining})")]
     Truncated {
         packet: PacketType,
         remaining: usize,
     },
-    #[error("{packet:?} has {extra} bytes after its last field")]
+    #[error("{packet} has {extra} bytes after its last field")]
     TrailingBytes { packet: PacketType, extra: usize },
     #[error("string is not well-formed UTF-8 [MQTT-1.5.3-1]")]
     InvalidUtf8,
@@ -60,11 +60,11 @@ pub enum ProtocolError {
     InvalidConnAck,
     #[error("SUBACK return code {0:#04x} is not 0x00, 0x01, 0x02 or 0x80 [MQTT-3.9.3-2]")]
     InvalidSubAckCode(u8),
-    #[error("first packet is {0:?}, not CONNECT [MQTT-3.1.0-1]")]
+    #[error("first packet is {0}, not CONNECT [MQTT-3.1.0-1]")]
     FirstPacketNotConnect(PacketType),
     #[error("second CONNECT [MQTT-3.1.0-2]")]
     SecondConnect,
-    #[error("sent {0:?}, which only a server sends (section 2.2.1)")]
+    #[error("sent {0}, which only a server sends (section 2.2.1)")]
     ServerPacket(PacketType),
     /// roost's rule, not the spec's: a topic beyond `[limits]`.
     #[error("PUBLISH topic of {length} bytes in {levels} levels is beyond limits.max_topic_length or max_topic_levels")]

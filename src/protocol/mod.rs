@@ -98,6 +98,29 @@ pub enum PacketType {
     Disconnect = 14,
 }
 
+/// The packet's name as the spec writes it: `PUBLISH`, `PUBACK`, ...
+impl fmt::Display for PacketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use PacketType::*;
+        f.write_str(match self {
+            Connect => "CONNECT",
+            ConnAck => "CONNACK",
+            Publish => "PUBLISH",
+            PubAck => "PUBACK",
+            PubRec => "PUBREC",
+            PubRel => "PUBREL",
+            PubComp => "PUBCOMP",
+            Subscribe => "SUBSCRIBE",
+            SubAck => "SUBACK",
+            Unsubscribe => "UNSUBSCRIBE",
+            UnsubAck => "UNSUBACK",
+            PingReq => "PINGREQ",
+            PingResp => "PINGRESP",
+            Disconnect => "DISCONNECT",
+        })
+    }
+}
+
 impl PacketType {
     fn from_u8(v: u8) -> Option<PacketType> {
         use PacketType::*;

@@ -97,7 +97,7 @@ async fn run_connection(
         failure => {
             shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
             let what = match failure {
-                Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                Ok(Err(e)) => format!("TLS handshake failed: {}", super::tls::explain(&e)),
                 _ => format!("no TLS handshake within {timeout:?} (limits.connect_timeout_secs)"),
             };
             return failed(&shared, what);
@@ -164,8 +164,16 @@ impl Listener {
                             drop(stream);
                             continue;
                         }
+                        // Accepted from here on: every path below ends by
+                        // counting it closed once (`run_connection`'s
+                        // failures, or the connection actor's `stopped`),
+                        // so that open = accepted - closed.
                         shared
                             .open_connections
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        shared
+                            .metrics
+                            .connections_accepted
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if let Some((_, accepted)) = shared.listener_accepted.get(index) {
                             accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -179,6 +187,10 @@ impl Listener {
                                 shared
                                     .open_connections
                                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                                shared
+                                    .metrics
+                                    .connections_closed
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 continue;
                             }
                         };

@@ -29,9 +29,12 @@ pub struct TlsListener {
     pub identity_as_username: bool,
 }
 
+/// The certificates of a PEM file; `what` names them in errors ("the
+/// server certificate", "a client CA certificate").
 fn certificates(
     listener: &ListenerConfig,
     path: &Path,
+    what: &str,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file_error = |reason: String| TlsError::File {
         listener: listener.bind.to_string(),
@@ -45,7 +48,76 @@ fn certificates(
     if certs.is_empty() {
         return Err(file_error("no PEM certificate in it".into()));
     }
+    for cert in &certs {
+        // rustls (webpki) takes only X.509 v3; what `openssl x509 -req`
+        // makes without an -extfile is v1, and rustls would only say
+        // `UnsupportedCertVersion`.
+        match x509_parser::parse_x509_certificate(cert.as_ref()) {
+            Ok((_, parsed)) if parsed.version() != x509_parser::x509::X509Version::V3 => {
+                return Err(file_error(format!(
+                    "{what} is X.509 v{}; rustls needs v3 (see the README, \"Listeners and TLS\")",
+                    parsed.version().0 + 1
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(file_error(format!("{what} cannot be read: {e}"))),
+        }
+    }
     Ok(certs)
+}
+
+/// Why a TLS handshake failed, in words: rustls shows some of its reasons
+/// as Rust debug names (`UnknownIssuer`, `Other(..UnsupportedCertVersion)`).
+pub fn explain(e: &std::io::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let Some(error) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return e.to_string();
+    };
+    match error {
+        E::InvalidCertificate(c) => {
+            let why = match c {
+                C::UnknownIssuer => "is not signed by a CA of tls_client_ca".to_string(),
+                C::Expired | C::ExpiredContext { .. } => "has expired".to_string(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".to_string(),
+                C::Revoked => "is revoked".to_string(),
+                C::BadEncoding => "is not a well-formed certificate".to_string(),
+                C::BadSignature => "has a signature that does not verify".to_string(),
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                    "is not for client authentication (extended key usage)".to_string()
+                }
+                other if format!("{other:?}").contains("UnsupportedCertVersion") => {
+                    "is X.509 v1; rustls needs v3".to_string()
+                }
+                other => format!("was refused: {other}"),
+            };
+            format!("the client's certificate {why}")
+        }
+        E::NoCertificatesPresented => {
+            "the client presented no certificate (this listener's tls_client_ca asks for one)"
+                .to_string()
+        }
+        E::AlertReceived(alert) => {
+            let why = match alert {
+                A::UnknownCA => "it does not trust the CA that signed our certificate",
+                A::BadCertificate => "it finds our certificate bad",
+                A::CertificateExpired => "it finds our certificate expired",
+                A::CertificateUnknown => "it does not accept our certificate",
+                A::ProtocolVersion => "no TLS version in common",
+                A::HandshakeFailure => "no cipher suite or parameters in common",
+                _ => "",
+            };
+            if why.is_empty() {
+                format!(
+                    "the client ended the handshake (TLS alert {})",
+                    u8::from(*alert)
+                )
+            } else {
+                format!("the client ended the handshake: {why}")
+            }
+        }
+        E::PeerIncompatible(_) => format!("the client is not compatible: {error}"),
+        other => other.to_string(),
+    }
 }
 
 /// Builds the TLS side of a listener from its certificate files.
@@ -54,7 +126,7 @@ pub fn listener(config: &ListenerConfig) -> Result<TlsListener, TlsError> {
         listener: config.bind.to_string(),
         reason,
     };
-    let certs = certificates(config, &config.tls_cert)?;
+    let certs = certificates(config, &config.tls_cert, "the server certificate")?;
     let key = PrivateKeyDer::from_pem_file(&config.tls_key).map_err(|e| TlsError::File {
         listener: config.bind.to_string(),
         path: config.tls_key.display().to_string(),
@@ -67,7 +139,7 @@ pub fn listener(config: &ListenerConfig) -> Result<TlsListener, TlsError> {
     let builder = match config.client_ca() {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for ca in certificates(config, path)? {
+            for ca in certificates(config, path, "a client CA certificate")? {
                 roots
                     .add(ca)
                     .map_err(|e| setup(format!("client CA: {e}")))?;

@@ -7,6 +7,8 @@
 //! a frame may hold several packets.
 
 use crate::broker::client::connection;
+use crate::broker::ops::log_limit::PROTOCOL_ERRORS;
+use crate::broker::ops::metrics::Metrics;
 use crate::broker::shared::Shared;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -104,8 +106,23 @@ where
         .max_message_size(Some(bound))
         .read_buffer_size(4096);
     drop(live);
-    let ws = match tokio::time::timeout(
-        timeout,
+    let deadline = tokio::time::Instant::now() + timeout;
+    // The request head is read here first: a request that is no WebSocket
+    // upgrade (a browser or curl opening the port) gets an HTTP answer,
+    // where tungstenite would close without one.
+    let stream = match tokio::time::timeout_at(deadline, read_head(stream)).await {
+        Ok(Ok(Head::Upgrade(stream))) => stream,
+        Ok(Ok(Head::Answered(what))) => return Err(what),
+        Ok(Err(e)) => return Err(format!("WebSocket request: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "no WebSocket upgrade within {} s",
+                timeout.as_secs()
+            ))
+        }
+    };
+    let ws = match tokio::time::timeout_at(
+        deadline,
         tokio_tungstenite::accept_hdr_async_with_config(
             stream,
             // The error type is tungstenite's, large or not.
@@ -118,19 +135,33 @@ where
     {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => return Err(format!("WebSocket upgrade failed: {e}")),
-        Err(_) => return Err(format!("no WebSocket upgrade within {timeout:?}")),
+        Err(_) => {
+            return Err(format!(
+                "no WebSocket upgrade within {} s",
+                timeout.as_secs()
+            ))
+        }
     };
     let (sink, frames) = ws.split();
-    // Binary frames in; a text frame is a protocol error [MQTT-6.0.0-1];
-    // a close frame ends the stream (pings are answered by tungstenite).
+    // Binary frames in; a text frame is a protocol error [MQTT-6.0.0-1],
+    // logged and counted as one; a close frame ends the stream (pings are
+    // answered by tungstenite).
+    let counted = shared.clone();
     let bytes = frames
         .take_while(|m| std::future::ready(!matches!(m, Ok(Message::Close(_)))))
-        .filter_map(|m| {
+        .filter_map(move |m| {
             std::future::ready(match m {
                 Ok(Message::Binary(b)) => Some(Ok::<Bytes, std::io::Error>(b)),
-                Ok(Message::Text(_)) => Some(Err(std::io::Error::other(
-                    "text frame: MQTT over WebSocket uses binary frames [MQTT-6.0.0-1]",
-                ))),
+                Ok(Message::Text(_)) => {
+                    Metrics::inc(&counted.metrics.protocol_errors);
+                    if PROTOCOL_ERRORS.allow() {
+                        log::warn!("WebSocket connection from {peer}: protocol error, closing: a text frame; MQTT over WebSocket uses binary frames [MQTT-6.0.0-1]");
+                    }
+                    Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "text frame [MQTT-6.0.0-1]",
+                    )))
+                }
                 Ok(_) => None,
                 Err(e) => Some(Err(std::io::Error::other(e))),
             })
@@ -146,6 +177,133 @@ where
     let write = SinkWriter::new(CopyToBytes::new(Box::pin(sink)));
     connection::start_with(read, write, peer, shared, None);
     Ok(())
+}
+
+/// The longest request head read before the upgrade (tungstenite's own
+/// bound is larger; a real upgrade request is well under 1 KiB).
+const MAX_HEAD: usize = 8 * 1024;
+
+/// What the request head asked for.
+enum Head<S> {
+    /// A WebSocket upgrade: the stream, its head still to be read by
+    /// tungstenite.
+    Upgrade(Prefixed<S>),
+    /// Not one: answered with an HTTP status and closed (the words say
+    /// what, for the log).
+    Answered(String),
+}
+
+/// Reads the request head; a request that is no upgrade is answered with
+/// 426 Upgrade Required on `/mqtt` and 404 elsewhere, as a web server
+/// would, and one that is not HTTP with 400.
+async fn read_head<S>(mut stream: S) -> std::io::Result<Head<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = bytes::BytesMut::with_capacity(1024);
+    let status = loop {
+        if stream.read_buf(&mut head).await? == 0 {
+            return Ok(Head::Answered("closed before a whole HTTP request".into()));
+        }
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(&head) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let upgrade = request.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("upgrade")
+                            && std::str::from_utf8(h.value)
+                                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+                    });
+                    Some((request.path == Some(PATH), upgrade))
+                }
+                Ok(httparse::Status::Partial) => None,
+                Err(_) => break "400 Bad Request",
+            }
+        };
+        match parsed {
+            // tungstenite answers the rest (404, 403, a bad upgrade).
+            Some((_, true)) => {
+                return Ok(Head::Upgrade(Prefixed {
+                    head: head.freeze(),
+                    inner: stream,
+                }))
+            }
+            Some((true, false)) => break "426 Upgrade Required",
+            Some((false, false)) => break "404 Not Found",
+            None if head.len() < MAX_HEAD => continue,
+            None => break "431 Request Header Fields Too Large",
+        }
+    };
+    let body = match status {
+        "426 Upgrade Required" => {
+            format!("MQTT over WebSocket: connect with a WebSocket client to {PATH} (sub-protocol mqtt)\n")
+        }
+        "404 Not Found" => format!("MQTT over WebSocket is served on {PATH}\n"),
+        _ => String::new(),
+    };
+    let upgrade = if status.starts_with("426") {
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    } else {
+        "Connection: close\r\n"
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\n{upgrade}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(Head::Answered(format!(
+        "not a WebSocket upgrade request: answered HTTP {status}"
+    )))
+}
+
+/// A stream whose first bytes, already read, are given back before the
+/// rest: the request head `read_head` looked at, for tungstenite.
+struct Prefixed<S> {
+    head: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.head.is_empty() {
+            let n = self.head.len().min(buf.remaining());
+            let first = self.head.split_to(n);
+            buf.put_slice(&first);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

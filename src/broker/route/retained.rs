@@ -179,7 +179,7 @@ impl Actor for RetainedStore {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        log::info!("{} retained messages loaded", self.tree.len());
+        log::debug!("{} retained messages loaded", self.tree.len());
     }
 }
 

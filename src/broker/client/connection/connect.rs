@@ -2,7 +2,7 @@
 //! (with the password, if any, checked off the actor's thread), then the
 //! session found or created and attached, which writes CONNACK.
 
-use super::{may_publish, rand_id, Connection, Identity, Phase};
+use super::{may_publish, rand_id, Connection, Ending, Identity, Phase};
 use crate::broker::client::messages::Attach;
 use crate::broker::client::registry::{Register, RegistryError};
 use crate::broker::live::Reloadable;
@@ -23,6 +23,33 @@ impl Connection {
         }));
         self.phase = Phase::Closed;
         ctx.stop();
+    }
+
+    /// The refusal line: the client, its user, the CONNACK sent and why,
+    /// in words. A bad password says whether the user exists (the client
+    /// is never told; the operator is).
+    fn log_refusal(&self, refusal: &connect::Refusal, connect: &Connect, live: &Reloadable) {
+        let user = connect.username.as_deref();
+        let mut why = refusal.to_string();
+        if let (connect::Refusal::BadCredentials, Some(user), Some(file)) =
+            (refusal, user, &live.auth.passwords)
+        {
+            why = if file.has_user(user) {
+                format!("wrong password for user {user:?}")
+            } else {
+                format!("user {user:?} is not in the password file")
+            };
+        }
+        let line = format!(
+            "{}, {}: CONNECT refused with CONNACK {}: {why}",
+            self.name(),
+            describe_user(user),
+            refusal.code()
+        );
+        match refusal.kind() {
+            RefusalKind::Identifier => log::info!("{line}"),
+            _ => log::warn!("{line}"),
+        }
     }
 
     /// Decides on CONNECT (see `session::connect`): refused with a return
@@ -74,16 +101,11 @@ impl Connection {
                     RefusalKind::Acl => Some(&self.shared.metrics.acl_denied),
                     RefusalKind::Unavailable => Some(&self.shared.metrics.unavailable_refused),
                 };
-                let log = CONNECT_REFUSALS.allow();
-                match counter {
-                    Some(counter) => {
-                        Metrics::inc(counter);
-                        if log {
-                            log::warn!("{}: CONNECT refused: {refusal}", self.name());
-                        }
-                    }
-                    None if log => log::info!("{}: CONNECT refused: {refusal}", self.name()),
-                    None => {}
+                if let Some(counter) = counter {
+                    Metrics::inc(counter);
+                }
+                if CONNECT_REFUSALS.allow() {
+                    self.log_refusal(&refusal, &connect, &live);
                 }
                 self.refuse(refusal.code(), ctx)
             }
@@ -107,11 +129,12 @@ impl Connection {
                     Err(_) => {
                         if CONNECT_REFUSALS.allow() {
                             log::warn!(
-                                "{}: its password could not be checked within {timeout:?} (limits.connect_timeout_secs; many checks waiting), closing",
-                                act.name()
+                                "{}: its password could not be checked within {} s (limits.connect_timeout_secs; many checks waiting), closing",
+                                act.name(),
+                                timeout.as_secs()
                             );
                         }
-                        act.close(ctx);
+                        act.close(Ending::Refused, ctx);
                     }
                 }));
             }
@@ -137,6 +160,17 @@ impl Connection {
         self.keep_alive_limit = accepted.keep_alive_limit;
         let (keep_alive, will) = (connect.keep_alive, self.will.as_deref().cloned());
         let username = accepted.username;
+        // For the line once connected: what Mosquitto shows, in words.
+        let version = match connect.version {
+            crate::protocol::ProtocolVersion::V31 => "MQTT 3.1",
+            crate::protocol::ProtocolVersion::V311 => "MQTT 3.1.1",
+        };
+        let described = format!(
+            "{version}, clean session {}, keep-alive {keep_alive} s, {}{}",
+            u8::from(connect.clean_session),
+            describe_user(username.as_deref()),
+            if will.is_some() { ", with a will" } else { "" }
+        );
         let register = Register {
             client_id: accepted.client_id,
             clean_session: connect.clean_session,
@@ -164,16 +198,17 @@ impl Connection {
                 username,
             };
             match registered.session.send(attach).await {
-                Ok(Ok(())) => Ok(registered.session),
+                Ok(Ok(())) => Ok((registered.session, registered.session_present)),
                 _ => Err(None),
             }
         };
         ctx.wait(
             attach
                 .into_actor(self)
-                .map(|session, act, ctx| match session {
-                    Ok(session) => {
-                        log::debug!("{}: connected", act.name());
+                .map(move |session, act, ctx| match session {
+                    Ok((session, present)) => {
+                        let resumed = if present { ", session resumed" } else { "" };
+                        log::info!("{} connected: {described}{resumed}", act.name());
                         Metrics::inc(&act.shared.metrics.clients_connected);
                         act.phase = Phase::Connected { session };
                         // The connect timeout has nothing left to check.
@@ -187,16 +222,28 @@ impl Connection {
                     Err(Some(e @ RegistryError::TooManyPersistentSessions { .. })) => {
                         Metrics::inc(&act.shared.metrics.unavailable_refused);
                         if CONNECT_REFUSALS.allow() {
-                            log::warn!("{}: CONNECT refused: {e}", act.name());
+                            log::warn!(
+                                "{}: CONNECT refused with CONNACK {}: {e}",
+                                act.name(),
+                                ConnectReturnCode::ServerUnavailable
+                            );
                         }
                         act.refuse(ConnectReturnCode::ServerUnavailable, ctx);
                     }
                     Err(_) => {
                         log::info!("{}: session was taken over while connecting", act.name());
                         act.phase = Phase::Closed;
-                        ctx.stop();
+                        act.close(Ending::TakenOver, ctx);
                     }
                 }),
         );
+    }
+}
+
+/// `user "alice"`, or `no user name`.
+pub(super) fn describe_user(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!("user {user:?}"),
+        None => "no user name".to_string(),
     }
 }

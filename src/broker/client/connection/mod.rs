@@ -9,7 +9,9 @@
 //! A connection is never restarted: any failure is a disconnect.
 
 mod connect;
+mod ending;
 mod runs;
+mod stamped;
 
 use super::close::{close_action, Violation};
 use super::messages::*;
@@ -29,7 +31,9 @@ use crate::protocol::{LastWill, MqttCodec, Packet, PacketId, ProtocolError, QoS}
 use crate::session::connect::Credentials;
 use actix::prelude::*;
 use bytestring::ByteString;
+use ending::Ending;
 use runs::{Read, Runs};
+use stamped::Stamped;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -86,37 +90,17 @@ pub struct Connection {
     /// On a listener with `use_identity_as_username`: the common name of
     /// the client certificate, which replaces CONNECT's user name.
     certificate_identity: Option<Box<Option<ByteString>>>,
-    /// PUBLISHes the ACL refused; the first is logged, the rest counted.
-    acl_denials: u64,
+    /// Whether a PUBLISH the ACL refused was logged: the first is, the
+    /// rest are only counted.
+    acl_denial_logged: bool,
     /// PUBACKs go out in the order of the PUBLISHes [MQTT-4.6.0-2], though
     /// some wait for a commit and others only for routing.
     pubacks: InOrder,
     /// Closes the connection if CONNECT has not been handled in time;
     /// cancelled once it has.
     connect_timer: Option<SpawnHandle>,
-}
-
-/// A socket's read half that notes when bytes last arrived, for the
-/// keep-alive check [MQTT-3.1.2-24]: one clock read per read from the
-/// socket, where one per packet cost about 4% of a pinned core in fan-in.
-struct Stamped<R> {
-    inner: R,
-    last_read: Rc<Cell<Instant>>,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stamped<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.last_read.set(Instant::now());
-        }
-        polled
-    }
+    /// Why it ends, once it does.
+    ending: Ending,
 }
 
 /// Starts a connection actor for an accepted socket on the current arbiter
@@ -181,9 +165,10 @@ pub(in crate::broker) fn start_with<R, W>(
             last_packet: Instant::now(),
             will: None,
             certificate_identity: identity.map(Box::new),
-            acl_denials: 0,
+            acl_denial_logged: false,
             pubacks: InOrder::default(),
             connect_timer: None,
+            ending: Ending::Stopped,
         }
     });
 }
@@ -206,11 +191,12 @@ impl Connection {
     /// the order of PUBRECs.
     fn refuse_publish(&mut self, p: crate::protocol::Publish, session: &Addr<Session>) {
         Metrics::inc(&self.shared.metrics.acl_denied);
-        self.acl_denials += 1;
-        if self.acl_denials == 1 && PUBLISH_REFUSALS.allow() {
+        if !std::mem::replace(&mut self.acl_denial_logged, true) && PUBLISH_REFUSALS.allow() {
+            let user = self.identity.as_ref().and_then(|i| i.username.as_deref());
             log::warn!(
-                "{}: PUBLISH to {:?} dropped: not allowed by the ACL (further ones are only counted)",
+                "{}, {}: PUBLISH to {:?} dropped: the ACL does not let this user write it (further ones are only counted)",
                 self.name(),
+                connect::describe_user(user),
                 p.topic.as_str()
             );
         }
@@ -245,8 +231,12 @@ impl Connection {
         }
     }
 
-    /// Ends the connection without DISCONNECT: the will is published in `stopped`.
-    pub(super) fn close(&mut self, ctx: &mut Context<Self>) {
+    /// Ends the connection without DISCONNECT: the will is published in
+    /// `stopped`. `why` goes in the disconnect line.
+    fn close(&mut self, why: Ending, ctx: &mut Context<Self>) {
+        if self.ending == Ending::Stopped {
+            self.ending = why;
+        }
         ctx.stop();
     }
 
@@ -263,7 +253,7 @@ impl Connection {
         match action.connack {
             Some(code) => {
                 if log {
-                    log::info!("{}: {error}; CONNACK {code:?}", self.name());
+                    log::info!("{}: {error}; CONNACK {code}", self.name());
                 }
                 self.refuse(code, ctx)
             }
@@ -271,7 +261,7 @@ impl Connection {
                 if log {
                     log::warn!("{}: protocol error, closing: {error}", self.name());
                 }
-                self.close(ctx)
+                self.close(Ending::Protocol, ctx)
             }
         }
     }
@@ -286,11 +276,11 @@ impl Connection {
             let idle = act.last_packet.elapsed();
             if idle >= limit {
                 log::info!(
-                    "{}: keep-alive expired after {:?} of silence, closing [MQTT-3.1.2-24]",
+                    "{}: keep-alive expired after {:.1} s of silence, closing [MQTT-3.1.2-24]",
                     act.name(),
-                    idle
+                    idle.as_secs_f64()
                 );
-                act.close(ctx);
+                act.close(Ending::KeepAlive, ctx);
             } else {
                 act.schedule_keep_alive(limit - idle, ctx);
             }
@@ -374,8 +364,7 @@ impl Connection {
             Packet::Disconnect => {
                 // A clean DISCONNECT discards the will [MQTT-3.14.4-3].
                 self.will = None;
-                log::debug!("{}: DISCONNECT", self.name());
-                ctx.stop();
+                self.close(Ending::Disconnect, ctx);
             }
             // Read in runs (see `acks`); one alone is a run of one.
             p
@@ -396,7 +385,7 @@ impl Connection {
                     .map(|res, act, ctx| {
                         if res.is_err() {
                             log::warn!("{}: session ended while subscribing, closing", act.name());
-                            act.close(ctx);
+                            act.close(Ending::SessionEnded, ctx);
                         }
                     });
                 ctx.wait(done);
@@ -441,13 +430,17 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        Metrics::inc(&self.shared.metrics.connections_accepted);
+        // Counted accepted by the listener, which counted it open.
         let timeout = Duration::from_secs(self.shared.live.load().limits.connect_timeout_secs);
         self.connect_timer = Some(ctx.run_later(timeout, move |act, ctx| {
             act.connect_timer = None;
             if matches!(act.phase, Phase::AwaitingConnect | Phase::Connecting) {
-                log::info!("{}: no CONNECT within {:?}, closing", act.name(), timeout);
-                act.close(ctx);
+                log::info!(
+                    "{}: no CONNECT within {} s (limits.connect_timeout_secs), closing",
+                    act.name(),
+                    timeout.as_secs()
+                );
+                act.close(Ending::Refused, ctx);
             }
         }));
     }
@@ -467,6 +460,16 @@ impl Actor for Connection {
                 .take()
                 .map(|w| *w)
                 .filter(|w| self.may_publish(&live, w.topic.as_str()));
+            log::info!(
+                "{} disconnected: {}{}",
+                self.name(),
+                self.ending.describe(),
+                if will.is_some() {
+                    "; will published"
+                } else {
+                    ""
+                }
+            );
             if let Some(will) = will {
                 // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
                 log::debug!(
@@ -516,13 +519,12 @@ impl StreamHandler<Read> for Connection {
             // every other client is untouched.
             log::info!("connection {id} was {}", self.name());
             Metrics::inc(&self.shared.metrics.connection_panics);
-            self.close(ctx);
+            self.close(Ending::Failed, ctx);
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        log::debug!("{}: socket closed by peer", self.name());
-        ctx.stop();
+        self.close(Ending::PeerClosed, ctx);
     }
 }
 
@@ -541,7 +543,7 @@ impl Connection {
             Err(CodecError::Protocol(e)) => self.protocol_error(e, ctx),
             Err(CodecError::Io(e)) => {
                 log::debug!("{}: read error: {e}", self.name());
-                self.close(ctx);
+                self.close(Ending::ReadError(e.kind()), ctx);
             }
         }
     }
@@ -591,7 +593,7 @@ impl Handler<TakenOver> for Connection {
             "{}: closed: another connection took over this client id [MQTT-3.1.4-2]",
             self.name()
         );
-        self.close(ctx);
+        self.close(Ending::TakenOver, ctx);
     }
 }
 

@@ -142,8 +142,12 @@ impl Session {
             .fetch_add(by_limit as u64, Ordering::Relaxed);
         if let Some((first, _)) = outcome.refused.first() {
             if SUBSCRIBE_REFUSALS.allow() {
+                let user = match &self.username {
+                    Some(user) => format!("user {:?}", &**user),
+                    None => "no user name".to_string(),
+                };
                 log::warn!(
-                    "client {:?}: {} filter(s) refused ({by_acl} by the ACL, {by_limit} by a limit: topic length or levels, or subscriptions per client), the first {:?}",
+                    "client {:?}, {user}: SUBSCRIBE: {} filter(s) refused with 0x80 ({by_acl} by the ACL, {by_limit} by a limit: topic length or levels, or subscriptions per client), the first {:?}",
                     self.client_id,
                     outcome.refused.len(),
                     first.as_str()
