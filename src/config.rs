@@ -588,6 +588,49 @@ mod tests {
         assert_eq!(c.shards(), 5, "a configured count is kept");
     }
 
+    /// `--listen` and `bind` take an address, a host name, or a bare port
+    /// on loopback (as Mosquitto 2's `-p`).
+    #[test]
+    fn bind_addresses_resolve() {
+        let ok = |s: &str| resolve_bind(s).unwrap();
+        assert_eq!(ok("1884"), "127.0.0.1:1884".parse().unwrap());
+        assert_eq!(ok("0.0.0.0:1883"), "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(ok("[::1]:1883"), "[::1]:1883".parse().unwrap());
+        let local = ok("localhost:1885");
+        assert!(local.ip().is_loopback() && local.port() == 1885, "{local}");
+        for bad in ["", "localhost", "70000", "host:port", "1.2.3.4:99999"] {
+            assert!(resolve_bind(bad).is_err(), "{bad:?}");
+        }
+        let c = Config::load_with_env(None, env(&[("ROOST__LISTENER__BIND", "localhost:2000")]))
+            .unwrap();
+        assert!(c.listener.bind.ip().is_loopback());
+    }
+
+    /// SIGHUP names what it cannot apply: each changed key outside
+    /// `[limits]` and `[auth]`, and nothing when only those changed.
+    #[test]
+    fn keys_that_need_a_restart_are_named() {
+        let running = Config::defaults();
+        let mut new = running.clone();
+        new.limits.max_keepalive = 10;
+        new.auth.allow_anonymous = Some(false);
+        assert!(needs_restart(&running, &new).is_empty());
+        new.listeners
+            .push(ListenerConfig::plain("127.0.0.1:1".parse().unwrap()));
+        new.session.max_inflight = 7;
+        new.websocket.allowed_origins = vec!["https://x".into()];
+        new.log.timestamps = Timestamps::Off;
+        assert_eq!(
+            needs_restart(&running, &new),
+            [
+                "listeners",
+                "session.max_inflight",
+                "websocket.allowed_origins",
+                "log.timestamps"
+            ]
+        );
+    }
+
     #[test]
     fn embedded_defaults_load() {
         let c = Config::defaults();

@@ -126,3 +126,67 @@ async fn metrics_connections_are_capped_and_a_request_has_one_deadline() {
     let response = get(addr, "/metrics").await;
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
 }
+
+/// Every connection is counted accepted once and closed once, whatever
+/// ends it: a client that disconnects, one refused at CONNECT, a socket
+/// closed before CONNECT, a protocol error, and a failed WebSocket upgrade
+/// (which used to count as closed without ever being accepted). At every
+/// scrape accepted >= closed, and `connections_open` = accepted - closed.
+#[tokio::test]
+async fn accepted_and_closed_connections_add_up() {
+    use crate::common::raw::{self, ConnectOptions};
+    use std::sync::atomic::Ordering::Relaxed;
+    let broker = TestBroker::start_with(|c| {
+        c.metrics.listen = "127.0.0.1:0".into();
+        c.websocket.listen = "127.0.0.1:0".into();
+    });
+    let ws = *broker.handle.local_addrs().last().unwrap();
+    let mut open = RawClient::connected(broker.addr(), "stays", true).await;
+    let mut gone = RawClient::connected(broker.addr(), "goes", true).await;
+    gone.disconnect().await;
+    let v31_too_long = ConnectOptions {
+        protocol_name: "MQIsdp",
+        level: 3,
+        ..ConnectOptions::new("a-client-id-longer-than-23-bytes")
+    };
+    RawClient::connected_expecting(broker.addr(), &v31_too_long, &raw::connack_refused(2)).await;
+    drop(RawClient::connect(broker.addr()).await);
+    let mut bad = RawClient::connect(broker.addr()).await;
+    bad.send_lossy(&raw::PINGREQ).await;
+    bad.expect_closed_silently().await;
+    let mut http = tokio::net::TcpStream::connect(ws).await.unwrap();
+    http.write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    http.read_to_end(&mut answer).await.unwrap();
+    open.ping().await;
+
+    let scrape = || async {
+        let response = get(broker.handle.metrics_addr().unwrap(), "/metrics").await;
+        let body = response.split("\r\n\r\n").nth(1).unwrap().to_string();
+        let read =
+            |series: &str| value(&body, series).unwrap_or_else(|| panic!("{series}: {body}"));
+        let accepted = read("roost_connections_accepted_total");
+        let closed = read("roost_connections_closed_total");
+        assert!(accepted >= closed, "{accepted} accepted, {closed} closed");
+        assert_eq!(read("roost_connections_open"), accepted - closed);
+        (accepted, closed)
+    };
+    // Six accepted; all but `stays` end, each counted once, in their own time.
+    let deadline = std::time::Instant::now() + crate::common::TIMEOUT;
+    loop {
+        let m = broker.handle.metrics();
+        let (accepted, closed) = (
+            m.connections_accepted.load(Relaxed),
+            m.connections_closed.load(Relaxed),
+        );
+        if closed == 5 || std::time::Instant::now() > deadline {
+            assert_eq!((accepted, closed), (6, 5));
+            break;
+        }
+        // No event says a counter moved: look again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(scrape().await, (6.0, 5.0));
+}

@@ -115,7 +115,7 @@ async fn websocket_other_path_is_refused() {
 }
 
 /// [MQTT-6.0.0-1] MQTT travels in binary frames: a text frame closes the
-/// connection.
+/// connection, counted as a protocol error (and logged).
 #[tokio::test]
 async fn websocket_text_frame_closes_the_connection_mqtt_6_0_0_1() {
     let broker = broker();
@@ -135,6 +135,8 @@ async fn websocket_text_frame_closes_the_connection_mqtt_6_0_0_1() {
     })
     .await;
     assert!(closed.is_ok(), "still open after a text frame");
+    let errors = &broker.handle.metrics().protocol_errors;
+    assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 /// `[websocket]` with `tls_cert`/`tls_key` serves wss://: the same MQTT
@@ -195,4 +197,43 @@ async fn websocket_pages_of_other_origins_are_refused_with_403() {
         .await
         .unwrap();
     assert_eq!(recv_packet(&mut ws).await, CONNACK_OK);
+}
+
+/// A request to the WebSocket port that is no upgrade (a browser or curl
+/// opening it) gets an HTTP answer, not an empty reply: 426 Upgrade
+/// Required on `/mqtt`, 404 elsewhere, 400 for what is not HTTP.
+#[tokio::test]
+async fn a_plain_http_request_gets_an_http_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = broker();
+    let ask = |request: &'static str| {
+        let addr = ws_addr(&broker);
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            tokio::time::timeout(TIMEOUT, s.read_to_string(&mut answer))
+                .await
+                .expect("answered and closed")
+                .unwrap();
+            answer
+        }
+    };
+    let answer = ask("GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nUpgrade: websocket\r\n"), "{answer}");
+    let answer = ask("GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+    assert!(answer.contains("/mqtt"), "{answer}");
+    let answer = ask("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    // The WebSocket upgrade itself still works after them.
+    let (_ws, protocol) = ws_connect(ws_addr(&broker), "/mqtt").await.unwrap();
+    assert_eq!(protocol.as_deref(), Some("mqtt"));
 }

@@ -34,7 +34,7 @@ fn render(shared: &Shared) -> String {
     let mut r = Registry::with_prefix("roost");
     #[rustfmt::skip]
     let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 21] = [
-        ("connections_accepted", "TCP connections accepted", &m.connections_accepted),
+        ("connections_accepted", "Connections accepted (TCP, TLS, WebSocket), each counted closed once when it ends", &m.connections_accepted),
         ("connections_refused", "Connections closed at once at limits.max_connections", &m.connections_refused),
         ("connections_closed", "Connections closed", &m.connections_closed),
         ("tls_handshake_failures", "TLS handshakes that failed or timed out", &m.tls_handshake_failures),
@@ -102,6 +102,11 @@ fn render(shared: &Shared) -> String {
             .collect(),
     );
 
+    r.register(
+        "connections_open",
+        "Connections open now: accepted minus closed (clients_connected counts those past CONNECT)",
+        ConstGauge::new(shared.open_connections.load(Ordering::Relaxed) as i64),
+    );
     r.register(
         "clients_connected",
         "Clients connected now",
