@@ -4,7 +4,8 @@
 # (libmosquitto), paho-mqtt (Python) and MQTT.js (Node) -- at QoS 0, 1 and 2,
 # plus a retained round trip, MQTT.js over WebSocket and a page in headless
 # Chromium, a password file, an ACL file, and TLS with client certificates
-# (openssl). Run after `cargo test`, as root on a fresh
+# (openssl), and the Debian package with its systemd unit (cargo deb,
+# dpkg, systemd-analyze). Run after `cargo test`, as root on a fresh
 # Debian machine: it installs its own clients. Prints PASS/FAIL per check and
 # ends with "N passed, M failed"; exits non-zero if any check failed.
 #
@@ -426,6 +427,47 @@ mqttgen_checks() {
     "$WORK/mqttgen" latency "$HOST" "$PORT" 1000 1 inline
 }
 check "mqttgen (independent C generator): fan-out 1 -> 10 QoS 0 and QoS 1 latency, nothing missing" mqttgen_checks
+
+# The Debian package (cargo deb): installed with dpkg, its unit checked with
+# systemd-analyze, and the installed binary run, as the unit runs it (the
+# roost user, /etc/roost/roost.toml, /var/lib/roost), for a round trip.
+deb_checks() {
+    command -v cargo >/dev/null || { echo "no cargo to build the package with"; return 1; }
+    command -v systemd-analyze >/dev/null || $SUDO apt-get install -y -qq systemd >/dev/null || return 1
+    if ! command -v cargo-deb >/dev/null; then
+        cargo install cargo-deb --locked --quiet || return 1
+    fi
+    local deb
+    deb=$(cd "$REPO" && cargo deb --quiet) || return 1
+    deb=$(echo "$deb" | tail -1)
+    [[ -f "$deb" ]] || { echo "cargo deb made no package: $deb"; return 1; }
+    dpkg-deb --contents "$deb"
+    $SUDO dpkg -i "$deb" || return 1
+    local status=0 unit
+    unit=$(ls /lib/systemd/system/roost.service /usr/lib/systemd/system/roost.service 2>/dev/null | head -1)
+    [[ -n "$unit" ]] || { echo "no roost.service installed"; return 1; }
+    systemd-analyze verify "$unit" || status=1
+    grep -q '^Type=notify' "$unit" || { echo "the unit is not Type=notify"; status=1; }
+    getent passwd roost >/dev/null || { echo "no roost user"; status=1; }
+    [[ "$(stat -c '%U %a' /var/lib/roost)" == "roost 700" ]] || { echo "/var/lib/roost: $(stat -c '%U %a' /var/lib/roost)"; status=1; }
+    local port=$((PORT + 40))
+    while port_in_use "$port"; do port=$((port + 1)); done
+    (cd /var/lib/roost && $SUDO runuser -u roost -- env ROOST__LISTENER__BIND="$HOST:$port" \
+        /usr/bin/roost -c /etc/roost/roost.toml >"$WORK/deb.log" 2>&1) &
+    local pid=$!
+    for _ in $(seq 100); do port_in_use "$port" && break; sleep 0.1; done
+    mosquitto_pub -h "$HOST" -p "$port" -t deb/installed -m yes -q 1 -r || status=1
+    mosquitto_sub -h "$HOST" -p "$port" -t deb/installed -C 1 -W 5 | grep -qx yes || { echo "no retained message back"; status=1; }
+    $SUDO pkill -TERM -u roost -x roost || true
+    wait "$pid" || true
+    cat "$WORK/deb.log"
+    grep -q "database: /var/lib/roost/roost.db" "$WORK/deb.log" || status=1
+    [[ "$(stat -c '%U %a' /var/lib/roost/roost.db)" == "roost 600" ]] || { echo "roost.db: $(stat -c '%U %a' /var/lib/roost/roost.db)"; status=1; }
+    /usr/bin/roost inspect retained -c /etc/roost/roost.toml | grep -q 'deb/installed' || { echo "roost inspect does not see it"; status=1; }
+    $SUDO dpkg --purge roost >/dev/null || status=1
+    return $status
+}
+check "Debian package (cargo deb): dpkg -i, systemd-analyze verify, the installed binary on the installed config" deb_checks
 
 if ! kill -0 "$ROOST_PID" 2>/dev/null; then
     echo "FAIL  roost still running after the checks"

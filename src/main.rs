@@ -318,8 +318,12 @@ fn main() -> ExitCode {
     let mut broker = match roost::start(config.clone()) {
         Ok(b) => b,
         Err(e) => {
-            // Once, through the log (standard error unless log.file says otherwise).
+            // Once, through the log; and on the terminal too when the log
+            // goes to a file, or it would say nothing there.
             log::error!("cannot start: {e}");
+            if let Some(file) = config.log.file() {
+                eprintln!("roost: cannot start: {e} (see {})", file.display());
+            }
             return ExitCode::FAILURE;
         }
     };

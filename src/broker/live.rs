@@ -57,17 +57,21 @@ impl Reloadable {
             "anonymous clients refused"
         };
         let passwords = match (&self.auth.passwords, config.auth.password_file()) {
-            (Some(file), Some(path)) => {
-                format!("password file {} ({} users)", absolute(path), file.len())
-            }
+            (Some(file), Some(path)) => format!(
+                "password file {} ({} user{})",
+                absolute(path),
+                file.len(),
+                if file.len() == 1 { "" } else { "s" }
+            ),
             _ if self.allow_anonymous => "no password file: any user name accepted".to_string(),
             _ => "no password file: only certificate identities accepted".to_string(),
         };
         let acl = match (&self.auth.acl, config.auth.acl_file()) {
             (Some(file), Some(path)) => format!(
-                "ACL file {} (rules for {} users, and patterns)",
+                "ACL file {} (rules for {} named user{})",
                 absolute(path),
-                file.users()
+                file.users(),
+                if file.users() == 1 { "" } else { "s" }
             ),
             _ => "no ACL file: every client may publish and subscribe to anything".to_string(),
         };
