@@ -449,21 +449,28 @@ deb_checks() {
     systemd-analyze verify "$unit" || status=1
     grep -q '^Type=notify' "$unit" || { echo "the unit is not Type=notify"; status=1; }
     getent passwd roost >/dev/null || { echo "no roost user"; status=1; }
-    [[ "$(stat -c '%U %a' /var/lib/roost)" == "roost 700" ]] || { echo "/var/lib/roost: $(stat -c '%U %a' /var/lib/roost)"; status=1; }
+    [[ "$($SUDO stat -c '%U %a' /var/lib/roost)" == "roost 700" ]] || { echo "/var/lib/roost: $($SUDO stat -c '%U %a' /var/lib/roost)"; status=1; }
+    if [[ -d /run/systemd/system ]]; then
+        # systemd runs here: dpkg started the service, which must be
+        # active (Type=notify: only once roost said READY=1). It is stopped
+        # for the run below, which needs its database.
+        $SUDO systemctl is-active --quiet roost || { echo "roost.service is not active"; $SUDO systemctl status roost --no-pager; status=1; }
+        $SUDO systemctl stop roost
+    fi
     local port=$((PORT + 40))
     while port_in_use "$port"; do port=$((port + 1)); done
-    (cd /var/lib/roost && $SUDO runuser -u roost -- env ROOST__LISTENER__BIND="$HOST:$port" \
-        /usr/bin/roost -c /etc/roost/roost.toml >"$WORK/deb.log" 2>&1) &
+    $SUDO runuser -u roost -- sh -c "cd /var/lib/roost && exec env ROOST__LISTENER__BIND=$HOST:$port /usr/bin/roost -c /etc/roost/roost.toml" >"$WORK/deb.log" 2>&1 &
     local pid=$!
     for _ in $(seq 100); do port_in_use "$port" && break; sleep 0.1; done
     mosquitto_pub -h "$HOST" -p "$port" -t deb/installed -m yes -q 1 -r || status=1
     mosquitto_sub -h "$HOST" -p "$port" -t deb/installed -C 1 -W 5 | grep -qx yes || { echo "no retained message back"; status=1; }
+    # The roost user runs nothing else: the service is stopped.
     $SUDO pkill -TERM -u roost -x roost || true
     wait "$pid" || true
     cat "$WORK/deb.log"
     grep -q "database: /var/lib/roost/roost.db" "$WORK/deb.log" || status=1
-    [[ "$(stat -c '%U %a' /var/lib/roost/roost.db)" == "roost 600" ]] || { echo "roost.db: $(stat -c '%U %a' /var/lib/roost/roost.db)"; status=1; }
-    /usr/bin/roost inspect retained -c /etc/roost/roost.toml | grep -q 'deb/installed' || { echo "roost inspect does not see it"; status=1; }
+    [[ "$($SUDO stat -c '%U %a' /var/lib/roost/roost.db)" == "roost 600" ]] || { echo "roost.db: $($SUDO stat -c '%U %a' /var/lib/roost/roost.db)"; status=1; }
+    $SUDO /usr/bin/roost inspect retained -c /etc/roost/roost.toml | grep -q 'deb/installed' || { echo "roost inspect does not see it"; status=1; }
     $SUDO dpkg --purge roost >/dev/null || status=1
     return $status
 }

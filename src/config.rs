@@ -342,8 +342,9 @@ impl Config {
                 let layer = config::File::from_str(&text, config::FileFormat::Toml);
                 // Unknown keys and bad values of the file, named as its own.
                 let alone = defaults.clone().add_source(layer.clone()).build();
-                if let Err(e) = alone.and_then(|c| c.try_deserialize::<Config>()) {
-                    return Err(failed(e.to_string()));
+                match alone.and_then(|c| c.try_deserialize::<Config>()) {
+                    Err(e) => return Err(failed(e.to_string())),
+                    Ok(alone) => alone.validate().map_err(|e| failed(e.to_string()))?,
                 }
                 Some(layer)
             }

@@ -220,25 +220,26 @@ fn log_started(cli: &Cli, config: &Config, broker: &roost::BrokerHandle) {
     }
     log::info!("configuration: {}", layers.join(" + "));
     let restored = broker.restored();
+    let count = |n: u64, what: &str| format!("{n} {what}{}", plural(n));
     log::info!(
-        "database: {} (synchronous = {}): {} persistent sessions, {} queued messages, {} retained messages restored",
+        "database: {} (synchronous = {}): {}, {}, {} restored",
         absolute(&config.store.db),
         config.store.synchronous.as_str(),
-        restored.sessions,
-        restored.queued,
-        restored.retained,
+        count(restored.sessions as u64, "persistent session"),
+        count(restored.queued, "queued message"),
+        count(restored.retained as u64, "retained message"),
     );
     let (workers, shards) = (config.workers(), config.shards());
     log::info!(
         "threads: {workers} worker{}, {shards} topic shard{}, and the store's own",
-        plural(workers),
-        plural(shards)
+        plural(workers as u64),
+        plural(shards as u64)
     );
     log::info!("auth: {}", broker.describe_auth(config));
     log::info!("roost listening on {}", broker.listeners().join(", "));
 }
 
-fn plural(n: usize) -> &'static str {
+fn plural(n: u64) -> &'static str {
     if n == 1 {
         ""
     } else {

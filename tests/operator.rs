@@ -534,7 +534,7 @@ fn passwd_on_a_terminal(
     answers: &[&str],
 ) -> (String, std::process::ExitStatus) {
     use std::io::Read;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty writes two new descriptors into the two integers.
@@ -568,6 +568,9 @@ fn passwd_on_a_terminal(
         });
     }
     let mut child = command.spawn().unwrap();
+    // Only the child may hold the terminal's other end: once it exits, a
+    // read returns what is left and then fails, rather than waiting.
+    drop(command);
     drop(slave);
     let mut terminal = std::fs::File::from(master);
     let mut shown = String::new();
@@ -586,10 +589,8 @@ fn passwd_on_a_terminal(
             .unwrap();
     }
     let status = child.wait().unwrap();
-    // What it printed after the last answer (an error, say).
-    let fd = terminal.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function owns.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    // What it printed after the last answer (an error, say), up to the
+    // end of the terminal (EIO once no process holds its other end).
     while let Ok(n) = terminal.read(&mut buf) {
         if n == 0 {
             break;
@@ -597,4 +598,34 @@ fn passwd_on_a_terminal(
         shown.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     (shown, status)
+}
+
+/// roost tells systemd (`Type=notify`) where it is: READY=1 once it
+/// listens, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1 on SIGTERM,
+/// as datagrams on the socket `NOTIFY_SOCKET` names.
+#[test]
+fn it_notifies_systemd_when_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(LINE_WAIT)).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut command = roost();
+    command
+        .args(["-p", "0", "--db"])
+        .arg(dir.path().join("r.db"))
+        .env("NOTIFY_SOCKET", &socket_path);
+    let mut roost = Running::spawn(command);
+    assert!(next().contains("READY=1"));
+    roost.listening();
+    roost.signal("HUP");
+    let reloading = next();
+    assert!(reloading.contains("RELOADING=1"), "{reloading}");
+    assert!(next().contains("READY=1"));
+    roost.stop();
+    assert!(next().contains("STOPPING=1"));
 }

@@ -221,12 +221,18 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                     // everything is committed, then roost stops.
                     let saved = registry.send(client::messages::SaveInflight);
                     if tokio::time::timeout(shutdown_timeout, saved).await.is_err() {
-                        log::warn!("sessions did not save their state within {shutdown_timeout:?}");
+                        log::warn!(
+                            "sessions did not save their state within {} s (supervision.shutdown_timeout_secs)",
+                            shutdown_timeout.as_secs()
+                        );
                     }
                     match tokio::time::timeout(shutdown_timeout, store.send(durable::Flush)).await {
                         Ok(_) => log::info!("database flushed"),
                         Err(_) => {
-                            log::warn!("database flush did not finish within {shutdown_timeout:?}")
+                            log::warn!(
+                                "database flush did not finish within {} s (supervision.shutdown_timeout_secs)",
+                                shutdown_timeout.as_secs()
+                            )
                         }
                     }
                     actix::System::current().stop();
@@ -262,7 +268,6 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(std::io::Error::other("broker thread ended during start")),
     };
-    log::debug!("roost listening on {}", described.join(", "));
     Ok(BrokerHandle {
         local_addr,
         local_addrs,

@@ -98,7 +98,10 @@ async fn run_connection(
             shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
             let what = match failure {
                 Ok(Err(e)) => format!("TLS handshake failed: {}", super::tls::explain(&e)),
-                _ => format!("no TLS handshake within {timeout:?} (limits.connect_timeout_secs)"),
+                _ => format!(
+                    "no TLS handshake within {} s (limits.connect_timeout_secs)",
+                    timeout.as_secs()
+                ),
             };
             return failed(&shared, what);
         }

@@ -29,8 +29,11 @@ pub struct TlsListener {
     pub identity_as_username: bool,
 }
 
-/// The certificates of a PEM file; `what` names them in errors ("the
-/// server certificate", "a client CA certificate").
+/// What the server's own certificate is called in errors.
+const SERVER: &str = "the server certificate";
+
+/// The certificates of a PEM file; `what` names them in errors ([`SERVER`],
+/// "a client CA certificate").
 fn certificates(
     listener: &ListenerConfig,
     path: &Path,
@@ -48,10 +51,12 @@ fn certificates(
     if certs.is_empty() {
         return Err(file_error("no PEM certificate in it".into()));
     }
-    for cert in &certs {
-        // rustls (webpki) takes only X.509 v3; what `openssl x509 -req`
-        // makes without an -extfile is v1, and rustls would only say
-        // `UnsupportedCertVersion`.
+    // The server's own certificate, the first of its chain: rustls
+    // (webpki) takes only X.509 v3 there, and what `openssl x509 -req`
+    // makes without an -extfile is v1, which rustls refuses with only
+    // `UnsupportedCertVersion`. CA certificates (trust anchors) may be v1.
+    let leaf = if what == SERVER { certs.first() } else { None };
+    if let Some(cert) = leaf {
         match x509_parser::parse_x509_certificate(cert.as_ref()) {
             Ok((_, parsed)) if parsed.version() != x509_parser::x509::X509Version::V3 => {
                 return Err(file_error(format!(
@@ -115,7 +120,18 @@ pub fn explain(e: &std::io::Error) -> String {
                 format!("the client ended the handshake: {why}")
             }
         }
-        E::PeerIncompatible(_) => format!("the client is not compatible: {error}"),
+        E::InvalidMessage(_) => {
+            "what the client sent is not TLS (a plain MQTT client on the TLS port?)".to_string()
+        }
+        E::PeerIncompatible(_) => {
+            "the client has no TLS version, cipher suite or key exchange in common with roost"
+                .to_string()
+        }
+        E::PeerMisbehaved(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. } => {
+            "the client broke the TLS handshake's rules".to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -126,7 +142,7 @@ pub fn listener(config: &ListenerConfig) -> Result<TlsListener, TlsError> {
         listener: config.bind.to_string(),
         reason,
     };
-    let certs = certificates(config, &config.tls_cert, "the server certificate")?;
+    let certs = certificates(config, &config.tls_cert, SERVER)?;
     let key = PrivateKeyDer::from_pem_file(&config.tls_key).map_err(|e| TlsError::File {
         listener: config.bind.to_string(),
         path: config.tls_key.display().to_string(),

@@ -207,7 +207,8 @@ where
             return Ok(Head::Answered("closed before a whole HTTP request".into()));
         }
         let parsed = {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
+            // As many headers as tungstenite itself takes.
+            let mut headers = [httparse::EMPTY_HEADER; 124];
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&head) {
                 Ok(httparse::Status::Complete(_)) => {

@@ -227,16 +227,16 @@ impl RestartTracker {
         }
         if second {
             log::error!(
-                "a second restart storm within {:?} (last restart: {kind}): shutting roost down",
-                self.window
+                "a second restart storm within {} s (supervision.window_secs; last restart: {kind}): shutting roost down",
+                self.window.as_secs()
             );
             (self.escalate)(kind);
             return false;
         }
         log::error!(
-            "more than {} actor restarts within {:?} (last: {kind}): restarting the whole subtree",
+            "more than {} actor restarts within {} s (supervision.max_restarts, window_secs; last: {kind}): restarting the whole subtree",
             self.max_restarts,
-            self.window
+            self.window.as_secs()
         );
         self.metrics
             .subtree_restarts

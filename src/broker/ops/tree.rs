@@ -198,8 +198,12 @@ fn publish_wills_left(wills: Vec<crate::store::StoredWill>, shared: &Shared) {
         let user = w.username.as_deref();
         if !may_publish(&live, user, &w.client_id, w.will.topic.as_str()) {
             log::warn!(
-                "will of client {:?} to {:?} not published: the ACL no longer allows it",
+                "will of client {:?} ({}) to {:?} not published: the ACL no longer lets this user write it",
                 w.client_id,
+                match user {
+                    Some(user) => format!("user {user:?}"),
+                    None => "no user name".to_string(),
+                },
                 w.will.topic.as_str()
             );
             continue;

@@ -209,9 +209,9 @@ impl RetainedStore {
                     (act.tree, act.counted, act.bytes) = tree_of(messages);
                     act.count();
                     log::warn!(
-                        "retained store restarted: {} messages reloaded in {:?}",
+                        "retained store restarted: {} messages reloaded in {} ms",
                         act.tree.len(),
-                        started.elapsed()
+                        started.elapsed().as_millis()
                     );
                 }
                 Err(e) => log::error!("retained store restarted but could not reload: {e}"),

@@ -218,11 +218,11 @@ impl TopicShard {
             }
         }
         log::warn!(
-            "topic shard {} restarted: index rebuilt with {} subscriptions of {} sessions in {:?}",
+            "topic shard {} restarted: index rebuilt with {} subscriptions of {} sessions in {} ms",
             self.index,
             self.trie.len(),
             self.sessions.len(),
-            started.elapsed()
+            started.elapsed().as_millis()
         );
     }
 }

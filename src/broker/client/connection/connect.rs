@@ -34,7 +34,9 @@ impl Connection {
         if let (connect::Refusal::BadCredentials, Some(user), Some(file)) =
             (refusal, user, &live.auth.passwords)
         {
-            why = if file.has_user(user) {
+            why = if connect.password.is_none() {
+                format!("user {user:?} sent no password")
+            } else if file.has_user(user) {
                 format!("wrong password for user {user:?}")
             } else {
                 format!("user {user:?} is not in the password file")

@@ -454,38 +454,14 @@ impl Actor for Connection {
                 .metrics
                 .clients_connected
                 .fetch_sub(1, Ordering::Relaxed);
-            let live = self.shared.live.load();
-            let will = self
-                .will
-                .take()
-                .map(|w| *w)
-                .filter(|w| self.may_publish(&live, w.topic.as_str()));
+            // Closed without DISCONNECT: the will is due [MQTT-3.1.2-8].
+            let published = self.publish_will();
             log::info!(
                 "{} disconnected: {}{}",
                 self.name(),
                 self.ending.describe(),
-                if will.is_some() {
-                    "; will published"
-                } else {
-                    ""
-                }
+                if published { "; will published" } else { "" }
             );
-            if let Some(will) = will {
-                // Closed without DISCONNECT: publish the will [MQTT-3.1.2-8].
-                log::debug!(
-                    "{}: publishing will to {:?}",
-                    self.name(),
-                    will.topic.as_str()
-                );
-                Metrics::inc(&self.shared.metrics.wills_published);
-                let will = Message {
-                    topic: will.topic,
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                };
-                self.shared.router.publish(will, None, None);
-            }
             session.do_send(Detach {
                 connection_id: self.id,
             });

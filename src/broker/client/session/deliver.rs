@@ -245,11 +245,19 @@ impl Session {
             .last_drop_log
             .is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL)
         {
+            let bound = match outcome {
+                DeliverOutcome::DroppedSlowClient => {
+                    "QoS 0 to a client that does not read: limits.max_outbound_bytes"
+                }
+                DeliverOutcome::DroppedQueueFull => {
+                    "its queue is full: session.max_queued_messages or max_queued_bytes"
+                }
+                _ => "QoS 0 for an offline session (session.queue_qos0 is off)",
+            };
             log::warn!(
-                "client {:?}: dropped {} message(s) at a bound ({:?}; queued {}, see [session] and [limits] in the config)",
+                "client {:?}: dropped {} message(s) at a bound ({bound}; {} queued)",
                 self.client_id,
                 self.unlogged_drops,
-                outcome,
                 self.state.queued_len()
             );
             self.unlogged_drops = 0;

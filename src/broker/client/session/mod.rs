@@ -254,9 +254,9 @@ impl Session {
         ctx.run_later(after, move |act, ctx| {
             if act.attached.is_none() && act.detach_epoch == epoch {
                 log::info!(
-                    "client {:?}: persistent session expired after {:?} away",
+                    "client {:?}: persistent session expired after {} s away (session.expiry_secs)",
                     act.client_id,
-                    after
+                    after.as_secs()
                 );
                 Metrics::inc(&act.deps.metrics.sessions_expired);
                 // The delete is on its way to the store before the registry
@@ -400,8 +400,12 @@ impl Session {
             );
             if dropped > 0 {
                 log::warn!(
-                    "client {:?}: {dropped} stored message(s) dropped: the ACL does not let this client read them",
-                    self.client_id
+                    "client {:?}, {}: {dropped} stored message(s) dropped: the ACL does not let this user read them",
+                    self.client_id,
+                    match &user {
+                        Some(user) => format!("user {:?}", &**user),
+                        None => "no user name".to_string(),
+                    }
                 );
                 self.deps
                     .metrics

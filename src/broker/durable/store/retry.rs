@@ -63,14 +63,16 @@ impl Store {
         let pause = retry_pause(failed.failures);
         if failed.failures == 1 {
             log::error!(
-                "database commit of {} changes failed: {error}. Nothing of it is acknowledged yet; roost tries again (after {pause:?}, then up to every {LONGEST_RETRY_PAUSE:?}) until it commits, and refuses new persistent sessions (CONNACK 0x03) meanwhile",
-                failed.batch.len()
+                "database commit of {} changes failed: {error}. Nothing of it is acknowledged yet; roost tries again (after {} ms, then up to every {} s) until it commits, and refuses new persistent sessions (CONNACK 0x03) meanwhile",
+                failed.batch.len(),
+                pause.as_millis(),
+                LONGEST_RETRY_PAUSE.as_secs()
             );
         } else if failed.logged.elapsed() >= FAILURE_LOG_INTERVAL {
             log::error!(
-                "database commit still failing after {} tries over {:.0?}: {error}",
+                "database commit still failing after {} tries over {:.0} s: {error}",
                 failed.failures,
-                failed.since.elapsed()
+                failed.since.elapsed().as_secs_f64()
             );
             failed.logged = now;
         }
