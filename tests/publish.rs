@@ -589,3 +589,41 @@ async fn qos2_occupies_the_window_until_pubcomp_mqtt_4_3_3_1() {
     let b = sub.recv_publishes(1).await;
     assert_eq!(b[0].payload, b"b");
 }
+
+/// [MQTT-4.8.0-1] An acknowledgement of the wrong type for a packet id in
+/// flight is a protocol violation: PUBREC or PUBCOMP answering a QoS 1
+/// PUBLISH, PUBACK answering a QoS 2 one. The connection closes and the
+/// violation is counted, as Mosquitto does (it used to be ignored, and the
+/// connection answered the next PINGREQ).
+#[tokio::test]
+async fn an_acknowledgement_of_the_wrong_type_closes_the_connection_mqtt_4_8_0_1() {
+    let broker = TestBroker::start();
+    type Ack = fn(u16) -> Vec<u8>;
+    let cases: [(u8, Ack); 3] = [(1, raw::pubrec), (1, raw::pubcomp), (2, raw::puback)];
+    for (n, (qos, wrong)) in cases.into_iter().enumerate() {
+        let topic = format!("wrong-ack/{n}");
+        let (mut sub, mut publisher) = pair(&broker, &topic, qos).await;
+        publisher.publish_ok(&topic, b"x", qos, 1, false).await;
+        // Not `recv_publish`, which acknowledges.
+        let p = sub.recv().await.publish();
+        assert_eq!(p.qos, qos);
+        sub.send_lossy(&wrong(p.packet_id.unwrap())).await;
+        sub.send_lossy(&raw::PINGREQ).await;
+        let after = sub.expect_closed().await;
+        assert!(after.is_empty(), "case {n}: {after:?}");
+        let errors = broker
+            .handle
+            .metrics()
+            .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(errors, n as u64 + 1, "case {n}");
+    }
+    // The right acknowledgement, or one for an id not in flight, is fine.
+    let (mut sub, mut publisher) = pair(&broker, "right-ack", 1).await;
+    publisher.publish_ok("right-ack", b"x", 1, 1, false).await;
+    let p = sub.recv().await.publish();
+    sub.send(&raw::pubrec(p.packet_id.unwrap().wrapping_add(7)))
+        .await;
+    sub.send(&raw::puback(p.packet_id.unwrap())).await;
+    sub.ping().await;
+}

@@ -64,6 +64,13 @@ pub enum ProtocolError {
     FirstPacketNotConnect(PacketType),
     #[error("second CONNECT [MQTT-3.1.0-2]")]
     SecondConnect,
+    /// PUBREC or PUBCOMP answering a QoS 1 PUBLISH, or PUBACK a QoS 2 one.
+    #[error("{got} for packet id {packet_id}, whose PUBLISH awaits {expected} [MQTT-4.8.0-1]")]
+    AckOfWrongType {
+        got: PacketType,
+        expected: PacketType,
+        packet_id: u16,
+    },
     #[error("sent {0}, which only a server sends (section 2.2.1)")]
     ServerPacket(PacketType),
     /// roost's rule, not the spec's: a topic beyond `[limits]`.

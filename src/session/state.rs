@@ -34,6 +34,8 @@ use crate::message::Message;
 use crate::protocol::{Packet, PacketId, QoS, SubscribeTopic, TopicFilter};
 use std::collections::VecDeque;
 
+mod acks;
+
 pub struct SessionState {
     limits: SessionLimits,
     subscriptions: Subscriptions,
@@ -493,105 +495,6 @@ impl SessionState {
         Some(taken)
     }
 
-    /// PUBACK for an outbound QoS 1 message; false if no such message.
-    pub fn on_puback(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubAck) else {
-            return false;
-        };
-        if let Some(id) = entry.id {
-            out.push(Action::Dequeue {
-                id,
-                size: entry.message.stored_size(),
-            });
-        }
-        self.fill_window(out);
-        true
-    }
-
-    /// PUBREC for an outbound QoS 2 message: answer PUBREL [MQTT-4.3.3-1],
-    /// after recording the step for a durable session.
-    pub fn on_pubrec(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.inflight.iter_mut().find(|e| e.packet_id == packet_id) else {
-            return false;
-        };
-        if entry.state == OutboundState::AwaitingPubAck {
-            return false;
-        }
-        entry.state = OutboundState::AwaitingPubComp;
-        let rel = Packet::PubRel(packet_id);
-        match entry.id {
-            Some(id) => out.push(Action::Sent {
-                id,
-                packet_id,
-                state: OutboundState::AwaitingPubComp,
-                then: Some(rel),
-            }),
-            None => out.push(Action::Send(rel)),
-        }
-        true
-    }
-
-    /// PUBCOMP ends an outbound QoS 2 handshake.
-    pub fn on_pubcomp(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubComp) else {
-            return false;
-        };
-        if let Some(id) = entry.id {
-            out.push(Action::Dequeue {
-                id,
-                size: entry.message.stored_size(),
-            });
-        }
-        self.fill_window(out);
-        true
-    }
-
-    /// An inbound QoS 2 PUBLISH: true if it is new and must be routed, false
-    /// if it repeats one still awaiting PUBREL. A durable session records
-    /// the id. The caller answers PUBREC either way [MQTT-4.3.3-2].
-    pub fn on_inbound_qos2(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        if self.inbound_awaiting_rel.contains_key(&packet_id) {
-            return false;
-        }
-        self.inbound_awaiting_rel.insert(packet_id, ());
-        if self.pager.is_durable() {
-            out.push(Action::Inbound {
-                packet_id,
-                awaiting: true,
-                then: None,
-            });
-        }
-        true
-    }
-
-    /// Forgets an inbound QoS 2 id whose PUBREC was never sent (the commit
-    /// of the id and its copies failed), so that the client's resend is
-    /// taken as a new PUBLISH.
-    pub fn forget_inbound_qos2(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
-        if self.inbound_awaiting_rel.remove(&packet_id).is_some() && self.pager.is_durable() {
-            out.push(Action::Inbound {
-                packet_id,
-                awaiting: false,
-                then: None,
-            });
-        }
-    }
-
-    /// PUBREL releases an inbound QoS 2 id; PUBCOMP is sent whether or not
-    /// the id is known, so a client retrying after a lost PUBCOMP finishes.
-    /// A durable session sends it once the release is stored.
-    pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
-        let comp = Packet::PubComp(packet_id);
-        match self.inbound_awaiting_rel.remove(&packet_id) {
-            Some(()) if self.pager.is_durable() => out.push(Action::Inbound {
-                packet_id,
-                awaiting: false,
-                then: Some(comp),
-            }),
-            _ => out.push(Action::Send(comp)),
-        }
-    }
-
     pub fn inbound_awaiting_rel(&self) -> impl Iterator<Item = PacketId> + '_ {
         self.inbound_awaiting_rel.keys().copied()
     }
@@ -662,6 +565,28 @@ mod tests {
         assert!(s.on_puback(pid(1), &mut out));
         assert_eq!(publishes(&out), vec![(2, Some(3), false)]);
         assert!(!s.on_puback(pid(1), &mut out), "a second PUBACK is unknown");
+    }
+
+    /// [MQTT-4.8.0-1] PUBREC or PUBCOMP for a QoS 1 message in flight, or
+    /// PUBACK for a QoS 2 one, is of the wrong type; the right one, a
+    /// repeated PUBREC and an id not in flight are not.
+    #[test]
+    fn acknowledgements_of_the_wrong_type_are_found() {
+        let mut s = SessionState::new(limits(4, 10), false);
+        let mut out = Vec::new();
+        s.attach(&mut out);
+        s.deliver(msg(QoS::AtLeastOnce, 1), None, true, &mut out);
+        s.deliver(msg(QoS::ExactlyOnce, 2), None, true, &mut out);
+        use crate::protocol::PacketType::*;
+        assert_eq!(s.wrong_ack(PubRec, pid(1)), Some(PubAck));
+        assert_eq!(s.wrong_ack(PubComp, pid(1)), Some(PubAck));
+        assert_eq!(s.wrong_ack(PubAck, pid(1)), None);
+        assert_eq!(s.wrong_ack(PubAck, pid(2)), Some(PubRec));
+        assert_eq!(s.wrong_ack(PubRec, pid(2)), None);
+        assert!(s.on_pubrec(pid(2), &mut out));
+        assert_eq!(s.wrong_ack(PubAck, pid(2)), Some(PubComp));
+        assert_eq!(s.wrong_ack(PubRec, pid(2)), None, "a repeated PUBREC");
+        assert_eq!(s.wrong_ack(PubRec, pid(9)), None, "not in flight");
     }
 
     #[test]

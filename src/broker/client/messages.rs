@@ -78,7 +78,7 @@ pub struct Attach {
     pub keep_alive: u16,
     pub will: Option<LastWill>,
     /// Told when another connection takes the session over.
-    pub connection: Recipient<TakenOver>,
+    pub connection: Recipient<Close>,
     pub outbound: Outbound,
     pub session_present: bool,
     pub generation: u64,
@@ -97,11 +97,18 @@ pub struct Detach {
     pub connection_id: ConnectionId,
 }
 
-/// Session → Connection: another connection took the session over; close
-/// (the will is published, as for any close without DISCONNECT).
+/// Session → Connection: close, for a reason the session found.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TakenOver;
+pub enum Close {
+    /// Another connection took the session over [MQTT-3.1.4-2]. The will
+    /// is not published: section 3.1.2.5 lists when it is, and a takeover
+    /// is not among them (Mosquitto clears it too).
+    TakenOver,
+    /// The client broke the protocol in a way only its session can see: an
+    /// acknowledgement of the wrong type for a packet id in flight.
+    Violation(crate::protocol::ProtocolError),
+}
 
 /// Connection → Session: SUBSCRIBE or UNSUBSCRIBE (the connection waits
 /// for the session to handle it).

@@ -561,15 +561,22 @@ impl Connection {
     }
 }
 
-impl Handler<TakenOver> for Connection {
+impl Handler<Close> for Connection {
     type Result = ();
 
-    fn handle(&mut self, _: TakenOver, ctx: &mut Context<Self>) {
-        log::info!(
-            "{}: closed: another connection took over this client id [MQTT-3.1.4-2]",
-            self.name()
-        );
-        self.close(Ending::TakenOver, ctx);
+    fn handle(&mut self, close: Close, ctx: &mut Context<Self>) {
+        match close {
+            Close::TakenOver => {
+                log::info!(
+                    "{}: closed: another connection took over this client id [MQTT-3.1.4-2]",
+                    self.name()
+                );
+                // Not a reason section 3.1.2.5 publishes a will for.
+                self.will = None;
+                self.close(Ending::TakenOver, ctx);
+            }
+            Close::Violation(error) => self.protocol_error(error, ctx),
+        }
     }
 }
 

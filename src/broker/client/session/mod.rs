@@ -69,7 +69,7 @@ enum LinkKey {
 struct Attached {
     connection_id: ConnectionId,
     /// Told when another connection takes the session over.
-    connection: Recipient<TakenOver>,
+    connection: Recipient<Close>,
     outbound: Outbound,
 }
 
@@ -345,7 +345,7 @@ impl Session {
                 self.client_id
             );
             Metrics::inc(&self.deps.metrics.takeovers);
-            old.connection.do_send(TakenOver);
+            old.connection.do_send(Close::TakenOver);
         }
         let connack = Packet::ConnAck(ConnAck {
             session_present: msg.session_present,
@@ -539,7 +539,7 @@ impl Session {
                 self.client_id
             );
             Metrics::inc(&self.deps.metrics.takeovers);
-            old.connection.do_send(TakenOver);
+            old.connection.do_send(Close::TakenOver);
         }
         self.end(ctx);
     }

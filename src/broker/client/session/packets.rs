@@ -5,13 +5,15 @@
 
 use super::deliver::SendRetained;
 use super::Session;
-use crate::broker::client::messages::{ClientAcks, FromClient, PublishQoS2};
+use crate::broker::client::messages::{ClientAcks, Close, FromClient, PublishQoS2};
 use crate::broker::durable::{Acknowledgement, Reply, WriteGroup};
 use crate::broker::ops::log_limit::SUBSCRIBE_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::message::Message;
-use crate::protocol::{Packet, PacketId, QoS, SubAck, Subscribe, TopicFilter, Unsubscribe};
+use crate::protocol::{
+    Packet, PacketId, ProtocolError, QoS, SubAck, Subscribe, TopicFilter, Unsubscribe,
+};
 use crate::session::SubscribeRefusal;
 use crate::store::Op;
 use actix::prelude::*;
@@ -52,7 +54,14 @@ impl Handler<ClientAcks> for Session {
         let handled = guard::<ClientAcks, _>(ActorKind::Session, &id, || {
             self.begin_gathering();
             for ack in msg.acks {
-                self.on_ack(ack);
+                if let Some(violation) = self.on_ack(ack) {
+                    // The connection closes; the acknowledgements behind
+                    // this one would not have been read.
+                    if let Some(attached) = &self.attached {
+                        attached.connection.do_send(Close::Violation(violation));
+                    }
+                    break;
+                }
             }
             self.run(None);
         });
@@ -74,7 +83,7 @@ impl Session {
             Packet::Unsubscribe(u) => Response::fut(self.on_unsubscribe(u)),
             other => {
                 log::debug!(
-                    "client {:?}: session ignores {:?}",
+                    "client {:?}: session ignores {}",
                     self.client_id,
                     other.packet_type()
                 );
@@ -84,23 +93,33 @@ impl Session {
     }
 
     /// One acknowledgement, into the state machine (the caller runs its
-    /// actions).
-    fn on_ack(&mut self, ack: Packet) {
+    /// actions); an acknowledgement of the wrong type for a packet id in
+    /// flight is a protocol violation, returned and not applied.
+    fn on_ack(&mut self, ack: Packet) -> Option<ProtocolError> {
+        if let Packet::PubAck(id) | Packet::PubRec(id) | Packet::PubComp(id) = ack {
+            if let Some(expected) = self.state.wrong_ack(ack.packet_type(), id) {
+                return Some(ProtocolError::AckOfWrongType {
+                    got: ack.packet_type(),
+                    expected,
+                    packet_id: id.get(),
+                });
+            }
+        }
         let (known, packet, id) = match ack {
             Packet::PubAck(id) => (self.state.on_puback(id, &mut self.out), "PUBACK", id),
             Packet::PubRec(id) => (self.state.on_pubrec(id, &mut self.out), "PUBREC", id),
             Packet::PubComp(id) => (self.state.on_pubcomp(id, &mut self.out), "PUBCOMP", id),
             Packet::PubRel(id) => {
                 self.state.on_pubrel(id, &mut self.out);
-                return;
+                return None;
             }
             other => {
                 log::debug!(
-                    "client {:?}: session ignores {:?}",
+                    "client {:?}: session ignores {}",
                     self.client_id,
                     other.packet_type()
                 );
-                return;
+                return None;
             }
         };
         if !known {
@@ -109,6 +128,7 @@ impl Session {
                 self.client_id
             );
         }
+        None
     }
 }
 
