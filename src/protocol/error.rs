@@ -64,6 +64,16 @@ pub enum ProtocolError {
     FirstPacketNotConnect(PacketType),
     #[error("second CONNECT [MQTT-3.1.0-2]")]
     SecondConnect,
+    #[error("a Variable Byte Integer longer than four bytes (section 1.5.5)")]
+    MalformedVariableByteInteger,
+    #[error("unknown property identifier {0:#04x} (section 2.2.2.2)")]
+    UnknownProperty(u8),
+    #[error("property {id:#04x} is not allowed in {packet} (section 2.2.2.2)")]
+    PropertyNotAllowed { id: u8, packet: &'static str },
+    #[error("property {id:#04x} appears more than once in {packet} (section 2.2.2.2)")]
+    DuplicateProperty { id: u8, packet: &'static str },
+    #[error("property {id:#04x} has the value {value}, outside its range (section 2.2.2.2)")]
+    InvalidPropertyValue { id: u8, value: u32 },
     /// PUBREC or PUBCOMP answering a QoS 1 PUBLISH, or PUBACK a QoS 2 one.
     #[error("{got} for packet id {packet_id}, whose PUBLISH awaits {expected} [MQTT-4.8.0-1]")]
     AckOfWrongType {

@@ -12,6 +12,7 @@ pub mod codec;
 mod connack;
 mod connect;
 mod error;
+pub mod properties;
 mod publish;
 mod reader;
 mod suback;

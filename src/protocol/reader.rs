@@ -45,6 +45,35 @@ impl Reader {
         Ok(self.body.get_u16())
     }
 
+    pub fn u32(&mut self) -> Result<u32, ProtocolError> {
+        if self.body.len() < 4 {
+            return Err(self.truncated());
+        }
+        Ok(self.body.get_u32())
+    }
+
+    /// A Variable Byte Integer (section 1.5.5): at most four bytes.
+    pub fn variable_byte_integer(&mut self) -> Result<u32, ProtocolError> {
+        match super::properties::get_variable_byte_integer(&mut self.body) {
+            Some(read) => read,
+            None => Err(self.truncated()),
+        }
+    }
+
+    /// The next `len` bytes as a reader of their own (a property block):
+    /// a length beyond what is left is truncation, and what the inner
+    /// reader leaves unread is the caller's to check.
+    pub fn sub(&mut self, len: usize) -> Result<Reader, ProtocolError> {
+        if self.body.len() < len {
+            return Err(self.truncated());
+        }
+        Ok(Reader {
+            packet: self.packet,
+            remaining: len,
+            body: self.body.split_to(len),
+        })
+    }
+
     pub fn packet_id(&mut self) -> Result<PacketId, ProtocolError> {
         PacketId::new(self.u16()?).ok_or(ProtocolError::ZeroPacketId)
     }
