@@ -592,14 +592,20 @@ async fn qos2_occupies_the_window_until_pubcomp_mqtt_4_3_3_1() {
 
 /// [MQTT-4.8.0-1] An acknowledgement of the wrong type for a packet id in
 /// flight is a protocol violation: PUBREC or PUBCOMP answering a QoS 1
-/// PUBLISH, PUBACK answering a QoS 2 one. The connection closes and the
+/// PUBLISH, PUBACK answering a QoS 2 one, PUBCOMP before PUBREC. The connection closes and the
 /// violation is counted, as Mosquitto does (it used to be ignored, and the
 /// connection answered the next PINGREQ).
 #[tokio::test]
 async fn an_acknowledgement_of_the_wrong_type_closes_the_connection_mqtt_4_8_0_1() {
     let broker = TestBroker::start();
     type Ack = fn(u16) -> Vec<u8>;
-    let cases: [(u8, Ack); 3] = [(1, raw::pubrec), (1, raw::pubcomp), (2, raw::puback)];
+    // The last: PUBCOMP before PUBREC, when no PUBREL was sent to answer.
+    let cases: [(u8, Ack); 4] = [
+        (1, raw::pubrec),
+        (1, raw::pubcomp),
+        (2, raw::puback),
+        (2, raw::pubcomp),
+    ];
     for (n, (qos, wrong)) in cases.into_iter().enumerate() {
         let topic = format!("wrong-ack/{n}");
         let (mut sub, mut publisher) = pair(&broker, &topic, qos).await;

@@ -10,7 +10,7 @@
 
 use super::reader::Reader;
 use super::{put_bytes, put_str, ProtocolError};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 /// The largest Variable Byte Integer (section 1.5.5): four bytes.
@@ -506,23 +506,6 @@ pub fn put_variable_byte_integer(buf: &mut BytesMut, mut v: u32) {
             return;
         }
     }
-}
-
-/// Reads a Variable Byte Integer from `bytes`: at most four bytes, and the
-/// shortest form is not required (section 1.5.5 only bounds the length).
-pub(crate) fn get_variable_byte_integer(bytes: &mut Bytes) -> Option<Result<u32, ProtocolError>> {
-    let mut value = 0u32;
-    for i in 0..4 {
-        if !bytes.has_remaining() {
-            return None;
-        }
-        let byte = bytes.get_u8();
-        value |= u32::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(Ok(value));
-        }
-    }
-    Some(Err(ProtocolError::MalformedVariableByteInteger))
 }
 
 /// Decodes a block of `of` that fills `bytes` (its length first); for the

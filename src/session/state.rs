@@ -583,7 +583,9 @@ mod tests {
         assert_eq!(s.wrong_ack(PubAck, pid(1)), None);
         assert_eq!(s.wrong_ack(PubAck, pid(2)), Some(PubRec));
         assert_eq!(s.wrong_ack(PubRec, pid(2)), None);
+        assert_eq!(s.wrong_ack(PubComp, pid(2)), Some(PubRec), "before PUBREC");
         assert!(s.on_pubrec(pid(2), &mut out));
+        assert_eq!(s.wrong_ack(PubComp, pid(2)), None);
         assert_eq!(s.wrong_ack(PubAck, pid(2)), Some(PubComp));
         assert_eq!(s.wrong_ack(PubRec, pid(2)), None, "a repeated PUBREC");
         assert_eq!(s.wrong_ack(PubRec, pid(9)), None, "not in flight");

@@ -102,9 +102,10 @@ pub struct Detach {
 #[rtype(result = "()")]
 pub enum Close {
     /// Another connection took the session over [MQTT-3.1.4-2]. The will
-    /// is not published: section 3.1.2.5 lists when it is, and a takeover
-    /// is not among them (Mosquitto clears it too).
-    TakenOver,
+    /// is published only if the old session ends: not when a persistent
+    /// session is resumed by the new connection (section 3.1.2.5 does not
+    /// list that, and Mosquitto then clears the will).
+    TakenOver { publish_will: bool },
     /// The client broke the protocol in a way only its session can see: an
     /// acknowledgement of the wrong type for a packet id in flight.
     Violation(crate::protocol::ProtocolError),

@@ -9,10 +9,10 @@ use crate::session::action::{Action, OutboundState};
 impl SessionState {
     /// The acknowledgement a message in flight awaits, when `got` is of
     /// another kind for its packet id: PUBREC or PUBCOMP answering a QoS 1
-    /// PUBLISH, PUBACK answering a QoS 2 one. That is a protocol violation
-    /// [MQTT-4.8.0-1] (Mosquitto closes too). A repeated PUBREC, or a
-    /// PUBCOMP before PUBREC, is of the QoS 2 flow and handled there; an id
-    /// not in flight is not this.
+    /// PUBLISH, PUBACK answering a QoS 2 one, PUBCOMP before PUBREC (no
+    /// PUBREL was sent for it to answer). That is a protocol violation
+    /// [MQTT-4.8.0-1] (Mosquitto closes too). A repeated PUBREC is of the
+    /// QoS 2 flow; an id not in flight is not this.
     pub fn wrong_ack(&self, got: PacketType, packet_id: PacketId) -> Option<PacketType> {
         let entry = self.inflight.iter().find(|e| e.packet_id == packet_id)?;
         let expected = match entry.state {
@@ -21,10 +21,12 @@ impl SessionState {
             OutboundState::AwaitingPubComp => PacketType::PubComp,
             OutboundState::Queued => return None,
         };
-        let qos1 = expected == PacketType::PubAck;
         let fits = match got {
-            PacketType::PubAck => qos1,
-            PacketType::PubRec | PacketType::PubComp => !qos1,
+            PacketType::PubAck => expected == PacketType::PubAck,
+            // A repeated PUBREC (its PUBREL was lost) is of the flow.
+            PacketType::PubRec => expected != PacketType::PubAck,
+            // Before PUBREC, no PUBREL was sent for PUBCOMP to answer.
+            PacketType::PubComp => expected == PacketType::PubComp,
             _ => true,
         };
         (!fits).then_some(expected)

@@ -566,13 +566,14 @@ impl Handler<Close> for Connection {
 
     fn handle(&mut self, close: Close, ctx: &mut Context<Self>) {
         match close {
-            Close::TakenOver => {
+            Close::TakenOver { publish_will } => {
                 log::info!(
                     "{}: closed: another connection took over this client id [MQTT-3.1.4-2]",
                     self.name()
                 );
-                // Not a reason section 3.1.2.5 publishes a will for.
-                self.will = None;
+                if !publish_will {
+                    self.will = None;
+                }
                 self.close(Ending::TakenOver, ctx);
             }
             Close::Violation(error) => self.protocol_error(error, ctx),

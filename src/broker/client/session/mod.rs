@@ -345,7 +345,11 @@ impl Session {
                 self.client_id
             );
             Metrics::inc(&self.deps.metrics.takeovers);
-            old.connection.do_send(Close::TakenOver);
+            old.connection.do_send(Close::TakenOver {
+                // The session goes on with the new connection: a persistent
+                // one resumed. A will is for a session that ends.
+                publish_will: !self.state.is_durable(),
+            });
         }
         let connack = Packet::ConnAck(ConnAck {
             session_present: msg.session_present,
@@ -434,7 +438,7 @@ impl Handler<Detach> for Session {
 }
 
 impl Session {
-    fn detach(&mut self, msg: Detach, ctx: &mut Context<Self>) {
+    pub(super) fn detach(&mut self, msg: Detach, ctx: &mut Context<Self>) {
         if !self.is_current(msg.connection_id) {
             return; // a connection that was already taken over
         }
@@ -539,7 +543,9 @@ impl Session {
                 self.client_id
             );
             Metrics::inc(&self.deps.metrics.takeovers);
-            old.connection.do_send(Close::TakenOver);
+            // The old session ends with its connection: its will is due.
+            old.connection
+                .do_send(Close::TakenOver { publish_will: true });
         }
         self.end(ctx);
     }

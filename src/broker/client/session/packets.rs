@@ -5,7 +5,7 @@
 
 use super::deliver::SendRetained;
 use super::Session;
-use crate::broker::client::messages::{ClientAcks, Close, FromClient, PublishQoS2};
+use crate::broker::client::messages::{ClientAcks, Close, Detach, FromClient, PublishQoS2};
 use crate::broker::durable::{Acknowledgement, Reply, WriteGroup};
 use crate::broker::ops::log_limit::SUBSCRIBE_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
@@ -51,15 +51,15 @@ impl Handler<ClientAcks> for Session {
             return;
         }
         let id = self.client_id.clone();
+        let connection_id = msg.connection_id;
+        let mut violation = None;
         let handled = guard::<ClientAcks, _>(ActorKind::Session, &id, || {
             self.begin_gathering();
             for ack in msg.acks {
-                if let Some(violation) = self.on_ack(ack) {
-                    // The connection closes; the acknowledgements behind
-                    // this one would not have been read.
-                    if let Some(attached) = &self.attached {
-                        attached.connection.do_send(Close::Violation(violation));
-                    }
+                // The acknowledgements behind a violation would not have
+                // been read.
+                violation = self.on_ack(ack);
+                if violation.is_some() {
                     break;
                 }
             }
@@ -69,6 +69,17 @@ impl Handler<ClientAcks> for Session {
             self.recover();
         }
         self.end_gathering();
+        if let Some(violation) = violation {
+            // The connection closes; until it does it may still read, so
+            // the session lets go of it now, as when it closes: nothing
+            // more it hands on counts (a message in flight stays to be
+            // resent to a persistent session's next connection).
+            if let Some(attached) = &self.attached {
+                attached.connection.do_send(Close::Violation(violation));
+            }
+            self.detach(Detach { connection_id }, ctx);
+            return;
+        }
         self.request_page(ctx);
     }
 }
