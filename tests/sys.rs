@@ -103,3 +103,67 @@ async fn clients_cannot_publish_to_sys_and_hash_does_not_match_it_mqtt_4_7_2_1()
         "{v:?}"
     );
 }
+
+/// Clients are counted by protocol version, in `$SYS` (roost's own topics,
+/// `clients/protocol/3.1` and `clients/protocol/3.1.1`) and in Prometheus
+/// (`roost_clients_connected_by_protocol{version}`); a disconnect counts
+/// down.
+#[tokio::test]
+async fn clients_are_counted_by_protocol_version() {
+    use crate::common::raw::{ConnectOptions, CONNACK_OK};
+    use std::sync::atomic::Ordering::Relaxed;
+    let broker = TestBroker::start_with(|c| {
+        c.broker.sys_interval_secs = 1;
+        c.metrics.listen = "127.0.0.1:0".into();
+    });
+    let v31 = ConnectOptions {
+        protocol_name: "MQIsdp",
+        level: 3,
+        ..ConnectOptions::new("old-timer")
+    };
+    let _old = RawClient::connected_expecting(broker.addr(), &v31, &CONNACK_OK).await;
+    let mut reader = RawClient::connected(broker.addr(), "sys-reader", true).await;
+    let mut third = RawClient::connected(broker.addr(), "third", true).await;
+    third.disconnect().await;
+    let by = &broker.handle.metrics().clients_connected_by_protocol;
+    // The disconnect is counted when the connection ends: look until it is.
+    let deadline = std::time::Instant::now() + crate::common::TIMEOUT;
+    while by[1].load(Relaxed) != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!((by[0].load(Relaxed), by[1].load(Relaxed)), (1, 1));
+    reader
+        .subscribe_ok(1, &[("$SYS/broker/clients/protocol/#", 0)])
+        .await;
+    // Retained values first, then each second's: one of the next few
+    // updates shows (1, 1).
+    let wanted = ["clients/protocol/3.1", "clients/protocol/3.1.1"];
+    let mut last = None;
+    for _ in 0..5 {
+        let values = sys_values(&mut reader, &wanted).await;
+        let pair = (
+            values["$SYS/broker/clients/protocol/3.1"].clone(),
+            values["$SYS/broker/clients/protocol/3.1.1"].clone(),
+        );
+        if pair == ("1".to_string(), "1".to_string()) {
+            last = None;
+            break;
+        }
+        last = Some(pair);
+    }
+    assert_eq!(last, None, "the last $SYS values");
+    let addr = broker.handle.metrics_addr().unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    for line in [
+        "roost_clients_connected_by_protocol{version=\"3.1\"} 1",
+        "roost_clients_connected_by_protocol{version=\"3.1.1\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}

@@ -14,6 +14,27 @@ pub enum ProtocolVersion {
     V311,
 }
 
+impl ProtocolVersion {
+    /// Every version roost speaks, in the order of [`ProtocolVersion::index`].
+    pub const ALL: [ProtocolVersion; 2] = [ProtocolVersion::V31, ProtocolVersion::V311];
+
+    /// Its place in [`ProtocolVersion::ALL`] (for counters kept per version).
+    pub fn index(self) -> usize {
+        match self {
+            ProtocolVersion::V31 => 0,
+            ProtocolVersion::V311 => 1,
+        }
+    }
+
+    /// As users write it: `3.1`, `3.1.1`.
+    pub fn number(self) -> &'static str {
+        match self {
+            ProtocolVersion::V31 => "3.1",
+            ProtocolVersion::V311 => "3.1.1",
+        }
+    }
+}
+
 /// The message published on the client's behalf when its connection ends
 /// without a DISCONNECT (section 3.1.2.5).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,6 +74,8 @@ pub enum ProtocolError {
     DuplicateProperty { id: u8, packet: &'static str },
     #[error("property {id:#04x} has the value {value}, outside its range (section 2.2.2.2)")]
     InvalidPropertyValue { id: u8, value: u32 },
+    #[error("reason code {code:#04x} is not one {packet} may carry (section 2.4)")]
+    InvalidReasonCode { code: u8, packet: &'static str },
     /// PUBREC or PUBCOMP answering a QoS 1 PUBLISH, or PUBACK a QoS 2 one.
     #[error("{got} for packet id {packet_id}, whose PUBLISH awaits {expected} [MQTT-4.8.0-1]")]
     AckOfWrongType {

@@ -15,6 +15,7 @@ mod error;
 pub mod properties;
 mod publish;
 mod reader;
+pub mod reason;
 mod suback;
 mod subscribe;
 mod topic;

@@ -36,6 +36,8 @@ pub struct Metrics {
     /// TLS handshakes that failed or timed out (bad or missing certificates).
     pub tls_handshake_failures: AtomicU64,
     pub clients_connected: AtomicU64,
+    /// The same, by protocol version (`ProtocolVersion::index`).
+    pub clients_connected_by_protocol: [AtomicU64; 2],
     pub protocol_errors: AtomicU64,
     pub publishes_received: AtomicU64,
     pub publishes_sent: AtomicU64,

@@ -27,6 +27,23 @@ pub const MAX_CONNECTIONS: usize = 8;
 /// a client that sends a byte now and then cannot hold a connection open.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A gauge with one label: (label value, value) pairs.
+fn labelled_gauge(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: Vec<(String, u64)>,
+) {
+    let family = Family::<Labels, Gauge>::default();
+    for (value, n) in values {
+        family
+            .get_or_create(&vec![(label, value)])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    r.register(name, help, family);
+}
+
 /// The text of one scrape.
 fn render(shared: &Shared) -> String {
     let m = &shared.metrics;
@@ -106,6 +123,19 @@ fn render(shared: &Shared) -> String {
         "connections_open",
         "Connections open now: accepted minus closed (clients_connected counts those past CONNECT)",
         ConstGauge::new(shared.open_connections.load(Ordering::Relaxed) as i64),
+    );
+    labelled_gauge(
+        &mut r,
+        "clients_connected_by_protocol",
+        "Clients connected now, by protocol version",
+        "version",
+        crate::protocol::ProtocolVersion::ALL
+            .iter()
+            .map(|v| {
+                let n = get(&m.clients_connected_by_protocol[v.index()]);
+                (v.number().to_string(), n)
+            })
+            .collect(),
     );
     r.register(
         "clients_connected",

@@ -97,6 +97,14 @@ impl SysTopics {
             format!("{} seconds", self.started.elapsed().as_secs()),
         );
         self.publish("clients/connected", connected.to_string());
+        // roost's own: Mosquitto has no count by protocol version.
+        for version in crate::protocol::ProtocolVersion::ALL {
+            let n = get(&m.clients_connected_by_protocol[version.index()]);
+            self.publish(
+                &format!("clients/protocol/{}", version.number()),
+                n.to_string(),
+            );
+        }
         self.publish("messages/received", received.to_string());
         self.publish("messages/sent", sent.to_string());
         self.publish("publish/messages/received", received.to_string());

@@ -79,6 +79,7 @@ impl Connection {
             // Named by its client id in the log lines from here on.
             self.identity = Some(Box::new(Identity {
                 client_id: connect.client_id.clone(),
+                protocol: None,
                 username: None,
             }));
         }
@@ -156,6 +157,7 @@ impl Connection {
         accepted.username = accepted.username.as_ref().map(crate::protocol::detached);
         self.identity = Some(Box::new(Identity {
             client_id: accepted.client_id.clone(),
+            protocol: Some(connect.version),
             username: accepted.username.clone(),
         }));
         self.will = connect.will.map(Box::new);
@@ -212,6 +214,11 @@ impl Connection {
                         let resumed = if present { ", session resumed" } else { "" };
                         log::info!("{} connected: {described}{resumed}", act.name());
                         Metrics::inc(&act.shared.metrics.clients_connected);
+                        if let Some(protocol) = act.protocol() {
+                            Metrics::inc(
+                                &act.shared.metrics.clients_connected_by_protocol[protocol.index()],
+                            );
+                        }
                         act.phase = Phase::Connected { session };
                         // The connect timeout has nothing left to check.
                         if let Some(timer) = act.connect_timer.take() {

@@ -60,6 +60,8 @@ enum Phase {
 
 struct Identity {
     client_id: ByteString,
+    /// Known once CONNECT is accepted.
+    protocol: Option<crate::protocol::ProtocolVersion>,
     /// The user name of CONNECT (or of the client certificate), for the ACL.
     username: Option<ByteString>,
 }
@@ -222,6 +224,11 @@ impl Connection {
         let puback = puback.on_completion_holding(token);
         self.pubacks.push(&puback);
         puback
+    }
+
+    /// The protocol version of an accepted CONNECT.
+    fn protocol(&self) -> Option<crate::protocol::ProtocolVersion> {
+        self.identity.as_ref().and_then(|i| i.protocol)
     }
 
     pub(super) fn name(&self) -> String {
@@ -454,6 +461,10 @@ impl Actor for Connection {
                 .metrics
                 .clients_connected
                 .fetch_sub(1, Ordering::Relaxed);
+            if let Some(protocol) = self.protocol() {
+                self.shared.metrics.clients_connected_by_protocol[protocol.index()]
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             // Closed without DISCONNECT: the will is due [MQTT-3.1.2-8].
             let published = self.publish_will();
             log::info!(
