@@ -137,10 +137,10 @@ async fn inspect_prints_sessions_subscriptions_queued_and_retained_while_running
     let lines: Vec<&str> = sessions.lines().collect();
     assert!(lines[0].starts_with("client_id"), "{sessions}");
     let row: Vec<&str> = lines[2].split_whitespace().collect();
-    // client_id persistent connected user connected_since last_seen keep_alive subscriptions queued in_flight awaiting_pubrel
+    // client_id persistent connected user connected_since last_seen keep_alive subscriptions queued in_flight awaiting_pubrel protocol
     assert_eq!(
-        (row[0], row[1], row[2], row[3], row[7], row[8]),
-        ("sensor-9", "yes", "no", "ops", "1", "1"),
+        (row[0], row[1], row[2], row[3], row[7], row[8], row[11]),
+        ("sensor-9", "yes", "no", "ops", "1", "1", "3.1.1"),
         "{sessions}"
     );
     assert_eq!(lines.len(), 3, "only sensor-9: {sessions}");

@@ -36,6 +36,7 @@ pub(super) enum SessionOp {
         username: Option<ByteString>,
         persistent: bool,
         keep_alive: u16,
+        protocol: crate::protocol::ProtocolVersion,
         will: Option<LastWill>,
     },
     Disconnected {
@@ -162,6 +163,7 @@ impl<W: Waiter> Batch<W> {
                     username,
                     persistent,
                     keep_alive,
+                    protocol,
                     will,
                 } = *connected;
                 self.sessions.push(SessionOp::Connected {
@@ -169,6 +171,7 @@ impl<W: Waiter> Batch<W> {
                     username,
                     persistent,
                     keep_alive,
+                    protocol,
                     will,
                 })
             }

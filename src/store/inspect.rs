@@ -116,7 +116,8 @@ pub async fn table(
                       - (SELECT COUNT(*) FROM inflight i WHERE i.client_id = s.client_id) AS queued,
                     (SELECT COUNT(*) FROM inflight i WHERE i.client_id = s.client_id) AS in_flight,
                     (SELECT COUNT(*) FROM inbound_qos2 q WHERE q.client_id = s.client_id)
-                        AS awaiting_pubrel
+                        AS awaiting_pubrel,
+                    s.protocol
              FROM sessions s WHERE ?1 IS NULL OR s.client_id = ?1 ORDER BY s.client_id"
         }
         View::Subscriptions => {
@@ -145,6 +146,7 @@ pub async fn table(
                 "queued",
                 "in_flight",
                 "awaiting_pubrel",
+                "protocol",
             ],
             rows: rows
                 .iter()
@@ -161,6 +163,7 @@ pub async fn table(
                         r.get::<i64, _>("queued").to_string(),
                         r.get::<i64, _>("in_flight").to_string(),
                         r.get::<i64, _>("awaiting_pubrel").to_string(),
+                        opt(r.get::<Option<String>, _>("protocol")),
                     ]
                 })
                 .collect(),

@@ -161,6 +161,7 @@ pub struct Connected {
     pub username: Option<ByteString>,
     pub persistent: bool,
     pub keep_alive: u16,
+    pub protocol: crate::protocol::ProtocolVersion,
     pub will: Option<LastWill>,
 }
 

@@ -9,13 +9,14 @@ use sqlx::{Row, SqliteConnection};
 /// A client connected: its row, created or brought up to date.
 pub(super) const UPSERT_CONNECTED: &str =
     "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
-                           will_topic, will_payload, will_qos, will_retain, username)
-     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8)
+                           will_topic, will_payload, will_qos, will_retain, username, protocol)
+     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
      ON CONFLICT (client_id) DO UPDATE SET
          persistent = excluded.persistent, connected = 1, connected_since = excluded.connected_since,
          last_seen = NULL, keep_alive = excluded.keep_alive, will_topic = excluded.will_topic,
          will_payload = excluded.will_payload, will_qos = excluded.will_qos,
-         will_retain = excluded.will_retain, username = excluded.username";
+         will_retain = excluded.will_retain, username = excluded.username,
+         protocol = excluded.protocol";
 
 /// A persistent session's client went away.
 pub(super) const DISCONNECTED: &str =
@@ -39,6 +40,7 @@ pub(super) async fn write(
                 username,
                 persistent,
                 keep_alive,
+                protocol,
                 will,
             } => {
                 sqlx::query(UPSERT_CONNECTED)
@@ -50,6 +52,7 @@ pub(super) async fn write(
                     .bind(will.as_ref().map(|w| w.qos as i64))
                     .bind(will.as_ref().map(|w| w.retain))
                     .bind(username.as_deref())
+                    .bind(protocol.number())
                     .execute(&mut *conn)
                     .await?;
             }

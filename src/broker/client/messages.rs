@@ -76,6 +76,7 @@ pub struct Attach {
     pub connection_id: ConnectionId,
     /// For the sessions table.
     pub keep_alive: u16,
+    pub protocol: crate::protocol::ProtocolVersion,
     pub will: Option<LastWill>,
     /// Told when another connection takes the session over.
     pub connection: Recipient<Close>,

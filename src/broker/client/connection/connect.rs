@@ -163,6 +163,7 @@ impl Connection {
         self.will = connect.will.map(Box::new);
         self.keep_alive_limit = accepted.keep_alive_limit;
         let (keep_alive, will) = (connect.keep_alive, self.will.as_deref().cloned());
+        let protocol = connect.version;
         let username = accepted.username;
         // For the line once connected: what Mosquitto shows, in words.
         let version = match connect.version {
@@ -194,6 +195,7 @@ impl Connection {
             let attach = Attach {
                 connection_id,
                 keep_alive,
+                protocol,
                 will,
                 connection: me,
                 outbound,

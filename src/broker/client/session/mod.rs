@@ -376,6 +376,7 @@ impl Session {
                 username: msg.username.clone(),
                 persistent: self.state.is_durable(),
                 keep_alive: msg.keep_alive,
+                protocol: msg.protocol,
                 will: msg.will,
             })),
             after_commit,
