@@ -275,7 +275,15 @@ pub(crate) fn put_str(buf: &mut BytesMut, s: &str) {
     put_bytes(buf, s.as_bytes());
 }
 
+/// A length-prefixed field: at most 65,535 bytes, which every caller
+/// holds to (what roost encodes was decoded from such a field, or is a
+/// topic within `max_topic_length`); a longer one would be a wrong length.
 pub(crate) fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    debug_assert!(
+        b.len() <= usize::from(u16::MAX),
+        "a field of {} bytes",
+        b.len()
+    );
     buf.put_u16(b.len() as u16);
     buf.put_slice(b);
 }

@@ -300,8 +300,8 @@ impl Actor for SessionRegistry {
         let indexed = Completion::new(move || {
             if count > 0 {
                 log::info!(
-                    "{count} persistent sessions restored, their subscriptions indexed in {:.1?}",
-                    started.elapsed()
+                    "{count} persistent sessions restored, their subscriptions indexed in {} ms",
+                    started.elapsed().as_millis()
                 );
             }
             if let Some(restored) = restored {

@@ -466,9 +466,9 @@ impl Store {
         }
         if let Some(failed) = retried {
             log::warn!(
-                "database commit succeeded after {} failed tries over {:.1?}: durable acknowledgements go on, and persistent sessions are accepted again",
+                "database commit succeeded after {} failed tries over {:.1} s: durable acknowledgements go on, and persistent sessions are accepted again",
                 failed.failures,
-                failed.since.elapsed()
+                failed.since.elapsed().as_secs_f64()
             );
             self.metrics.store_failing.store(false, Ordering::Relaxed);
         }
