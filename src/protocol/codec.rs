@@ -56,22 +56,6 @@ fn flags_valid(packet: PacketType, flags: u8) -> bool {
     }
 }
 
-/// Reads the remaining-length varint at the start of `buf`: `Ok(None)` when
-/// more bytes are needed, else the value and how many bytes it took.
-fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
-    let mut value = 0usize;
-    for i in 0..4 {
-        let Some(&byte) = buf.get(i) else {
-            return Ok(None);
-        };
-        value |= ((byte & 0x7F) as usize) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    Err(ProtocolError::MalformedRemainingLength)
-}
-
 /// Room made for the next read whenever the decoder needs more bytes,
 /// unless the client is quiet. A connection starts (and goes back, after a
 /// CONNECT or PINGREQ that empties the buffer) with almost no read buffer;

@@ -242,6 +242,23 @@ impl Packet {
     }
 }
 
+/// Reads the remaining-length varint at the start of `buf` (the Variable
+/// Byte Integer of section 1.5.5): `Ok(None)` when more bytes are needed,
+/// else the value and how many bytes it took.
+pub(crate) fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
+    let mut value = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(i) else {
+            return Ok(None);
+        };
+        value |= ((byte & 0x7F) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    Err(ProtocolError::MalformedRemainingLength)
+}
+
 /// Writes a remaining length as the variable-length integer of section 2.2.3.
 pub(crate) fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
     debug_assert!(len <= MAX_REMAINING_LENGTH);

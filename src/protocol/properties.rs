@@ -9,12 +9,11 @@
 //! each a protocol error, found here before anything uses the packet.
 
 use super::reader::Reader;
-use super::{put_bytes, put_str, ProtocolError};
+// The Variable Byte Integer of section 1.5.5 is the remaining length's
+// encoding (section 2.2.3): written and sized by the same functions.
+use super::{put_bytes, put_remaining_length, put_str, remaining_length_len, ProtocolError};
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
-
-/// The largest Variable Byte Integer (section 1.5.5): four bytes.
-pub const MAX_VARIABLE_BYTE_INTEGER: u32 = 268_435_455;
 
 /// Where a property block is: each property may appear only in some of
 /// these (the table of section 2.2.2.2).
@@ -339,7 +338,7 @@ impl Properties {
             + self
                 .subscription_identifiers
                 .iter()
-                .map(|v| 1 + variable_byte_integer_len(*v))
+                .map(|v| 1 + remaining_length_len(*v as usize))
                 .sum::<usize>()
             + fixed(self.session_expiry_interval.is_some(), 4)
             + string(&self.assigned_client_identifier)
@@ -371,13 +370,13 @@ impl Properties {
     /// The whole block on the wire: its length and the properties.
     pub fn encoded_len(&self) -> usize {
         let body = self.body_len();
-        variable_byte_integer_len(body as u32) + body
+        remaining_length_len(body) + body
     }
 
     /// Writes the block: its length, then each property present, in the
     /// order of their identifiers (User Properties in their own order).
     pub fn encode(&self, buf: &mut BytesMut) {
-        put_variable_byte_integer(buf, self.body_len() as u32);
+        put_remaining_length(buf, self.body_len());
         let byte = |buf: &mut BytesMut, id: u8, v: Option<u8>| {
             if let Some(v) = v {
                 buf.put_u8(id);
@@ -423,7 +422,7 @@ impl Properties {
         binary(buf, id::CORRELATION_DATA, &self.correlation_data);
         for v in &self.subscription_identifiers {
             buf.put_u8(id::SUBSCRIPTION_IDENTIFIER);
-            put_variable_byte_integer(buf, *v);
+            put_remaining_length(buf, *v as usize);
         }
         four(
             buf,
@@ -478,33 +477,6 @@ impl Properties {
             id::SHARED_SUBSCRIPTION_AVAILABLE,
             self.shared_subscription_available,
         );
-    }
-}
-
-/// Bytes of `v` as a Variable Byte Integer (section 1.5.5).
-pub fn variable_byte_integer_len(v: u32) -> usize {
-    match v {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
-
-/// Writes `v` (at most [`MAX_VARIABLE_BYTE_INTEGER`]) as a Variable Byte
-/// Integer.
-pub fn put_variable_byte_integer(buf: &mut BytesMut, mut v: u32) {
-    debug_assert!(v <= MAX_VARIABLE_BYTE_INTEGER);
-    loop {
-        let mut byte = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        buf.put_u8(byte);
-        if v == 0 {
-            return;
-        }
     }
 }
 
@@ -765,7 +737,7 @@ mod tests {
         let fours = proptest::collection::vec(proptest::option::of(any::<u32>()), 4);
         let twos = proptest::collection::vec(proptest::option::of(any::<u16>()), 3);
         let flags = proptest::collection::vec(flag(), 8);
-        let ids = proptest::collection::vec(1..=MAX_VARIABLE_BYTE_INTEGER, 0..3);
+        let ids = proptest::collection::vec(1..=crate::protocol::MAX_REMAINING_LENGTH as u32, 0..3);
         let users = proptest::collection::vec((text(), text()), 0..3);
         let nonzero = (proptest::option::of(1u16..), proptest::option::of(1u32..));
         (strings, binaries, fours, twos, flags, ids, users, nonzero).prop_map(

@@ -54,9 +54,13 @@ impl Reader {
 
     /// A Variable Byte Integer (section 1.5.5): at most four bytes.
     pub fn variable_byte_integer(&mut self) -> Result<u32, ProtocolError> {
-        match get_variable_byte_integer(&mut self.body) {
-            Some(read) => read,
-            None => Err(self.truncated()),
+        match super::remaining_length(&self.body) {
+            Ok(Some((value, len))) => {
+                self.body.advance(len);
+                Ok(value as u32)
+            }
+            Ok(None) => Err(self.truncated()),
+            Err(_) => Err(ProtocolError::MalformedVariableByteInteger),
         }
     }
 
@@ -109,23 +113,6 @@ impl Reader {
             })
         }
     }
-}
-
-/// Reads a Variable Byte Integer from `bytes`: at most four bytes, and the
-/// shortest form is not checked (a longer one is harmless to read).
-fn get_variable_byte_integer(bytes: &mut Bytes) -> Option<Result<u32, ProtocolError>> {
-    let mut value = 0u32;
-    for i in 0..4 {
-        if !bytes.has_remaining() {
-            return None;
-        }
-        let byte = bytes.get_u8();
-        value |= u32::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(Ok(value));
-        }
-    }
-    Some(Err(ProtocolError::MalformedVariableByteInteger))
 }
 
 /// Validates MQTT's UTF-8 rules on raw bytes without copying them.

@@ -34,7 +34,13 @@ impl SessionState {
 
     /// PUBACK for an outbound QoS 1 message; false if no such message.
     pub fn on_puback(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubAck) else {
+        self.finish(packet_id, OutboundState::AwaitingPubAck, out)
+    }
+
+    /// The last acknowledgement of a message in flight (PUBACK, PUBCOMP):
+    /// it leaves the window and the queue, and the window fills again.
+    fn finish(&mut self, packet_id: PacketId, state: OutboundState, out: &mut Vec<Action>) -> bool {
+        let Some(entry) = self.take(packet_id, state) else {
             return false;
         };
         if let Some(id) = entry.id {
@@ -72,17 +78,7 @@ impl SessionState {
 
     /// PUBCOMP ends an outbound QoS 2 handshake.
     pub fn on_pubcomp(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
-        let Some(entry) = self.take(packet_id, OutboundState::AwaitingPubComp) else {
-            return false;
-        };
-        if let Some(id) = entry.id {
-            out.push(Action::Dequeue {
-                id,
-                size: entry.message.stored_size(),
-            });
-        }
-        self.fill_window(out);
-        true
+        self.finish(packet_id, OutboundState::AwaitingPubComp, out)
     }
 
     /// An inbound QoS 2 PUBLISH: true if it is new and must be routed, false
