@@ -256,6 +256,9 @@ pub struct LimitsConfig {
     pub max_persistent_sessions: usize,
     pub max_retained_messages: usize,
     pub max_retained_bytes: usize,
+    /// MQTT 5.0: topic aliases a client may set per connection (the Topic
+    /// Alias Maximum of CONNACK); 0 accepts none.
+    pub topic_alias_maximum: u16,
 }
 
 impl LimitsConfig {

@@ -202,7 +202,7 @@ fn init_logging(log: &roost::config::LogConfig) -> Result<(), String> {
 fn log_started(cli: &Cli, config: &Config, broker: &roost::BrokerHandle) {
     use roost::broker::live::absolute;
     log::info!(
-        "roost {} (MQTT 3.1.1 and 3.1), pid {}",
+        "roost {} (MQTT 3.1.1, 3.1 and 5.0), pid {}",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );

@@ -41,6 +41,7 @@ impl Message {
             topic: self.topic,
             packet_id,
             payload: self.payload,
+            properties: None,
         }
     }
 

@@ -79,13 +79,13 @@ async fn second_connect_closes_connection_mqtt_3_1_0_2() {
 
 /// [MQTT-3.1.2-2] The Server MUST respond to the CONNECT Packet with a CONNACK
 /// return code 0x01 (unacceptable protocol level) and then disconnect the
-/// Client if the Protocol Level is not supported: level 5.
+/// Client if the Protocol Level is not supported: level 6 (5 is MQTT 5.0).
 #[tokio::test]
-async fn protocol_level_5_refused_with_0x01_mqtt_3_1_2_2() {
+async fn protocol_level_6_refused_with_0x01_mqtt_3_1_2_2() {
     let broker = TestBroker::start();
     let bytes = ConnectOptions {
-        level: 5,
-        ..ConnectOptions::new("v5")
+        level: 6,
+        ..ConnectOptions::new("v6")
     }
     .bytes();
     refused_with_code(&broker, &bytes, 0x01).await;
@@ -432,10 +432,10 @@ async fn data_after_refused_connect_not_processed_mqtt_3_1_4_5() {
     for (case, connect) in [
         ("empty id, clean 0", raw::connect("", false)),
         (
-            "protocol level 5",
+            "protocol level 6",
             ConnectOptions {
-                level: 5,
-                ..ConnectOptions::new("v5")
+                level: 6,
+                ..ConnectOptions::new("v6")
             }
             .bytes(),
         ),

@@ -30,5 +30,6 @@ mod subscribe;
 mod supervision;
 mod sys;
 mod tls;
+mod v5;
 mod websocket;
 mod will;

@@ -25,4 +25,7 @@ pub struct Shared {
     pub open_connections: AtomicUsize,
     /// Password checks, bounded (see `verifier`).
     pub verifier: Arc<Verifier>,
+    /// The longest Session Expiry Interval a 5.0 client is granted, in
+    /// seconds (`session.expiry_secs`); 0: no limit.
+    pub max_session_expiry: u32,
 }

@@ -3,7 +3,7 @@
 //! of packets (found by the connection). The connection maps each to its
 //! consequence in one place, `broker::client::close::close_action`.
 
-use super::PacketType;
+use super::{PacketType, ReasonCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -83,9 +83,79 @@ pub enum ProtocolError {
         expected: PacketType,
         packet_id: u16,
     },
+    #[error(
+        "topic alias {alias} is 0 or above the maximum of {max} [MQTT-3.3.2-8] [MQTT-3.3.2-9]"
+    )]
+    TopicAliasInvalid { alias: u16, max: u16 },
+    #[error(
+        "PUBLISH with an empty topic uses topic alias {0}, which was never set (section 3.3.2.3.4)"
+    )]
+    UnknownTopicAlias(u16),
+    #[error("PUBLISH has an empty topic name and no topic alias (section 3.3.2.1)")]
+    EmptyTopicWithoutAlias,
+    #[error("SUBSCRIBE options byte {0:#04x} has reserved bits set [MQTT-3.8.3-5] or Retain Handling 3 (section 3.8.3.1)")]
+    InvalidSubscriptionOptions(u8),
+    #[error("DISCONNECT changes the Session Expiry Interval from 0 (section 3.14.2.2.2)")]
+    SessionExpiryFromZero,
+    #[error("AUTH on a connection whose CONNECT named no Authentication Method (section 4.12)")]
+    AuthWithoutMethod,
     #[error("sent {0}, which only a server sends (section 2.2.1)")]
     ServerPacket(PacketType),
     /// roost's rule, not the spec's: a topic beyond `[limits]`.
     #[error("PUBLISH topic of {length} bytes in {levels} levels is beyond limits.max_topic_length or max_topic_levels")]
     TopicBeyondLimits { length: usize, levels: usize },
+}
+
+impl ProtocolError {
+    /// The reason code a 5.0 client is sent (in CONNACK or DISCONNECT)
+    /// before the close: 0x81 for bytes that do not parse as the packet
+    /// (section 2.2.2.2: a property not valid for its packet too), 0x82
+    /// for a well-formed packet that breaks a rule, and the specific code
+    /// where the spec has one.
+    pub fn reason(&self) -> ReasonCode {
+        use ProtocolError::*;
+        match self {
+            ReservedPacketType(_)
+            | InvalidHeaderFlags { .. }
+            | MalformedRemainingLength
+            | Truncated { .. }
+            | TrailingBytes { .. }
+            | InvalidUtf8
+            | NullCharacter
+            | ConnectReservedFlag
+            | WillFlagsWithoutWill
+            | InvalidWillQoS
+            | InvalidQoS
+            | DupOnQoS0
+            | ZeroPacketId
+            | EmptySubscribe
+            | InvalidRequestedQoS(_)
+            | InvalidSubscriptionOptions(_)
+            | EmptyUnsubscribe
+            | InvalidConnAck
+            | InvalidSubAckCode(_)
+            | MalformedVariableByteInteger
+            | UnknownProperty(_)
+            | PropertyNotAllowed { .. }
+            | InvalidPropertyValue { .. }
+            | InvalidReasonCode { .. } => ReasonCode::MALFORMED_PACKET,
+            InvalidTopicFilter(_) | EmptyTopic => ReasonCode::MALFORMED_PACKET,
+            WildcardInTopicName(_) | TopicBeyondLimits { .. } => ReasonCode::TOPIC_NAME_INVALID,
+            PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            TopicAliasInvalid { .. } => ReasonCode::TOPIC_ALIAS_INVALID,
+            InvalidProtocolName(_) | UnsupportedProtocolLevel(_) => {
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+            }
+            PasswordWithoutUsername
+            | FirstPacketNotConnect(_)
+            | SecondConnect
+            | DuplicateProperty { .. }
+            | AckOfWrongType { .. }
+            | ServerPacket(_)
+            | UnknownTopicAlias(_)
+            | EmptyTopicWithoutAlias
+            | SessionExpiryFromZero
+            | AuthWithoutMethod => ReasonCode::PROTOCOL_ERROR,
+        }
+    }
 }

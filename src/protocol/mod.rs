@@ -1,16 +1,20 @@
-//! The MQTT 3.1.1 (and 3.1) wire format: pure, synchronous, no I/O.
+//! The MQTT wire format of 3.1, 3.1.1 and 5.0: pure, synchronous, no I/O.
 //!
 //! Every packet type lives in its own file with its decode and encode side by
-//! side. [`codec::MqttCodec`] frames a byte stream into [`Packet`]s for
-//! tokio-util and rejects anything the spec calls malformed with a
+//! side; one [`Packet`] type serves every version, its 5.0 parts (reason
+//! codes, properties) left empty for 3.1.1. [`codec::MqttCodec`] frames a
+//! byte stream into [`Packet`]s for tokio-util, in the version the CONNECT
+//! chose, and rejects anything the spec calls malformed with a
 //! [`ProtocolError`] that names the normative statement it violates. What the
 //! connection does with an error (a CONNACK code, or a plain close) is decided
 //! in one place: `broker::client::close::close_action`.
 
 mod ack;
+mod alias;
 pub mod codec;
 mod connack;
 mod connect;
+mod disconnect;
 mod error;
 pub mod properties;
 mod publish;
@@ -21,13 +25,18 @@ mod subscribe;
 mod topic;
 mod unsubscribe;
 
+pub use ack::Ack;
+pub use alias::TopicAliases;
 pub use codec::MqttCodec;
 pub use connack::{ConnAck, ConnectReturnCode};
 pub use connect::{Connect, LastWill, ProtocolVersion};
+pub use disconnect::{Auth, Disconnect, Reasoned};
 pub use error::ProtocolError;
+pub use properties::{Properties, PropertiesOf};
 pub use publish::Publish;
-pub use suback::{SubAck, SubscribeReturnCode};
-pub use subscribe::{Subscribe, SubscribeTopic};
+pub use reason::ReasonCode;
+pub use suback::{SubAck, UnsubAck};
+pub use subscribe::{RetainHandling, Subscribe, SubscribeTopic, SubscriptionOptions};
 pub use topic::{detached, filter_covers, TopicFilter, TopicName};
 pub use unsubscribe::Unsubscribe;
 
@@ -98,6 +107,8 @@ pub enum PacketType {
     PingReq = 12,
     PingResp = 13,
     Disconnect = 14,
+    /// 5.0 only.
+    Auth = 15,
 }
 
 /// The packet's name as the spec writes it: `PUBLISH`, `PUBACK`, ...
@@ -119,6 +130,7 @@ impl fmt::Display for PacketType {
             PingReq => "PINGREQ",
             PingResp => "PINGRESP",
             Disconnect => "DISCONNECT",
+            Auth => "AUTH",
         })
     }
 }
@@ -141,28 +153,31 @@ impl PacketType {
             12 => PingReq,
             13 => PingResp,
             14 => Disconnect,
+            15 => Auth,
             _ => return None,
         })
     }
 }
 
-/// One MQTT control packet.
+/// One MQTT control packet, of any version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),
     ConnAck(ConnAck),
     Publish(Publish),
-    PubAck(PacketId),
-    PubRec(PacketId),
-    PubRel(PacketId),
-    PubComp(PacketId),
+    PubAck(Ack),
+    PubRec(Ack),
+    PubRel(Ack),
+    PubComp(Ack),
     Subscribe(Subscribe),
     SubAck(SubAck),
     Unsubscribe(Unsubscribe),
-    UnsubAck(PacketId),
+    UnsubAck(UnsubAck),
     PingReq,
     PingResp,
-    Disconnect,
+    Disconnect(Disconnect),
+    /// 5.0 only.
+    Auth(Auth),
 }
 
 impl Packet {
@@ -181,27 +196,40 @@ impl Packet {
             Packet::UnsubAck(_) => PacketType::UnsubAck,
             Packet::PingReq => PacketType::PingReq,
             Packet::PingResp => PacketType::PingResp,
-            Packet::Disconnect => PacketType::Disconnect,
+            Packet::Disconnect(_) => PacketType::Disconnect,
+            Packet::Auth(_) => PacketType::Auth,
         }
     }
 
-    /// Appends the packet's wire form to `buf`.
-    pub fn encode(&self, buf: &mut BytesMut) {
+    /// A 3.1.1 DISCONNECT (and a 5.0 normal disconnection).
+    pub fn disconnect() -> Packet {
+        Packet::Disconnect(Disconnect::normal())
+    }
+
+    /// Appends the packet's wire form in `version` to `buf`. What 3.1.1
+    /// has no place for (properties, most reason codes) is left out; an
+    /// AUTH is never sent to a 3.1.1 client.
+    pub fn encode(&self, buf: &mut BytesMut, version: ProtocolVersion) {
+        let v5 = version.is_v5();
         match self {
             Packet::Connect(c) => c.encode(buf),
-            Packet::ConnAck(c) => c.encode(buf),
-            Packet::Publish(p) => p.encode(buf),
-            Packet::PubAck(id) => ack::encode(buf, 0x40, *id),
-            Packet::PubRec(id) => ack::encode(buf, 0x50, *id),
-            Packet::PubRel(id) => ack::encode(buf, 0x62, *id),
-            Packet::PubComp(id) => ack::encode(buf, 0x70, *id),
-            Packet::Subscribe(s) => s.encode(buf),
-            Packet::SubAck(s) => s.encode(buf),
-            Packet::Unsubscribe(u) => u.encode(buf),
-            Packet::UnsubAck(id) => ack::encode(buf, 0xB0, *id),
+            Packet::ConnAck(c) => c.encode(buf, v5),
+            Packet::Publish(p) => p.encode(buf, v5),
+            Packet::PubAck(a) => a.encode(buf, 0x40, v5),
+            Packet::PubRec(a) => a.encode(buf, 0x50, v5),
+            Packet::PubRel(a) => a.encode(buf, 0x62, v5),
+            Packet::PubComp(a) => a.encode(buf, 0x70, v5),
+            Packet::Subscribe(s) => s.encode(buf, v5),
+            Packet::SubAck(s) => s.encode(buf, v5, false),
+            Packet::Unsubscribe(u) => u.encode(buf, v5),
+            Packet::UnsubAck(u) => u.encode(buf, v5, true),
             Packet::PingReq => buf.put_slice(&[0xC0, 0]),
             Packet::PingResp => buf.put_slice(&[0xD0, 0]),
-            Packet::Disconnect => buf.put_slice(&[0xE0, 0]),
+            Packet::Disconnect(d) => d.encode(buf, 0xE0, v5),
+            Packet::Auth(a) => {
+                debug_assert!(v5, "AUTH to a 3.1.1 client");
+                a.encode(buf, 0xF0, v5)
+            }
         }
     }
 
@@ -219,25 +247,24 @@ impl Packet {
         )
     }
 
-    /// Size of the packet on the wire, for queue accounting.
-    pub fn wire_len(&self) -> usize {
+    /// Size of the packet on the wire in `version`, for queue accounting.
+    pub fn wire_len(&self, version: ProtocolVersion) -> usize {
+        let v5 = version.is_v5();
         match self {
-            Packet::Publish(p) => p.wire_len(),
-            Packet::Connect(_)
-            | Packet::Subscribe(_)
-            | Packet::SubAck(_)
-            | Packet::Unsubscribe(_) => {
+            Packet::Publish(p) => p.wire_len(v5),
+            Packet::ConnAck(c) => c.encoded_len(v5),
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.encoded_len(v5)
+            }
+            Packet::SubAck(s) => s.encoded_len(v5, false),
+            Packet::UnsubAck(s) => s.encoded_len(v5, true),
+            Packet::Disconnect(d) | Packet::Auth(d) => d.encoded_len(v5),
+            Packet::PingReq | Packet::PingResp => 2,
+            Packet::Connect(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => {
                 let mut b = BytesMut::new();
-                self.encode(&mut b);
+                self.encode(&mut b, version);
                 b.len()
             }
-            Packet::ConnAck(_)
-            | Packet::PubAck(_)
-            | Packet::PubRec(_)
-            | Packet::PubRel(_)
-            | Packet::PubComp(_)
-            | Packet::UnsubAck(_) => 4,
-            Packet::PingReq | Packet::PingResp | Packet::Disconnect => 2,
         }
     }
 }

@@ -15,134 +15,9 @@ use super::{put_bytes, put_remaining_length, put_str, remaining_length_len, Prot
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-/// Where a property block is: each property may appear only in some of
-/// these (the table of section 2.2.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PropertiesOf {
-    Connect,
-    /// The will's own block, inside CONNECT's payload (section 3.1.3.2).
-    Will,
-    ConnAck,
-    Publish,
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
-    Subscribe,
-    SubAck,
-    Unsubscribe,
-    UnsubAck,
-    Disconnect,
-    Auth,
-}
+mod places;
 
-impl PropertiesOf {
-    pub const ALL: [PropertiesOf; 14] = [
-        PropertiesOf::Connect,
-        PropertiesOf::Will,
-        PropertiesOf::ConnAck,
-        PropertiesOf::Publish,
-        PropertiesOf::PubAck,
-        PropertiesOf::PubRec,
-        PropertiesOf::PubRel,
-        PropertiesOf::PubComp,
-        PropertiesOf::Subscribe,
-        PropertiesOf::SubAck,
-        PropertiesOf::Unsubscribe,
-        PropertiesOf::UnsubAck,
-        PropertiesOf::Disconnect,
-        PropertiesOf::Auth,
-    ];
-
-    /// As the spec writes it, for error messages.
-    pub fn name(self) -> &'static str {
-        use PropertiesOf::*;
-        match self {
-            Connect => "CONNECT",
-            Will => "the will properties",
-            ConnAck => "CONNACK",
-            Publish => "PUBLISH",
-            PubAck => "PUBACK",
-            PubRec => "PUBREC",
-            PubRel => "PUBREL",
-            PubComp => "PUBCOMP",
-            Subscribe => "SUBSCRIBE",
-            SubAck => "SUBACK",
-            Unsubscribe => "UNSUBSCRIBE",
-            UnsubAck => "UNSUBACK",
-            Disconnect => "DISCONNECT",
-            Auth => "AUTH",
-        }
-    }
-}
-
-/// Property identifiers (section 2.2.2.2).
-pub mod id {
-    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
-    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
-    pub const CONTENT_TYPE: u8 = 0x03;
-    pub const RESPONSE_TOPIC: u8 = 0x08;
-    pub const CORRELATION_DATA: u8 = 0x09;
-    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
-    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
-    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
-    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
-    pub const AUTHENTICATION_METHOD: u8 = 0x15;
-    pub const AUTHENTICATION_DATA: u8 = 0x16;
-    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
-    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
-    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
-    pub const RESPONSE_INFORMATION: u8 = 0x1A;
-    pub const SERVER_REFERENCE: u8 = 0x1C;
-    pub const REASON_STRING: u8 = 0x1F;
-    pub const RECEIVE_MAXIMUM: u8 = 0x21;
-    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
-    pub const TOPIC_ALIAS: u8 = 0x23;
-    pub const MAXIMUM_QOS: u8 = 0x24;
-    pub const RETAIN_AVAILABLE: u8 = 0x25;
-    pub const USER_PROPERTY: u8 = 0x26;
-    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
-    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
-    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
-    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
-}
-
-/// Whether property `id` may appear in a block of `of` (section 2.2.2.2's
-/// table); `None` for an identifier the spec does not define.
-pub fn allowed(id: u8, of: PropertiesOf) -> Option<bool> {
-    use PropertiesOf::*;
-    let places: &[PropertiesOf] = match id {
-        id::PAYLOAD_FORMAT_INDICATOR
-        | id::MESSAGE_EXPIRY_INTERVAL
-        | id::CONTENT_TYPE
-        | id::RESPONSE_TOPIC
-        | id::CORRELATION_DATA => &[Publish, Will],
-        id::SUBSCRIPTION_IDENTIFIER => &[Publish, Subscribe],
-        id::SESSION_EXPIRY_INTERVAL => &[Connect, ConnAck, Disconnect],
-        id::ASSIGNED_CLIENT_IDENTIFIER
-        | id::SERVER_KEEP_ALIVE
-        | id::RESPONSE_INFORMATION
-        | id::MAXIMUM_QOS
-        | id::RETAIN_AVAILABLE
-        | id::WILDCARD_SUBSCRIPTION_AVAILABLE
-        | id::SUBSCRIPTION_IDENTIFIER_AVAILABLE
-        | id::SHARED_SUBSCRIPTION_AVAILABLE => &[ConnAck],
-        id::AUTHENTICATION_METHOD | id::AUTHENTICATION_DATA => &[Connect, ConnAck, Auth],
-        id::REQUEST_PROBLEM_INFORMATION | id::REQUEST_RESPONSE_INFORMATION => &[Connect],
-        id::WILL_DELAY_INTERVAL => &[Will],
-        id::SERVER_REFERENCE => &[ConnAck, Disconnect],
-        id::REASON_STRING => &[
-            ConnAck, PubAck, PubRec, PubRel, PubComp, SubAck, UnsubAck, Disconnect, Auth,
-        ],
-        id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => {
-            &[Connect, ConnAck]
-        }
-        id::TOPIC_ALIAS => &[Publish],
-        id::USER_PROPERTY => &PropertiesOf::ALL,
-        _ => return None,
-    };
-    Some(places.contains(&of))
-}
+pub use places::{allowed, id, PropertiesOf};
 
 /// The properties of one block, each as its type says; `None` (or empty)
 /// when absent. User Properties keep their order and may repeat a name
@@ -211,6 +86,123 @@ fn nonzero<T: Into<u32> + Copy>(value: T, id: u8) -> Result<T, ProtocolError> {
         return Err(ProtocolError::InvalidPropertyValue { id, value: 0 });
     }
     Ok(value)
+}
+
+/// A block with no properties, for packets that carry `None`.
+static NONE: Properties = Properties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifier_available: None,
+    shared_subscription_available: None,
+};
+
+/// Packets hold their properties as `Option<Box<Properties>>`: `None` for
+/// an empty block (most packets) and for 3.1.1, so that a packet without
+/// properties costs one pointer. These functions read and write that form.
+impl Properties {
+    /// The properties held, or an empty block.
+    pub fn or_none(held: &Option<Box<Properties>>) -> &Properties {
+        held.as_deref().unwrap_or(&NONE)
+    }
+
+    /// Whether the block holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.body_len() == 0
+    }
+
+    /// [`Properties::decode`], `None` for an empty block.
+    pub(crate) fn decode_boxed(
+        r: &mut Reader,
+        of: PropertiesOf,
+    ) -> Result<Option<Box<Properties>>, ProtocolError> {
+        let p = Properties::decode(r, of)?;
+        Ok((!p.is_empty()).then(|| Box::new(p)))
+    }
+
+    /// The wire length of a held block (one byte for `None`).
+    pub fn boxed_len(held: &Option<Box<Properties>>) -> usize {
+        held.as_ref().map_or(1, |p| p.encoded_len())
+    }
+
+    /// Writes a held block (a zero length for `None`).
+    pub fn encode_boxed(held: &Option<Box<Properties>>, buf: &mut BytesMut) {
+        match held {
+            Some(p) => p.encode(buf),
+            None => buf.put_u8(0),
+        }
+    }
+
+    /// The same properties in allocations of their own, for a block kept
+    /// for long (a will, a session's settings): a decoded block is a view
+    /// of the packet's read buffer and would keep all of it alive.
+    pub fn detached(&self) -> Properties {
+        let s = |v: &Option<ByteString>| v.as_ref().map(super::detached);
+        let b = |v: &Option<Bytes>| v.as_ref().map(|v| Bytes::copy_from_slice(v));
+        Properties {
+            content_type: s(&self.content_type),
+            response_topic: s(&self.response_topic),
+            correlation_data: b(&self.correlation_data),
+            subscription_identifiers: self.subscription_identifiers.clone(),
+            assigned_client_identifier: s(&self.assigned_client_identifier),
+            authentication_method: s(&self.authentication_method),
+            authentication_data: b(&self.authentication_data),
+            response_information: s(&self.response_information),
+            server_reference: s(&self.server_reference),
+            reason_string: s(&self.reason_string),
+            user_properties: self
+                .user_properties
+                .iter()
+                .map(|(k, v)| (super::detached(k), super::detached(v)))
+                .collect(),
+            ..self.numbers()
+        }
+    }
+
+    /// A copy of the numeric and flag properties only (the rest empty).
+    fn numbers(&self) -> Properties {
+        Properties {
+            payload_format_indicator: self.payload_format_indicator,
+            message_expiry_interval: self.message_expiry_interval,
+            session_expiry_interval: self.session_expiry_interval,
+            server_keep_alive: self.server_keep_alive,
+            request_problem_information: self.request_problem_information,
+            will_delay_interval: self.will_delay_interval,
+            request_response_information: self.request_response_information,
+            receive_maximum: self.receive_maximum,
+            topic_alias_maximum: self.topic_alias_maximum,
+            topic_alias: self.topic_alias,
+            maximum_qos: self.maximum_qos,
+            retain_available: self.retain_available,
+            maximum_packet_size: self.maximum_packet_size,
+            wildcard_subscription_available: self.wildcard_subscription_available,
+            subscription_identifier_available: self.subscription_identifier_available,
+            shared_subscription_available: self.shared_subscription_available,
+            ..Properties::default()
+        }
+    }
 }
 
 impl Properties {
@@ -495,7 +487,7 @@ pub fn decode_block(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::PacketType;
     use proptest::prelude::*;
@@ -731,7 +723,7 @@ mod tests {
 
     /// Any properties, then only those `of` allows (one subscription id
     /// outside PUBLISH).
-    fn properties(of: PropertiesOf) -> impl Strategy<Value = Properties> {
+    pub(crate) fn properties(of: PropertiesOf) -> impl Strategy<Value = Properties> {
         let strings = proptest::collection::vec(proptest::option::of(text()), 8);
         let binaries = proptest::collection::vec(proptest::option::of(data()), 2);
         let fours = proptest::collection::vec(proptest::option::of(any::<u32>()), 4);

@@ -1,5 +1,8 @@
-//! PUBLISH (section 3.3): a message, in either direction.
+//! PUBLISH (section 3.3): a message, in either direction. In 5.0 a block
+//! of properties sits between the packet identifier and the payload.
 
+use super::alias::TopicAliases;
+use super::properties::{Properties, PropertiesOf};
 use super::reader::Reader;
 use super::{
     put_remaining_length, put_str, remaining_length_len, PacketId, ProtocolError, QoS, TopicName,
@@ -11,24 +14,52 @@ pub struct Publish {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
+    /// Always the full name: a topic alias the client used is resolved by
+    /// the codec.
     pub topic: TopicName,
     /// Present exactly when `qos` is 1 or 2.
     pub packet_id: Option<PacketId>,
     pub payload: Bytes,
+    /// 5.0 only: `None` when there are none.
+    pub properties: Option<Box<Properties>>,
 }
 
 impl Publish {
-    pub(crate) fn decode(flags: u8, mut r: Reader) -> Result<Publish, ProtocolError> {
+    /// `aliases` is given for 5.0, where the block of properties is read
+    /// and a topic alias in it resolved.
+    pub(crate) fn decode(
+        flags: u8,
+        mut r: Reader,
+        aliases: Option<&mut TopicAliases>,
+    ) -> Result<Publish, ProtocolError> {
         let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(ProtocolError::InvalidQoS)?;
         let dup = flags & 0b1000 != 0;
         if dup && qos == QoS::AtMostOnce {
             return Err(ProtocolError::DupOnQoS0);
         }
-        let topic = TopicName::new(r.string()?)?;
+        let name = r.string()?;
         let packet_id = if qos == QoS::AtMostOnce {
             None
         } else {
             Some(r.packet_id()?)
+        };
+        let (topic, properties) = match aliases {
+            None => (TopicName::new(name)?, None),
+            Some(aliases) => {
+                let properties = Properties::decode_boxed(&mut r, PropertiesOf::Publish)?;
+                let alias = properties.as_ref().and_then(|p| p.topic_alias);
+                let named = if name.is_empty() {
+                    None
+                } else {
+                    Some(TopicName::new(name)?)
+                };
+                let topic = match (alias, named) {
+                    (Some(alias), named) => aliases.resolve(alias, named)?,
+                    (None, Some(topic)) => topic,
+                    (None, None) => return Err(ProtocolError::EmptyTopicWithoutAlias),
+                };
+                (topic, properties)
+            }
         };
         let payload = r.rest();
         Ok(Publish {
@@ -38,22 +69,33 @@ impl Publish {
             topic,
             packet_id,
             payload,
+            properties,
         })
     }
 
-    fn remaining_length(&self) -> usize {
+    /// The properties; none for 3.1.1.
+    pub fn properties(&self) -> &Properties {
+        Properties::or_none(&self.properties)
+    }
+
+    fn remaining_length(&self, v5: bool) -> usize {
         2 + self.topic.as_str().len()
             + if self.packet_id.is_some() { 2 } else { 0 }
+            + if v5 {
+                Properties::boxed_len(&self.properties)
+            } else {
+                0
+            }
             + self.payload.len()
     }
 
-    pub fn wire_len(&self) -> usize {
-        let rl = self.remaining_length();
+    pub fn wire_len(&self, v5: bool) -> usize {
+        let rl = self.remaining_length(v5);
         1 + remaining_length_len(rl) + rl
     }
 
-    pub(crate) fn encode(&self, buf: &mut BytesMut) {
-        let rl = self.remaining_length();
+    pub(crate) fn encode(&self, buf: &mut BytesMut, v5: bool) {
+        let rl = self.remaining_length(v5);
         buf.reserve(1 + remaining_length_len(rl) + rl);
         let mut first = 0x30 | ((self.qos as u8) << 1);
         if self.dup {
@@ -67,6 +109,9 @@ impl Publish {
         put_str(buf, self.topic.as_str());
         if let Some(id) = self.packet_id {
             buf.put_u16(id.get());
+        }
+        if v5 {
+            Properties::encode_boxed(&self.properties, buf);
         }
         buf.put_slice(&self.payload);
     }

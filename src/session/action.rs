@@ -5,7 +5,7 @@
 //! and the messages a session holds ([`Inflight`], [`Queued`]).
 
 use crate::message::Message;
-use crate::protocol::{Packet, PacketId, QoS};
+use crate::protocol::{Ack, Packet, PacketId, QoS};
 
 /// Identifies a message in the store's log of queued messages; allocated
 /// by the broker when a message is first routed to a durable session,
@@ -110,7 +110,7 @@ impl Inflight {
     /// DUP set [MQTT-4.4.0-1].
     pub fn resend(&self) -> Packet {
         match self.state {
-            OutboundState::AwaitingPubComp => Packet::PubRel(self.packet_id),
+            OutboundState::AwaitingPubComp => Packet::PubRel(Ack::new(self.packet_id)),
             _ => Packet::Publish(
                 self.message
                     .clone()

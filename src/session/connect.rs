@@ -9,7 +9,7 @@
 //! calls again with the result. Everything else is decided at once.
 
 use crate::config::LimitsConfig;
-use crate::protocol::{Connect, ConnectReturnCode, ProtocolVersion};
+use crate::protocol::{Connect, ConnectReturnCode, Properties, ProtocolVersion, ReasonCode};
 use bytestring::ByteString;
 use std::time::Duration;
 
@@ -48,6 +48,24 @@ pub struct Accepted {
     pub username: Option<ByteString>,
     /// 1.5 × the keep-alive [MQTT-3.1.2-24]; `None` when it is 0.
     pub keep_alive_limit: Option<Duration>,
+    /// The session outlives the connection: 3.1.1's clean session 0, or a
+    /// 5.0 Session Expiry Interval above 0 (section 3.1.2.11.2).
+    pub durable: bool,
+    /// 5.0: the properties of the CONNACK that accepts it.
+    pub connack: Option<Box<Properties>>,
+}
+
+/// What a 5.0 CONNACK tells the client of the server (section 3.2.2.3),
+/// from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Session Expiry Interval granted at most (`session.expiry_secs`; 0
+    /// is no limit).
+    pub max_session_expiry: u32,
+    /// QoS 1/2 PUBLISHes the client may have unacknowledged.
+    pub receive_maximum: u16,
+    pub maximum_packet_size: u32,
+    pub topic_alias_maximum: u16,
 }
 
 /// What to do with a CONNECT.
@@ -125,6 +143,24 @@ impl Refusal {
         }
     }
 
+    /// The CONNACK reason code of 5.0, which has words for more of them.
+    pub fn reason(&self) -> ReasonCode {
+        use Refusal::*;
+        match self {
+            EmptyClientIdNeedsCleanSession
+            | V31ClientIdLength
+            | ClientIdTooLong
+            | KeepAliveTooLong => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            WillTopicBeyondLimits => ReasonCode::TOPIC_NAME_INVALID,
+            WillTooLarge => ReasonCode::QUOTA_EXCEEDED,
+            BadCredentials => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            NoCommonName | AnonymousNotAllowed | NoPasswordFile | WillNotAllowed => {
+                ReasonCode::NOT_AUTHORIZED
+            }
+            StoreFailing => ReasonCode::SERVER_UNAVAILABLE,
+        }
+    }
+
     pub fn kind(&self) -> RefusalKind {
         use Refusal::*;
         match self {
@@ -148,15 +184,19 @@ pub fn accept(
     connect: &Connect,
     credentials: &Credentials,
     limits: &LimitsConfig,
+    server: &ServerLimits,
     auth: AuthSettings,
     assign_id: impl FnOnce() -> ByteString,
     will_allowed: impl FnOnce(Option<&str>, &str, &str) -> bool,
 ) -> Verdict {
     let refuse = Verdict::Refuse;
     let v31 = connect.version == ProtocolVersion::V31;
+    let v5 = connect.version.is_v5();
     let client_id = if connect.client_id.is_empty() {
-        // An empty id needs clean session 1 [MQTT-3.1.3-8]; MQTT 3.1 needs 1-23 characters.
-        if !connect.clean_session {
+        // An empty id needs clean session 1 in 3.1.1 [MQTT-3.1.3-8]; 5.0
+        // assigns one whatever Clean Start says [MQTT-3.1.3-6]; MQTT 3.1
+        // needs 1-23 characters.
+        if !connect.clean_session && !v5 {
             return refuse(Refusal::EmptyClientIdNeedsCleanSession);
         }
         if v31 {
@@ -172,9 +212,12 @@ pub fn accept(
     if client_id.len() > limits.max_client_id_length {
         return refuse(Refusal::ClientIdTooLong);
     }
-    if connect.keep_alive > limits.max_keepalive {
+    // A 5.0 client is told the keep-alive it gets (Server Keep Alive,
+    // [MQTT-3.2.2-21]); 3.1.1 has no way to say it.
+    if connect.keep_alive > limits.max_keepalive && !v5 {
         return refuse(Refusal::KeepAliveTooLong);
     }
+    let keep_alive = connect.keep_alive.min(limits.max_keepalive);
     if let Some(will) = &connect.will {
         if !limits.topic_allowed(will.topic.as_str()) {
             return refuse(Refusal::WillTopicBeyondLimits);
@@ -206,13 +249,58 @@ pub fn accept(
             return refuse(Refusal::WillNotAllowed);
         }
     }
-    let keep_alive_limit = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let keep_alive_limit =
+        (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let (durable, connack) = match v5 {
+        false => (!connect.clean_session, None),
+        true => {
+            let (durable, connack) = connack_properties(connect, &client_id, keep_alive, server);
+            (durable, Some(connack))
+        }
+    };
     Verdict::Accept(Accepted {
         client_id,
         username,
         keep_alive_limit,
+        durable,
+        connack,
     })
+}
+
+/// The CONNACK properties of an accepted 5.0 CONNECT, and whether its
+/// session is durable. What the client assumed is left out where it holds
+/// (a property's default), so a CONNACK says only what differs.
+fn connack_properties(
+    connect: &Connect,
+    client_id: &ByteString,
+    keep_alive: u16,
+    server: &ServerLimits,
+) -> (bool, Box<Properties>) {
+    let asked = connect.properties();
+    let mut p = Properties::default();
+    // [MQTT-3.1.3-7] the id assigned to an empty one.
+    if connect.client_id.is_empty() {
+        p.assigned_client_identifier = Some(client_id.clone());
+    }
+    // [MQTT-3.2.2-21] the keep-alive granted, where it is not the one asked.
+    if keep_alive != connect.keep_alive {
+        p.server_keep_alive = Some(keep_alive);
+    }
+    // The interval granted, where the server's maximum lowers it (section
+    // 3.2.2.3.2); absent, the client's own holds.
+    let expiry = asked.session_expiry_interval.unwrap_or(0);
+    if server.max_session_expiry > 0 && expiry > server.max_session_expiry {
+        p.session_expiry_interval = Some(server.max_session_expiry);
+    }
+    p.receive_maximum = Some(server.receive_maximum);
+    p.maximum_packet_size = Some(server.maximum_packet_size);
+    if server.topic_alias_maximum > 0 {
+        p.topic_alias_maximum = Some(server.topic_alias_maximum);
+    }
+    // The features' flags (defaults 1): what is not offered yet says so.
+    p.subscription_identifier_available = Some(0);
+    p.shared_subscription_available = Some(0);
+    (expiry > 0, Box::new(p))
 }
 
 /// A CONNECT for a client id that may already have a session.
@@ -264,14 +352,23 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            properties: None,
         }
     }
+
+    const SERVER: ServerLimits = ServerLimits {
+        max_session_expiry: 3600,
+        receive_maximum: 1000,
+        maximum_packet_size: 1 << 20,
+        topic_alias_maximum: 10,
+    };
 
     fn decide(c: &Connect, credentials: Credentials, auth: AuthSettings) -> Verdict {
         accept(
             c,
             &credentials,
             &limits(),
+            &SERVER,
             auth,
             || "assigned".into(),
             |_, _, t| !t.starts_with("forbidden"),
@@ -350,6 +447,7 @@ mod tests {
                 c,
                 &Credentials::Unchecked,
                 &l,
+                &SERVER,
                 OPEN,
                 || "assigned".into(),
                 |_, _, _| true,
@@ -378,6 +476,7 @@ mod tests {
                 c,
                 &Credentials::Unchecked,
                 &l,
+                &SERVER,
                 OPEN,
                 || "x".into(),
                 |_, _, _| true,
@@ -397,6 +496,7 @@ mod tests {
             payload: bytes::Bytes::from_static(b"gone"),
             qos: QoS::AtMostOnce,
             retain: false,
+            properties: None,
         }
     }
 
@@ -535,5 +635,90 @@ mod tests {
             decide(&connect("c"), Credentials::Unchecked, failing),
             Verdict::Accept(_)
         ));
+    }
+
+    fn v5(client_id: &str, clean_start: bool, expiry: Option<u32>, keep_alive: u16) -> Connect {
+        let mut c = connect(client_id);
+        c.version = ProtocolVersion::V5;
+        c.clean_session = clean_start;
+        c.keep_alive = keep_alive;
+        c.properties = expiry.map(|e| {
+            Box::new(Properties {
+                session_expiry_interval: Some(e),
+                ..Properties::default()
+            })
+        });
+        c
+    }
+
+    fn accepted(c: &Connect) -> Accepted {
+        let mut l = limits();
+        l.max_keepalive = 300;
+        match accept(
+            c,
+            &Credentials::Unchecked,
+            &l,
+            &SERVER,
+            OPEN,
+            || "assigned".into(),
+            |_, _, _| true,
+        ) {
+            Verdict::Accept(a) => a,
+            other => panic!("refused: {other:?}"),
+        }
+    }
+
+    /// A 5.0 CONNACK says what the server decided: [MQTT-3.1.3-7] the
+    /// Assigned Client Identifier of an empty id (with Clean Start 0 too,
+    /// [MQTT-3.1.3-6]), [MQTT-3.2.2-21] the Server Keep Alive where the one
+    /// asked is above `max_keepalive`, and the Session Expiry Interval where
+    /// `expiry_secs` lowers it; a session is durable when its interval is
+    /// above 0 (section 3.1.2.11.2).
+    #[test]
+    fn a_v5_connack_says_what_was_granted_mqtt_3_1_3_7_and_3_2_2_21() {
+        // (connect, durable, assigned id, server keep alive, expiry told)
+        let rows = [
+            (v5("c", true, None, 60), false, None, None, None),
+            (v5("c", false, Some(60), 60), true, None, None, None),
+            (v5("c", true, Some(7200), 60), true, None, None, Some(3600)),
+            (v5("", false, None, 60), false, Some("assigned"), None, None),
+            (v5("c", true, None, 1000), false, None, Some(300), None),
+            (v5("c", true, None, 0), false, None, None, None),
+        ];
+        for (c, durable, assigned, server_keep_alive, expiry) in rows {
+            let a = accepted(&c);
+            let p = a.connack.expect("a 5.0 CONNACK has properties");
+            let row = format!("{:?} {:?}", c.client_id, c.properties);
+            assert_eq!(a.durable, durable, "{row}");
+            assert_eq!(p.assigned_client_identifier.as_deref(), assigned, "{row}");
+            assert_eq!(p.server_keep_alive, server_keep_alive, "{row}");
+            assert_eq!(p.session_expiry_interval, expiry, "{row}");
+            assert_eq!(p.receive_maximum, Some(1000));
+            assert_eq!(p.maximum_packet_size, Some(1 << 20));
+            assert_eq!(p.topic_alias_maximum, Some(10));
+            // Not offered yet, and said so (the defaults are 1).
+            assert_eq!(p.subscription_identifier_available, Some(0));
+            assert_eq!(p.shared_subscription_available, Some(0));
+        }
+        let a = accepted(&v5("c", true, None, 1000));
+        assert_eq!(a.keep_alive_limit, Some(Duration::from_secs(450)));
+        // 3.1.1 is refused what 5.0 is told.
+        let mut c = connect("c");
+        c.keep_alive = 1000;
+        let mut l = limits();
+        l.max_keepalive = 300;
+        assert!(matches!(
+            accept(
+                &c,
+                &Credentials::Unchecked,
+                &l,
+                &SERVER,
+                OPEN,
+                || "x".into(),
+                |_, _, _| true
+            ),
+            Verdict::Refuse(Refusal::KeepAliveTooLong)
+        ));
+        assert!(accepted(&connect("c")).connack.is_none());
     }
 }

@@ -54,6 +54,17 @@ pub struct SessionState {
     inbound_awaiting_rel: SharedSeedMap<PacketId, ()>,
     online: bool,
     pager: Pager,
+    /// Outbound QoS 1/2 messages let in flight: `max_inflight`, or less
+    /// when the client's Receive Maximum (5.0) is lower [MQTT-3.3.4-9].
+    /// A `u16`, as packet ids are: no more can be in flight.
+    window: u16,
+}
+
+/// The in-flight window: `max_inflight`, at most the client's Receive
+/// Maximum and the 65,535 packet ids, at least 1.
+fn window(max_inflight: u32, receive_maximum: Option<u16>) -> u16 {
+    let max = u16::try_from(max_inflight).unwrap_or(u16::MAX);
+    max.min(receive_maximum.unwrap_or(u16::MAX)).max(1)
 }
 
 impl SessionState {
@@ -70,6 +81,7 @@ impl SessionState {
             inbound_awaiting_rel: SharedSeedMap::default(),
             online: false,
             pager: Pager::new(durable),
+            window: window(limits.max_inflight, None),
         }
     }
 
@@ -135,6 +147,14 @@ impl SessionState {
     /// Removes a subscription; false if there was none.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
         self.subscriptions.remove(filter)
+    }
+
+    /// The Receive Maximum of the client now connected (5.0; `None` for
+    /// 3.1.1 and for a 5.0 client that sets none, whose default is 65,535):
+    /// at most this many QoS 1/2 messages in flight to it [MQTT-3.3.4-9].
+    /// What was in flight already is resent whatever the window.
+    pub fn set_receive_maximum(&mut self, receive_maximum: Option<u16>) {
+        self.window = window(self.limits.max_inflight, receive_maximum);
     }
 
     /// The client connected: resend what was in flight with DUP set
@@ -427,7 +447,7 @@ impl SessionState {
     /// and room for its bytes (or nothing in flight: one message of any
     /// size always may).
     fn window_has_room(&self, message: &Message) -> bool {
-        self.inflight.len() < self.limits.max_inflight as usize
+        self.inflight.len() < self.window as usize
             && (self.inflight.is_empty()
                 || self.inflight_bytes + message.size() <= self.limits.max_inflight_bytes as usize)
     }
@@ -435,7 +455,7 @@ impl SessionState {
     /// Moves queued messages into the in-flight window while it has room;
     /// a durable session then asks the store for more if it is running low.
     fn fill_window(&mut self, out: &mut Vec<Action>) {
-        while self.online && self.inflight.len() < self.limits.max_inflight as usize {
+        while self.online && self.inflight.len() < self.window as usize {
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -465,7 +485,7 @@ impl SessionState {
         if self.pager.ask(self.online, self.queue.len(), read_ahead) {
             // Room to read ahead, and to refill the window: a session taken
             // up again gets everything it had in flight in its first page.
-            let window = (self.limits.max_inflight as usize).saturating_sub(self.inflight.len());
+            let window = (self.window as usize).saturating_sub(self.inflight.len());
             out.push(Action::PageIn {
                 max: (read_ahead.saturating_sub(self.queue.len()) + window).max(1) as u32,
             });
@@ -503,7 +523,7 @@ impl SessionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::TopicName;
+    use crate::protocol::{Ack, TopicName};
     use bytes::Bytes;
 
     fn msg(qos: QoS, n: u8) -> Message {
@@ -591,6 +611,37 @@ mod tests {
         assert_eq!(s.wrong_ack(PubRec, pid(9)), None, "not in flight");
     }
 
+    /// [MQTT-3.3.4-9] The client's Receive Maximum narrows the window
+    /// (never widens it past `max_inflight`); a 5.0 PUBREC refusing a
+    /// message (0x80 or above) ends its flow without PUBREL (section
+    /// 4.3.3), and the window moves on.
+    #[test]
+    fn receive_maximum_narrows_the_window_and_a_refused_pubrec_ends_the_flow_mqtt_3_3_4_9() {
+        let mut s = SessionState::new(limits(4, 10), false);
+        let mut out = Vec::new();
+        s.set_receive_maximum(Some(2));
+        s.attach(&mut out);
+        for n in 1..=3 {
+            s.deliver(msg(QoS::ExactlyOnce, n), None, true, &mut out);
+        }
+        assert_eq!(s.inflight().count(), 2, "Receive Maximum 2");
+        out.clear();
+        assert!(s.on_pubrec_refused(pid(1), &mut out));
+        assert_eq!(
+            publishes(&out),
+            vec![(3, Some(3), false)],
+            "no PUBREL; the third goes"
+        );
+        assert!(!s.on_pubrec_refused(pid(1), &mut out), "gone");
+        s.set_receive_maximum(Some(1000));
+        for n in 4..=9 {
+            s.deliver(msg(QoS::AtLeastOnce, n), None, true, &mut out);
+        }
+        assert_eq!(s.inflight().count(), 4, "max_inflight still bounds it");
+        s.set_receive_maximum(None);
+        assert_eq!(s.inflight().count(), 4);
+    }
+
     #[test]
     fn offline_queue_then_resend_with_dup_on_reconnect() {
         let mut s = SessionState::new(limits(1, 10), false);
@@ -615,13 +666,13 @@ mod tests {
         );
         out.clear();
         s.on_pubrec(pid(1), &mut out);
-        assert_eq!(sent(&out), vec![Packet::PubRel(pid(1))]);
+        assert_eq!(sent(&out), vec![Packet::PubRel(Ack::new(pid(1)))]);
         out.clear();
         s.detach(&mut out);
         s.attach(&mut out);
         assert_eq!(
             sent(&out),
-            vec![Packet::PubRel(pid(1))],
+            vec![Packet::PubRel(Ack::new(pid(1)))],
             "PUBREL resent after reconnect"
         );
         out.clear();
@@ -668,7 +719,7 @@ mod tests {
             "a resent PUBLISH is not routed twice"
         );
         s.on_pubrel(pid(5), &mut out);
-        assert_eq!(sent(&out), vec![Packet::PubComp(pid(5))]);
+        assert_eq!(sent(&out), vec![Packet::PubComp(Ack::new(pid(5)))]);
         assert!(
             s.on_inbound_qos2(pid(5), &mut out),
             "after PUBREL the id is free again"
@@ -860,7 +911,7 @@ mod tests {
             false,
             &mut out,
         );
-        assert_eq!(sent(&out)[0], Packet::PubRel(pid(9)));
+        assert_eq!(sent(&out)[0], Packet::PubRel(Ack::new(pid(9))));
         assert_eq!(
             publishes(&out),
             vec![(2, Some(10), true), (3, Some(1), false)]

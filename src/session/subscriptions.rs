@@ -6,7 +6,7 @@
 
 use super::map::SharedSeedMap;
 use crate::config::LimitsConfig;
-use crate::protocol::{QoS, SubscribeReturnCode, SubscribeTopic, TopicFilter};
+use crate::protocol::{QoS, ReasonCode, SubscribeTopic, TopicFilter};
 
 /// The filters of one session, each with its granted QoS.
 #[derive(Default)]
@@ -25,11 +25,22 @@ pub enum SubscribeRefusal {
     TooManyFilters,
 }
 
+impl SubscribeRefusal {
+    /// The SUBACK code a 5.0 client is sent (3.1.1 says 0x80 for each).
+    pub fn reason(self) -> ReasonCode {
+        match self {
+            SubscribeRefusal::Acl => ReasonCode::NOT_AUTHORIZED,
+            SubscribeRefusal::Limit => ReasonCode::QUOTA_EXCEEDED,
+            SubscribeRefusal::TooManyFilters => ReasonCode::QUOTA_EXCEEDED,
+        }
+    }
+}
+
 /// What one SUBSCRIBE did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SubscribeOutcome {
     /// One per filter, in the packet's order, for the SUBACK [MQTT-3.8.4-5].
-    pub codes: Vec<SubscribeReturnCode>,
+    pub codes: Vec<ReasonCode>,
     /// The granted filters in the packet's order, each with its QoS and
     /// whether it is new (not a replacement [MQTT-3.8.4-3]).
     pub granted: Vec<(TopicFilter, QoS, bool)>,
@@ -98,7 +109,9 @@ impl Subscriptions {
         let mut repeats = Vec::new();
         for (i, t) in topics.iter().enumerate() {
             if i >= considered {
-                outcome.codes.push(SubscribeReturnCode::Failure);
+                outcome
+                    .codes
+                    .push(SubscribeRefusal::TooManyFilters.reason());
                 outcome
                     .refused
                     .push((t.filter.clone(), SubscribeRefusal::TooManyFilters));
@@ -106,7 +119,7 @@ impl Subscriptions {
             }
             if last[&t.filter] != i {
                 repeats.push(i);
-                outcome.codes.push(SubscribeReturnCode::Failure);
+                outcome.codes.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
             let new = !self.contains(&t.filter);
@@ -120,7 +133,7 @@ impl Subscriptions {
                 None
             };
             if let Some(refusal) = refusal {
-                outcome.codes.push(SubscribeReturnCode::Failure);
+                outcome.codes.push(refusal.reason());
                 outcome.refused.push((t.filter.clone(), refusal));
                 continue;
             }
@@ -128,14 +141,16 @@ impl Subscriptions {
             // one [MQTT-3.9.3-1]. Kept apart from the packet's buffer.
             let filter = t.filter.detached();
             self.insert(filter.clone(), t.qos);
-            outcome.codes.push(SubscribeReturnCode::Granted(t.qos));
+            outcome.codes.push(ReasonCode::granted(t.qos));
             outcome.granted.push((filter, t.qos, new));
         }
         for i in repeats {
+            // A repeat is granted its own QoS, or refused as its last one.
             let decided = outcome.codes[last[&topics[i].filter]];
-            if matches!(decided, SubscribeReturnCode::Granted(_)) {
-                outcome.codes[i] = SubscribeReturnCode::Granted(topics[i].qos);
-            }
+            outcome.codes[i] = match decided.is_error() {
+                false => ReasonCode::granted(topics[i].qos),
+                true => decided,
+            };
         }
         outcome
     }
@@ -146,10 +161,7 @@ mod tests {
     use super::*;
 
     fn topic(filter: &str, qos: QoS) -> SubscribeTopic {
-        SubscribeTopic {
-            filter: TopicFilter::new(filter.to_string()).unwrap(),
-            qos,
-        }
+        SubscribeTopic::new(TopicFilter::new(filter.to_string()).unwrap(), qos)
     }
 
     fn limits(max_subscriptions: usize) -> LimitsConfig {
@@ -173,10 +185,10 @@ mod tests {
         assert_eq!(
             outcome.codes,
             [
-                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
-                SubscribeReturnCode::Failure,
-                SubscribeReturnCode::Failure,
-                SubscribeReturnCode::Granted(QoS::AtMostOnce),
+                ReasonCode::GRANTED_QOS_2,
+                ReasonCode::NOT_AUTHORIZED,
+                ReasonCode::QUOTA_EXCEEDED,
+                ReasonCode::SUCCESS,
             ]
         );
         let refused: Vec<_> = outcome
@@ -208,10 +220,7 @@ mod tests {
         );
         assert_eq!(
             again.codes,
-            [
-                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
-                SubscribeReturnCode::Failure
-            ]
+            [ReasonCode::GRANTED_QOS_2, ReasonCode::QUOTA_EXCEEDED]
         );
         assert!(!again.granted[0].2, "a replacement, not new");
         assert_eq!(again.refused[0].1, SubscribeRefusal::Limit);
@@ -235,11 +244,11 @@ mod tests {
         assert_eq!(
             outcome.codes,
             [
-                SubscribeReturnCode::Granted(QoS::AtMostOnce),
-                SubscribeReturnCode::Granted(QoS::AtLeastOnce),
-                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
-                SubscribeReturnCode::Failure,
-                SubscribeReturnCode::Failure,
+                ReasonCode::SUCCESS,
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_2,
+                ReasonCode::NOT_AUTHORIZED,
+                ReasonCode::NOT_AUTHORIZED,
             ]
         );
         let granted: Vec<_> = outcome
@@ -268,7 +277,7 @@ mod tests {
             topic("c", QoS::AtMostOnce),
         ];
         let outcome = s.subscribe(&topics, &l, |_| true);
-        assert_eq!(outcome.codes[2], SubscribeReturnCode::Failure);
+        assert_eq!(outcome.codes[2], ReasonCode::QUOTA_EXCEEDED);
         assert_eq!(outcome.refused[0].1, SubscribeRefusal::TooManyFilters);
         let copies = vec![topic("#", QoS::AtMostOnce); 262_000];
         let mut s = Subscriptions::default();
@@ -279,7 +288,7 @@ mod tests {
             outcome
                 .codes
                 .iter()
-                .filter(|c| **c == SubscribeReturnCode::Granted(QoS::AtMostOnce))
+                .filter(|c| **c == ReasonCode::SUCCESS)
                 .count(),
             1000,
             "the first 1000 looked at, the rest refused"

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod raw5;
 
 use std::time::Duration;
 

@@ -24,6 +24,7 @@ use crate::connections::rss_kib;
 use crate::crash::{start_broker, Broker};
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
+use roost::protocol::Ack;
 use roost::protocol::{Packet, PacketId, Publish, QoS, TopicName};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -111,8 +112,9 @@ async fn publish(
                 topic: topic.clone(),
                 packet_id: PacketId::new((sent % 65535) as u16 + 1),
                 payload: payload(sent, len),
+                properties: None,
             })
-            .encode(&mut buf);
+            .encode(&mut buf, crate::client::version());
             sent += 1;
         }
         if !buf.is_empty() {
@@ -130,7 +132,7 @@ async fn publish(
         }
     }
     let mut buf = BytesMut::new();
-    Packet::Disconnect.encode(&mut buf);
+    Packet::disconnect().encode(&mut buf, crate::client::version());
     write.write_all(&buf).await
 }
 
@@ -139,7 +141,7 @@ async fn leave(host: std::net::SocketAddr, id: String, topic: &'static str) -> s
     let conn = connect_with(host, &id, false).await?;
     let mut conn = subscribe(conn, topic, QoS::AtLeastOnce).await?;
     let mut buf = BytesMut::new();
-    Packet::Disconnect.encode(&mut buf);
+    Packet::disconnect().encode(&mut buf, crate::client::version());
     conn.write.write_all(&buf).await?;
     while let Some(Ok(_)) = conn.read.next().await {}
     Ok(())
@@ -167,7 +169,7 @@ async fn drain_one(
         };
         if let Packet::Publish(p) = packet {
             if let Some(pid) = p.packet_id {
-                Packet::PubAck(pid).encode(&mut acks);
+                Packet::PubAck(Ack::new(pid)).encode(&mut acks, crate::client::version());
             }
             if p.payload.len() >= 12 {
                 let seq = u64::from_be_bytes(p.payload[4..12].try_into().expect("8 bytes"));

@@ -17,6 +17,7 @@
 use crate::connect;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use roost::protocol::Ack;
 use roost::protocol::{
     Packet, PacketId, Publish, QoS, Subscribe, SubscribeTopic, TopicFilter, TopicName, Unsubscribe,
 };
@@ -59,7 +60,7 @@ fn open_fds(pid: u32) -> Option<usize> {
 fn encode(packets: &[Packet]) -> BytesMut {
     let mut buf = BytesMut::new();
     for p in packets {
-        p.encode(&mut buf);
+        p.encode(&mut buf, crate::client::version());
     }
     buf
 }
@@ -85,6 +86,7 @@ async fn churn_client(
             Ok(SubscribeTopic {
                 filter: filter(format!("churn/{id}/{f}/#"))?,
                 qos: QoS::AtLeastOnce,
+                options: Default::default(),
             })
         })
         .collect::<std::io::Result<_>>()?;
@@ -94,6 +96,7 @@ async fn churn_client(
         Packet::Subscribe(Subscribe {
             packet_id: packet_id(1),
             topics,
+            properties: None,
         }),
         Packet::Publish(Publish {
             dup: false,
@@ -102,10 +105,12 @@ async fn churn_client(
             topic,
             packet_id: Some(packet_id(2)),
             payload: Bytes::from_static(b"churn"),
+            properties: None,
         }),
         Packet::Unsubscribe(Unsubscribe {
             packet_id: packet_id(3),
             filters: unsubscribe,
+            properties: None,
         }),
     ]);
     conn.write.write_all(&buf).await?;
@@ -115,7 +120,9 @@ async fn churn_client(
             Ok(Some(Ok(Packet::UnsubAck(_)))) => break,
             Ok(Some(Ok(Packet::Publish(p)))) => {
                 if let Some(id) = p.packet_id {
-                    conn.write.write_all(&encode(&[Packet::PubAck(id)])).await?;
+                    conn.write
+                        .write_all(&encode(&[Packet::PubAck(Ack::new(id))]))
+                        .await?;
                 }
             }
             Ok(Some(Ok(_))) => {}
@@ -123,7 +130,9 @@ async fn churn_client(
         }
     }
     if polite {
-        conn.write.write_all(&encode(&[Packet::Disconnect])).await?;
+        conn.write
+            .write_all(&encode(&[Packet::disconnect()]))
+            .await?;
     }
     Ok(())
 }
@@ -146,6 +155,7 @@ async fn qos2_id_reuse(host: SocketAddr, id: String) -> std::io::Result<()> {
                         topic: topic.clone(),
                         packet_id: Some(packet_id(n)),
                         payload: Bytes::from_static(b"never released"),
+                        properties: None,
                     })
                 })
                 .collect();
@@ -177,12 +187,15 @@ async fn subscription_churn(host: SocketAddr, id: String, n: usize) -> std::io::
                     .map(|f| SubscribeTopic {
                         filter: f.clone(),
                         qos: QoS::AtMostOnce,
+                        options: Default::default(),
                     })
                     .collect(),
+                properties: None,
             }),
             Packet::Unsubscribe(Unsubscribe {
                 packet_id: packet_id(chunk[0] + 1),
                 filters,
+                properties: None,
             }),
         ]);
         conn.write.write_all(&buf).await?;
@@ -194,7 +207,9 @@ async fn subscription_churn(host: SocketAddr, id: String, n: usize) -> std::io::
             }
         }
     }
-    conn.write.write_all(&encode(&[Packet::Disconnect])).await?;
+    conn.write
+        .write_all(&encode(&[Packet::disconnect()]))
+        .await?;
     Ok(())
 }
 

@@ -5,7 +5,6 @@
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use roost::protocol::codec::MqttCodec;
 use roost::protocol::Packet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -43,11 +42,12 @@ async fn open(
     socket.bind(SocketAddr::new(source.into(), 0))?;
     let mut stream = socket.connect(host).await?;
     let mut buf = BytesMut::new();
-    crate::connect_packet(&client_id, true, crate::KEEP_ALIVE).encode(&mut buf);
+    crate::connect_packet(&client_id, true, crate::KEEP_ALIVE)
+        .encode(&mut buf, crate::client::version());
     stream.write_all(&buf).await?;
-    let mut framed = FramedRead::new(stream, MqttCodec::default());
+    let mut framed = FramedRead::new(stream, crate::client::codec());
     match framed.next().await {
-        Some(Ok(Packet::ConnAck(a))) if a.code as u8 == 0 => Ok(framed.into_inner()),
+        Some(Ok(Packet::ConnAck(a))) if a.reason.0 == 0 => Ok(framed.into_inner()),
         other => Err(std::io::Error::other(format!("no CONNACK: {other:?}"))),
     }
 }

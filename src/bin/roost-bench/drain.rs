@@ -6,6 +6,7 @@ use crate::throughput::{subscriber, Progress, SubscriberResult};
 use crate::Cli;
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
+use roost::protocol::Ack;
 use roost::protocol::{Packet, PacketId, Publish, QoS, TopicName};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub async fn drain(
         let stream = connect_with(cli.host, id, false).await?;
         let mut conn = subscribe(stream, &topic_name, qos).await?;
         let mut buf = BytesMut::new();
-        Packet::Disconnect.encode(&mut buf);
+        Packet::disconnect().encode(&mut buf, crate::client::version());
         conn.write.write_all(&buf).await?;
     }
     // Each publisher has at most `window` unacknowledged.
@@ -114,7 +115,7 @@ pub async fn drain(
     for id in &ids {
         let mut conn = connect_with(cli.host, id, true).await?;
         let mut buf = BytesMut::new();
-        Packet::Disconnect.encode(&mut buf);
+        Packet::disconnect().encode(&mut buf, crate::client::version());
         conn.write.write_all(&buf).await?;
     }
     if cli.header {
@@ -171,8 +172,9 @@ async fn publish(
                 topic: topic.clone(),
                 packet_id,
                 payload: payload.freeze(),
+                properties: None,
             })
-            .encode(&mut buf);
+            .encode(&mut buf, crate::client::version());
             sent += 1;
         }
         if !buf.is_empty() {
@@ -181,8 +183,8 @@ async fn publish(
         }
         match tokio::time::timeout(Duration::from_secs(idle_timeout), acks.next()).await {
             Ok(Some(Ok(Packet::PubAck(_)))) | Ok(Some(Ok(Packet::PubComp(_)))) => acked += 1,
-            Ok(Some(Ok(Packet::PubRec(id)))) => {
-                Packet::PubRel(id).encode(&mut buf);
+            Ok(Some(Ok(Packet::PubRec(Ack { packet_id: id, .. })))) => {
+                Packet::PubRel(Ack::new(id)).encode(&mut buf, crate::client::version());
             }
             Ok(Some(Ok(_))) => {}
             other => {

@@ -14,6 +14,7 @@
 
 use bytes::BytesMut;
 use roost::protocol::codec::MqttCodec;
+use roost::protocol::Ack;
 use roost::protocol::{
     Packet, PacketId, Publish, QoS, Subscribe, SubscribeTopic, TopicFilter, TopicName,
 };
@@ -47,18 +48,18 @@ impl Conn {
         let mut c = Conn {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
-            codec: MqttCodec::default(),
+            codec: crate::client::codec(),
         };
         c.send(&crate::connect_packet(client_id, true, crate::KEEP_ALIVE))?;
         match c.recv()? {
-            Packet::ConnAck(a) if a.code as u8 == 0 => Ok(c),
+            Packet::ConnAck(a) if a.reason.0 == 0 => Ok(c),
             other => Err(std::io::Error::other(format!("no CONNACK: {other:?}"))),
         }
     }
 
     fn send(&mut self, p: &Packet) -> std::io::Result<()> {
         let mut out = BytesMut::new();
-        p.encode(&mut out);
+        p.encode(&mut out, crate::client::version());
         self.stream.write_all(&out)
     }
 
@@ -96,7 +97,9 @@ pub fn run(
         topics: vec![SubscribeTopic {
             filter: TopicFilter::new(topic.clone()).map_err(std::io::Error::other)?,
             qos,
+            options: Default::default(),
         }],
+        properties: None,
     }))?;
     match sub.recv()? {
         Packet::SubAck(_) => {}
@@ -121,12 +124,14 @@ pub fn run(
                     }
                     seen += 1;
                     match (p.qos, p.packet_id) {
-                        (QoS::AtLeastOnce, Some(id)) => sub.send(&Packet::PubAck(id))?,
-                        (QoS::ExactlyOnce, Some(id)) => sub.send(&Packet::PubRec(id))?,
+                        (QoS::AtLeastOnce, Some(id)) => sub.send(&Packet::PubAck(Ack::new(id)))?,
+                        (QoS::ExactlyOnce, Some(id)) => sub.send(&Packet::PubRec(Ack::new(id)))?,
                         _ => {}
                     }
                 }
-                Packet::PubRel(id) => sub.send(&Packet::PubComp(id))?,
+                Packet::PubRel(Ack { packet_id: id, .. }) => {
+                    sub.send(&Packet::PubComp(Ack::new(id)))?
+                }
                 _ => {}
             }
         }
@@ -158,8 +163,9 @@ pub fn run(
             packet_id: (qos != QoS::AtMostOnce)
                 .then(|| PacketId::new((seq % 65535) as u16 + 1).expect("non-zero")),
             payload: bytes::Bytes::copy_from_slice(&payload),
+            properties: None,
         })
-        .encode(&mut out);
+        .encode(&mut out, crate::client::version());
         let mut rest = &out[..];
         while !rest.is_empty() {
             match publisher.stream.write(rest) {

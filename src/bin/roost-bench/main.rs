@@ -56,6 +56,9 @@ struct Cli {
     /// whether one stalled client slows the others.
     #[arg(long)]
     stalled_subscriber: bool,
+    /// MQTT version the clients speak: 3.1.1 or 5 (5.0).
+    #[arg(long, default_value = "3.1.1", value_parser = ["3.1.1", "5", "5.0"])]
+    protocol: String,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -129,6 +132,11 @@ enum Scenario {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    let version = match cli.protocol.as_str() {
+        "5" | "5.0" => roost::protocol::ProtocolVersion::V5,
+        _ => roost::protocol::ProtocolVersion::V311,
+    };
+    let _ = client::PROTOCOL.set(version);
     if cli.payload < 12 {
         eprintln!("--payload must be at least 12 bytes");
         std::process::exit(2);

@@ -44,7 +44,7 @@ async fn leave_one(
         false => subscribe(conn, &topic, QoS::AtLeastOnce).await?,
     };
     let mut buf = BytesMut::new();
-    Packet::Disconnect.encode(&mut buf);
+    Packet::disconnect().encode(&mut buf, crate::client::version());
     conn.write.write_all(&buf).await?;
     // The broker closes after DISCONNECT: wait for it, so the session is
     // offline before the next measurement.

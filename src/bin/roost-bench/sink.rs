@@ -8,10 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use roost::protocol::codec::MqttCodec;
-use roost::protocol::{
-    ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubscribeReturnCode,
-};
+use roost::protocol::{ConnAck, ConnectReturnCode, Packet, Publish, QoS, ReasonCode, SubAck};
 use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +38,7 @@ pub async fn run(args: &SinkArgs) -> std::io::Result<()> {
 
 async fn connection(socket: TcpStream, published: broadcast::Sender<Bytes>) {
     let (read, mut write) = socket.into_split();
-    let mut framed = FramedRead::new(read, MqttCodec::default());
+    let mut framed = FramedRead::new(read, crate::client::codec());
     // Replies and forwarded messages share the write half through one task.
     let (out, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {
@@ -62,24 +59,23 @@ async fn connection(socket: TcpStream, published: broadcast::Sender<Bytes>) {
     });
     let reply = |packet: Packet| {
         let mut buf = BytesMut::new();
-        packet.encode(&mut buf);
+        packet.encode(&mut buf, crate::client::version());
         let _ = out.send(buf.freeze());
     };
     while let Some(Ok(packet)) = framed.next().await {
         match packet {
-            Packet::Connect(_) => reply(Packet::ConnAck(ConnAck {
-                session_present: false,
-                code: ConnectReturnCode::Accepted,
-            })),
+            Packet::Connect(_) => reply(Packet::ConnAck(ConnAck::new(
+                false,
+                ConnectReturnCode::Accepted,
+            ))),
             Packet::Subscribe(s) => {
-                reply(Packet::SubAck(SubAck {
-                    packet_id: s.packet_id,
-                    codes: s
-                        .topics
+                reply(Packet::SubAck(SubAck::new(
+                    s.packet_id,
+                    s.topics
                         .iter()
-                        .map(|_| SubscribeReturnCode::Granted(QoS::AtMostOnce))
+                        .map(|_| ReasonCode::granted(QoS::AtMostOnce))
                         .collect(),
-                }));
+                )));
                 let mut messages = published.subscribe();
                 let out = out.clone();
                 tokio::spawn(async move {
@@ -105,11 +101,11 @@ async fn connection(socket: TcpStream, published: broadcast::Sender<Bytes>) {
                     packet_id: None,
                     ..p
                 })
-                .encode(&mut buf);
+                .encode(&mut buf, crate::client::version());
                 let _ = published.send(buf.freeze());
             }
             Packet::PingReq => reply(Packet::PingResp),
-            Packet::Disconnect => return,
+            Packet::Disconnect(_) => return,
             _ => {}
         }
     }

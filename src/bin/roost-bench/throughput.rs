@@ -7,6 +7,7 @@ use crate::client::{connect, connect_with, subscribe, Conn};
 use crate::{Cli, Scenario};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use roost::protocol::Ack;
 use roost::protocol::{Packet, PacketId, Publish, QoS, TopicName};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -167,7 +168,7 @@ pub async fn run(
         for s in 0..subscribers {
             let mut conn = connect(cli.host, &format!("bench-{run_id}-sub-{s}")).await?;
             let mut buf = BytesMut::new();
-            Packet::Disconnect.encode(&mut buf);
+            Packet::disconnect().encode(&mut buf, crate::client::version());
             conn.write.write_all(&buf).await?;
         }
     }
@@ -251,7 +252,7 @@ async fn publisher(
                         *d.lock().expect("not poisoned") = Instant::now();
                         ack_notify.notify_one();
                     }
-                    Some(Ok(Packet::PubRec(id))) => {
+                    Some(Ok(Packet::PubRec(Ack { packet_id: id, .. }))) => {
                         let _ = rel_tx.send(id);
                         ack_notify.notify_one();
                     }
@@ -276,7 +277,7 @@ async fn publisher(
         let notified = progress.changed.notified();
         let ack_notified = ack_notify.notified();
         while let Ok(id) = rel_rx.try_recv() {
-            Packet::PubRel(id).encode(&mut buf);
+            Packet::PubRel(Ack::new(id)).encode(&mut buf, crate::client::version());
         }
         let ahead = seq - progress.slowest(cfg.id);
         let unacked = if cfg.qos == QoS::AtMostOnce {
@@ -300,8 +301,9 @@ async fn publisher(
                 topic: topic.clone(),
                 packet_id,
                 payload: Bytes::copy_from_slice(&payload),
+                properties: None,
             })
-            .encode(&mut buf);
+            .encode(&mut buf, crate::client::version());
             seq += 1;
         }
         if !buf.is_empty() {
@@ -355,8 +357,12 @@ pub async fn subscriber(
         let mut handle = |packet: Packet, acks: &mut BytesMut| match packet {
             Packet::Publish(p) => {
                 match (p.qos, p.packet_id) {
-                    (QoS::AtLeastOnce, Some(id)) => Packet::PubAck(id).encode(acks),
-                    (QoS::ExactlyOnce, Some(id)) => Packet::PubRec(id).encode(acks),
+                    (QoS::AtLeastOnce, Some(id)) => {
+                        Packet::PubAck(Ack::new(id)).encode(acks, crate::client::version())
+                    }
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        Packet::PubRec(Ack::new(id)).encode(acks, crate::client::version())
+                    }
                     _ => {}
                 }
                 if p.payload.len() < 12 {
@@ -383,7 +389,9 @@ pub async fn subscriber(
                 progress.reached[index * publishers + publisher]
                     .fetch_max(seq + 1, Ordering::Relaxed);
             }
-            Packet::PubRel(id) => Packet::PubComp(id).encode(acks),
+            Packet::PubRel(Ack { packet_id: id, .. }) => {
+                Packet::PubComp(Ack::new(id)).encode(acks, crate::client::version())
+            }
             _ => {}
         };
         match packet {

@@ -3,7 +3,7 @@
 //! close adds to. The codec finds the violations in the bytes, the
 //! connection those in the order of packets; both end here.
 
-use crate::protocol::{ConnectReturnCode, ProtocolError};
+use crate::protocol::{ConnectReturnCode, ProtocolError, ReasonCode};
 
 /// What roost does when a client breaks the protocol: decided in this one
 /// place for every violation, in the bytes or in the order of packets.
@@ -11,6 +11,9 @@ use crate::protocol::{ConnectReturnCode, ProtocolError};
 pub struct CloseAction {
     /// The CONNACK to send first, where the spec asks for one.
     pub connack: Option<ConnectReturnCode>,
+    /// The reason a 5.0 client is told in a DISCONNECT before the close
+    /// (section 4.13.2), once connected.
+    pub reason: ReasonCode,
     /// Which counter the close adds to.
     pub counted_as: Violation,
 }
@@ -40,6 +43,7 @@ pub fn close_action(error: &ProtocolError, first_packet: bool) -> CloseAction {
     };
     CloseAction {
         connack,
+        reason: error.reason(),
         counted_as,
     }
 }
@@ -108,13 +112,54 @@ mod tests {
             ),
         ];
         for (error, first, connack, counted_as) in rows {
+            let action = close_action(&error, first);
             assert_eq!(
-                close_action(&error, first),
-                CloseAction {
-                    connack,
-                    counted_as
-                },
+                (action.connack, action.counted_as),
+                (connack, counted_as),
                 "{error}"
+            );
+        }
+    }
+
+    /// [MQTT-4.13.2-1] A 5.0 client is told why in DISCONNECT: each row a
+    /// violation and its reason code (section 2.4's table).
+    #[test]
+    fn a_v5_client_is_told_the_reason_mqtt_4_13_2_1() {
+        let rows = [
+            (ProtocolError::ZeroPacketId, 0x81),
+            (
+                ProtocolError::PropertyNotAllowed {
+                    id: 0x23,
+                    packet: "CONNECT",
+                },
+                0x81,
+            ),
+            (
+                ProtocolError::DuplicateProperty {
+                    id: 0x11,
+                    packet: "CONNECT",
+                },
+                0x82,
+            ),
+            (ProtocolError::SecondConnect, 0x82),
+            (ProtocolError::TopicAliasInvalid { alias: 0, max: 10 }, 0x94),
+            (ProtocolError::UnknownTopicAlias(3), 0x82),
+            (ProtocolError::PacketTooLarge { size: 9, max: 8 }, 0x95),
+            (ProtocolError::WildcardInTopicName("a/+".into()), 0x90),
+            (ProtocolError::SessionExpiryFromZero, 0x82),
+        ];
+        for (error, reason) in rows {
+            assert_eq!(
+                close_action(&error, false).reason,
+                ReasonCode(reason),
+                "{error}"
+            );
+            assert!(
+                close_action(&error, false)
+                    .reason
+                    .name(crate::protocol::PropertiesOf::Disconnect)
+                    .is_some(),
+                "{error}: a code DISCONNECT may carry"
             );
         }
     }

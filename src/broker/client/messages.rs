@@ -78,6 +78,10 @@ pub struct Attach {
     pub keep_alive: u16,
     pub protocol: crate::protocol::ProtocolVersion,
     pub will: Option<LastWill>,
+    /// 5.0: the properties of the CONNACK the session writes.
+    pub connack: Option<Box<crate::protocol::Properties>>,
+    /// 5.0: the client's Receive Maximum, which bounds its in-flight window.
+    pub receive_maximum: Option<u16>,
     /// Told when another connection takes the session over.
     pub connection: Recipient<Close>,
     pub outbound: Outbound,

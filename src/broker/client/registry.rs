@@ -40,7 +40,12 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 #[rtype(result = "Result<Registered, RegistryError>")]
 pub struct Register {
     pub client_id: ByteString,
+    /// Discard any existing session (3.1.1's clean session 1, 5.0's Clean
+    /// Start 1).
     pub clean_session: bool,
+    /// A new session outlives its connection (3.1.1's clean session 0, a
+    /// 5.0 Session Expiry Interval above 0).
+    pub durable: bool,
     /// Where a new session is started: the connection's own arbiter.
     pub arbiter: actix::dev::ArbiterHandle,
 }
@@ -427,7 +432,7 @@ impl SessionRegistry {
         let existing = self.sessions.get_mut(&msg.client_id);
         let decision = takeover(existing.as_ref().map(|e| e.durable), msg.clean_session);
         let max = self.deps.live.load().limits.max_persistent_sessions;
-        if decision != Takeover::Resume && !msg.clean_session && max > 0 && self.durable >= max {
+        if decision != Takeover::Resume && msg.durable && max > 0 && self.durable >= max {
             let refused = Err(RegistryError::TooManyPersistentSessions { max });
             return AtomicResponse::new(Box::pin(fut::ready(refused)));
         }
@@ -477,7 +482,7 @@ impl SessionRegistry {
         };
         AtomicResponse::new(Box::pin(discarded.into_actor(self).map(
             move |(), act, _| {
-                let durable = !msg.clean_session;
+                let durable = msg.durable;
                 let state = SessionState::new(act.deps.limits, durable);
                 let session = act.start_session(
                     msg.client_id,

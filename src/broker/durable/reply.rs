@@ -119,7 +119,10 @@ impl HeldForCommit {
         token: impl Send + 'static,
     ) -> Completion {
         let pubrec = PendingPubRec {
-            reply: Some(Reply::new(outbound, Packet::PubRec(packet_id))),
+            reply: Some(Reply::new(
+                outbound,
+                Packet::PubRec(crate::protocol::Ack::new(packet_id)),
+            )),
             packet_id,
             held: HeldBack::new(self.clone()),
         };

@@ -12,13 +12,13 @@
 
 use super::backlog::RoutingBacklog;
 use crate::broker::held_back::{self, HeldBack};
-use crate::protocol::Packet;
+use crate::protocol::{Packet, ProtocolVersion};
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
@@ -60,10 +60,18 @@ struct Queue {
     /// No more packets are accepted; the writer flushes and shuts down.
     closed: AtomicBool,
     reader: AtomicWaker,
+    /// The client's protocol version ([`ProtocolVersion::index`]), which
+    /// packets are written in: set once its CONNECT is read, before any
+    /// packet is queued.
+    version: AtomicU8,
+    /// The client's publishes not yet routed: the read gate stays shut
+    /// while it is full. Here rather than in the gate, which every
+    /// connection's read stream holds (see `the_read_stream_fits_its_size_class`).
+    backlog: Option<Arc<RoutingBacklog>>,
 }
 
 impl Queue {
-    fn new(limit: usize) -> Arc<Queue> {
+    fn new(limit: usize, backlog: Option<Arc<RoutingBacklog>>) -> Arc<Queue> {
         Arc::new(Queue {
             packets: std::sync::Mutex::new(VecDeque::new()),
             writer: AtomicWaker::new(),
@@ -71,7 +79,13 @@ impl Queue {
             limit,
             closed: AtomicBool::new(false),
             reader: AtomicWaker::new(),
+            version: AtomicU8::new(ProtocolVersion::V311.index() as u8),
+            backlog,
         })
+    }
+
+    fn version(&self) -> ProtocolVersion {
+        ProtocolVersion::ALL[usize::from(self.version.load(Ordering::Relaxed))]
     }
 
     fn packets(&self) -> std::sync::MutexGuard<'_, VecDeque<Packet>> {
@@ -86,6 +100,24 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// Packets are written in `version` from now on: called when the
+    /// client's CONNECT is read, before anything is sent to it.
+    pub fn set_version(&self, version: ProtocolVersion) {
+        self.queue
+            .version
+            .store(version.index() as u8, Ordering::Relaxed);
+    }
+
+    /// The version packets are written in.
+    pub fn version(&self) -> ProtocolVersion {
+        self.queue.version()
+    }
+
+    /// The bytes `packet` takes on this client's wire.
+    pub fn wire_len(&self, packet: &Packet) -> usize {
+        packet.wire_len(self.queue.version())
+    }
+
     /// Queues a packet. Callers bound what they push: QoS 0 deliveries check
     /// [`Outbound::is_writable`] first, QoS 1/2 are bounded by the in-flight
     /// window, and replies are bounded by the read gate.
@@ -95,7 +127,7 @@ impl Outbound {
         }
         self.queue
             .queued_bytes
-            .fetch_add(packet.wire_len(), Ordering::Relaxed);
+            .fetch_add(packet.wire_len(self.queue.version()), Ordering::Relaxed);
         self.queue.packets().push_back(packet);
         wake_writer(&self.queue);
     }
@@ -193,17 +225,15 @@ fn wake_writer(queue: &Arc<Queue>) {
 pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     write: W,
     limit: usize,
+    backlog: Option<Arc<RoutingBacklog>>,
 ) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
-    let queue = Queue::new(limit);
+    let queue = Queue::new(limit, backlog);
     let task = actix_rt::spawn(writer(write, queue.clone()));
     (
         Outbound {
             queue: queue.clone(),
         },
-        ReadGate {
-            queue,
-            backlog: None,
-        },
+        ReadGate { queue },
         task,
     )
 }
@@ -253,7 +283,7 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, queue: Arc<Queue>) {
             _ => 0,
         };
         while !batch.is_empty() {
-            bytes += encode_some(&mut batch, &mut buf);
+            bytes += encode_some(&mut batch, &mut buf, queue.version());
             // flush: a TLS stream may hold records back until asked (a
             // no-op on plain TCP).
             let written = match write.write_all(&buf).await {
@@ -291,10 +321,14 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, queue: Arc<Queue>) {
 /// `WRITE_BATCH` bytes or `batch` is empty; returns the bytes added. Apart
 /// from the writer's loop so that no packet is held across its awaits: the
 /// room for one would be in every writer task, idle ones included.
-fn encode_some(batch: &mut VecDeque<Packet>, buf: &mut BytesMut) -> usize {
+fn encode_some(
+    batch: &mut VecDeque<Packet>,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+) -> usize {
     let before = buf.len();
     while let Some(p) = batch.pop_front() {
-        p.encode(buf);
+        p.encode(buf, version);
         if buf.len() >= WRITE_BATCH {
             break;
         }
@@ -307,23 +341,16 @@ fn encode_some(batch: &mut VecDeque<Packet>, buf: &mut BytesMut) -> usize {
 /// too many of its publishes wait to be routed (see `backlog`).
 pub struct ReadGate {
     queue: Arc<Queue>,
-    backlog: Option<Arc<RoutingBacklog>>,
 }
 
 impl ReadGate {
-    /// Also keep the gate shut while `backlog` is full.
-    pub fn with_backlog(mut self, backlog: Arc<RoutingBacklog>) -> Self {
-        self.backlog = Some(backlog);
-        self
-    }
-
     pub fn wrap<S>(self, inner: S) -> Gated<S> {
         Gated { inner, gate: self }
     }
 
     fn open(&self) -> bool {
         self.queue.queued_bytes.load(Ordering::Relaxed) < self.queue.limit
-            && self.backlog.as_ref().is_none_or(|b| b.is_open())
+            && self.queue.backlog.as_ref().is_none_or(|b| b.is_open())
     }
 
     fn closed(&self) -> bool {
@@ -332,7 +359,7 @@ impl ReadGate {
 
     fn register(&self, waker: &std::task::Waker) {
         self.queue.reader.register(waker);
-        if let Some(b) = &self.backlog {
+        if let Some(b) = &self.queue.backlog {
             b.reader.register(waker);
         }
     }
@@ -348,7 +375,11 @@ impl<S> Gated<S> {
     /// routing backlog: each takes a piece of it once handled, so a reader
     /// that gathers packets before handing them on reads no more than this.
     pub fn room(&self) -> usize {
-        self.gate.backlog.as_ref().map_or(usize::MAX, |b| b.room())
+        self.gate
+            .queue
+            .backlog
+            .as_ref()
+            .map_or(usize::MAX, |b| b.room())
     }
 }
 
@@ -401,7 +432,7 @@ mod tests {
     /// wakes its writer at once.
     #[test]
     fn held_back_wakes_come_once_per_writer_at_the_end() {
-        let queues = [Queue::new(1 << 20), Queue::new(1 << 20)];
+        let queues = [Queue::new(1 << 20, None), Queue::new(1 << 20, None)];
         let counters: Vec<Arc<Counter>> = (0..2)
             .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
             .collect();
@@ -451,7 +482,7 @@ mod tests {
             .await
             .unwrap();
         let (_read, write) = stream.into_split();
-        let writer = super::writer(write, super::Queue::new(1024));
+        let writer = super::writer(write, super::Queue::new(1024, None));
         assert!(std::mem::size_of_val(&writer) <= 280);
     }
 }

@@ -37,7 +37,7 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     pub clients_connected: AtomicU64,
     /// The same, by protocol version (`ProtocolVersion::index`).
-    pub clients_connected_by_protocol: [AtomicU64; 2],
+    pub clients_connected_by_protocol: [AtomicU64; crate::protocol::ProtocolVersion::ALL.len()],
     pub protocol_errors: AtomicU64,
     pub publishes_received: AtomicU64,
     pub publishes_sent: AtomicU64,

@@ -154,6 +154,7 @@ pub async fn start(
         SysTopics::new(router.clone(), metrics.clone(), interval).start()
     });
     let shared = Arc::new(Shared {
+        max_session_expiry: u32::try_from(config.session.expiry_secs).unwrap_or(u32::MAX),
         router,
         registry,
         metrics,

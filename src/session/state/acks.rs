@@ -3,7 +3,7 @@
 //! of messages received from it, and acknowledgements of the wrong type.
 
 use super::SessionState;
-use crate::protocol::{Packet, PacketId, PacketType};
+use crate::protocol::{Ack, Packet, PacketId, PacketType};
 use crate::session::action::{Action, OutboundState};
 
 impl SessionState {
@@ -63,7 +63,7 @@ impl SessionState {
             return false;
         }
         entry.state = OutboundState::AwaitingPubComp;
-        let rel = Packet::PubRel(packet_id);
+        let rel = Packet::PubRel(Ack::new(packet_id));
         match entry.id {
             Some(id) => out.push(Action::Sent {
                 id,
@@ -74,6 +74,13 @@ impl SessionState {
             None => out.push(Action::Send(rel)),
         }
         true
+    }
+
+    /// A 5.0 PUBREC with a reason code of 0x80 or above: the client
+    /// refused the message, and its QoS 2 flow ends there, without PUBREL
+    /// (section 4.3.3): it leaves the window like an acknowledged one.
+    pub fn on_pubrec_refused(&mut self, packet_id: PacketId, out: &mut Vec<Action>) -> bool {
+        self.finish(packet_id, OutboundState::AwaitingPubRec, out)
     }
 
     /// PUBCOMP ends an outbound QoS 2 handshake.
@@ -116,7 +123,7 @@ impl SessionState {
     /// the id is known, so a client retrying after a lost PUBCOMP finishes.
     /// A durable session sends it once the release is stored.
     pub fn on_pubrel(&mut self, packet_id: PacketId, out: &mut Vec<Action>) {
-        let comp = Packet::PubComp(packet_id);
+        let comp = Packet::PubComp(Ack::new(packet_id));
         match self.inbound_awaiting_rel.remove(&packet_id) {
             Some(()) if self.pager.is_durable() => out.push(Action::Inbound {
                 packet_id,

@@ -45,7 +45,7 @@ impl Conn {
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let (read, write) = stream.into_split();
             let mut conn = Conn {
-                read: FramedRead::new(read, MqttCodec::default()),
+                read: FramedRead::new(read, crate::client::codec()),
                 write,
                 buf: BytesMut::new(),
                 client_id: client_id.to_string(),
@@ -56,7 +56,7 @@ impl Conn {
             let ack = conn.read.next().await;
             trace(client_id, || format!("<- {ack:?}"));
             match ack {
-                Some(Ok(Packet::ConnAck(ack))) if ack.code as u8 == 0 => {
+                Some(Ok(Packet::ConnAck(ack))) if ack.reason.0 == 0 => {
                     Ok((conn, ack.session_present))
                 }
                 other => Err(format!("no accepting CONNACK: {other:?}")),
@@ -73,7 +73,7 @@ impl Conn {
     pub(super) async fn send(&mut self, packet: Packet) -> std::io::Result<()> {
         trace(&self.client_id, || format!("-> {}", brief(&packet)));
         self.buf.clear();
-        packet.encode(&mut self.buf);
+        packet.encode(&mut self.buf, crate::client::version());
         self.write.write_all(&self.buf).await
     }
 

@@ -4,6 +4,7 @@
 use super::conn::{pid, Conn};
 use super::{ID_SPACE, WINDOW};
 use bytes::Bytes;
+use roost::protocol::Ack;
 use roost::protocol::{Packet, PacketId, Publish, QoS, TopicName};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -77,6 +78,7 @@ impl Publisher {
             topic: self.topic.clone(),
             packet_id: Some(o.id),
             payload: Bytes::from(o.seq.to_string()),
+            properties: None,
         })
     }
 
@@ -106,7 +108,7 @@ impl Publisher {
         for i in 0..self.inflight.len() {
             let o = &self.inflight[i];
             let packet = if o.released {
-                Packet::PubRel(o.id)
+                Packet::PubRel(Ack::new(o.id))
             } else {
                 self.publish_packet(o, true)
             };
@@ -124,7 +126,7 @@ impl Publisher {
         };
         loop {
             if mode == PubMode::Finish && self.inflight.is_empty() {
-                let _ = conn.send(Packet::Disconnect).await;
+                let _ = conn.send(Packet::disconnect()).await;
                 return self;
             }
             let room = self.inflight.len() < WINDOW;
@@ -156,14 +158,14 @@ impl Publisher {
         let position =
             |inflight: &VecDeque<Outgoing>, id: PacketId| inflight.iter().position(|o| o.id == id);
         match packet {
-            Packet::PubAck(id) if self.qos == QoS::AtLeastOnce => {
+            Packet::PubAck(Ack { packet_id: id, .. }) if self.qos == QoS::AtLeastOnce => {
                 if let Some(i) = position(&self.inflight, id) {
                     let o = self.inflight.remove(i).expect("present");
                     self.acked.insert(o.seq);
                 }
                 None
             }
-            Packet::PubRec(id) if self.qos == QoS::ExactlyOnce => {
+            Packet::PubRec(Ack { packet_id: id, .. }) if self.qos == QoS::ExactlyOnce => {
                 if let Some(i) = position(&self.inflight, id) {
                     let o = &mut self.inflight[i];
                     if !o.released {
@@ -172,9 +174,9 @@ impl Publisher {
                     }
                 }
                 // Also for an id we do not know: releasing it is harmless.
-                Some(Packet::PubRel(id))
+                Some(Packet::PubRel(Ack::new(id)))
             }
-            Packet::PubComp(id) if self.qos == QoS::ExactlyOnce => {
+            Packet::PubComp(Ack { packet_id: id, .. }) if self.qos == QoS::ExactlyOnce => {
                 if let Some(i) = position(&self.inflight, id) {
                     if self.inflight[i].released {
                         self.inflight.remove(i);

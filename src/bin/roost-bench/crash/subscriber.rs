@@ -3,7 +3,8 @@
 
 use super::conn::{pid, Conn};
 use super::{CONNECT_TIMEOUT, FILTER, IDLE, TOPICS};
-use roost::protocol::{Packet, QoS, Subscribe, SubscribeReturnCode, SubscribeTopic, TopicFilter};
+use roost::protocol::Ack;
+use roost::protocol::{Packet, QoS, ReasonCode, Subscribe, SubscribeTopic, TopicFilter};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -83,7 +84,9 @@ impl Subscriber {
                 topics: vec![SubscribeTopic {
                     filter: TopicFilter::new(FILTER.to_string()).expect("valid"),
                     qos: self.qos,
+                    options: Default::default(),
                 }],
+                properties: None,
             });
             if conn.send(subscribe).await.is_err() {
                 return self;
@@ -96,7 +99,7 @@ impl Subscriber {
                 match packet {
                     None => return self,
                     Some(Packet::SubAck(ack)) => {
-                        if ack.codes != [SubscribeReturnCode::Granted(self.qos)] {
+                        if ack.codes != [ReasonCode::granted(self.qos)] {
                             self.errors
                                 .push(format!("{}: SUBACK {:?}", self.client_id, ack.codes));
                         }
@@ -119,7 +122,7 @@ impl Subscriber {
         loop {
             match &mode {
                 SubMode::SubscribeOnly => {
-                    let _ = conn.send(Packet::Disconnect).await;
+                    let _ = conn.send(Packet::disconnect()).await;
                     // Until the broker closes: what it sends meanwhile stays unacknowledged.
                     let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
                         while conn.next().await.is_some() {}
@@ -130,7 +133,7 @@ impl Subscriber {
                 SubMode::Drain(publishers_done)
                     if publishers_done.is_cancelled() && last_packet.elapsed() >= IDLE =>
                 {
-                    let _ = conn.send(Packet::Disconnect).await;
+                    let _ = conn.send(Packet::disconnect()).await;
                     return self;
                 }
                 _ => {}
@@ -161,12 +164,13 @@ impl Subscriber {
                 );
                 let (reply, deliver) = match (p.qos, p.packet_id) {
                     (QoS::AtMostOnce, _) => (None, true),
-                    (QoS::AtLeastOnce, Some(id)) => (Some(Packet::PubAck(id)), true),
+                    (QoS::AtLeastOnce, Some(id)) => (Some(Packet::PubAck(Ack::new(id))), true),
                     // Delivered on the first PUBLISH of a packet id; the id is
                     // kept until PUBREL, so a resent PUBLISH is not delivered again.
-                    (QoS::ExactlyOnce, Some(id)) => {
-                        (Some(Packet::PubRec(id)), self.awaiting_rel.insert(id.get()))
-                    }
+                    (QoS::ExactlyOnce, Some(id)) => (
+                        Some(Packet::PubRec(Ack::new(id))),
+                        self.awaiting_rel.insert(id.get()),
+                    ),
                     _ => (None, false),
                 };
                 if deliver {
@@ -196,9 +200,9 @@ impl Subscriber {
                 }
                 reply
             }
-            Packet::PubRel(id) => {
+            Packet::PubRel(Ack { packet_id: id, .. }) => {
                 self.awaiting_rel.remove(&id.get());
-                Some(Packet::PubComp(id))
+                Some(Packet::PubComp(Ack::new(id)))
             }
             other => {
                 self.errors

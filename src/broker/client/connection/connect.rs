@@ -8,21 +8,38 @@ use crate::broker::client::registry::{Register, RegistryError};
 use crate::broker::live::Reloadable;
 use crate::broker::ops::log_limit::CONNECT_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
-use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet};
-use crate::session::connect::{self, AuthSettings, Credentials, RefusalKind, Verdict};
+use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet, PropertiesOf, ReasonCode};
+use crate::session::connect::{
+    self, AuthSettings, Credentials, RefusalKind, ServerLimits, Verdict,
+};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
 impl Connection {
-    /// Refuses CONNECT: CONNACK with `code`, then close.
-    pub(super) fn refuse(&mut self, code: ConnectReturnCode, ctx: &mut Context<Self>) {
-        self.outbound.send(Packet::ConnAck(ConnAck {
-            session_present: false,
-            code,
-        }));
+    /// Refuses CONNECT: CONNACK with `code` (3.1) or `reason` (5.0), then
+    /// close.
+    pub(super) fn refuse(
+        &mut self,
+        code: ConnectReturnCode,
+        reason: ReasonCode,
+        ctx: &mut Context<Self>,
+    ) {
+        let connack = match self.outbound.version().is_v5() {
+            true => ConnAck::new(false, reason),
+            false => ConnAck::new(false, code),
+        };
+        self.outbound.send(Packet::ConnAck(connack));
         self.phase = Phase::Closed;
         ctx.stop();
+    }
+
+    /// The code of a refusing CONNACK as this client is sent it, in words.
+    pub(super) fn describe_refusal(&self, code: ConnectReturnCode, reason: ReasonCode) -> String {
+        match self.outbound.version().is_v5() {
+            true => reason.describe(PropertiesOf::ConnAck),
+            false => code.to_string(),
+        }
     }
 
     /// The refusal line: the client, its user, the CONNACK sent and why,
@@ -46,7 +63,7 @@ impl Connection {
             "{}, {}: CONNECT refused with CONNACK {}: {why}",
             self.name(),
             describe_user(user),
-            refusal.code()
+            self.describe_refusal(refusal.code(), refusal.reason())
         );
         match refusal.kind() {
             RefusalKind::Identifier => log::info!("{line}"),
@@ -84,10 +101,20 @@ impl Connection {
             }));
         }
         let connection_id = self.id;
+        let server = ServerLimits {
+            max_session_expiry: self.shared.max_session_expiry,
+            // What a client may have unacknowledged is what reading from it
+            // pauses at (`max_routing_backlog`).
+            receive_maximum: u16::try_from(live.limits.max_routing_backlog.max(1))
+                .unwrap_or(u16::MAX),
+            maximum_packet_size: u32::try_from(live.limits.max_packet_size).unwrap_or(u32::MAX),
+            topic_alias_maximum: live.limits.topic_alias_maximum,
+        };
         let verdict = connect::accept(
             &connect,
             &credentials,
             &live.limits,
+            &server,
             auth,
             // [MQTT-3.1.3-6]: the server assigns a unique id.
             || format!("roost-{:016x}", rand_id(connection_id)).into(),
@@ -110,7 +137,7 @@ impl Connection {
                 if CONNECT_REFUSALS.allow() {
                     self.log_refusal(&refusal, &connect, &live);
                 }
-                self.refuse(refusal.code(), ctx)
+                self.refuse(refusal.code(), refusal.reason(), ctx)
             }
             Verdict::VerifyPassword => {
                 // PBKDF2 and argon2 are slow on purpose: checked off the actor
@@ -118,7 +145,8 @@ impl Connection {
                 // later packets back meanwhile; the connect timeout still
                 // applies (the actor's own timer cannot fire during a wait).
                 let Some(passwords) = live.auth.passwords.clone() else {
-                    return self.refuse(ConnectReturnCode::NotAuthorized, ctx);
+                    let code = ConnectReturnCode::NotAuthorized;
+                    return self.refuse(code, code.into(), ctx);
                 };
                 let user = connect.username.as_deref().unwrap_or_default().to_string();
                 let password = connect.password.as_deref().unwrap_or_default().to_vec();
@@ -160,25 +188,40 @@ impl Connection {
             protocol: Some(connect.version),
             username: accepted.username.clone(),
         }));
-        self.will = connect.will.map(Box::new);
+        self.will = connect.will.clone().map(Box::new);
         self.keep_alive_limit = accepted.keep_alive_limit;
-        let (keep_alive, will) = (connect.keep_alive, self.will.as_deref().cloned());
+        // The keep-alive granted: a 5.0 client may be told a lower one.
+        let keep_alive = (accepted.connack.as_ref())
+            .and_then(|p| p.server_keep_alive)
+            .unwrap_or(connect.keep_alive);
+        let will = self.will.as_deref().cloned();
+        let connack = accepted.connack.take();
+        let receive_maximum = connect.properties().receive_maximum;
         let protocol = connect.version;
         let username = accepted.username;
         // For the line once connected: what Mosquitto shows, in words.
-        let version = match connect.version {
-            crate::protocol::ProtocolVersion::V31 => "MQTT 3.1",
-            crate::protocol::ProtocolVersion::V311 => "MQTT 3.1.1",
+        let version = connect.version.number();
+        let clean = match connect.version.is_v5() {
+            true => "clean start",
+            false => "clean session",
+        };
+        let expiry = match connect.properties().session_expiry_interval {
+            Some(secs) if connect.version.is_v5() => format!(", session expiry {secs} s"),
+            _ => String::new(),
         };
         let described = format!(
-            "{version}, clean session {}, keep-alive {keep_alive} s, {}{}",
+            "MQTT {version}, {clean} {}{expiry}, keep-alive {keep_alive} s, {}{}",
             u8::from(connect.clean_session),
             describe_user(username.as_deref()),
             if will.is_some() { ", with a will" } else { "" }
         );
         let register = Register {
             client_id: accepted.client_id,
-            clean_session: connect.clean_session,
+            // Clean Start discards the old session. A 5.0 session of
+            // expiry 0 ends with its connection: a clean one here (what it
+            // would resume, with Clean Start 0, is not kept).
+            clean_session: connect.clean_session || !accepted.durable,
+            durable: accepted.durable,
             arbiter: actix::Arbiter::current(),
         };
         let registry = self.shared.registry.clone();
@@ -197,6 +240,8 @@ impl Connection {
                 keep_alive,
                 protocol,
                 will,
+                connack,
+                receive_maximum,
                 connection: me,
                 outbound,
                 session_present: registered.session_present,
@@ -232,14 +277,16 @@ impl Connection {
                     }
                     Err(Some(e @ RegistryError::TooManyPersistentSessions { .. })) => {
                         Metrics::inc(&act.shared.metrics.unavailable_refused);
+                        let code = ConnectReturnCode::ServerUnavailable;
+                        let reason = ReasonCode::QUOTA_EXCEEDED;
                         if CONNECT_REFUSALS.allow() {
                             log::warn!(
                                 "{}: CONNECT refused with CONNACK {}: {e}",
                                 act.name(),
-                                ConnectReturnCode::ServerUnavailable
+                                act.describe_refusal(code, reason)
                             );
                         }
-                        act.refuse(ConnectReturnCode::ServerUnavailable, ctx);
+                        act.refuse(code, reason, ctx);
                     }
                     Err(_) => {
                         log::info!("{}: session was taken over while connecting", act.name());

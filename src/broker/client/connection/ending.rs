@@ -1,10 +1,17 @@
-//! Why a connection ended (set where it is closed, said in the line that
-//! logs the client's disconnect), and its will, due when it ends without
-//! DISCONNECT.
+//! How a connection ends: closed by roost (for a protocol violation as
+//! `close_action` says, or taken over), why (set where it is closed, said
+//! in the line that logs the client's disconnect, and told a 5.0 client in
+//! DISCONNECT), and its will, due when it ends without DISCONNECT.
 
-use super::{connect, Connection};
+use super::{connect, Connection, Phase};
+use crate::broker::client::close::{close_action, Violation};
+use crate::broker::client::messages::Close;
+use crate::broker::ops::log_limit::PROTOCOL_ERRORS;
 use crate::broker::ops::metrics::Metrics;
 use crate::message::Message;
+use crate::protocol::ProtocolError;
+use crate::protocol::ReasonCode;
+use actix::prelude::*;
 
 /// Why a connection ended, for the line that says a client disconnected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +24,9 @@ pub(super) enum Ending {
     PeerClosed,
     /// Reading the socket failed (reset, TLS error, ...).
     ReadError(std::io::ErrorKind),
-    /// A protocol violation, logged where it was found.
-    Protocol,
+    /// A protocol violation, logged where it was found; the reason code a
+    /// 5.0 client is told.
+    Protocol(ReasonCode),
     KeepAlive,
     TakenOver,
     /// Its session ended under it.
@@ -41,7 +49,7 @@ impl Ending {
                 "protocol error in the transport (see the line above)".into()
             }
             Ending::ReadError(kind) => format!("read error ({kind})"),
-            Ending::Protocol => "protocol error (see the line above)".into(),
+            Ending::Protocol(_) => "protocol error (see the line above)".into(),
             Ending::KeepAlive => "keep-alive expired".into(),
             Ending::TakenOver => "another connection took over its client id".into(),
             Ending::SessionEnded => "its session ended".into(),
@@ -51,7 +59,60 @@ impl Ending {
     }
 }
 
+impl Ending {
+    /// The DISCONNECT a connected 5.0 client is sent as roost closes its
+    /// connection (section 4.13.2); none where the client ended it.
+    pub(super) fn disconnect_reason(self) -> Option<ReasonCode> {
+        match self {
+            Ending::Stopped => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Ending::Protocol(reason) => Some(reason),
+            Ending::KeepAlive => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Ending::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Ending::SessionEnded => Some(ReasonCode::UNSPECIFIED_ERROR),
+            Ending::Failed => Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
+            Ending::Disconnect | Ending::PeerClosed | Ending::ReadError(_) | Ending::Refused => {
+                None
+            }
+        }
+    }
+}
+
 impl Connection {
+    /// Ends the connection without DISCONNECT: the will is published in
+    /// `stopped`. `why` goes in the disconnect line.
+    pub(super) fn close(&mut self, why: Ending, ctx: &mut Context<Self>) {
+        if self.ending == Ending::Stopped {
+            self.ending = why;
+        }
+        ctx.stop();
+    }
+
+    /// Closes the connection for a protocol violation, as `close_action` says.
+    pub(super) fn protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
+        let first = matches!(self.phase, Phase::AwaitingConnect);
+        let action = close_action(&error, first);
+        let counter = match action.counted_as {
+            Violation::Protocol => &self.shared.metrics.protocol_errors,
+            Violation::Limit => &self.shared.metrics.limits_refused,
+        };
+        Metrics::inc(counter);
+        let log = PROTOCOL_ERRORS.allow();
+        match action.connack {
+            Some(code) => {
+                if log {
+                    log::info!("{}: {error}; CONNACK {code}", self.name());
+                }
+                self.refuse(code, code.into(), ctx)
+            }
+            None => {
+                if log {
+                    log::warn!("{}: protocol error, closing: {error}", self.name());
+                }
+                self.close(Ending::Protocol(action.reason), ctx)
+            }
+        }
+    }
+
     /// Publishes the will, if the connection has one (DISCONNECT discards
     /// it) and the ACL lets its user write its topic; whether it did.
     pub(super) fn publish_will(&mut self) -> bool {
@@ -79,5 +140,25 @@ impl Connection {
         };
         self.shared.router.publish(will, None, None);
         true
+    }
+}
+
+impl Handler<Close> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, close: Close, ctx: &mut Context<Self>) {
+        match close {
+            Close::TakenOver { publish_will } => {
+                log::info!(
+                    "{}: closed: another connection took over this client id [MQTT-3.1.4-2]",
+                    self.name()
+                );
+                if !publish_will {
+                    self.will = None;
+                }
+                self.close(Ending::TakenOver, ctx);
+            }
+            Close::Violation(error) => self.protocol_error(error, ctx),
+        }
     }
 }

@@ -203,11 +203,11 @@ impl<S: Stream<Item = Result<Packet, CodecError>> + Room + Unpin> Stream for Run
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{PacketId, Publish, TopicName};
+    use crate::protocol::{Ack, PacketId, Publish, TopicName};
     use futures::StreamExt;
 
     fn puback(id: u16) -> Result<Packet, CodecError> {
-        Ok(Packet::PubAck(PacketId::new(id).unwrap()))
+        Ok(Packet::PubAck(Ack::new(PacketId::new(id).unwrap())))
     }
 
     /// A PUBLISH whose payload is its number, so runs can be told apart.
@@ -219,6 +219,7 @@ mod tests {
             topic: TopicName::new("t").unwrap(),
             packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(n).unwrap()),
             payload: n.to_be_bytes().to_vec().into(),
+            properties: None,
         }))
     }
 
@@ -234,7 +235,7 @@ mod tests {
     fn numbers(run: &[Packet]) -> Vec<u16> {
         run.iter()
             .map(|p| match p {
-                Packet::PubAck(id) => id.get(),
+                Packet::PubAck(a) => a.packet_id.get(),
                 Packet::Publish(p) => u16::from_be_bytes([p.payload[0], p.payload[1]]),
                 _ => 0,
             })

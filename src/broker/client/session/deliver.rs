@@ -85,7 +85,7 @@ impl Session {
                         }
                         match &mut self.gathered {
                             Some(g) => {
-                                g.bytes += packet.wire_len();
+                                g.bytes += a.outbound.wire_len(&packet);
                                 g.packets.push(packet);
                             }
                             None => a.outbound.send(packet),

@@ -332,7 +332,7 @@ impl Session {
     /// that a crash could lose. The receiver says when CONNACK went out.
     fn attach(
         &mut self,
-        msg: Attach,
+        mut msg: Attach,
     ) -> Result<Option<tokio::sync::oneshot::Receiver<()>>, Superseded> {
         if msg.generation < self.generation {
             return Err(Superseded);
@@ -353,7 +353,8 @@ impl Session {
         }
         let connack = Packet::ConnAck(ConnAck {
             session_present: msg.session_present,
-            code: ConnectReturnCode::Accepted,
+            reason: ConnectReturnCode::Accepted.into(),
+            properties: msg.connack.take(),
         });
         let mut stored = None;
         let after_commit = match self.state.is_durable() && !msg.session_present {
@@ -418,6 +419,7 @@ impl Session {
                     .fetch_add(dropped as u64, Ordering::Relaxed);
             }
         }
+        self.state.set_receive_maximum(msg.receive_maximum);
         self.state.attach(&mut self.out);
         self.run(None);
         // Most clients sit idle after CONNACK: keep no action buffer until

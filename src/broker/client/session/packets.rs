@@ -12,7 +12,8 @@ use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::message::Message;
 use crate::protocol::{
-    Packet, PacketId, ProtocolError, QoS, SubAck, Subscribe, TopicFilter, Unsubscribe,
+    Ack, Packet, PacketId, ProtocolError, QoS, ReasonCode, SubAck, Subscribe, TopicFilter,
+    Unsubscribe,
 };
 use crate::session::SubscribeRefusal;
 use crate::store::Op;
@@ -107,7 +108,8 @@ impl Session {
     /// actions); an acknowledgement of the wrong type for a packet id in
     /// flight is a protocol violation, returned and not applied.
     fn on_ack(&mut self, ack: Packet) -> Option<ProtocolError> {
-        if let Packet::PubAck(id) | Packet::PubRec(id) | Packet::PubComp(id) = ack {
+        if let Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubComp(a) = &ack {
+            let id = a.packet_id;
             if let Some(expected) = self.state.wrong_ack(ack.packet_type(), id) {
                 return Some(ProtocolError::AckOfWrongType {
                     got: ack.packet_type(),
@@ -117,10 +119,25 @@ impl Session {
             }
         }
         let (known, packet, id) = match ack {
-            Packet::PubAck(id) => (self.state.on_puback(id, &mut self.out), "PUBACK", id),
-            Packet::PubRec(id) => (self.state.on_pubrec(id, &mut self.out), "PUBREC", id),
-            Packet::PubComp(id) => (self.state.on_pubcomp(id, &mut self.out), "PUBCOMP", id),
-            Packet::PubRel(id) => {
+            Packet::PubAck(Ack { packet_id: id, .. }) => {
+                (self.state.on_puback(id, &mut self.out), "PUBACK", id)
+            }
+            Packet::PubRec(Ack {
+                packet_id: id,
+                reason,
+                ..
+            }) if reason.is_error() => (
+                self.state.on_pubrec_refused(id, &mut self.out),
+                "PUBREC",
+                id,
+            ),
+            Packet::PubRec(Ack { packet_id: id, .. }) => {
+                (self.state.on_pubrec(id, &mut self.out), "PUBREC", id)
+            }
+            Packet::PubComp(Ack { packet_id: id, .. }) => {
+                (self.state.on_pubcomp(id, &mut self.out), "PUBCOMP", id)
+            }
+            Packet::PubRel(Ack { packet_id: id, .. }) => {
                 self.state.on_pubrel(id, &mut self.out);
                 return None;
             }
@@ -202,10 +219,7 @@ impl Session {
             let codes = outcome.codes;
             Reply::new(
                 a.outbound.clone(),
-                Packet::SubAck(SubAck {
-                    packet_id: s.packet_id,
-                    codes,
-                }),
+                Packet::SubAck(SubAck::new(s.packet_id, codes)),
             )
         });
         let lookups: Vec<(TopicFilter, QoS)> = outcome
@@ -239,15 +253,30 @@ impl Session {
     /// UNSUBSCRIBE: UNSUBACK once the removal is committed (durable).
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> ResponseFuture<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let unsuback = self
-            .attached
-            .as_ref()
-            .map(|a| Reply::new(a.outbound.clone(), Packet::UnsubAck(u.packet_id)));
+        // Whether each filter was subscribed: 5.0 says so in the UNSUBACK.
+        let existed: Vec<bool> = u
+            .filters
+            .iter()
+            .map(|f| self.state.unsubscribe(f))
+            .collect();
+        let codes = existed
+            .iter()
+            .map(|&existed| match existed {
+                true => ReasonCode::SUCCESS,
+                false => ReasonCode::NO_SUBSCRIPTION_EXISTED,
+            })
+            .collect();
+        let unsuback = self.attached.as_ref().map(|a| {
+            Reply::new(
+                a.outbound.clone(),
+                Packet::UnsubAck(SubAck::new(u.packet_id, codes)),
+            )
+        });
         let done = Reply::then(unsuback, move || {
             let _ = tx.send(());
         });
-        for f in u.filters {
-            if self.state.unsubscribe(&f) {
+        for (f, existed) in u.filters.into_iter().zip(existed) {
+            if existed {
                 self.deps
                     .metrics
                     .subscriptions
@@ -329,7 +358,7 @@ impl Session {
     /// QoS 2 PUBLISHes that do.
     fn pubrec_in_turn(&mut self, packet_id: PacketId) {
         if let Some(a) = &self.attached {
-            let pubrec = Reply::new(a.outbound.clone(), Packet::PubRec(packet_id));
+            let pubrec = Reply::new(a.outbound.clone(), Packet::PubRec(Ack::new(packet_id)));
             self.pubrecs.push(&pubrec.on_completion());
         }
     }

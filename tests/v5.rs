@@ -1,0 +1,322 @@
+//! MQTT 5.0 on the wire: CONNECT and CONNACK with properties, reason codes
+//! on acknowledgements and DISCONNECT, topic aliases from the client, and
+//! 5.0 and 3.1.1 clients on one broker. Packets are built by hand in
+//! `common::raw5`; the last tests use rumqttc's 5.0 client.
+
+use crate::common::raw::{self, RawClient};
+use crate::common::raw5::{self, ConnAck, Prop};
+use crate::common::{TestBroker, TIMEOUT};
+
+/// [MQTT-3.1.2-2] level 5 is supported: CONNACK in the 5.0 form (reason
+/// code, then properties) says what the server allows (section 3.2.2.3):
+/// its Receive Maximum, Maximum Packet Size and Topic Alias Maximum, and
+/// that subscription identifiers and shared subscriptions are not offered
+/// yet (their defaults are "available").
+#[tokio::test]
+async fn a_v5_connect_gets_a_v5_connack_with_the_servers_limits_mqtt_3_1_2_2() {
+    let broker = TestBroker::start_with(|c| {
+        c.limits.max_routing_backlog = 500;
+        c.limits.max_packet_size = 65536;
+        c.limits.topic_alias_maximum = 7;
+    });
+    let (_c, ack) = RawClient::connected_v5(broker.addr(), "v5", true, &[]).await;
+    assert!(!ack.session_present);
+    assert_eq!(ack.number(raw5::RECEIVE_MAXIMUM), Some(500));
+    assert_eq!(ack.number(raw5::MAXIMUM_PACKET_SIZE), Some(65536));
+    assert_eq!(ack.number(raw5::TOPIC_ALIAS_MAXIMUM), Some(7));
+    assert_eq!(ack.number(raw5::SUBSCRIPTION_ID_AVAILABLE), Some(0));
+    assert_eq!(ack.number(raw5::SHARED_SUBSCRIPTION_AVAILABLE), Some(0));
+    assert_eq!(ack.string(raw5::ASSIGNED_CLIENT_ID), None);
+    assert_eq!(ack.number(raw5::SERVER_KEEP_ALIVE), None);
+}
+
+/// [MQTT-3.1.3-6] [MQTT-3.1.3-7] An empty client id is assigned one, also
+/// with Clean Start 0, and CONNACK names it; [MQTT-3.2.2-21] a keep-alive
+/// above `max_keepalive` is lowered and told (3.1.1 is refused instead).
+#[tokio::test]
+async fn an_empty_id_is_assigned_and_a_long_keep_alive_is_lowered_mqtt_3_1_3_7_and_3_2_2_21() {
+    let broker = TestBroker::start_with(|c| c.limits.max_keepalive = 30);
+    let mut c = RawClient::connect(broker.addr()).await;
+    c.send(&raw5::connect("", false, 120, &[])).await;
+    let ack = ConnAck::parse(&c.recv().await);
+    assert_eq!(ack.reason, 0);
+    let assigned = ack.string(raw5::ASSIGNED_CLIENT_ID).expect("assigned id");
+    assert!(assigned.starts_with("roost-"), "{assigned}");
+    assert_eq!(ack.number(raw5::SERVER_KEEP_ALIVE), Some(30));
+}
+
+/// A 5.0 publisher and a 3.1.1 subscriber, and the other way round, at
+/// each QoS: the 5.0 side sees 5.0 packets (a PUBLISH with a property
+/// block), the 3.1.1 side 3.1.1 ones.
+#[tokio::test]
+async fn v5_and_v311_clients_exchange_messages_at_every_qos() {
+    let broker = TestBroker::start();
+    let (mut v5, _) = RawClient::connected_v5(broker.addr(), "five", true, &[]).await;
+    let mut v311 = RawClient::connected(broker.addr(), "three", true).await;
+    v311.subscribe_ok(1, &[("to/three", 2)]).await;
+    v5.send(&raw5::subscribe(1, &[("to/five", 2)], &[])).await;
+    let suback = v5.recv().await;
+    // Packet id, an empty property block, QoS 2 granted.
+    assert_eq!(suback.bytes(), [0x90, 4, 0, 1, 0, 2]);
+    for qos in 0..=2u8 {
+        let id = u16::from(qos) + 10;
+        // 5.0 → 3.1.1
+        v5.send(&raw5::publish("to/three", b"from five", qos, id, &[]))
+            .await;
+        match qos {
+            0 => {}
+            1 => assert_eq!(v5.recv().await.bytes(), raw::puback(id)),
+            _ => {
+                assert_eq!(v5.recv().await.bytes(), raw::pubrec(id));
+                v5.send(&raw::pubrel(id)).await;
+                assert_eq!(v5.recv().await.bytes(), raw::pubcomp(id));
+            }
+        }
+        let got = v311.recv_publishes(1).await;
+        assert_eq!((got[0].topic.as_str(), got[0].qos), ("to/three", qos));
+        assert_eq!(got[0].payload, b"from five");
+        // 3.1.1 → 5.0
+        v311.publish_ok("to/five", b"from three", qos, id, false)
+            .await;
+        let p = v5.recv().await;
+        let p = raw5::Publish::parse(&p);
+        assert_eq!(
+            (p.topic.as_str(), p.qos, p.payload.as_slice(), p.props.len()),
+            ("to/five", qos, &b"from three"[..], 0)
+        );
+        match (qos, p.packet_id) {
+            (1, Some(id)) => v5.send(&raw::puback(id)).await,
+            (2, Some(id)) => {
+                v5.send(&raw::pubrec(id)).await;
+                assert_eq!(v5.recv().await.bytes(), raw::pubrel(id));
+                v5.send(&raw::pubcomp(id)).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// UNSUBACK carries a reason code per filter in 5.0, in the filters' order
+/// (section 3.11.3): 0x00 where the subscription existed, 0x11 where it
+/// did not.
+#[tokio::test]
+async fn unsuback_says_which_subscriptions_existed() {
+    let broker = TestBroker::start();
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "u", true, &[]).await;
+    c.send(&raw5::subscribe(1, &[("a", 0)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&raw5::unsubscribe(2, &["a", "b"])).await;
+    assert_eq!(c.recv().await.bytes(), [0xB0, 5, 0, 2, 0, 0x00, 0x11]);
+}
+
+/// [MQTT-3.3.2-12] roost accepts topic aliases 1 to the maximum it
+/// announced: an alias set with a topic name is used by a PUBLISH with an
+/// empty one, and the subscriber gets the full name.
+#[tokio::test]
+async fn a_topic_alias_stands_for_its_topic_mqtt_3_3_2_12() {
+    let broker = TestBroker::start();
+    let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
+    sub.subscribe_ok(1, &[("long/topic/name", 0)]).await;
+    let (mut c, ack) = RawClient::connected_v5(broker.addr(), "aliaser", true, &[]).await;
+    assert_eq!(ack.number(raw5::TOPIC_ALIAS_MAXIMUM), Some(10));
+    let alias = [Prop::Two(raw5::TOPIC_ALIAS, 10)];
+    c.send(&raw5::publish("long/topic/name", b"one", 0, 0, &alias))
+        .await;
+    c.send(&raw5::publish("", b"two", 1, 1, &alias)).await;
+    assert_eq!(c.recv().await.bytes(), raw::puback(1));
+    sub.expect_publish("long/topic/name", b"one").await;
+    sub.expect_publish("long/topic/name", b"two").await;
+}
+
+/// [MQTT-3.3.2-8] alias 0 and [MQTT-3.3.2-9] one above the maximum get
+/// DISCONNECT 0x94 (topic alias invalid), not a dropped socket; an alias
+/// never set, with an empty topic, is a protocol error (0x82).
+#[tokio::test]
+async fn an_invalid_topic_alias_gets_disconnect_0x94_mqtt_3_3_2_8_and_3_3_2_9() {
+    let broker = TestBroker::start();
+    for (case, alias, topic, reason) in [
+        ("alias 0", 0, "t", 0x94),
+        ("above the maximum", 11, "t", 0x94),
+        ("never set", 3, "", 0x82),
+    ] {
+        let (mut c, _) = RawClient::connected_v5(broker.addr(), case, true, &[]).await;
+        let props = [Prop::Two(raw5::TOPIC_ALIAS, alias)];
+        c.send(&raw5::publish(topic, b"x", 0, 0, &props)).await;
+        c.expect_disconnect(reason).await;
+    }
+}
+
+/// A property not allowed in its packet makes it malformed (section
+/// 2.2.2.2: DISCONNECT 0x81); one given twice is a protocol error (0x82);
+/// AUTH without an Authentication Method in CONNECT is one too (section
+/// 4.12).
+#[tokio::test]
+async fn bad_properties_and_unasked_auth_get_a_disconnect_with_the_reason() {
+    let broker = TestBroker::start();
+    let will_delay = Prop::Four(raw5::WILL_DELAY, 1);
+    let alias = Prop::Two(raw5::TOPIC_ALIAS, 1);
+    let cases: [(&str, Vec<u8>, u8); 3] = [
+        (
+            "will delay in PUBLISH",
+            raw5::publish("t", b"x", 0, 0, &[will_delay]),
+            0x81,
+        ),
+        (
+            "topic alias twice",
+            raw5::publish("t", b"x", 0, 0, &[alias.clone(), alias]),
+            0x82,
+        ),
+        ("AUTH", vec![0xF0, 0], 0x82),
+    ];
+    for (case, bytes, reason) in cases {
+        let (mut c, _) = RawClient::connected_v5(broker.addr(), case, true, &[]).await;
+        c.send(&bytes).await;
+        c.expect_disconnect(reason).await;
+    }
+}
+
+/// [MQTT-3.14.4-3] A 5.0 DISCONNECT with reason 0x00 discards the will;
+/// the broker closes without a DISCONNECT of its own. When a new
+/// connection takes the client id over, the old one is told 0x8E
+/// (session taken over).
+#[tokio::test]
+async fn takeover_is_told_with_0x8e_mqtt_3_1_4_3() {
+    let broker = TestBroker::start();
+    let (mut old, _) = RawClient::connected_v5(broker.addr(), "twice", true, &[]).await;
+    let (mut new, _) = RawClient::connected_v5(broker.addr(), "twice", true, &[]).await;
+    old.expect_disconnect(0x8E).await;
+    new.send(&raw5::disconnect(0, &[])).await;
+    new.expect_closed_silently().await;
+}
+
+/// [MQTT-3.1.2-23] A 5.0 session with a Session Expiry Interval above 0
+/// outlives its connection: messages published while it is away are
+/// delivered when it returns with Clean Start 0, and CONNACK says the
+/// session is present. One with interval 0 (the default) does not.
+#[tokio::test]
+async fn a_session_with_an_expiry_interval_keeps_its_messages_mqtt_3_1_2_23() {
+    let broker = TestBroker::start();
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let (mut c, ack) = RawClient::connected_v5(broker.addr(), "keeps", true, &expiry).await;
+    assert!(!ack.session_present);
+    c.send(&raw5::subscribe(1, &[("kept", 1)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&raw5::disconnect(0, &[])).await;
+    c.expect_closed_silently().await;
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher
+        .publish_ok("kept", b"while away", 1, 1, false)
+        .await;
+    let (mut c, ack) = RawClient::connected_v5(broker.addr(), "keeps", false, &expiry).await;
+    assert!(ack.session_present, "[MQTT-3.2.2-2]");
+    let p = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("kept", &b"while away"[..])
+    );
+    c.send(&raw::puback(p.packet_id.unwrap())).await;
+
+    // Interval 0: nothing is kept.
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "forgets", true, &[]).await;
+    c.send(&raw5::subscribe(1, &[("forgot", 1)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&raw5::disconnect(0, &[])).await;
+    c.expect_closed_silently().await;
+    let (_c, ack) = RawClient::connected_v5(broker.addr(), "forgets", false, &[]).await;
+    assert!(!ack.session_present);
+}
+
+/// rumqttc's 5.0 client connects, subscribes and gets what a 3.1.1 client
+/// publishes, at QoS 1.
+#[tokio::test]
+async fn rumqttc_v5_subscribes_and_receives() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let broker = TestBroker::start();
+    let options = MqttOptions::new("rumqttc-v5", "127.0.0.1", broker.port());
+    let (client, mut events) = AsyncClient::new(options, 10);
+    client.subscribe("v5/#", QoS::AtLeastOnce).await.unwrap();
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    let mut published = false;
+    let got = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match events.poll().await.expect("event loop") {
+                Event::Incoming(Packet::ConnAck(ack)) => {
+                    assert_eq!(
+                        ack.code,
+                        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+                    );
+                }
+                Event::Incoming(Packet::SubAck(_)) if !published => {
+                    publisher.publish_ok("v5/x", b"hello", 1, 1, false).await;
+                    published = true;
+                }
+                Event::Incoming(Packet::Publish(p)) => return p,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a PUBLISH within the timeout");
+    assert_eq!(&got.topic[..], b"v5/x");
+    assert_eq!(&got.payload[..], b"hello");
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+}
+
+/// [MQTT-3.3.4-9] roost sends a client no more unacknowledged QoS 1/2
+/// PUBLISHes than its Receive Maximum: with 2, the third of three waits
+/// for a PUBACK.
+#[tokio::test]
+async fn the_clients_receive_maximum_bounds_what_is_in_flight_mqtt_3_3_4_9() {
+    let broker = TestBroker::start();
+    let two = [Prop::Two(raw5::RECEIVE_MAXIMUM, 2)];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "slow", true, &two).await;
+    c.send(&raw5::subscribe(1, &[("w", 1)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    for n in 1..=3u16 {
+        publisher
+            .publish_ok("w", &n.to_be_bytes(), 1, n, false)
+            .await;
+    }
+    let first = raw5::Publish::parse(&c.recv().await);
+    let second = raw5::Publish::parse(&c.recv().await);
+    assert_eq!((first.payload, second.payload), (vec![0, 1], vec![0, 2]));
+    c.expect_nothing_within(
+        std::time::Duration::from_millis(300),
+        "a third PUBLISH beyond Receive Maximum 2",
+    )
+    .await;
+    c.send(&raw::puback(first.packet_id.unwrap())).await;
+    let third = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(third.payload, vec![0, 3]);
+}
+
+/// [MQTT-3.1.2-4] Clean Start 1 discards the existing session, though the
+/// new one has an expiry interval too: its queued message is gone and
+/// CONNACK says no session is present [MQTT-3.2.2-2].
+#[tokio::test]
+async fn clean_start_discards_a_kept_session_mqtt_3_1_2_4() {
+    let broker = TestBroker::start();
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "restart", true, &expiry).await;
+    c.send(&raw5::subscribe(1, &[("old", 1)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&raw5::disconnect(0, &[])).await;
+    c.expect_closed_silently().await;
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("old", b"queued", 1, 1, false).await;
+    let (mut c, ack) = RawClient::connected_v5(broker.addr(), "restart", true, &expiry).await;
+    assert!(!ack.session_present);
+    c.expect_nothing_within(
+        std::time::Duration::from_millis(300),
+        "a message of the discarded session",
+    )
+    .await;
+    // The new session is kept: it has no subscription, and is present.
+    c.send(&raw5::disconnect(0, &[])).await;
+    c.expect_closed_silently().await;
+    let (_c, ack) = RawClient::connected_v5(broker.addr(), "restart", false, &expiry).await;
+    assert!(ack.session_present);
+}
