@@ -31,5 +31,6 @@ mod supervision;
 mod sys;
 mod tls;
 mod v5;
+mod v5_properties;
 mod websocket;
 mod will;

@@ -73,6 +73,9 @@ pub enum Action {
     /// Durable: the session no longer holds message `id` in memory; the
     /// store hands it out again with the next page.
     Unhold { id: MessageId },
+    /// A queued message was not delivered: its Message Expiry Interval
+    /// passed [MQTT-3.3.2-5] (for the count; a durable one is dequeued too).
+    Expired,
 }
 
 /// What became of one message handed to [`SessionState::deliver`].

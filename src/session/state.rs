@@ -455,6 +455,7 @@ impl SessionState {
     /// Moves queued messages into the in-flight window while it has room;
     /// a durable session then asks the store for more if it is running low.
     fn fill_window(&mut self, out: &mut Vec<Action>) {
+        let now = crate::message::unix_now();
         while self.online && self.inflight.len() < self.window as usize {
             let Some(front) = self.queue.front() else {
                 break;
@@ -466,6 +467,17 @@ impl SessionState {
                 break;
             };
             self.queued_bytes -= queued.message.size();
+            if queued.message.expired(now) {
+                // Not delivered [MQTT-3.3.2-5]: it leaves the queue.
+                if let Some(id) = queued.id {
+                    out.push(Action::Dequeue {
+                        id,
+                        size: queued.message.stored_size(),
+                    });
+                }
+                out.push(Action::Expired);
+                continue;
+            }
             if queued.message.qos == QoS::AtMostOnce {
                 // No acknowledgement comes: once sent, it leaves the queue.
                 if let Some(id) = queued.id {
@@ -532,6 +544,7 @@ mod tests {
             payload: Bytes::from(vec![n]),
             qos,
             retain: false,
+            properties: None,
         }
     }
 

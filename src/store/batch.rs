@@ -13,7 +13,6 @@ use super::queues::Queues;
 use super::Op;
 use crate::protocol::{LastWill, QoS, TopicFilter, TopicName};
 use ahash::AHashMap;
-use bytes::Bytes;
 use bytestring::ByteString;
 
 /// What waits for a write to commit (the broker's `Completion`). The batch
@@ -68,7 +67,7 @@ pub struct Batch<W: Waiter> {
     /// `None`: delete the subscription.
     pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<QoS>>,
     /// `None`: clear the topic's retained message.
-    pub(super) retained: AHashMap<TopicName, Option<(Bytes, QoS)>>,
+    pub(super) retained: AHashMap<TopicName, Option<super::retained::Retained>>,
     /// The queue rows of this batch, taken from `Queues` when it first
     /// commits (and kept for another try if that fails).
     pub queue_writes: Option<QueueWrites>,
@@ -258,8 +257,10 @@ impl<W: Waiter> Batch<W> {
                 topic,
                 payload,
                 qos,
+                properties,
             } => {
-                self.retained.insert(topic, Some((payload, qos)));
+                self.retained
+                    .insert(topic, Some((payload, qos, properties)));
             }
             Op::ClearRetained { topic } => {
                 self.retained.insert(topic, None);
@@ -362,6 +363,7 @@ impl Drop for OnDropInner {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -390,6 +392,7 @@ mod tests {
             payload: Bytes::from_static(b"x"),
             qos: QoS::AtLeastOnce,
             retain: false,
+            properties: None,
         }
     }
 
@@ -517,6 +520,7 @@ mod tests {
                 topic: TopicName::new("r".to_string()).unwrap(),
                 payload: Bytes::from_static(b"v"),
                 qos: QoS::AtLeastOnce,
+                properties: None,
             },
             Some(c),
             &mut q,

@@ -6,10 +6,13 @@
 //! budget, so that sessions reading their queues mostly do not read the
 //! database; messages not committed yet are always in it.
 
+use super::properties::Columns;
+use crate::message::MessageProperties;
 use crate::protocol::{QoS, TopicName};
 use crate::session::MessageId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Steps a [`Cursor`] walks before it searches instead.
 const CURSOR_WALK: usize = 8;
@@ -51,6 +54,8 @@ pub struct Logged {
     pub payload: Bytes,
     /// As published.
     pub qos: QoS,
+    /// MQTT 5.0's, shared with the message's other copies.
+    pub properties: Option<Arc<MessageProperties>>,
 }
 
 impl Logged {
@@ -215,16 +220,19 @@ impl LogCache {
 pub(super) const HIGHEST_ID: &str = "SELECT max(id) FROM message_log";
 /// A message appended.
 pub(super) const INSERT: &str =
-    "INSERT OR REPLACE INTO message_log (id, topic, payload, qos, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT OR REPLACE INTO message_log (id, topic, payload, qos, created_at, \
+     expires_at, payload_format, content_type, response_topic, correlation_data, user_properties) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 /// Messages no queue refers to, in a range of ids.
 pub(super) const DELETE_RANGE: &str = "DELETE FROM message_log WHERE id BETWEEN ?1 AND ?2";
 /// The messages of a range of ids (for a queue read from the database).
-pub(super) const READ_RANGE: &str =
-    "SELECT id, topic, payload, qos FROM message_log WHERE id BETWEEN ?1 AND ?2";
+pub(super) const READ_RANGE: &str = "SELECT id, topic, payload, qos, expires_at, payload_format, \
+     content_type, response_topic, correlation_data, user_properties \
+     FROM message_log WHERE id BETWEEN ?1 AND ?2";
 
 pub(super) fn insert(
     db: &rusqlite::Connection,
-    rows: &[(MessageId, TopicName, Bytes, QoS)],
+    rows: &[(MessageId, Logged)],
 ) -> rusqlite::Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -234,8 +242,21 @@ pub(super) fn insert(
         .prepare_cached(concat!("SELECT ", super::now_sql!()))?
         .query_row([], |r| r.get(0))?;
     let mut insert = db.prepare_cached(INSERT)?;
-    for (id, topic, payload, qos) in rows {
-        insert.execute((*id as i64, topic.as_str(), &payload[..], *qos as i64, &now))?;
+    for (id, m) in rows {
+        let p = Columns::of(m.properties.as_deref());
+        insert.execute((
+            *id as i64,
+            m.topic.as_str(),
+            &m.payload[..],
+            m.qos as i64,
+            &now,
+            p.expires_at,
+            p.payload_format,
+            p.content_type,
+            p.response_topic,
+            p.correlation_data,
+            p.user_properties,
+        ))?;
     }
     Ok(())
 }
@@ -273,12 +294,15 @@ pub fn read_ranges(
                 log::warn!("database: skipping invalid message {id} of the log");
                 continue;
             };
+            let properties =
+                Columns::from_rusqlite(row, 4)?.properties(format_args!("message {id} of the log"));
             out.push((
                 id as MessageId,
                 Logged {
                     topic,
                     payload: Bytes::from(payload),
                     qos,
+                    properties,
                 },
             ));
         }
@@ -295,6 +319,7 @@ mod tests {
             topic: TopicName::new("t".to_string()).unwrap(),
             payload: Bytes::from(vec![0; n]),
             qos: QoS::AtLeastOnce,
+            properties: None,
         }
     }
 

@@ -33,6 +33,7 @@ mod db;
 mod error;
 pub mod inspect;
 mod message_log;
+mod properties;
 mod queue_rows;
 mod queues;
 mod retained;
@@ -136,6 +137,7 @@ pub enum Op {
         topic: TopicName,
         payload: Bytes,
         qos: QoS,
+        properties: Option<std::sync::Arc<crate::message::MessageProperties>>,
     },
     ClearRetained {
         topic: TopicName,
@@ -632,6 +634,7 @@ mod tests {
                 payload: Bytes::from_static(b"payload"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
+                properties: None,
             };
             batch.push(
                 Op::Append {
@@ -789,7 +792,7 @@ mod tests {
                 "retained::CLEAR_PREFIX",
                 format!("{}?1, ?2)", retained::CLEAR_PREFIX),
             ),
-            ("retained::SET_PREFIX", values(retained::SET_PREFIX, 4)),
+            ("retained::SET_PREFIX", values(retained::SET_PREFIX, 10)),
         ];
         let at_start: Vec<(&str, &str, &[&str])> = vec![
             (

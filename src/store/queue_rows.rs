@@ -4,9 +4,8 @@
 //! message ids, never a message's content).
 
 use super::message_log;
-use crate::protocol::{PacketId, QoS, TopicName};
+use crate::protocol::{PacketId, QoS};
 use crate::session::{MessageId, OutboundState};
-use bytes::Bytes;
 use bytestring::ByteString;
 
 /// Consecutive message ids of one queue, delivered at one QoS with one
@@ -36,7 +35,7 @@ pub type SentState = (PacketId, OutboundState);
 /// Rows to write for what changed since the last commit.
 #[derive(Default)]
 pub struct QueueWrites {
-    pub log_inserts: Vec<(MessageId, TopicName, Bytes, QoS)>,
+    pub log_inserts: Vec<(MessageId, super::message_log::Logged)>,
     pub log_deletes: Vec<(MessageId, MessageId)>,
     /// Every range of ids whose last reference went, written or not (for
     /// the cache to forget).

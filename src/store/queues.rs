@@ -23,11 +23,11 @@ mod dequeue;
 mod held;
 
 use super::coverage::Coverage;
+use super::message_log::Logged;
 use super::queue_rows::{QueueWrites, Run};
 use crate::message::Message;
-use crate::protocol::{PacketId, QoS, TopicName};
+use crate::protocol::{PacketId, QoS};
 use ahash::{AHashMap, AHashSet};
-use bytes::Bytes;
 use bytestring::ByteString;
 
 pub use crate::session::{MessageId, OutboundState};
@@ -182,7 +182,7 @@ pub struct Queues {
     /// Clients whose queues changed since the last `take_writes`.
     dirty: Vec<ByteString>,
     /// Log rows to insert: appended since the last `take_writes`.
-    appended: Vec<(MessageId, TopicName, Bytes, QoS)>,
+    appended: Vec<(MessageId, Logged)>,
     /// Ids whose last reference went, since the last `take_writes`.
     freed: Vec<(MessageId, MessageId)>,
 }
@@ -195,9 +195,12 @@ impl Queues {
         self.coverage.add(id, id, copies);
         self.appended.push((
             id,
-            message.topic.clone(),
-            message.payload.clone(),
-            message.qos,
+            Logged {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                qos: message.qos,
+                properties: message.properties.clone(),
+            },
         ));
     }
 
@@ -545,6 +548,8 @@ impl Queues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::TopicName;
+    use bytes::Bytes;
 
     fn msg(n: u8) -> Message {
         Message {
@@ -552,6 +557,7 @@ mod tests {
             payload: Bytes::from(vec![n; 9]),
             qos: QoS::AtLeastOnce,
             retain: false,
+            properties: None,
         }
     }
 

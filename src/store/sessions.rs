@@ -127,6 +127,8 @@ pub(super) async fn wills_of_connected(
                         .into(),
                     qos,
                     retain: r.get::<Option<bool>, _>("will_retain").unwrap_or(false),
+                    // A will's 5.0 properties are not kept in the database yet.
+                    properties: None,
                 },
             }),
             _ => {

@@ -353,6 +353,7 @@ mod tests {
             topic: TopicName::new(topic.to_string()).unwrap(),
             payload: Bytes::from_static(value),
             qos: QoS::AtLeastOnce,
+            properties: None,
         }
     }
 

@@ -270,6 +270,7 @@ impl Store {
                             topic: cache.shared_topic(&message.topic),
                             payload: message.detached_payload(),
                             qos: message.qos,
+                            properties: message.properties.clone(),
                         };
                         cache.appended(*id, logged)
                     }

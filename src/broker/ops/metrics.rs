@@ -69,6 +69,9 @@ pub struct Metrics {
     /// database file), counting those that found nothing to copy.
     pub store_checkpoints: AtomicU64,
     pub sessions_expired: AtomicU64,
+    /// MQTT 5.0 messages not delivered because their Message Expiry
+    /// Interval passed while they waited (queued, or retained).
+    pub messages_expired: AtomicU64,
     /// Actor restarts after a caught panic (any kind).
     pub restarts: AtomicU64,
     /// The same, by `ActorKind` (indexed by `kind as usize`).

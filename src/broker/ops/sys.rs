@@ -72,6 +72,7 @@ impl SysTopics {
                 payload: value.into(),
                 qos: QoS::AtMostOnce,
                 retain: true,
+                properties: None,
             },
             None,
             None,

@@ -353,6 +353,7 @@ mod tests {
                 payload: bytes::Bytes::from_static(b"p"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
+                properties: None,
             },
             qos: QoS::AtLeastOnce,
             ack: Some(Acknowledgement {

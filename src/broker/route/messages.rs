@@ -87,4 +87,6 @@ pub struct RetainedMatches {
     pub messages: Vec<Message>,
     /// Matches beyond `room`, left out.
     pub skipped: usize,
+    /// Matches whose Message Expiry Interval passed, left out.
+    pub expired: usize,
 }

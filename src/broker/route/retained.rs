@@ -15,7 +15,7 @@ use crate::broker::live::Live;
 use crate::broker::ops::log_limit::RETAINED_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
-use crate::message::Message;
+use crate::message::{unix_now, Message};
 use crate::routing::TopicTree;
 use crate::store::Op;
 use actix::prelude::*;
@@ -145,6 +145,7 @@ impl RetainedStore {
                 topic: message.topic.clone(),
                 payload: message.payload.clone(),
                 qos: message.qos,
+                properties: message.properties.clone(),
             };
             self.tree.insert(&topic, message);
             op
@@ -238,11 +239,20 @@ impl Handler<LookupRetained> for RetainedStore {
 
     fn handle(&mut self, msg: LookupRetained, ctx: &mut Context<Self>) -> RetainedMatches {
         let tree = &self.tree;
+        let now = unix_now();
         let found = guard::<LookupRetained, _>(ActorKind::RetainedStore, &"", || {
             let mut found = RetainedMatches::default();
-            tree.for_each_match(&msg.filter, |m| match found.messages.len() < msg.room {
-                true => found.messages.push(m.clone()),
-                false => found.skipped += 1,
+            tree.for_each_match(&msg.filter, |m| {
+                // An expired retained message is not sent [MQTT-3.3.2-5];
+                // it stays until replaced (its topic is not written for it).
+                if m.expired(now) {
+                    found.expired += 1;
+                    return;
+                }
+                match found.messages.len() < msg.room {
+                    true => found.messages.push(m.clone()),
+                    false => found.skipped += 1,
+                }
             });
             found
         });

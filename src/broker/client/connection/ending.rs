@@ -8,7 +8,7 @@ use crate::broker::client::close::{close_action, Violation};
 use crate::broker::client::messages::Close;
 use crate::broker::ops::log_limit::PROTOCOL_ERRORS;
 use crate::broker::ops::metrics::Metrics;
-use crate::message::Message;
+use crate::message::{unix_now, Message, MessageProperties};
 use crate::protocol::ProtocolError;
 use crate::protocol::ReasonCode;
 use actix::prelude::*;
@@ -132,11 +132,15 @@ impl Connection {
             return false;
         }
         Metrics::inc(&self.shared.metrics.wills_published);
+        // Its Message Expiry Interval starts as it is published.
+        let properties = (will.properties.as_deref())
+            .and_then(|p| MessageProperties::from_properties(p, unix_now()));
         let will = Message {
             topic: will.topic,
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
+            properties,
         };
         self.shared.router.publish(will, None, None);
         true

@@ -142,6 +142,7 @@ impl Session {
                     self.links
                         .write(&self.deps.store, &LinkKey::Message(id), op, None);
                 }
+                Action::Expired => Metrics::inc(&self.deps.metrics.messages_expired),
                 Action::Unhold { id } => {
                     let op = Op::Unhold {
                         client_id: client_id(),
@@ -464,6 +465,10 @@ impl Session {
         if delivered.is_err() {
             self.recover();
         }
+        self.deps
+            .metrics
+            .messages_expired
+            .fetch_add(found.expired as u64, Ordering::Relaxed);
         if found.skipped > 0 {
             self.dropped_at_a_bound(found.skipped as u64, DeliverOutcome::DroppedQueueFull);
         }

@@ -167,6 +167,7 @@ fn page_entry(p: &store::Paged, logged: &Logged) -> Paged {
             payload: logged.payload.clone(),
             qos: p.qos,
             retain: p.retain,
+            properties: logged.properties.clone(),
         },
         sent: p.sent,
     }
@@ -254,6 +255,7 @@ mod tests {
                 topic: TopicName::new("r/t".to_string()).unwrap(),
                 payload: bytes::Bytes::from_static(b"v"),
                 qos: QoS::AtLeastOnce,
+                properties: None,
             };
             store.write(
                 op,

@@ -1,0 +1,205 @@
+//! MQTT 5.0 message properties: forwarded unchanged to 5.0 subscribers,
+//! live, queued and retained, across a restart, and stored in columns a
+//! person can query; left out for 3.1.1 subscribers; and the Message
+//! Expiry Interval, after which a waiting message is not delivered.
+
+use crate::common::raw::{self, RawClient};
+use crate::common::raw5::{self, Prop};
+use crate::common::TestBroker;
+use crate::persistence::query;
+use sqlx::Row;
+use std::sync::atomic::Ordering;
+
+/// The properties a publisher sets that roost forwards: payload format,
+/// content type, response topic, correlation data, and user properties
+/// with a repeated name, in an order that is not sorted.
+fn forwarded() -> Vec<Prop> {
+    vec![
+        Prop::Byte(0x01, 1),
+        Prop::Str(0x03, "text/plain".into()),
+        Prop::Str(0x08, "reply/to/me".into()),
+        Prop::Bin(0x09, vec![0xCA, 0xFE]),
+        Prop::User("z".into(), "1".into()),
+        Prop::User("a".into(), "2".into()),
+        Prop::User("z".into(), "3".into()),
+    ]
+}
+
+/// The properties of a received PUBLISH, without its Message Expiry
+/// Interval (which counts down) and Subscription Identifiers.
+fn without_expiry(props: &[Prop]) -> Vec<Prop> {
+    props
+        .iter()
+        .filter(|p| !matches!(p, Prop::Four(0x02, _) | Prop::Var(0x0B, _)))
+        .cloned()
+        .collect()
+}
+
+fn expiry_of(props: &[Prop]) -> Option<u32> {
+    props.iter().find_map(|p| match p {
+        Prop::Four(0x02, v) => Some(*v),
+        _ => None,
+    })
+}
+
+async fn subscribed_v5(
+    broker: &TestBroker,
+    id: &str,
+    filter: &str,
+    clean: bool,
+    connect: &[Prop],
+) -> RawClient {
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), id, clean, connect).await;
+    c.send(&raw5::subscribe(1, &[(filter, 1)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9, "SUBACK");
+    c
+}
+
+/// [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17]
+/// [MQTT-3.3.2-18] [MQTT-3.3.2-20] A live message reaches a 5.0 subscriber
+/// with its properties unchanged, user properties in their order, and
+/// [MQTT-3.3.2-6] the Message Expiry Interval less the time it waited; a
+/// 3.1.1 subscriber gets the same message without properties.
+#[tokio::test]
+async fn properties_are_forwarded_unchanged_mqtt_3_3_2_4_to_3_3_2_20() {
+    let broker = TestBroker::start();
+    let mut five = subscribed_v5(&broker, "five", "p/#", true, &[]).await;
+    let mut three = RawClient::connected(broker.addr(), "three", true).await;
+    three.subscribe_ok(1, &[("p/#", 1)]).await;
+    let (mut publisher, _) = RawClient::connected_v5(broker.addr(), "pub", true, &[]).await;
+    let mut props = forwarded();
+    props.push(Prop::Four(0x02, 3600));
+    publisher
+        .send(&raw5::publish("p/1", b"hello", 1, 1, &props))
+        .await;
+    assert_eq!(publisher.recv().await.bytes(), raw::puback(1));
+    let got = raw5::Publish::parse(&five.recv().await);
+    assert_eq!(got.payload, b"hello");
+    assert_eq!(without_expiry(&got.props), forwarded());
+    let left = expiry_of(&got.props).expect("the expiry interval forwarded");
+    assert!((3598..=3600).contains(&left), "{left}");
+    five.send(&raw::puback(got.packet_id.unwrap())).await;
+    let plain = three.recv().await;
+    assert_eq!(
+        plain.publish().payload,
+        b"hello",
+        "3.1.1: no property block"
+    );
+}
+
+/// Properties of a message queued for an offline persistent session, and
+/// of a retained message, survive a restart: stored in `message_log` and
+/// `retained` in columns a person can read (user properties as JSON), and
+/// delivered with the message afterwards.
+#[tokio::test]
+async fn queued_and_retained_properties_survive_a_restart() {
+    let broker = TestBroker::start();
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let mut away = subscribed_v5(&broker, "away", "q/#", true, &expiry).await;
+    away.send(&raw5::disconnect(0, &[])).await;
+    away.expect_closed_silently().await;
+    let (mut publisher, _) = RawClient::connected_v5(broker.addr(), "pub", true, &[]).await;
+    publisher
+        .send(&raw5::publish("q/1", b"queued", 1, 1, &forwarded()))
+        .await;
+    assert_eq!(publisher.recv().await.bytes(), raw::puback(1));
+    let mut retained = raw5::publish("r/1", b"kept", 1, 2, &forwarded());
+    retained[0] |= 1; // RETAIN
+    publisher.send(&retained).await;
+    assert_eq!(publisher.recv().await.bytes(), raw::puback(2));
+    drop(publisher);
+    let broker = broker.restart();
+
+    let db = broker.db_path();
+    for table in ["message_log", "retained"] {
+        let rows = query(
+            &db,
+            &format!(
+                "SELECT payload_format, content_type, response_topic, correlation_data, \
+                 user_properties FROM {table}"
+            ),
+        )
+        .await;
+        assert_eq!(rows.len(), 1, "{table}");
+        let r = &rows[0];
+        assert_eq!(r.get::<i64, _>(0), 1, "{table}");
+        assert_eq!(r.get::<String, _>(1), "text/plain");
+        assert_eq!(r.get::<String, _>(2), "reply/to/me");
+        assert_eq!(r.get::<Vec<u8>, _>(3), [0xCA, 0xFE]);
+        assert_eq!(
+            r.get::<String, _>(4),
+            r#"[["z","1"],["a","2"],["z","3"]]"#,
+            "{table}"
+        );
+    }
+
+    let (mut back, ack) = RawClient::connected_v5(broker.addr(), "away", false, &expiry).await;
+    assert!(ack.session_present);
+    let got = raw5::Publish::parse(&back.recv().await);
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_slice()),
+        ("q/1", &b"queued"[..])
+    );
+    assert_eq!(without_expiry(&got.props), forwarded());
+    back.send(&raw::puback(got.packet_id.unwrap())).await;
+
+    let mut late = subscribed_v5(&broker, "late", "r/#", true, &[]).await;
+    let got = raw5::Publish::parse(&late.recv().await);
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_slice()),
+        ("r/1", &b"kept"[..])
+    );
+    assert_eq!(without_expiry(&got.props), forwarded());
+}
+
+/// [MQTT-3.3.2-5] A message whose Message Expiry Interval passes while it
+/// waits is not delivered: queued for an offline session, or retained.
+/// Each copy not delivered is counted (`messages_expired`). The expiry is an absolute time,
+/// so a restart does not restart it.
+#[tokio::test]
+async fn an_expired_message_is_not_delivered_mqtt_3_3_2_5() {
+    let broker = TestBroker::start();
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let mut away = subscribed_v5(&broker, "away", "e/#", true, &expiry).await;
+    away.send(&raw5::disconnect(0, &[])).await;
+    away.expect_closed_silently().await;
+    let (mut publisher, _) = RawClient::connected_v5(broker.addr(), "pub", true, &[]).await;
+    let one_second = [Prop::Four(0x02, 1)];
+    publisher
+        .send(&raw5::publish("e/short", b"gone", 1, 1, &one_second))
+        .await;
+    assert_eq!(publisher.recv().await.bytes(), raw::puback(1));
+    let mut retained = raw5::publish("e/retained", b"gone too", 1, 2, &one_second);
+    retained[0] |= 1;
+    publisher.send(&retained).await;
+    assert_eq!(publisher.recv().await.bytes(), raw::puback(2));
+    publisher
+        .send(&raw5::publish("e/long", b"still here", 1, 3, &[]))
+        .await;
+    assert_eq!(publisher.recv().await.bytes(), raw::puback(3));
+    drop(publisher);
+    let broker = broker.restart();
+    // The condition under test is time itself: the interval must pass.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    let (mut back, _) = RawClient::connected_v5(broker.addr(), "away", false, &expiry).await;
+    let got = raw5::Publish::parse(&back.recv().await);
+    assert_eq!(got.payload, b"still here", "the expired one was skipped");
+    back.send(&raw::puback(got.packet_id.unwrap())).await;
+    let mut late = RawClient::connected(broker.addr(), "late", true).await;
+    late.send(&raw::subscribe(1, &[("e/retained", 0)])).await;
+    assert_eq!(late.recv().await.kind(), 9);
+    late.expect_nothing_within(
+        std::time::Duration::from_millis(300),
+        "an expired retained message",
+    )
+    .await;
+    // Both queued for "away" (the retained one was routed to it too), and
+    // the retained one once more for "late".
+    let expired = broker
+        .handle
+        .metrics()
+        .messages_expired
+        .load(Ordering::Relaxed);
+    assert_eq!(expired, 3);
+}
