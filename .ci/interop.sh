@@ -116,11 +116,15 @@ check() {
 # on so that its SUBACK is visible; stdout line-buffered so that it is visible
 # at once) and waits until it is subscribed. Sets SUB_PID and SUB_OUT.
 # Messages are printed as MSG|topic|qos|retain|payload.
+# A third argument, v5, subscribes with MQTT 5.0 and prints the message's
+# properties too: MSG|topic|qos|content type|response topic|user
+# properties|expiry interval|payload.
 start_mosquitto_sub() {
-    local filter="$1" qos="$2"
+    local filter="$1" qos="$2" version=() format='MSG|%t|%q|%r|%p'
+    if [[ "${3:-}" == v5 ]]; then version=(-V mqttv5); format='MSG|%t|%q|%C|%R|%P|%E|%p'; fi
     SUB_OUT="$WORK/sub.$RANDOM.out"
-    stdbuf -oL mosquitto_sub -d -h "$HOST" -p "$PORT" -i "interop-sub-$RANDOM" -t "$filter" -q "$qos" -C 1 -W 10 \
-        -F 'MSG|%t|%q|%r|%p' >"$SUB_OUT" 2>&1 &
+    stdbuf -oL mosquitto_sub -d "${version[@]}" -h "$HOST" -p "$PORT" -i "interop-sub-$RANDOM" -t "$filter" -q "$qos" -C 1 -W 10 \
+        -F "$format" >"$SUB_OUT" 2>&1 &
     SUB_PID=$!
     for _ in $(seq 100); do
         grep -q '^Subscribed' "$SUB_OUT" && return 0
@@ -151,6 +155,27 @@ mosquitto_round_trip() {
     expect_mosquitto_message "MSG|$topic|$qos|0|$payload"
 }
 
+# MQTT 5.0 both ends: user properties (a name repeated, order kept),
+# response topic, content type and message expiry arrive with the message.
+mosquitto_v5_round_trip() {
+    local qos="$1"
+    local topic="interop/v5/sensor-1/q$qos" payload="mqtt5 qos $qos"
+    start_mosquitto_sub "interop/v5/+/q$qos" "$qos" v5 || return 1
+    mosquitto_pub -V mqttv5 -h "$HOST" -p "$PORT" -i "interop-pub5-$qos" -t "$topic" -q "$qos" -m "$payload" \
+        -D publish user-property unit celsius -D publish user-property unit kelvin \
+        -D publish response-topic reply/here -D publish content-type text/plain \
+        -D publish message-expiry-interval 3600 || return 1
+    local status=0 got
+    wait "$SUB_PID" || status=$?
+    cat "$SUB_OUT"
+    [[ $status -eq 0 ]] || { echo "mosquitto_sub exited with $status"; return 1; }
+    got="$(grep '^MSG|' "$SUB_OUT" || true)"
+    # The interval left is 3600, or 3599 if a second turned meanwhile.
+    local expected="MSG|$topic|$qos|text/plain|reply/here|unit:celsius unit:kelvin|3600|$payload"
+    [[ "$got" == "$expected" || "$got" == "${expected/|3600|/|3599|}" ]] ||
+        { echo "expected: $expected"; echo "got:      $got"; return 1; }
+}
+
 retained_round_trip() {
     local topic="interop/retained/lamp"
     mosquitto_pub -h "$HOST" -p "$PORT" -t "$topic" -q 1 -r -m "on" || return 1
@@ -169,8 +194,14 @@ cat >"$WORK/paho_round_trip.py" <<'PY'
 import sys, threading
 import paho.mqtt.client as mqtt
 
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
 host, port, qos = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-topic, filt = f"interop/paho/dev-1/q{qos}", "interop/paho/#"
+# A fourth argument, 5, runs it over MQTT 5.0 with message properties.
+v5 = len(sys.argv) > 4 and sys.argv[4] == "5"
+protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+topic, filt = f"interop/paho{'5' if v5 else ''}/dev-1/q{qos}", f"interop/paho{'5' if v5 else ''}/#"
 payload = f"paho qos {qos}".encode()
 connected = {"sub": threading.Event(), "pub": threading.Event()}
 subscribed, received, messages = threading.Event(), threading.Event(), []
@@ -194,8 +225,8 @@ def fail(why):
     print("FAIL:", why)
     sys.exit(1)
 
-sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"interop-paho-sub-{qos}")
-pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"interop-paho-pub-{qos}")
+sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"interop-paho-sub-{qos}", protocol=protocol)
+pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"interop-paho-pub-{qos}", protocol=protocol)
 sub.on_connect, sub.on_subscribe, sub.on_message = on_connect_for("sub"), on_subscribe, on_message
 pub.on_connect = on_connect_for("pub")
 for c in (sub, pub):
@@ -206,24 +237,39 @@ for name, ev in connected.items():
 sub.subscribe(filt, qos=qos)
 subscribed.wait(10) or fail("no SUBACK")
 granted == [qos] or fail(f"granted {granted}, asked {qos}")
-pub.publish(topic, payload, qos=qos).wait_for_publish(timeout=10)
+props = None
+if v5:
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("site", "north"), ("unit", "celsius")]
+    props.ResponseTopic = "interop/paho5/reply"
+    props.CorrelationData = b"req-1"
+pub.publish(topic, payload, qos=qos, properties=props).wait_for_publish(timeout=10)
 received.wait(10) or fail("no message")
 m = messages[0]
 print(f"received topic={m.topic} qos={m.qos} retain={m.retain} payload={m.payload!r}")
 (m.topic, m.qos, m.retain, m.payload) == (topic, qos, False, payload) or fail("wrong message")
+if v5:
+    got = m.properties
+    print(f"properties {got}")
+    getattr(got, "UserProperty", None) == [("site", "north"), ("unit", "celsius")] or fail("user properties")
+    getattr(got, "ResponseTopic", None) == "interop/paho5/reply" or fail("response topic")
+    getattr(got, "CorrelationData", None) == b"req-1" or fail("correlation data")
 for c in (sub, pub):
     c.disconnect()
     c.loop_stop()
 PY
 
-paho_round_trip() { "$PY" "$WORK/paho_round_trip.py" "$HOST" "$PORT" "$1"; }
+paho_round_trip() { "$PY" "$WORK/paho_round_trip.py" "$HOST" "$PORT" "$@"; }
 
 cat >"$WORK/node/round_trip.js" <<'JS'
 const mqtt = require('mqtt');
 const [host, port, qos, transport] = [process.argv[2], process.argv[3], Number(process.argv[4]), process.argv[5] || 'tcp'];
-const topic = `interop/mqttjs-${transport}/dev-1/q${qos}`, filter = `interop/mqttjs-${transport}/+/q${qos}`;
+// A fifth argument, 5, runs it over MQTT 5.0 with user properties.
+const v5 = process.argv[6] === '5';
+const topic = `interop/mqttjs${v5 ? 5 : ''}-${transport}/dev-1/q${qos}`, filter = `interop/mqttjs${v5 ? 5 : ''}-${transport}/+/q${qos}`;
 const payload = `mqtt.js qos ${qos}`;
-const opts = { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10000 };
+const opts = { protocolVersion: v5 ? 5 : 4, reconnectPeriod: 0, connectTimeout: 10000 };
+const sent = v5 ? { properties: { userProperties: { site: 'north' }, responseTopic: 'interop/mqttjs5/reply' } } : {};
 const fail = (why) => { console.log('FAIL:', why); process.exit(1); };
 setTimeout(() => fail('timed out'), 10000).unref();
 const connected = (c) => new Promise((ok, ko) => { c.once('connect', ok); c.once('error', ko); });
@@ -235,16 +281,21 @@ const pub = mqtt.connect(url, { ...opts, clientId: `interop-mqttjs-${transport}-
   const got = new Promise((ok) => sub.once('message', (t, p, packet) => ok({ t, p: p.toString(), packet })));
   const granted = await sub.subscribeAsync(filter, { qos });
   if (granted[0].qos !== qos) fail(`granted ${JSON.stringify(granted)}, asked ${qos}`);
-  await pub.publishAsync(topic, payload, { qos });
+  await pub.publishAsync(topic, payload, { qos, ...sent });
   const { t, p, packet } = await got;
-  console.log(`received topic=${t} qos=${packet.qos} retain=${packet.retain} payload=${p}`);
+  console.log(`received topic=${t} qos=${packet.qos} retain=${packet.retain} payload=${p} properties=${JSON.stringify(packet.properties)}`);
+  if (v5) {
+    const props = packet.properties || {};
+    if ((props.userProperties || {}).site !== 'north') fail('user properties');
+    if (props.responseTopic !== 'interop/mqttjs5/reply') fail('response topic');
+  }
   if (t !== topic || p !== payload || packet.qos !== qos || packet.retain) fail('wrong message');
   await Promise.all([sub.endAsync(), pub.endAsync()]);
   process.exit(0);
 })().catch((e) => fail(e.stack || e));
 JS
 
-mqttjs_round_trip() { node "$WORK/node/round_trip.js" "$HOST" "$PORT" "$1"; }
+mqttjs_round_trip() { node "$WORK/node/round_trip.js" "$HOST" "$PORT" "$1" tcp "${2:-}"; }
 
 for qos in 0 1 2; do
     check "mosquitto_pub -> mosquitto_sub (wildcard +), QoS $qos" mosquitto_round_trip "$qos"
@@ -254,6 +305,11 @@ for qos in 0 1 2; do
 done
 for qos in 0 1 2; do
     check "MQTT.js publish -> subscribe (wildcard +), QoS $qos" mqttjs_round_trip "$qos"
+done
+for qos in 0 1 2; do
+    check "MQTT 5.0: mosquitto_pub -> mosquitto_sub -V mqttv5 with properties, QoS $qos" mosquitto_v5_round_trip "$qos"
+    check "MQTT 5.0: paho-mqtt MQTTv5 with properties, QoS $qos" paho_round_trip "$qos" 5
+    check "MQTT 5.0: MQTT.js protocolVersion 5 with properties, QoS $qos" mqttjs_round_trip "$qos" 5
 done
 check "retained message (mosquitto clients): delivered later, cleared by empty payload" retained_round_trip
 for qos in 0 1 2; do

@@ -236,6 +236,9 @@ pub struct BrokerConfig {
     pub shards: usize,
     /// Seconds between `$SYS` updates; 0: no `$SYS` topics.
     pub sys_interval_secs: u64,
+    /// MQTT 5.0: the Response Information a client that asks for it is
+    /// told in CONNACK is this prefix and its client id; empty: none.
+    pub response_information_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

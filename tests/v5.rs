@@ -320,3 +320,124 @@ async fn clean_start_discards_a_kept_session_mqtt_3_1_2_4() {
     let (_c, ack) = RawClient::connected_v5(broker.addr(), "restart", false, &expiry).await;
     assert!(ack.session_present);
 }
+
+/// A 5.0 client is told why a PUBLISH is refused: 0x87 (not authorized)
+/// when the ACL does not let it write the topic, in PUBACK and PUBREC
+/// (section 3.4.2.1), where a 3.1.1 client gets a plain acknowledgement.
+#[tokio::test]
+async fn a_publish_the_acl_refuses_gets_0x87() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
+    let broker = TestBroker::start_with(|c| c.auth.acl_file = acl.clone());
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "writer", true, &[]).await;
+    c.send(&raw5::publish("closed/x", b"no", 1, 1, &[])).await;
+    assert_eq!(c.recv().await.bytes(), [0x40, 3, 0, 1, 0x87]);
+    c.send(&raw5::publish("closed/x", b"no", 2, 2, &[])).await;
+    assert_eq!(c.recv().await.bytes(), [0x50, 3, 0, 2, 0x87]);
+    // A PUBREC of 0x80 or above ends the flow: the next one goes on.
+    c.send(&raw5::publish("open/x", b"yes", 1, 3, &[])).await;
+    assert_eq!(c.recv().await.bytes(), raw::puback(3));
+}
+
+/// [MQTT-3.3.2-4] A payload said to be UTF-8 (Payload Format Indicator 1)
+/// that is not gets 0x99 (payload format invalid): in PUBACK at QoS 1 (not
+/// routed), in DISCONNECT at QoS 0, which has no acknowledgement.
+#[tokio::test]
+async fn a_payload_that_is_not_the_utf8_it_says_gets_0x99() {
+    let broker = TestBroker::start();
+    let mut sub = RawClient::connected(broker.addr(), "sub", true).await;
+    sub.subscribe_ok(1, &[("f/#", 1)]).await;
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "bytes", true, &[]).await;
+    let utf8 = [Prop::Byte(0x01, 1)];
+    c.send(&raw5::publish("f/bad", &[0xFF, 0xFE], 1, 1, &utf8))
+        .await;
+    assert_eq!(c.recv().await.bytes(), [0x40, 3, 0, 1, 0x99]);
+    c.send(&raw5::publish("f/good", "é".as_bytes(), 1, 2, &utf8))
+        .await;
+    assert_eq!(c.recv().await.bytes(), raw::puback(2));
+    sub.expect_publish("f/good", "é".as_bytes()).await;
+    c.send(&raw5::publish("f/bad", &[0xFF], 0, 0, &utf8)).await;
+    c.expect_disconnect(0x99).await;
+}
+
+/// Request/response (section 4.10): a client that asks for Response
+/// Information (property 0x19 = 1) is told the configured prefix and its
+/// client id; one that does not ask is told nothing.
+#[tokio::test]
+async fn response_information_is_given_when_asked() {
+    let broker = TestBroker::start_with(|c| {
+        c.broker.response_information_prefix = "reply/".into();
+    });
+    let ask = [Prop::Byte(0x19, 1)];
+    let (_c, ack) = RawClient::connected_v5(broker.addr(), "asker", true, &ask).await;
+    assert_eq!(ack.string(0x1A), Some("reply/asker"));
+    let (_c, ack) = RawClient::connected_v5(broker.addr(), "quiet", true, &[]).await;
+    assert_eq!(ack.string(0x1A), None);
+}
+
+/// [MQTT-3.1.2-24] [MQTT-3.1.2-25] roost never sends a client a packet
+/// above the Maximum Packet Size it set: such a message is discarded and
+/// the session goes on as if it was delivered (the QoS 1 window does not
+/// wait for it), counted.
+#[tokio::test]
+async fn a_message_above_the_clients_maximum_packet_size_is_dropped_mqtt_3_1_2_25() {
+    let broker = TestBroker::start();
+    let small = [
+        Prop::Four(raw5::MAXIMUM_PACKET_SIZE, 64),
+        Prop::Two(raw5::RECEIVE_MAXIMUM, 1),
+    ];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "small", true, &small).await;
+    c.send(&raw5::subscribe(1, &[("m/#", 1)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher
+        .publish_ok("m/big", &[b'x'; 100], 1, 1, false)
+        .await;
+    publisher.publish_ok("m/small", b"fits", 1, 2, false).await;
+    let got = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(
+        got.payload, b"fits",
+        "the big one dropped, the window not held"
+    );
+    let dropped = broker
+        .handle
+        .metrics()
+        .oversized_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped, 1);
+}
+
+/// DISCONNECT and the Session Expiry Interval (section 3.14.2.2.2): from
+/// 0 it may not be changed (0x82); set to 0 there, a persistent session
+/// ends with the connection. [MQTT-3.14.4-3] DISCONNECT 0x04 asks for the
+/// will to be published.
+#[tokio::test]
+async fn disconnect_may_end_a_session_and_may_ask_for_the_will() {
+    let broker = TestBroker::start();
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "zero", true, &[]).await;
+    c.send(&raw5::disconnect(
+        0,
+        &[Prop::Four(raw5::SESSION_EXPIRY, 60)],
+    ))
+    .await;
+    c.expect_disconnect(0x82).await;
+
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "ends", true, &expiry).await;
+    c.send(&raw5::disconnect(0, &[Prop::Four(raw5::SESSION_EXPIRY, 0)]))
+        .await;
+    c.expect_closed_silently().await;
+    let (_c, ack) = RawClient::connected_v5(broker.addr(), "ends", false, &expiry).await;
+    assert!(!ack.session_present, "the session ended at DISCONNECT");
+
+    let mut watcher = RawClient::connected(broker.addr(), "watcher", true).await;
+    watcher.subscribe_ok(1, &[("wills/#", 0)]).await;
+    let packet = raw5::connect_with_will("leaver", "wills/leaver", b"gone", &[]);
+    let mut c = RawClient::connect(broker.addr()).await;
+    c.send(&packet).await;
+    assert_eq!(ConnAck::parse(&c.recv().await).reason, 0);
+    c.send(&raw5::disconnect(0x04, &[])).await;
+    c.expect_closed_silently().await;
+    watcher.expect_publish("wills/leaver", b"gone").await;
+}

@@ -28,4 +28,6 @@ pub struct Shared {
     /// The longest Session Expiry Interval a 5.0 client is granted, in
     /// seconds (`session.expiry_secs`); 0: no limit.
     pub max_session_expiry: u32,
+    /// `broker.response_information_prefix`; `None` when empty.
+    pub response_information_prefix: Option<Arc<str>>,
 }

@@ -19,12 +19,17 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         workers,
         shards,
         sys_interval_secs,
+        response_information_prefix,
     } = &running.broker;
     check("broker.workers", *workers == new.broker.workers);
     check("broker.shards", *shards == new.broker.shards);
     check(
         "broker.sys_interval_secs",
         *sys_interval_secs == new.broker.sys_interval_secs,
+    );
+    check(
+        "broker.response_information_prefix",
+        *response_information_prefix == new.broker.response_information_prefix,
     );
     let SessionConfig {
         max_inflight,

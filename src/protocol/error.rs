@@ -97,6 +97,8 @@ pub enum ProtocolError {
     InvalidSubscriptionOptions(u8),
     #[error("DISCONNECT changes the Session Expiry Interval from 0 (section 3.14.2.2.2)")]
     SessionExpiryFromZero,
+    #[error("a QoS 0 PUBLISH says its payload is UTF-8 and it is not (section 3.3.2.3.2)")]
+    PayloadNotUtf8,
     #[error("AUTH on a connection whose CONNECT named no Authentication Method (section 4.12)")]
     AuthWithoutMethod,
     #[error("sent {0}, which only a server sends (section 2.2.1)")]
@@ -142,6 +144,7 @@ impl ProtocolError {
             InvalidTopicFilter(_) | EmptyTopic => ReasonCode::MALFORMED_PACKET,
             WildcardInTopicName(_) | TopicBeyondLimits { .. } => ReasonCode::TOPIC_NAME_INVALID,
             PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            PayloadNotUtf8 => ReasonCode::PAYLOAD_FORMAT_INVALID,
             TopicAliasInvalid { .. } => ReasonCode::TOPIC_ALIAS_INVALID,
             InvalidProtocolName(_) | UnsupportedProtocolLevel(_) => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION

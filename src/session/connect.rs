@@ -57,7 +57,7 @@ pub struct Accepted {
 
 /// What a 5.0 CONNACK tells the client of the server (section 3.2.2.3),
 /// from the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Session Expiry Interval granted at most (`session.expiry_secs`; 0
     /// is no limit).
@@ -66,6 +66,9 @@ pub struct ServerLimits {
     pub receive_maximum: u16,
     pub maximum_packet_size: u32,
     pub topic_alias_maximum: u16,
+    /// What a client that asks for Response Information is told, before
+    /// its client id; `None`: nothing.
+    pub response_information_prefix: Option<std::sync::Arc<str>>,
 }
 
 /// What to do with a CONNECT.
@@ -297,6 +300,14 @@ fn connack_properties(
     if server.topic_alias_maximum > 0 {
         p.topic_alias_maximum = Some(server.topic_alias_maximum);
     }
+    // Asked for (section 3.1.2.11.7): the prefix and the client id, a
+    // topic root of its own for responses (section 4.10).
+    if let (Some(1), Some(prefix)) = (
+        asked.request_response_information,
+        &server.response_information_prefix,
+    ) {
+        p.response_information = Some(format!("{prefix}{client_id}").into());
+    }
     // The features' flags (defaults 1): what is not offered yet says so.
     p.subscription_identifier_available = Some(0);
     p.shared_subscription_available = Some(0);
@@ -361,6 +372,7 @@ mod tests {
         receive_maximum: 1000,
         maximum_packet_size: 1 << 20,
         topic_alias_maximum: 10,
+        response_information_prefix: None,
     };
 
     fn decide(c: &Connect, credentials: Credentials, auth: AuthSettings) -> Verdict {

@@ -84,6 +84,21 @@ pub fn connect(
     packet(0x10, &body)
 }
 
+/// CONNECT at level 5 with a will at QoS 0: the will's properties, topic
+/// and payload follow the client id (section 3.1.3).
+pub fn connect_with_will(client_id: &str, topic: &str, payload: &[u8], will: &[Prop]) -> Vec<u8> {
+    let mut body = field(b"MQTT");
+    body.push(5);
+    body.push(0x02 | 0x04); // clean start, will
+    body.extend(60u16.to_be_bytes());
+    body.extend(props(&[]));
+    body.extend(field(client_id.as_bytes()));
+    body.extend(props(will));
+    body.extend(field(topic.as_bytes()));
+    body.extend(field(payload));
+    packet(0x10, &body)
+}
+
 /// PUBLISH: topic, packet id (QoS 1/2), properties, payload.
 pub fn publish(
     topic: &str,

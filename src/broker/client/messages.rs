@@ -100,6 +100,9 @@ pub struct Superseded;
 #[rtype(result = "()")]
 pub struct Detach {
     pub connection_id: ConnectionId,
+    /// The session ends with the connection, though it was persistent: a
+    /// 5.0 client set its Session Expiry Interval to 0 in DISCONNECT.
+    pub end_session: bool,
 }
 
 /// Session → Connection: close, for a reason the session found.
@@ -149,7 +152,8 @@ pub struct PublishQoS2 {
     pub connection_id: ConnectionId,
     pub publish: Publish,
     pub backlog: BacklogToken,
-    /// The ACL refused it: not routed, only acknowledged (PUBREC), in turn
-    /// with the PUBRECs of earlier QoS 2 PUBLISHes.
-    pub refused: bool,
+    /// Refused (by the ACL, or a payload that is not the UTF-8 it says it
+    /// is): not routed, only acknowledged (PUBREC, with this reason for a
+    /// 5.0 client), in turn with the PUBRECs of earlier QoS 2 PUBLISHes.
+    pub refused: Option<crate::protocol::ReasonCode>,
 }

@@ -18,7 +18,7 @@ use futures::task::AtomicWaker;
 use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
@@ -64,6 +64,8 @@ struct Queue {
     /// packets are written in: set once its CONNECT is read, before any
     /// packet is queued.
     version: AtomicU8,
+    /// 5.0: the client's Maximum Packet Size (`u32::MAX` when it set none).
+    max_packet_size: AtomicU32,
     /// The client's publishes not yet routed: the read gate stays shut
     /// while it is full. Here rather than in the gate, which every
     /// connection's read stream holds (see `the_read_stream_fits_its_size_class`).
@@ -80,6 +82,7 @@ impl Queue {
             closed: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             version: AtomicU8::new(ProtocolVersion::V311.index() as u8),
+            max_packet_size: AtomicU32::new(u32::MAX),
             backlog,
         })
     }
@@ -111,6 +114,18 @@ impl Outbound {
     /// The version packets are written in.
     pub fn version(&self) -> ProtocolVersion {
         self.queue.version()
+    }
+
+    /// The client's Maximum Packet Size (5.0), from its CONNECT.
+    pub fn set_max_packet_size(&self, max: u32) {
+        self.queue.max_packet_size.store(max, Ordering::Relaxed);
+    }
+
+    /// Whether `publish` is within the client's Maximum Packet Size: roost
+    /// never sends it a larger one [MQTT-3.1.2-24].
+    pub fn fits(&self, publish: &crate::protocol::Publish) -> bool {
+        let max = self.queue.max_packet_size.load(Ordering::Relaxed);
+        max == u32::MAX || publish.wire_len(self.queue.version().is_v5()) <= max as usize
     }
 
     /// The bytes `packet` takes on this client's wire.

@@ -28,6 +28,8 @@ pub static CONNECT_REFUSALS: LogLimit = LogLimit::new("CONNECT refusals");
 pub static PROTOCOL_ERRORS: LogLimit = LogLimit::new("protocol violations");
 pub static SUBSCRIBE_REFUSALS: LogLimit = LogLimit::new("refused subscriptions");
 pub static PUBLISH_REFUSALS: LogLimit = LogLimit::new("PUBLISHes refused by the ACL");
+pub static OVERSIZED_DROPS: LogLimit =
+    LogLimit::new("messages above a client's Maximum Packet Size");
 pub static RETAINED_REFUSALS: LogLimit = LogLimit::new("retained messages not kept at a bound");
 
 impl LogLimit {

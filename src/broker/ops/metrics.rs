@@ -72,6 +72,9 @@ pub struct Metrics {
     /// MQTT 5.0 messages not delivered because their Message Expiry
     /// Interval passed while they waited (queued, or retained).
     pub messages_expired: AtomicU64,
+    /// MQTT 5.0 messages not sent to a client because they were larger
+    /// than the Maximum Packet Size it set.
+    pub oversized_dropped: AtomicU64,
     /// Actor restarts after a caught panic (any kind).
     pub restarts: AtomicU64,
     /// The same, by `ActorKind` (indexed by `kind as usize`).

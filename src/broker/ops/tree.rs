@@ -155,6 +155,9 @@ pub async fn start(
     });
     let shared = Arc::new(Shared {
         max_session_expiry: u32::try_from(config.session.expiry_secs).unwrap_or(u32::MAX),
+        response_information_prefix: Some(&config.broker.response_information_prefix)
+            .filter(|p| !p.is_empty())
+            .map(|p| Arc::from(p.as_str())),
         router,
         registry,
         metrics,

@@ -98,6 +98,7 @@ impl Connection {
                 client_id: connect.client_id.clone(),
                 protocol: None,
                 username: None,
+                durable: false,
             }));
         }
         let connection_id = self.id;
@@ -109,6 +110,7 @@ impl Connection {
                 .unwrap_or(u16::MAX),
             maximum_packet_size: u32::try_from(live.limits.max_packet_size).unwrap_or(u32::MAX),
             topic_alias_maximum: live.limits.topic_alias_maximum,
+            response_information_prefix: self.shared.response_information_prefix.clone(),
         };
         let verdict = connect::accept(
             &connect,
@@ -187,6 +189,7 @@ impl Connection {
             client_id: accepted.client_id.clone(),
             protocol: Some(connect.version),
             username: accepted.username.clone(),
+            durable: accepted.durable,
         }));
         self.will = connect.will.clone().map(Box::new);
         self.keep_alive_limit = accepted.keep_alive_limit;

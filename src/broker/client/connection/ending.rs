@@ -18,8 +18,11 @@ use actix::prelude::*;
 pub(super) enum Ending {
     /// Nothing else set it: roost itself stopped the connection (shutdown).
     Stopped,
-    /// The client sent DISCONNECT.
-    Disconnect,
+    /// The client sent DISCONNECT; `end_session`: a 5.0 client set its
+    /// Session Expiry Interval to 0 in it.
+    Disconnect {
+        end_session: bool,
+    },
     /// The client closed the socket without DISCONNECT.
     PeerClosed,
     /// Reading the socket failed (reset, TLS error, ...).
@@ -41,7 +44,10 @@ impl Ending {
     pub(super) fn describe(self) -> String {
         match self {
             Ending::Stopped => "closed by roost".into(),
-            Ending::Disconnect => "sent DISCONNECT".into(),
+            Ending::Disconnect { end_session: false } => "sent DISCONNECT".into(),
+            Ending::Disconnect { end_session: true } => {
+                "sent DISCONNECT, ending its persistent session".into()
+            }
             Ending::PeerClosed => "closed the connection without DISCONNECT".into(),
             // What the transport refused (a WebSocket text frame), logged
             // where it was found.
@@ -70,9 +76,10 @@ impl Ending {
             Ending::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             Ending::SessionEnded => Some(ReasonCode::UNSPECIFIED_ERROR),
             Ending::Failed => Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
-            Ending::Disconnect | Ending::PeerClosed | Ending::ReadError(_) | Ending::Refused => {
-                None
-            }
+            Ending::Disconnect { .. }
+            | Ending::PeerClosed
+            | Ending::ReadError(_)
+            | Ending::Refused => None,
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::broker::route::router::RoutesHeldBack;
 use crate::broker::shared::Shared;
 use crate::message::Message;
 use crate::protocol::codec::CodecError;
-use crate::protocol::{Ack, LastWill, MqttCodec, Packet, PacketId, ProtocolError, QoS, Reasoned};
+use crate::protocol::{Ack, LastWill, MqttCodec, Packet, ProtocolError, QoS, ReasonCode, Reasoned};
 use crate::session::connect::Credentials;
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -63,6 +63,8 @@ struct Identity {
     protocol: Option<crate::protocol::ProtocolVersion>,
     /// The user name of CONNECT (or of the client certificate), for the ACL.
     username: Option<ByteString>,
+    /// Its session outlives the connection (known once CONNECT is accepted).
+    durable: bool,
 }
 
 pub struct Connection {
@@ -186,12 +188,10 @@ impl Connection {
         )
     }
 
-    /// A PUBLISH the ACL refuses: dropped and counted (MQTT 3.1.1 cannot
-    /// say no), but acknowledged, so the client does not resend it forever.
-    /// The acknowledgement waits its turn behind those of earlier
-    /// PUBLISHes: the PUBACK here, the PUBREC in the session, which keeps
-    /// the order of PUBRECs.
-    fn refuse_publish(&mut self, p: crate::protocol::Publish, session: &Addr<Session>) {
+    /// A PUBLISH the ACL refuses: dropped and counted; acknowledged, so
+    /// the client does not resend it forever (MQTT 3.1.1 cannot say no; a
+    /// 5.0 client is told 0x87, not authorized).
+    fn refuse_publish_by_acl(&mut self, p: crate::protocol::Publish, session: &Addr<Session>) {
         Metrics::inc(&self.shared.metrics.acl_denied);
         if !std::mem::replace(&mut self.acl_denial_logged, true) && PUBLISH_REFUSALS.allow() {
             let user = self.identity.as_ref().and_then(|i| i.username.as_deref());
@@ -202,25 +202,38 @@ impl Connection {
                 p.topic.as_str()
             );
         }
+        self.refuse_publish(p, session, ReasonCode::NOT_AUTHORIZED)
+    }
+
+    /// Acknowledges a PUBLISH that is not routed, with `reason` for a 5.0
+    /// client. The acknowledgement waits its turn behind those of earlier
+    /// PUBLISHes: the PUBACK here, the PUBREC in the session, which keeps
+    /// the order of PUBRECs.
+    fn refuse_publish(
+        &mut self,
+        p: crate::protocol::Publish,
+        session: &Addr<Session>,
+        reason: ReasonCode,
+    ) {
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 let token = self.backlog.token();
-                drop(self.puback_in_turn(id, token))
+                drop(self.puback_in_turn(Ack::with_reason(id, reason), token))
             }
             (QoS::ExactlyOnce, Some(_)) => session.do_send(PublishQoS2 {
                 connection_id: self.id,
                 publish: p,
                 backlog: self.backlog.token(),
-                refused: true,
+                refused: Some(reason),
             }),
             _ => {}
         }
     }
 
-    /// The completion that sends PUBACK `id` after the PUBACKs of earlier
+    /// The completion that sends `puback` after the PUBACKs of earlier
     /// PUBLISHes still waiting (see `pubacks`), holding `token` until then.
-    fn puback_in_turn(&mut self, id: PacketId, token: BacklogToken) -> Completion {
-        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(Ack::new(id)));
+    fn puback_in_turn(&mut self, puback: Ack, token: BacklogToken) -> Completion {
+        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(puback));
         let puback = puback.on_completion_holding(token);
         self.pubacks.push(&puback);
         puback
@@ -267,6 +280,9 @@ impl Connection {
                         // Everything sent from now on is in its version
                         // (the codec reads in it already).
                         self.outbound.set_version(c.version);
+                        if let Some(max) = c.properties().maximum_packet_size {
+                            self.outbound.set_max_packet_size(max);
+                        }
                         // On a listener with `use_identity_as_username`, the
                         // client certificate is the credential.
                         let credentials = match self.certificate_identity.take() {
@@ -302,9 +318,21 @@ impl Connection {
                 if !self.may_publish(&live, p.topic.as_str()) {
                     drop(live);
                     let session = session.clone();
-                    return self.refuse_publish(p, &session);
+                    return self.refuse_publish_by_acl(p, &session);
                 }
                 drop(live);
+                // [MQTT-3.3.2-4] 5.0: a payload said to be UTF-8 is checked
+                // (section 3.3.2.3.2): one that is not gets 0x99, and for
+                // QoS 0, which has no acknowledgement, DISCONNECT 0x99.
+                if p.properties().payload_format_indicator == Some(1)
+                    && std::str::from_utf8(&p.payload).is_err()
+                {
+                    if p.qos == QoS::AtMostOnce {
+                        return self.protocol_error(ProtocolError::PayloadNotUtf8, ctx);
+                    }
+                    let session = session.clone();
+                    return self.refuse_publish(p, &session, ReasonCode::PAYLOAD_FORMAT_INVALID);
+                }
                 let backlog = self.backlog.token();
                 match (p.qos, p.packet_id) {
                     (QoS::AtMostOnce, _) => {
@@ -317,7 +345,7 @@ impl Connection {
                         // change) is committed: right after routing if none.
                         // The backlog token goes with it, so that PUBACKs
                         // waiting for a commit count against the backlog.
-                        let puback = self.puback_in_turn(id, backlog);
+                        let puback = self.puback_in_turn(Ack::new(id), backlog);
                         let ack = Acknowledgement {
                             completion: puback,
                             group: None,
@@ -331,15 +359,26 @@ impl Connection {
                         connection_id: self.id,
                         publish: p,
                         backlog,
-                        refused: false,
+                        refused: None,
                     }),
                 }
             }
             Packet::PingReq => self.outbound.send(Packet::PingResp),
-            Packet::Disconnect(_) => {
-                // A clean DISCONNECT discards the will [MQTT-3.14.4-3].
-                self.will = None;
-                self.close(Ending::Disconnect, ctx);
+            Packet::Disconnect(d) => {
+                // 5.0: the Session Expiry Interval may change here, but not
+                // from 0 (section 3.14.2.2.2); to 0, the session ends now.
+                let expiry = d.properties().session_expiry_interval;
+                let durable = self.identity.as_ref().is_some_and(|i| i.durable);
+                if expiry.is_some_and(|e| e > 0) && !durable {
+                    return self.protocol_error(ProtocolError::SessionExpiryFromZero, ctx);
+                }
+                // A DISCONNECT discards the will [MQTT-3.14.4-3], unless a
+                // 5.0 client asks for it with 0x04.
+                if d.reason != ReasonCode::DISCONNECT_WITH_WILL {
+                    self.will = None;
+                }
+                let end_session = durable && expiry == Some(0);
+                self.close(Ending::Disconnect { end_session }, ctx);
             }
             // Read in runs (see `acks`); one alone is a run of one.
             p
@@ -446,6 +485,7 @@ impl Actor for Connection {
             );
             session.do_send(Detach {
                 connection_id: self.id,
+                end_session: matches!(self.ending, Ending::Disconnect { end_session: true }),
             });
             if let (true, Some(reason)) = (
                 self.outbound.version().is_v5(),

@@ -11,6 +11,7 @@
 
 use super::{LinkKey, Session};
 use crate::broker::durable::{Acknowledgement, Completion};
+use crate::broker::ops::log_limit::OVERSIZED_DROPS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::route::delivery_inbox::{
@@ -18,7 +19,7 @@ use crate::broker::route::delivery_inbox::{
 };
 use crate::broker::route::messages::{LookupRetained, RetainedMatches};
 use crate::message::Message;
-use crate::protocol::{Packet, QoS, TopicFilter};
+use crate::protocol::{Packet, PacketId, QoS, TopicFilter};
 use crate::session::{Action, DeliverOutcome, MessageId};
 use crate::store::Op;
 use actix::prelude::*;
@@ -59,7 +60,15 @@ impl Session {
     /// session's queue, so it completes only once those are durable.
     pub(super) fn run(&mut self, waiting: Option<&Acknowledgement>) {
         let mut actions = std::mem::take(&mut self.out);
+        // PUBLISHes above the client's Maximum Packet Size, not sent.
+        let mut oversized: Vec<(QoS, Option<PacketId>)> = Vec::new();
         for action in actions.drain(..) {
+            if let (Action::Send(Packet::Publish(p)), Some(a)) = (&action, &self.attached) {
+                if !a.outbound.fits(p) {
+                    oversized.push((p.qos, p.packet_id));
+                    continue;
+                }
+            }
             // A packet sent later (by a commit's completion, on the store's
             // thread) must not overtake the packets gathered before it.
             let sends_later = match &action {
@@ -176,6 +185,43 @@ impl Session {
             }
         }
         self.out = actions;
+        if !oversized.is_empty() {
+            self.drop_oversized(oversized, waiting);
+        }
+    }
+
+    /// PUBLISHes larger than the client's Maximum Packet Size: discarded
+    /// unsent, and the session goes on as if each had been delivered
+    /// [MQTT-3.1.2-25] (a QoS 1 one as if acknowledged, a QoS 2 one as if
+    /// its flow ended), counted and logged.
+    fn drop_oversized(
+        &mut self,
+        oversized: Vec<(QoS, Option<PacketId>)>,
+        waiting: Option<&Acknowledgement>,
+    ) {
+        self.deps
+            .metrics
+            .oversized_dropped
+            .fetch_add(oversized.len() as u64, Ordering::Relaxed);
+        if OVERSIZED_DROPS.allow() {
+            log::warn!(
+                "client {:?}: {} message(s) larger than the Maximum Packet Size it set in CONNECT not sent [MQTT-3.1.2-25]",
+                self.client_id,
+                oversized.len()
+            );
+        }
+        for (qos, packet_id) in oversized {
+            match (qos, packet_id) {
+                (QoS::AtLeastOnce, Some(id)) => {
+                    self.state.on_puback(id, &mut self.out);
+                }
+                (QoS::ExactlyOnce, Some(id)) => {
+                    self.state.on_pubrec_refused(id, &mut self.out);
+                }
+                _ => {}
+            }
+        }
+        self.run(waiting);
     }
 
     /// From now on, packets for the client are gathered, to go out

@@ -451,7 +451,13 @@ impl Session {
         self.run(None);
         self.page_wanted = 0;
         self.log_unlogged_drops();
-        if !self.state.is_durable() {
+        if !self.state.is_durable() || msg.end_session {
+            if msg.end_session {
+                log::info!(
+                    "client {:?}: persistent session ended: DISCONNECT set its expiry interval to 0",
+                    self.client_id
+                );
+            }
             // Delete first: a new session for this client id, which the
             // registry may start once it hears of the end, writes after it.
             self.end(ctx);

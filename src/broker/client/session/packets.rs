@@ -78,7 +78,13 @@ impl Handler<ClientAcks> for Session {
             if let Some(attached) = &self.attached {
                 attached.connection.do_send(Close::Violation(violation));
             }
-            self.detach(Detach { connection_id }, ctx);
+            self.detach(
+                Detach {
+                    connection_id,
+                    end_session: false,
+                },
+                ctx,
+            );
             return;
         }
         self.request_page(ctx);
@@ -319,8 +325,8 @@ impl Session {
         let Some(packet_id) = msg.publish.packet_id else {
             return;
         };
-        if msg.refused {
-            self.pubrec_in_turn(packet_id);
+        if let Some(reason) = msg.refused {
+            self.pubrec_in_turn(packet_id, reason);
             return;
         }
         if self.held.take_abandoned_pubrec(packet_id) {
@@ -350,15 +356,18 @@ impl Session {
                 .publish(Message::from_publish(&msg.publish), None, ack);
         } else {
             // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
-            self.pubrec_in_turn(packet_id);
+            self.pubrec_in_turn(packet_id, ReasonCode::SUCCESS);
         }
     }
 
     /// A PUBREC that waits for no commit, sent after the PUBRECs of earlier
     /// QoS 2 PUBLISHes that do.
-    fn pubrec_in_turn(&mut self, packet_id: PacketId) {
+    fn pubrec_in_turn(&mut self, packet_id: PacketId, reason: ReasonCode) {
         if let Some(a) = &self.attached {
-            let pubrec = Reply::new(a.outbound.clone(), Packet::PubRec(Ack::new(packet_id)));
+            let pubrec = Reply::new(
+                a.outbound.clone(),
+                Packet::PubRec(Ack::with_reason(packet_id, reason)),
+            );
             self.pubrecs.push(&pubrec.on_completion());
         }
     }
