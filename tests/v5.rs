@@ -340,8 +340,8 @@ async fn a_publish_the_acl_refuses_gets_0x87() {
     assert_eq!(c.recv().await.bytes(), raw::puback(3));
 }
 
-/// [MQTT-3.3.2-4] A payload said to be UTF-8 (Payload Format Indicator 1)
-/// that is not gets 0x99 (payload format invalid): in PUBACK at QoS 1 (not
+/// A payload said to be UTF-8 (Payload Format Indicator 1, section
+/// 3.3.2.3.2) that is not gets 0x99 (payload format invalid): in PUBACK at QoS 1 (not
 /// routed), in DISCONNECT at QoS 0, which has no acknowledgement.
 #[tokio::test]
 async fn a_payload_that_is_not_the_utf8_it_says_gets_0x99() {

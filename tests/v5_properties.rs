@@ -203,3 +203,112 @@ async fn an_expired_message_is_not_delivered_mqtt_3_3_2_5() {
         .load(Ordering::Relaxed);
     assert_eq!(expired, 3);
 }
+
+/// The options byte of a 5.0 SUBSCRIBE: QoS, No Local (bit 2), Retain As
+/// Published (bit 3), Retain Handling (bits 4-5).
+fn options(qos: u8, no_local: bool, rap: bool, retain_handling: u8) -> u8 {
+    qos | u8::from(no_local) << 2 | u8::from(rap) << 3 | retain_handling << 4
+}
+
+/// [MQTT-3.8.3-3] No Local: a client's own messages do not come back on a
+/// subscription with it set (they do on one without, and to others).
+/// [MQTT-3.3.1-12] [MQTT-3.3.1-13] Retain As Published keeps the RETAIN
+/// flag a live message was published with; otherwise it is cleared.
+/// Both survive a restart (the `subscriptions` columns).
+#[tokio::test]
+async fn no_local_and_retain_as_published_mqtt_3_8_3_3_and_3_3_1_13() {
+    let broker = TestBroker::start();
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let (mut me, _) = RawClient::connected_v5(broker.addr(), "me", true, &expiry).await;
+    me.send(&raw5::subscribe(
+        1,
+        &[
+            ("nl/#", options(1, true, true, 0)),
+            ("keep/#", options(1, false, true, 0)),
+        ],
+        &[],
+    ))
+    .await;
+    assert_eq!(me.recv().await.kind(), 9);
+    me.send(&raw5::disconnect(0, &[])).await;
+    me.expect_closed_silently().await;
+    let broker = broker.restart();
+    let rows = query(
+        &broker.db_path(),
+        "SELECT topic_filter, no_local, retain_as_published FROM subscriptions ORDER BY topic_filter",
+    )
+    .await;
+    let kept: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(kept, [("keep/#".into(), 0, 1), ("nl/#".into(), 1, 1)]);
+
+    let (mut me, ack) = RawClient::connected_v5(broker.addr(), "me", false, &expiry).await;
+    assert!(ack.session_present);
+    let mut other = RawClient::connected(broker.addr(), "other", true).await;
+    other.subscribe_ok(1, &[("nl/#", 1)]).await;
+    // My own message on nl/ does not come back; the other client gets it.
+    me.send(&raw5::publish("nl/mine", b"mine", 1, 1, &[])).await;
+    assert_eq!(me.recv().await.bytes(), raw::puback(1));
+    assert_eq!(other.recv_publishes(1).await[0].payload, b"mine");
+    // Published with RETAIN by another: kept on keep/# (Retain As Published).
+    other.publish_ok("keep/r", b"retained", 1, 2, true).await;
+    let got = raw5::Publish::parse(&me.recv().await);
+    assert_eq!(got.payload, b"retained");
+    // The RETAIN flag of a live message, kept as published.
+    me.send(&raw::puback(got.packet_id.unwrap())).await;
+    other.publish_ok("nl/theirs", b"theirs", 1, 3, true).await;
+    let theirs = me.recv().await;
+    assert_eq!(theirs.first & 1, 1, "RETAIN kept (Retain As Published)");
+    me.send(&raw::puback(
+        raw5::Publish::parse(&theirs).packet_id.unwrap(),
+    ))
+    .await;
+    me.expect_nothing_within(
+        std::time::Duration::from_millis(200),
+        "my own message (No Local)",
+    )
+    .await;
+}
+
+/// [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] Retain Handling: 0 sends
+/// the retained messages at every SUBSCRIBE, 1 only when the subscription
+/// is new (also on a resumed session), 2 never.
+#[tokio::test]
+async fn retain_handling_mqtt_3_3_1_9_to_3_3_1_11() {
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("rh/t", b"kept", 1, 1, true).await;
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "rh", true, &expiry).await;
+    // Returns whether the retained message came for a SUBSCRIBE of `rh/#`.
+    async fn sent(c: &mut RawClient, id: u16, retain_handling: u8) -> bool {
+        c.send(&raw5::subscribe(
+            id,
+            &[("rh/#", options(0, false, false, retain_handling))],
+            &[],
+        ))
+        .await;
+        assert_eq!(c.recv().await.kind(), 9);
+        match c.next_within(std::time::Duration::from_millis(300)).await {
+            crate::common::raw::Next::Packet(p) => {
+                assert_eq!(raw5::Publish::parse(&p).payload, b"kept");
+                true
+            }
+            _ => false,
+        }
+    }
+    assert!(sent(&mut c, 1, 1).await, "1, new");
+    assert!(!sent(&mut c, 2, 1).await, "1, existing");
+    assert!(sent(&mut c, 3, 0).await, "0, existing");
+    assert!(!sent(&mut c, 4, 2).await, "2");
+    c.send(&raw5::disconnect(0, &[])).await;
+    c.expect_closed_silently().await;
+    let (mut c, ack) = RawClient::connected_v5(broker.addr(), "rh", false, &expiry).await;
+    assert!(ack.session_present);
+    assert!(
+        !sent(&mut c, 5, 1).await,
+        "1, existing in the resumed session"
+    );
+}

@@ -3,18 +3,19 @@
 //! topic's depth and the number of matching filters, not to the number of
 //! subscriptions.
 
-use crate::protocol::{QoS, TopicFilter, TopicName};
+use super::Grant;
+use crate::protocol::{TopicFilter, TopicName};
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
 /// The subscriber lists of a node, for `remove_at`.
 trait TakeList<K> {
-    fn items(&self) -> &[(K, QoS)];
+    fn items(&self) -> &[(K, Grant)];
     fn swap_remove_at(&mut self, i: usize);
 }
 
-impl<K> TakeList<K> for Vec<(K, QoS)> {
-    fn items(&self) -> &[(K, QoS)] {
+impl<K> TakeList<K> for Vec<(K, Grant)> {
+    fn items(&self) -> &[(K, Grant)] {
         self
     }
     fn swap_remove_at(&mut self, i: usize) {
@@ -25,8 +26,8 @@ impl<K> TakeList<K> for Vec<(K, QoS)> {
     }
 }
 
-impl<K> TakeList<K> for SmallVec<[(K, QoS); 1]> {
-    fn items(&self) -> &[(K, QoS)] {
+impl<K> TakeList<K> for SmallVec<[(K, Grant); 1]> {
+    fn items(&self) -> &[(K, Grant)] {
         self
     }
     fn swap_remove_at(&mut self, i: usize) {
@@ -37,7 +38,7 @@ impl<K> TakeList<K> for SmallVec<[(K, QoS); 1]> {
     }
 }
 
-/// Subscribers keyed by `K` (a session id), each filter with its granted QoS.
+/// Subscribers keyed by `K` (a session id), each filter with its grant.
 pub struct SubscriptionTrie<K> {
     root: Node<K>,
     len: usize,
@@ -51,9 +52,9 @@ struct Node<K> {
     /// The child for a `+` level.
     plus: Option<Box<Node<K>>>,
     /// Subscribers whose filter ends at this node.
-    exact: SmallVec<[(K, QoS); 1]>,
+    exact: SmallVec<[(K, Grant); 1]>,
     /// Subscribers whose filter is this node followed by `#`.
-    multi: Vec<(K, QoS)>,
+    multi: Vec<(K, Grant)>,
 }
 
 impl<K> Default for Node<K> {
@@ -110,7 +111,7 @@ impl<K: Copy + Eq> SubscriptionTrie<K> {
     }
 
     /// Adds or replaces `key`'s subscription to `filter`; true when it is new.
-    pub fn insert(&mut self, filter: &TopicFilter, key: K, qos: QoS) -> bool {
+    pub fn insert(&mut self, filter: &TopicFilter, key: K, grant: Grant) -> bool {
         let mut node = &mut self.root;
         let mut slot = None;
         for level in filter.levels() {
@@ -130,8 +131,8 @@ impl<K: Copy + Eq> SubscriptionTrie<K> {
             }
         }
         let new = match slot {
-            Some(list) => upsert(list, key, qos),
-            None => upsert(&mut node.exact, key, qos),
+            Some(list) => upsert(list, key, grant),
+            None => upsert(&mut node.exact, key, grant),
         };
         self.len += usize::from(new);
         new
@@ -149,27 +150,27 @@ impl<K: Copy + Eq> SubscriptionTrie<K> {
 
     /// Calls `f` once per matching (subscriber, filter): a subscriber with
     /// overlapping filters is reported once per filter.
-    pub fn for_each_match(&self, topic: &TopicName, mut f: impl FnMut(K, QoS)) {
+    pub fn for_each_match(&self, topic: &TopicName, mut f: impl FnMut(K, Grant)) {
         let levels: smallvec::SmallVec<[&str; 16]> = topic.levels().collect();
         let system = topic.is_system();
         match_at(&self.root, &levels, system, &mut f);
     }
 }
 
-/// Sets `key`'s QoS in a subscriber list, adding it if missing; true when
+/// Sets `key`'s grant in a subscriber list, adding it if missing; true when
 /// it is new.
-fn upsert<K: Eq, L: Extend<(K, QoS)> + std::ops::DerefMut<Target = [(K, QoS)]>>(
+fn upsert<K: Eq, L: Extend<(K, Grant)> + std::ops::DerefMut<Target = [(K, Grant)]>>(
     list: &mut L,
     key: K,
-    qos: QoS,
+    grant: Grant,
 ) -> bool {
     match list.iter_mut().find(|(k, _)| *k == key) {
         Some(entry) => {
-            entry.1 = qos;
+            entry.1 = grant;
             false
         }
         None => {
-            list.extend([(key, qos)]);
+            list.extend([(key, grant)]);
             true
         }
     }
@@ -222,7 +223,7 @@ fn match_at<K: Copy>(
     node: &Node<K>,
     levels: &[&str],
     system_root: bool,
-    f: &mut impl FnMut(K, QoS),
+    f: &mut impl FnMut(K, Grant),
 ) {
     if !system_root {
         // `a/#` matches `a` and everything below it.
@@ -249,6 +250,7 @@ fn match_at<K: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::QoS;
     use proptest::prelude::*;
 
     fn filter(s: &str) -> TopicFilter {
@@ -257,8 +259,8 @@ mod tests {
 
     fn matches(trie: &SubscriptionTrie<u32>, topic: &str) -> Vec<(u32, QoS)> {
         let mut out = Vec::new();
-        trie.for_each_match(&TopicName::new(topic.to_string()).unwrap(), |k, q| {
-            out.push((k, q))
+        trie.for_each_match(&TopicName::new(topic.to_string()).unwrap(), |k, g| {
+            out.push((k, g.qos()))
         });
         out.sort();
         out
@@ -267,8 +269,8 @@ mod tests {
     #[test]
     fn insert_replaces_and_remove_prunes() {
         let mut t = SubscriptionTrie::new();
-        assert!(t.insert(&filter("a/+/c"), 1, QoS::AtMostOnce));
-        assert!(!t.insert(&filter("a/+/c"), 1, QoS::ExactlyOnce));
+        assert!(t.insert(&filter("a/+/c"), 1, Grant::of(QoS::AtMostOnce)));
+        assert!(!t.insert(&filter("a/+/c"), 1, Grant::of(QoS::ExactlyOnce)));
         assert_eq!(t.len(), 1);
         assert_eq!(matches(&t, "a/b/c"), vec![(1, QoS::ExactlyOnce)]);
         assert!(t.remove(&filter("a/+/c"), 1));
@@ -280,7 +282,7 @@ mod tests {
     #[test]
     fn multi_level_wildcard_matches_parent_level() {
         let mut t = SubscriptionTrie::new();
-        t.insert(&filter("sport/#"), 1, QoS::AtLeastOnce);
+        t.insert(&filter("sport/#"), 1, Grant::of(QoS::AtLeastOnce));
         assert_eq!(matches(&t, "sport"), vec![(1, QoS::AtLeastOnce)]);
         assert_eq!(matches(&t, "sport/tennis/x"), vec![(1, QoS::AtLeastOnce)]);
         assert!(matches(&t, "sports").is_empty());
@@ -289,9 +291,9 @@ mod tests {
     #[test]
     fn system_topics_skip_leading_wildcards() {
         let mut t = SubscriptionTrie::new();
-        t.insert(&filter("#"), 1, QoS::AtMostOnce);
-        t.insert(&filter("+/x"), 2, QoS::AtMostOnce);
-        t.insert(&filter("$SYS/#"), 3, QoS::AtMostOnce);
+        t.insert(&filter("#"), 1, Grant::of(QoS::AtMostOnce));
+        t.insert(&filter("+/x"), 2, Grant::of(QoS::AtMostOnce));
+        t.insert(&filter("$SYS/#"), 3, Grant::of(QoS::AtMostOnce));
         assert_eq!(matches(&t, "$SYS/x"), vec![(3, QoS::AtMostOnce)]);
         assert_eq!(matches(&t, "a/x").len(), 2);
     }
@@ -321,7 +323,7 @@ mod tests {
             let mut trie = SubscriptionTrie::new();
             let mut reference: Vec<(TopicFilter, u32)> = Vec::new();
             for (f, k) in &subs {
-                trie.insert(f, *k, QoS::AtMostOnce);
+                trie.insert(f, *k, Grant::of(QoS::AtMostOnce));
                 if !reference.contains(&(f.clone(), *k)) {
                     reference.push((f.clone(), *k));
                 }

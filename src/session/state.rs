@@ -32,6 +32,7 @@ use super::subscriptions::{SubscribeOutcome, Subscriptions};
 use crate::config::LimitsConfig;
 use crate::message::Message;
 use crate::protocol::{Packet, PacketId, QoS, SubscribeTopic, TopicFilter};
+use crate::routing::Grant;
 use std::collections::VecDeque;
 
 mod acks;
@@ -90,7 +91,7 @@ impl SessionState {
     /// until the client returns (see [`SessionState::paged`]).
     pub fn restore(
         limits: SessionLimits,
-        subscriptions: Vec<(TopicFilter, QoS)>,
+        subscriptions: Vec<(TopicFilter, Grant)>,
         inbound: Vec<PacketId>,
     ) -> SessionState {
         let mut s = SessionState::new(limits, true);
@@ -108,7 +109,7 @@ impl SessionState {
         self.pager.is_durable()
     }
 
-    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, QoS)> {
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, Grant)> {
         self.subscriptions.iter()
     }
 

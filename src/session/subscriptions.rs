@@ -6,11 +6,24 @@
 
 use super::map::SharedSeedMap;
 use crate::config::LimitsConfig;
-use crate::protocol::{QoS, ReasonCode, SubscribeTopic, TopicFilter};
+use crate::protocol::{ReasonCode, RetainHandling, SubscribeTopic, TopicFilter};
+use crate::routing::Grant;
 
-/// The filters of one session, each with its granted QoS.
+/// The filters of one session, each with its granted QoS and options.
 #[derive(Default)]
-pub struct Subscriptions(SharedSeedMap<TopicFilter, QoS>);
+pub struct Subscriptions(SharedSeedMap<TopicFilter, Grant>);
+
+/// A filter of a SUBSCRIBE that was granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub filter: TopicFilter,
+    pub grant: Grant,
+    /// Not a replacement of an existing subscription [MQTT-3.8.4-3].
+    pub new: bool,
+    /// Its retained messages are sent: always in 3.1.1, as its Retain
+    /// Handling says in 5.0 [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+    pub send_retained: bool,
+}
 
 /// Why a filter of a SUBSCRIBE was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,21 +54,20 @@ impl SubscribeRefusal {
 pub struct SubscribeOutcome {
     /// One per filter, in the packet's order, for the SUBACK [MQTT-3.8.4-5].
     pub codes: Vec<ReasonCode>,
-    /// The granted filters in the packet's order, each with its QoS and
-    /// whether it is new (not a replacement [MQTT-3.8.4-3]).
-    pub granted: Vec<(TopicFilter, QoS, bool)>,
+    /// The granted filters in the packet's order.
+    pub granted: Vec<Granted>,
     /// The refused filters, with the reason (a repeat of a refused filter
     /// is not listed again).
     pub refused: Vec<(TopicFilter, SubscribeRefusal)>,
 }
 
 impl Subscriptions {
-    pub fn restore(filters: Vec<(TopicFilter, QoS)>) -> Subscriptions {
+    pub fn restore(filters: Vec<(TopicFilter, Grant)>) -> Subscriptions {
         Subscriptions(filters.into_iter().collect())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&TopicFilter, QoS)> {
-        self.0.iter().map(|(f, q)| (f, *q))
+    pub fn iter(&self) -> impl Iterator<Item = (&TopicFilter, Grant)> {
+        self.0.iter().map(|(f, g)| (f, *g))
     }
 
     pub fn len(&self) -> usize {
@@ -70,9 +82,9 @@ impl Subscriptions {
         self.0.contains_key(filter)
     }
 
-    /// Adds or replaces a subscription [MQTT-3.8.4-3]; returns the previous QoS.
-    fn insert(&mut self, filter: TopicFilter, qos: QoS) -> Option<QoS> {
-        self.0.insert(filter, qos)
+    /// Adds or replaces a subscription [MQTT-3.8.4-3]; returns the previous grant.
+    fn insert(&mut self, filter: TopicFilter, grant: Grant) -> Option<Grant> {
+        self.0.insert(filter, grant)
     }
 
     pub fn remove(&mut self, filter: &TopicFilter) -> bool {
@@ -140,9 +152,20 @@ impl Subscriptions {
             // roost supports every QoS, so the granted QoS is the requested
             // one [MQTT-3.9.3-1]. Kept apart from the packet's buffer.
             let filter = t.filter.detached();
-            self.insert(filter.clone(), t.qos);
+            let grant = Grant::new(t.qos, &t.options);
+            self.insert(filter.clone(), grant);
             outcome.codes.push(ReasonCode::granted(t.qos));
-            outcome.granted.push((filter, t.qos, new));
+            let send_retained = match t.options.retain_handling {
+                RetainHandling::Always => true,
+                RetainHandling::IfNew => new,
+                RetainHandling::Never => false,
+            };
+            outcome.granted.push(Granted {
+                filter,
+                grant,
+                new,
+                send_retained,
+            });
         }
         for i in repeats {
             // A repeat is granted its own QoS, or refused as its last one.
@@ -159,6 +182,7 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{QoS, SubscriptionOptions};
 
     fn topic(filter: &str, qos: QoS) -> SubscribeTopic {
         SubscribeTopic::new(TopicFilter::new(filter.to_string()).unwrap(), qos)
@@ -212,7 +236,7 @@ mod tests {
     fn a_repeated_filter_replaces_and_is_not_held_to_the_limit_mqtt_3_8_4_3() {
         let mut s = Subscriptions::default();
         let first = s.subscribe(&[topic("t", QoS::AtMostOnce)], &limits(1), |_| true);
-        assert!(first.granted[0].2, "new");
+        assert!(first.granted[0].new, "new");
         let again = s.subscribe(
             &[topic("t", QoS::ExactlyOnce), topic("u", QoS::AtMostOnce)],
             &limits(1),
@@ -222,9 +246,12 @@ mod tests {
             again.codes,
             [ReasonCode::GRANTED_QOS_2, ReasonCode::QUOTA_EXCEEDED]
         );
-        assert!(!again.granted[0].2, "a replacement, not new");
+        assert!(!again.granted[0].new, "a replacement, not new");
         assert_eq!(again.refused[0].1, SubscribeRefusal::Limit);
-        assert_eq!(s.iter().next().map(|(_, q)| q), Some(QoS::ExactlyOnce));
+        assert_eq!(
+            s.iter().next().map(|(_, g)| g.qos()),
+            Some(QoS::ExactlyOnce)
+        );
     }
 
     /// [MQTT-3.8.4-5] one return code per filter, in order, though a filter
@@ -254,7 +281,7 @@ mod tests {
         let granted: Vec<_> = outcome
             .granted
             .iter()
-            .map(|(f, q, _)| (f.as_str(), *q))
+            .map(|g| (g.filter.as_str(), g.grant.qos()))
             .collect();
         assert_eq!(
             granted,
@@ -293,5 +320,41 @@ mod tests {
             1000,
             "the first 1000 looked at, the rest refused"
         );
+    }
+
+    /// [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] Retain Handling 0
+    /// always sends the retained messages, 1 only for a subscription that
+    /// did not exist, 2 never; No Local and Retain As Published are kept
+    /// in the grant.
+    #[test]
+    fn retain_handling_decides_what_is_sent_at_subscribe_mqtt_3_3_1_9_to_3_3_1_11() {
+        let with = |filter: &str, retain_handling| SubscribeTopic {
+            options: SubscriptionOptions {
+                no_local: true,
+                retain_as_published: true,
+                retain_handling,
+            },
+            ..topic(filter, QoS::AtLeastOnce)
+        };
+        let mut s = Subscriptions::default();
+        let rows = [
+            (RetainHandling::Always, true, true),
+            (RetainHandling::Always, false, true),
+            (RetainHandling::IfNew, true, true),
+            (RetainHandling::IfNew, false, false),
+            (RetainHandling::Never, true, false),
+            (RetainHandling::Never, false, false),
+        ];
+        for (i, (handling, new, sent)) in rows.into_iter().enumerate() {
+            let filter = format!("f/{}", i / 2);
+            let outcome = s.subscribe(&[with(&filter, handling)], &limits(0), |_| true);
+            let g = &outcome.granted[0];
+            assert_eq!(
+                (g.new, g.send_retained),
+                (new, sent),
+                "{handling:?}, new {new}"
+            );
+            assert!(g.grant.no_local() && g.grant.retain_as_published());
+        }
     }
 }

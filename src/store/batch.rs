@@ -11,7 +11,7 @@
 use super::queue_rows::QueueWrites;
 use super::queues::Queues;
 use super::Op;
-use crate::protocol::{LastWill, QoS, TopicFilter, TopicName};
+use crate::protocol::{LastWill, TopicFilter, TopicName};
 use ahash::AHashMap;
 use bytestring::ByteString;
 
@@ -65,7 +65,7 @@ pub struct Applied {
 pub struct Batch<W: Waiter> {
     pub(super) sessions: Vec<SessionOp>,
     /// `None`: delete the subscription.
-    pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<QoS>>,
+    pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<crate::routing::Grant>>,
     /// `None`: clear the topic's retained message.
     pub(super) retained: AHashMap<TopicName, Option<super::retained::Retained>>,
     /// The queue rows of this batch, taken from `Queues` when it first
@@ -196,9 +196,9 @@ impl<W: Waiter> Batch<W> {
             Op::Subscribe {
                 client_id,
                 filter,
-                qos,
+                grant,
             } => {
-                self.subscriptions.insert((client_id, filter), Some(qos));
+                self.subscriptions.insert((client_id, filter), Some(grant));
             }
             Op::Unsubscribe { client_id, filter } => {
                 self.subscriptions.insert((client_id, filter), None);
@@ -363,6 +363,7 @@ impl Drop for OnDropInner {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use crate::protocol::QoS;
     use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -432,7 +433,7 @@ mod tests {
             Op::Subscribe {
                 client_id: "a".into(),
                 filter: TopicFilter::new("x".to_string()).unwrap(),
-                qos: QoS::AtMostOnce,
+                grant: crate::routing::Grant::of(QoS::AtMostOnce),
             },
             None,
             &mut q,

@@ -1,21 +1,22 @@
 //! The `subscriptions` table: subscriptions of persistent sessions.
 
 use super::qos_from;
-use crate::protocol::{QoS, TopicFilter};
+use crate::protocol::{SubscriptionOptions, TopicFilter};
+use crate::routing::Grant;
 use ahash::AHashMap;
 use bytestring::ByteString;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 /// Subscriptions set, as `UPSERT_PREFIX VALUES (…), (…)`.
 pub(super) const UPSERT_PREFIX: &str =
-    "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos) ";
+    "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos, no_local, retain_as_published) ";
 /// An unsubscribe.
 pub(super) const DELETE_ONE: &str =
     "DELETE FROM subscriptions WHERE client_id = ?1 AND topic_filter = ?2";
 
 pub(super) async fn write(
     conn: &mut SqliteConnection,
-    changes: &AHashMap<(ByteString, TopicFilter), Option<QoS>>,
+    changes: &AHashMap<(ByteString, TopicFilter), Option<Grant>>,
 ) -> Result<(), sqlx::Error> {
     for ((client_id, filter), _) in changes.iter().filter(|(_, q)| q.is_none()) {
         sqlx::query(DELETE_ONE)
@@ -28,12 +29,14 @@ pub(super) async fn write(
         .iter()
         .filter_map(|(k, q)| q.map(|q| (k, q)))
         .collect();
-    for chunk in upserts.chunks(super::rows_per_statement(3)) {
+    for chunk in upserts.chunks(super::rows_per_statement(5)) {
         let mut qb = QueryBuilder::<Sqlite>::new(UPSERT_PREFIX);
-        qb.push_values(chunk, |mut b, ((client_id, filter), qos)| {
+        qb.push_values(chunk, |mut b, ((client_id, filter), grant)| {
             b.push_bind(client_id.to_string())
                 .push_bind(filter.as_str().to_string())
-                .push_bind(*qos as i64);
+                .push_bind(grant.qos() as i64)
+                .push_bind(grant.no_local())
+                .push_bind(grant.retain_as_published());
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -45,7 +48,7 @@ pub(super) const DELETE_ORPHANS: &str =
     "DELETE FROM subscriptions WHERE client_id NOT IN (SELECT client_id FROM sessions)";
 /// At start: every subscription.
 pub(super) const LOAD: &str =
-    "SELECT client_id, topic_filter, qos FROM subscriptions ORDER BY client_id, topic_filter";
+    "SELECT client_id, topic_filter, qos, no_local, retain_as_published FROM subscriptions ORDER BY client_id, topic_filter";
 
 pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::query(DELETE_ORPHANS).execute(conn).await.map(|_| ())
@@ -53,14 +56,19 @@ pub(super) async fn delete_orphans(conn: &mut SqliteConnection) -> Result<(), sq
 
 pub(super) async fn load(
     conn: &mut SqliteConnection,
-) -> Result<Vec<(ByteString, TopicFilter, QoS)>, sqlx::Error> {
+) -> Result<Vec<(ByteString, TopicFilter, Grant)>, sqlx::Error> {
     let rows = sqlx::query(LOAD).fetch_all(conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let client_id: String = r.get("client_id");
         let filter: String = r.get("topic_filter");
+        let options = SubscriptionOptions {
+            no_local: r.get("no_local"),
+            retain_as_published: r.get("retain_as_published"),
+            ..SubscriptionOptions::default()
+        };
         match (TopicFilter::new(filter.clone()), qos_from(r.get("qos"))) {
-            (Ok(f), Some(q)) => out.push((client_id.into(), f, q)),
+            (Ok(f), Some(q)) => out.push((client_id.into(), f, Grant::new(q, &options))),
             _ => log::warn!(
                 "database: skipping invalid subscription {filter:?} of client {client_id:?}"
             ),

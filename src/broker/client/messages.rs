@@ -9,7 +9,7 @@ use crate::broker::net::backlog::BacklogToken;
 use crate::broker::net::outbound::Outbound;
 use crate::broker::route::delivery_inbox::DeliveryInbox;
 pub use crate::broker::route::messages::SessionId;
-use crate::protocol::{LastWill, Packet, PacketId, Publish, QoS, TopicFilter};
+use crate::protocol::{LastWill, Packet, PacketId, Publish, TopicFilter};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub struct Retire {
 /// deliver through its inbox into that queue.
 pub struct Dormant {
     pub username: Option<ByteString>,
-    pub subscriptions: Box<[(TopicFilter, QoS)]>,
+    pub subscriptions: Box<[(TopicFilter, crate::routing::Grant)]>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub inbound: Box<[PacketId]>,
     /// None if it never subscribed.

@@ -60,6 +60,9 @@ pub enum RegistryError {
 
 pub struct Registered {
     pub session: Addr<Session>,
+    /// The session's id in the shards' index (a message its client
+    /// publishes comes from it, for No Local).
+    pub session_id: SessionId,
     pub session_present: bool,
     /// Increases with every registration of this client id: a session accepts
     /// an attach only from its newest registration, so of two racing
@@ -138,7 +141,7 @@ impl SessionRegistry {
         woken: Option<(SessionId, Box<Dormant>)>,
         arbiter: &actix::dev::ArbiterHandle,
         generation: u64,
-    ) -> Addr<Session> {
+    ) -> (Addr<Session>, SessionId) {
         let (session_id, username, inbox) = match woken {
             Some((id, dormant)) => (id, dormant.username, dormant.inbox),
             None => {
@@ -159,7 +162,7 @@ impl SessionRegistry {
             generation,
         };
         self.insert(client_id, entry);
-        session
+        (session, session_id)
     }
 
     /// Wakes a sleeping session for its returning client: an actor again,
@@ -171,7 +174,7 @@ impl SessionRegistry {
         dormant: Box<Dormant>,
         arbiter: &actix::dev::ArbiterHandle,
         generation: u64,
-    ) -> Addr<Session> {
+    ) -> (Addr<Session>, SessionId) {
         let state = SessionState::restore(
             self.deps.limits,
             dormant.subscriptions.to_vec(),
@@ -330,11 +333,16 @@ impl SessionRegistry {
             .then(|| Arc::new(DeliveryInbox::for_limits(&self.deps.limits)));
         if let Some(inbox) = &inbox {
             let handle = InboxHandle::new(inbox.clone());
-            for (filter, qos) in &stored.subscriptions {
+            for (filter, grant) in &stored.subscriptions {
                 Metrics::inc(&self.deps.metrics.subscriptions);
-                self.deps
-                    .router
-                    .subscribe(session_id, &handle, filter, *qos, true, Some(indexed));
+                self.deps.router.subscribe(
+                    session_id,
+                    &handle,
+                    filter,
+                    *grant,
+                    true,
+                    Some(indexed),
+                );
             }
         }
         let away = Duration::from_secs(stored.idle_secs);
@@ -444,6 +452,7 @@ impl SessionRegistry {
                 (Held::Awake(session), Takeover::Resume) => {
                     let registered = Registered {
                         session: session.clone(),
+                        session_id,
                         session_present: true,
                         generation,
                     };
@@ -459,10 +468,11 @@ impl SessionRegistry {
                         unreachable!("the entry was just matched asleep");
                     };
                     if decision == Takeover::Resume {
-                        let session =
+                        let (session, session_id) =
                             self.wake(msg.client_id, session_id, dormant, &msg.arbiter, generation);
                         let registered = Registered {
                             session,
+                            session_id,
                             session_present: true,
                             generation,
                         };
@@ -484,7 +494,7 @@ impl SessionRegistry {
             move |(), act, _| {
                 let durable = msg.durable;
                 let state = SessionState::new(act.deps.limits, durable);
-                let session = act.start_session(
+                let (session, session_id) = act.start_session(
                     msg.client_id,
                     durable,
                     state,
@@ -496,6 +506,7 @@ impl SessionRegistry {
                 // present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
                 Ok(Registered {
                     session,
+                    session_id,
                     session_present: false,
                     generation,
                 })

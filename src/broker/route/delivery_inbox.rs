@@ -268,7 +268,8 @@ fn to_store(client_id: &ByteString, sink: &DormantSink, delivery: Delivery) {
         client_id: client_id.clone(),
         id,
         qos: qos.min(message.qos),
-        retain: false,
+        // Cleared by the shard unless Retain As Published keeps it.
+        retain: message.retain,
         size: message.stored_size(),
         held: false,
     };

@@ -6,7 +6,8 @@ use super::delivery_inbox::InboxHandle;
 use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;
-use crate::protocol::{QoS, TopicFilter};
+use crate::protocol::TopicFilter;
+use crate::routing::Grant;
 use actix::prelude::*;
 
 /// Identifies one session instance for its lifetime (the key of the
@@ -21,7 +22,8 @@ pub struct AddSubscription {
     pub session_id: SessionId,
     pub session: InboxHandle,
     pub filter: TopicFilter,
-    pub qos: QoS,
+    /// Its QoS and the options routing applies.
+    pub grant: Grant,
     /// The session is persistent: publishers' acknowledgements wait for its copies.
     pub durable: bool,
     /// For a session restored at start: released once the shard has this
@@ -44,6 +46,9 @@ pub struct RemoveSubscription {
 #[rtype(result = "()")]
 pub struct Route {
     pub message: Message,
+    /// The session of the client that published it (`None` for wills and
+    /// `$SYS`), for No Local.
+    pub origin: Option<SessionId>,
     pub backlog: Option<BacklogToken>,
     /// The publisher's PUBACK/PUBREC, sent when every durable copy is committed.
     pub ack: Option<Acknowledgement>,

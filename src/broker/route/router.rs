@@ -15,8 +15,8 @@ use crate::broker::durable::{Acknowledgement, Completion};
 use crate::broker::held_back::{self, HeldBack};
 use crate::broker::net::backlog::BacklogToken;
 use crate::message::Message;
-use crate::protocol::{QoS, TopicFilter};
-use crate::routing::{FilterShards, ShardRule};
+use crate::protocol::TopicFilter;
+use crate::routing::{FilterShards, Grant, ShardRule};
 use actix::Addr;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -51,6 +51,18 @@ impl Router {
         backlog: Option<BacklogToken>,
         ack: Option<Acknowledgement>,
     ) {
+        self.publish_from(None, message, backlog, ack)
+    }
+
+    /// [`Router::publish`] for a message a client published, from its
+    /// session `origin` (for No Local).
+    pub fn publish_from(
+        &self,
+        origin: Option<SessionId>,
+        message: Message,
+        backlog: Option<BacklogToken>,
+        ack: Option<Acknowledgement>,
+    ) {
         if message.retain {
             self.retained.do_send(Retain {
                 message: message.clone(),
@@ -61,6 +73,7 @@ impl Router {
         let shard = self.rule.shard_for_topic(message.topic.as_str());
         let mut route = Some(Route {
             message,
+            origin,
             backlog,
             ack,
         });
@@ -101,7 +114,7 @@ impl Router {
         session_id: SessionId,
         session: &InboxHandle,
         filter: &TopicFilter,
-        qos: QoS,
+        grant: Grant,
         durable: bool,
         indexed: Option<&Completion>,
     ) {
@@ -110,7 +123,7 @@ impl Router {
                 session_id,
                 session: session.clone(),
                 filter: filter.clone(),
-                qos,
+                grant,
                 durable,
                 indexed: indexed.cloned(),
             })

@@ -13,7 +13,7 @@ use crate::broker::durable::{StoreHandle, WriteGroup};
 use crate::broker::net::outbound::WakesHeldBack;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::protocol::{QoS, TopicFilter};
-use crate::routing::SubscriptionTrie;
+use crate::routing::{Grant, SubscriptionTrie};
 use crate::store::Op;
 use actix::prelude::*;
 use ahash::AHashMap;
@@ -25,7 +25,7 @@ struct Subscriber {
     session: InboxHandle,
     durable: bool,
     /// Its filters in this shard (most sessions have one: kept inline).
-    filters: SmallVec<[(TopicFilter, QoS); 1]>,
+    filters: SmallVec<[(TopicFilter, Grant); 1]>,
 }
 
 pub struct TopicShard {
@@ -35,7 +35,7 @@ pub struct TopicShard {
     /// the trie is rebuilt from.
     sessions: AHashMap<SessionId, Subscriber>,
     /// Reused for every route, so routing allocates nothing per message.
-    matches: Vec<(SessionId, QoS)>,
+    matches: Vec<(SessionId, Grant)>,
     restarts: Arc<RestartTracker>,
     /// Where the durable copies of one publish go, as one group.
     store: StoreHandle,
@@ -84,8 +84,8 @@ impl TopicShard {
             }
         });
         match entry.filters.iter_mut().find(|(f, _)| *f == msg.filter) {
-            Some(existing) => existing.1 = msg.qos,
-            None => entry.filters.push((msg.filter.clone(), msg.qos)),
+            Some(existing) => existing.1 = msg.grant,
+            None => entry.filters.push((msg.filter.clone(), msg.grant)),
         }
     }
 
@@ -104,6 +104,7 @@ impl TopicShard {
         &mut self,
         Route {
             message,
+            origin,
             backlog,
             mut ack,
         }: Route,
@@ -111,12 +112,24 @@ impl TopicShard {
         let matches = &mut self.matches;
         matches.clear();
         self.trie
-            .for_each_match(&message.topic, |id, qos| matches.push((id, qos)));
+            .for_each_match(&message.topic, |id, grant| matches.push((id, grant)));
+        if origin.is_some() {
+            // No Local: not back to the session that published it
+            // [MQTT-3.8.3-3] (another of its subscriptions may still match).
+            matches.retain(|(id, grant)| !(grant.no_local() && Some(*id) == origin));
+        }
         if matches.len() > 1 {
             // One copy per session at the highest granted QoS: sort by
-            // session, highest QoS first, keep the first of each session.
-            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            matches.dedup_by_key(|m| m.0);
+            // session, highest QoS first, keep the first of each session,
+            // which keeps RETAIN if any of its subscriptions asks to.
+            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos().cmp(&a.1.qos())));
+            matches.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.1 = kept.1.merged(later.1);
+                }
+                same
+            });
         }
         // Durable copies first: the message enters the store's log once,
         // with a reference for each, before any copy can be queued.
@@ -128,7 +141,7 @@ impl TopicShard {
             0 => 0,
             _ => matches
                 .iter()
-                .filter(|(id, qos)| self.sessions.get(id).is_some_and(|s| stored(s, *qos)))
+                .filter(|(id, g)| self.sessions.get(id).is_some_and(|s| stored(s, g.qos())))
                 .count() as u32,
         };
         let log_id = (copies > 0).then(|| {
@@ -156,12 +169,17 @@ impl TopicShard {
         // fewer (an atomic count each), which is every copy in a fan-in.
         let last = matches.len().saturating_sub(1);
         let mut message = Some(message);
-        for (i, &(id, qos)) in matches.iter().enumerate() {
+        for (i, &(id, grant)) in matches.iter().enumerate() {
             let copy = match i == last {
                 true => message.take(),
                 false => message.clone(),
             };
-            if let (Some(s), Some(message)) = (self.sessions.get(&id), copy) {
+            if let (Some(s), Some(mut message)) = (self.sessions.get(&id), copy) {
+                let qos = grant.qos();
+                // Forwarding clears RETAIN (3.1.1's [MQTT-3.3.1-9], 5.0's
+                // [MQTT-3.3.1-12]) unless the subscription keeps it
+                // [MQTT-3.3.1-13].
+                message.retain &= grant.retain_as_published();
                 let durable_copy = log_id.is_some() && stored(s, qos);
                 let delivery = Delivery {
                     message,
@@ -213,8 +231,8 @@ impl TopicShard {
         let started = std::time::Instant::now();
         self.trie = SubscriptionTrie::new();
         for (id, s) in &self.sessions {
-            for (filter, qos) in &s.filters {
-                self.trie.insert(filter, *id, *qos);
+            for (filter, grant) in &s.filters {
+                self.trie.insert(filter, *id, *grant);
             }
         }
         log::warn!(
@@ -236,7 +254,7 @@ impl Handler<AddSubscription> for TopicShard {
         let index = self.index;
         let trie = &mut self.trie;
         if guard::<AddSubscription, _>(ActorKind::TopicShard, &index, || {
-            trie.insert(&msg.filter, msg.session_id, msg.qos)
+            trie.insert(&msg.filter, msg.session_id, msg.grant)
         })
         .is_err()
         {

@@ -99,6 +99,7 @@ impl Connection {
                 protocol: None,
                 username: None,
                 durable: false,
+                session_id: None,
             }));
         }
         let connection_id = self.id;
@@ -190,6 +191,7 @@ impl Connection {
             protocol: Some(connect.version),
             username: accepted.username.clone(),
             durable: accepted.durable,
+            session_id: None,
         }));
         self.will = connect.will.clone().map(Box::new);
         self.keep_alive_limit = accepted.keep_alive_limit;
@@ -252,7 +254,11 @@ impl Connection {
                 username,
             };
             match registered.session.send(attach).await {
-                Ok(Ok(())) => Ok((registered.session, registered.session_present)),
+                Ok(Ok(())) => Ok((
+                    registered.session,
+                    registered.session_id,
+                    registered.session_present,
+                )),
                 _ => Err(None),
             }
         };
@@ -260,7 +266,10 @@ impl Connection {
             attach
                 .into_actor(self)
                 .map(move |session, act, ctx| match session {
-                    Ok((session, present)) => {
+                    Ok((session, session_id, present)) => {
+                        if let Some(identity) = act.identity.as_mut() {
+                            identity.session_id = Some(session_id);
+                        }
                         let resumed = if present { ", session resumed" } else { "" };
                         log::info!("{} connected: {described}{resumed}", act.name());
                         Metrics::inc(&act.shared.metrics.clients_connected);

@@ -10,27 +10,26 @@
 
 mod connect;
 mod ending;
+mod publish;
 mod runs;
 mod stamped;
 
 use super::messages::*;
 use super::session::Session;
-use crate::broker::durable::{Acknowledgement, Completion, InOrder, Reply};
-use crate::broker::live::Reloadable;
-use crate::broker::net::backlog::{BacklogToken, RoutingBacklog};
+use crate::broker::durable::InOrder;
+use crate::broker::net::backlog::RoutingBacklog;
 use crate::broker::net::outbound::{self, Outbound};
-use crate::broker::ops::log_limit::PUBLISH_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind};
 use crate::broker::route::router::RoutesHeldBack;
 use crate::broker::shared::Shared;
-use crate::message::Message;
 use crate::protocol::codec::CodecError;
-use crate::protocol::{Ack, LastWill, MqttCodec, Packet, ProtocolError, QoS, ReasonCode, Reasoned};
+use crate::protocol::{LastWill, MqttCodec, Packet, ProtocolError, ReasonCode, Reasoned};
 use crate::session::connect::Credentials;
 use actix::prelude::*;
 use bytestring::ByteString;
 use ending::Ending;
+pub(in crate::broker) use publish::may_publish;
 use runs::{Read, Runs};
 use stamped::Stamped;
 use std::cell::Cell;
@@ -65,6 +64,9 @@ struct Identity {
     username: Option<ByteString>,
     /// Its session outlives the connection (known once CONNECT is accepted).
     durable: bool,
+    /// Its session's id in the shards' index, once attached: what it
+    /// publishes comes from it (No Local).
+    session_id: Option<crate::broker::route::messages::SessionId>,
 }
 
 pub struct Connection {
@@ -178,67 +180,6 @@ pub(in crate::broker) fn start_with<R, W>(
 }
 
 impl Connection {
-    /// Whether the ACL of `live` (if any) lets this client publish to `topic`.
-    fn may_publish(&self, live: &Reloadable, topic: &str) -> bool {
-        may_publish(
-            live,
-            self.identity.as_ref().and_then(|i| i.username.as_deref()),
-            self.identity.as_ref().map_or("", |i| &i.client_id),
-            topic,
-        )
-    }
-
-    /// A PUBLISH the ACL refuses: dropped and counted; acknowledged, so
-    /// the client does not resend it forever (MQTT 3.1.1 cannot say no; a
-    /// 5.0 client is told 0x87, not authorized).
-    fn refuse_publish_by_acl(&mut self, p: crate::protocol::Publish, session: &Addr<Session>) {
-        Metrics::inc(&self.shared.metrics.acl_denied);
-        if !std::mem::replace(&mut self.acl_denial_logged, true) && PUBLISH_REFUSALS.allow() {
-            let user = self.identity.as_ref().and_then(|i| i.username.as_deref());
-            log::warn!(
-                "{}, {}: PUBLISH to {:?} dropped: the ACL does not let this user write it (further ones are only counted)",
-                self.name(),
-                connect::describe_user(user),
-                p.topic.as_str()
-            );
-        }
-        self.refuse_publish(p, session, ReasonCode::NOT_AUTHORIZED)
-    }
-
-    /// Acknowledges a PUBLISH that is not routed, with `reason` for a 5.0
-    /// client. The acknowledgement waits its turn behind those of earlier
-    /// PUBLISHes: the PUBACK here, the PUBREC in the session, which keeps
-    /// the order of PUBRECs.
-    fn refuse_publish(
-        &mut self,
-        p: crate::protocol::Publish,
-        session: &Addr<Session>,
-        reason: ReasonCode,
-    ) {
-        match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => {
-                let token = self.backlog.token();
-                drop(self.puback_in_turn(Ack::with_reason(id, reason), token))
-            }
-            (QoS::ExactlyOnce, Some(_)) => session.do_send(PublishQoS2 {
-                connection_id: self.id,
-                publish: p,
-                backlog: self.backlog.token(),
-                refused: Some(reason),
-            }),
-            _ => {}
-        }
-    }
-
-    /// The completion that sends `puback` after the PUBACKs of earlier
-    /// PUBLISHes still waiting (see `pubacks`), holding `token` until then.
-    fn puback_in_turn(&mut self, puback: Ack, token: BacklogToken) -> Completion {
-        let puback = Reply::new(self.outbound.clone(), Packet::PubAck(puback));
-        let puback = puback.on_completion_holding(token);
-        self.pubacks.push(&puback);
-        puback
-    }
-
     /// The protocol version of an accepted CONNECT.
     fn protocol(&self) -> Option<crate::protocol::ProtocolVersion> {
         self.identity.as_ref().and_then(|i| i.protocol)
@@ -304,64 +245,8 @@ impl Connection {
         };
         match packet {
             Packet::Publish(p) => {
-                Metrics::inc(&self.shared.metrics.publishes_received);
-                // One snapshot of the reloadable settings per PUBLISH.
-                let live = self.shared.live.load();
-                if !live.limits.topic_allowed(p.topic.as_str()) {
-                    let topic = p.topic.as_str();
-                    let error = ProtocolError::TopicBeyondLimits {
-                        length: topic.len(),
-                        levels: topic.split('/').count(),
-                    };
-                    return self.protocol_error(error, ctx);
-                }
-                if !self.may_publish(&live, p.topic.as_str()) {
-                    drop(live);
-                    let session = session.clone();
-                    return self.refuse_publish_by_acl(p, &session);
-                }
-                drop(live);
-                // [MQTT-3.3.2-4] 5.0: a payload said to be UTF-8 is checked
-                // (section 3.3.2.3.2): one that is not gets 0x99, and for
-                // QoS 0, which has no acknowledgement, DISCONNECT 0x99.
-                if p.properties().payload_format_indicator == Some(1)
-                    && std::str::from_utf8(&p.payload).is_err()
-                {
-                    if p.qos == QoS::AtMostOnce {
-                        return self.protocol_error(ProtocolError::PayloadNotUtf8, ctx);
-                    }
-                    let session = session.clone();
-                    return self.refuse_publish(p, &session, ReasonCode::PAYLOAD_FORMAT_INVALID);
-                }
-                let backlog = self.backlog.token();
-                match (p.qos, p.packet_id) {
-                    (QoS::AtMostOnce, _) => {
-                        self.shared
-                            .router
-                            .publish(Message::from_publish(&p), Some(backlog), None)
-                    }
-                    (QoS::AtLeastOnce, Some(id)) => {
-                        // PUBACK once every durable copy (and a retained
-                        // change) is committed: right after routing if none.
-                        // The backlog token goes with it, so that PUBACKs
-                        // waiting for a commit count against the backlog.
-                        let puback = self.puback_in_turn(Ack::new(id), backlog);
-                        let ack = Acknowledgement {
-                            completion: puback,
-                            group: None,
-                        };
-                        self.shared
-                            .router
-                            .publish(Message::from_publish(&p), None, Some(ack));
-                    }
-                    // QoS 2 needs the session's record of ids awaiting PUBREL.
-                    _ => session.do_send(PublishQoS2 {
-                        connection_id: self.id,
-                        publish: p,
-                        backlog,
-                        refused: None,
-                    }),
-                }
+                let session = session.clone();
+                self.on_publish(p, &session, ctx)
             }
             Packet::PingReq => self.outbound.send(Packet::PingResp),
             Packet::Disconnect(d) => {
@@ -384,6 +269,9 @@ impl Connection {
             p
             @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
                 self.on_acks(vec![p], ctx)
+            }
+            Packet::Subscribe(s) if !s.properties().subscription_identifiers.is_empty() => {
+                self.protocol_error(ProtocolError::SubscriptionIdentifierNotOffered, ctx)
             }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
                 // Later packets of this client wait until the session has
@@ -416,23 +304,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// Whether the ACL of `live` (if any) lets a client publish to `topic`;
-/// `$SYS` is the broker's own tree, as in Mosquitto.
-pub(in crate::broker) fn may_publish(
-    live: &Reloadable,
-    username: Option<&str>,
-    client_id: &str,
-    topic: &str,
-) -> bool {
-    if topic.starts_with("$SYS") {
-        return false;
-    }
-    live.auth
-        .acl
-        .as_ref()
-        .is_none_or(|acl| acl.allows(username, client_id, topic, crate::acl::Want::Write))
 }
 
 /// A client id suffix unique within this process and hard to guess across runs.

@@ -428,10 +428,9 @@ impl Session {
             }
             return;
         }
-        // Delivered QoS is the lower of published and granted; normal
-        // forwarding clears RETAIN [MQTT-3.3.1-9].
+        // Delivered QoS is the lower of published and granted; the shard
+        // cleared RETAIN [MQTT-3.3.1-9] unless Retain As Published keeps it.
         message.qos = message.qos.min(qos);
-        message.retain = false;
         self.deliver(message, log_id, ack);
     }
 }

@@ -209,17 +209,22 @@ impl Session {
             }
         }
         let mut inbox = None;
-        for (filter, qos, new) in &outcome.granted {
-            if *new {
+        for g in &outcome.granted {
+            if g.new {
                 Metrics::inc(&self.deps.metrics.subscriptions);
             }
             let to = match &inbox {
                 Some(to) => to,
                 None => inbox.insert(self.inbox_handle(me.clone())),
             };
-            self.deps
-                .router
-                .subscribe(self.id, to, filter, *qos, self.state.is_durable(), None);
+            self.deps.router.subscribe(
+                self.id,
+                to,
+                &g.filter,
+                g.grant,
+                self.state.is_durable(),
+                None,
+            );
         }
         let suback = self.attached.as_ref().map(|a| {
             let codes = outcome.codes;
@@ -228,10 +233,12 @@ impl Session {
                 Packet::SubAck(SubAck::new(s.packet_id, codes)),
             )
         });
+        // Retained messages as each filter's Retain Handling says.
         let lookups: Vec<(TopicFilter, QoS)> = outcome
             .granted
             .iter()
-            .map(|(f, q, _)| (f.clone(), *q))
+            .filter(|g| g.send_retained)
+            .map(|g| (g.filter.clone(), g.grant.qos()))
             .collect();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = Reply::then(suback, move || {
@@ -241,11 +248,11 @@ impl Session {
             let _ = tx.send(());
         });
         if self.state.is_durable() {
-            for (filter, qos, _) in outcome.granted {
+            for g in outcome.granted {
                 let op = Op::Subscribe {
                     client_id: self.client_id.clone(),
-                    filter,
-                    qos,
+                    filter: g.filter,
+                    grant: g.grant,
                 };
                 self.write(op, Some(done.clone()));
             }
@@ -351,9 +358,12 @@ impl Session {
                 }
             });
             self.run(ack.as_ref());
-            self.deps
-                .router
-                .publish(Message::from_publish(&msg.publish), None, ack);
+            self.deps.router.publish_from(
+                Some(self.id),
+                Message::from_publish(&msg.publish),
+                None,
+                ack,
+            );
         } else {
             // A resent PUBLISH: PUBREC again, but no second delivery [MQTT-4.3.3-2].
             self.pubrec_in_turn(packet_id, ReasonCode::SUCCESS);
