@@ -51,6 +51,19 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub websocket: WebSocketConfig,
     pub log: LogConfig,
+    pub redirect: RedirectConfig,
+}
+
+/// `[redirect]`: MQTT 5.0 server redirection, reloaded by SIGHUP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Where new 5.0 clients are sent (CONNACK's Server Reference); empty:
+    /// no redirection.
+    pub server_reference: String,
+    /// The move is for good (0x9D, server moved) rather than for now
+    /// (0x9C, use another server).
+    pub permanent: bool,
 }
 
 /// The message for a value that is none of `valid`.

@@ -378,4 +378,5 @@ fn reload(cli: &Cli, running: &mut Config, broker: &roost::BrokerHandle) {
     // The reloadable part is now the new one; the rest stays as it runs.
     running.limits = config.limits;
     running.auth = config.auth;
+    running.redirect = config.redirect;
 }

@@ -441,3 +441,39 @@ async fn disconnect_may_end_a_session_and_may_ask_for_the_will() {
     c.expect_closed_silently().await;
     watcher.expect_publish("wills/leaver", b"gone").await;
 }
+
+/// Server redirection (section 4.11): with `[redirect]` set by a reload, a
+/// new 5.0 client gets CONNACK 0x9C (use another server) naming the
+/// server, or 0x9D (server moved) when permanent; clients connected
+/// already stay, 3.1.1 clients are accepted; a reload turns it off.
+#[tokio::test]
+async fn server_redirection_is_turned_on_and_off_by_a_reload() {
+    let broker = TestBroker::start();
+    let (mut before, _) = RawClient::connected_v5(broker.addr(), "before", true, &[]).await;
+    let redirected = |reference: &str, permanent: bool| {
+        let mut c = broker.config.clone();
+        c.redirect.server_reference = reference.into();
+        c.redirect.permanent = permanent;
+        c
+    };
+    async fn refused(broker: &TestBroker, id: &str) -> ConnAck {
+        let mut c = RawClient::connect(broker.addr()).await;
+        c.send(&raw5::connect(id, true, 60, &[])).await;
+        let got = c.expect_closed().await;
+        assert_eq!(got.len(), 1, "one CONNACK, then the close: {got:?}");
+        ConnAck::parse(&got[0])
+    }
+    for (permanent, reason) in [(false, 0x9C), (true, 0x9D)] {
+        broker
+            .handle
+            .reload(&redirected("mqtt2.example.net:1883", permanent))
+            .unwrap();
+        let ack = refused(&broker, "moving").await;
+        assert_eq!(ack.reason, reason);
+        assert_eq!(ack.string(0x1C), Some("mqtt2.example.net:1883"));
+    }
+    RawClient::connected(broker.addr(), "three", true).await;
+    before.ping().await;
+    broker.handle.reload(&broker.config).unwrap();
+    RawClient::connected_v5(broker.addr(), "after", true, &[]).await;
+}

@@ -12,8 +12,18 @@ use std::sync::Arc;
 /// What SIGHUP reloads; read it through [`Live`].
 pub struct Reloadable {
     pub limits: LimitsConfig,
+    /// `[redirect]`: where new 5.0 clients are sent, if anywhere.
+    pub redirect: Option<Redirect>,
     pub allow_anonymous: bool,
     pub auth: AuthFiles,
+}
+
+/// Server redirection (MQTT 5.0), from `[redirect]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub server_reference: Arc<str>,
+    /// 0x9D (server moved) rather than 0x9C (use another server).
+    pub permanent: bool,
 }
 
 /// The reloadable settings as they are now: `live.load()` for a snapshot.
@@ -39,8 +49,15 @@ impl Reloadable {
             }
             None => None,
         };
+        let redirect = Some(&config.redirect)
+            .filter(|r| !r.server_reference.is_empty())
+            .map(|r| Redirect {
+                server_reference: Arc::from(r.server_reference.as_str()),
+                permanent: r.permanent,
+            });
         Ok(Reloadable {
             limits: config.limits.clone(),
+            redirect,
             allow_anonymous,
             auth: AuthFiles { passwords, acl },
         })

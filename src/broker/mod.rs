@@ -99,8 +99,20 @@ impl BrokerHandle {
     pub fn reload(&self, config: &Config) -> Result<(), String> {
         let next = Reloadable::load(config, &self.local_addrs)?;
         let auth = next.describe_auth(config);
+        let redirect = match &next.redirect {
+            None => "no redirection".to_string(),
+            Some(r) => format!(
+                "new MQTT 5.0 clients are sent to {:?} (CONNACK {})",
+                &*r.server_reference,
+                if r.permanent {
+                    "0x9D, server moved"
+                } else {
+                    "0x9C, use another server"
+                }
+            ),
+        };
         self.live.store(Arc::new(next));
-        log::info!("configuration reloaded: [limits], and auth: {auth}");
+        log::info!("configuration reloaded: [limits]; [redirect]: {redirect}; auth: {auth}");
         Ok(())
     }
 

@@ -107,7 +107,7 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     check("log.level", *level == new.log.level);
     check("log.file", *file == new.log.file);
     check("log.timestamps", *timestamps == new.log.timestamps);
-    // Reloaded: `[limits]` and `[auth]`.
+    // Reloaded: `[limits]`, `[auth]` and `[redirect]`.
     let Config {
         listener: _,
         listeners: _,
@@ -118,6 +118,7 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         supervision: _,
         auth: _,
         metrics: _,
+        redirect: _,
         websocket: _,
         log: _,
     } = running;

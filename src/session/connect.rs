@@ -69,6 +69,9 @@ pub struct ServerLimits {
     /// What a client that asks for Response Information is told, before
     /// its client id; `None`: nothing.
     pub response_information_prefix: Option<std::sync::Arc<str>>,
+    /// `[redirect]`: the server new 5.0 clients are sent to, and whether
+    /// for good.
+    pub redirect: Option<(std::sync::Arc<str>, bool)>,
 }
 
 /// What to do with a CONNECT.
@@ -108,6 +111,11 @@ pub enum Refusal {
     WillNotAllowed,
     #[error("a persistent session cannot be kept now: the database's commits fail and are being tried again")]
     StoreFailing,
+    #[error("clients are sent to {reference:?} ([redirect])")]
+    Redirected {
+        reference: std::sync::Arc<str>,
+        permanent: bool,
+    },
 }
 
 /// Which counter a refusal adds to.
@@ -142,7 +150,7 @@ impl Refusal {
             NoCommonName | AnonymousNotAllowed | NoPasswordFile | WillNotAllowed => {
                 ConnectReturnCode::NotAuthorized
             }
-            StoreFailing => ConnectReturnCode::ServerUnavailable,
+            StoreFailing | Redirected { .. } => ConnectReturnCode::ServerUnavailable,
         }
     }
 
@@ -161,6 +169,12 @@ impl Refusal {
                 ReasonCode::NOT_AUTHORIZED
             }
             StoreFailing => ReasonCode::SERVER_UNAVAILABLE,
+            Redirected {
+                permanent: false, ..
+            } => ReasonCode::USE_ANOTHER_SERVER,
+            Redirected {
+                permanent: true, ..
+            } => ReasonCode::SERVER_MOVED,
         }
     }
 
@@ -175,7 +189,7 @@ impl Refusal {
                 RefusalKind::Auth
             }
             WillNotAllowed => RefusalKind::Acl,
-            StoreFailing => RefusalKind::Unavailable,
+            StoreFailing | Redirected { .. } => RefusalKind::Unavailable,
         }
     }
 }
@@ -195,6 +209,14 @@ pub fn accept(
     let refuse = Verdict::Refuse;
     let v31 = connect.version == ProtocolVersion::V31;
     let v5 = connect.version.is_v5();
+    // Server redirection (section 4.11): a 5.0 client is sent elsewhere
+    // before anything else is looked at; 3.1.1 has no word for it.
+    if let (true, Some((reference, permanent))) = (v5, &server.redirect) {
+        return refuse(Refusal::Redirected {
+            reference: reference.clone(),
+            permanent: *permanent,
+        });
+    }
     let client_id = if connect.client_id.is_empty() {
         // An empty id needs clean session 1 in 3.1.1 [MQTT-3.1.3-8]; 5.0
         // assigns one whatever Clean Start says [MQTT-3.1.3-6]; MQTT 3.1
@@ -373,6 +395,7 @@ mod tests {
         maximum_packet_size: 1 << 20,
         topic_alias_maximum: 10,
         response_information_prefix: None,
+        redirect: None,
     };
 
     fn decide(c: &Connect, credentials: Credentials, auth: AuthSettings) -> Verdict {
@@ -732,5 +755,31 @@ mod tests {
             Verdict::Refuse(Refusal::KeepAliveTooLong)
         ));
         assert!(accepted(&connect("c")).connack.is_none());
+    }
+
+    /// Section 4.11: with a redirection set, a 5.0 CONNECT is refused with
+    /// 0x9C or 0x9D before anything else; a 3.1.1 one is decided as ever.
+    #[test]
+    fn a_redirection_refuses_v5_clients_only() {
+        let server = ServerLimits {
+            redirect: Some(("other:1883".into(), true)),
+            ..SERVER
+        };
+        let decide = |c: &Connect| {
+            accept(
+                c,
+                &Credentials::Unchecked,
+                &limits(),
+                &server,
+                OPEN,
+                || "x".into(),
+                |_, _, _| true,
+            )
+        };
+        match decide(&v5("c", true, None, 60)) {
+            Verdict::Refuse(r) => assert_eq!(r.reason(), ReasonCode::SERVER_MOVED),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decide(&connect("c")), Verdict::Accept(_)));
     }
 }

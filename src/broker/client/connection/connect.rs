@@ -8,11 +8,14 @@ use crate::broker::client::registry::{Register, RegistryError};
 use crate::broker::live::Reloadable;
 use crate::broker::ops::log_limit::CONNECT_REFUSALS;
 use crate::broker::ops::metrics::Metrics;
-use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet, PropertiesOf, ReasonCode};
+use crate::protocol::{
+    ConnAck, Connect, ConnectReturnCode, Packet, Properties, PropertiesOf, ReasonCode,
+};
 use crate::session::connect::{
     self, AuthSettings, Credentials, RefusalKind, ServerLimits, Verdict,
 };
 use actix::prelude::*;
+use bytestring::ByteString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +28,23 @@ impl Connection {
         reason: ReasonCode,
         ctx: &mut Context<Self>,
     ) {
+        self.refuse_with(code, reason, None, ctx)
+    }
+
+    /// [`Connection::refuse`] with CONNACK properties for a 5.0 client.
+    fn refuse_with(
+        &mut self,
+        code: ConnectReturnCode,
+        reason: ReasonCode,
+        properties: Option<Box<Properties>>,
+        ctx: &mut Context<Self>,
+    ) {
         let connack = match self.outbound.version().is_v5() {
-            true => ConnAck::new(false, reason),
+            true => ConnAck {
+                session_present: false,
+                reason,
+                properties,
+            },
             false => ConnAck::new(false, code),
         };
         self.outbound.send(Packet::ConnAck(connack));
@@ -112,6 +130,7 @@ impl Connection {
             maximum_packet_size: u32::try_from(live.limits.max_packet_size).unwrap_or(u32::MAX),
             topic_alias_maximum: live.limits.topic_alias_maximum,
             response_information_prefix: self.shared.response_information_prefix.clone(),
+            redirect: (live.redirect.as_ref()).map(|r| (r.server_reference.clone(), r.permanent)),
         };
         let verdict = connect::accept(
             &connect,
@@ -140,7 +159,15 @@ impl Connection {
                 if CONNECT_REFUSALS.allow() {
                     self.log_refusal(&refusal, &connect, &live);
                 }
-                self.refuse(refusal.code(), refusal.reason(), ctx)
+                // A redirection names the server (section 4.11).
+                let properties = match &refusal {
+                    connect::Refusal::Redirected { reference, .. } => Some(Box::new(Properties {
+                        server_reference: Some(ByteString::from(&**reference)),
+                        ..Properties::default()
+                    })),
+                    _ => None,
+                };
+                self.refuse_with(refusal.code(), refusal.reason(), properties, ctx)
             }
             Verdict::VerifyPassword => {
                 // PBKDF2 and argon2 are slow on purpose: checked off the actor
