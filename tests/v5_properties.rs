@@ -312,3 +312,82 @@ async fn retain_handling_mqtt_3_3_1_9_to_3_3_1_11() {
         "1, existing in the resumed session"
     );
 }
+
+fn ids_of(props: &[Prop]) -> Vec<u32> {
+    props
+        .iter()
+        .filter_map(|p| match p {
+            Prop::Var(0x0B, id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [MQTT-3.3.4-3] A message sent on a subscription with a Subscription
+/// Identifier carries it; [MQTT-3.3.4-4] where a client's subscriptions
+/// overlap, the one copy at the highest QoS carries every matching
+/// identifier; a retained message sent at SUBSCRIBE carries its filter's.
+/// The identifiers are kept in `subscriptions` and still sent after a
+/// restart.
+#[tokio::test]
+async fn subscription_identifiers_are_echoed_mqtt_3_3_4_3_and_3_3_4_4() {
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    publisher.publish_ok("id/r", b"retained", 0, 0, true).await;
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "ids", true, &expiry).await;
+    c.send(&raw5::subscribe(1, &[("id/#", 1)], &[Prop::Var(0x0B, 7)]))
+        .await;
+    assert_eq!(c.recv().await.kind(), 9);
+    let retained = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(
+        (retained.payload.as_slice(), ids_of(&retained.props)),
+        (&b"retained"[..], vec![7])
+    );
+    c.send(&raw5::subscribe(
+        2,
+        &[("id/+/x", 0)],
+        &[Prop::Var(0x0B, 300)],
+    ))
+    .await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&raw5::subscribe(3, &[("plain/#", 0)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    publisher.publish_ok("id/a/x", b"both", 1, 1, false).await;
+    let got = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(
+        (got.qos, ids_of(&got.props)),
+        (1, vec![7, 300]),
+        "one copy, both ids"
+    );
+    c.send(&raw::puback(got.packet_id.unwrap())).await;
+    publisher.publish_ok("plain/p", b"none", 0, 0, false).await;
+    let got = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(ids_of(&got.props), Vec::<u32>::new());
+
+    c.send(&raw5::disconnect(0, &[])).await;
+    c.expect_closed_silently().await;
+    publisher.publish_ok("id/b/x", b"queued", 1, 2, false).await;
+    drop(publisher);
+    let broker = broker.restart();
+    let rows = query(
+        &broker.db_path(),
+        "SELECT topic_filter, subscription_identifier FROM subscriptions ORDER BY topic_filter",
+    )
+    .await;
+    let kept: Vec<(String, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        kept,
+        [
+            ("id/#".into(), Some(7)),
+            ("id/+/x".into(), Some(300)),
+            ("plain/#".into(), None)
+        ]
+    );
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "ids", false, &expiry).await;
+    let got = raw5::Publish::parse(&c.recv().await);
+    assert_eq!(
+        (got.payload.as_slice(), ids_of(&got.props)),
+        (&b"queued"[..], vec![7, 300])
+    );
+}

@@ -97,8 +97,6 @@ pub enum ProtocolError {
     InvalidSubscriptionOptions(u8),
     #[error("DISCONNECT changes the Session Expiry Interval from 0 (section 3.14.2.2.2)")]
     SessionExpiryFromZero,
-    #[error("SUBSCRIBE carries a Subscription Identifier, which CONNACK said roost does not offer yet (section 3.8.2.1.2)")]
-    SubscriptionIdentifierNotOffered,
     #[error("a QoS 0 PUBLISH says its payload is UTF-8 and it is not (section 3.3.2.3.2)")]
     PayloadNotUtf8,
     #[error("AUTH on a connection whose CONNECT named no Authentication Method (section 4.12)")]
@@ -147,7 +145,6 @@ impl ProtocolError {
             WildcardInTopicName(_) | TopicBeyondLimits { .. } => ReasonCode::TOPIC_NAME_INVALID,
             PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
             PayloadNotUtf8 => ReasonCode::PAYLOAD_FORMAT_INVALID,
-            SubscriptionIdentifierNotOffered => ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
             TopicAliasInvalid { .. } => ReasonCode::TOPIC_ALIAS_INVALID,
             InvalidProtocolName(_) | UnsupportedProtocolLevel(_) => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION

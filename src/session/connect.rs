@@ -331,7 +331,6 @@ fn connack_properties(
         p.response_information = Some(format!("{prefix}{client_id}").into());
     }
     // The features' flags (defaults 1): what is not offered yet says so.
-    p.subscription_identifier_available = Some(0);
     p.shared_subscription_available = Some(0);
     (expiry > 0, Box::new(p))
 }
@@ -732,7 +731,7 @@ mod tests {
             assert_eq!(p.maximum_packet_size, Some(1 << 20));
             assert_eq!(p.topic_alias_maximum, Some(10));
             // Not offered yet, and said so (the defaults are 1).
-            assert_eq!(p.subscription_identifier_available, Some(0));
+            assert_eq!(p.subscription_identifier_available, None, "available");
             assert_eq!(p.shared_subscription_available, Some(0));
         }
         let a = accepted(&v5("c", true, None, 1000));

@@ -22,4 +22,4 @@ pub use limits::SessionLimits;
 pub use map::SharedSeedMap;
 pub use pager::READ_AHEAD;
 pub use state::SessionState;
-pub use subscriptions::{Granted, SubscribeOutcome, SubscribeRefusal, Subscriptions};
+pub use subscriptions::{Granted, SubscribeOutcome, SubscribeRefusal, Subscription, Subscriptions};

@@ -28,12 +28,12 @@ use super::limits::SessionLimits;
 use super::map::SharedSeedMap;
 use super::packet_ids::PacketIds;
 use super::pager::{Pager, HOLD_AHEAD, READ_AHEAD};
-use super::subscriptions::{SubscribeOutcome, Subscriptions};
+use super::subscriptions::{SubscribeOutcome, Subscription, Subscriptions};
 use crate::config::LimitsConfig;
 use crate::message::Message;
-use crate::protocol::{Packet, PacketId, QoS, SubscribeTopic, TopicFilter};
-use crate::routing::Grant;
+use crate::protocol::{Packet, PacketId, Publish, QoS, SubscribeTopic, TopicFilter};
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 
 mod acks;
 
@@ -59,6 +59,9 @@ pub struct SessionState {
     /// when the client's Receive Maximum (5.0) is lower [MQTT-3.3.4-9].
     /// A `u16`, as packet ids are: no more can be in flight.
     window: u16,
+    /// Some subscription has a Subscription Identifier (5.0): messages
+    /// sent carry those they match (see `publish`).
+    subscription_ids: bool,
 }
 
 /// The in-flight window: `max_inflight`, at most the client's Receive
@@ -83,6 +86,7 @@ impl SessionState {
             online: false,
             pager: Pager::new(durable),
             window: window(limits.max_inflight, None),
+            subscription_ids: false,
         }
     }
 
@@ -91,11 +95,12 @@ impl SessionState {
     /// until the client returns (see [`SessionState::paged`]).
     pub fn restore(
         limits: SessionLimits,
-        subscriptions: Vec<(TopicFilter, Grant)>,
+        subscriptions: Vec<(TopicFilter, Subscription)>,
         inbound: Vec<PacketId>,
     ) -> SessionState {
         let mut s = SessionState::new(limits, true);
         s.subscriptions = Subscriptions::restore(subscriptions);
+        s.subscription_ids = s.subscriptions.any_ids();
         s.inbound_awaiting_rel = inbound.into_iter().map(|p| (p, ())).collect();
         s.pager.reset();
         s
@@ -109,7 +114,7 @@ impl SessionState {
         self.pager.is_durable()
     }
 
-    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, Grant)> {
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, Subscription)> {
         self.subscriptions.iter()
     }
 
@@ -139,15 +144,55 @@ impl SessionState {
     pub fn on_subscribe(
         &mut self,
         topics: &[SubscribeTopic],
+        id: Option<NonZeroU32>,
         limits: &LimitsConfig,
         allowed_by_acl: impl Fn(&TopicFilter) -> bool,
     ) -> SubscribeOutcome {
-        self.subscriptions.subscribe(topics, limits, allowed_by_acl)
+        let outcome = self
+            .subscriptions
+            .subscribe(topics, id, limits, allowed_by_acl);
+        self.subscription_ids = self.subscriptions.any_ids();
+        outcome
     }
 
     /// Removes a subscription; false if there was none.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
-        self.subscriptions.remove(filter)
+        let removed = self.subscriptions.remove(filter);
+        self.subscription_ids = self.subscriptions.any_ids();
+        removed
+    }
+
+    /// The PUBLISH of `message` to this session's client, carrying the
+    /// Subscription Identifiers of the subscriptions it matches
+    /// [MQTT-3.3.4-3] [MQTT-3.3.4-4].
+    fn publish(&self, message: Message, packet_id: Option<PacketId>, dup: bool) -> Publish {
+        let mut publish = message.into_publish(packet_id, dup);
+        self.add_subscription_ids(&mut publish);
+        publish
+    }
+
+    /// Adds the Subscription Identifiers `publish` matches, if any.
+    fn add_subscription_ids(&self, publish: &mut Publish) {
+        if !self.subscription_ids {
+            return;
+        }
+        let ids = self.subscriptions.ids_matching(&publish.topic);
+        if !ids.is_empty() {
+            publish
+                .properties
+                .get_or_insert_with(Default::default)
+                .subscription_identifiers = ids;
+        }
+    }
+
+    /// What resends `entry` (see `Inflight::resend`), with its
+    /// Subscription Identifiers.
+    fn resend(&self, entry: &Inflight) -> Packet {
+        let mut packet = entry.resend();
+        if let Packet::Publish(p) = &mut packet {
+            self.add_subscription_ids(p);
+        }
+        packet
     }
 
     /// The Receive Maximum of the client now connected (5.0; `None` for
@@ -165,7 +210,7 @@ impl SessionState {
     pub fn attach(&mut self, out: &mut Vec<Action>) {
         self.online = true;
         for entry in &self.inflight {
-            out.push(Action::Send(entry.resend()));
+            out.push(Action::Send(self.resend(entry)));
         }
         self.fill_window(out);
     }
@@ -271,7 +316,7 @@ impl SessionState {
                     return DeliverOutcome::DroppedSlowClient;
                 }
                 out.push(Action::Send(Packet::Publish(
-                    message.into_publish(None, false),
+                    self.publish(message, None, false),
                 )));
                 return DeliverOutcome::Sent;
             }
@@ -376,7 +421,7 @@ impl SessionState {
                         state,
                     };
                     if self.online {
-                        out.push(Action::Send(entry.resend()));
+                        out.push(Action::Send(self.resend(&entry)));
                     }
                     self.inflight_bytes += entry.message.size();
                     self.inflight.push_back(entry);
@@ -410,7 +455,7 @@ impl SessionState {
     fn send_inflight(&mut self, queued: Queued, out: &mut Vec<Action>) {
         let Queued { id, message } = queued;
         let packet_id = self.allocate_packet_id();
-        let packet = Packet::Publish(message.clone().into_publish(Some(packet_id), false));
+        let packet = Packet::Publish(self.publish(message.clone(), Some(packet_id), false));
         let state = match message.qos {
             QoS::ExactlyOnce => OutboundState::AwaitingPubRec,
             _ => OutboundState::AwaitingPubAck,
@@ -487,9 +532,11 @@ impl SessionState {
                         size: queued.message.stored_size(),
                     });
                 }
-                out.push(Action::Send(Packet::Publish(
-                    queued.message.into_publish(None, false),
-                )));
+                out.push(Action::Send(Packet::Publish(self.publish(
+                    queued.message,
+                    None,
+                    false,
+                ))));
             } else {
                 self.send_inflight(queued, out);
             }

@@ -6,18 +6,36 @@
 
 use super::map::SharedSeedMap;
 use crate::config::LimitsConfig;
-use crate::protocol::{ReasonCode, RetainHandling, SubscribeTopic, TopicFilter};
+use crate::protocol::{ReasonCode, RetainHandling, SubscribeTopic, TopicFilter, TopicName};
 use crate::routing::Grant;
+use std::num::NonZeroU32;
 
 /// The filters of one session, each with its granted QoS and options.
 #[derive(Default)]
-pub struct Subscriptions(SharedSeedMap<TopicFilter, Grant>);
+pub struct Subscriptions(SharedSeedMap<TopicFilter, Subscription>);
+
+/// One subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// What routing applies: QoS, No Local, Retain As Published.
+    pub grant: Grant,
+    /// MQTT 5.0: its Subscription Identifier, sent with every message it
+    /// matches [MQTT-3.3.4-3].
+    pub id: Option<NonZeroU32>,
+}
+
+impl Subscription {
+    /// A subscription of 3.1.1, or of 5.0 without options.
+    pub fn of(grant: Grant) -> Subscription {
+        Subscription { grant, id: None }
+    }
+}
 
 /// A filter of a SUBSCRIBE that was granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Granted {
     pub filter: TopicFilter,
-    pub grant: Grant,
+    pub subscription: Subscription,
     /// Not a replacement of an existing subscription [MQTT-3.8.4-3].
     pub new: bool,
     /// Its retained messages are sent: always in 3.1.1, as its Retain
@@ -62,12 +80,28 @@ pub struct SubscribeOutcome {
 }
 
 impl Subscriptions {
-    pub fn restore(filters: Vec<(TopicFilter, Grant)>) -> Subscriptions {
+    pub fn restore(filters: Vec<(TopicFilter, Subscription)>) -> Subscriptions {
         Subscriptions(filters.into_iter().collect())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&TopicFilter, Grant)> {
-        self.0.iter().map(|(f, g)| (f, *g))
+    pub fn iter(&self) -> impl Iterator<Item = (&TopicFilter, Subscription)> {
+        self.0.iter().map(|(f, s)| (f, *s))
+    }
+
+    /// Whether any subscription has a Subscription Identifier.
+    pub fn any_ids(&self) -> bool {
+        self.0.values().any(|s| s.id.is_some())
+    }
+
+    /// The Subscription Identifiers of the subscriptions `topic` matches,
+    /// for a message sent on them [MQTT-3.3.4-3] [MQTT-3.3.4-4].
+    pub fn ids_matching(&self, topic: &TopicName) -> Vec<u32> {
+        let mut ids: Vec<u32> = (self.0.iter())
+            .filter_map(|(f, s)| s.id.filter(|_| f.matches(topic)))
+            .map(NonZeroU32::get)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn len(&self) -> usize {
@@ -83,8 +117,8 @@ impl Subscriptions {
     }
 
     /// Adds or replaces a subscription [MQTT-3.8.4-3]; returns the previous grant.
-    fn insert(&mut self, filter: TopicFilter, grant: Grant) -> Option<Grant> {
-        self.0.insert(filter, grant)
+    fn insert(&mut self, filter: TopicFilter, subscription: Subscription) -> Option<Subscription> {
+        self.0.insert(filter, subscription)
     }
 
     pub fn remove(&mut self, filter: &TopicFilter) -> bool {
@@ -103,6 +137,7 @@ impl Subscriptions {
     pub fn subscribe(
         &mut self,
         topics: &[SubscribeTopic],
+        id: Option<NonZeroU32>,
         limits: &LimitsConfig,
         allowed_by_acl: impl Fn(&TopicFilter) -> bool,
     ) -> SubscribeOutcome {
@@ -152,8 +187,11 @@ impl Subscriptions {
             // roost supports every QoS, so the granted QoS is the requested
             // one [MQTT-3.9.3-1]. Kept apart from the packet's buffer.
             let filter = t.filter.detached();
-            let grant = Grant::new(t.qos, &t.options);
-            self.insert(filter.clone(), grant);
+            let subscription = Subscription {
+                grant: Grant::new(t.qos, &t.options),
+                id,
+            };
+            self.insert(filter.clone(), subscription);
             outcome.codes.push(ReasonCode::granted(t.qos));
             let send_retained = match t.options.retain_handling {
                 RetainHandling::Always => true,
@@ -162,7 +200,7 @@ impl Subscriptions {
             };
             outcome.granted.push(Granted {
                 filter,
-                grant,
+                subscription,
                 new,
                 send_retained,
             });
@@ -205,7 +243,9 @@ mod tests {
             topic("a/b/c/d", QoS::AtMostOnce),
             topic("a/+", QoS::AtMostOnce),
         ];
-        let outcome = s.subscribe(&topics, &limits(0), |f| !f.as_str().starts_with("secret"));
+        let outcome = s.subscribe(&topics, None, &limits(0), |f| {
+            !f.as_str().starts_with("secret")
+        });
         assert_eq!(
             outcome.codes,
             [
@@ -235,10 +275,11 @@ mod tests {
     #[test]
     fn a_repeated_filter_replaces_and_is_not_held_to_the_limit_mqtt_3_8_4_3() {
         let mut s = Subscriptions::default();
-        let first = s.subscribe(&[topic("t", QoS::AtMostOnce)], &limits(1), |_| true);
+        let first = s.subscribe(&[topic("t", QoS::AtMostOnce)], None, &limits(1), |_| true);
         assert!(first.granted[0].new, "new");
         let again = s.subscribe(
             &[topic("t", QoS::ExactlyOnce), topic("u", QoS::AtMostOnce)],
+            None,
             &limits(1),
             |_| true,
         );
@@ -249,7 +290,7 @@ mod tests {
         assert!(!again.granted[0].new, "a replacement, not new");
         assert_eq!(again.refused[0].1, SubscribeRefusal::Limit);
         assert_eq!(
-            s.iter().next().map(|(_, g)| g.qos()),
+            s.iter().next().map(|(_, s)| s.grant.qos()),
             Some(QoS::ExactlyOnce)
         );
     }
@@ -267,7 +308,7 @@ mod tests {
             topic("secret", QoS::AtMostOnce),
             topic("secret", QoS::AtLeastOnce),
         ];
-        let outcome = s.subscribe(&topics, &limits(0), |f| f.as_str() != "secret");
+        let outcome = s.subscribe(&topics, None, &limits(0), |f| f.as_str() != "secret");
         assert_eq!(
             outcome.codes,
             [
@@ -281,7 +322,7 @@ mod tests {
         let granted: Vec<_> = outcome
             .granted
             .iter()
-            .map(|g| (g.filter.as_str(), g.grant.qos()))
+            .map(|g| (g.filter.as_str(), g.subscription.grant.qos()))
             .collect();
         assert_eq!(
             granted,
@@ -303,12 +344,12 @@ mod tests {
             topic("b", QoS::AtMostOnce),
             topic("c", QoS::AtMostOnce),
         ];
-        let outcome = s.subscribe(&topics, &l, |_| true);
+        let outcome = s.subscribe(&topics, None, &l, |_| true);
         assert_eq!(outcome.codes[2], ReasonCode::QUOTA_EXCEEDED);
         assert_eq!(outcome.refused[0].1, SubscribeRefusal::TooManyFilters);
         let copies = vec![topic("#", QoS::AtMostOnce); 262_000];
         let mut s = Subscriptions::default();
-        let outcome = s.subscribe(&copies, &limits(0), |_| true);
+        let outcome = s.subscribe(&copies, None, &limits(0), |_| true);
         assert_eq!(outcome.granted.len(), 1);
         assert_eq!(outcome.codes.len(), 262_000);
         assert_eq!(
@@ -347,14 +388,14 @@ mod tests {
         ];
         for (i, (handling, new, sent)) in rows.into_iter().enumerate() {
             let filter = format!("f/{}", i / 2);
-            let outcome = s.subscribe(&[with(&filter, handling)], &limits(0), |_| true);
+            let outcome = s.subscribe(&[with(&filter, handling)], None, &limits(0), |_| true);
             let g = &outcome.granted[0];
             assert_eq!(
                 (g.new, g.send_retained),
                 (new, sent),
                 "{handling:?}, new {new}"
             );
-            assert!(g.grant.no_local() && g.grant.retain_as_published());
+            assert!(g.subscription.grant.no_local() && g.subscription.grant.retain_as_published());
         }
     }
 }

@@ -65,7 +65,8 @@ pub struct Applied {
 pub struct Batch<W: Waiter> {
     pub(super) sessions: Vec<SessionOp>,
     /// `None`: delete the subscription.
-    pub(super) subscriptions: AHashMap<(ByteString, TopicFilter), Option<crate::routing::Grant>>,
+    pub(super) subscriptions:
+        AHashMap<(ByteString, TopicFilter), Option<crate::session::Subscription>>,
     /// `None`: clear the topic's retained message.
     pub(super) retained: AHashMap<TopicName, Option<super::retained::Retained>>,
     /// The queue rows of this batch, taken from `Queues` when it first
@@ -196,9 +197,10 @@ impl<W: Waiter> Batch<W> {
             Op::Subscribe {
                 client_id,
                 filter,
-                grant,
+                subscription,
             } => {
-                self.subscriptions.insert((client_id, filter), Some(grant));
+                self.subscriptions
+                    .insert((client_id, filter), Some(subscription));
             }
             Op::Unsubscribe { client_id, filter } => {
                 self.subscriptions.insert((client_id, filter), None);
@@ -433,7 +435,9 @@ mod tests {
             Op::Subscribe {
                 client_id: "a".into(),
                 filter: TopicFilter::new("x".to_string()).unwrap(),
-                grant: crate::routing::Grant::of(QoS::AtMostOnce),
+                subscription: crate::session::Subscription::of(crate::routing::Grant::of(
+                    QoS::AtMostOnce,
+                )),
             },
             None,
             &mut q,

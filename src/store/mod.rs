@@ -78,7 +78,7 @@ pub enum Op {
     Subscribe {
         client_id: ByteString,
         filter: TopicFilter,
-        grant: crate::routing::Grant,
+        subscription: crate::session::Subscription,
     },
     Unsubscribe {
         client_id: ByteString,
@@ -216,7 +216,7 @@ pub struct StoredSession {
     pub username: Option<ByteString>,
     /// Seconds since the client was last seen (for session expiry).
     pub idle_secs: u64,
-    pub subscriptions: Vec<(TopicFilter, crate::routing::Grant)>,
+    pub subscriptions: Vec<(TopicFilter, crate::session::Subscription)>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub inbound: Vec<PacketId>,
 }
@@ -752,7 +752,7 @@ mod tests {
             ("sessions::DELETE_SESSION", sessions::DELETE_SESSION.into()),
             (
                 "subscriptions::UPSERT_PREFIX",
-                values(subscriptions::UPSERT_PREFIX, 5),
+                values(subscriptions::UPSERT_PREFIX, 6),
             ),
             (
                 "subscriptions::DELETE_ONE",

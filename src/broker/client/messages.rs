@@ -50,7 +50,7 @@ pub struct Retire {
 /// deliver through its inbox into that queue.
 pub struct Dormant {
     pub username: Option<ByteString>,
-    pub subscriptions: Box<[(TopicFilter, crate::routing::Grant)]>,
+    pub subscriptions: Box<[(TopicFilter, crate::session::Subscription)]>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub inbound: Box<[PacketId]>,
     /// None if it never subscribed.

@@ -333,13 +333,13 @@ impl SessionRegistry {
             .then(|| Arc::new(DeliveryInbox::for_limits(&self.deps.limits)));
         if let Some(inbox) = &inbox {
             let handle = InboxHandle::new(inbox.clone());
-            for (filter, grant) in &stored.subscriptions {
+            for (filter, subscription) in &stored.subscriptions {
                 Metrics::inc(&self.deps.metrics.subscriptions);
                 self.deps.router.subscribe(
                     session_id,
                     &handle,
                     filter,
-                    *grant,
+                    subscription.grant,
                     true,
                     Some(indexed),
                 );

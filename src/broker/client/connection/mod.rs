@@ -270,9 +270,6 @@ impl Connection {
             @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
                 self.on_acks(vec![p], ctx)
             }
-            Packet::Subscribe(s) if !s.properties().subscription_identifiers.is_empty() => {
-                self.protocol_error(ProtocolError::SubscriptionIdentifierNotOffered, ctx)
-            }
             p @ (Packet::Subscribe(_) | Packet::Unsubscribe(_)) => {
                 // Later packets of this client wait until the session has
                 // updated the shards and queued SUBACK/UNSUBACK: a PUBLISH

@@ -177,11 +177,17 @@ impl Session {
         let me = ctx.address();
         let live = self.deps.live.load();
         let (username, client_id) = (&self.username, &self.client_id);
-        let outcome = self.state.on_subscribe(&s.topics, &live.limits, |filter| {
-            live.auth.acl.as_ref().is_none_or(|acl| {
-                acl.allows_subscribe(username.as_deref(), client_id, filter.as_str())
-            })
-        });
+        // One Subscription Identifier for the packet's filters (section
+        // 3.8.2.1.2).
+        let id = (s.properties().subscription_identifiers.first())
+            .and_then(|id| std::num::NonZeroU32::new(*id));
+        let outcome = self
+            .state
+            .on_subscribe(&s.topics, id, &live.limits, |filter| {
+                live.auth.acl.as_ref().is_none_or(|acl| {
+                    acl.allows_subscribe(username.as_deref(), client_id, filter.as_str())
+                })
+            });
         // Refused like Mosquitto, SUBACK 0x80 [MQTT-3.9.3-2]: counted one by
         // one, logged as one line per packet (see `log_limit`).
         let by_acl = outcome
@@ -221,7 +227,7 @@ impl Session {
                 self.id,
                 to,
                 &g.filter,
-                g.grant,
+                g.subscription.grant,
                 self.state.is_durable(),
                 None,
             );
@@ -238,7 +244,7 @@ impl Session {
             .granted
             .iter()
             .filter(|g| g.send_retained)
-            .map(|g| (g.filter.clone(), g.grant.qos()))
+            .map(|g| (g.filter.clone(), g.subscription.grant.qos()))
             .collect();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = Reply::then(suback, move || {
@@ -252,7 +258,7 @@ impl Session {
                 let op = Op::Subscribe {
                     client_id: self.client_id.clone(),
                     filter: g.filter,
-                    grant: g.grant,
+                    subscription: g.subscription,
                 };
                 self.write(op, Some(done.clone()));
             }
