@@ -297,6 +297,33 @@ JS
 
 mqttjs_round_trip() { node "$WORK/node/round_trip.js" "$HOST" "$PORT" "$1" tcp "${2:-}"; }
 
+# MQTT 5.0 topic aliases from roost to a client that accepts them: MQTT.js
+# (topicAliasMaximum) gets three messages on one topic, the first setting
+# an alias, the next two using it, and sees the full topic each time.
+cat >"$WORK/node/aliases.js" <<'JS'
+const mqtt = require('mqtt');
+const [host, port] = [process.argv[2], process.argv[3]];
+const topic = 'interop/aliases/building-7/floor-2';
+const fail = (why) => { console.log('FAIL:', why); process.exit(1); };
+setTimeout(() => fail('timed out'), 10000).unref();
+const sub = mqtt.connect(`mqtt://${host}:${port}`, { protocolVersion: 5, clientId: 'interop-alias-sub', reconnectPeriod: 0, properties: { topicAliasMaximum: 5 } });
+const pub = mqtt.connect(`mqtt://${host}:${port}`, { protocolVersion: 4, clientId: 'interop-alias-pub', reconnectPeriod: 0 });
+const got = [];
+sub.on('error', (e) => fail(e.message));
+sub.on('message', (t, p, packet) => {
+  got.push(`${t} ${p} alias=${(packet.properties || {}).topicAlias}`);
+  if (got.length < 3) return;
+  console.log(got.join('\n'));
+  const want = [1, 2, 3].map((i) => `${topic} m${i} alias=1`);
+  if (JSON.stringify(got) !== JSON.stringify(want)) fail(`expected ${want}`);
+  process.exit(0);
+});
+sub.on('connect', async () => {
+  await sub.subscribeAsync('interop/aliases/#', { qos: 1 });
+  for (let i = 1; i <= 3; i++) await pub.publishAsync(topic, `m${i}`, { qos: 1 });
+});
+JS
+
 for qos in 0 1 2; do
     check "mosquitto_pub -> mosquitto_sub (wildcard +), QoS $qos" mosquitto_round_trip "$qos"
 done
@@ -311,6 +338,7 @@ for qos in 0 1 2; do
     check "MQTT 5.0: paho-mqtt MQTTv5 with properties, QoS $qos" paho_round_trip "$qos" 5
     check "MQTT 5.0: MQTT.js protocolVersion 5 with properties, QoS $qos" mqttjs_round_trip "$qos" 5
 done
+check "MQTT 5.0: topic aliases assigned by roost, resolved by MQTT.js" node "$WORK/node/aliases.js" "$HOST" "$PORT"
 check "retained message (mosquitto clients): delivered later, cleared by empty payload" retained_round_trip
 for qos in 0 1 2; do
     check "MQTT.js over WebSocket (ws://HOST:PORT/mqtt), QoS $qos" node "$WORK/node/round_trip.js" "$HOST" "$WS_PORT" "$qos" ws

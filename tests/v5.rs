@@ -481,3 +481,59 @@ async fn server_redirection_is_turned_on_and_off_by_a_reload() {
     broker.handle.reload(&broker.config).unwrap();
     RawClient::connected_v5(broker.addr(), "after", true, &[]).await;
 }
+
+/// [MQTT-3.1.2-26] [MQTT-3.3.2-11] roost assigns topic aliases to a client
+/// that accepts them, never above its Topic Alias Maximum: the first
+/// topics get one (set with the topic name, then used with an empty one),
+/// later ones go out in full; the bytes saved are counted.
+#[tokio::test]
+async fn roost_assigns_topic_aliases_within_the_clients_maximum_mqtt_3_3_2_11() {
+    let broker = TestBroker::start();
+    let two = [Prop::Two(raw5::TOPIC_ALIAS_MAXIMUM, 2)];
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "aliased", true, &two).await;
+    c.send(&raw5::subscribe(1, &[("sensors/#", 0)], &[])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    let mut publisher = RawClient::connected(broker.addr(), "pub", true).await;
+    for topic in [
+        "sensors/1",
+        "sensors/1",
+        "sensors/2",
+        "sensors/3",
+        "sensors/2",
+    ] {
+        publisher
+            .publish_ok(topic, topic.as_bytes(), 0, 0, false)
+            .await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let p = raw5::Publish::parse(&c.recv().await);
+        let alias = p.props.iter().find_map(|p| match p {
+            Prop::Two(raw5::TOPIC_ALIAS, a) => Some(*a),
+            _ => None,
+        });
+        got.push((p.topic, alias, String::from_utf8(p.payload).unwrap()));
+    }
+    let expected = [
+        ("sensors/1", Some(1), "sensors/1"),
+        ("", Some(1), "sensors/1"),
+        ("sensors/2", Some(2), "sensors/2"),
+        ("sensors/3", None, "sensors/3"),
+        ("", Some(2), "sensors/2"),
+    ];
+    let got: Vec<(&str, Option<u16>, &str)> = got
+        .iter()
+        .map(|(t, a, p)| (t.as_str(), *a, p.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+    let saved = broker
+        .handle
+        .metrics()
+        .topic_alias_bytes_saved
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        saved,
+        2 * (9 - 3) as u64,
+        "two PUBLISHes without their 9-byte topic"
+    );
+}

@@ -1,7 +1,9 @@
-//! Topic aliases a client sets in its PUBLISH packets (MQTT 5.0, section
-//! 3.3.2.3.4): per connection, numbered 1 to the maximum the server
-//! announced in CONNACK. The codec resolves them, so that every decoded
-//! PUBLISH carries its full topic name.
+//! Topic aliases (MQTT 5.0, section 3.3.2.3.4), per connection, each way:
+//! [`TopicAliases`], those a client sets in its PUBLISH packets, numbered 1
+//! to the maximum the server announced in CONNACK (the codec resolves
+//! them, so that every decoded PUBLISH carries its full topic name); and
+//! [`OutboundAliases`], those roost sets in the PUBLISH packets it sends a
+//! client that accepts them.
 
 use super::{ProtocolError, TopicName};
 
@@ -56,6 +58,44 @@ impl TopicAliases {
     }
 }
 
+/// The aliases roost assigns to the topics it sends one client: the first
+/// topics sent, up to the client's Topic Alias Maximum (and roost's own
+/// bound), each keep theirs for the connection's lifetime; later topics go
+/// out in full. Bounded by its maximum, and stable: a topic's alias never
+/// changes, so no PUBLISH has to re-set one. A topic of 3 bytes or less is
+/// not aliased: the alias property costs as much as it saves.
+#[derive(Debug)]
+pub struct OutboundAliases {
+    max: u16,
+    topics: ahash::AHashMap<TopicName, u16>,
+}
+
+/// Topics this long or shorter are sent in full.
+const NOT_WORTH_AN_ALIAS: usize = 3;
+
+impl OutboundAliases {
+    pub fn new(max: u16) -> OutboundAliases {
+        OutboundAliases {
+            max,
+            topics: ahash::AHashMap::new(),
+        }
+    }
+
+    /// The alias to send `topic` with, and whether this PUBLISH sets it
+    /// (carries the topic name too); `None`: send the name alone.
+    pub fn alias_for(&mut self, topic: &TopicName) -> Option<(u16, bool)> {
+        if let Some(&alias) = self.topics.get(topic) {
+            return Some((alias, false));
+        }
+        let next = u16::try_from(self.topics.len() + 1).ok()?;
+        if next > self.max || topic.as_str().len() <= NOT_WORTH_AN_ALIAS {
+            return None;
+        }
+        self.topics.insert(topic.detached(), next);
+        Some((next, true))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +130,20 @@ mod tests {
         }
         let mut none = TopicAliases::new(0);
         assert!(none.resolve(1, Some(topic("a"))).is_err());
+    }
+
+    /// [MQTT-3.1.2-26] [MQTT-3.3.2-11] No alias above the client's maximum: the first
+    /// topics get 1 and 2, keep them, and a third goes out in full; short
+    /// topics are not aliased.
+    #[test]
+    fn outbound_aliases_are_assigned_once_up_to_the_maximum_mqtt_3_3_2_11() {
+        let mut a = OutboundAliases::new(2);
+        assert_eq!(a.alias_for(&topic("sensors/1")), Some((1, true)));
+        assert_eq!(a.alias_for(&topic("sensors/1")), Some((1, false)));
+        assert_eq!(a.alias_for(&topic("abc")), None, "short");
+        assert_eq!(a.alias_for(&topic("sensors/2")), Some((2, true)));
+        assert_eq!(a.alias_for(&topic("sensors/3")), None, "at the maximum");
+        assert_eq!(a.alias_for(&topic("sensors/2")), Some((2, false)));
+        assert_eq!(OutboundAliases::new(0).alias_for(&topic("sensors/1")), None);
     }
 }

@@ -26,7 +26,7 @@ mod topic;
 mod unsubscribe;
 
 pub use ack::Ack;
-pub use alias::TopicAliases;
+pub use alias::{OutboundAliases, TopicAliases};
 pub use codec::MqttCodec;
 pub use connack::{ConnAck, ConnectReturnCode};
 pub use connect::{Connect, LastWill, ProtocolVersion};

@@ -147,6 +147,28 @@ impl Properties {
         held.as_ref().map_or(1, |p| p.encoded_len())
     }
 
+    /// Writes a held block with a Topic Alias added (a server's PUBLISH;
+    /// `held` has none of its own).
+    pub(crate) fn encode_boxed_with_alias(
+        held: &Option<Box<Properties>>,
+        alias: u16,
+        buf: &mut BytesMut,
+    ) {
+        let own = held.as_ref().map_or(0, |p| p.body_len());
+        put_remaining_length(buf, own + 3);
+        if let Some(p) = held {
+            p.encode_body(buf);
+        }
+        buf.put_u8(id::TOPIC_ALIAS);
+        buf.put_u16(alias);
+    }
+
+    /// The length of [`Properties::encode_boxed_with_alias`].
+    pub(crate) fn boxed_len_with_alias(held: &Option<Box<Properties>>) -> usize {
+        let body = held.as_ref().map_or(0, |p| p.body_len()) + 3;
+        remaining_length_len(body) + body
+    }
+
     /// Writes a held block (a zero length for `None`).
     pub fn encode_boxed(held: &Option<Box<Properties>>, buf: &mut BytesMut) {
         match held {
@@ -369,6 +391,11 @@ impl Properties {
     /// order of their identifiers (User Properties in their own order).
     pub fn encode(&self, buf: &mut BytesMut) {
         put_remaining_length(buf, self.body_len());
+        self.encode_body(buf);
+    }
+
+    /// The properties, without the block's length.
+    fn encode_body(&self, buf: &mut BytesMut) {
         let byte = |buf: &mut BytesMut, id: u8, v: Option<u8>| {
             if let Some(v) = v {
                 buf.put_u8(id);

@@ -94,6 +94,36 @@ impl Publish {
         1 + remaining_length_len(rl) + rl
     }
 
+    /// A 5.0 server's PUBLISH using topic alias `alias` (section
+    /// 3.3.2.3.4): with the topic name when the alias is set by it, with
+    /// an empty one after. Returns the bytes written.
+    pub fn encode_with_alias(&self, buf: &mut BytesMut, alias: u16, with_topic: bool) -> usize {
+        let topic = if with_topic { self.topic.as_str() } else { "" };
+        let rl = 2
+            + topic.len()
+            + if self.packet_id.is_some() { 2 } else { 0 }
+            + Properties::boxed_len_with_alias(&self.properties)
+            + self.payload.len();
+        let before = buf.len();
+        buf.reserve(1 + remaining_length_len(rl) + rl);
+        let mut first = 0x30 | ((self.qos as u8) << 1);
+        if self.dup {
+            first |= 0b1000;
+        }
+        if self.retain {
+            first |= 1;
+        }
+        buf.put_u8(first);
+        put_remaining_length(buf, rl);
+        put_str(buf, topic);
+        if let Some(id) = self.packet_id {
+            buf.put_u16(id.get());
+        }
+        Properties::encode_boxed_with_alias(&self.properties, alias, buf);
+        buf.put_slice(&self.payload);
+        buf.len() - before
+    }
+
     pub(crate) fn encode(&self, buf: &mut BytesMut, v5: bool) {
         let rl = self.remaining_length(v5);
         buf.reserve(1 + remaining_length_len(rl) + rl);

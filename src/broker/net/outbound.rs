@@ -12,13 +12,15 @@
 
 use super::backlog::RoutingBacklog;
 use crate::broker::held_back::{self, HeldBack};
+use crate::broker::ops::metrics::Metrics;
+use crate::protocol::OutboundAliases;
 use crate::protocol::{Packet, ProtocolVersion};
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
@@ -66,6 +68,11 @@ struct Queue {
     version: AtomicU8,
     /// 5.0: the client's Maximum Packet Size (`u32::MAX` when it set none).
     max_packet_size: AtomicU32,
+    /// 5.0: topic aliases the writer may assign to this client (its Topic
+    /// Alias Maximum, within `limits.topic_alias_maximum`); 0: none.
+    topic_alias_maximum: AtomicU16,
+    /// Where the bytes topic aliases saved are counted.
+    metrics: Option<Arc<Metrics>>,
     /// The client's publishes not yet routed: the read gate stays shut
     /// while it is full. Here rather than in the gate, which every
     /// connection's read stream holds (see `the_read_stream_fits_its_size_class`).
@@ -73,7 +80,11 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(limit: usize, backlog: Option<Arc<RoutingBacklog>>) -> Arc<Queue> {
+    fn new(
+        limit: usize,
+        backlog: Option<Arc<RoutingBacklog>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             packets: std::sync::Mutex::new(VecDeque::new()),
             writer: AtomicWaker::new(),
@@ -83,6 +94,8 @@ impl Queue {
             reader: AtomicWaker::new(),
             version: AtomicU8::new(ProtocolVersion::V311.index() as u8),
             max_packet_size: AtomicU32::new(u32::MAX),
+            topic_alias_maximum: AtomicU16::new(0),
+            metrics,
             backlog,
         })
     }
@@ -114,6 +127,12 @@ impl Outbound {
     /// The version packets are written in.
     pub fn version(&self) -> ProtocolVersion {
         self.queue.version()
+    }
+
+    /// Topic aliases the writer may assign (5.0): the client's Topic Alias
+    /// Maximum, within roost's own bound.
+    pub fn set_topic_alias_maximum(&self, max: u16) {
+        self.queue.topic_alias_maximum.store(max, Ordering::Relaxed);
     }
 
     /// The client's Maximum Packet Size (5.0), from its CONNECT.
@@ -241,8 +260,9 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     write: W,
     limit: usize,
     backlog: Option<Arc<RoutingBacklog>>,
+    metrics: Option<Arc<Metrics>>,
 ) -> (Outbound, ReadGate, tokio::task::JoinHandle<()>) {
-    let queue = Queue::new(limit, backlog);
+    let queue = Queue::new(limit, backlog, metrics);
     let task = actix_rt::spawn(writer(write, queue.clone()));
     (
         Outbound {
@@ -256,6 +276,8 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
 async fn writer<W: AsyncWrite + Unpin>(mut write: W, queue: Arc<Queue>) {
     let mut batch: VecDeque<Packet> = VecDeque::new();
     let mut buf = BytesMut::new();
+    // Made at the first PUBLISH to a client that accepts aliases.
+    let mut aliases: Option<Box<OutboundAliases>> = None;
     let mut yields = 0;
     loop {
         // Wait for packets, or for the close.
@@ -298,7 +320,7 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, queue: Arc<Queue>) {
             _ => 0,
         };
         while !batch.is_empty() {
-            bytes += encode_some(&mut batch, &mut buf, queue.version());
+            bytes += encode_some(&mut batch, &mut buf, &queue, &mut aliases);
             // flush: a TLS stream may hold records back until asked (a
             // no-op on plain TCP).
             let written = match write.write_all(&buf).await {
@@ -336,19 +358,45 @@ async fn writer<W: AsyncWrite + Unpin>(mut write: W, queue: Arc<Queue>) {
 /// `WRITE_BATCH` bytes or `batch` is empty; returns the bytes added. Apart
 /// from the writer's loop so that no packet is held across its awaits: the
 /// room for one would be in every writer task, idle ones included.
+///
+/// Returns the bytes the packets were counted as when queued (their
+/// length without topic aliases), which is what leaves the queue's count.
+/// A 5.0 client that accepts topic aliases gets its PUBLISHes with them
+/// (see `OutboundAliases`); the bytes saved are counted.
 fn encode_some(
     batch: &mut VecDeque<Packet>,
     buf: &mut BytesMut,
-    version: ProtocolVersion,
+    queue: &Queue,
+    aliases: &mut Option<Box<OutboundAliases>>,
 ) -> usize {
-    let before = buf.len();
+    let version = queue.version();
+    let max = queue.topic_alias_maximum.load(Ordering::Relaxed);
+    let (mut counted, mut saved) = (0, 0);
     while let Some(p) = batch.pop_front() {
-        p.encode(buf, version);
+        let len = p.wire_len(version);
+        counted += len;
+        match (&p, max) {
+            (Packet::Publish(publish), 1..) if version.is_v5() => {
+                let aliases = aliases.get_or_insert_with(|| Box::new(OutboundAliases::new(max)));
+                match aliases.alias_for(&publish.topic) {
+                    Some((alias, with_topic)) => {
+                        let written = publish.encode_with_alias(buf, alias, with_topic);
+                        saved += len.saturating_sub(written);
+                    }
+                    None => p.encode(buf, version),
+                }
+            }
+            _ => p.encode(buf, version),
+        }
         if buf.len() >= WRITE_BATCH {
             break;
         }
     }
-    buf.len() - before
+    if let (Some(m), 1..) = (&queue.metrics, saved) {
+        m.topic_alias_bytes_saved
+            .fetch_add(saved as u64, Ordering::Relaxed);
+    }
+    counted
 }
 
 /// Pauses the read side of a connection while its outbound queue is over
@@ -447,7 +495,10 @@ mod tests {
     /// wakes its writer at once.
     #[test]
     fn held_back_wakes_come_once_per_writer_at_the_end() {
-        let queues = [Queue::new(1 << 20, None), Queue::new(1 << 20, None)];
+        let queues = [
+            Queue::new(1 << 20, None, None),
+            Queue::new(1 << 20, None, None),
+        ];
         let counters: Vec<Arc<Counter>> = (0..2)
             .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
             .collect();
@@ -497,7 +548,7 @@ mod tests {
             .await
             .unwrap();
         let (_read, write) = stream.into_split();
-        let writer = super::writer(write, super::Queue::new(1024, None));
+        let writer = super::writer(write, super::Queue::new(1024, None, None));
         assert!(std::mem::size_of_val(&writer) <= 280);
     }
 }

@@ -75,6 +75,8 @@ pub struct Metrics {
     /// MQTT 5.0 messages not sent to a client because they were larger
     /// than the Maximum Packet Size it set.
     pub oversized_dropped: AtomicU64,
+    /// Bytes not sent thanks to topic aliases roost assigned (5.0).
+    pub topic_alias_bytes_saved: AtomicU64,
     /// Actor restarts after a caught panic (any kind).
     pub restarts: AtomicU64,
     /// The same, by `ActorKind` (indexed by `kind as usize`).

@@ -50,7 +50,7 @@ fn render(shared: &Shared) -> String {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("roost");
     #[rustfmt::skip]
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 23] = [
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 24] = [
         ("connections_accepted", "Connections accepted (TCP, TLS, WebSocket), each counted closed once when it ends", &m.connections_accepted),
         ("connections_refused", "Connections closed at once at limits.max_connections", &m.connections_refused),
         ("connections_closed", "Connections closed", &m.connections_closed),
@@ -63,6 +63,7 @@ fn render(shared: &Shared) -> String {
         ("wills_published", "Wills published", &m.wills_published),
         ("takeovers", "Connections taken over by a new one with the same client id", &m.takeovers),
         ("sessions_expired", "Persistent sessions removed by session.expiry_secs", &m.sessions_expired),
+        ("topic_alias_bytes_saved", "Bytes of PUBLISH packets to MQTT 5.0 clients not sent thanks to the topic aliases roost assigned", &m.topic_alias_bytes_saved),
         ("messages_oversized_dropped", "MQTT 5.0 messages not sent to a client: larger than the Maximum Packet Size it set", &m.oversized_dropped),
         ("messages_expired", "MQTT 5.0 messages not delivered: their Message Expiry Interval passed while queued or retained", &m.messages_expired),
         ("store_commits", "Store transactions committed", &m.store_commits),

@@ -142,8 +142,12 @@ pub(in crate::broker) fn start_with<R, W>(
     let live = shared.live.load();
     let limits = &live.limits;
     let backlog = RoutingBacklog::new(limits.max_routing_backlog);
-    let (outbound, gate, writer) =
-        outbound::spawn_writer(write, limits.max_outbound_bytes, Some(backlog.clone()));
+    let (outbound, gate, writer) = outbound::spawn_writer(
+        write,
+        limits.max_outbound_bytes,
+        Some(backlog.clone()),
+        Some(shared.metrics.clone()),
+    );
     let codec =
         MqttCodec::new(limits.max_packet_size).with_topic_alias_maximum(limits.topic_alias_maximum);
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
@@ -223,6 +227,12 @@ impl Connection {
                         self.outbound.set_version(c.version);
                         if let Some(max) = c.properties().maximum_packet_size {
                             self.outbound.set_max_packet_size(max);
+                        }
+                        // Aliases for the topics sent to it, within roost's
+                        // bound on what a connection keeps.
+                        if let Some(max) = c.properties().topic_alias_maximum {
+                            let bound = self.shared.live.load().limits.topic_alias_maximum;
+                            self.outbound.set_topic_alias_maximum(max.min(bound));
                         }
                         // On a listener with `use_identity_as_username`, the
                         // client certificate is the credential.
