@@ -105,6 +105,23 @@ impl Publish {
             + Properties::boxed_len_with_alias(&self.properties)
             + self.payload.len();
         let before = buf.len();
+        self.put_header(buf, rl, topic);
+        Properties::encode_boxed_with_alias(&self.properties, alias, buf);
+        buf.put_slice(&self.payload);
+        buf.len() - before
+    }
+
+    pub(crate) fn encode(&self, buf: &mut BytesMut, v5: bool) {
+        self.put_header(buf, self.remaining_length(v5), self.topic.as_str());
+        if v5 {
+            Properties::encode_boxed(&self.properties, buf);
+        }
+        buf.put_slice(&self.payload);
+    }
+
+    /// The fixed header (remaining length `rl`), the topic as given and
+    /// the packet id; room is reserved for the whole packet.
+    fn put_header(&self, buf: &mut BytesMut, rl: usize, topic: &str) {
         buf.reserve(1 + remaining_length_len(rl) + rl);
         let mut first = 0x30 | ((self.qos as u8) << 1);
         if self.dup {
@@ -119,30 +136,5 @@ impl Publish {
         if let Some(id) = self.packet_id {
             buf.put_u16(id.get());
         }
-        Properties::encode_boxed_with_alias(&self.properties, alias, buf);
-        buf.put_slice(&self.payload);
-        buf.len() - before
-    }
-
-    pub(crate) fn encode(&self, buf: &mut BytesMut, v5: bool) {
-        let rl = self.remaining_length(v5);
-        buf.reserve(1 + remaining_length_len(rl) + rl);
-        let mut first = 0x30 | ((self.qos as u8) << 1);
-        if self.dup {
-            first |= 0b1000;
-        }
-        if self.retain {
-            first |= 1;
-        }
-        buf.put_u8(first);
-        put_remaining_length(buf, rl);
-        put_str(buf, self.topic.as_str());
-        if let Some(id) = self.packet_id {
-            buf.put_u16(id.get());
-        }
-        if v5 {
-            Properties::encode_boxed(&self.properties, buf);
-        }
-        buf.put_slice(&self.payload);
     }
 }
