@@ -437,7 +437,7 @@ async fn disconnect_may_end_a_session_and_may_ask_for_the_will() {
 
     let mut watcher = RawClient::connected(broker.addr(), "watcher", true).await;
     watcher.subscribe_ok(1, &[("wills/#", 0)]).await;
-    let packet = raw5::connect_with_will("leaver", "wills/leaver", b"gone", &[]);
+    let packet = raw5::connect_with_will("leaver", &[], "wills/leaver", b"gone", &[]);
     let mut c = RawClient::connect(broker.addr()).await;
     c.send(&packet).await;
     assert_eq!(ConnAck::parse(&c.recv().await).reason, 0);
@@ -536,4 +536,57 @@ async fn roost_assigns_topic_aliases_within_the_clients_maximum_mqtt_3_3_2_11() 
         2 * (9 - 3) as u64,
         "two PUBLISHes without their 9-byte topic"
     );
+}
+
+/// Will Delay Interval (section 3.1.3.2.2): the will of a persistent
+/// session is published once the delay has passed; [MQTT-3.1.3-9] not if
+/// the session resumes first; at once if the session ends with the
+/// connection (expiry 0), which comes first.
+#[tokio::test]
+async fn a_will_waits_for_its_delay_unless_the_session_resumes_mqtt_3_1_3_9() {
+    let broker = TestBroker::start();
+    let mut watcher = RawClient::connected(broker.addr(), "watcher", true).await;
+    watcher.subscribe_ok(1, &[("wills/#", 0)]).await;
+    let expiry = [Prop::Four(raw5::SESSION_EXPIRY, 3600)];
+    async fn connected(
+        addr: std::net::SocketAddr,
+        id: &str,
+        connect: &[Prop],
+        secs: u32,
+    ) -> RawClient {
+        let delay = [Prop::Four(raw5::WILL_DELAY, secs)];
+        let topic = format!("wills/{id}");
+        let mut c = RawClient::connect(addr).await;
+        c.send(&raw5::connect_with_will(
+            id, connect, &topic, b"gone", &delay,
+        ))
+        .await;
+        assert_eq!(ConnAck::parse(&c.recv().await).reason, 0);
+        c
+    }
+    let addr = broker.addr();
+    // Dropped without DISCONNECT: the will comes after its delay.
+    drop(connected(addr, "late", &expiry, 1).await);
+    watcher
+        .expect_nothing_within(
+            std::time::Duration::from_millis(500),
+            "a will before its delay",
+        )
+        .await;
+    watcher.expect_publish("wills/late", b"gone").await;
+
+    // The session resumes within the delay: no will.
+    drop(connected(addr, "back", &expiry, 2).await);
+    let (_back, ack) = RawClient::connected_v5(broker.addr(), "back", false, &expiry).await;
+    assert!(ack.session_present);
+    watcher
+        .expect_nothing_within(
+            std::time::Duration::from_millis(3000),
+            "the will of a resumed session",
+        )
+        .await;
+
+    // No session expiry: the session ends at once, and the will with it.
+    drop(connected(addr, "ends", &[], 60).await);
+    watcher.expect_publish("wills/ends", b"gone").await;
 }

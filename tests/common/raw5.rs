@@ -86,12 +86,18 @@ pub fn connect(
 
 /// CONNECT at level 5 with a will at QoS 0: the will's properties, topic
 /// and payload follow the client id (section 3.1.3).
-pub fn connect_with_will(client_id: &str, topic: &str, payload: &[u8], will: &[Prop]) -> Vec<u8> {
+pub fn connect_with_will(
+    client_id: &str,
+    connect: &[Prop],
+    topic: &str,
+    payload: &[u8],
+    will: &[Prop],
+) -> Vec<u8> {
     let mut body = field(b"MQTT");
     body.push(5);
     body.push(0x02 | 0x04); // clean start, will
     body.extend(60u16.to_be_bytes());
-    body.extend(props(&[]));
+    body.extend(props(connect));
     body.extend(field(client_id.as_bytes()));
     body.extend(props(will));
     body.extend(field(topic.as_bytes()));

@@ -59,6 +59,17 @@ pub struct Dormant {
     pub expires_at: Option<std::time::Instant>,
 }
 
+/// Connection → SessionRegistry: the will of a 5.0 client whose
+/// persistent session goes on, to publish once its Will Delay Interval has
+/// passed, unless the session resumes first (section 3.1.3.2.2).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DelayWill {
+    pub client_id: ByteString,
+    pub will: crate::message::Message,
+    pub delay: std::time::Duration,
+}
+
 /// Session → SessionRegistry: a clean session ended with its connection.
 #[derive(Message)]
 #[rtype(result = "()")]

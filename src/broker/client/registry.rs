@@ -11,14 +11,13 @@
 //! returns, removes it when it expires or a clean session replaces it, and
 //! starts every session restored from the store asleep.
 
-use super::messages::{Discard, Dormant, Retire, SaveInflight, SessionEnded, SessionId};
+use super::messages::{DelayWill, Discard, Dormant, Retire, SaveInflight, SessionEnded, SessionId};
 use super::session::{Session, SessionDeps};
 use crate::broker::durable::Completion;
 use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
-use crate::broker::route::delivery_inbox::{
-    drop_delivery, DeliveryInbox, DormantSink, InboxHandle,
-};
+use crate::broker::route::delivery_inbox::{drop_delivery, DormantSink};
+use crate::message::Message;
 use crate::session::connect::{takeover, Takeover};
 use crate::session::SessionState;
 use crate::store::{Op, StoredSession};
@@ -30,6 +29,8 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod restore;
 
 /// How often sleeping sessions are checked for expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
@@ -103,6 +104,10 @@ pub struct SessionRegistry {
     /// When sleeping sessions expire, soonest first (entries of sessions
     /// woken or removed since are skipped when they come up).
     expiries: BinaryHeap<Reverse<(Instant, SessionId, ByteString)>>,
+    /// Wills waiting for their Will Delay Interval (5.0), by client id:
+    /// published when it passes or the session ends, dropped when the
+    /// session resumes first. In memory: a restart publishes none of them.
+    delayed_wills: AHashMap<ByteString, (Instant, Message)>,
 }
 
 impl SessionRegistry {
@@ -127,6 +132,7 @@ impl SessionRegistry {
             restarts,
             sink,
             expiries: BinaryHeap::new(),
+            delayed_wills: AHashMap::new(),
         }
     }
 
@@ -232,9 +238,27 @@ impl SessionRegistry {
         );
     }
 
-    /// Removes the sleeping sessions whose time is up.
+    /// Publishes the delayed will of `client_id`, if one waits: its delay
+    /// passed, or its session ended.
+    fn publish_delayed_will(&mut self, client_id: &ByteString) {
+        if let Some((_, will)) = self.delayed_wills.remove(client_id) {
+            log::info!("client {client_id:?}: delayed will published");
+            Metrics::inc(&self.deps.metrics.wills_published);
+            self.deps.router.publish(will, None, None);
+        }
+    }
+
+    /// Removes the sleeping sessions whose time is up, and publishes the
+    /// delayed wills whose delay passed.
     fn expire(&mut self) {
         let now = Instant::now();
+        let due: Vec<ByteString> = (self.delayed_wills.iter())
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(client_id, _)| client_id.clone())
+            .collect();
+        for client_id in due {
+            self.publish_delayed_will(&client_id);
+        }
         while let Some(Reverse((at, session_id, _))) = self.expiries.peek() {
             if *at > now {
                 break;
@@ -257,6 +281,8 @@ impl SessionRegistry {
             {
                 log::info!("client {client_id:?}: persistent session expired");
                 Metrics::inc(&self.deps.metrics.sessions_expired);
+                // The session ends before the will's delay: published now.
+                self.publish_delayed_will(&client_id);
                 self.remove_asleep(&client_id, session_id, *dormant);
             }
         }
@@ -323,57 +349,6 @@ impl Actor for SessionRegistry {
     }
 }
 
-impl SessionRegistry {
-    /// A persistent session from the store, asleep: its subscriptions go
-    /// back into the shards (`indexed` is held until every shard has them).
-    fn restore_asleep(&mut self, stored: StoredSession, indexed: &Completion) {
-        self.next_session_id += 1;
-        let session_id = self.next_session_id - 1;
-        let inbox = (!stored.subscriptions.is_empty())
-            .then(|| Arc::new(DeliveryInbox::for_limits(&self.deps.limits)));
-        if let Some(inbox) = &inbox {
-            let handle = InboxHandle::new(inbox.clone());
-            for (filter, subscription) in &stored.subscriptions {
-                Metrics::inc(&self.deps.metrics.subscriptions);
-                self.deps.router.subscribe(
-                    session_id,
-                    &handle,
-                    filter,
-                    subscription.grant,
-                    true,
-                    Some(indexed),
-                );
-            }
-        }
-        let away = Duration::from_secs(stored.idle_secs);
-        let dormant = Dormant {
-            username: stored.username,
-            subscriptions: stored.subscriptions.into_boxed_slice(),
-            inbound: stored.inbound.into_boxed_slice(),
-            inbox,
-            expires_at: self
-                .deps
-                .expiry
-                .map(|e| Instant::now() + e.saturating_sub(away)),
-        };
-        // A placeholder that `put_to_sleep` replaces.
-        let entry = Entry {
-            session_id,
-            held: Held::Asleep(Box::new(Dormant {
-                username: None,
-                subscriptions: Box::new([]),
-                inbound: Box::new([]),
-                inbox: None,
-                expires_at: None,
-            })),
-            durable: true,
-            generation: 0,
-        };
-        self.insert(stored.client_id.clone(), entry);
-        self.put_to_sleep(stored.client_id, session_id, dormant);
-    }
-}
-
 impl Supervised for SessionRegistry {
     /// Keeps its map (fields survive the restart) but drops entries whose
     /// session no longer runs.
@@ -437,8 +412,24 @@ impl SessionRegistry {
     ) -> AtomicResponse<Self, Result<Registered, RegistryError>> {
         let mut generation = 1;
         let mut discard = None;
+        let decision = takeover(
+            self.sessions.get(&msg.client_id).map(|e| e.durable),
+            msg.clean_session,
+        );
+        // A delayed will: dropped if the session resumes within the delay,
+        // published if it ends (replaced by a clean one) [MQTT-3.1.3-9].
+        match decision {
+            Takeover::Resume => {
+                if self.delayed_wills.remove(&msg.client_id).is_some() {
+                    log::info!(
+                        "client {:?}: delayed will dropped, its session resumed in time",
+                        msg.client_id
+                    );
+                }
+            }
+            _ => self.publish_delayed_will(&msg.client_id),
+        }
         let existing = self.sessions.get_mut(&msg.client_id);
-        let decision = takeover(existing.as_ref().map(|e| e.durable), msg.clean_session);
         let max = self.deps.live.load().limits.max_persistent_sessions;
         if decision != Takeover::Resume && msg.durable && max > 0 && self.durable >= max {
             let refused = Err(RegistryError::TooManyPersistentSessions { max });
@@ -512,6 +503,15 @@ impl SessionRegistry {
                 })
             },
         )))
+    }
+}
+
+impl Handler<DelayWill> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DelayWill, _: &mut Context<Self>) {
+        let at = Instant::now() + msg.delay;
+        self.delayed_wills.insert(msg.client_id, (at, msg.will));
     }
 }
 

@@ -5,10 +5,11 @@
 
 use super::{connect, Connection, Phase};
 use crate::broker::client::close::{close_action, Violation};
-use crate::broker::client::messages::Close;
+use crate::broker::client::messages::{Close, DelayWill};
 use crate::broker::ops::log_limit::PROTOCOL_ERRORS;
 use crate::broker::ops::metrics::Metrics;
 use crate::message::{unix_now, Message, MessageProperties};
+use crate::protocol::LastWill;
 use crate::protocol::ProtocolError;
 use crate::protocol::ReasonCode;
 use actix::prelude::*;
@@ -138,19 +139,46 @@ impl Connection {
             );
             return false;
         }
+        // 5.0: a will with a delay, of a session that outlives the
+        // connection, waits in the registry: published once the delay has
+        // passed or the session ends, dropped if it resumes first
+        // (section 3.1.3.2.2). A session that ends now ends first.
+        let delay = will.properties.as_ref().and_then(|p| p.will_delay_interval);
+        let durable = self.identity.as_ref().is_some_and(|i| i.durable)
+            && !matches!(self.ending, Ending::Disconnect { end_session: true });
+        if let (Some(secs @ 1..), true) = (delay, durable) {
+            let client_id = self.identity.as_ref().map(|i| i.client_id.clone());
+            if let Some(client_id) = client_id {
+                log::info!(
+                    "{}: will held for its delay of {secs} s (published unless the session resumes first)",
+                    self.name()
+                );
+                let will = will_message(*will);
+                self.shared.registry.do_send(DelayWill {
+                    client_id,
+                    will,
+                    delay: std::time::Duration::from_secs(u64::from(secs)),
+                });
+                return false;
+            }
+        }
         Metrics::inc(&self.shared.metrics.wills_published);
-        // Its Message Expiry Interval starts as it is published.
-        let properties = (will.properties.as_deref())
-            .and_then(|p| MessageProperties::from_properties(p, unix_now()));
-        let will = Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties,
-        };
-        self.shared.router.publish(will, None, None);
+        self.shared.router.publish(will_message(*will), None, None);
         true
+    }
+}
+
+/// The message a will is published as. Its Message Expiry Interval (5.0)
+/// starts as it is published.
+fn will_message(will: LastWill) -> Message {
+    let properties = (will.properties.as_deref())
+        .and_then(|p| MessageProperties::from_properties(p, unix_now()));
+    Message {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties,
     }
 }
 
