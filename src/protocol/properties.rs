@@ -138,6 +138,9 @@ impl Properties {
         r: &mut Reader,
         of: PropertiesOf,
     ) -> Result<Option<Box<Properties>>, ProtocolError> {
+        if r.take_zero() {
+            return Ok(None);
+        }
         let p = Properties::decode(r, of)?;
         Ok((!p.is_empty()).then(|| Box::new(p)))
     }

@@ -78,6 +78,16 @@ impl Reader {
         })
     }
 
+    /// Takes a zero byte if it comes next (an empty property block, the
+    /// common case, read without building one).
+    pub fn take_zero(&mut self) -> bool {
+        let zero = self.body.first() == Some(&0);
+        if zero {
+            self.body.advance(1);
+        }
+        zero
+    }
+
     pub fn packet_id(&mut self) -> Result<PacketId, ProtocolError> {
         PacketId::new(self.u16()?).ok_or(ProtocolError::ZeroPacketId)
     }
