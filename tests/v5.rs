@@ -590,3 +590,22 @@ async fn a_will_waits_for_its_delay_unless_the_session_resumes_mqtt_3_1_3_9() {
     drop(connected(addr, "ends", &[], 60).await);
     watcher.expect_publish("wills/ends", b"gone").await;
 }
+
+/// [MQTT-3.3.2-14] A Response Topic with a wildcard is a protocol error
+/// (0x82); enhanced authentication, not offered, gets CONNACK 0x8C (bad
+/// authentication method, section 4.12) naming no method of its own.
+#[tokio::test]
+async fn a_wildcard_response_topic_and_an_unknown_auth_method_are_refused_mqtt_3_3_2_14() {
+    let broker = TestBroker::start();
+    let (mut c, _) = RawClient::connected_v5(broker.addr(), "asks", true, &[]).await;
+    let wild = [Prop::Str(0x08, "replies/+".into())];
+    c.send(&raw5::publish("q", b"x", 0, 0, &wild)).await;
+    c.expect_disconnect(0x82).await;
+
+    let mut c = RawClient::connect(broker.addr()).await;
+    let scram = [Prop::Str(0x15, "SCRAM-SHA-256".into())];
+    c.send(&raw5::connect("scram", true, 60, &scram)).await;
+    let got = c.expect_closed().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(ConnAck::parse(&got[0]).reason, 0x8C);
+}

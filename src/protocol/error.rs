@@ -97,6 +97,10 @@ pub enum ProtocolError {
     InvalidSubscriptionOptions(u8),
     #[error("DISCONNECT changes the Session Expiry Interval from 0 (section 3.14.2.2.2)")]
     SessionExpiryFromZero,
+    #[error("Response Topic {0:?} contains a wildcard [MQTT-3.3.2-14]")]
+    WildcardInResponseTopic(String),
+    #[error("Authentication Data without an Authentication Method (section 3.1.2.11.10)")]
+    AuthenticationDataWithoutMethod,
     #[error("a QoS 0 PUBLISH says its payload is UTF-8 and it is not (section 3.3.2.3.2)")]
     PayloadNotUtf8,
     #[error("AUTH on a connection whose CONNECT named no Authentication Method (section 4.12)")]
@@ -158,7 +162,9 @@ impl ProtocolError {
             | UnknownTopicAlias(_)
             | EmptyTopicWithoutAlias
             | SessionExpiryFromZero
-            | AuthWithoutMethod => ReasonCode::PROTOCOL_ERROR,
+            | AuthWithoutMethod
+            | WildcardInResponseTopic(_)
+            | AuthenticationDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
         }
     }
 }

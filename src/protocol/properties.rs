@@ -142,7 +142,25 @@ impl Properties {
             return Ok(None);
         }
         let p = Properties::decode(r, of)?;
+        p.check_pairs()?;
         Ok((!p.is_empty()).then(|| Box::new(p)))
+    }
+
+    /// Rules between values of one block: a Response Topic is a topic name,
+    /// without wildcards [MQTT-3.3.2-14]; Authentication Data needs an
+    /// Authentication Method (section 3.1.2.11.10).
+    fn check_pairs(&self) -> Result<(), ProtocolError> {
+        if let Some(t) = self
+            .response_topic
+            .as_deref()
+            .filter(|t| t.contains(['+', '#']))
+        {
+            return Err(ProtocolError::WildcardInResponseTopic(t.to_string()));
+        }
+        if self.authentication_data.is_some() && self.authentication_method.is_none() {
+            return Err(ProtocolError::AuthenticationDataWithoutMethod);
+        }
+        Ok(())
     }
 
     /// The wire length of a held block (one byte for `None`).

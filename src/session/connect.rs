@@ -111,6 +111,8 @@ pub enum Refusal {
     WillNotAllowed,
     #[error("a persistent session cannot be kept now: the database's commits fail and are being tried again")]
     StoreFailing,
+    #[error("enhanced authentication with method {0:?}, which roost does not offer")]
+    BadAuthenticationMethod(String),
     #[error("clients are sent to {reference:?} ([redirect])")]
     Redirected {
         reference: std::sync::Arc<str>,
@@ -151,6 +153,7 @@ impl Refusal {
                 ConnectReturnCode::NotAuthorized
             }
             StoreFailing | Redirected { .. } => ConnectReturnCode::ServerUnavailable,
+            BadAuthenticationMethod(_) => ConnectReturnCode::NotAuthorized,
         }
     }
 
@@ -169,6 +172,7 @@ impl Refusal {
                 ReasonCode::NOT_AUTHORIZED
             }
             StoreFailing => ReasonCode::SERVER_UNAVAILABLE,
+            BadAuthenticationMethod(_) => ReasonCode::BAD_AUTHENTICATION_METHOD,
             Redirected {
                 permanent: false, ..
             } => ReasonCode::USE_ANOTHER_SERVER,
@@ -185,9 +189,11 @@ impl Refusal {
             ClientIdTooLong | KeepAliveTooLong | WillTopicBeyondLimits | WillTooLarge => {
                 RefusalKind::Limit
             }
-            NoCommonName | AnonymousNotAllowed | NoPasswordFile | BadCredentials => {
-                RefusalKind::Auth
-            }
+            NoCommonName
+            | AnonymousNotAllowed
+            | NoPasswordFile
+            | BadCredentials
+            | BadAuthenticationMethod(_) => RefusalKind::Auth,
             WillNotAllowed => RefusalKind::Acl,
             StoreFailing | Redirected { .. } => RefusalKind::Unavailable,
         }
@@ -216,6 +222,11 @@ pub fn accept(
             reference: reference.clone(),
             permanent: *permanent,
         });
+    }
+    // Enhanced authentication (section 4.12) is not offered: a method
+    // gets 0x8C (bad authentication method).
+    if let Some(method) = &connect.properties().authentication_method {
+        return refuse(Refusal::BadAuthenticationMethod(method.to_string()));
     }
     let client_id = if connect.client_id.is_empty() {
         // An empty id needs clean session 1 in 3.1.1 [MQTT-3.1.3-8]; 5.0
