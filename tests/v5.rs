@@ -609,3 +609,31 @@ async fn a_wildcard_response_topic_and_an_unknown_auth_method_are_refused_mqtt_3
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(ConnAck::parse(&got[0]).reason, 0x8C);
 }
+
+/// [MQTT-3.1.2-23] A session is kept for its own Session Expiry Interval,
+/// then removed with its queue: one of 1 s at CONNECT, one changed to 1 s
+/// by DISCONNECT (section 3.14.2.2.2) are gone after it; one of an hour is
+/// still there.
+#[tokio::test]
+async fn each_session_expires_after_its_own_interval_mqtt_3_1_2_23() {
+    let broker = TestBroker::start();
+    let secs = |s| [Prop::Four(raw5::SESSION_EXPIRY, s)];
+    for (id, at_connect, at_disconnect) in [
+        ("short", 1, None),
+        ("changed", 3600, Some(1)),
+        ("long", 3600, None),
+    ] {
+        let (mut c, _) = RawClient::connected_v5(broker.addr(), id, true, &secs(at_connect)).await;
+        c.send(&raw5::subscribe(1, &[("e/#", 1)], &[])).await;
+        assert_eq!(c.recv().await.kind(), 9);
+        let props: Vec<Prop> = at_disconnect.map(|s| secs(s).to_vec()).unwrap_or_default();
+        c.send(&raw5::disconnect(0, &props)).await;
+        c.expect_closed_silently().await;
+    }
+    // The condition under test is time itself: the interval must pass.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for (id, present) in [("short", false), ("changed", false), ("long", true)] {
+        let (_c, ack) = RawClient::connected_v5(broker.addr(), id, false, &secs(3600)).await;
+        assert_eq!(ack.session_present, present, "{id}");
+    }
+}

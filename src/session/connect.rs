@@ -51,6 +51,10 @@ pub struct Accepted {
     /// The session outlives the connection: 3.1.1's clean session 0, or a
     /// 5.0 Session Expiry Interval above 0 (section 3.1.2.11.2).
     pub durable: bool,
+    /// How long a durable session is kept once its client has gone; `None`:
+    /// for ever. `session.expiry_secs` for 3.1.1; the client's interval,
+    /// within it, for 5.0 (0xFFFFFFFF is for ever).
+    pub expiry: Option<Duration>,
     /// 5.0: the properties of the CONNACK that accepts it.
     pub connack: Option<Box<Properties>>,
 }
@@ -294,13 +298,30 @@ pub fn accept(
             (durable, Some(connack))
         }
     };
+    let asked = match v5 {
+        false => u32::MAX,
+        true => connect.properties().session_expiry_interval.unwrap_or(0),
+    };
     Verdict::Accept(Accepted {
         client_id,
         username,
         keep_alive_limit,
         durable,
         connack,
+        expiry: session_expiry(asked, server.max_session_expiry),
     })
+}
+
+/// How long a session is kept away from its client: `asked` seconds
+/// (0xFFFFFFFF: for ever, section 3.1.2.11.2), at most `max` (0: no
+/// maximum); `None` is for ever.
+pub fn session_expiry(asked: u32, max: u32) -> Option<Duration> {
+    let secs = match (asked, max) {
+        (u32::MAX, 0) => return None,
+        (asked, 0) => asked,
+        (asked, max) => asked.min(max),
+    };
+    Some(Duration::from_secs(u64::from(secs)))
 }
 
 /// The CONNACK properties of an accepted 5.0 CONNECT, and whether its
@@ -791,5 +812,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(decide(&connect("c")), Verdict::Accept(_)));
+    }
+
+    /// Section 3.1.2.11.2: a session is kept for the interval asked, at
+    /// most `session.expiry_secs` (0: no maximum); 0xFFFFFFFF is for ever.
+    #[test]
+    fn a_session_is_kept_for_its_interval_within_the_maximum() {
+        let s = |secs| Some(Duration::from_secs(secs));
+        let rows = [
+            (60, 0, s(60)),
+            (60, 30, s(30)),
+            (u32::MAX, 0, None),
+            (u32::MAX, 3600, s(3600)),
+            (10, 3600, s(10)),
+        ];
+        for (asked, max, kept) in rows {
+            assert_eq!(session_expiry(asked, max), kept, "{asked} within {max}");
+        }
     }
 }

@@ -70,6 +70,16 @@ pub struct DelayWill {
     pub delay: std::time::Duration,
 }
 
+/// Connection → SessionRegistry: a 5.0 DISCONNECT changed how long the
+/// client's session is kept (section 3.14.2.2.2).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetExpiry {
+    pub client_id: ByteString,
+    /// `None`: for ever.
+    pub expiry: Option<std::time::Duration>,
+}
+
 /// Session → SessionRegistry: a clean session ended with its connection.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -11,10 +11,9 @@
 //! returns, removes it when it expires or a clean session replaces it, and
 //! starts every session restored from the store asleep.
 
-use super::messages::{DelayWill, Discard, Dormant, Retire, SaveInflight, SessionEnded, SessionId};
+use super::messages::{Discard, Dormant, Retire, SaveInflight, SessionEnded, SessionId};
 use super::session::{Session, SessionDeps};
 use crate::broker::durable::Completion;
-use crate::broker::ops::metrics::Metrics;
 use crate::broker::ops::restart::{guard, ActorKind, Rebuild, RestartTracker};
 use crate::broker::route::delivery_inbox::{drop_delivery, DormantSink};
 use crate::message::Message;
@@ -30,6 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod away;
 mod restore;
 
 /// How often sleeping sessions are checked for expiry.
@@ -47,6 +47,8 @@ pub struct Register {
     /// A new session outlives its connection (3.1.1's clean session 0, a
     /// 5.0 Session Expiry Interval above 0).
     pub durable: bool,
+    /// How long it is kept once its client has gone; `None`: for ever.
+    pub expiry: Option<Duration>,
     /// Where a new session is started: the connection's own arbiter.
     pub arbiter: actix::dev::ArbiterHandle,
 }
@@ -76,6 +78,9 @@ struct Entry {
     held: Held,
     durable: bool,
     generation: u64,
+    /// How long the session is kept asleep before it expires (its client's
+    /// Session Expiry Interval, or `session.expiry_secs`); `None`: for ever.
+    expiry: Option<Duration>,
 }
 
 /// A session with an actor, or one asleep.
@@ -166,6 +171,7 @@ impl SessionRegistry {
             held: Held::Awake(session.clone()),
             durable,
             generation,
+            expiry: self.deps.expiry,
         };
         self.insert(client_id, entry);
         (session, session_id)
@@ -236,56 +242,6 @@ impl SessionRegistry {
             },
             None,
         );
-    }
-
-    /// Publishes the delayed will of `client_id`, if one waits: its delay
-    /// passed, or its session ended.
-    fn publish_delayed_will(&mut self, client_id: &ByteString) {
-        if let Some((_, will)) = self.delayed_wills.remove(client_id) {
-            log::info!("client {client_id:?}: delayed will published");
-            Metrics::inc(&self.deps.metrics.wills_published);
-            self.deps.router.publish(will, None, None);
-        }
-    }
-
-    /// Removes the sleeping sessions whose time is up, and publishes the
-    /// delayed wills whose delay passed.
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let due: Vec<ByteString> = (self.delayed_wills.iter())
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(client_id, _)| client_id.clone())
-            .collect();
-        for client_id in due {
-            self.publish_delayed_will(&client_id);
-        }
-        while let Some(Reverse((at, session_id, _))) = self.expiries.peek() {
-            if *at > now {
-                break;
-            }
-            let (at, session_id) = (*at, *session_id);
-            let Some(Reverse((_, _, client_id))) = self.expiries.pop() else {
-                break;
-            };
-            let still = self.sessions.get(&client_id).is_some_and(|e| {
-                e.session_id == session_id
-                    && matches!(&e.held, Held::Asleep(d) if d.expires_at == Some(at))
-            });
-            if !still {
-                continue;
-            }
-            if let Some(Entry {
-                held: Held::Asleep(dormant),
-                ..
-            }) = self.remove(&client_id)
-            {
-                log::info!("client {client_id:?}: persistent session expired");
-                Metrics::inc(&self.deps.metrics.sessions_expired);
-                // The session ends before the will's delay: published now.
-                self.publish_delayed_will(&client_id);
-                self.remove_asleep(&client_id, session_id, *dormant);
-            }
-        }
     }
 
     /// Adds (or replaces) an entry, keeping the counts.
@@ -438,6 +394,8 @@ impl SessionRegistry {
         if let Some(entry) = existing {
             entry.generation += 1;
             generation = entry.generation;
+            // The newest CONNECT says how long the session is kept.
+            entry.expiry = msg.expiry;
             let session_id = entry.session_id;
             match (&entry.held, decision) {
                 (Held::Awake(session), Takeover::Resume) => {
@@ -459,8 +417,10 @@ impl SessionRegistry {
                         unreachable!("the entry was just matched asleep");
                     };
                     if decision == Takeover::Resume {
+                        let client_id = msg.client_id.clone();
                         let (session, session_id) =
                             self.wake(msg.client_id, session_id, dormant, &msg.arbiter, generation);
+                        self.set_expiry(&client_id, msg.expiry);
                         let registered = Registered {
                             session,
                             session_id,
@@ -485,6 +445,7 @@ impl SessionRegistry {
             move |(), act, _| {
                 let durable = msg.durable;
                 let state = SessionState::new(act.deps.limits, durable);
+                let client_id = msg.client_id.clone();
                 let (session, session_id) = act.start_session(
                     msg.client_id,
                     durable,
@@ -493,6 +454,7 @@ impl SessionRegistry {
                     &msg.arbiter,
                     generation,
                 );
+                act.set_expiry(&client_id, msg.expiry);
                 // A new session (`Takeover::New` or `Replace`): session
                 // present is 0 [MQTT-3.2.2-1] [MQTT-3.2.2-3].
                 Ok(Registered {
@@ -503,15 +465,6 @@ impl SessionRegistry {
                 })
             },
         )))
-    }
-}
-
-impl Handler<DelayWill> for SessionRegistry {
-    type Result = ();
-
-    fn handle(&mut self, msg: DelayWill, _: &mut Context<Self>) {
-        let at = Instant::now() + msg.delay;
-        self.delayed_wills.insert(msg.client_id, (at, msg.will));
     }
 }
 
@@ -543,14 +496,18 @@ impl Handler<Retire> for SessionRegistry {
             generation,
             dormant,
         } = msg;
-        let current = self.sessions.get(&client_id).is_some_and(|e| {
+        let Some(entry) = self.sessions.get(&client_id).filter(|e| {
             e.session_id == session_id
                 && e.generation == generation
                 && matches!(e.held, Held::Awake(_))
-        });
-        if !current {
+        }) else {
             return false;
-        }
+        };
+        // Its own expiry: the client's Session Expiry Interval (5.0).
+        let dormant = Dormant {
+            expires_at: entry.expiry.map(|e| Instant::now() + e),
+            ..dormant
+        };
         let id = client_id.clone();
         let slept = guard::<Retire, _>(ActorKind::SessionRegistry, &id, || {
             self.put_to_sleep(client_id, session_id, dormant)

@@ -254,6 +254,7 @@ impl Connection {
             // would resume, with Clean Start 0, is not kept).
             clean_session: connect.clean_session || !accepted.durable,
             durable: accepted.durable,
+            expiry: accepted.expiry,
             arbiter: actix::Arbiter::current(),
         };
         let registry = self.shared.registry.clone();

@@ -273,6 +273,19 @@ impl Connection {
                     self.will = None;
                 }
                 let end_session = durable && expiry == Some(0);
+                // A new interval for the session that goes on, within
+                // `session.expiry_secs`.
+                if let (Some(secs @ 1..), true) = (expiry, durable) {
+                    if let Some(identity) = &self.identity {
+                        self.shared.registry.do_send(SetExpiry {
+                            client_id: identity.client_id.clone(),
+                            expiry: crate::session::connect::session_expiry(
+                                secs,
+                                self.shared.max_session_expiry,
+                            ),
+                        });
+                    }
+                }
                 self.close(Ending::Disconnect { end_session }, ctx);
             }
             // Read in runs (see `acks`); one alone is a run of one.

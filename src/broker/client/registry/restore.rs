@@ -54,6 +54,9 @@ impl SessionRegistry {
             })),
             durable: true,
             generation: 0,
+            // Kept in the store is `session.expiry_secs`'s; a 5.0 client's
+            // own interval is not kept yet.
+            expiry: self.deps.expiry,
         };
         self.insert(stored.client_id.clone(), entry);
         self.put_to_sleep(stored.client_id, session_id, dormant);
