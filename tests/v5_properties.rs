@@ -391,3 +391,48 @@ async fn subscription_identifiers_are_echoed_mqtt_3_3_4_3_and_3_3_4_4() {
         (&b"queued"[..], vec![7, 300])
     );
 }
+
+/// [MQTT-3.1.2-23] A 5.0 session's own Session Expiry Interval is kept in
+/// `sessions.session_expiry` (NULL for 3.1.1), also as a DISCONNECT changes
+/// it, and a restart honours it: sessions of 2 s are gone after it, one of
+/// an hour is not.
+#[tokio::test]
+async fn session_expiry_intervals_survive_a_restart_mqtt_3_1_2_23() {
+    let broker = TestBroker::start();
+    let secs = |s| vec![Prop::Four(raw5::SESSION_EXPIRY, s)];
+    for (id, at_connect, at_disconnect) in [
+        ("short", 2, None),
+        ("changed", 3600, Some(2)),
+        ("long", 3600, None),
+    ] {
+        let (mut c, _) = RawClient::connected_v5(broker.addr(), id, true, &secs(at_connect)).await;
+        c.send(&raw5::subscribe(1, &[("s/#", 1)], &[])).await;
+        assert_eq!(c.recv().await.kind(), 9);
+        let props = at_disconnect.map(secs).unwrap_or_default();
+        c.send(&raw5::disconnect(0, &props)).await;
+        c.expect_closed_silently().await;
+    }
+    RawClient::connected(broker.addr(), "three", false).await;
+    let broker = broker.restart();
+    let rows = query(
+        &broker.db_path(),
+        "SELECT client_id, session_expiry FROM sessions ORDER BY client_id",
+    )
+    .await;
+    let kept: Vec<(String, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        kept,
+        [
+            ("changed".into(), Some(2)),
+            ("long".into(), Some(3600)),
+            ("short".into(), Some(2)),
+            ("three".into(), None)
+        ]
+    );
+    // The condition under test is time itself: the interval must pass.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    for (id, present) in [("short", false), ("changed", false), ("long", true)] {
+        let (_c, ack) = RawClient::connected_v5(broker.addr(), id, false, &secs(3600)).await;
+        assert_eq!(ack.session_present, present, "{id}");
+    }
+}

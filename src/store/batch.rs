@@ -37,9 +37,14 @@ pub(super) enum SessionOp {
         keep_alive: u16,
         protocol: crate::protocol::ProtocolVersion,
         will: Option<LastWill>,
+        session_expiry: Option<u32>,
     },
     Disconnected {
         client_id: ByteString,
+    },
+    Expiry {
+        client_id: ByteString,
+        secs: u32,
     },
     /// Its row, and for a persistent one its subscriptions and queue.
     Delete {
@@ -165,8 +170,10 @@ impl<W: Waiter> Batch<W> {
                     keep_alive,
                     protocol,
                     will,
+                    session_expiry,
                 } = *connected;
                 self.sessions.push(SessionOp::Connected {
+                    session_expiry,
                     client_id,
                     username,
                     persistent,
@@ -177,6 +184,9 @@ impl<W: Waiter> Batch<W> {
             }
             Op::SessionDisconnected { client_id } => {
                 self.sessions.push(SessionOp::Disconnected { client_id })
+            }
+            Op::SessionExpiry { client_id, secs } => {
+                self.sessions.push(SessionOp::Expiry { client_id, secs })
             }
             Op::Unhold { client_id, id } => queues.unhold_ids(&client_id, &[id]),
             Op::DeleteSession {

@@ -69,6 +69,11 @@ pub enum Op {
     SessionDisconnected {
         client_id: ByteString,
     },
+    /// A 5.0 DISCONNECT changed the session's expiry interval (seconds).
+    SessionExpiry {
+        client_id: ByteString,
+        secs: u32,
+    },
     /// A session ended: clean session disconnected, discarded, or expired.
     /// A persistent one's subscriptions and queue go with it.
     DeleteSession {
@@ -165,6 +170,9 @@ pub struct Connected {
     pub keep_alive: u16,
     pub protocol: crate::protocol::ProtocolVersion,
     pub will: Option<LastWill>,
+    /// 5.0: the Session Expiry Interval granted, in seconds (`u32::MAX`:
+    /// for ever); `None` for 3.1.1, which `session.expiry_secs` governs.
+    pub session_expiry: Option<u32>,
 }
 
 /// The exclusive lock one roost process holds on its database while it
@@ -216,6 +224,8 @@ pub struct StoredSession {
     pub username: Option<ByteString>,
     /// Seconds since the client was last seen (for session expiry).
     pub idle_secs: u64,
+    /// 5.0: its Session Expiry Interval in seconds (see [`Connected`]).
+    pub session_expiry: Option<u32>,
     pub subscriptions: Vec<(TopicFilter, crate::session::Subscription)>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub inbound: Vec<PacketId>,

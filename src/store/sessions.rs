@@ -9,14 +9,18 @@ use sqlx::{Row, SqliteConnection};
 /// A client connected: its row, created or brought up to date.
 pub(super) const UPSERT_CONNECTED: &str =
     "INSERT INTO sessions (client_id, persistent, connected, connected_since, last_seen, keep_alive,
-                           will_topic, will_payload, will_qos, will_retain, username, protocol)
-     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                           will_topic, will_payload, will_qos, will_retain, username, protocol,
+                           session_expiry)
+     VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT (client_id) DO UPDATE SET
          persistent = excluded.persistent, connected = 1, connected_since = excluded.connected_since,
          last_seen = NULL, keep_alive = excluded.keep_alive, will_topic = excluded.will_topic,
          will_payload = excluded.will_payload, will_qos = excluded.will_qos,
          will_retain = excluded.will_retain, username = excluded.username,
-         protocol = excluded.protocol";
+         protocol = excluded.protocol, session_expiry = excluded.session_expiry";
+
+/// A 5.0 DISCONNECT changed the session's expiry interval.
+pub(super) const SET_EXPIRY: &str = "UPDATE sessions SET session_expiry = ?2 WHERE client_id = ?1";
 
 /// A persistent session's client went away.
 pub(super) const DISCONNECTED: &str =
@@ -42,6 +46,7 @@ pub(super) async fn write(
                 keep_alive,
                 protocol,
                 will,
+                session_expiry,
             } => {
                 sqlx::query(UPSERT_CONNECTED)
                     .bind(client_id.to_string())
@@ -53,6 +58,14 @@ pub(super) async fn write(
                     .bind(will.as_ref().map(|w| w.retain))
                     .bind(username.as_deref())
                     .bind(protocol.number())
+                    .bind(session_expiry.map(i64::from))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            SessionOp::Expiry { client_id, secs } => {
+                sqlx::query(SET_EXPIRY)
+                    .bind(client_id.to_string())
+                    .bind(i64::from(*secs))
                     .execute(&mut *conn)
                     .await?;
             }
@@ -97,7 +110,7 @@ pub(super) const TIDY_CONNECTED: &str =
          will_topic = NULL, will_payload = NULL, will_qos = NULL, will_retain = NULL
      WHERE connected = 1";
 /// At start: the persistent sessions.
-pub(super) const LOAD: &str = "SELECT client_id, username,
+pub(super) const LOAD: &str = "SELECT client_id, username, session_expiry,
         MAX(0, CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', COALESCE(last_seen, 'now')) AS INTEGER)) AS idle
      FROM sessions WHERE persistent = 1 ORDER BY client_id";
 
@@ -155,6 +168,9 @@ pub(super) async fn load_persistent(
             client_id: r.get::<String, _>("client_id").into(),
             username: r.get::<Option<String>, _>("username").map(Into::into),
             idle_secs: r.get::<i64, _>("idle").max(0) as u64,
+            session_expiry: r
+                .get::<Option<i64>, _>("session_expiry")
+                .and_then(|s| u32::try_from(s).ok()),
             subscriptions: Vec::new(),
             inbound: Vec::new(),
         })

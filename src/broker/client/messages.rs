@@ -103,6 +103,9 @@ pub struct Attach {
     pub connack: Option<Box<crate::protocol::Properties>>,
     /// 5.0: the client's Receive Maximum, which bounds its in-flight window.
     pub receive_maximum: Option<u16>,
+    /// 5.0: the Session Expiry Interval granted, in seconds (for the
+    /// sessions table); `None` for 3.1.1.
+    pub session_expiry: Option<u32>,
     /// Told when another connection takes the session over.
     pub connection: Recipient<Close>,
     pub outbound: Outbound,

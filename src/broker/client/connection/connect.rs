@@ -229,6 +229,9 @@ impl Connection {
         let will = self.will.as_deref().cloned();
         let connack = accepted.connack.take();
         let receive_maximum = connect.properties().receive_maximum;
+        let session_expiry = connect.version.is_v5().then(|| {
+            (accepted.expiry).map_or(u32::MAX, |e| u32::try_from(e.as_secs()).unwrap_or(u32::MAX))
+        });
         let protocol = connect.version;
         let username = accepted.username;
         // For the line once connected: what Mosquitto shows, in words.
@@ -275,6 +278,7 @@ impl Connection {
                 will,
                 connack,
                 receive_maximum,
+                session_expiry,
                 connection: me,
                 outbound,
                 session_present: registered.session_present,

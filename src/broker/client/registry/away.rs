@@ -4,6 +4,7 @@
 use super::{Entry, Held, SessionRegistry};
 use crate::broker::client::messages::{DelayWill, SetExpiry};
 use crate::broker::ops::metrics::Metrics;
+use crate::store::Op;
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::cmp::Reverse;
@@ -72,6 +73,15 @@ impl Handler<SetExpiry> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: SetExpiry, _: &mut Context<Self>) {
+        let secs =
+            (msg.expiry).map_or(u32::MAX, |e| u32::try_from(e.as_secs()).unwrap_or(u32::MAX));
+        self.deps.store.write(
+            Op::SessionExpiry {
+                client_id: msg.client_id.clone(),
+                secs,
+            },
+            None,
+        );
         self.set_expiry(&msg.client_id, msg.expiry);
     }
 }

@@ -32,15 +32,21 @@ impl SessionRegistry {
             }
         }
         let away = Duration::from_secs(stored.idle_secs);
+        // A 5.0 session's own interval, within `session.expiry_secs`.
+        let cap = self
+            .deps
+            .expiry
+            .map_or(0, |e| u32::try_from(e.as_secs()).unwrap_or(u32::MAX));
+        let expiry = match stored.session_expiry {
+            Some(secs) => crate::session::connect::session_expiry(secs, cap),
+            None => self.deps.expiry,
+        };
         let dormant = Dormant {
             username: stored.username,
             subscriptions: stored.subscriptions.into_boxed_slice(),
             inbound: stored.inbound.into_boxed_slice(),
             inbox,
-            expires_at: self
-                .deps
-                .expiry
-                .map(|e| Instant::now() + e.saturating_sub(away)),
+            expires_at: expiry.map(|e| Instant::now() + e.saturating_sub(away)),
         };
         // A placeholder that `put_to_sleep` replaces.
         let entry = Entry {
@@ -54,9 +60,7 @@ impl SessionRegistry {
             })),
             durable: true,
             generation: 0,
-            // Kept in the store is `session.expiry_secs`'s; a 5.0 client's
-            // own interval is not kept yet.
-            expiry: self.deps.expiry,
+            expiry,
         };
         self.insert(stored.client_id.clone(), entry);
         self.put_to_sleep(stored.client_id, session_id, dormant);

@@ -379,6 +379,7 @@ impl Session {
                 keep_alive: msg.keep_alive,
                 protocol: msg.protocol,
                 will: msg.will,
+                session_expiry: msg.session_expiry,
             })),
             after_commit,
         );
