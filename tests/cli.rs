@@ -111,6 +111,11 @@ async fn inspect_prints_sessions_subscriptions_queued_and_retained_while_running
     let mut away = RawClient::connected_expecting(broker.addr(), &options, &CONNACK_OK).await;
     away.subscribe_ok(1, &[("plant/+/temp", 1)]).await;
     away.disconnect().await;
+    // A 5.0 session of an hour, and one for ever (0xFFFFFFFF).
+    for (id, secs) in [("five-hour", 3600), ("five-ever", u32::MAX)] {
+        let expiry = [crate::common::raw5::Prop::Four(0x11, secs)];
+        let _ = RawClient::connected_v5(broker.addr(), id, true, &expiry).await;
+    }
     let mut publisher = RawClient::connected(broker.addr(), "inspect-pub", true).await;
     publisher
         .publish_ok("plant/7/temp", b"21.5", 1, 1, false)
@@ -137,13 +142,23 @@ async fn inspect_prints_sessions_subscriptions_queued_and_retained_while_running
     let lines: Vec<&str> = sessions.lines().collect();
     assert!(lines[0].starts_with("client_id"), "{sessions}");
     let row: Vec<&str> = lines[2].split_whitespace().collect();
-    // client_id persistent connected user connected_since last_seen keep_alive subscriptions queued in_flight awaiting_pubrel protocol
+    // client_id persistent connected user connected_since last_seen keep_alive subscriptions queued in_flight awaiting_pubrel protocol session_expiry
     assert_eq!(
-        (row[0], row[1], row[2], row[3], row[7], row[8], row[11]),
-        ("sensor-9", "yes", "no", "ops", "1", "1", "3.1.1"),
+        (row[0], row[1], row[2], row[3], row[7], row[8], row[11], row[12]),
+        ("sensor-9", "yes", "no", "ops", "1", "1", "3.1.1", "-"),
         "{sessions}"
     );
     assert_eq!(lines.len(), 3, "only sensor-9: {sessions}");
+    for (id, protocol, expiry) in [("five-hour", "5.0", "3600s"), ("five-ever", "5.0", "never")] {
+        let sessions = inspect(&["sessions", "--client", id]);
+        let row: Vec<&str> = sessions
+            .lines()
+            .nth(2)
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!((row[11], row[12]), (protocol, expiry), "{sessions}");
+    }
     assert!(inspect(&["subscriptions"]).contains("plant/+/temp"));
     let queued = inspect(&["queued", "--client", "sensor-9"]);
     assert!(

@@ -100,6 +100,16 @@ pub async fn open_read_only(db: &Path) -> Result<SqliteConnection, sqlx::Error> 
     SqliteConnection::connect_with(&options).await
 }
 
+/// A 5.0 session's expiry interval as `roost inspect` shows it: `3600s`,
+/// `never`, or `-` for 3.1.1 (`session.expiry_secs` governs it).
+fn expiry(secs: Option<i64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s >= i64::from(u32::MAX) => "never".into(),
+        Some(s) => format!("{s}s"),
+    }
+}
+
 pub async fn table(
     conn: &mut SqliteConnection,
     view: View,
@@ -117,7 +127,7 @@ pub async fn table(
                     (SELECT COUNT(*) FROM inflight i WHERE i.client_id = s.client_id) AS in_flight,
                     (SELECT COUNT(*) FROM inbound_qos2 q WHERE q.client_id = s.client_id)
                         AS awaiting_pubrel,
-                    s.protocol
+                    s.protocol, s.session_expiry
              FROM sessions s WHERE ?1 IS NULL OR s.client_id = ?1 ORDER BY s.client_id"
         }
         View::Subscriptions => {
@@ -147,6 +157,7 @@ pub async fn table(
                 "in_flight",
                 "awaiting_pubrel",
                 "protocol",
+                "session_expiry",
             ],
             rows: rows
                 .iter()
@@ -164,6 +175,7 @@ pub async fn table(
                         r.get::<i64, _>("in_flight").to_string(),
                         r.get::<i64, _>("awaiting_pubrel").to_string(),
                         opt(r.get::<Option<String>, _>("protocol")),
+                        expiry(r.get("session_expiry")),
                     ]
                 })
                 .collect(),
