@@ -202,49 +202,25 @@ impl Properties {
     /// for long (a will, a session's settings): a decoded block is a view
     /// of the packet's read buffer and would keep all of it alive.
     pub fn detached(&self) -> Properties {
-        let s = |v: &Option<ByteString>| v.as_ref().map(super::detached);
-        let b = |v: &Option<Bytes>| v.as_ref().map(|v| Bytes::copy_from_slice(v));
-        Properties {
-            content_type: s(&self.content_type),
-            response_topic: s(&self.response_topic),
-            correlation_data: b(&self.correlation_data),
-            subscription_identifiers: self.subscription_identifiers.clone(),
-            assigned_client_identifier: s(&self.assigned_client_identifier),
-            authentication_method: s(&self.authentication_method),
-            authentication_data: b(&self.authentication_data),
-            response_information: s(&self.response_information),
-            server_reference: s(&self.server_reference),
-            reason_string: s(&self.reason_string),
-            user_properties: self
-                .user_properties
-                .iter()
-                .map(|(k, v)| (super::detached(k), super::detached(v)))
-                .collect(),
-            ..self.numbers()
+        let mut p = self.clone();
+        for s in [
+            &mut p.content_type,
+            &mut p.response_topic,
+            &mut p.assigned_client_identifier,
+            &mut p.authentication_method,
+            &mut p.response_information,
+            &mut p.server_reference,
+            &mut p.reason_string,
+        ] {
+            *s = s.as_ref().map(super::detached);
         }
-    }
-
-    /// A copy of the numeric and flag properties only (the rest empty).
-    fn numbers(&self) -> Properties {
-        Properties {
-            payload_format_indicator: self.payload_format_indicator,
-            message_expiry_interval: self.message_expiry_interval,
-            session_expiry_interval: self.session_expiry_interval,
-            server_keep_alive: self.server_keep_alive,
-            request_problem_information: self.request_problem_information,
-            will_delay_interval: self.will_delay_interval,
-            request_response_information: self.request_response_information,
-            receive_maximum: self.receive_maximum,
-            topic_alias_maximum: self.topic_alias_maximum,
-            topic_alias: self.topic_alias,
-            maximum_qos: self.maximum_qos,
-            retain_available: self.retain_available,
-            maximum_packet_size: self.maximum_packet_size,
-            wildcard_subscription_available: self.wildcard_subscription_available,
-            subscription_identifier_available: self.subscription_identifier_available,
-            shared_subscription_available: self.shared_subscription_available,
-            ..Properties::default()
+        for b in [&mut p.correlation_data, &mut p.authentication_data] {
+            *b = b.as_ref().map(|v| Bytes::copy_from_slice(v));
         }
+        for (k, v) in &mut p.user_properties {
+            (*k, *v) = (super::detached(k), super::detached(v));
+        }
+        p
     }
 }
 

@@ -151,14 +151,17 @@ impl SessionState {
         let outcome = self
             .subscriptions
             .subscribe(topics, id, limits, allowed_by_acl);
-        self.subscription_ids = self.subscriptions.any_ids();
+        // Only a session that has identifiers looks through its
+        // subscriptions again (a replacement may have dropped the last).
+        self.subscription_ids =
+            (id.is_some() || self.subscription_ids) && self.subscriptions.any_ids();
         outcome
     }
 
     /// Removes a subscription; false if there was none.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
         let removed = self.subscriptions.remove(filter);
-        self.subscription_ids = self.subscriptions.any_ids();
+        self.subscription_ids = self.subscription_ids && self.subscriptions.any_ids();
         removed
     }
 
